@@ -1,0 +1,88 @@
+"""Where configuration comes from: the process environment, a `.env` file and the config folder.
+
+Every process calls `load_environment()` once in `main()` and passes the result down, so
+nothing deep in the code reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and how to fix it."""
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a `.env` file of KEY=VALUE lines (comments, blank lines, quotes and `export` allowed)."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "").isalnum():
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw.strip()[:60]!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def load_environment(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The effective settings: `.env` in the working directory, overridden by the real environment."""
+    cwd = cwd or Path.cwd()
+    environ = os.environ if environ is None else environ
+    merged: dict[str, str] = {}
+    env_file = cwd / ".env"
+    if env_file.is_file():
+        merged.update(read_env_file(env_file))
+    merged.update(environ)
+    return merged
+
+
+def config_dir(env: Mapping[str, str], cwd: Path | None = None) -> Path:
+    """`DA_CONFIG_DIR` when set, else `./config` in the working directory."""
+    if env.get("DA_CONFIG_DIR"):
+        return Path(env["DA_CONFIG_DIR"]).expanduser()
+    return (cwd or Path.cwd()) / "config"
+
+
+def env_int(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """Read an integer setting, naming the variable when it is not a number in range."""
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a whole number; set it to e.g. {default}.") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and {maximum}" if maximum is not None else ""
+        raise ConfigError(f"{key}={value} is out of range; use a value between {minimum}{upper}.")
+    return value
+
+
+def env_float(env: Mapping[str, str], key: str, default: float, *, minimum: float = 0.0) -> float:
+    """Read a number of seconds, naming the variable when it is not a positive number."""
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a number; set it to e.g. {default}.") from None
+    if value < minimum:
+        raise ConfigError(f"{key}={value} is too small; use at least {minimum}.")
+    return value
+
+
+def env_list(env: Mapping[str, str], key: str) -> list[str]:
+    """A comma-separated setting as a list, blanks dropped."""
+    return [item.strip() for item in env.get(key, "").split(",") if item.strip()]

@@ -1,0 +1,127 @@
+"""The fleet as declared in `config/machines.yaml`: machines, their capabilities, agents and aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from da.config import ConfigError
+
+FLEET_FILE = "machines.yaml"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One machine of the fleet; `names` is what a task may be pinned to."""
+
+    name: str
+    role: str = "worker"
+    os: str = ""
+    tailscale_ip: str = ""
+    user: str = ""
+    capabilities: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "os": self.os,
+            "tailscale_ip": self.tailscale_ip,
+            "capabilities": list(self.capabilities),
+            "agents": list(self.agents),
+            "aliases": list(self.aliases),
+        }
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """All machines, looked up by name or alias."""
+
+    machines: tuple[Machine, ...] = ()
+    source: Path | None = None
+    _by_name: dict[str, Machine] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for machine in self.machines:
+            for name in machine.names:
+                self._by_name.setdefault(name, machine)
+
+    def find(self, name: str) -> Machine | None:
+        """The machine called `name` or having it as an alias."""
+        return self._by_name.get(name)
+
+    def canonical(self, name: str) -> str:
+        """The machine's own name for an alias; unknown names stay as they are."""
+        machine = self._by_name.get(name)
+        return machine.name if machine else name
+
+
+def _string_list(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(f"{where} must be a list of names, like [agent_run, run_script].")
+    return tuple(value)
+
+
+def parse_fleet(data: Any, source: str) -> Fleet:
+    """Turn the YAML document into a Fleet, naming the first bad key."""
+    if data is None:
+        return Fleet()
+    if not isinstance(data, dict) or not isinstance(data.get("machines", {}), dict):
+        raise ConfigError(f"{source}: expected a top-level `machines:` mapping of name to settings.")
+    machines = []
+    seen: dict[str, str] = {}
+    for name, entry in (data.get("machines") or {}).items():
+        where = f"{source}: machines.{name}"
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping with capabilities, agents and aliases.")
+        for key in ("role", "os", "tailscale_ip", "user"):
+            if key in entry and not isinstance(entry[key], str):
+                raise ConfigError(f"{where}.{key} must be a string.")
+        machine = Machine(
+            name=str(name),
+            role=entry.get("role", "worker"),
+            os=entry.get("os", ""),
+            tailscale_ip=entry.get("tailscale_ip", ""),
+            user=entry.get("user", ""),
+            capabilities=_string_list(entry.get("capabilities"), f"{where}.capabilities"),
+            agents=_string_list(entry.get("agents"), f"{where}.agents"),
+            aliases=_string_list(entry.get("aliases"), f"{where}.aliases"),
+        )
+        for alias in machine.names:
+            if alias in seen:
+                raise ConfigError(f"{where}: the name {alias!r} is already used by machine {seen[alias]!r}.")
+            seen[alias] = machine.name
+        machines.append(machine)
+    return Fleet(tuple(machines))
+
+
+def load_fleet(config_dir: Path, *, required: bool = False) -> Fleet:
+    """Read `machines.yaml` from the config folder; a missing file is an empty fleet unless required."""
+    path = config_dir / FLEET_FILE
+    if not path.is_file():
+        if required:
+            raise ConfigError(
+                f"{path} not found; copy config/machines.yaml.example to it or set DA_CONFIG_DIR."
+            )
+        return Fleet(source=path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{at}; fix the file or restore it from the example.") from exc
+    fleet = parse_fleet(data, str(path))
+    return Fleet(fleet.machines, source=path)

@@ -1,0 +1,356 @@
+"""The HTTP face of the queue: parse, call the store, answer JSON.
+
+Domain errors raised anywhere below become `{"error": code, "detail": sentence}` in one
+middleware; every route but /health needs the shared secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from da import fleet as fleet_module
+from da.queue import metrics, models, openapi
+from da.queue.errors import BadRequest, NotFound, QueueError, TooLarge, Unauthorized
+from da.queue.models import ClaimRequest, NewTask, Report
+from da.queue.roster import Roster
+from da.queue.settings import QueueSettings
+from da.queue.store import Store
+from da.version import __version__
+
+logger = logging.getLogger(__name__)
+
+# A waiting claim re-checks at least this often, for tasks that become claimable with no
+# write (a soft preference's overflow grace running out).
+RECHECK_INTERVAL = 1.0
+# A bulk page of the event feed.
+EVENTS_PAGE = 500
+DEFAULT_LIST_LIMIT = 50
+
+SETTINGS = web.AppKey("settings", QueueSettings)
+STORE = web.AppKey("store", Store)
+ROSTER = web.AppKey("roster", Roster)
+CLAIM_LATENCY = web.AppKey("claim_latency", metrics.Histogram)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(error: QueueError) -> web.Response:
+    return json_response({"error": error.code, "detail": error.detail}, status=error.status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn domain and HTTP errors into the one JSON error shape."""
+    try:
+        return await handler(request)
+    except QueueError as exc:
+        if exc.status >= 500:
+            logger.error("%s %s failed: %s", request.method, request.path, exc.detail)
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body
+        return error_response(TooLarge(f"the request body is larger than {limit} bytes; send less."))
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return error_response(NotFound(f"no route {request.path}; see /openapi.json."))
+        code = exc.reason.lower().replace(" ", "_")
+        return json_response({"error": code, "detail": f"{exc.reason} for {request.method} {request.path}."},
+                             status=exc.status)
+    except Exception:
+        logger.exception("%s %s crashed", request.method, request.path)
+        return json_response({"error": "internal", "detail": "the queue hit an internal error; see its log."},
+                             status=500)
+
+
+def auth_middleware(secret: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Refuse every route but /health without the shared secret, compared in constant time."""
+    expected = secret.encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/health":
+            given = request.headers.get("x-secret-key")
+            if given is None:
+                scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+                given = token if scheme.lower() == "bearer" else ""
+            if not hmac.compare_digest(given.encode(), expected):
+                peer = request.remote or "?"
+                logger.warning("refused %s %s from %s: %s secret", request.method, request.path, peer,
+                               "missing" if not given else "wrong")
+                raise Unauthorized()
+        return await handler(request)
+
+    return check
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON, or one sentence saying what is wrong with it."""
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8 text; send JSON.") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON ({exc.msg} at position {exc.pos}).") from None
+    except RecursionError:
+        raise BadRequest("the request body nests too deeply; flatten it.") from None
+
+
+def query_int(request: web.Request, key: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {key!r} must be a whole number, got {raw[:40]!r}.") from None
+    if not low <= value <= high:
+        raise BadRequest(f"query parameter {key!r} must be between {low} and {high}, got {value}.")
+    return value
+
+
+def query_wait(request: web.Request) -> float:
+    raw = request.query.get("wait", "0")
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter 'wait' must be a number of seconds, got {raw[:40]!r}.") from None
+    if not 0 <= wait <= models.MAX_WAIT:
+        raise BadRequest(f"query parameter 'wait' must be between 0 and {models.MAX_WAIT:g} seconds.")
+    return wait
+
+
+async def wait_for_signal(waiter: asyncio.Future[None], timeout: float) -> None:
+    """Sleep until the signal fires or the timeout passes, without cancelling the shared future."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(waiter), timeout)
+
+
+# ---- routes ---------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "version": __version__})
+
+
+async def create_task(request: web.Request) -> web.Response:
+    spec = NewTask.parse(await read_json(request))
+    task = await request.app[STORE].create(spec)
+    return json_response(task.to_json(), status=201)
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    statuses = tuple(s for s in request.query.get("status", "").split(",") if s)
+    for status in statuses:
+        if status not in models.STATUSES:
+            raise BadRequest(f"unknown status {status[:40]!r}; use one of {', '.join(models.STATUSES)}.")
+    task_type = request.query.get("type") or None
+    machine = request.query.get("machine") or None
+    for key, value in (("type", task_type), ("machine", machine)):
+        if value is not None and (len(value) > models.MAX_NAME or not models.NAME_PATTERN.match(value)):
+            raise BadRequest(f"query parameter {key!r} is not a valid name.")
+    limit = query_int(request, "limit", DEFAULT_LIST_LIMIT, 1, models.MAX_LIMIT) or DEFAULT_LIST_LIMIT
+    before = query_int(request, "before", None, 1, 2**62)
+    tasks, cursor = await request.app[STORE].list(statuses=statuses, type=task_type, machine=machine,
+                                                  before=before, limit=limit)
+    return json_response({"tasks": [t.to_json() for t in tasks], "next": cursor})
+
+
+async def get_task(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    task = await store.get(request.match_info["id"])
+    body = task.to_json()
+    body["events"] = [event.to_json() for event in await store.events(task.id)]
+    return json_response(body)
+
+
+async def claim(request: web.Request) -> web.Response:
+    """Long-poll for a task: answer at once if one is claimable, else wait until one is or `wait` ends."""
+    spec = ClaimRequest.parse(await read_json(request))
+    settings, store, roster = request.app[SETTINGS], request.app[STORE], request.app[ROSTER]
+    roster.seen(spec.machine, spec.capabilities, spec.agents)
+    lease_seconds = spec.lease or settings.lease
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + spec.wait
+    while True:
+        waiter = store.pending_changed.waiter()
+        started = time.perf_counter()
+        claimed = await store.claim(spec, lease_seconds=lease_seconds, overflow_grace=settings.overflow_grace)
+        request.app[CLAIM_LATENCY].observe(time.perf_counter() - started)
+        if claimed is not None:
+            return json_response({"task": claimed.task.to_json(), "lease": claimed.lease,
+                                  "lease_expires_at": models.iso(claimed.lease_expires_at)})
+        remaining = deadline - loop.time()
+        transport = request.transport
+        if remaining <= 0 or transport is None or transport.is_closing():
+            roster.seen(spec.machine)
+            return web.Response(status=204)
+        await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
+
+
+def lease_of(body: Any) -> str:
+    body = models.require_object(body)
+    return models.get_str(body, "lease", required=True) or ""
+
+
+async def start_task(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    task = await request.app[STORE].start(request.match_info["id"], lease_of(body))
+    return json_response(task.to_json())
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    body = models.require_object(await read_json(request))
+    progress = models.get_str(body, "progress", max_len=models.MAX_NOTES)
+    settings = request.app[SETTINGS]
+    task, cancel = await request.app[STORE].heartbeat(request.match_info["id"], lease_of(body),
+                                                      lease_seconds=settings.lease, progress=progress)
+    if task.assigned_to:
+        request.app[ROSTER].seen(task.assigned_to)
+    return json_response({"cancel": cancel, "status": task.status,
+                          "lease_expires_at": models.iso(task.lease_expires_at)})
+
+
+async def report(request: web.Request) -> web.Response:
+    spec = Report.parse(await read_json(request))
+    task = await request.app[STORE].report(request.match_info["id"], spec)
+    return json_response(task.to_json())
+
+
+def resolution(body: Any) -> tuple[str, str | None, str | None]:
+    body = models.require_object(body)
+    status = models.get_status(body, "status", models.RESOLVE_TO) or ""
+    return status, models.get_str(body, "by"), models.get_str(body, "notes", max_len=models.MAX_NOTES)
+
+
+async def resolve(request: web.Request) -> web.Response:
+    status, by, notes = resolution(await read_json(request))
+    task = await request.app[STORE].resolve(request.match_info["id"], status, by=by, notes=notes)
+    return json_response(task.to_json())
+
+
+async def resolve_many(request: web.Request) -> web.Response:
+    body = models.require_object(await read_json(request))
+    from_status = models.get_status(body, "from_status", models.RESOLVABLE_FROM) or ""
+    status, by, notes = resolution(body)
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise BadRequest("field 'dry_run' must be true or false.")
+    store = request.app[STORE]
+    if dry_run:
+        return json_response({"count": await store.count(from_status), "ids": [], "dry_run": True})
+    ids = await store.resolve_many(from_status, status, by=by, notes=notes)
+    return json_response({"count": len(ids), "ids": ids, "dry_run": False})
+
+
+async def cancel(request: web.Request) -> web.Response:
+    body = models.require_object(await read_json(request))
+    by = models.get_str(body, "by")
+    notes = models.get_str(body, "notes", max_len=models.MAX_NOTES)
+    task = await request.app[STORE].cancel(request.match_info["id"], by=by, notes=notes)
+    return json_response(task.to_json())
+
+
+async def machines(request: web.Request) -> web.Response:
+    counts = await request.app[STORE].machine_counts()
+    return json_response({"machines": request.app[ROSTER].snapshot(counts)})
+
+
+async def events(request: web.Request) -> web.Response:
+    """The transition feed after an event id; waits up to `wait` seconds for the next one."""
+    store = request.app[STORE]
+    after = query_int(request, "after", 0, 0, 2**62) or 0
+    limit = query_int(request, "limit", EVENTS_PAGE, 1, EVENTS_PAGE) or EVENTS_PAGE
+    wait = query_wait(request)
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        waiter = store.events_appended.waiter()
+        found = await store.events_after(after, limit)
+        remaining = deadline - asyncio.get_running_loop().time()
+        if found or remaining <= 0:
+            last = found[-1].id if found else max(after, 0)
+            return json_response({"events": [event.to_json() for event in found], "last": last})
+        await wait_for_signal(waiter, remaining)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    counts = await request.app[STORE].status_counts()
+    text = metrics.render(counts, len(request.app[ROSTER].online()), request.app[CLAIM_LATENCY])
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_response(openapi.document(__version__))
+
+
+ROUTES = [
+    web.get("/health", health),
+    web.post("/v1/tasks", create_task),
+    web.get("/v1/tasks", list_tasks),
+    web.post("/v1/tasks/resolve", resolve_many),
+    web.get("/v1/tasks/{id}", get_task),
+    web.post("/v1/tasks/{id}/start", start_task),
+    web.post("/v1/tasks/{id}/heartbeat", heartbeat),
+    web.post("/v1/tasks/{id}/report", report),
+    web.post("/v1/tasks/{id}/resolve", resolve),
+    web.post("/v1/tasks/{id}/cancel", cancel),
+    web.post("/v1/claim", claim),
+    web.get("/v1/machines", machines),
+    web.get("/v1/events", events),
+    web.get("/metrics", metrics_page),
+    web.get("/openapi.json", openapi_document),
+]
+
+
+async def reaper(app: web.Application) -> None:
+    """Settle expired leases every `reap_interval` seconds for as long as the app runs."""
+    store, interval = app[STORE], app[SETTINGS].reap_interval
+    while True:
+        try:
+            for task in await store.reap():
+                logger.warning("task %s (%s) lost its worker %s: now %s", task.short_id, task.type,
+                               task.assigned_to or "?", task.status, extra={"task_id": task.id})
+        except QueueError as exc:
+            logger.error("reaper: %s", exc.detail)
+        await asyncio.sleep(interval)
+
+
+def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -> web.Application:
+    """Build the queue service; the store opens and the reaper starts with the app."""
+    if not settings.secret:
+        raise ValueError("the queue service needs a secret")
+    app = web.Application(middlewares=[errors_middleware, auth_middleware(settings.secret)],
+                          client_max_size=settings.max_body)
+    app[SETTINGS] = settings
+    app[ROSTER] = Roster(fleet or fleet_module.Fleet())
+    app[CLAIM_LATENCY] = metrics.Histogram("da_claim_seconds", "Time to run one claim statement.")
+    app[STORE] = Store(settings.db_path, sync=settings.sync)
+    app.add_routes(ROUTES)
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = app[STORE]
+        await store.open()
+        reaper_task = asyncio.create_task(reaper(app))
+        yield
+        reaper_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper_task
+        await store.close()
+
+    app.cleanup_ctx.append(store_ctx)
+    return app

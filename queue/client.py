@@ -1,0 +1,208 @@
+"""An async client for the queue's HTTP API, used by the worker, the bot and the terminal.
+
+It fails over across a list of queue URLs and retries requests that never reached a server.
+A request that may have reached one is retried only where the route is idempotent, so a
+lost answer never creates a task twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from da.queue import errors
+from da.queue.errors import QueueError, QueueUnreachable
+from da.queue.models import Event, Task, parse_iso
+
+logger = logging.getLogger(__name__)
+
+# Per request; a claim or event long-poll adds its own wait on top.
+DEFAULT_TIMEOUT = 10.0
+# Each URL is tried this many rounds before giving up, with doubling pauses between rounds.
+DEFAULT_ROUNDS = 3
+FIRST_BACKOFF = 0.2
+
+_BY_STATUS: dict[int, type[QueueError]] = {
+    400: errors.BadRequest, 401: errors.Unauthorized, 404: errors.NotFound, 413: errors.TooLarge,
+}
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """A task this worker now holds, with the lease that proves it."""
+
+    task: Task
+    lease: str
+    lease_expires_at: float
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    cancel: bool
+    status: str
+
+
+def error_from(response: httpx.Response) -> QueueError:
+    """The domain error an error response stands for, with the server's sentence."""
+    try:
+        body = response.json()
+        code, detail = body.get("error", ""), body.get("detail") or response.text
+    except ValueError:
+        code, detail = "", response.text[:200] or response.reason_phrase
+    if response.status_code == 409:
+        cls: type[QueueError] = errors.LeaseLost if code == "lease_lost" else errors.Conflict
+    else:
+        cls = _BY_STATUS.get(response.status_code, QueueError)
+    error = cls(detail)
+    if cls is QueueError:
+        error.status = response.status_code
+    return error
+
+
+class QueueClient:
+    """One logical queue behind one or more URLs."""
+
+    def __init__(self, urls: str | list[str], secret: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 rounds: int = DEFAULT_ROUNDS, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        if isinstance(urls, str):
+            urls = [u.strip() for u in urls.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("no queue URL given; set QUEUE_URL, e.g. http://127.0.0.1:8000")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.rounds = rounds
+        self._current = 0
+        self._http = httpx.AsyncClient(timeout=timeout, headers={"x-secret-key": secret}, transport=transport)
+
+    @property
+    def url(self) -> str:
+        """The URL that answered last."""
+        return self.urls[self._current]
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> QueueClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+                      idempotent: bool = True, timeout: float | None = None) -> httpx.Response:
+        """Send to the current URL, failing over to the others on connection errors."""
+        extra = {} if timeout is None else {"timeout": timeout}
+        delay = FIRST_BACKOFF
+        last_error: Exception | None = None
+        for round_number in range(self.rounds):
+            for offset in range(len(self.urls)):
+                index = (self._current + offset) % len(self.urls)
+                try:
+                    response = await self._http.request(method, self.urls[index] + path, json=json,
+                                                        params=params, **extra)
+                except httpx.ConnectError as exc:
+                    last_error = exc
+                    continue
+                except (httpx.TransportError, httpx.TimeoutException) as exc:
+                    if not idempotent:
+                        raise QueueUnreachable(f"queue at {self.urls[index]} did not answer ({type(exc).__name__})"
+                                               "; the request may or may not have been applied.") from exc
+                    last_error = exc
+                    continue
+                self._current = index
+                if response.status_code >= 400:
+                    raise error_from(response)
+                return response
+            if round_number + 1 < self.rounds:
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise QueueUnreachable(f"queue unreachable at {', '.join(self.urls)} ({type(last_error).__name__}).")
+
+    # ---- API ---------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        return (await self.request("GET", "/health")).json()
+
+    async def create_task(self, type: str, payload: dict[str, Any] | None = None, **fields: Any) -> Task:
+        """Create a task; not retried once sent, so it is never created twice."""
+        body = {"type": type, "payload": payload or {}, **{k: v for k, v in fields.items() if v is not None}}
+        response = await self.request("POST", "/v1/tasks", json=body, idempotent=False)
+        return Task.from_json(response.json())
+
+    async def list_tasks(self, *, status: str | None = None, machine: str | None = None, type: str | None = None,
+                         limit: int | None = None, before: int | None = None) -> tuple[list[Task], int | None]:
+        params = {k: v for k, v in {"status": status, "machine": machine, "type": type, "limit": limit,
+                                    "before": before}.items() if v is not None}
+        body = (await self.request("GET", "/v1/tasks", params=params)).json()
+        return [Task.from_json(t) for t in body["tasks"]], body["next"]
+
+    async def get_task(self, task_id: str) -> Task:
+        return Task.from_json((await self.request("GET", f"/v1/tasks/{task_id}")).json())
+
+    async def task_events(self, task_id: str) -> list[Event]:
+        body = (await self.request("GET", f"/v1/tasks/{task_id}")).json()
+        return [_event(e) for e in body.get("events", [])]
+
+    async def claim(self, machine: str, capabilities: list[str], *, agents: list[str] | None = None,
+                    aliases: list[str] | None = None, retry_safe: list[str] | None = None, wait: float = 0.0,
+                    lease: float | None = None) -> ClaimedTask | None:
+        """Wait up to `wait` seconds for a task; None when there was nothing to take."""
+        body: dict[str, Any] = {"machine": machine, "capabilities": capabilities, "agents": agents or [],
+                                "aliases": aliases or [], "retry_safe": retry_safe or [], "wait": wait}
+        if lease is not None:
+            body["lease"] = lease
+        response = await self.request("POST", "/v1/claim", json=body, idempotent=False,
+                                      timeout=DEFAULT_TIMEOUT + wait)
+        if response.status_code == 204:
+            return None
+        data = response.json()
+        return ClaimedTask(Task.from_json(data["task"]), data["lease"], parse_iso(data["lease_expires_at"]) or 0.0)
+
+    async def start(self, task_id: str, lease: str) -> Task:
+        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/start",
+                                                  json={"lease": lease})).json())
+
+    async def heartbeat(self, task_id: str, lease: str, progress: str | None = None) -> Heartbeat:
+        body = {"lease": lease, **({"progress": progress} if progress else {})}
+        data = (await self.request("POST", f"/v1/tasks/{task_id}/heartbeat", json=body)).json()
+        return Heartbeat(bool(data["cancel"]), data["status"])
+
+    async def report(self, task_id: str, lease: str, status: str, result: dict[str, Any], *,
+                     notes: str | None = None, action: str | None = None) -> Task:
+        """Report an outcome; safe to repeat until it is acknowledged."""
+        body = {"lease": lease, "status": status, "result": result,
+                **({"notes": notes} if notes else {}), **({"action": action} if action else {})}
+        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/report", json=body)).json())
+
+    async def resolve(self, task_id: str, status: str, *, notes: str | None = None, by: str | None = None) -> Task:
+        body = {"status": status, **({"notes": notes} if notes else {}), **({"by": by} if by else {})}
+        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/resolve", json=body)).json())
+
+    async def resolve_many(self, from_status: str, status: str, *, notes: str | None = None, by: str | None = None,
+                           dry_run: bool = False) -> dict[str, Any]:
+        body = {"from_status": from_status, "status": status, "dry_run": dry_run,
+                **({"notes": notes} if notes else {}), **({"by": by} if by else {})}
+        return (await self.request("POST", "/v1/tasks/resolve", json=body)).json()
+
+    async def cancel(self, task_id: str, *, by: str | None = None, notes: str | None = None) -> Task:
+        body = {**({"by": by} if by else {}), **({"notes": notes} if notes else {})}
+        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/cancel", json=body)).json())
+
+    async def machines(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/machines")).json()["machines"]
+
+    async def events(self, after: int = 0, *, wait: float = 0.0, limit: int | None = None) -> tuple[list[Event], int]:
+        """Events after `after`, waiting up to `wait` seconds for the first; returns them and the last id."""
+        params: dict[str, Any] = {"after": after, "wait": wait}
+        if limit:
+            params["limit"] = limit
+        body = (await self.request("GET", "/v1/events", params=params, timeout=DEFAULT_TIMEOUT + wait)).json()
+        return [_event(e) for e in body["events"]], body["last"]
+
+
+def _event(data: dict[str, Any]) -> Event:
+    return Event(data["id"], data["task_id"], data["from"], data["to"], data["by"], parse_iso(data["at"]) or 0.0,
+                 data["note"])

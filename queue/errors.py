@@ -1,0 +1,72 @@
+"""Errors of the queue: each maps to one HTTP status and a one-sentence detail."""
+
+from __future__ import annotations
+
+
+class QueueError(Exception):
+    """The queue refused the request."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or (self.__doc__ or self.code).strip())
+
+    @property
+    def detail(self) -> str:
+        return str(self)
+
+
+class BadRequest(QueueError):
+    """The request is malformed."""
+
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(QueueError):
+    """Missing or wrong secret; send it in the x-secret-key header."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(QueueError):
+    """No such task."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(QueueError):
+    """The task is not in a state that allows this."""
+
+    status = 409
+    code = "conflict"
+
+
+class LeaseLost(Conflict):
+    """The lease is no longer held; the task was reaped, cancelled or reported already."""
+
+    code = "lease_lost"
+
+
+class TooLarge(QueueError):
+    """The request body is too large."""
+
+    status = 413
+    code = "too_large"
+
+
+class StoreError(QueueError):
+    """The database failed; the request changed nothing."""
+
+    status = 503
+    code = "store_error"
+
+
+class QueueUnreachable(QueueError):
+    """No queue URL answered."""
+
+    status = 503
+    code = "unreachable"

@@ -1,0 +1,386 @@
+"""The task model and the parsing of every request body into typed values.
+
+Validation lives here so the HTTP layer stays thin and every entry point (HTTP, client,
+bot) answers bad input with the same one-sentence error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from da.queue.errors import BadRequest
+
+PENDING = "pending"
+CLAIMED = "claimed"
+IN_PROGRESS = "in_progress"
+DONE = "done"
+FAILED = "failed"
+NEEDS_HUMAN = "needs_human"
+CANCELLED = "cancelled"
+
+STATUSES = (PENDING, CLAIMED, IN_PROGRESS, DONE, FAILED, NEEDS_HUMAN, CANCELLED)
+ACTIVE = (CLAIMED, IN_PROGRESS)
+TERMINAL = (DONE, FAILED, NEEDS_HUMAN, CANCELLED)
+REPORTABLE = (DONE, FAILED, NEEDS_HUMAN)
+RESOLVABLE_FROM = (NEEDS_HUMAN, FAILED)
+RESOLVE_TO = (DONE, FAILED, PENDING)
+
+# A short id is the first 8 hex chars of the uuid; 4 is the shortest prefix we look up.
+SHORT_ID_LENGTH = 8
+MIN_PREFIX = 4
+# Names (types, machines, agents) are identifiers people type; 100 chars is generous.
+MAX_NAME = 100
+# Notes are one line for people; 4000 leaves room for a pasted error.
+MAX_NOTES = 4000
+MAX_PRIORITY = 10
+DEFAULT_PRIORITY = 5
+DEFAULT_MAX_ATTEMPTS = 3
+# Enough for a flaky worker, few enough that a poison task reaches a human quickly.
+MAX_ATTEMPTS_LIMIT = 20
+# A long-poll longer than a minute outlives most proxies' idle timeouts.
+MAX_WAIT = 60.0
+MAX_LEASE = 3600.0
+MIN_LEASE = 1.0
+MAX_LIMIT = 500
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/~+-]*$")
+ID_PREFIX_PATTERN = re.compile(r"^[0-9a-fA-F-]+$")
+
+
+def iso(timestamp: float | None) -> str | None:
+    """Epoch seconds as an ISO 8601 UTC string, the form every API answer uses."""
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str | None) -> float | None:
+    """The inverse of `iso`, for clients."""
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class Task:
+    """A unit of work and where it stands."""
+
+    id: str
+    type: str
+    status: str
+    priority: int = DEFAULT_PRIORITY
+    payload: dict[str, Any] = field(default_factory=dict)
+    target_machine: str | None = None
+    preferred_machine: str | None = None
+    agent: str | None = None
+    lock: str | None = None
+    created_by: str | None = None
+    assigned_to: str | None = None
+    attempts: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    lease_expires_at: float | None = None
+    progress: str | None = None
+    result: dict[str, Any] | None = None
+    notes: str | None = None
+    changed_by: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease: str | None = field(default=None, repr=False)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:SHORT_ID_LENGTH]
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Task:
+        return cls(
+            id=row["id"],
+            type=row["type"],
+            status=row["status"],
+            priority=row["priority"],
+            payload=json.loads(row["payload"]),
+            target_machine=row["target_machine"],
+            preferred_machine=row["preferred_machine"],
+            agent=row["agent"],
+            lock=row["lock"],
+            created_by=row["created_by"],
+            assigned_to=row["assigned_to"],
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            lease_expires_at=row["lease_expires_at"],
+            progress=row["progress"],
+            result=json.loads(row["result"]) if row["result"] else None,
+            notes=row["notes"],
+            changed_by=row["changed_by"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            lease=row["lease"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The public form; the lease token stays out (only the claimer gets it)."""
+        return {
+            "id": self.id,
+            "short_id": self.short_id,
+            "type": self.type,
+            "status": self.status,
+            "priority": self.priority,
+            "payload": self.payload,
+            "target_machine": self.target_machine,
+            "preferred_machine": self.preferred_machine,
+            "agent": self.agent,
+            "lock": self.lock,
+            "created_by": self.created_by,
+            "assigned_to": self.assigned_to,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "lease_expires_at": iso(self.lease_expires_at),
+            "progress": self.progress,
+            "result": self.result,
+            "notes": self.notes,
+            "changed_by": self.changed_by,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Task:
+        """Rebuild a task from an API answer (clients use this)."""
+        values = dict(data)
+        values.pop("short_id", None)
+        for key in ("lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"):
+            values[key] = parse_iso(values.get(key))
+        values["created_at"] = values["created_at"] or 0.0
+        values["updated_at"] = values["updated_at"] or 0.0
+        known = cls.__dataclass_fields__
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One transition of one task: the audit trail and the bot's notification feed."""
+
+    id: int
+    task_id: str
+    from_status: str | None
+    to_status: str
+    by: str | None
+    at: float
+    note: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Event:
+        return cls(row["id"], row["task_id"], row["from_status"], row["to_status"], row["by"], row["at"], row["note"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task_id": self.task_id,
+            "from": self.from_status,
+            "to": self.to_status,
+            "by": self.by,
+            "at": iso(self.at),
+            "note": self.note,
+        }
+
+
+# ---- request parsing -------------------------------------------------------------
+
+
+def require_object(body: Any, what: str = "the request body") -> dict[str, Any]:
+    """A JSON object, or a 400 that says so."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"{what} must be a JSON object.")
+    return body
+
+
+def _reject_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; allowed fields are {', '.join(allowed)}.")
+
+
+def get_str(body: dict[str, Any], key: str, *, required: bool = False, max_len: int = MAX_NAME,
+            name: bool = False) -> str | None:
+    """A string field, checked for type, length and (for names) characters."""
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise BadRequest(f"field {key!r} is required.")
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"field {key!r} must be a string.")
+    if required and not value.strip():
+        raise BadRequest(f"field {key!r} must not be empty.")
+    if len(value) > max_len:
+        raise BadRequest(f"field {key!r} is longer than {max_len} characters.")
+    if name and value and not NAME_PATTERN.match(value):
+        raise BadRequest(f"field {key!r} may hold only letters, digits and _.:@/~+- (got {value[:40]!r}).")
+    return value or None
+
+
+def get_int(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    """An integer field within bounds."""
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"field {key!r} must be a whole number between {low} and {high}.")
+    if not low <= value <= high:
+        raise BadRequest(f"field {key!r} must be between {low} and {high}, got {value}.")
+    return value
+
+
+def get_number(body: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    """A number of seconds within bounds."""
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"field {key!r} must be a number of seconds between {low:g} and {high:g}.")
+    if not low <= value <= high:
+        raise BadRequest(f"field {key!r} must be between {low:g} and {high:g}, got {value:g}.")
+    return float(value)
+
+
+def get_names(body: dict[str, Any], key: str, *, required: bool = False) -> tuple[str, ...]:
+    """A list of names (capabilities, agents, aliases)."""
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise BadRequest(f"field {key!r} is required (a list of names).")
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise BadRequest(f"field {key!r} must be a list of strings.")
+    for item in value:
+        if not NAME_PATTERN.match(item) or len(item) > MAX_NAME:
+            raise BadRequest(f"field {key!r} holds an invalid name {item[:40]!r}.")
+    return tuple(value)
+
+
+def get_status(body: dict[str, Any], key: str, allowed: tuple[str, ...], *, required: bool = True) -> str | None:
+    """A status field restricted to the transitions the route allows."""
+    value = get_str(body, key, required=required)
+    if value is not None and value not in allowed:
+        raise BadRequest(f"field {key!r} must be one of {', '.join(allowed)}, got {value[:40]!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task as submitted, before the store gives it an id."""
+
+    type: str
+    payload: dict[str, Any]
+    priority: int = DEFAULT_PRIORITY
+    target_machine: str | None = None
+    preferred_machine: str | None = None
+    agent: str | None = None
+    lock: str | None = None
+    lock_per_machine: bool = False
+    notes: str | None = None
+    created_by: str | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+    FIELDS = ("type", "payload", "priority", "target_machine", "preferred_machine", "agent", "notes",
+              "created_by", "max_attempts", "lock")
+
+    @classmethod
+    def parse(cls, body: Any) -> NewTask:
+        """Validate a POST /v1/tasks body.
+
+        `_target_machine` in the payload (the original tool's pin) becomes `target_machine`;
+        a task with a `cwd` locks that checkout on its machine unless it names its own `lock`.
+        """
+        body = require_object(body)
+        _reject_unknown(body, cls.FIELDS)
+        payload = body.get("payload")
+        payload = {} if payload is None else dict(require_object(payload, "field 'payload'"))
+        legacy_target = payload.pop("_target_machine", None)
+        if legacy_target is not None and not isinstance(legacy_target, str):
+            raise BadRequest("payload key '_target_machine' must be a machine name.")
+        target = get_str(body, "target_machine", name=True) or legacy_target or None
+        if target is not None:
+            get_str({"target_machine": target}, "target_machine", name=True)
+        lock = get_str(body, "lock", max_len=1000) or get_str(payload, "lock", max_len=1000)
+        cwd = payload.get("cwd") or payload.get("repo_path")
+        lock_per_machine = False
+        if lock is None and isinstance(cwd, str) and cwd:
+            lock, lock_per_machine = cwd, True
+        return cls(
+            type=get_str(body, "type", required=True, name=True) or "",
+            payload=payload,
+            priority=get_int(body, "priority", DEFAULT_PRIORITY, 0, MAX_PRIORITY),
+            target_machine=target,
+            preferred_machine=get_str(body, "preferred_machine", name=True),
+            agent=get_str(body, "agent", name=True),
+            lock=lock,
+            lock_per_machine=lock_per_machine,
+            notes=get_str(body, "notes", max_len=MAX_NOTES),
+            created_by=get_str(body, "created_by"),
+            max_attempts=get_int(body, "max_attempts", DEFAULT_MAX_ATTEMPTS, 1, MAX_ATTEMPTS_LIMIT),
+        )
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """What a worker can take: its names, capabilities, agents and retry-safe types."""
+
+    machine: str
+    capabilities: tuple[str, ...]
+    agents: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    retry_safe: tuple[str, ...] = ()
+    wait: float = 0.0
+    lease: float | None = None
+
+    @classmethod
+    def parse(cls, body: Any) -> ClaimRequest:
+        body = require_object(body)
+        _reject_unknown(body, ("machine", "capabilities", "agents", "aliases", "retry_safe", "wait", "lease"))
+        lease = body.get("lease")
+        return cls(
+            machine=get_str(body, "machine", required=True, name=True) or "",
+            capabilities=get_names(body, "capabilities", required=True),
+            agents=get_names(body, "agents"),
+            aliases=get_names(body, "aliases"),
+            retry_safe=get_names(body, "retry_safe"),
+            wait=get_number(body, "wait", 0.0, 0.0, MAX_WAIT),
+            lease=None if lease is None else get_number(body, "lease", 60.0, MIN_LEASE, MAX_LEASE),
+        )
+
+
+@dataclass(frozen=True)
+class Report:
+    """A worker's outcome for a task it holds the lease of."""
+
+    lease: str
+    status: str
+    result: dict[str, Any]
+    notes: str | None = None
+    action: str | None = None
+
+    @classmethod
+    def parse(cls, body: Any) -> Report:
+        body = require_object(body)
+        _reject_unknown(body, ("lease", "status", "result", "notes", "action"))
+        result = body.get("result")
+        result = {} if result is None else result
+        return cls(
+            lease=get_str(body, "lease", required=True) or "",
+            status=get_status(body, "status", REPORTABLE) or "",
+            result=dict(require_object(result, "field 'result'")),
+            notes=get_str(body, "notes", max_len=MAX_NOTES),
+            action=get_str(body, "action", max_len=MAX_NOTES),
+        )

@@ -1,0 +1,157 @@
+"""The OpenAPI 3 document of the queue's HTTP API, served at /openapi.json.
+
+Kept beside the routes by hand (a test checks that every route is documented and every
+documented path is routed) rather than generated, to avoid a framework for one page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from da.queue import models
+
+STR = {"type": "string"}
+NULLABLE_STR = {"type": ["string", "null"]}
+NAME = {"type": "string", "maxLength": models.MAX_NAME, "pattern": models.NAME_PATTERN.pattern}
+NAMES = {"type": "array", "items": NAME}
+TIME = {"type": ["string", "null"], "format": "date-time"}
+STATUS = {"type": "string", "enum": list(models.STATUSES)}
+ERROR = {"$ref": "#/components/schemas/Error"}
+TASK = {"$ref": "#/components/schemas/Task"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Malformed input; the detail names the field.", 401: "Missing or wrong secret.",
+            404: "No such task.", 409: "The task's state does not allow this.", 413: "Body too large."}
+    return {str(code): _json(ERROR, text[code]) for code in codes}
+
+
+def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None,
+        params: list[dict[str, Any]] | None = None, public: bool = False) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body:
+        operation["requestBody"] = body
+    if params:
+        operation["parameters"] = params
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+TASK_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 4},
+           "description": "Full id or a unique prefix of 4 or more characters."}
+LEASE_BODY = {"lease": STR}
+RESOLVE_FIELDS = {"status": {"type": "string", "enum": list(models.RESOLVE_TO)},
+                  "notes": {"type": "string", "maxLength": models.MAX_NOTES}, "by": STR}
+
+
+def document(version: str) -> dict[str, Any]:
+    """The whole document."""
+    task_op = _errors(400, 401, 404, 409)
+    paths = {
+        "/health": {"get": _op("Liveness, without auth.", {"200": _json(
+            {"type": "object", "properties": {"status": STR, "version": STR}}, "Up.")}, public=True)},
+        "/v1/tasks": {
+            "post": _op("Create a task.", {"201": _json(TASK, "Created."), **_errors(400, 401, 413)},
+                        body=_body({
+                            "type": NAME, "payload": {"type": "object"},
+                            "priority": {"type": "integer", "minimum": 0, "maximum": models.MAX_PRIORITY},
+                            "target_machine": NAME, "preferred_machine": NAME, "agent": NAME,
+                            "notes": {"type": "string", "maxLength": models.MAX_NOTES},
+                            "created_by": STR, "lock": STR,
+                            "max_attempts": {"type": "integer", "minimum": 1,
+                                             "maximum": models.MAX_ATTEMPTS_LIMIT}}, ["type"])),
+            "get": _op("List tasks, newest first.", {"200": _json({"type": "object", "properties": {
+                "tasks": {"type": "array", "items": TASK}, "next": {"type": ["integer", "null"]}}},
+                "A page and the cursor of the next."), **_errors(400, 401)}, params=[
+                _query("status", STR, "One status or several, comma-separated."),
+                _query("machine", STR, "Assigned to or pinned to this machine."),
+                _query("type", STR, "Task type."),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": models.MAX_LIMIT}, "Page size."),
+                _query("before", {"type": "integer", "minimum": 1}, "Cursor from the previous page.")]),
+        },
+        "/v1/tasks/resolve": {"post": _op("Resolve every task in one status.", {
+            "200": _json({"type": "object", "properties": {"count": {"type": "integer"},
+                                                           "ids": {"type": "array", "items": STR},
+                                                           "dry_run": {"type": "boolean"}}}, "Changed."),
+            **_errors(400, 401)}, body=_body({
+                "from_status": {"type": "string", "enum": list(models.RESOLVABLE_FROM)},
+                "dry_run": {"type": "boolean"}, **RESOLVE_FIELDS}, ["from_status", "status"]))},
+        "/v1/tasks/{id}": {"get": _op("One task with its events.", {"200": _json(TASK, "The task."), **task_op},
+                                      params=[TASK_ID])},
+        "/v1/tasks/{id}/start": {"post": _op("Mark a claimed task in progress.", {
+            "200": _json(TASK, "Started."), **task_op}, body=_body(LEASE_BODY, ["lease"]), params=[TASK_ID])},
+        "/v1/tasks/{id}/heartbeat": {"post": _op("Extend the lease; says whether to cancel.", {
+            "200": _json({"type": "object", "properties": {"cancel": {"type": "boolean"}, "status": STATUS,
+                                                           "lease_expires_at": TIME}}, "Extended."),
+            **task_op}, body=_body({**LEASE_BODY, "progress": STR}, ["lease"]), params=[TASK_ID])},
+        "/v1/tasks/{id}/report": {"post": _op("Report the outcome; repeating it is harmless.", {
+            "200": _json(TASK, "Recorded."), **task_op, **_errors(413)},
+            body=_body({**LEASE_BODY, "status": {"type": "string", "enum": list(models.REPORTABLE)},
+                        "result": {"type": "object"}, "notes": STR, "action": STR}, ["lease", "status"]),
+            params=[TASK_ID])},
+        "/v1/tasks/{id}/resolve": {"post": _op("Settle a needs_human or failed task.", {
+            "200": _json(TASK, "Resolved."), **task_op}, body=_body(RESOLVE_FIELDS, ["status"]), params=[TASK_ID])},
+        "/v1/tasks/{id}/cancel": {"post": _op("Cancel a task that has not finished.", {
+            "200": _json(TASK, "Cancelled."), **task_op},
+            body=_body({"by": STR, "notes": STR}, []), params=[TASK_ID])},
+        "/v1/claim": {"post": _op("Claim the best task this worker may take, waiting up to `wait` seconds.", {
+            "200": _json({"type": "object", "properties": {"task": TASK, "lease": STR, "lease_expires_at": TIME}},
+                         "Claimed."),
+            "204": {"description": "Nothing to claim within `wait`."}, **_errors(400, 401)},
+            body=_body({"machine": NAME, "capabilities": NAMES, "agents": NAMES, "aliases": NAMES,
+                        "retry_safe": NAMES,
+                        "wait": {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT},
+                        "lease": {"type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}},
+                       ["machine", "capabilities"]))},
+        "/v1/machines": {"get": _op("The fleet with liveness and counts.", {"200": _json(
+            {"type": "object", "properties": {"machines": {"type": "array", "items": {"type": "object"}}}},
+            "Roster."), **_errors(401)})},
+        "/v1/events": {"get": _op("Transitions after an event id, long-polled.", {"200": _json(
+            {"type": "object", "properties": {"events": {"type": "array", "items": {
+                "$ref": "#/components/schemas/Event"}}, "last": {"type": "integer"}}}, "Events."),
+            **_errors(400, 401)}, params=[
+            _query("after", {"type": "integer", "minimum": 0}, "Last event id seen."),
+            _query("wait", {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT}, "Seconds to wait."),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size.")])},
+        "/metrics": {"get": _op("Prometheus metrics.", {"200": {"description": "Text exposition.", "content": {
+            "text/plain": {"schema": STR}}}, **_errors(401)})},
+        "/openapi.json": {"get": _op("This document.", {"200": _json({"type": "object"}, "OpenAPI 3."),
+                                                        **_errors(401)})},
+    }
+    task_schema = {"type": "object", "properties": {
+        "id": STR, "short_id": STR, "type": STR, "status": STATUS, "priority": {"type": "integer"},
+        "payload": {"type": "object"}, "target_machine": NULLABLE_STR, "preferred_machine": NULLABLE_STR,
+        "agent": NULLABLE_STR, "lock": NULLABLE_STR, "created_by": NULLABLE_STR, "assigned_to": NULLABLE_STR,
+        "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "lease_expires_at": TIME,
+        "progress": NULLABLE_STR, "result": {"type": ["object", "null"]}, "notes": NULLABLE_STR,
+        "changed_by": NULLABLE_STR, "created_at": TIME, "updated_at": TIME, "started_at": TIME,
+        "finished_at": TIME, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
+        "required": ["id", "type", "status"]}
+    event_schema = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "task_id": STR, "from": NULLABLE_STR, "to": STATUS, "by": NULLABLE_STR,
+        "at": TIME, "note": NULLABLE_STR}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "da queue", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": {"Task": task_schema, "Event": event_schema, "Error": {
+                "type": "object", "properties": {"error": STR, "detail": STR}, "required": ["error", "detail"]}},
+            "securitySchemes": {"secret": {"type": "apiKey", "in": "header", "name": "x-secret-key"}},
+        },
+        "security": [{"secret": []}],
+    }

@@ -1,0 +1,62 @@
+"""Settings of the queue service, parsed once from the environment at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from da import config
+from da.config import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_DB = "data/queue.db"
+# Long enough to ride out a laptop's brief network blip, short enough that a dead worker's
+# task moves on within a minute.
+DEFAULT_LEASE = 60.0
+# How long a task preferring a busy machine waits before any capable machine may take it.
+DEFAULT_OVERFLOW_GRACE = 20.0
+# Results carry 64 KiB tails of stdout and stderr; 1 MiB leaves room without inviting abuse.
+DEFAULT_MAX_BODY = 1024 * 1024
+# The reaper's period bounds how late an expired lease is noticed.
+DEFAULT_REAP_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """Everything `da serve` needs; `secret` is required."""
+
+    secret: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    db_path: Path = Path(DEFAULT_DB)
+    lease: float = DEFAULT_LEASE
+    overflow_grace: float = DEFAULT_OVERFLOW_GRACE
+    max_body: int = DEFAULT_MAX_BODY
+    sync: str = "normal"
+    reap_interval: float = DEFAULT_REAP_INTERVAL
+    config_dir: Path = Path("config")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None, require_secret: bool = True) -> QueueSettings:
+        """Read QUEUE_* and SECRET_KEY; a bad value raises ConfigError naming it."""
+        secret = env.get("SECRET_KEY", "")
+        if require_secret and not secret:
+            raise ConfigError("SECRET_KEY is not set; put a long random value in .env "
+                              "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`).")
+        sync = env.get("QUEUE_SYNC", "normal").strip().lower() or "normal"
+        if sync not in ("normal", "full"):
+            raise ConfigError(f"QUEUE_SYNC={sync!r} is not valid; use normal or full.")
+        return cls(
+            secret=secret,
+            host=env.get("QUEUE_HOST", DEFAULT_HOST) or DEFAULT_HOST,
+            port=config.env_int(env, "QUEUE_PORT", DEFAULT_PORT, minimum=0, maximum=65535),
+            db_path=Path(env.get("QUEUE_DB_PATH") or DEFAULT_DB).expanduser(),
+            lease=config.env_float(env, "QUEUE_LEASE", DEFAULT_LEASE, minimum=1.0),
+            overflow_grace=config.env_float(env, "QUEUE_OVERFLOW_GRACE", DEFAULT_OVERFLOW_GRACE),
+            max_body=config.env_int(env, "QUEUE_MAX_BODY", DEFAULT_MAX_BODY, minimum=1024),
+            sync=sync,
+            reap_interval=config.env_float(env, "QUEUE_REAP_INTERVAL", DEFAULT_REAP_INTERVAL, minimum=0.05),
+            config_dir=config.config_dir(env, cwd),
+        )

@@ -1,0 +1,167 @@
+-- insert_task --
+-- Create a pending task; the trigger records its first event.
+INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
+                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   created_at, updated_at)
+VALUES (:id, :type, 'pending', :priority, :payload, :target_machine, :preferred_machine, :agent,
+        :lock, :lock_per_machine, :created_by, :max_attempts, :notes, :created_by, :notes,
+        :now, :now)
+RETURNING *;
+
+-- claim_task --
+-- Atomically hand the best pending task this worker may take to it (see Store.claim).
+UPDATE tasks
+SET status = 'claimed', assigned_to = :machine, lease = :lease, lease_expires_at = :expires,
+    attempts = attempts + 1,
+    safe_to_retry = type IN (SELECT value FROM json_each(:retry_safe)),
+    progress = NULL, changed_by = :machine, change_note = NULL, updated_at = :now
+WHERE id = (
+    SELECT t.id FROM tasks AS t INDEXED BY tasks_claim
+    WHERE t.status = 'pending'
+      AND t.type IN (SELECT value FROM json_each(:capabilities))
+      AND coalesce(t.target_machine, '') IN (SELECT value FROM json_each(:pins))
+      AND coalesce(t.agent, '') IN (SELECT value FROM json_each(:agents))
+      AND (t.preferred_machine IS NULL
+           OR t.preferred_machine IN (SELECT value FROM json_each(:names))
+           OR t.created_at <= :overflow_before)
+      AND (t.lock IS NULL OR NOT EXISTS (
+            SELECT 1 FROM tasks AS holder
+            WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress')
+              AND (t.lock_per_machine = 0 OR holder.assigned_to IN (SELECT value FROM json_each(:names)))))
+    ORDER BY t.priority DESC, t.seq
+    LIMIT 1)
+RETURNING *;
+
+-- start_task --
+-- The worker began running it.
+UPDATE tasks
+SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL
+WHERE id = :id AND lease = :lease AND status = 'claimed'
+RETURNING *;
+
+-- heartbeat --
+-- Extend the lease of a running task and record its latest progress line.
+UPDATE tasks
+SET lease_expires_at = :expires, progress = coalesce(:progress, progress), updated_at = :now
+WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+RETURNING *;
+
+-- report_task --
+-- Record the outcome of a task whose lease the worker still holds.
+UPDATE tasks
+SET status = :status, result = :result, notes = coalesce(:notes, notes), lease_expires_at = NULL,
+    finished_at = :now, updated_at = :now, changed_by = assigned_to, change_note = :notes
+WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+RETURNING *;
+
+-- reap_expired --
+-- Settle expired leases in one statement: back to pending when the task never started (so it
+-- cannot have run) or its type is safe to run twice with attempts left; else to a human.
+UPDATE tasks
+SET status = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < max_attempts)
+                  THEN 'pending' ELSE 'needs_human' END,
+    lease = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < max_attempts)
+                 THEN NULL ELSE lease END,
+    assigned_to = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < max_attempts)
+                       THEN NULL ELSE assigned_to END,
+    notes = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < max_attempts) THEN notes
+                 ELSE 'worker ' || coalesce(assigned_to, '?') || ' was lost (lease expired) while running this task' END,
+    result = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < max_attempts) THEN result
+                  ELSE json_object('error', 'worker lost', 'action',
+                      CASE WHEN safe_to_retry = 1 THEN 'it failed ' || attempts || ' times; check the worker, then retry'
+                           ELSE 'check whether it ran on ' || coalesce(assigned_to, '?')
+                                || ', then resolve it as done or retry it' END) END,
+    finished_at = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < max_attempts)
+                       THEN NULL ELSE :now END,
+    lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper',
+    change_note = 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)'
+WHERE status IN ('claimed', 'in_progress') AND lease_expires_at < :now
+RETURNING *;
+
+-- next_lease_expiry --
+-- When the reaper next has work.
+SELECT min(lease_expires_at) AS at FROM tasks WHERE status IN ('claimed', 'in_progress');
+
+-- resolve_task --
+-- A person settles a task that needs them; pending re-queues the same payload.
+UPDATE tasks
+SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, change_note = :notes, updated_at = :now,
+    lease = CASE WHEN :status = 'pending' THEN NULL ELSE lease END,
+    assigned_to = CASE WHEN :status = 'pending' THEN NULL ELSE assigned_to END,
+    attempts = CASE WHEN :status = 'pending' THEN 0 ELSE attempts END,
+    progress = CASE WHEN :status = 'pending' THEN NULL ELSE progress END,
+    finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE :now END
+WHERE id = :id AND status IN ('needs_human', 'failed')
+RETURNING *;
+
+-- resolve_many --
+-- Bulk form of resolve_task over every task in one status.
+UPDATE tasks
+SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, change_note = :notes, updated_at = :now,
+    lease = CASE WHEN :status = 'pending' THEN NULL ELSE lease END,
+    assigned_to = CASE WHEN :status = 'pending' THEN NULL ELSE assigned_to END,
+    attempts = CASE WHEN :status = 'pending' THEN 0 ELSE attempts END,
+    progress = CASE WHEN :status = 'pending' THEN NULL ELSE progress END,
+    finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE :now END
+WHERE status = :from_status
+RETURNING id;
+
+-- count_status --
+-- How many tasks a bulk resolve would change.
+SELECT count(*) AS n FROM tasks WHERE status = :status;
+
+-- cancel_task --
+-- Stop a task that has not finished; a running one learns it at its next heartbeat.
+UPDATE tasks
+SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, change_note = :notes,
+    notes = coalesce(:notes, notes)
+WHERE id = :id AND status IN ('pending', 'claimed', 'in_progress')
+RETURNING *;
+
+-- get_task --
+-- One task by full id.
+SELECT * FROM tasks WHERE id = :id;
+
+-- find_by_prefix --
+-- Tasks whose id starts with a short id; two rows are enough to detect ambiguity.
+SELECT * FROM tasks WHERE id >= :prefix AND id < :prefix || 'g' ORDER BY id LIMIT 2;
+
+-- list_tasks --
+-- Newest first, filtered; :before is the seq cursor of the previous page.
+SELECT * FROM tasks
+WHERE (:status IS NULL OR status IN (SELECT value FROM json_each(:status)))
+  AND (:type IS NULL OR type = :type)
+  AND (:machine IS NULL OR assigned_to = :machine OR target_machine = :machine)
+  AND (:before IS NULL OR seq < :before)
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- machine_counts --
+-- Per machine: active, done and failed counts.
+SELECT assigned_to AS machine,
+       sum(status IN ('claimed', 'in_progress')) AS active,
+       sum(status = 'done') AS done,
+       sum(status = 'failed') AS failed
+FROM tasks WHERE assigned_to IS NOT NULL GROUP BY assigned_to;
+
+-- machine_agents --
+-- Per machine and agent: how many tasks ran, for "most used agent".
+SELECT assigned_to AS machine, agent, count(*) AS n
+FROM tasks WHERE assigned_to IS NOT NULL AND agent IS NOT NULL
+GROUP BY assigned_to, agent;
+
+-- status_counts --
+-- Tasks by status and type, for /metrics.
+SELECT status, type, count(*) AS n FROM tasks GROUP BY status, type;
+
+-- events_after --
+-- The feed after an event id, oldest first.
+SELECT * FROM events WHERE id > :after ORDER BY id LIMIT :limit;
+
+-- last_event --
+-- The newest event id, so a new follower can start at "now".
+SELECT coalesce(max(id), 0) AS id FROM events;
+
+-- task_events --
+-- One task's audit trail.
+SELECT * FROM events WHERE task_id = :task_id ORDER BY id;

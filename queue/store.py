@@ -1,0 +1,383 @@
+"""The only module that speaks SQL: tasks, claims, leases and the event trail on SQLite.
+
+Atomicity contract: every transition is one SQL statement (an UPDATE ... RETURNING, with the
+event row written by a trigger in the same statement), and SQLite runs one writer at a time,
+so two claimers can never receive the same task and a crash never leaves a transition half
+written. Because the one connection is shared by every request, the store never opens a multi-statement
+transaction on it: another coroutine's statement would land inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import json
+import logging
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from da.queue import models
+from da.queue.errors import BadRequest, Conflict, LeaseLost, NotFound, StoreError
+from da.queue.models import ClaimRequest, Event, NewTask, Report, Task
+
+logger = logging.getLogger(__name__)
+
+# UPDATE ... RETURNING needs 3.35; json_each is older.
+MIN_SQLITE = (3, 35, 0)
+# A writer waits this long for the lock (a backup or a second process) before failing.
+BUSY_TIMEOUT_MS = 5000
+SYNC_MODES = ("normal", "full")
+
+_HEADER = re.compile(r"^-- (\w+) --$", re.MULTILINE)
+
+
+def load_queries() -> dict[str, str]:
+    """Parse `queries.sql` into {name: statement} once at import."""
+    text = importlib.resources.files("da.queue.sql").joinpath("queries.sql").read_text(encoding="utf-8")
+    parts = _HEADER.split(text)
+    return {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def migrations() -> list[tuple[int, str]]:
+    """Numbered migration scripts (`0001_initial.sql` ...) in order."""
+    found = []
+    for entry in importlib.resources.files("da.queue.sql").iterdir():
+        match = re.match(r"^(\d{4})_\w+\.sql$", entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+QUERIES = load_queries()
+
+
+class Signal:
+    """A broadcast wake-up: waiters take `waiter()` before checking, so no notify is missed."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def waiter(self) -> asyncio.Future[None]:
+        if self._future is None or self._future.done():
+            self._future = asyncio.get_running_loop().create_future()
+        return self._future
+
+    def notify(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed task with the lease that proves ownership."""
+
+    task: Task
+    lease: str
+    lease_expires_at: float
+
+
+@dataclass(frozen=True)
+class MachineCounts:
+    """What the store knows of a machine's work."""
+
+    active: int = 0
+    done: int = 0
+    failed: int = 0
+    top_agent: str | None = None
+
+
+class Store:
+    """Tasks and events in one SQLite file, through one long-lived connection."""
+
+    def __init__(self, path: Path, *, sync: str = "normal", clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.sync = sync
+        self.clock = clock
+        self._db: aiosqlite.Connection | None = None
+        # Woken when a task may have become claimable (created, re-queued, a lock freed).
+        self.pending_changed = Signal()
+        # Woken when events were appended.
+        self.events_appended = Signal()
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the file, set WAL and durability, and migrate the schema forward."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old; da needs 3.35 or newer.")
+        if self.sync not in SYNC_MODES:
+            raise StoreError(f"QUEUE_SYNC={self.sync!r} is not valid; use normal or full.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute(f"PRAGMA synchronous={self.sync.upper()}")
+            await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await self._migrate()
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StoreError(f"cannot open the queue database {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        db = self._require()
+        (version,) = await (await db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
+        for number, script in migrations():
+            if number <= version:
+                continue
+            logger.info("migrating queue database %s to schema %d", self.path, number)
+            await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+
+    async def schema_version(self) -> int:
+        rows = await self._fetch_raw("PRAGMA user_version", {})
+        return int(rows[0][0])
+
+    def _require(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the queue database is not open.")
+        return self._db
+
+    async def _fetch_raw(self, sql: str, params: dict[str, Any]) -> list[sqlite3.Row]:
+        try:
+            return list(await self._require().execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    async def _fetch(self, name: str, **params: Any) -> list[sqlite3.Row]:
+        return await self._fetch_raw(QUERIES[name], params)
+
+    async def _tasks(self, name: str, **params: Any) -> list[Task]:
+        return [Task.from_row(row) for row in await self._fetch(name, **params)]
+
+    # ---- creating and reading ------------------------------------------------------
+
+    async def create(self, spec: NewTask) -> Task:
+        """Insert a pending task and wake the claimers that wait for work."""
+        (task,) = await self._tasks(
+            "insert_task",
+            id=str(uuid.uuid4()),
+            type=spec.type,
+            priority=spec.priority,
+            payload=json.dumps(spec.payload),
+            target_machine=spec.target_machine,
+            preferred_machine=spec.preferred_machine,
+            agent=spec.agent,
+            lock=spec.lock,
+            lock_per_machine=int(spec.lock_per_machine),
+            created_by=spec.created_by,
+            max_attempts=spec.max_attempts,
+            notes=spec.notes,
+            now=self.clock(),
+        )
+        self.pending_changed.notify()
+        self.events_appended.notify()
+        return task
+
+    async def get(self, task_id: str) -> Task:
+        """A task by full id or by a unique prefix of at least 4 characters."""
+        if not models.ID_PREFIX_PATTERN.match(task_id) or len(task_id) > 36:
+            raise BadRequest(f"{task_id[:40]!r} is not a task id; use the short id shown by `da queue`.")
+        task_id = task_id.lower()
+        rows = await self._tasks("get_task", id=task_id)
+        if rows:
+            return rows[0]
+        if len(task_id) < models.MIN_PREFIX:
+            raise BadRequest(f"task id {task_id!r} is too short; give at least {models.MIN_PREFIX} characters.")
+        rows = await self._tasks("find_by_prefix", prefix=task_id)
+        if not rows:
+            raise NotFound(f"no task with id {task_id!r}.")
+        if len(rows) > 1:
+            raise Conflict(f"task id {task_id!r} is ambiguous; give more characters.")
+        return rows[0]
+
+    async def list(self, *, statuses: tuple[str, ...] = (), type: str | None = None, machine: str | None = None,
+                   before: int | None = None, limit: int = 50) -> tuple[list[Task], int | None]:
+        """Newest first; returns the page and the cursor for the next one (None at the end)."""
+        rows = await self._fetch(
+            "list_tasks",
+            status=json.dumps(list(statuses)) if statuses else None,
+            type=type,
+            machine=machine,
+            before=before,
+            limit=limit + 1,
+        )
+        tasks = [Task.from_row(row) for row in rows[:limit]]
+        cursor = rows[limit - 1]["seq"] if len(rows) > limit else None
+        return tasks, cursor
+
+    async def events(self, task_id: str) -> list[Event]:
+        return [Event.from_row(row) for row in await self._fetch("task_events", task_id=task_id)]
+
+    async def events_after(self, after: int, limit: int = 500) -> list[Event]:
+        return [Event.from_row(row) for row in await self._fetch("events_after", after=after, limit=limit)]
+
+    async def last_event_id(self) -> int:
+        return int((await self._fetch("last_event"))[0]["id"])
+
+    # ---- the worker's side ---------------------------------------------------------
+
+    async def claim(self, request: ClaimRequest, *, lease_seconds: float, overflow_grace: float) -> Claim | None:
+        """Hand the best pending task this worker may take to it, or None.
+
+        Best means highest priority, then oldest. The task's type must be one of the worker's
+        capabilities; its pin, if any, one of the worker's names; its agent, if any, one the
+        worker has; a soft preference for another machine holds for `overflow_grace` seconds;
+        and its lock must not be held by a running task.
+        """
+        now = self.clock()
+        names = [request.machine, *request.aliases]
+        lease = uuid.uuid4().hex
+        expires = now + lease_seconds
+        tasks = await self._tasks(
+            "claim_task",
+            machine=request.machine,
+            lease=lease,
+            expires=expires,
+            retry_safe=json.dumps(list(request.retry_safe)),
+            capabilities=json.dumps(list(request.capabilities)),
+            pins=json.dumps(["", *names]),
+            agents=json.dumps(["", *request.agents]),
+            names=json.dumps(names),
+            overflow_before=now - overflow_grace,
+            now=now,
+        )
+        if not tasks:
+            return None
+        self.events_appended.notify()
+        return Claim(tasks[0], lease, expires)
+
+    async def start(self, task_id: str, lease: str) -> Task:
+        """claimed → in_progress; repeating it is harmless."""
+        rows = await self._tasks("start_task", id=task_id, lease=lease, now=self.clock())
+        if rows:
+            self.events_appended.notify()
+            return rows[0]
+        task = await self._held(task_id, lease)
+        if task.status == models.IN_PROGRESS:
+            return task
+        raise LeaseLost(f"task {task.short_id} is {task.status}; it cannot be started.")
+
+    async def heartbeat(self, task_id: str, lease: str, *, lease_seconds: float,
+                        progress: str | None) -> tuple[Task, bool]:
+        """Extend the lease; returns the task and whether the worker should cancel it."""
+        now = self.clock()
+        rows = await self._tasks("heartbeat", id=task_id, lease=lease, expires=now + lease_seconds,
+                                 progress=progress, now=now)
+        if rows:
+            return rows[0], False
+        task = await self._held(task_id, lease)
+        if task.status == models.CANCELLED:
+            return task, True
+        raise LeaseLost(f"task {task.short_id} is {task.status}; stop running it.")
+
+    async def report(self, task_id: str, report: Report) -> Task:
+        """Record the outcome once; the same report again returns the stored task unchanged."""
+        result = dict(report.result)
+        if report.action:
+            result["action"] = report.action
+        rows = await self._tasks(
+            "report_task",
+            id=task_id,
+            lease=report.lease,
+            status=report.status,
+            result=json.dumps(result),
+            notes=report.notes,
+            now=self.clock(),
+        )
+        if rows:
+            self.pending_changed.notify()
+            self.events_appended.notify()
+            return rows[0]
+        task = await self._held(task_id, report.lease)
+        if task.status == report.status and task.lease_expires_at is None:
+            return task
+        raise LeaseLost(f"task {task.short_id} is {task.status}; this report was not applied.")
+
+    async def _held(self, task_id: str, lease: str) -> Task:
+        """The task, if this lease is (or was last) the one on it; else a lease-lost error."""
+        rows = await self._tasks("get_task", id=task_id)
+        if not rows:
+            raise NotFound(f"no task with id {task_id!r}.")
+        task = rows[0]
+        if task.lease != lease:
+            raise LeaseLost(f"task {task.short_id} is no longer held by this lease (it is {task.status}).")
+        return task
+
+    async def reap(self) -> list[Task]:
+        """Settle tasks whose lease expired: retry the safe ones, hand the rest to a human."""
+        tasks = await self._tasks("reap_expired", now=self.clock())
+        if tasks:
+            self.pending_changed.notify()
+            self.events_appended.notify()
+        return tasks
+
+    async def next_lease_expiry(self) -> float | None:
+        return (await self._fetch("next_lease_expiry"))[0]["at"]
+
+    # ---- people's side -------------------------------------------------------------
+
+    async def resolve(self, task_id: str, status: str, *, by: str | None, notes: str | None) -> Task:
+        """Settle a needs_human or failed task; a second resolve says who did the first."""
+        task = await self.get(task_id)
+        rows = await self._tasks("resolve_task", id=task.id, status=status, by=by, notes=notes, now=self.clock())
+        if not rows:
+            who = f" by {task.changed_by}" if task.changed_by else ""
+            raise Conflict(f"task {task.short_id} is {task.status} (set{who}); only needs_human or failed "
+                           "tasks can be resolved.")
+        self.pending_changed.notify()
+        self.events_appended.notify()
+        return rows[0]
+
+    async def count(self, status: str) -> int:
+        """How many tasks are in `status` (what a bulk resolve would change)."""
+        return int((await self._fetch("count_status", status=status))[0]["n"])
+
+    async def resolve_many(self, from_status: str, status: str, *, by: str | None, notes: str | None) -> list[str]:
+        """Resolve every task in `from_status`; returns the ids changed."""
+        rows = await self._fetch("resolve_many", from_status=from_status, status=status, by=by, notes=notes,
+                                 now=self.clock())
+        if rows:
+            self.pending_changed.notify()
+            self.events_appended.notify()
+        return [row["id"] for row in rows]
+
+    async def cancel(self, task_id: str, *, by: str | None, notes: str | None) -> Task:
+        """Cancel a task that has not finished."""
+        task = await self.get(task_id)
+        rows = await self._tasks("cancel_task", id=task.id, by=by, notes=notes, now=self.clock())
+        if not rows:
+            raise Conflict(f"task {task.short_id} is already {task.status}; nothing to cancel.")
+        self.pending_changed.notify()
+        self.events_appended.notify()
+        return rows[0]
+
+    # ---- reporting -----------------------------------------------------------------
+
+    async def machine_counts(self) -> dict[str, MachineCounts]:
+        """Active/done/failed counts and the most used agent, per machine that ran anything."""
+        agents: dict[str, tuple[int, str]] = {}
+        for row in await self._fetch("machine_agents"):
+            best = agents.get(row["machine"])
+            if best is None or row["n"] > best[0]:
+                agents[row["machine"]] = (row["n"], row["agent"])
+        counts = {}
+        for row in await self._fetch("machine_counts"):
+            top = agents.get(row["machine"])
+            counts[row["machine"]] = MachineCounts(row["active"], row["done"], row["failed"], top[1] if top else None)
+        return counts
+
+    async def status_counts(self) -> list[tuple[str, str, int]]:
+        return [(row["status"], row["type"], row["n"]) for row in await self._fetch("status_counts")]
