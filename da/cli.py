@@ -56,6 +56,11 @@ def serve(argv: list[str] | None = None) -> int:
     app = queue_app.make_app(settings, roster)
     logger.info("queue on http://%s:%d, database %s", settings.host, settings.port, settings.db_path)
     try:
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    try:
         web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     except OSError as exc:
         return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import httpx
 import pytest
@@ -177,7 +178,8 @@ async def test_ambiguous_prefix_is_409(server: QueueServer, http: httpx.AsyncCli
     for _ in range(2):
         await http.post("/v1/tasks", json={"type": "run_script"})
     # Force two ids to share a prefix; random uuids rarely do.
-    await server.store._fetch_raw("UPDATE tasks SET id = 'abcd' || substr(id, 5) WHERE seq IN (1, 2)", {})
+    with sqlite3.connect(server.settings.db_path) as db:
+        db.execute("UPDATE tasks SET id = 'abcd' || substr(id, 5) WHERE seq IN (1, 2)")
     response = await http.get("/v1/tasks/abcd")
     assert response.status_code == 409 and "ambiguous" in response.json()["detail"]
     assert (await http.get("/v1/tasks/abcd" + (await http.get("/v1/tasks")).json()["tasks"][0]["id"][4:])).status_code == 200

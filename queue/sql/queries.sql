@@ -107,8 +107,8 @@ WHERE status = :from_status
 RETURNING id;
 
 -- count_status --
--- How many tasks a bulk resolve would change.
-SELECT count(*) AS n FROM tasks WHERE status = :status;
+-- How many tasks a bulk resolve would change (only needs_human and failed are resolvable).
+SELECT count(*) AS n FROM tasks WHERE status IN ('needs_human', 'failed') AND status = :status;
 
 -- cancel_task --
 -- Stop a task that has not finished; a running one learns it at its next heartbeat.
@@ -130,6 +130,16 @@ SELECT * FROM tasks WHERE id >= :prefix AND id < :prefix || 'g' ORDER BY id LIMI
 -- Newest first, filtered; :before is the seq cursor of the previous page.
 SELECT * FROM tasks
 WHERE (:status IS NULL OR status IN (SELECT value FROM json_each(:status)))
+  AND (:type IS NULL OR type = :type)
+  AND (:machine IS NULL OR assigned_to = :machine OR target_machine = :machine)
+  AND (:before IS NULL OR seq < :before)
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- list_attention --
+-- list_tasks for needs_human/failed only, served by their partial index.
+SELECT * FROM tasks
+WHERE status IN ('needs_human', 'failed') AND status IN (SELECT value FROM json_each(:status))
   AND (:type IS NULL OR type = :type)
   AND (:machine IS NULL OR assigned_to = :machine OR target_machine = :machine)
   AND (:before IS NULL OR seq < :before)
