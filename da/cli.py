@@ -9,10 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
+import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from da import config, fleet
 from da.config import ConfigError
@@ -25,6 +29,8 @@ def configure_logging(env: dict[str, str]) -> None:
     level = env.get("LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO; the worker's own lines say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def fail(message: str) -> int:
@@ -95,6 +101,114 @@ def command(name: str, summary: str) -> Callable[[Callable[[list[str]], int]], C
 
 
 command("serve", "run the queue service")(serve)
+
+
+def load_worker(env: dict[str, str], *, local: bool = False) -> tuple[Any, Any]:
+    """Worker settings and handlers; `local` (da up) fills gaps with this machine's defaults."""
+    from da.worker import registry
+    from da.worker.settings import WorkerSettings, default_machine_name
+
+    extra = [Path(p).expanduser() for p in env.get("DA_HANDLERS_PATH", "").split(os.pathsep) if p]
+    handlers = registry.discover(extra)
+    if local:
+        env.setdefault("MACHINE_NAME", default_machine_name())
+        if not env.get("WORKER_AGENTS"):
+            found = [agent for agent in ("claude", "gemini", "codex") if shutil.which(agent)]
+            found += ["groq"] if env.get("GROQ_API_KEY") else []
+            env["WORKER_AGENTS"] = ",".join(found)
+    settings = WorkerSettings.from_env(env, default_capabilities=tuple(sorted(handlers)) if local else ())
+    return settings, handlers
+
+
+def worker(argv: list[str] | None = None) -> int:
+    """Run this machine's worker in the foreground."""
+    from da.worker import worker as worker_module
+    from da.worker.errors import HandlerError
+
+    parser = argparse.ArgumentParser(
+        prog="da worker", description="Claim and run tasks on this machine.",
+        epilog="Environment: MACHINE_NAME, QUEUE_URL (comma-separated for failover), SECRET_KEY, MAX_CONCURRENT "
+               "(default 2), SHUTDOWN_GRACE (default 30 s), DA_HANDLERS_PATH, DA_LOG_DIR (default data/logs).")
+    parser.add_argument("--machine", help="this machine's name in machines.yaml (env MACHINE_NAME)")
+    parser.add_argument("--queue-url", help="queue URL(s), comma-separated (env QUEUE_URL)")
+    parser.add_argument("--max-concurrent", type=int, help="tasks run at once (env MAX_CONCURRENT, default 2)")
+    args = parser.parse_args(argv)
+    env = config.load_environment()
+    overrides = {"MACHINE_NAME": args.machine, "QUEUE_URL": args.queue_url, "MAX_CONCURRENT": args.max_concurrent}
+    env.update({k: str(v) for k, v in overrides.items() if v is not None})
+    try:
+        settings, handlers = load_worker(env)
+    except (ConfigError, HandlerError) as exc:
+        return fail(str(exc))
+    configure_logging(env)
+
+    async def run() -> None:
+        instance = worker_module.Worker(settings, handlers)
+        worker_module.install_signal_handlers(instance)
+        await instance.async_run()
+
+    asyncio.run(run())
+    return 0
+
+
+command("worker", "run this machine's worker")(worker)
+
+
+def up(argv: list[str] | None = None) -> int:
+    """The queue and a local worker in one process, on the embedded SQLite default."""
+    from aiohttp import web
+
+    from da.queue import app as queue_app
+    from da.queue.settings import QueueSettings
+    from da.worker import worker as worker_module
+    from da.worker.errors import HandlerError
+
+    parser = argparse.ArgumentParser(prog="da up", description="Run the queue and a local worker in one process.")
+    parser.add_argument("--host", help="address to listen on (env QUEUE_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (env QUEUE_PORT, default 8000)")
+    parser.add_argument("--no-worker", action="store_true", help="run only the queue")
+    args = parser.parse_args(argv)
+    cwd = Path.cwd()
+    env = config.load_environment(cwd)
+    env.update({k: str(v) for k, v in {"QUEUE_HOST": args.host, "QUEUE_PORT": args.port}.items() if v is not None})
+    try:
+        ensure_secret(env, cwd)
+        queue_settings = QueueSettings.from_env(env, cwd=cwd)
+        roster = fleet.load_fleet(queue_settings.config_dir)
+        env.setdefault("QUEUE_URL", f"http://{queue_settings.host}:{queue_settings.port}")
+        worker_parts = None if args.no_worker else load_worker(env, local=True)
+    except (ConfigError, HandlerError) as exc:
+        return fail(str(exc))
+    configure_logging(env)
+
+    async def run() -> None:
+        runner = web.AppRunner(queue_app.make_app(queue_settings, roster), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, queue_settings.host, queue_settings.port).start()
+        print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
+              f"(database {queue_settings.db_path}); Ctrl-C stops", file=sys.stderr)
+        try:
+            if worker_parts is None:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(signum, stop.set)
+                await stop.wait()
+            else:
+                instance = worker_module.Worker(*worker_parts)
+                worker_module.install_signal_handlers(instance)
+                await instance.async_run()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        return fail(f"cannot listen on {queue_settings.host}:{queue_settings.port}: {exc.strerror or exc}")
+    return 0
+
+
+command("up", "run the queue and a local worker (the quick start)")(up)
 
 
 def usage() -> str:

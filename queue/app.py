@@ -219,9 +219,11 @@ async def start_task(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     body = models.require_object(await read_json(request))
     progress = models.get_str(body, "progress", max_len=models.MAX_NOTES)
-    settings = request.app[SETTINGS]
+    extend = body.get("extend")
+    extend = request.app[SETTINGS].lease if extend is None else models.get_number(
+        body, "extend", 60.0, models.MIN_LEASE, models.MAX_LEASE)
     task, cancel = await request.app[STORE].heartbeat(request.match_info["id"], lease_of(body),
-                                                      lease_seconds=settings.lease, progress=progress)
+                                                      lease_seconds=extend, progress=progress)
     if task.assigned_to:
         request.app[ROSTER].seen(task.assigned_to)
     return json_response({"cancel": cancel, "status": task.status,

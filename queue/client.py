@@ -165,8 +165,12 @@ class QueueClient:
         return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/start",
                                                   json={"lease": lease})).json())
 
-    async def heartbeat(self, task_id: str, lease: str, progress: str | None = None) -> Heartbeat:
-        body = {"lease": lease, **({"progress": progress} if progress else {})}
+    async def heartbeat(self, task_id: str, lease: str, progress: str | None = None, *,
+                        lease_seconds: float | None = None) -> Heartbeat:
+        """Extend the lease (by `lease_seconds`, else the queue's default) and report progress."""
+        body: dict[str, Any] = {"lease": lease, **({"progress": progress} if progress else {})}
+        if lease_seconds is not None:
+            body["extend"] = lease_seconds
         data = (await self.request("POST", f"/v1/tasks/{task_id}/heartbeat", json=body)).json()
         return Heartbeat(bool(data["cancel"]), data["status"])
 

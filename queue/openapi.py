@@ -97,7 +97,8 @@ def document(version: str) -> dict[str, Any]:
         "/v1/tasks/{id}/heartbeat": {"post": _op("Extend the lease; says whether to cancel.", {
             "200": _json({"type": "object", "properties": {"cancel": {"type": "boolean"}, "status": STATUS,
                                                            "lease_expires_at": TIME}}, "Extended."),
-            **task_op}, body=_body({**LEASE_BODY, "progress": STR}, ["lease"]), params=[TASK_ID])},
+            **task_op}, body=_body({**LEASE_BODY, "progress": STR, "extend": {
+                "type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}}, ["lease"]), params=[TASK_ID])},
         "/v1/tasks/{id}/report": {"post": _op("Report the outcome; repeating it is harmless.", {
             "200": _json(TASK, "Recorded."), **task_op, **_errors(413)},
             body=_body({**LEASE_BODY, "status": {"type": "string", "enum": list(models.REPORTABLE)},

@@ -1,0 +1,96 @@
+"""Faults around a real worker: killed mid-task, the queue restarted mid-task, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from conftest import SECRET, wait_until
+from da.queue.client import QueueClient
+from worker_support import WorkerProcess, wait_for_status
+
+
+async def test_sigkilled_worker_task_is_reaped_by_type(make_server, tmp_path: Path) -> None:
+    server = await make_server(lease=1.5)
+    async with QueueClient(server.url, SECRET) as client:
+        unsafe = await client.create_task("run_script", {"script": "sleep 20"})
+        safe = await client.create_task("test_run", {"cwd": str(tmp_path), "command": "sleep 20"})
+        process = WorkerProcess(server.url, tmp_path).start()
+        await wait_for_status(client, unsafe.id, ("in_progress",))
+        await wait_for_status(client, safe.id, ("in_progress",))
+        process.kill()
+        lost = await wait_for_status(client, unsafe.id, ("needs_human",))
+        assert lost.notes == "worker test-box was lost (lease expired) while running this task"
+        retried = await wait_for_status(client, safe.id, ("pending",))
+        assert retried.attempts == 1 and retried.assigned_to is None
+
+
+async def test_queue_restart_mid_task_loses_no_report(make_server, tmp_path: Path) -> None:
+    server = await make_server()
+    async with QueueClient(server.url, SECRET) as client:
+        process = WorkerProcess(server.url, tmp_path).start()
+        try:
+            task = await client.create_task("run_script", {"script": "sleep 2; echo survived"})
+            await wait_for_status(client, task.id, ("in_progress",))
+            await server.stop()
+            await asyncio.sleep(3)  # the script finishes while the queue is down
+            await server.start()
+            done = await wait_for_status(client, task.id, timeout=30)
+        finally:
+            process.kill()
+        assert done.status == "done" and done.result["stdout"] == "survived\n"
+        assert "queue did not take it" in process.log or "unreachable" in process.log
+
+
+async def test_sigterm_lets_running_tasks_finish_within_the_grace(make_server, tmp_path: Path) -> None:
+    server = await make_server()
+    async with QueueClient(server.url, SECRET) as client:
+        process = WorkerProcess(server.url, tmp_path, SHUTDOWN_GRACE="20").start()
+        task = await client.create_task("run_script", {"script": "sleep 1; echo finished"})
+        await wait_for_status(client, task.id, ("in_progress",))
+        process.signal(signal.SIGTERM)
+        later = await client.create_task("run_script", {"script": "echo never"})
+        assert await process.wait_exit() == 0
+        assert (await client.get_task(task.id)).status == "done"
+        assert (await client.get_task(later.id)).status == "pending"
+
+
+async def test_sigterm_past_the_grace_kills_and_reports_failed(make_server, tmp_path: Path) -> None:
+    server = await make_server()
+    async with QueueClient(server.url, SECRET) as client:
+        process = WorkerProcess(server.url, tmp_path, SHUTDOWN_GRACE="0.5").start()
+        task = await client.create_task("run_script", {"script": "sleep 60"})
+        await wait_for_status(client, task.id, ("in_progress",))
+        process.signal(signal.SIGTERM)
+        assert await process.wait_exit() == 0
+        stopped = await client.get_task(task.id)
+        assert stopped.status == "failed"
+        assert stopped.notes == "the worker shut down before the task finished"
+
+
+async def test_second_signal_exits_at_once(make_server, tmp_path: Path) -> None:
+    server = await make_server()
+    async with QueueClient(server.url, SECRET) as client:
+        process = WorkerProcess(server.url, tmp_path, SHUTDOWN_GRACE="300").start()
+        task = await client.create_task("run_script", {"script": "sleep 60"})
+        await wait_for_status(client, task.id, ("in_progress",))
+        process.signal(signal.SIGTERM)
+        await wait_until(lambda: _log_has(process, "send again to exit now"))
+        process.signal(signal.SIGTERM)
+        assert await process.wait_exit(timeout=15) == 0
+        stopped = await client.get_task(task.id)
+        assert stopped.status == "failed" and "second signal" in stopped.notes
+
+
+async def test_unreachable_queue_is_retried_not_fatal(tmp_path: Path) -> None:
+    process = WorkerProcess("http://127.0.0.1:9", tmp_path).start()
+    try:
+        await wait_until(lambda: _log_has(process, "queue unreachable"), timeout=15)
+        assert process.process is not None and process.process.poll() is None
+    finally:
+        process.kill()
+
+
+async def _log_has(process: WorkerProcess, text: str) -> bool:
+    return text in process.log

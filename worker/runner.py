@@ -1,0 +1,135 @@
+"""The one way handlers start processes: argv (a shell only when asked), its own process
+group, a timeout that kills the whole tree, output tails in memory and the full log on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from da.worker.models import ProcessResult
+from da.worker.redact import Redactor
+
+# Each stream keeps its last 64 KiB in the result; the log file has everything.
+TAIL_BYTES = 64 * 1024
+# After SIGTERM a process group gets this long to exit before SIGKILL.
+KILL_GRACE = 2.0
+READ_CHUNK = 8192
+
+
+class Tail:
+    """The last `limit` bytes of a stream, counting what was cut."""
+
+    def __init__(self, limit: int = TAIL_BYTES) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+        self.cut = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        excess = len(self.buffer) - self.limit
+        if excess > 0:
+            del self.buffer[:excess]
+            self.cut += excess
+
+    def text(self) -> str:
+        return self.buffer.decode("utf-8", errors="replace")
+
+
+def kill_group(process: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+    """Signal the process's whole group (it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+async def terminate_group(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM the group, then SIGKILL whatever is left after a short grace."""
+    kill_group(process, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), KILL_GRACE)
+    except TimeoutError:
+        pass
+    kill_group(process, signal.SIGKILL)
+    await process.wait()
+
+
+async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str, str], timeout: float,
+                      log_path: Path, redact: Redactor, shell: bool = False,
+                      on_line: Callable[[str], None] | None = None) -> ProcessResult:
+    """Run to completion, timeout or cancellation; the process tree never outlives this call."""
+    started = time.monotonic()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if shell:
+            assert isinstance(argv, str)
+            process = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        else:
+            assert isinstance(argv, list)
+            process = await asyncio.create_subprocess_exec(
+                *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    except FileNotFoundError:
+        program = argv if isinstance(argv, str) else argv[0]
+        return ProcessResult(returncode=127, stdout="", stderr=f"{program}: command not found",
+                             duration=time.monotonic() - started, log_path=str(log_path), not_found=program)
+    except PermissionError as exc:
+        return ProcessResult(returncode=126, stdout="", stderr=f"cannot execute: {exc}",
+                             duration=time.monotonic() - started, log_path=str(log_path))
+
+    tails = {"stdout": Tail(), "stderr": Tail()}
+    with log_path.open("w", encoding="utf-8") as log:
+
+        async def pump(stream: asyncio.StreamReader, name: str) -> None:
+            pending = b""
+            while chunk := await stream.read(READ_CHUNK):
+                tails[name].add(chunk)
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = redact(raw.decode("utf-8", errors="replace"))
+                    log.write(f"[{name}] {line}\n")
+                    if on_line and line.strip():
+                        on_line(line.strip())
+            if pending:
+                line = redact(pending.decode("utf-8", errors="replace"))
+                log.write(f"[{name}] {line}\n")
+                if on_line and line.strip():
+                    on_line(line.strip())
+
+        assert process.stdout is not None and process.stderr is not None
+        pumps = asyncio.gather(pump(process.stdout, "stdout"), pump(process.stderr, "stderr"))
+        timed_out = False
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            timed_out = True
+            await terminate_group(process)
+        except asyncio.CancelledError:
+            await terminate_group(process)
+            pumps.cancel()
+            raise
+        finally:
+            # A grandchild left running (`cmd &`) would hold the pipes and outlive the task.
+            kill_group(process, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(pumps, KILL_GRACE)
+        except TimeoutError:
+            pumps.cancel()
+    return ProcessResult(
+        returncode=process.returncode,
+        stdout=redact(tails["stdout"].text()),
+        stderr=redact(tails["stderr"].text()),
+        stdout_cut=tails["stdout"].cut,
+        stderr_cut=tails["stderr"].cut,
+        timed_out=timed_out,
+        timeout=timeout,
+        duration=time.monotonic() - started,
+        log_path=str(log_path),
+    )

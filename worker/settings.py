@@ -1,0 +1,135 @@
+"""Settings of a worker, from `.env` and this machine's entry in `config/machines.yaml`."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from da import config, fleet
+from da.config import ConfigError
+from da.worker.redact import Redactor
+
+DEFAULT_MAX_CONCURRENT = 2
+DEFAULT_SHUTDOWN_GRACE = 30.0
+# A claim waits this long for work before asking again; well under proxies' idle limits.
+DEFAULT_POLL_WAIT = 30.0
+DEFAULT_LOG_DIR = "data/logs"
+DEFAULT_QUEUE_URL = "http://127.0.0.1:8000"
+AGENTS_FILE = "agents.yaml"
+GROQ_BASE_URL = "https://api.groq.com/openai/v1"
+GROQ_MODEL = "llama-3.3-70b-versatile"
+
+# How each CLI agent is started; `{prompt}` and `{model}` fill whole argv elements, never a shell.
+DEFAULT_AGENT_COMMANDS: dict[str, dict[str, list[str]]] = {
+    "claude": {"command": ["claude", "-p", "{prompt}", "--dangerously-skip-permissions"],
+               "model": ["--model", "{model}"]},
+    "gemini": {"command": ["gemini", "--yolo", "-p", "{prompt}"], "model": ["-m", "{model}"]},
+    "codex": {"command": ["codex", "exec", "--full-auto", "{prompt}"], "model": ["-m", "{model}"]},
+}
+# Variables the worker needs but the processes it runs must not see.
+PRIVATE_VARIABLES = ("SECRET_KEY", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+
+
+def load_agent_commands(config_dir: Path) -> dict[str, dict[str, list[str]]]:
+    """The defaults, overridden per agent by `config/agents.yaml` when present."""
+    commands = {name: dict(entry) for name, entry in DEFAULT_AGENT_COMMANDS.items()}
+    path = config_dir / AGENTS_FILE
+    if not path.is_file():
+        return commands
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML; fix it or delete it to use the defaults.") from exc
+    agents = data.get("agents") if isinstance(data, dict) else None
+    if not isinstance(agents, dict):
+        raise ConfigError(f"{path}: expected `agents:` mapping names to {{command: [...], model: [...]}}.")
+    for name, entry in agents.items():
+        if not isinstance(entry, dict) or not _is_argv(entry.get("command")):
+            raise ConfigError(f"{path}: agents.{name}.command must be a list of strings with a {{prompt}} element.")
+        if "{prompt}" not in entry["command"]:
+            raise ConfigError(f"{path}: agents.{name}.command needs a \"{{prompt}}\" element.")
+        if "model" in entry and not _is_argv(entry["model"]):
+            raise ConfigError(f"{path}: agents.{name}.model must be a list of strings like [--model, \"{{model}}\"].")
+        commands[str(name)] = {"command": list(entry["command"]), "model": list(entry.get("model", []))}
+    return commands
+
+
+def _is_argv(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything a worker needs, resolved at start."""
+
+    machine: str
+    secret: str
+    queue_urls: tuple[str, ...] = (DEFAULT_QUEUE_URL,)
+    capabilities: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    poll_wait: float = DEFAULT_POLL_WAIT
+    lease: float | None = None
+    log_dir: Path = Path(DEFAULT_LOG_DIR)
+    handlers_path: tuple[Path, ...] = ()
+    agent_commands: dict[str, dict[str, list[str]]] = field(default_factory=lambda: dict(DEFAULT_AGENT_COMMANDS))
+    process_env: dict[str, str] = field(default_factory=dict, repr=False)
+    extra: dict[str, str] = field(default_factory=dict, repr=False)
+    redactor: Redactor = field(default_factory=lambda: Redactor(()), repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None,
+                 default_capabilities: tuple[str, ...] = ()) -> WorkerSettings:
+        """Resolve the machine from MACHINE_NAME and machines.yaml; env lists override the file."""
+        secret = env.get("SECRET_KEY", "")
+        if not secret:
+            raise ConfigError("SECRET_KEY is not set; use the same value as the queue service (see .env).")
+        config_dir = config.config_dir(env, cwd)
+        roster = fleet.load_fleet(config_dir)
+        name = env.get("MACHINE_NAME", "").strip()
+        if not name:
+            raise ConfigError("MACHINE_NAME is not set; set it to this machine's name in config/machines.yaml.")
+        machine = roster.find(name)
+        overrides = {key: tuple(config.env_list(env, key)) for key in
+                     ("WORKER_CAPABILITIES", "WORKER_AGENTS", "WORKER_ALIASES")}
+        if machine is None and not overrides["WORKER_CAPABILITIES"] and not default_capabilities:
+            known = ", ".join(m.name for m in roster.machines) or "none"
+            raise ConfigError(f"MACHINE_NAME={name!r} is not in {roster.source or config_dir / 'machines.yaml'} "
+                              f"(known: {known}); add it there or set WORKER_CAPABILITIES.")
+        urls = tuple(config.env_list(env, "QUEUE_URLS") or config.env_list(env, "QUEUE_URL") or [DEFAULT_QUEUE_URL])
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"QUEUE_URL entry {url!r} must start with http:// or https://.")
+        lease = env.get("WORKER_LEASE", "").strip()
+        return cls(
+            machine=machine.name if machine else name,
+            secret=secret,
+            queue_urls=urls,
+            capabilities=overrides["WORKER_CAPABILITIES"] or (machine.capabilities if machine else default_capabilities),
+            agents=overrides["WORKER_AGENTS"] or (machine.agents if machine else ()),
+            aliases=overrides["WORKER_ALIASES"] or (machine.aliases if machine else ()),
+            max_concurrent=config.env_int(env, "MAX_CONCURRENT", DEFAULT_MAX_CONCURRENT, minimum=1, maximum=64),
+            shutdown_grace=config.env_float(env, "SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
+            poll_wait=min(config.env_float(env, "WORKER_POLL_WAIT", DEFAULT_POLL_WAIT), 60.0),
+            lease=config.env_float(env, "WORKER_LEASE", 60.0, minimum=1.0) if lease else None,
+            log_dir=Path(env.get("DA_LOG_DIR") or DEFAULT_LOG_DIR).expanduser(),
+            handlers_path=tuple(Path(p).expanduser() for p in env.get("DA_HANDLERS_PATH", "").split(os.pathsep) if p),
+            agent_commands=load_agent_commands(config_dir),
+            process_env={k: v for k, v in env.items() if k not in PRIVATE_VARIABLES},
+            extra={"GROQ_API_KEY": env.get("GROQ_API_KEY", ""),
+                   "GROQ_BASE_URL": env.get("GROQ_BASE_URL", GROQ_BASE_URL),
+                   "GROQ_MODEL": env.get("GROQ_MODEL", GROQ_MODEL)},
+            redactor=Redactor.from_env(env),
+        )
+
+
+def default_machine_name() -> str:
+    return socket.gethostname().split(".")[0] or "local"

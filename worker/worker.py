@@ -1,0 +1,265 @@
+"""The worker process: claim what this machine can run, run it, heartbeat, report.
+
+Guarantees: a report is retried until the queue acknowledges it (a queue restart mid-task
+loses nothing); a task is never started before the queue has recorded the start, so a task
+left `claimed` by a crash never ran; a lost lease or a cancel kills the task's processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+import traceback
+from typing import Any
+
+from da.queue import errors as queue_errors
+from da.queue.client import ClaimedTask, QueueClient
+from da.worker.context import TaskContext
+from da.worker.errors import NeedsHuman
+from da.worker.models import NEEDS_HUMAN, Result
+from da.worker.registry import Handler
+from da.worker.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+# Backoff while the queue is unreachable: start fast, cap so a restarted queue is found soon.
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 15.0
+# Keep this many trailing characters of a handler's traceback in the result.
+TRACEBACK_TAIL = 4000
+
+
+class LeaseGone(Exception):
+    """The queue says this worker no longer holds the task."""
+
+
+class Worker:
+    """One machine's worker; `async_run()` until `stop()`."""
+
+    def __init__(self, settings: WorkerSettings, handlers: dict[str, Handler], *,
+                 client: QueueClient | None = None) -> None:
+        self.settings = settings
+        self.handlers = handlers
+        self.client = client or QueueClient(list(settings.queue_urls), settings.secret)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.stopping = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._shutdown_note: str | None = None
+        # Why a task was stopped from the queue's side (cancel, lost lease): nothing to report then.
+        self._cancel_reason: dict[str, str] = {}
+
+    # ---- the claim loop --------------------------------------------------------------
+
+    async def async_run(self) -> None:
+        """Claim and run tasks until stopped, then drain within the shutdown grace."""
+        logger.info("worker %s: capabilities %s, agents %s, up to %d at once, queue %s", self.settings.machine,
+                    ",".join(self.settings.capabilities) or "-", ",".join(self.settings.agents) or "-",
+                    self.settings.max_concurrent, ", ".join(self.settings.queue_urls))
+        retry_safe = [t for t, h in self.handlers.items() if h.safe_to_retry and t in self.settings.capabilities]
+        backoff = FIRST_BACKOFF
+        unreachable_since: float | None = None
+        try:
+            while not self.stopping.is_set():
+                if len(self.running) >= self.settings.max_concurrent:
+                    self._slot_free.clear()
+                    await self._wait_any(self._slot_free.wait())
+                    continue
+                try:
+                    claimed = await self._wait_any(self.client.claim(
+                        self.settings.machine, list(self.settings.capabilities), agents=list(self.settings.agents),
+                        aliases=list(self.settings.aliases), retry_safe=retry_safe, wait=self.settings.poll_wait,
+                        lease=self.settings.lease))
+                except queue_errors.QueueUnreachable as exc:
+                    if unreachable_since is None:
+                        unreachable_since = time.monotonic()
+                    logger.warning("queue unreachable (%s); retrying in %.1fs", exc.detail, backoff)
+                    await self._wait_any(asyncio.sleep(backoff))
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
+                except queue_errors.QueueError as exc:
+                    logger.error("claim refused: %s; retrying in %.1fs", exc.detail, backoff)
+                    await self._wait_any(asyncio.sleep(backoff))
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
+                if unreachable_since is not None:
+                    logger.info("queue reachable again at %s", self.client.url)
+                    unreachable_since = None
+                backoff = FIRST_BACKOFF
+                if claimed is not None:
+                    task = asyncio.create_task(self._execute(claimed))
+                    self.running[claimed.task.id] = task
+                    task.add_done_callback(lambda _, task_id=claimed.task.id: self._finished(task_id))
+        finally:
+            await self._drain()
+            await self.client.close()
+
+    async def _wait_any(self, awaitable: Any) -> Any:
+        """Await something, giving up (and returning None) as soon as the worker is stopping."""
+        job = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not job.done():
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job
+            return None
+        return job.result()
+
+    def _finished(self, task_id: str) -> None:
+        self.running.pop(task_id, None)
+        self._slot_free.set()
+
+    def stop(self, note: str = "the worker shut down before the task finished") -> None:
+        """Stop claiming; running tasks get the shutdown grace, then are killed and reported."""
+        self._shutdown_note = note
+        self.stopping.set()
+
+    async def _drain(self) -> None:
+        if not self.running:
+            return
+        logger.info("waiting up to %.0fs for %d running task(s)", self.settings.shutdown_grace, len(self.running))
+        _, still = await asyncio.wait(set(self.running.values()), timeout=self.settings.shutdown_grace)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.wait(still, timeout=30)
+
+    # ---- one task ----------------------------------------------------------------------
+
+    async def _execute(self, claimed: ClaimedTask) -> None:
+        task, lease = claimed.task, claimed.lease
+        started = time.monotonic()
+        logger.info("claimed %s %s", task.short_id, task.type, extra={"task_id": task.id})
+        try:
+            await self._until_acknowledged(lambda: self.client.start(task.id, lease))
+        except LeaseGone:
+            logger.warning("task %s was taken back before it started", task.short_id, extra={"task_id": task.id})
+            return
+        ctx = TaskContext(self.settings, task.id, task.type)
+        work = asyncio.create_task(self._run_handler(self.handlers.get(task.type), ctx, task.type, task.payload))
+        beats = asyncio.create_task(self._heartbeat(task.id, lease, claimed.lease_expires_at, ctx, work))
+        try:
+            result = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            reason = self._cancel_reason.pop(task.id, None)
+            if reason is not None:
+                logger.info("stopped %s %s: %s", task.short_id, task.type, reason, extra={"task_id": task.id})
+                return
+            result = Result("failed", self._shutdown_note or "the worker stopped before the task finished",
+                            "retry it (resolve as pending) once the worker is back", {})
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+        await self._report(task.id, lease, result)
+        logger.info("finished %s %s: %s in %.1fs", task.short_id, task.type, result.status,
+                    time.monotonic() - started, extra={"task_id": task.id})
+
+    async def _run_handler(self, handler: Handler | None, ctx: TaskContext, task_type: str,
+                           payload: dict[str, Any]) -> Result:
+        if handler is None:
+            return Result(NEEDS_HUMAN, f"no handler for task type {task_type!r} on {self.settings.machine}",
+                          f"add handlers/{task_type}.py (or {task_type}.py in a DA_HANDLERS_PATH folder) "
+                          "and restart the worker", {})
+        try:
+            result = await handler.run(ctx, payload)
+        except NeedsHuman as exc:
+            return Result(NEEDS_HUMAN, exc.notes, exc.action, exc.result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            tail = self.settings.redactor(traceback.format_exc())[-TRACEBACK_TAIL:]
+            return Result(NEEDS_HUMAN, f"handler {task_type} raised {type(exc).__name__}: {exc}"[:400],
+                          f"fix the handler ({handler.source}) or the payload, then retry", {"traceback": tail})
+        if not isinstance(result, Result):
+            return Result(NEEDS_HUMAN, f"handler {task_type} returned {type(result).__name__}, not a Result",
+                          f"fix {handler.source}", {})
+        return result
+
+    async def _heartbeat(self, task_id: str, lease: str, expires_at: float, ctx: TaskContext,
+                         work: asyncio.Task[Result]) -> None:
+        """Extend the lease at a third of its length; stop the work on cancel or a lost lease."""
+        interval = max(0.2, (expires_at - time.time()) / 3)
+        while not work.done():
+            await asyncio.sleep(interval)
+            try:
+                beat = await self.client.heartbeat(task_id, lease, progress=ctx.progress,
+                                                   lease_seconds=self.settings.lease)
+            except (queue_errors.LeaseLost, queue_errors.NotFound) as exc:
+                self._cancel_reason[task_id] = f"lease lost ({exc.detail})"
+                work.cancel()
+                return
+            except queue_errors.QueueError as exc:
+                logger.warning("heartbeat for %s failed: %s", task_id[:8], exc.detail)
+                continue
+            if beat.cancel:
+                self._cancel_reason[task_id] = "cancelled in the queue"
+                work.cancel()
+                return
+
+    async def _report(self, task_id: str, lease: str, result: Result) -> None:
+        redact = self.settings.redactor
+        details = {k: redact(v) if isinstance(v, str) else v for k, v in result.details.items()}
+        try:
+            await self._until_acknowledged(lambda: self.client.report(
+                task_id, lease, result.status, details, notes=redact(result.notes)[:4000] or None,
+                action=redact(result.action)[:4000] or None))
+        except LeaseGone as exc:
+            logger.warning("report for %s refused: %s", task_id[:8], exc)
+
+    async def _until_acknowledged(self, send: Any) -> Any:
+        """Retry an idempotent call with backoff until the queue answers it.
+
+        While shutting down it gives up after the grace period; the lease reaper then settles
+        the task.
+        """
+        backoff = FIRST_BACKOFF
+        deadline: float | None = None
+        while True:
+            if self.stopping.is_set() and deadline is None:
+                deadline = time.monotonic() + max(self.settings.shutdown_grace, 5.0)
+            try:
+                return await send()
+            except (queue_errors.LeaseLost, queue_errors.NotFound, queue_errors.Conflict) as exc:
+                raise LeaseGone(exc.detail) from exc
+            except queue_errors.BadRequest:
+                raise
+            except queue_errors.QueueError as exc:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise LeaseGone(f"gave up while shutting down: {exc.detail}") from exc
+                logger.warning("queue did not take it (%s); retrying in %.1fs", exc.detail, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """First SIGTERM/SIGINT: graceful stop. Second: kill running tasks and exit at once."""
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            logger.info("%s: finishing running tasks (up to %.0fs); send again to exit now",
+                        signal.Signals(signum).name, worker.settings.shutdown_grace)
+            worker.stop()
+        else:
+            logger.warning("second %s: exiting now", signal.Signals(signum).name)
+            worker.settings = dataclasses.replace(worker.settings, shutdown_grace=0.0)
+            for task in list(worker.running.values()):
+                task.cancel()
+            worker.stop("the worker was stopped at once (second signal)")
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
