@@ -94,3 +94,29 @@ async def test_unreachable_queue_is_retried_not_fatal(tmp_path: Path) -> None:
 
 async def _log_has(process: WorkerProcess, text: str) -> bool:
     return text in process.log
+
+
+async def test_heartbeats_carry_the_last_output_line_as_progress(make_server, tmp_path: Path) -> None:
+    server = await make_server(lease=1.5)
+    async with QueueClient(server.url, SECRET) as client:
+        process = WorkerProcess(server.url, tmp_path).start()
+        try:
+            task = await client.create_task("run_script", {"script": "echo step 1; echo 'step 2 of 3'; sleep 3"})
+
+            async def progressed() -> bool:
+                return (await client.get_task(task.id)).progress == "step 2 of 3"
+
+            await wait_until(progressed, timeout=10)
+            assert (await wait_for_status(client, task.id)).status == "done"
+        finally:
+            process.kill()
+
+
+async def test_worker_fails_over_across_queue_urls(server, tmp_path: Path) -> None:
+    async with QueueClient(server.url, SECRET) as client:
+        process = WorkerProcess(f"http://127.0.0.1:9,{server.url}", tmp_path).start()
+        try:
+            task = await client.create_task("run_script", {"script": "echo via failover"})
+            assert (await wait_for_status(client, task.id)).status == "done"
+        finally:
+            process.kill()
