@@ -211,17 +211,38 @@ def up(argv: list[str] | None = None) -> int:
 command("up", "run the queue and a local worker (the quick start)")(up)
 
 
+def client(argv: list[str]) -> int:
+    """The terminal client: one verb, or the REPL when argv is empty."""
+    from da.bot import terminal
+    from da.bot.settings import ClientSettings
+
+    cwd = Path.cwd()
+    env = config.load_environment(cwd)
+    try:
+        settings = ClientSettings.from_env(env, cwd=cwd)
+    except ConfigError as exc:
+        return fail(str(exc))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return asyncio.run(terminal.main_async(argv, settings, env))
+
+
 def usage() -> str:
     lines = [f"da {__version__}: distributed agents", "", "usage: da <command> [options]", "", "commands:"]
     lines += [f"  {name:<10} {summary}" for name, (summary, _) in COMMANDS.items()]
-    lines += ["", "`da <command> --help` describes each one."]
+    from da.bot import grammar
+
+    lines += ["", "client verbs (against QUEUE_URL; `da` alone opens a prompt):"]
+    lines += [f"  {verb.usage}" for verb in grammar.VERBS.values()]
+    lines += ["", "`da <command> --help` describes each service command."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `da <command> ...`."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        return client([])
+    if argv[0] in ("-h", "--help"):
         print(usage())
         return 0
     if argv[0] == "--version":
@@ -229,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     entry = COMMANDS.get(argv[0])
     if entry is None:
-        print(f"da: unknown command {argv[0]!r}.\n\n{usage()}", file=sys.stderr)
-        return 2
+        return client(argv)
     try:
         return entry[1](argv[1:])
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ class Machine:
     os: str = ""
     tailscale_ip: str = ""
     user: str = ""
+    ssh_port: int = 22
     capabilities: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
@@ -36,6 +37,8 @@ class Machine:
             "role": self.role,
             "os": self.os,
             "tailscale_ip": self.tailscale_ip,
+            "user": self.user,
+            "ssh_port": self.ssh_port,
             "capabilities": list(self.capabilities),
             "agents": list(self.agents),
             "aliases": list(self.aliases),
@@ -90,12 +93,16 @@ def parse_fleet(data: Any, source: str) -> Fleet:
         for key in ("role", "os", "tailscale_ip", "user"):
             if key in entry and not isinstance(entry[key], str):
                 raise ConfigError(f"{where}.{key} must be a string.")
+        port = entry.get("ssh_port", 22)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ConfigError(f"{where}.ssh_port must be a port number.")
         machine = Machine(
             name=str(name),
             role=entry.get("role", "worker"),
             os=entry.get("os", ""),
             tailscale_ip=entry.get("tailscale_ip", ""),
             user=entry.get("user", ""),
+            ssh_port=port,
             capabilities=_string_list(entry.get("capabilities"), f"{where}.capabilities"),
             agents=_string_list(entry.get("agents"), f"{where}.agents"),
             aliases=_string_list(entry.get("aliases"), f"{where}.aliases"),

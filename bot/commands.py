@@ -1,0 +1,167 @@
+"""The command layer: one implementation of every verb for both front ends.
+
+It turns a parsed Command into calls on the queue client and returns plain data (views);
+Slack and the terminal only draw what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from da.bot import grammar, views
+from da.bot.grammar import Command, UsageError
+from da.bot.router import Fleet, MachineInfo, Router, RulesRouter, Suggestion, validate
+from da.queue import errors as queue_errors
+from da.queue.client import QueueClient
+
+# Types whose handler needs a folder; assign asks for --cwd rather than queue a task that
+# can only come back as needs_human.
+FOLDER_FIELD = {"git_pull": "repo_path", "npm_build": "cwd", "test_run": "cwd", "lint": "cwd",
+                "ios_build": "cwd", "android_build": "cwd"}
+LIST_LIMIT = 20
+
+Emit = Callable[[str], None]
+Ask = Callable[[str], Awaitable[str]]
+
+
+def build_payload(task_type: str, description: str, agent: str | None, cwd: str | None) -> dict[str, Any]:
+    """The payload a handler expects, from a description and the assign flags."""
+    folder = FOLDER_FIELD.get(task_type)
+    if folder:
+        if not cwd:
+            raise UsageError(f"type {task_type} needs the project folder: add --cwd=PATH.",
+                             grammar.VERBS["assign"].usage)
+        return {folder: cwd, "description": description}
+    payload: dict[str, Any]
+    if task_type == "agent_run":
+        payload = {"agent": agent, "prompt": description}
+    elif task_type == "run_script":
+        payload = {"script": description}
+    else:
+        payload = {"description": description}
+    if cwd:
+        payload["cwd"] = cwd
+    return payload
+
+
+class CommandLayer:
+    """Every verb, over one queue client."""
+
+    def __init__(self, client: QueueClient, *, router: Router | None = None, skills: Any = None) -> None:
+        self.client = client
+        self.router = router or RulesRouter()
+        self.skills = skills
+
+    async def run(self, command: Command, *, user: str | None = None, emit: Emit | None = None,
+                  ask: Ask | None = None) -> Any:
+        """Run a verb; a queue that does not answer becomes one plain sentence."""
+        handler = getattr(self, f"verb_{command.verb}", None)
+        if handler is None:
+            return views.Message(f"{command.verb} runs only in the terminal client.", ok=False)
+        try:
+            return await handler(command, user=user, emit=emit, ask=ask)
+        except queue_errors.QueueUnreachable:
+            return views.Message(f"queue unreachable at {', '.join(self.client.urls)}.", ok=False)
+        except queue_errors.QueueError as exc:
+            return views.Message(exc.detail, ok=False)
+
+    async def fleet(self) -> Fleet:
+        return Fleet(tuple(MachineInfo.from_json(m) for m in await self.client.machines()))
+
+    # ---- read verbs ------------------------------------------------------------------
+
+    async def verb_help(self, command: Command, **_: Any) -> views.Help:
+        entries = tuple((verb.usage, verb.summary) for verb in grammar.VERBS.values())
+        if command.words:
+            verb = grammar.VERBS.get(command.words[0])
+            if verb is None:
+                raise UsageError(f"unknown command {command.words[0]!r}.", "help [verb]")
+            return views.Help(entries, detail=f"{verb.usage}\n{verb.summary}")
+        return views.Help(entries)
+
+    async def verb_queue(self, command: Command, **_: Any) -> views.TaskList:
+        status = command.options.get("status")
+        limit = int(command.options.get("limit", LIST_LIMIT))
+        tasks, _ = await self.client.list_tasks(status=status, limit=max(1, min(limit, 500)))
+        title = f"Queue ({status})" if status else "Queue"
+        return views.TaskList("queue", title, tuple(tasks), "No tasks" + (f" with status {status}." if status else "."))
+
+    async def verb_review(self, command: Command, **_: Any) -> views.TaskList:
+        tasks, _ = await self.client.list_tasks(status="needs_human", limit=LIST_LIMIT)
+        return views.TaskList("review", "Needs a person", tuple(tasks), "Nothing needs a person.")
+
+    async def verb_failures(self, command: Command, **_: Any) -> views.TaskList:
+        tasks, _ = await self.client.list_tasks(status="failed", limit=LIST_LIMIT)
+        return views.TaskList("failures", "Failed", tuple(tasks), "No failed tasks.")
+
+    async def verb_show(self, command: Command, **_: Any) -> views.TaskDetail:
+        task = await self.client.get_task(command.words[0])
+        return views.TaskDetail(task, tuple(await self.client.task_events(task.id)))
+
+    async def verb_status(self, command: Command, **_: Any) -> views.FleetStatus:
+        return views.FleetStatus((await self.fleet()).machines, self.client.url)
+
+    async def verb_skills(self, command: Command, *, emit: Emit | None = None, ask: Ask | None = None,
+                          **_: Any) -> Any:
+        if not command.words:
+            return views.Skills((await self.fleet()).machines)
+        if self.skills is None:
+            return views.Message("skills commands need the skills registry (config/skills.yaml).", ok=False)
+        return await self.skills.run(command, await self.fleet(), emit=emit, ask=ask)
+
+    # ---- verbs that change state ------------------------------------------------------
+
+    async def verb_assign(self, command: Command, *, user: str | None = None, **_: Any) -> Any:
+        """With machine, agent and type all given: validate and queue. Else: a suggestion to confirm."""
+        options = command.options
+        request = views.AssignRequest(command.text, options.get("cwd"),
+                                      int(options["priority"]) if "priority" in options else None, user)
+        fleet = await self.fleet()
+        machine, agent, task_type = options.get("machine"), options.get("agent"), options.get("type")
+        if machine and task_type and (agent or task_type != "agent_run"):
+            return await self.create(Suggestion(task_type, machine, agent, "as given", "given"), request, fleet)
+        suggestion = await self.router.suggest(request.description, fleet, machine=machine, agent=agent,
+                                               task_type=task_type)
+        if not suggestion.machine:
+            return views.Message(f"No machine can take this: {'; '.join(suggestion.warnings)}.", ok=False)
+        if "yes" in command.flags:
+            return await self.create(suggestion, request, fleet)
+        return views.SuggestionView(suggestion, request, tuple(m.name for m in fleet.machines),
+                                    fleet.agents, fleet.types)
+
+    async def create(self, suggestion: Suggestion, request: views.AssignRequest,
+                     fleet: Fleet | None = None) -> views.Created | views.Message:
+        """Validate a (confirmed) assignment and queue it pinned to its machine."""
+        fleet = fleet or await self.fleet()
+        verdict = validate(fleet, suggestion.type, suggestion.machine, suggestion.agent)
+        if not verdict.ok:
+            return views.Message(" ".join(verdict.errors), ok=False)
+        payload = build_payload(suggestion.type, request.description, suggestion.agent, request.cwd)
+        machine = fleet.find(suggestion.machine)
+        task = await self.client.create_task(
+            suggestion.type, payload, target_machine=machine.name if machine else suggestion.machine,
+            agent=suggestion.agent if suggestion.type == "agent_run" else None, created_by=request.created_by,
+            priority=request.priority, notes=request.description[:200])
+        return views.Created(task, verdict.warnings + suggestion.warnings)
+
+    async def verb_resolve(self, command: Command, *, user: str | None = None, **_: Any) -> Any:
+        target = command.words[0]
+        status = command.words[1] if len(command.words) > 1 else "done"
+        notes = command.options.get("notes")
+        if target == "all":
+            if "yes" not in command.flags:
+                preview = await self.client.resolve_many("needs_human", status, dry_run=True)
+                return views.BulkPreview(preview["count"], "needs_human", status)
+            return await self.resolve_all("needs_human", status, user=user, notes=notes)
+        task = await self.client.resolve(target, status, notes=notes, by=user)
+        return views.Resolved(task, user)
+
+    async def resolve_all(self, from_status: str, status: str, *, user: str | None,
+                          notes: str | None = None) -> views.BulkResolved:
+        done = await self.client.resolve_many(from_status, status, by=user, notes=notes)
+        return views.BulkResolved(done["count"], from_status, status)
+
+    async def verb_cancel(self, command: Command, *, user: str | None = None, **_: Any) -> views.TaskDetail:
+        task = await self.client.cancel(command.words[0], by=user, notes=command.options.get("notes"))
+        return views.TaskDetail(task)

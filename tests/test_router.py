@@ -1,0 +1,135 @@
+"""Routing tables for both routers, and the validation every assign passes."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from da.bot import grammar
+from da.bot.grammar import UsageError
+from da.bot.router import Fleet, LlmRouter, MachineInfo, RulesRouter, type_from_words, validate
+
+MAC = MachineInfo("mac-mini", ("ios_build", "xcode", "agent_run", "run_script", "git_pull"), ("claude", "gemini"),
+                  ("mac",), "macos", online=True, active=2)
+LINUX = MachineInfo("thinkpad-x1", ("android_build", "agent_run", "run_script", "test_run", "lint"), ("gemini",),
+                    ("thinkpad",), "linux", online=True, active=0)
+ASLEEP = MachineInfo("old-laptop", ("agent_run", "run_script", "test_run"), ("codex",), (), "linux", online=False)
+FLEET = Fleet((MAC, LINUX, ASLEEP))
+
+
+@pytest.mark.parametrize(("description", "expected"), [
+    ("fix the SwiftUI crash on iOS", "ios_build"),
+    ("xcode archive for testflight", "ios_build"),
+    ("android release with gradle", "android_build"),
+    ("lint the backend", "lint"),
+    ("run the tests for payments", "test_run"),
+    ("pull latest main", "git_pull"),
+    ("npm build the docs site", "npm_build"),
+    ("deploy staging", "run_script"),
+    ("refactor the auth module", "agent_run"),
+])
+def test_rules_pick_the_type_from_words(description: str, expected: str) -> None:
+    assert type_from_words(description)[0] == expected
+
+
+async def test_rules_prefer_an_online_idle_capable_machine() -> None:
+    suggestion = await RulesRouter().suggest("run the tests", FLEET)
+    assert (suggestion.type, suggestion.machine, suggestion.agent) == ("test_run", "thinkpad-x1", None)
+    assert "thinkpad-x1 can run it and is online with 0 active" in suggestion.reason
+
+
+async def test_rules_pick_an_agent_the_machine_lists() -> None:
+    suggestion = await RulesRouter().suggest("refactor auth", FLEET, agent="claude")
+    assert (suggestion.machine, suggestion.agent) == ("mac-mini", "claude")
+    suggestion = await RulesRouter().suggest("refactor auth", FLEET)
+    assert (suggestion.machine, suggestion.agent) == ("thinkpad-x1", "gemini")
+
+
+async def test_rules_with_no_capable_machine_say_so() -> None:
+    suggestion = await RulesRouter().suggest("npm build it", FLEET)
+    assert suggestion.machine == "" and "skills add <machine> npm_build" in suggestion.warnings[0]
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (("android_build", "mac-mini", None), "mac-mini cannot run android_build; machines that can: thinkpad-x1."),
+    (("agent_run", "toaster", "claude"), "unknown machine 'toaster'; known machines: mac-mini, thinkpad-x1, "
+                                         "old-laptop."),
+    (("agent_run", "mac", "hal9000"), "unknown agent 'hal9000'; known agents: claude, codex, gemini, groq."),
+    (("teleport", "mac", None), "unknown type 'teleport'"),
+])
+def test_validation_blocks_with_the_known_names(args, error: str) -> None:
+    verdict = validate(FLEET, *args)
+    assert not verdict.ok and verdict.errors[0].startswith(error)
+
+
+def test_validation_warns_when_the_agent_is_not_listed() -> None:
+    verdict = validate(FLEET, "agent_run", "thinkpad", "claude")
+    assert verdict.ok
+    assert verdict.warnings[0].startswith("agent claude is not listed for thinkpad-x1 (it lists gemini)")
+
+
+FAKE_CLAUDE = """#!/bin/sh
+case "$ROUTER_MODE" in
+  good) echo 'Sure: {"machine": "mac-mini", "agent": "claude", "type": "ios_build", "reason": "it has Xcode"}' ;;
+  bad) echo 'I think the mac, probably.' ;;
+  wrong) echo '{"machine": "toaster", "agent": null, "type": "agent_run", "reason": "why not"}' ;;
+  slow) sleep 5 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_claude(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "claude"
+    script.write_text(FAKE_CLAUDE)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(("mode", "machine", "reason"), [
+    ("good", "mac-mini", "it has Xcode"),
+    ("bad", "thinkpad-x1", "LLM router fell back to rules: its answer had no JSON"),
+    ("wrong", "thinkpad-x1", "LLM router fell back to rules: its answer was invalid (unknown machine 'toaster'"),
+    ("slow", "thinkpad-x1", "LLM router fell back to rules: no answer within 0.5s"),
+])
+async def test_llm_router_answers_or_falls_back(fake_claude, monkeypatch: pytest.MonkeyPatch, mode: str,
+                                                machine: str, reason: str) -> None:
+    monkeypatch.setenv("ROUTER_MODE", mode)
+    suggestion = await LlmRouter("claude", timeout=0.5).suggest("refactor the auth module", FLEET)
+    assert suggestion.machine == machine
+    assert reason in suggestion.reason
+
+
+async def test_llm_router_without_the_cli_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    suggestion = await LlmRouter("claude").suggest("run the tests", FLEET)
+    assert suggestion.router == "rules" and "claude is not installed here" in suggestion.reason
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("assign", "assign needs a description of the work."),
+    ("assign fix it --colour=red", "unknown option --colour for assign."),
+    ("assign fix it --machine", "--machine needs a value, like --machine=X."),
+    ("frobnicate", "unknown command 'frobnicate'"),
+    ("resolve abcd", "say how to resolve it: done, pending or failed."),
+    ("resolve abcd maybe", "unknown status 'maybe'"),
+    ("queue --status", "--status needs a value"),
+    ("assign 'unclosed", "cannot read that command"),
+    ("skills teleport", "unknown skills command 'teleport'."),
+    ("assign x --priority=99", "--priority must be a number from 0 to 10"),
+])
+def test_malformed_commands_answer_with_the_verbs_usage(line: str, problem: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        grammar.parse(line)
+    assert caught.value.problem.startswith(problem)
+    assert "usage: " in str(caught.value)
+
+
+def test_parse_keeps_quoted_words_and_options() -> None:
+    command = grammar.parse('assign "fix the login bug" now --machine=mac --agent=claude --yes')
+    assert command.words == ("fix the login bug", "now")
+    assert command.options == {"machine": "mac", "agent": "claude"} and command.flags == {"yes"}
+    assert command.changes_state

@@ -1,0 +1,138 @@
+"""The terminal client, one-shot and as a REPL, against a real queue service."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import QueueServer
+from da import fleet as fleet_module
+from da.queue.client import QueueClient
+from terminal_support import da
+from worker_support import fake_bin
+
+FLEET = fleet_module.parse_fleet({"machines": {
+    "mac-mini": {"os": "macos", "capabilities": ["ios_build", "agent_run", "run_script"], "agents": ["claude"],
+                 "aliases": ["mac"]},
+    "thinkpad-x1": {"os": "linux", "capabilities": ["android_build", "agent_run", "lint"], "agents": ["gemini"]},
+}}, "test")
+
+
+@pytest.fixture
+async def fleet_server(make_server) -> QueueServer:
+    return await make_server(fleet=FLEET)
+
+
+async def test_assign_with_all_flags_queues_pinned(fleet_server: QueueServer, tmp_path: Path) -> None:
+    run = await da(fleet_server.url, "assign", "fix the login bug", "--machine=mac", "--agent=claude",
+                   "--type=agent_run", cwd=tmp_path)
+    assert run.code == 0, run.out + run.err
+    assert run.out.startswith("queued ") and "agent_run on →mac-mini with claude" in run.out
+    async with QueueClient(fleet_server.url, "test-secret-0123456789") as client:
+        tasks, _ = await client.list_tasks()
+    assert tasks[0].payload == {"agent": "claude", "prompt": "fix the login bug"}
+    assert tasks[0].created_by == "tester" and tasks[0].target_machine == "mac-mini"
+
+
+async def test_assign_blocks_a_machine_without_the_capability(fleet_server: QueueServer, tmp_path: Path) -> None:
+    run = await da(fleet_server.url, "assign", "build it", "--machine=mac", "--type=android_build", "--cwd=/src",
+                   cwd=tmp_path)
+    assert run.code == 1
+    assert run.out.strip() == "mac-mini cannot run android_build; machines that can: thinkpad-x1."
+
+
+async def test_assign_warns_for_an_unlisted_agent(fleet_server: QueueServer, tmp_path: Path) -> None:
+    run = await da(fleet_server.url, "assign", "x", "--machine=thinkpad-x1", "--agent=claude", "--type=agent_run",
+                   cwd=tmp_path)
+    assert run.code == 0 and "warning: agent claude is not listed for thinkpad-x1" in run.out
+
+
+async def test_assign_suggestion_asks_to_confirm(fleet_server: QueueServer, tmp_path: Path) -> None:
+    declined = await da(fleet_server.url, "assign", "android release build", "--cwd=/src", stdin="n\n", cwd=tmp_path)
+    assert declined.code == 0
+    assert "suggested: android_build on thinkpad-x1" in declined.out and "Confirm? [Y/n]" in declined.out
+    assert "cancelled; nothing queued." in declined.out
+    accepted = await da(fleet_server.url, "assign", "android release build", "--cwd=/src", stdin="\n", cwd=tmp_path)
+    assert "queued " in accepted.out
+    listed = await da(fleet_server.url, "queue", "--json", cwd=tmp_path)
+    tasks = json.loads(listed.out)["tasks"]
+    assert [t["type"] for t in tasks] == ["android_build"]
+
+
+async def test_read_verbs_and_exit_statuses(fleet_server: QueueServer, tmp_path: Path) -> None:
+    async with QueueClient(fleet_server.url, "test-secret-0123456789") as client:
+        task = await client.create_task("lint", {"cwd": "/src"}, target_machine="thinkpad-x1")
+        held = await client.claim("thinkpad-x1", ["lint"])
+        await client.report(task.id, held.lease, "needs_human", {"stderr": "ruff: command not found"},
+                            notes="ruff is not installed on thinkpad-x1", action="install it: da skills install "
+                            "thinkpad-x1 ruff")
+    queue = await da(fleet_server.url, "queue", cwd=tmp_path)
+    assert queue.code == 0 and task.short_id in queue.out and "needs_human" in queue.out
+    review = await da(fleet_server.url, "review", cwd=tmp_path)
+    assert f"{task.short_id}: install it: da skills install thinkpad-x1 ruff" in review.out
+    status = await da(fleet_server.url, "status", cwd=tmp_path)
+    assert "thinkpad-x1  online" in status.out and "mac-mini     offline" in status.out
+    show = await da(fleet_server.url, "show", task.short_id, cwd=tmp_path)
+    assert "ruff: command not found" in show.out
+    missing = await da(fleet_server.url, "show", "ffff0000", cwd=tmp_path)
+    assert missing.code == 1 and "no task with id 'ffff0000'" in missing.out
+    usage = await da(fleet_server.url, "queue", "extra", cwd=tmp_path)
+    assert usage.code == 2 and "usage: queue" in usage.out
+    resolved = await da(fleet_server.url, "resolve", task.short_id, "done", "--notes=installed ruff", cwd=tmp_path)
+    assert resolved.code == 0 and resolved.out.strip() == f"{task.short_id} is now done"
+    again = await da(fleet_server.url, "resolve", task.short_id, "failed", cwd=tmp_path)
+    assert again.code == 1 and "(set by tester)" in again.out
+
+
+async def test_resolve_all_shows_the_count_before_changing(fleet_server: QueueServer, tmp_path: Path) -> None:
+    async with QueueClient(fleet_server.url, "test-secret-0123456789") as client:
+        for _ in range(2):
+            task = await client.create_task("run_script", {"script": "x"})
+            held = await client.claim("mac-mini", ["run_script"])
+            await client.report(task.id, held.lease, "needs_human", {})
+        declined = await da(fleet_server.url, "resolve", "all", "pending", stdin="n\n", cwd=tmp_path)
+        assert "2 task(s) in needs_human would become pending." in declined.out
+        assert len((await client.list_tasks(status="needs_human"))[0]) == 2
+        accepted = await da(fleet_server.url, "resolve", "all", "pending", stdin="y\n", cwd=tmp_path)
+        assert "2 task(s) moved from needs_human to pending." in accepted.out
+        assert len((await client.list_tasks(status="pending"))[0]) == 2
+
+
+async def test_repl_runs_verbs_until_exit(fleet_server: QueueServer, tmp_path: Path) -> None:
+    run = await da(fleet_server.url, stdin="status\nfrobnicate\nhelp queue\nexit\n", cwd=tmp_path)
+    assert run.code == 0
+    assert run.out.startswith(f"da — queue at {fleet_server.url}, 0 worker(s) online.")
+    assert "mac-mini" in run.out and "unknown command 'frobnicate'" in run.out
+    assert "queue [--status=S] [--limit=N] [--json]" in run.out and "da › " in run.out
+
+
+async def test_unreachable_queue_is_one_line_with_the_url(tmp_path: Path) -> None:
+    one_shot = await da("http://127.0.0.1:9", "queue", cwd=tmp_path)
+    assert one_shot.code == 1 and one_shot.out.strip() == "queue unreachable at http://127.0.0.1:9."
+    repl = await da("http://127.0.0.1:9", stdin="exit\n", cwd=tmp_path)
+    assert repl.code == 1 and repl.out.strip() == "da: queue unreachable at http://127.0.0.1:9."
+
+
+async def test_missing_secret_is_one_line(tmp_path: Path) -> None:
+    run = await da("http://127.0.0.1:9", "queue", cwd=tmp_path, SECRET_KEY="")
+    assert run.code == 2 and run.err.startswith("da: SECRET_KEY is not set")
+
+
+async def test_local_run_streams_the_agent_answer(tmp_path: Path) -> None:
+    bin_dir = fake_bin(tmp_path / "bin")
+
+    run = await da("http://127.0.0.1:9", "run", "claude", "say hi", cwd=tmp_path,
+                   PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert run.code == 0
+    assert json.loads(run.out)["argv"] == ["-p", "say hi", "--dangerously-skip-permissions"]
+    test = await da("http://127.0.0.1:9", "test", cwd=tmp_path, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert test.code == 0 and "claude" in test.out and "installed" in test.out
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "agents.yaml").write_text(
+        'agents:\n  codex:\n    command: [codex, exec, NOT_LOGGED_IN, "{prompt}"]\n')
+    not_logged = await da("http://127.0.0.1:9", "test", "codex", cwd=tmp_path,
+                          PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert not_logged.code == 1 and "codex is not logged in on this machine" in not_logged.out
