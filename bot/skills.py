@@ -161,6 +161,9 @@ class SkillsService:
                 return await self.create(args[0], ask)
         except ConfigError as exc:
             return views.Message(str(exc), ok=False)
+        except yaml.YAMLError as exc:
+            return views.Message(f"{self.machines_path} is not plain YAML ({type(exc).__name__}); fix it first.",
+                                 ok=False)
         return views.Message(f"unknown skills command {sub!r}.", ok=False)
 
     async def check_machine(self, machine: MachineInfo, skills: list[Skill]) -> dict[str, str]:
@@ -202,7 +205,8 @@ class SkillsService:
             async with asyncssh.connect(**self.ssh.connect_kwargs(machine)) as conn:
                 async with conn.create_process(recipe, stderr=asyncssh.STDOUT) as process:
                     async for line in process.stdout:
-                        emit(line.rstrip("\n"))
+                        if line:
+                            emit(line.rstrip("\n"))
                     await process.wait()
                     status = process.exit_status
         except (OSError, asyncssh.Error) as exc:
@@ -278,15 +282,15 @@ def add_capability(text: str, machine: str, capability: str) -> str:
                                 or len(lines[end]) - len(lines[end].lstrip()) > indent):
         end += 1
     for i in range(start + 1, end):
-        match = re.match(r"^(\s+)capabilities:\s*(.*?)\s*(#.*)?$", lines[i].rstrip("\n"))
+        match = re.match(r"^(\s+)capabilities:(\s*)(.*?)(\s*#.*)?$", lines[i].rstrip("\n"))
         if not match:
             continue
-        value, comment = match.group(2), match.group(3) or ""
+        key_indent, value, comment = match.group(1), match.group(3), match.group(4) or ""
         newline = "\n" if lines[i].endswith("\n") else ""
         if value.startswith("[") and value.endswith("]"):
             inner = value[1:-1].strip()
             items = f"{inner}, {capability}" if inner else capability
-            lines[i] = f"{match.group(1)}capabilities: [{items}]" + (f" {comment}" if comment else "") + newline
+            lines[i] = f"{key_indent}capabilities:{match.group(2)}[{items}]{comment}{newline}"
             return "".join(lines)
         if value == "":
             item_at = i + 1
@@ -295,8 +299,8 @@ def add_capability(text: str, machine: str, capability: str) -> str:
                 if lines[item_at].strip():
                     last = item_at
                 item_at += 1
-            item_indent = (re.match(r"^(\s+)-", lines[last]).group(1) if last != i  # type: ignore[union-attr]
-                           else match.group(1) + "  ")
+            bullet = re.match(r"^(\s+)-", lines[last]) if last != i else None
+            item_indent = bullet.group(1) if bullet else key_indent + "  "
             lines.insert(last + 1, f"{item_indent}- {capability}\n")
             return "".join(lines)
         return text
