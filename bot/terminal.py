@@ -33,8 +33,12 @@ HISTORY_FILE = "~/.da_history"
 class Style:
     """ANSI colour when writing to a terminal that wants it."""
 
-    def __init__(self, stream: TextIO, env: Mapping[str, str]) -> None:
-        self.enabled = stream.isatty() and "NO_COLOR" not in env
+    def __init__(self, stream: TextIO | None, env: Mapping[str, str]) -> None:
+        self.enabled = stream is not None and stream.isatty() and "NO_COLOR" not in env
+
+    @classmethod
+    def plain(cls) -> Style:
+        return cls(None, {})
 
     def __call__(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.enabled and code else text

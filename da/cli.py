@@ -177,6 +177,11 @@ def up(argv: list[str] | None = None) -> int:
         roster = fleet.load_fleet(queue_settings.config_dir)
         env.setdefault("QUEUE_URL", f"http://{queue_settings.host}:{queue_settings.port}")
         worker_parts = None if args.no_worker else load_worker(env, local=True)
+        bot_settings = None
+        if env.get("SLACK_BOT_TOKEN") or env.get("SLACK_APP_TOKEN"):
+            from da.bot.settings import BotSettings
+
+            bot_settings = BotSettings.from_env(env, cwd=cwd)
     except (ConfigError, HandlerError) as exc:
         return fail(str(exc))
     configure_logging(env)
@@ -187,6 +192,13 @@ def up(argv: list[str] | None = None) -> int:
         await web.TCPSite(runner, queue_settings.host, queue_settings.port).start()
         print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
               f"(database {queue_settings.db_path}); Ctrl-C stops", file=sys.stderr)
+        slack = None
+        if bot_settings is not None:
+            from da.bot.app import BotProcess
+
+            slack = BotProcess(bot_settings)
+            await slack.start()
+            print("da: Slack bot connected (socket mode)", file=sys.stderr)
         try:
             if worker_parts is None:
                 stop = asyncio.Event()
@@ -199,16 +211,46 @@ def up(argv: list[str] | None = None) -> int:
                 worker_module.install_signal_handlers(instance)
                 await instance.async_run()
         finally:
+            if slack is not None:
+                await slack.stop()
             await runner.cleanup()
 
     try:
         asyncio.run(run())
+    except ConfigError as exc:
+        return fail(str(exc))
     except OSError as exc:
         return fail(f"cannot listen on {queue_settings.host}:{queue_settings.port}: {exc.strerror or exc}")
     return 0
 
 
 command("up", "run the queue and a local worker (the quick start)")(up)
+
+
+def bot(argv: list[str] | None = None) -> int:
+    """Run the Slack bot in socket mode."""
+    from da.bot.app import BotProcess
+    from da.bot.settings import BotSettings
+
+    argparse.ArgumentParser(
+        prog="da bot", description="Run the Slack bot (socket mode).",
+        epilog="Environment: SLACK_BOT_TOKEN (xoxb-), SLACK_APP_TOKEN (xapp-), SLACK_ALLOWED_USERS, "
+               "SLACK_NOTIFY_CHANNEL, SLACK_API_URL, QUEUE_URL, SECRET_KEY, ROUTER.").parse_args(argv)
+    cwd = Path.cwd()
+    env = config.load_environment(cwd)
+    try:
+        settings = BotSettings.from_env(env, cwd=cwd)
+    except ConfigError as exc:
+        return fail(str(exc))
+    configure_logging(env)
+    try:
+        asyncio.run(BotProcess(settings).run())
+    except ConfigError as exc:
+        return fail(str(exc))
+    return 0
+
+
+command("bot", "run the Slack bot (socket mode)")(bot)
 
 
 def client(argv: list[str]) -> int:

@@ -278,7 +278,10 @@ async def machines(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.Response:
     """The transition feed after an event id; waits up to `wait` seconds for the next one."""
     store = request.app[STORE]
-    after = query_int(request, "after", 0, 0, 2**62) or 0
+    after = query_int(request, "after", 0, -1, 2**62) or 0
+    if after == -1:
+        # A new follower starts from now rather than replaying the whole history.
+        return json_response({"events": [], "last": await store.last_event_id()})
     limit = query_int(request, "limit", EVENTS_PAGE, 1, EVENTS_PAGE) or EVENTS_PAGE
     wait = query_wait(request)
     deadline = asyncio.get_running_loop().time() + wait
@@ -287,7 +290,7 @@ async def events(request: web.Request) -> web.Response:
         found = await store.events_after(after, limit)
         remaining = deadline - asyncio.get_running_loop().time()
         if found or remaining <= 0:
-            last = found[-1].id if found else max(after, 0)
+            last = found[-1].id if found else after
             return json_response({"events": [event.to_json() for event in found], "last": last})
         await wait_for_signal(waiter, remaining)
 

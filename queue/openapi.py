@@ -125,7 +125,7 @@ def document(version: str) -> dict[str, Any]:
             {"type": "object", "properties": {"events": {"type": "array", "items": {
                 "$ref": "#/components/schemas/Event"}}, "last": {"type": "integer"}}}, "Events."),
             **_errors(400, 401)}, params=[
-            _query("after", {"type": "integer", "minimum": 0}, "Last event id seen."),
+            _query("after", {"type": "integer", "minimum": -1}, "Last event id seen; -1 answers the newest id."),
             _query("wait", {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT}, "Seconds to wait."),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size.")])},
         "/metrics": {"get": _op("Prometheus metrics.", {"200": {"description": "Text exposition.", "content": {
