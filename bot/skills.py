@@ -21,7 +21,7 @@ from da import fleet as fleet_module
 from da.bot import views
 from da.bot.grammar import Command
 from da.bot.router import Fleet, MachineInfo
-from da.config import ConfigError
+from da.config import ConfigError, read_yaml
 
 SKILLS_FILE = "skills.yaml"
 CATEGORIES = ("ai-agent", "mobile", "backend", "infrastructure")
@@ -52,10 +52,7 @@ def load_registry(path: Path) -> dict[str, Skill]:
     """Parse skills.yaml, naming the first bad entry."""
     if not path.is_file():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML; fix the file.") from exc
+    data = read_yaml(path) or {}
     entries = data.get("skills") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
         raise ConfigError(f"{path}: expected a top-level `skills:` mapping.")

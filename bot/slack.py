@@ -51,6 +51,14 @@ class SlackBot:
     def allowed(self, user: str) -> bool:
         return user in self.settings.allowed_users
 
+    async def refused(self, body: dict[str, Any], respond: Any) -> bool:
+        """True (after telling the user, ephemerally) when the clicker may not change state."""
+        user = body["user"]["id"]
+        if self.allowed(user):
+            return False
+        await respond(text=self.refusal(user), response_type="ephemeral", replace_original=False)
+        return True
+
     def refusal(self, user: str) -> str:
         return (f"<@{user}> is not on SLACK_ALLOWED_USERS, so you can look but not change anything; "
                 "ask whoever runs da to add your user id.")
@@ -142,8 +150,7 @@ class SlackBot:
     async def on_confirm(self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
         await ack()
         user = body["user"]["id"]
-        if not self.allowed(user):
-            await respond(text=self.refusal(user), response_type="ephemeral", replace_original=False)
+        if await self.refused(body, respond):
             return
         token = json.loads(action["value"])["t"]
         entry = self.suggestions.pop(token, None)
@@ -204,8 +211,7 @@ class SlackBot:
     async def resolve(self, body: dict[str, Any], respond: Any, task_id: str, status: str,
                       notes: str | None = None) -> None:
         user = body["user"]["id"]
-        if not self.allowed(user):
-            await respond(text=self.refusal(user), response_type="ephemeral", replace_original=False)
+        if await self.refused(body, respond):
             return
         try:
             task = await self.layer.client.resolve(task_id, status, notes=notes, by=user)
@@ -263,8 +269,7 @@ class SlackBot:
     async def on_cancel(self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
         await ack()
         user = body["user"]["id"]
-        if not self.allowed(user):
-            await respond(text=self.refusal(user), response_type="ephemeral", replace_original=False)
+        if await self.refused(body, respond):
             return
         task_id = json.loads(action["value"])["id"]
         try:
@@ -279,8 +284,7 @@ class SlackBot:
     async def on_bulk_confirm(self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
         await ack()
         user = body["user"]["id"]
-        if not self.allowed(user):
-            await respond(text=self.refusal(user), response_type="ephemeral", replace_original=False)
+        if await self.refused(body, respond):
             return
         value = json.loads(action["value"])
         if value["t"] in self.state.handled_bulk:

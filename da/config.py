@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 class ConfigError(Exception):
@@ -52,6 +53,18 @@ def config_dir(env: Mapping[str, str], cwd: Path | None = None) -> Path:
     if env.get("DA_CONFIG_DIR"):
         return Path(env["DA_CONFIG_DIR"]).expanduser()
     return (cwd or Path.cwd()) / "config"
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file with safe_load (no tags run code), or one line naming the file and line."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{at}; fix the file (or restore it from its example).") from exc
 
 
 def env_int(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:

@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from da.config import ConfigError
+from da.config import ConfigError, read_yaml
 
 FLEET_FILE = "machines.yaml"
 
@@ -124,11 +122,5 @@ def load_fleet(config_dir: Path, *, required: bool = False) -> Fleet:
                 f"{path} not found; copy config/machines.yaml.example to it or set DA_CONFIG_DIR."
             )
         return Fleet(source=path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{at}; fix the file or restore it from the example.") from exc
-    fleet = parse_fleet(data, str(path))
+    fleet = parse_fleet(read_yaml(path), str(path))
     return Fleet(fleet.machines, source=path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Any
 
 from da.worker.errors import NeedsHuman
 
@@ -73,3 +74,16 @@ def lint_command(folder: Path) -> tuple[list[str], str]:
         return ["swiftlint"], "swiftlint"
     raise NeedsHuman(f"cannot tell how to lint {folder}: no Python, JavaScript, Kotlin or Swift project found",
                      "resubmit with a 'command', e.g. {\"command\": \"make lint\"}")
+
+
+async def run_in_project(ctx: Any, payload: dict[str, Any], detect: Any, default_timeout: float) -> Any:
+    """Run the payload's `command`, else the detected one, in the project folder `cwd`."""
+    from da.worker.models import text_field, timeout_field
+
+    cwd = ctx.check_cwd(text_field(payload, "cwd", required=True))
+    argv = command_field(text_field(payload, "command"))
+    tool = argv[0] if argv else ""
+    if argv is None:
+        argv, tool = detect(cwd)
+    process = await ctx.run(argv, cwd=cwd, timeout=timeout_field(payload, default_timeout))
+    return ctx.classify(process, tool=tool)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from da.handlers import _detect
-from da.worker.models import Context, Result, text_field, timeout_field
+from da.worker.models import Context, Result
 
 TYPE = "lint"
 # Linters only read (we never pass --fix).
@@ -14,11 +14,4 @@ DEFAULT_TIMEOUT = 600.0
 
 
 async def run(ctx: Context, payload: dict[str, Any]) -> Result:
-    cwd = ctx.check_cwd(text_field(payload, "cwd", required=True))
-    assert cwd is not None
-    argv = _detect.command_field(text_field(payload, "command"))
-    tool = argv[0] if argv else ""
-    if argv is None:
-        argv, tool = _detect.lint_command(cwd)
-    process = await ctx.run(argv, cwd=cwd, timeout=timeout_field(payload, DEFAULT_TIMEOUT))
-    return ctx.classify(process, tool=tool)
+    return await _detect.run_in_project(ctx, payload, _detect.lint_command, DEFAULT_TIMEOUT)

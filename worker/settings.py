@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from da import config, fleet
 from da.config import ConfigError
 from da.worker.redact import Redactor
@@ -42,10 +40,7 @@ def load_agent_commands(config_dir: Path) -> dict[str, dict[str, list[str]]]:
     path = config_dir / AGENTS_FILE
     if not path.is_file():
         return commands
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML; fix it or delete it to use the defaults.") from exc
+    data = config.read_yaml(path) or {}
     agents = data.get("agents") if isinstance(data, dict) else None
     if not isinstance(agents, dict):
         raise ConfigError(f"{path}: expected `agents:` mapping names to {{command: [...], model: [...]}}.")
