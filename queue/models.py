@@ -7,9 +7,11 @@ bot) answers bad input with the same one-sentence error.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +58,14 @@ def iso(timestamp: float | None) -> str | None:
     """Epoch seconds as an ISO 8601 UTC string, the form every API answer uses."""
     if timestamp is None:
         return None
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds = int(timestamp // 1)
+    return f"{_iso_seconds(seconds)}.{int((timestamp - seconds) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_seconds(seconds: int) -> str:
+    # Every answer formats several timestamps, mostly of the same few seconds.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def parse_iso(value: str | None) -> float | None:
