@@ -19,7 +19,8 @@ from aiohttp import web
 
 from da import fleet as fleet_module
 from da.queue import metrics, models, openapi
-from da.queue.errors import BadRequest, NotFound, QueueError, TooLarge, Unauthorized
+from da.queue.errors import BadRequest, NotFound, QueueError, TooLarge, TooManyAttempts, Unauthorized
+from da.queue.lockout import Lockout
 from da.queue.models import ClaimRequest, NewTask, Report
 from da.queue.roster import Roster
 from da.queue.settings import QueueSettings
@@ -58,12 +59,13 @@ def middleware(secret: str) -> Callable[[web.Request, Handler], Awaitable[web.St
     coroutine frame on the hot path.
     """
     expected = secret.encode()
+    guard = Lockout()
 
     @web.middleware
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             if request.path != "/health":
-                authenticate(request, expected)
+                authenticate(request, expected, guard)
             return await handler(request)
         except QueueError as exc:
             if exc.status >= 500:
@@ -86,16 +88,26 @@ def middleware(secret: str) -> Callable[[web.Request, Handler], Awaitable[web.St
     return handle
 
 
-def authenticate(request: web.Request, expected: bytes) -> None:
-    """Raise Unauthorized unless the x-secret-key header (or a Bearer token) matches."""
+def authenticate(request: web.Request, expected: bytes, guard: Lockout) -> None:
+    """Raise unless the x-secret-key header (or a Bearer token) matches and the address is not locked out.
+
+    The log names who was refused, never what they sent.
+    """
+    address = request.remote or "?"
+    locked = guard.remaining(address)
+    if locked:
+        raise TooManyAttempts(f"too many wrong secrets from {address}; try again in {locked:.0f} s.")
     given = request.headers.get("x-secret-key")
     if given is None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         given = token if scheme.lower() == "bearer" else ""
     if not hmac.compare_digest(given.encode(), expected):
-        logger.warning("refused %s %s from %s: %s secret", request.method, request.path, request.remote or "?",
+        logger.warning("refused %s %s from %s: %s secret", request.method, request.path, address,
                        "missing" if not given else "wrong")
+        if guard.failed(address):
+            logger.warning("locked out %s for %.0f s after repeated wrong secrets", address, guard.lockout)
         raise Unauthorized()
+    guard.succeeded(address)
 
 
 async def read_json(request: web.Request) -> Any:

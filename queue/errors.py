@@ -58,6 +58,13 @@ class TooLarge(QueueError):
     code = "too_large"
 
 
+class TooManyAttempts(QueueError):
+    """Too many wrong secrets from this address; wait a minute."""
+
+    status = 429
+    code = "too_many_attempts"
+
+
 class StoreError(QueueError):
     """The database failed; the request changed nothing."""
 

@@ -26,7 +26,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Malformed input; the detail names the field.", 401: "Missing or wrong secret.",
-            404: "No such task.", 409: "The task's state does not allow this.", 413: "Body too large."}
+            404: "No such task.", 409: "The task's state does not allow this.", 413: "Body too large.",
+            429: "Too many wrong secrets from this address; locked out for a minute."}
+    if 401 in codes:
+        codes = (*codes, 429)
     return {str(code): _json(ERROR, text[code]) for code in codes}
 
 
