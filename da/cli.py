@@ -26,11 +26,13 @@ logger = logging.getLogger("da")
 
 
 def configure_logging(env: dict[str, str]) -> None:
-    level = env.get("LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request at INFO; the worker's own lines say what matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from da import logs
+
+    try:
+        logs.configure(env)
+    except ConfigError as exc:
+        print(f"da: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
 
 
 def fail(message: str) -> int:
@@ -225,6 +227,99 @@ def up(argv: list[str] | None = None) -> int:
 
 
 command("up", "run the queue and a local worker (the quick start)")(up)
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`30d`, `12h`, `90m`, `45s` or a number of seconds."""
+    text = text.strip().lower()
+    unit = DURATION_UNITS.get(text[-1:], None)
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration; use e.g. 30d, 12h or 90m") from None
+    if value < 0:
+        raise ValueError("the duration must not be negative")
+    return value
+
+
+def backup(argv: list[str] | None = None) -> int:
+    """Copy the queue database while the service runs."""
+    from da.queue import store
+    from da.queue.errors import QueueError
+    from da.queue.settings import QueueSettings
+
+    parser = argparse.ArgumentParser(prog="da backup", description="Back up the queue database (online).")
+    parser.add_argument("path", help="where to write the copy")
+    args = parser.parse_args(argv)
+    env = config.load_environment()
+    settings = QueueSettings.from_env(env, require_secret=False)
+    try:
+        store.backup_file(settings.db_path, Path(args.path))
+    except QueueError as exc:
+        return fail(exc.detail)
+    print(f"backed up {settings.db_path} to {args.path}")
+    return 0
+
+
+def restore(argv: list[str] | None = None) -> int:
+    """Replace the queue database with a backup; the queue service must be stopped."""
+    import httpx
+
+    from da.queue import store
+    from da.queue.errors import QueueError
+    from da.queue.settings import QueueSettings
+
+    parser = argparse.ArgumentParser(prog="da restore", description="Restore the queue database from a backup.")
+    parser.add_argument("path", help="a file written by `da backup`")
+    args = parser.parse_args(argv)
+    settings = QueueSettings.from_env(config.load_environment(), require_secret=False)
+    try:
+        httpx.get(f"http://{settings.host}:{settings.port}/health", timeout=1.0)
+        return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before restoring.")
+    except httpx.TransportError:
+        pass
+    try:
+        kept = store.restore_file(Path(args.path), settings.db_path)
+    except QueueError as exc:
+        return fail(exc.detail)
+    print(f"restored {settings.db_path} from {args.path} (the previous file is kept as {kept})")
+    return 0
+
+
+def prune(argv: list[str] | None = None) -> int:
+    """Ask the queue to remove finished tasks older than a duration."""
+    from da.queue.client import QueueClient
+    from da.queue.errors import QueueError
+
+    parser = argparse.ArgumentParser(prog="da prune", description="Remove finished tasks and their events.")
+    parser.add_argument("--older-than", default="30d", help="age of finished tasks to remove (default 30d)")
+    args = parser.parse_args(argv)
+    try:
+        seconds = parse_duration(args.older_than)
+    except ValueError as exc:
+        return fail(str(exc))
+    env = config.load_environment()
+    if not env.get("SECRET_KEY"):
+        return fail("SECRET_KEY is not set; put the queue's secret in .env.")
+
+    async def run() -> int:
+        async with QueueClient(env.get("QUEUE_URL") or "http://127.0.0.1:8000", env["SECRET_KEY"]) as client:
+            return await client.prune(seconds)
+
+    try:
+        removed = asyncio.run(run())
+    except QueueError as exc:
+        return fail(exc.detail)
+    print(f"removed {removed} finished task(s) older than {args.older_than}")
+    return 0
+
+
+command("backup", "copy the queue database while it runs")(backup)
+command("restore", "replace the queue database with a backup (service stopped)")(restore)
+command("prune", "remove finished tasks older than --older-than (default 30d)")(prune)
 
 
 def bot(argv: list[str] | None = None) -> int:

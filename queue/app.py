@@ -28,6 +28,8 @@ from da.queue.store import Store
 from da.version import __version__
 
 logger = logging.getLogger(__name__)
+# One line per transition, structured (task_id, type, status, machine, by) for LOG_FORMAT=json.
+transitions = logging.getLogger("da.queue.transitions")
 
 # A waiting claim re-checks at least this often, for tasks that become claimable with no
 # write (a soft preference's overflow grace running out).
@@ -42,6 +44,13 @@ ROSTER = web.AppKey("roster", Roster)
 CLAIM_LATENCY = web.AppKey("claim_latency", metrics.Histogram)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def log_transition(task: Any, by: str | None = None) -> None:
+    if transitions.isEnabledFor(logging.INFO):
+        transitions.info("task %s %s is %s", task.short_id, task.type, task.status,
+                         extra={"task_id": task.id, "type": task.type, "status": task.status,
+                                "machine": task.assigned_to or task.target_machine, "by": by or task.changed_by})
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -165,6 +174,7 @@ async def health(request: web.Request) -> web.Response:
 async def create_task(request: web.Request) -> web.Response:
     spec = NewTask.parse(await read_json(request))
     task = await request.app[STORE].create(spec)
+    log_transition(task)
     return json_response(task.to_json(), status=201)
 
 
@@ -207,6 +217,7 @@ async def claim(request: web.Request) -> web.Response:
         claimed = await store.claim(spec, lease_seconds=lease_seconds, overflow_grace=settings.overflow_grace)
         request.app[CLAIM_LATENCY].observe(time.perf_counter() - started)
         if claimed is not None:
+            log_transition(claimed.task)
             return json_response({"task": claimed.task.to_json(), "lease": claimed.lease,
                                   "lease_expires_at": models.iso(claimed.lease_expires_at)})
         remaining = deadline - loop.time()
@@ -225,6 +236,7 @@ def lease_of(body: Any) -> str:
 async def start_task(request: web.Request) -> web.Response:
     body = await read_json(request)
     task = await request.app[STORE].start(request.match_info["id"], lease_of(body))
+    log_transition(task)
     return json_response(task.to_json())
 
 
@@ -245,6 +257,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 async def report(request: web.Request) -> web.Response:
     spec = Report.parse(await read_json(request))
     task = await request.app[STORE].report(request.match_info["id"], spec)
+    log_transition(task)
     return json_response(task.to_json())
 
 
@@ -257,6 +270,7 @@ def resolution(body: Any) -> tuple[str, str | None, str | None]:
 async def resolve(request: web.Request) -> web.Response:
     status, by, notes = resolution(await read_json(request))
     task = await request.app[STORE].resolve(request.match_info["id"], status, by=by, notes=notes)
+    log_transition(task, by)
     return json_response(task.to_json())
 
 
@@ -279,7 +293,17 @@ async def cancel(request: web.Request) -> web.Response:
     by = models.get_str(body, "by")
     notes = models.get_str(body, "notes", max_len=models.MAX_NOTES)
     task = await request.app[STORE].cancel(request.match_info["id"], by=by, notes=notes)
+    log_transition(task, by)
     return json_response(task.to_json())
+
+
+async def prune(request: web.Request) -> web.Response:
+    """Remove finished tasks older than `older_than` seconds, keeping per-machine counts."""
+    body = models.require_object(await read_json(request))
+    older_than = models.get_number(body, "older_than", 30 * 86400.0, 0.0, 100 * 365 * 86400.0)
+    removed = await request.app[STORE].prune(older_than)
+    logger.info("pruned %d finished task(s) older than %.0f s", removed)
+    return json_response({"removed": removed})
 
 
 async def machines(request: web.Request) -> web.Response:
@@ -329,6 +353,7 @@ ROUTES = [
     web.post("/v1/tasks/{id}/resolve", resolve),
     web.post("/v1/tasks/{id}/cancel", cancel),
     web.post("/v1/claim", claim),
+    web.post("/v1/prune", prune),
     web.get("/v1/machines", machines),
     web.get("/v1/events", events),
     web.get("/metrics", metrics_page),
@@ -342,8 +367,8 @@ async def reaper(app: web.Application) -> None:
     while True:
         try:
             for task in await store.reap():
-                logger.warning("task %s (%s) lost its worker %s: now %s", task.short_id, task.type,
-                               task.assigned_to or "?", task.status, extra={"task_id": task.id})
+                logger.warning("task %s (%s) lost its worker: now %s", task.short_id, task.type, task.status,
+                               extra={"task_id": task.id, "type": task.type, "status": task.status, "by": "reaper"})
         except QueueError as exc:
             logger.error("reaper: %s", exc.detail)
         await asyncio.sleep(interval)

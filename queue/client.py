@@ -195,6 +195,10 @@ class QueueClient:
         body = {**({"by": by} if by else {}), **({"notes": notes} if notes else {})}
         return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/cancel", json=body)).json())
 
+    async def prune(self, older_than: float) -> int:
+        """Remove finished tasks older than `older_than` seconds; returns how many."""
+        return (await self.request("POST", "/v1/prune", json={"older_than": older_than})).json()["removed"]
+
     async def machines(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v1/machines")).json()["machines"]
 

@@ -121,6 +121,9 @@ def document(version: str) -> dict[str, Any]:
                         "wait": {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT},
                         "lease": {"type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}},
                        ["machine", "capabilities"]))},
+        "/v1/prune": {"post": _op("Remove finished tasks older than `older_than` seconds (counts are kept).", {
+            "200": _json({"type": "object", "properties": {"removed": {"type": "integer"}}}, "Removed."),
+            **_errors(400, 401)}, body=_body({"older_than": {"type": "number", "minimum": 0}}, []))},
         "/v1/machines": {"get": _op("The fleet with liveness and counts.", {"200": _json(
             {"type": "object", "properties": {"machines": {"type": "array", "items": {"type": "object"}}}},
             "Roster."), **_errors(401)})},

@@ -131,7 +131,7 @@ class Store:
         self._writer: sqlite3.Connection | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._pending: list[tuple[str, dict[str, Any], asyncio.Future[list[sqlite3.Row]]]] = []
+        self._pending: list[tuple[Any, dict[str, Any], asyncio.Future[list[sqlite3.Row]]]] = []
         self._has_work = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
         # Woken when a task may have become claimable (created, re-queued, a lock freed).
@@ -169,6 +169,12 @@ class Store:
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         (version,) = db.execute("PRAGMA user_version").fetchone()
+        latest = max(number for number, _ in migrations())
+        if 0 < version < latest:
+            backup = self.path.with_name(f"{self.path.name}.v{version}.bak")
+            logger.info("backing up %s to %s before migrating it", self.path, backup)
+            with sqlite3.connect(backup) as copy:
+                db.backup(copy)
         for number, script in migrations():
             if number > version:
                 logger.info("migrating queue database %s to schema %d", self.path, number)
@@ -225,6 +231,14 @@ class Store:
         self._has_work.set()
         return await future
 
+    async def _write_together(self, names: list[str], **params: Any) -> list[sqlite3.Row]:
+        """Several statements in one transaction; returns the rows of the last."""
+        self._require()
+        future: asyncio.Future[list[sqlite3.Row]] = asyncio.get_running_loop().create_future()
+        self._pending.append(([QUERIES[name] for name in names], params, future))
+        self._has_work.set()
+        return await future
+
     async def _write_tasks(self, name: str, **params: Any) -> list[Task]:
         return [Task.from_row(row) for row in await self._write(name, **params)]
 
@@ -247,26 +261,45 @@ class Store:
                 else:
                     future.set_result(outcome)
 
-    def _run_batch(self, batch: list[tuple[str, dict[str, Any]]]) -> list[list[sqlite3.Row] | Exception]:
+    @staticmethod
+    def _execute(db: sqlite3.Connection, sql: Any, params: dict[str, Any]) -> list[sqlite3.Row]:
+        """One statement, or a list of them (rows of the last)."""
+        if isinstance(sql, str):
+            return db.execute(sql, params).fetchall()
+        rows: list[sqlite3.Row] = []
+        for statement in sql:
+            rows = db.execute(statement, params).fetchall()
+        return rows
+
+    def _run_batch(self, batch: list[tuple[Any, dict[str, Any]]]) -> list[list[sqlite3.Row] | Exception]:
         """In the writer thread: one transaction for the batch, or one each if the batch fails."""
         db = self._writer
         assert db is not None
-        if len(batch) > 1:
+        if len(batch) > 1 or not isinstance(batch[0][0], str):
             try:
                 db.execute("BEGIN IMMEDIATE")
-                results: list[list[sqlite3.Row] | Exception] = [db.execute(sql, params).fetchall()
+                results: list[list[sqlite3.Row] | Exception] = [self._execute(db, sql, params)
                                                                  for sql, params in batch]
                 db.execute("COMMIT")
                 return results
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
+                if len(batch) == 1:
+                    return [exc]
         # Alone, or after a failed batch: each in its own transaction, so only the one at fault fails.
         outcomes: list[list[sqlite3.Row] | Exception] = []
         for sql, params in batch:
             try:
-                outcomes.append(db.execute(sql, params).fetchall())
+                if isinstance(sql, str):
+                    outcomes.append(db.execute(sql, params).fetchall())
+                    continue
+                db.execute("BEGIN IMMEDIATE")
+                outcomes.append(self._execute(db, sql, params))
+                db.execute("COMMIT")
             except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 outcomes.append(exc)
         return outcomes
 
@@ -488,5 +521,47 @@ class Store:
             counts[row["machine"]] = MachineCounts(row["active"], row["done"], row["failed"], top[1] if top else None)
         return counts
 
+    async def prune(self, older_than: float) -> int:
+        """Delete finished tasks (and their events) older than `older_than` seconds; counts are kept."""
+        rows = await self._write_together(["prune_count", "prune_events", "prune_tasks"],
+                                          before=self.clock() - older_than)
+        return len(rows)
+
     async def status_counts(self) -> list[tuple[str, str, int]]:
         return [(row["status"], row["type"], row["n"]) for row in await self._fetch("status_counts")]
+
+
+def backup_file(db_path: Path, destination: Path) -> None:
+    """Copy a live queue database with SQLite's online backup (safe while `da serve` writes)."""
+    if not db_path.is_file():
+        raise StoreError(f"no queue database at {db_path}; set QUEUE_DB_PATH.")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    source = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        with sqlite3.connect(destination) as copy:
+            source.backup(copy)
+    except sqlite3.Error as exc:
+        raise StoreError(f"backup of {db_path} failed: {exc}") from exc
+    finally:
+        source.close()
+
+
+def restore_file(backup: Path, db_path: Path) -> Path:
+    """Put a backup in place of the database (service stopped); the old file is kept beside it."""
+    try:
+        with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as check:
+            if check.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                raise StoreError(f"{backup} fails SQLite's integrity check; pick another backup.")
+            check.execute("SELECT count(*) FROM tasks").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{backup} is not a queue database backup ({exc}).") from exc
+    kept = db_path.with_name(f"{db_path.name}.before-restore")
+    if db_path.exists():
+        with sqlite3.connect(db_path) as current, sqlite3.connect(kept) as copy:
+            current.backup(copy)
+    for suffix in ("-wal", "-shm"):
+        db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as source, sqlite3.connect(db_path) as target:
+        source.backup(target)
+    return kept

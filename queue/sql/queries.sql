@@ -147,18 +147,43 @@ ORDER BY seq DESC
 LIMIT :limit;
 
 -- machine_counts --
--- Per machine: active, done and failed counts.
-SELECT assigned_to AS machine,
-       sum(status IN ('claimed', 'in_progress')) AS active,
-       sum(status = 'done') AS done,
-       sum(status = 'failed') AS failed
-FROM tasks WHERE assigned_to IS NOT NULL GROUP BY assigned_to;
+-- Per machine: active, done and failed counts, including tasks pruned since.
+SELECT machine, sum(active) AS active, sum(done) AS done, sum(failed) AS failed FROM (
+    SELECT assigned_to AS machine, sum(status IN ('claimed', 'in_progress')) AS active,
+           sum(status = 'done') AS done, sum(status = 'failed') AS failed
+    FROM tasks WHERE assigned_to IS NOT NULL GROUP BY assigned_to
+    UNION ALL
+    SELECT machine, 0, sum(CASE WHEN status = 'done' THEN n ELSE 0 END),
+           sum(CASE WHEN status = 'failed' THEN n ELSE 0 END)
+    FROM pruned_counts GROUP BY machine)
+GROUP BY machine;
 
 -- machine_agents --
--- Per machine and agent: how many tasks ran, for "most used agent".
-SELECT assigned_to AS machine, agent, count(*) AS n
-FROM tasks WHERE assigned_to IS NOT NULL AND agent IS NOT NULL
-GROUP BY assigned_to, agent;
+-- Per machine and agent: how many tasks ran (pruned ones included), for "most used agent".
+SELECT machine, agent, sum(n) AS n FROM (
+    SELECT assigned_to AS machine, agent, count(*) AS n
+    FROM tasks WHERE assigned_to IS NOT NULL AND agent IS NOT NULL GROUP BY assigned_to, agent
+    UNION ALL
+    SELECT machine, agent, n FROM pruned_counts WHERE agent != '')
+GROUP BY machine, agent;
+
+-- prune_count --
+-- Fold the counts of the finished tasks about to be pruned into pruned_counts.
+INSERT INTO pruned_counts (machine, agent, status, n)
+SELECT assigned_to, coalesce(agent, ''), status, count(*) FROM tasks
+WHERE status IN ('done', 'failed', 'needs_human', 'cancelled') AND finished_at < :before AND assigned_to IS NOT NULL
+GROUP BY assigned_to, coalesce(agent, ''), status
+ON CONFLICT (machine, agent, status) DO UPDATE SET n = n + excluded.n;
+
+-- prune_events --
+-- Events of the finished tasks being pruned.
+DELETE FROM events WHERE task_id IN (
+    SELECT id FROM tasks WHERE status IN ('done', 'failed', 'needs_human', 'cancelled') AND finished_at < :before);
+
+-- prune_tasks --
+-- The finished tasks themselves.
+DELETE FROM tasks WHERE status IN ('done', 'failed', 'needs_human', 'cancelled') AND finished_at < :before
+RETURNING id;
 
 -- status_counts --
 -- Tasks by status and type, for /metrics.

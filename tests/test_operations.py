@@ -1,0 +1,121 @@
+"""Durability and upkeep: backups while serving, restore, prune keeping counts, migration backups."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+from pathlib import Path
+
+from conftest import SECRET, QueueServer
+from da import fleet as fleet_module
+from da.queue import store as store_module
+from da.queue.client import QueueClient
+from da.queue.store import Store
+
+
+async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
+    import os
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "da.cli", *args, cwd=cwd, env={"PATH": os.environ["PATH"], **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
+
+
+async def test_backup_while_serving_and_restore(server: QueueServer, client: QueueClient, tmp_path: Path) -> None:
+    made = {(await client.create_task("lint", {"cwd": "/x"})).id for _ in range(30)}
+    copy = tmp_path / "backup.db"
+    code, out = await run_da("backup", str(copy), cwd=tmp_path, QUEUE_DB_PATH=str(server.settings.db_path))
+    assert code == 0, out
+    await client.create_task("lint", {"cwd": "/after-backup"})
+    await server.stop()
+    code, out = await run_da("restore", str(copy), cwd=tmp_path, QUEUE_DB_PATH=str(server.settings.db_path),
+                             QUEUE_PORT="9")
+    assert code == 0 and "previous file is kept" in out, out
+    await server.start()
+    tasks, _ = await client.list_tasks(limit=100)
+    assert {t.id for t in tasks} == made
+
+
+async def test_restore_refuses_a_file_that_is_not_a_backup(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database")
+    code, out = await run_da("restore", str(junk), cwd=tmp_path, QUEUE_DB_PATH=str(tmp_path / "q.db"), QUEUE_PORT="9")
+    assert code == 2 and "is not a queue database backup" in out
+    assert not (tmp_path / "q.db").exists()
+
+
+async def test_prune_removes_old_finished_tasks_but_keeps_machine_counts(make_server) -> None:
+    roster = fleet_module.parse_fleet({"machines": {"mac-mini": {"capabilities": ["agent_run"]}}}, "t")
+    server = await make_server(fleet=roster)
+    async with QueueClient(server.url, SECRET) as client:
+        finished = []
+        for status in ("done", "done", "failed"):
+            task = await client.create_task("agent_run", {"prompt": "x"}, agent="claude")
+            held = await client.claim("mac-mini", ["agent_run"], agents=["claude"])
+            await client.report(task.id, held.lease, status, {})
+            finished.append(task.id)
+        waiting = await client.create_task("agent_run", {"prompt": "later"})
+        before = {m["name"]: m for m in await client.machines()}["mac-mini"]
+        assert await client.prune(3600) == 0
+        assert await client.prune(0) == 3
+        after = {m["name"]: m for m in await client.machines()}["mac-mini"]
+        assert (after["done"], after["failed"], after["top_agent"]) == (before["done"], before["failed"], "claude")
+        remaining, _ = await client.list_tasks()
+        assert [t.id for t in remaining] == [waiting.id]
+        with sqlite3.connect(server.settings.db_path) as db:
+            assert db.execute("SELECT count(*) FROM events WHERE task_id IN (?, ?, ?)", finished).fetchone() == (0,)
+
+
+async def test_an_old_database_is_backed_up_then_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    first = dict(store_module.migrations())[1]
+    with sqlite3.connect(path) as db:
+        db.executescript(first)
+        db.execute("PRAGMA user_version=1")
+        db.execute("INSERT INTO tasks (id, type, status, priority, payload, max_attempts, created_at, updated_at) "
+                   "VALUES ('00000000-aaaa', 'lint', 'pending', 5, '{}', 3, 0, 0)")
+    store = Store(path)
+    await store.open()
+    try:
+        assert await store.schema_version() == max(n for n, _ in store_module.migrations())
+        assert (await store.get("00000000-aaaa")).type == "lint"
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "old.db.v1.bak") as backup:
+        assert backup.execute("PRAGMA user_version").fetchone() == (1,)
+        assert backup.execute("SELECT id FROM tasks").fetchall() == [("00000000-aaaa",)]
+
+
+async def test_an_acknowledged_task_survives_a_killed_queue_process(tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"PATH": os.environ["PATH"], "SECRET_KEY": SECRET, "QUEUE_PORT": str(port),
+           "QUEUE_DB_PATH": str(tmp_path / "q.db"), "DA_CONFIG_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
+
+    async def start() -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "da.cli", "serve", env=env, cwd=tmp_path)
+        async with QueueClient(f"http://127.0.0.1:{port}", SECRET, rounds=30) as probe:
+            await probe.list_tasks()
+        return process
+
+    process = await start()
+    async with QueueClient(f"http://127.0.0.1:{port}", SECRET) as client:
+        acknowledged = [(await client.create_task("lint", {"n": n})).id for n in range(50)]
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    process = await start()
+    try:
+        async with QueueClient(f"http://127.0.0.1:{port}", SECRET) as client:
+            tasks, _ = await client.list_tasks(limit=100)
+        assert sorted(t.id for t in tasks) == sorted(acknowledged)
+    finally:
+        process.terminate()
+        await process.wait()
