@@ -389,6 +389,9 @@ def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         store = app[STORE]
         await store.open()
+        extended = await store.extend_leases(settings.lease)
+        if extended:
+            logger.info("gave %d running task(s) a fresh lease after the restart", extended)
         reaper_task = asyncio.create_task(reaper(app))
         yield
         reaper_task.cancel()

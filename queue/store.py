@@ -466,6 +466,10 @@ class Store:
             self.events_appended.notify()
         return tasks
 
+    async def extend_leases(self, seconds: float) -> int:
+        """Give running tasks a fresh lease after a restart of the queue."""
+        return len(await self._write("extend_leases", expires=self.clock() + seconds))
+
     async def next_lease_expiry(self) -> float | None:
         return (await self._fetch("next_lease_expiry"))[0]["at"]
 

@@ -78,6 +78,13 @@ SET status = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < m
 WHERE status IN ('claimed', 'in_progress') AND lease_expires_at < :now
 RETURNING *;
 
+-- extend_leases --
+-- On start: running tasks get a fresh lease, since their workers could not heartbeat while
+-- the queue was down.
+UPDATE tasks SET lease_expires_at = max(coalesce(lease_expires_at, 0), :expires)
+WHERE status IN ('claimed', 'in_progress')
+RETURNING id;
+
 -- next_lease_expiry --
 -- When the reaper next has work.
 SELECT min(lease_expires_at) AS at FROM tasks WHERE status IN ('claimed', 'in_progress');

@@ -1,0 +1,231 @@
+"""Chaos run: a real `da serve` and 4 real `da worker` processes, SIGKILLed while they work.
+
+Pushes tasks of a retry-safe and a non-retry-safe type whose handlers record every execution
+in a side file, kills the queue and random workers (restarting each), then checks: every
+acknowledged task reached a terminal state, none was reported done twice, none is missing,
+and no non-retry-safe task ran twice (those that lost their worker are in needs_human with a
+note). Prints a table; exits 1 if a check fails.
+
+    python bench/chaos.py                      # 5,000 tasks, 5 queue kills, 10 worker kills
+    python bench/chaos.py --tasks 300 --queue-kills 2 --worker-kills 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from da.queue.client import QueueClient
+from da.queue.errors import QueueError
+
+SECRET = "chaos-secret-0123456789"
+HANDLER = '''
+import asyncio, os, random
+from da.worker.models import Result
+SAFE_TO_RETRY = {safe}
+async def run(ctx, payload):
+    with open({log!r}, "a") as log:
+        log.write(f"{{ctx.task_id}} {{os.getpid()}}\\n")
+    await asyncio.sleep(random.uniform(0.0, {max_sleep}))
+    return Result("done", "ran")
+'''
+TERMINAL = ("done", "failed", "needs_human", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Fleet:
+    folder: Path
+    port: int
+    lease: float
+    queue: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {"PATH": os.environ["PATH"], "HOME": str(self.folder), "SECRET_KEY": SECRET, "LOG_LEVEL": "WARNING",
+                "DA_CONFIG_DIR": str(self.folder), "QUEUE_URL": self.url, **extra}
+
+    def start_queue(self) -> None:
+        env = self.env(QUEUE_PORT=str(self.port), QUEUE_DB_PATH=str(self.folder / "queue.db"),
+                       QUEUE_LEASE=str(self.lease), QUEUE_REAP_INTERVAL="0.2")
+        with (self.folder / "queue.log").open("ab") as log:
+            self.queue = subprocess.Popen([sys.executable, "-m", "da.cli", "serve"], env=env, cwd=self.folder,
+                                          stdout=log, stderr=subprocess.STDOUT)
+
+    def start_worker(self, index: int) -> None:
+        env = self.env(MACHINE_NAME=f"chaos-{index}", WORKER_CAPABILITIES="chaos_safe,chaos_unsafe",
+                       MAX_CONCURRENT="4", DA_HANDLERS_PATH=str(self.folder / "handlers"),
+                       DA_LOG_DIR=str(self.folder / "logs"), WORKER_POLL_WAIT="5", SHUTDOWN_GRACE="2")
+        with (self.folder / f"worker-{index}.log").open("ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "da.cli", "worker"], env=env, cwd=self.folder,
+                                       stdout=log, stderr=subprocess.STDOUT)
+        if index < len(self.workers):
+            self.workers[index] = process
+        else:
+            self.workers.append(process)
+
+    @staticmethod
+    def kill(process: subprocess.Popen[bytes] | None) -> None:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+
+    def stop_all(self) -> None:
+        for process in [self.queue, *self.workers]:
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in [self.queue, *self.workers]:
+            if process is not None:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    self.kill(process)
+
+
+async def push(client: QueueClient, count: int, acknowledged: dict[str, str]) -> None:
+    """Create tasks, alternating types; only answered creates count as acknowledged."""
+    for number in range(count):
+        task_type = "chaos_safe" if number % 2 else "chaos_unsafe"
+        while True:
+            try:
+                task = await client.create_task(task_type, {"n": number}, max_attempts=20)
+                acknowledged[task.id] = task_type
+                break
+            except QueueError:
+                await asyncio.sleep(0.2)
+
+
+async def status_counts(client: QueueClient) -> Counter[str] | None:
+    try:
+        text = (await client.request("GET", "/metrics")).text
+    except QueueError:
+        return None
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith("da_tasks{"):
+            status = line.split('status="')[1].split('"')[0]
+            counts[status] += int(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def run(tasks: int, queue_kills: int, worker_kills: int, *, lease: float = 3.0, max_sleep: float = 0.05,
+              kill_gap: float = 1.5, timeout: float = 900.0, folder: Path | None = None) -> dict[str, object]:
+    """The whole chaos run; returns the measured figures and check results."""
+    own = tempfile.TemporaryDirectory() if folder is None else None
+    root = Path(own.name) if own else folder
+    assert root is not None
+    (root / "handlers").mkdir(parents=True, exist_ok=True)
+    executions = root / "executions.log"
+    for name, safe in (("chaos_safe", True), ("chaos_unsafe", False)):
+        (root / "handlers" / f"{name}.py").write_text(HANDLER.format(safe=safe, log=str(executions),
+                                                                      max_sleep=max_sleep))
+    fleet = Fleet(root, free_port(), lease)
+    fleet.start_queue()
+    for index in range(4):
+        fleet.start_worker(index)
+    acknowledged: dict[str, str] = {}
+    rng = random.Random(7)
+    started = time.monotonic()
+    try:
+        async with QueueClient(fleet.url, SECRET, rounds=50) as client:
+            await client.health()
+            pusher = asyncio.create_task(push(client, tasks, acknowledged))
+            kills = ["queue"] * queue_kills + ["worker"] * worker_kills
+            rng.shuffle(kills)
+            last_kill = time.monotonic()
+            for kind in kills:
+                await asyncio.sleep(kill_gap)
+                if kind == "queue":
+                    fleet.kill(fleet.queue)
+                    await asyncio.sleep(0.3)
+                    fleet.start_queue()
+                else:
+                    index = rng.randrange(len(fleet.workers))
+                    fleet.kill(fleet.workers[index])
+                    fleet.start_worker(index)
+                last_kill = time.monotonic()
+            await pusher
+            deadline = time.monotonic() + timeout
+            while True:
+                counts = await status_counts(client)
+                if counts is not None and sum(counts[s] for s in TERMINAL) >= len(acknowledged) and not any(
+                        counts[s] for s in ("pending", "claimed", "in_progress")):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"queue not drained within {timeout:g}s: {counts}")
+                await asyncio.sleep(0.2)
+            drained = time.monotonic() - last_kill
+    finally:
+        fleet.stop_all()
+    figures = check(root / "queue.db", executions, acknowledged)
+    figures.update(tasks=len(acknowledged), queue_kills=queue_kills, worker_kills=worker_kills,
+                   drain_after_last_kill=round(drained, 1), total_seconds=round(time.monotonic() - started, 1))
+    if own:
+        own.cleanup()
+    return figures
+
+
+def check(db_path: Path, executions: Path, acknowledged: dict[str, str]) -> dict[str, object]:
+    """The promises, read from the database and the side file."""
+    runs = Counter(line.split()[0] for line in executions.read_text().splitlines() if line.strip())
+    with sqlite3.connect(db_path) as db:
+        rows = {row[0]: row[1:] for row in db.execute("SELECT id, status, notes FROM tasks")}
+        done_twice = [row[0] for row in db.execute(
+            "SELECT task_id FROM events WHERE to_status = 'done' GROUP BY task_id HAVING count(*) > 1")]
+    missing = [task_id for task_id in acknowledged if task_id not in rows]
+    unfinished = [task_id for task_id in acknowledged if task_id in rows and rows[task_id][0] not in TERMINAL]
+    unsafe = [task_id for task_id, kind in acknowledged.items() if kind == "chaos_unsafe"]
+    unsafe_twice = [task_id for task_id in unsafe if runs[task_id] > 1]
+    lost = [task_id for task_id in unsafe if task_id in rows and rows[task_id][0] == "needs_human"]
+    lost_without_note = [task_id for task_id in lost if "lost" not in (rows[task_id][1] or "")]
+    statuses = Counter(rows[task_id][0] for task_id in acknowledged if task_id in rows)
+    safe_reruns = sum(max(0, runs[t] - 1) for t, kind in acknowledged.items() if kind == "chaos_safe")
+    return {
+        "statuses": dict(statuses),
+        "missing": len(missing),
+        "not_terminal": len(unfinished),
+        "done_twice": len(done_twice),
+        "unsafe_run_twice": len(unsafe_twice),
+        "unsafe_lost_to_needs_human": len(lost),
+        "lost_without_note": len(lost_without_note),
+        "safe_reruns": safe_reruns,
+        "ok": not (missing or unfinished or done_twice or unsafe_twice or lost_without_note),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--queue-kills", type=int, default=5)
+    parser.add_argument("--worker-kills", type=int, default=10)
+    args = parser.parse_args()
+    figures = asyncio.run(run(args.tasks, args.queue_kills, args.worker_kills))
+    width = max(len(key) for key in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    return 0 if figures["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

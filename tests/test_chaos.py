@@ -1,0 +1,19 @@
+"""The short chaos run: real queue and worker processes SIGKILLed mid-work lose and repeat nothing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import chaos  # noqa: E402
+
+
+async def test_kills_lose_nothing_and_run_nothing_twice(tmp_path: Path) -> None:
+    figures = await chaos.run(300, queue_kills=2, worker_kills=2, folder=tmp_path, kill_gap=1.0, timeout=120)
+    assert figures["tasks"] == 300
+    assert figures["missing"] == 0 and figures["not_terminal"] == 0
+    assert figures["done_twice"] == 0 and figures["unsafe_run_twice"] == 0
+    assert figures["lost_without_note"] == 0
+    assert figures["ok"] is True
