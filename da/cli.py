@@ -317,6 +317,49 @@ def prune(argv: list[str] | None = None) -> int:
     return 0
 
 
+def service(argv: list[str] | None = None) -> int:
+    """Write a systemd user unit or a launchd agent for one da process."""
+    from da import service as service_module
+
+    parser = argparse.ArgumentParser(prog="da service", description="Install da as a service of this user.")
+    parser.add_argument("action", choices=["install"])
+    parser.add_argument("kind", choices=sorted(service_module.KINDS))
+    parser.add_argument("--print", dest="print_only", action="store_true", help="only show the unit")
+    parser.add_argument("--os", choices=["linux", "macos"], help="the unit flavour (default: this system)")
+    args = parser.parse_args(argv)
+    executable = shutil.which("da") or f"{sys.executable} -m da.cli"
+    try:
+        unit = service_module.plan(args.kind, system=args.os or service_module.current_system(), home=Path.home(),
+                                   workdir=Path.cwd(), executable=executable)
+    except ValueError as exc:
+        return fail(str(exc))
+    if args.print_only:
+        print(unit.text)
+        print(f"# would be written to {unit.path}; enable with: {unit.enable}")
+        return 0
+    unit.path.parent.mkdir(parents=True, exist_ok=True)
+    unit.path.write_text(unit.text, encoding="utf-8")
+    print(f"wrote {unit.path}\nenable it with: {unit.enable}")
+    return 0
+
+
+def doctor(argv: list[str] | None = None) -> int:
+    """Check this machine's setup, line by line."""
+    from da import doctor as doctor_module
+
+    argparse.ArgumentParser(prog="da doctor", description="Check this machine's da setup.").parse_args(argv)
+    cwd = Path.cwd()
+    try:
+        env = config.load_environment(cwd)
+    except ConfigError as exc:
+        return fail(str(exc))
+    lines, ok = doctor_module.doctor(env, cwd)
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+command("service", "install a systemd/launchd unit for queue, worker or bot")(service)
+command("doctor", "check this machine's setup and say what to fix")(doctor)
 command("backup", "copy the queue database while it runs")(backup)
 command("restore", "replace the queue database with a backup (service stopped)")(restore)
 command("prune", "remove finished tasks older than --older-than (default 30d)")(prune)

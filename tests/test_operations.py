@@ -119,3 +119,35 @@ async def test_an_acknowledged_task_survives_a_killed_queue_process(tmp_path: Pa
     finally:
         process.terminate()
         await process.wait()
+
+
+async def test_service_install_writes_units_for_both_systems(tmp_path: Path) -> None:
+    import plistlib
+
+    home = tmp_path / "home"
+    code, out = await run_da("service", "install", "worker", "--os=linux", cwd=tmp_path, HOME=str(home))
+    unit = home / ".config/systemd/user/da-worker.service"
+    assert code == 0 and "systemctl --user enable --now da-worker.service" in out
+    text = unit.read_text()
+    assert f"WorkingDirectory={tmp_path}" in text and text.splitlines()[text.splitlines().index("[Service]") + 4] \
+        .startswith("ExecStart=") and text.rstrip().endswith("WantedBy=default.target")
+    code, out = await run_da("service", "install", "queue", "--os=macos", "--print", cwd=tmp_path, HOME=str(home))
+    assert code == 0 and "launchctl load -w" in out
+    plist = plistlib.loads(out.split("# would be written")[0].encode())
+    assert plist["Label"] == "com.da.queue" and plist["ProgramArguments"][-1] == "serve"
+    assert not (home / "Library").exists()
+
+
+async def test_doctor_says_what_to_fix(server: QueueServer, tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "machines.yaml").write_text(
+        "machines:\n  box:\n    capabilities: [run_script]\n    agents: [no-such-agent-cli]\n")
+    code, out = await run_da("doctor", cwd=tmp_path, SECRET_KEY="wrong-secret", QUEUE_URL=server.url,
+                             MACHINE_NAME="box")
+    assert code == 1
+    assert f"ok   queue: {server.url} answers /health" in out
+    assert "FAIL secret: refused (401)" in out and "use the same SECRET_KEY" in out
+    assert "FAIL agent no-such-agent-cli: not on PATH" in out
+    code, out = await run_da("doctor", cwd=tmp_path, SECRET_KEY=SECRET, QUEUE_URL=server.url, MACHINE_NAME="box",
+                             PATH=f"{tmp_path}:{__import__('os').environ['PATH']}")
+    assert "ok   secret: accepted" in out and "ok   machine: MACHINE_NAME=box is declared" in out
