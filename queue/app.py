@@ -87,8 +87,11 @@ def middleware(secret: str) -> Callable[[web.Request, Handler], Awaitable[web.St
             if exc.status == 404:
                 return error_response(NotFound(f"no route {request.path}; see /openapi.json."))
             code = exc.reason.lower().replace(" ", "_")
-            return json_response({"error": code, "detail": f"{exc.reason} for {request.method} {request.path}."},
-                                 status=exc.status)
+            response = json_response({"error": code, "detail": f"{exc.reason} for {request.method} {request.path}."},
+                                     status=exc.status)
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         except Exception:
             logger.exception("%s %s crashed", request.method, request.path)
             return json_response({"error": "internal", "detail": "the queue hit an internal error; see its log."},
@@ -134,9 +137,17 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest("the request body nests too deeply; flatten it.") from None
 
 
+def only_query(request: web.Request, *allowed: str) -> None:
+    """Refuse query parameters the route does not take, naming the first."""
+    unknown = sorted(set(request.query) - set(allowed))
+    if unknown:
+        known = ", ".join(allowed) or "none"
+        raise BadRequest(f"unknown query parameter {unknown[0][:40]!r}; this route takes {known}.")
+
+
 def query_int(request: web.Request, key: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query.get(key)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -168,6 +179,7 @@ async def wait_for_signal(waiter: asyncio.Future[None], timeout: float) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
+    only_query(request)
     return json_response({"status": "ok", "version": __version__})
 
 
@@ -179,6 +191,7 @@ async def create_task(request: web.Request) -> web.Response:
 
 
 async def list_tasks(request: web.Request) -> web.Response:
+    only_query(request, "status", "machine", "type", "limit", "before")
     statuses = tuple(s for s in request.query.get("status", "").split(",") if s)
     for status in statuses:
         if status not in models.STATUSES:
@@ -196,6 +209,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 
 async def get_task(request: web.Request) -> web.Response:
+    only_query(request)
     store = request.app[STORE]
     task = await store.get(request.match_info["id"])
     body = task.to_json()
@@ -228,8 +242,9 @@ async def claim(request: web.Request) -> web.Response:
         await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
 
 
-def lease_of(body: Any) -> str:
+def lease_of(body: Any, *also: str) -> str:
     body = models.require_object(body)
+    models.reject_unknown(body, ("lease", *also))
     return models.get_str(body, "lease", required=True) or ""
 
 
@@ -246,7 +261,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     extend = body.get("extend")
     extend = request.app[SETTINGS].lease if extend is None else models.get_number(
         body, "extend", 60.0, models.MIN_LEASE, models.MAX_LEASE)
-    task, cancel = await request.app[STORE].heartbeat(request.match_info["id"], lease_of(body),
+    task, cancel = await request.app[STORE].heartbeat(request.match_info["id"], lease_of(body, "progress", "extend"),
                                                       lease_seconds=extend, progress=progress)
     if task.assigned_to:
         request.app[ROSTER].seen(task.assigned_to)
@@ -261,8 +276,9 @@ async def report(request: web.Request) -> web.Response:
     return json_response(task.to_json())
 
 
-def resolution(body: Any) -> tuple[str, str | None, str | None]:
+def resolution(body: Any, *also: str) -> tuple[str, str | None, str | None]:
     body = models.require_object(body)
+    models.reject_unknown(body, ("status", "by", "notes", *also))
     status = models.get_status(body, "status", models.RESOLVE_TO) or ""
     return status, models.get_str(body, "by"), models.get_str(body, "notes", max_len=models.MAX_NOTES)
 
@@ -277,8 +293,9 @@ async def resolve(request: web.Request) -> web.Response:
 async def resolve_many(request: web.Request) -> web.Response:
     body = models.require_object(await read_json(request))
     from_status = models.get_status(body, "from_status", models.RESOLVABLE_FROM) or ""
-    status, by, notes = resolution(body)
-    dry_run = body.get("dry_run", False)
+    status, by, notes = resolution(body, "from_status", "dry_run")
+    dry_run = body.get("dry_run")
+    dry_run = False if dry_run is None else dry_run
     if not isinstance(dry_run, bool):
         raise BadRequest("field 'dry_run' must be true or false.")
     store = request.app[STORE]
@@ -290,6 +307,7 @@ async def resolve_many(request: web.Request) -> web.Response:
 
 async def cancel(request: web.Request) -> web.Response:
     body = models.require_object(await read_json(request))
+    models.reject_unknown(body, ("by", "notes"))
     by = models.get_str(body, "by")
     notes = models.get_str(body, "notes", max_len=models.MAX_NOTES)
     task = await request.app[STORE].cancel(request.match_info["id"], by=by, notes=notes)
@@ -300,6 +318,7 @@ async def cancel(request: web.Request) -> web.Response:
 async def prune(request: web.Request) -> web.Response:
     """Remove finished tasks older than `older_than` seconds, keeping per-machine counts."""
     body = models.require_object(await read_json(request))
+    models.reject_unknown(body, ("older_than",))
     older_than = models.get_number(body, "older_than", 30 * 86400.0, 0.0, 100 * 365 * 86400.0)
     removed = await request.app[STORE].prune(older_than)
     logger.info("pruned %d finished task(s) older than %.0f s", removed)
@@ -307,12 +326,14 @@ async def prune(request: web.Request) -> web.Response:
 
 
 async def machines(request: web.Request) -> web.Response:
+    only_query(request)
     counts = await request.app[STORE].machine_counts()
     return json_response({"machines": request.app[ROSTER].snapshot(counts)})
 
 
 async def events(request: web.Request) -> web.Response:
     """The transition feed after an event id; waits up to `wait` seconds for the next one."""
+    only_query(request, "after", "wait", "limit")
     store = request.app[STORE]
     after = query_int(request, "after", 0, -1, 2**62) or 0
     if after == -1:
@@ -332,12 +353,14 @@ async def events(request: web.Request) -> web.Response:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
+    only_query(request)
     counts = await request.app[STORE].status_counts()
     text = metrics.render(counts, len(request.app[ROSTER].online()), request.app[CLAIM_LATENCY])
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def openapi_document(request: web.Request) -> web.Response:
+    only_query(request)
     return json_response(openapi.document(__version__))
 
 
@@ -346,12 +369,12 @@ ROUTES = [
     web.post("/v1/tasks", create_task),
     web.get("/v1/tasks", list_tasks),
     web.post("/v1/tasks/resolve", resolve_many),
-    web.get("/v1/tasks/{id}", get_task),
-    web.post("/v1/tasks/{id}/start", start_task),
-    web.post("/v1/tasks/{id}/heartbeat", heartbeat),
-    web.post("/v1/tasks/{id}/report", report),
-    web.post("/v1/tasks/{id}/resolve", resolve),
-    web.post("/v1/tasks/{id}/cancel", cancel),
+    web.get("/v1/tasks/{id:[0-9a-fA-F-]+}", get_task),
+    web.post("/v1/tasks/{id:[0-9a-fA-F-]+}/start", start_task),
+    web.post("/v1/tasks/{id:[0-9a-fA-F-]+}/heartbeat", heartbeat),
+    web.post("/v1/tasks/{id:[0-9a-fA-F-]+}/report", report),
+    web.post("/v1/tasks/{id:[0-9a-fA-F-]+}/resolve", resolve),
+    web.post("/v1/tasks/{id:[0-9a-fA-F-]+}/cancel", cancel),
     web.post("/v1/claim", claim),
     web.post("/v1/prune", prune),
     web.get("/v1/machines", machines),

@@ -214,7 +214,7 @@ def require_object(body: Any, what: str = "the request body") -> dict[str, Any]:
     return body
 
 
-def _reject_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+def reject_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r}; allowed fields are {', '.join(allowed)}.")
@@ -244,6 +244,8 @@ def get_int(body: dict[str, Any], key: str, default: int, low: int, high: int) -
     value = body.get(key, default)
     if value is None:
         return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"field {key!r} must be a whole number between {low} and {high}.")
     if not low <= value <= high:
@@ -313,7 +315,7 @@ class NewTask:
         a task with a `cwd` locks that checkout on its machine unless it names its own `lock`.
         """
         body = require_object(body)
-        _reject_unknown(body, cls.FIELDS)
+        reject_unknown(body, cls.FIELDS)
         payload = body.get("payload")
         payload = {} if payload is None else dict(require_object(payload, "field 'payload'"))
         legacy_target = payload.pop("_target_machine", None)
@@ -357,7 +359,7 @@ class ClaimRequest:
     @classmethod
     def parse(cls, body: Any) -> ClaimRequest:
         body = require_object(body)
-        _reject_unknown(body, ("machine", "capabilities", "agents", "aliases", "retry_safe", "wait", "lease"))
+        reject_unknown(body, ("machine", "capabilities", "agents", "aliases", "retry_safe", "wait", "lease"))
         lease = body.get("lease")
         return cls(
             machine=get_str(body, "machine", required=True, name=True) or "",
@@ -383,7 +385,7 @@ class Report:
     @classmethod
     def parse(cls, body: Any) -> Report:
         body = require_object(body)
-        _reject_unknown(body, ("lease", "status", "result", "notes", "action"))
+        reject_unknown(body, ("lease", "status", "result", "notes", "action"))
         result = body.get("result")
         result = {} if result is None else result
         return cls(

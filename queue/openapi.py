@@ -11,9 +11,12 @@ from typing import Any
 from da.queue import models
 
 STR = {"type": "string"}
+TOKEN = {"type": "string", "minLength": 1, "maxLength": models.MAX_NAME, "pattern": "^[0-9a-fA-F]+$"}
 NULLABLE_STR = {"type": ["string", "null"]}
 NAME = {"type": "string", "maxLength": models.MAX_NAME, "pattern": models.NAME_PATTERN.pattern}
 NAMES = {"type": "array", "items": NAME}
+# Optional names may also be empty, which the service treats as absent.
+OPT_NAME = {"type": "string", "maxLength": models.MAX_NAME, "pattern": f"^({models.NAME_PATTERN.pattern[1:-1]})?$"}
 TIME = {"type": ["string", "null"], "format": "date-time"}
 STATUS = {"type": "string", "enum": list(models.STATUSES)}
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -33,9 +36,19 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json(ERROR, text[code]) for code in codes}
 
 
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema.get("type")
+    if kind is None or "enum" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    kinds = kind if isinstance(kind, list) else [kind]
+    return {**schema, "type": [*kinds, "null"] if "null" not in kinds else kinds}
+
+
 def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A JSON object body; optional fields may be null, which the service treats as absent."""
+    properties = {k: v if k in required else _nullable(v) for k, v in properties.items()}
     schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
 
 
 def _op(summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None,
@@ -54,9 +67,10 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
-TASK_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 4},
+TASK_ID = {"name": "id", "in": "path", "required": True,
+           "schema": {"type": "string", "minLength": 4, "maxLength": 36, "pattern": "^[0-9a-fA-F-]+$"},
            "description": "Full id or a unique prefix of 4 or more characters."}
-LEASE_BODY = {"lease": STR}
+LEASE_BODY = {"lease": TOKEN}
 RESOLVE_FIELDS = {"status": {"type": "string", "enum": list(models.RESOLVE_TO)},
                   "notes": {"type": "string", "maxLength": models.MAX_NOTES}, "by": STR}
 
@@ -72,7 +86,7 @@ def document(version: str) -> dict[str, Any]:
                         body=_body({
                             "type": NAME, "payload": {"type": "object"},
                             "priority": {"type": "integer", "minimum": 0, "maximum": models.MAX_PRIORITY},
-                            "target_machine": NAME, "preferred_machine": NAME, "agent": NAME,
+                            "target_machine": OPT_NAME, "preferred_machine": OPT_NAME, "agent": OPT_NAME,
                             "notes": {"type": "string", "maxLength": models.MAX_NOTES},
                             "created_by": STR, "lock": STR,
                             "max_attempts": {"type": "integer", "minimum": 1,
@@ -80,11 +94,12 @@ def document(version: str) -> dict[str, Any]:
             "get": _op("List tasks, newest first.", {"200": _json({"type": "object", "properties": {
                 "tasks": {"type": "array", "items": TASK}, "next": {"type": ["integer", "null"]}}},
                 "A page and the cursor of the next."), **_errors(400, 401)}, params=[
-                _query("status", STR, "One status or several, comma-separated."),
-                _query("machine", STR, "Assigned to or pinned to this machine."),
-                _query("type", STR, "Task type."),
+                _query("status", {"type": "string", "pattern": "^((" + "|".join(models.STATUSES) + ")(,("
+                       + "|".join(models.STATUSES) + "))*)?$"}, "One status or several, comma-separated."),
+                _query("machine", OPT_NAME, "Assigned to or pinned to this machine."),
+                _query("type", OPT_NAME, "Task type."),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": models.MAX_LIMIT}, "Page size."),
-                _query("before", {"type": "integer", "minimum": 1}, "Cursor from the previous page.")]),
+                _query("before", {"type": "integer", "minimum": 1, "maximum": 2**62}, "Cursor from the previous page.")]),
         },
         "/v1/tasks/resolve": {"post": _op("Resolve every task in one status.", {
             "200": _json({"type": "object", "properties": {"count": {"type": "integer"},
@@ -123,7 +138,7 @@ def document(version: str) -> dict[str, Any]:
                        ["machine", "capabilities"]))},
         "/v1/prune": {"post": _op("Remove finished tasks older than `older_than` seconds (counts are kept).", {
             "200": _json({"type": "object", "properties": {"removed": {"type": "integer"}}}, "Removed."),
-            **_errors(400, 401)}, body=_body({"older_than": {"type": "number", "minimum": 0}}, []))},
+            **_errors(400, 401)}, body=_body({"older_than": {"type": "number", "minimum": 0, "maximum": 100 * 365 * 86400}}, []))},
         "/v1/machines": {"get": _op("The fleet with liveness and counts.", {"200": _json(
             {"type": "object", "properties": {"machines": {"type": "array", "items": {"type": "object"}}}},
             "Roster."), **_errors(401)})},
@@ -131,7 +146,8 @@ def document(version: str) -> dict[str, Any]:
             {"type": "object", "properties": {"events": {"type": "array", "items": {
                 "$ref": "#/components/schemas/Event"}}, "last": {"type": "integer"}}}, "Events."),
             **_errors(400, 401)}, params=[
-            _query("after", {"type": "integer", "minimum": -1}, "Last event id seen; -1 answers the newest id."),
+            _query("after", {"type": "integer", "minimum": -1, "maximum": 2**62},
+                   "Last event id seen; -1 answers the newest id."),
             _query("wait", {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT}, "Seconds to wait."),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size.")])},
         "/metrics": {"get": _op("Prometheus metrics.", {"200": {"description": "Text exposition.", "content": {

@@ -17,7 +17,7 @@ SAMPLE_ID = "00000000-0000-0000-0000-000000000000"
 
 
 def routed() -> set[tuple[str, str]]:
-    return {(route.method, route.path) for route in queue_app.ROUTES}
+    return {(route.method, re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)) for route in queue_app.ROUTES}
 
 
 def test_openapi_documents_exactly_the_routes() -> None:
@@ -83,7 +83,6 @@ BAD_BODIES = [
     ("GET", "/v1/tasks?status=lost", b"", "unknown status 'lost'"),
     ("GET", "/v1/tasks?limit=abc", b"", "'limit' must be a whole number"),
     ("GET", "/v1/tasks?machine=a%27%20OR%201=1", b"", "'machine' is not a valid name"),
-    ("GET", "/v1/tasks/zz'--", b"", "is not a task id"),
     ("GET", "/v1/events?after=-2", b"", "'after' must be between"),
     ("GET", "/v1/events?wait=forever", b"", "'wait' must be a number"),
 ]
@@ -118,6 +117,11 @@ async def test_unknown_route_and_method_use_the_error_shape(http: httpx.AsyncCli
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     wrong_method = await http.delete("/v1/tasks")
     assert wrong_method.status_code == 405 and "DELETE" in wrong_method.json()["detail"]
+
+
+async def test_a_malformed_task_id_is_404_naming_the_route(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/tasks/zz'--")
+    assert response.status_code == 404 and response.json()["detail"].startswith("no route /v1/tasks/zz'--")
 
 
 async def test_unknown_task_is_404(http: httpx.AsyncClient) -> None:

@@ -361,3 +361,22 @@ async def test_git_pull_stops_on_a_diverged_branch(worker, client, tmp_path: Pat
     assert task.status == "needs_human"
     assert task.notes == f"{clone} has diverged from @{{u}} on test-box"
     assert "rebase or merge by hand" in task.result["action"]
+
+
+async def test_hostile_paths_and_bytes_are_handled(worker, client: QueueClient, tmp_path: Path) -> None:
+    nul = await run_task(client, "run_script", {"script": "true", "cwd": "/tmp\x00/etc"})
+    assert nul.status == "needs_human" and nul.notes == "payload field 'cwd' contains a NUL byte"
+    climbing = await run_task(client, "lint", {"cwd": str(tmp_path / ".." / ".." / "no-such-dir-xyz")})
+    assert climbing.status == "needs_human" and "does not exist on test-box" in climbing.notes
+    binary = await run_task(client, "run_script", {"script": "printf 'ok \\377\\376 bytes\\n'"})
+    assert binary.status == "done" and binary.result["stdout"] == "ok \ufffd\ufffd bytes\n"
+
+
+async def test_yaml_tags_never_run(server: QueueServer, tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    marker = tmp_path / "pwned"
+    (tmp_path / "config" / "machines.yaml").write_text(
+        f'machines: !!python/object/apply:os.system ["touch {marker}"]\n')
+    process = WorkerProcess(server.url, tmp_path).start()
+    assert await process.wait_exit() == 2
+    assert "machines.yaml: not valid YAML" in process.log and not marker.exists()

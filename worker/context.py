@@ -45,6 +45,8 @@ class TaskContext:
             return None
         if not isinstance(cwd, str):
             raise NeedsHuman(f"payload field '{field_name}' must be a path string", "fix the payload and resubmit")
+        if "\x00" in cwd:
+            raise NeedsHuman(f"payload field '{field_name}' contains a NUL byte", "fix the path and resubmit")
         path = Path(cwd).expanduser()
         if not path.is_dir():
             raise NeedsHuman(f"{field_name} {cwd} does not exist on {self.machine}",
