@@ -40,6 +40,28 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def prefill_history(db_path: Path, rows: int) -> None:
+    """A year of use: `rows` finished tasks with their events, written straight into the file."""
+    import sqlite3
+    import uuid
+
+    from da.queue.store import migrations
+
+    with sqlite3.connect(db_path) as db:
+        for number, script in migrations():
+            db.executescript(f"{script}\nPRAGMA user_version={number};")
+        now = time.time()
+        ids = [str(uuid.uuid4()) for _ in range(rows)]
+        db.executemany(
+            "INSERT INTO tasks (id, type, status, priority, payload, assigned_to, agent, max_attempts, attempts,"
+            " result, created_at, updated_at, finished_at) VALUES (?, 'agent_run', 'done', 5, '{}', 'old-box',"
+            " 'claude', 3, 1, '{\"returncode\": 0}', ?, ?, ?)",
+            ((task_id, now - 3e7 + n, now - 3e7 + n, now - 3e7 + n) for n, task_id in enumerate(ids)))
+        db.executemany("INSERT INTO events (task_id, from_status, to_status, by, at) VALUES (?, ?, ?, 'old-box', 0)",
+                       ((task_id, a, b) for task_id in ids for a, b in
+                        (("pending", "claimed"), ("claimed", "in_progress"), ("in_progress", "done"))))
+
+
 class Server:
     """A `da serve` subprocess on its own core and its own database file."""
 
@@ -161,15 +183,18 @@ async def backlog_series(session: aiohttp.ClientSession, url: str, kind: str, si
 async def run(quick: bool) -> int:
     os.sched_setaffinity(0, {1}) if hasattr(os, "sched_setaffinity") and os.cpu_count() > 1 else None
     sizes = [0, 1000, 10_000, 50_000] if not quick else [0, 1000, 5000]
-    rounds, count, claimable = (300, 5000, 100) if not quick else (50, 1000, 50)
+    rounds, count, claimable = (300, 5000, 200) if not quick else (50, 1000, 50)
+    history = 200_000 if not quick else 20_000
     rows: list[tuple[str, str, str, str]] = []
     ok = True
     with tempfile.TemporaryDirectory() as folder:
         async with aiohttp.ClientSession(headers=HEADERS, connector=aiohttp.TCPConnector(limit=64)) as session:
-            for title, job in (("dispatch", None), ("lifecycle", None), ("pinned elsewhere", None),
-                               ("type it lacks", None)):
+            history_base = None
+            for title in ("dispatch", "lifecycle", "pinned elsewhere", "type it lacks", "fresh", "history"):
                 sub = Path(folder) / title.replace(" ", "_")
                 sub.mkdir()
+                if title == "history":
+                    prefill_history(sub / "q.db", history)
                 server = Server(sub, core=0)
                 try:
                     await server.wait_ready(session)
@@ -185,6 +210,16 @@ async def run(quick: bool) -> int:
                         rows.append(("lifecycle, 8 workers", f"{rate:,.0f} tasks/s", ">= 1,500 tasks/s",
                                      "ok" if rate >= 1500 else "MISS"))
                         ok &= rate >= 1500
+                    elif title in ("fresh", "history"):
+                        median = await claim_median(session, server.url, claimable)
+                        if title == "fresh":
+                            history_base = median
+                            rows.append(("claim, empty database", f"{median * 1000:.3f} ms", "baseline", "ok"))
+                        else:
+                            ratio = median / (history_base or median)
+                            ok &= ratio <= 1.5
+                            rows.append((f"claim, {history:,} finished tasks kept", f"{median * 1000:.3f} ms",
+                                         f"x{ratio:.2f} of empty (<= 1.5)", "ok" if ratio <= 1.5 else "MISS"))
                     else:
                         series = await backlog_series(session, server.url, title, sizes, claimable)
                         base = series[1000]

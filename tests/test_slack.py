@@ -305,3 +305,29 @@ async def test_watchdog_rebuilds_a_wedged_client(bot, slack: SlackEmulator) -> N
     await slack.connected(2)
     envelope = await slack.slash("status")
     assert await slack.wait_ack(envelope) < 3.0
+
+
+async def test_secrets_never_reach_slack(bot, slack: SlackEmulator, queue: QueueServer, client: QueueClient,
+                                         tmp_path: Path) -> None:
+    from worker_support import WorkerProcess, wait_for_status
+
+    leak = tmp_path / "leak.txt"
+    leak.write_text(f"{SECRET}\n{slack.bot_token}\n{slack.app_token}\n")
+    worker = WorkerProcess(queue.url, tmp_path / "w", SLACK_BOT_TOKEN=slack.bot_token,
+                           SLACK_APP_TOKEN=slack.app_token)
+    worker.start()
+    try:
+        task = await client.create_task("run_script", {"script": f"cat {leak}; cat {leak} >&2; exit 3"})
+        await wait_for_status(client, task.id)
+    finally:
+        worker.kill()
+    await slack.wait_call("chat.postMessage", lambda b: task.short_id in texts(b))
+    await slack.slash("review")
+    await slack.slash("failures")
+    await slack.wait_response(lambda r: task.short_id in texts(r))
+    await slack.slash(f"show {task.short_id}")
+    shown = await slack.wait_response(lambda r: "[redacted]" in texts(r))
+    assert task.short_id in texts(shown)
+    everything = json.dumps(slack.calls) + json.dumps(slack.responses)
+    for secret in (SECRET, slack.bot_token, slack.app_token):
+        assert secret not in everything
