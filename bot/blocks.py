@@ -40,7 +40,8 @@ MAX_VALUE = 2000
 # Room left for the "… N more" line and a header.
 CARD_BLOCKS = 4
 
-STATUS_EMOJI = {"pending": ":hourglass:", "claimed": ":inbox_tray:", "in_progress": ":gear:", "done": ":white_check_mark:",
+STATUS_EMOJI = {"pending": ":hourglass:", "claimed": ":inbox_tray:", "in_progress": ":gear:",
+                "done": ":white_check_mark:",
                 "failed": ":x:", "needs_human": ":raising_hand:", "cancelled": ":no_entry_sign:"}
 
 
@@ -78,7 +79,8 @@ def review_card(task: Task, *, kind: str = "review") -> list[Block]:
     """A needs_human (or failed) task with what to do, its output tail and the buttons."""
     result = task.result or {}
     lines = [f"{STATUS_EMOJI.get(task.status, '')} `{task.short_id}` *{task.type}* on {task.assigned_to or '-'}"
-             + (f" · {task.agent}" if task.agent else ""), f"*What happened:* {task.notes or result.get('error') or '-'}"]
+             + (f" · {task.agent}" if task.agent else ""),
+             f"*What happened:* {task.notes or result.get('error') or '-'}"]
     if result.get("action"):
         lines.append(f"*What to do:* {result['action']}")
     tail = views.output_tail(task)

@@ -66,7 +66,8 @@ class BotSettings:
         if not bot_token.startswith("xoxb-"):
             raise ConfigError("SLACK_BOT_TOKEN must start with xoxb- (the Bot User OAuth Token, not the app token).")
         if not app_token:
-            raise ConfigError("SLACK_APP_TOKEN is not set; create an app-level token with connections:write (xapp-...).")
+            raise ConfigError("SLACK_APP_TOKEN is not set; create an app-level token with connections:write "
+                              "(xapp-...).")
         if not app_token.startswith("xapp-"):
             raise ConfigError("SLACK_APP_TOKEN must start with xapp- (an app-level token with connections:write).")
         client = ClientSettings.from_env(env, cwd=cwd)

@@ -69,7 +69,8 @@ def load_registry(path: Path) -> dict[str, Skill]:
         if not isinstance(entry.get("check"), str):
             raise ConfigError(f"{where}.check must be a command.")
         registry[str(name)] = Skill(str(name), entry["category"], str(entry.get("description", "")), entry["check"],
-                                    dict(install), tuple(entry.get("task_types") or ()), str(entry.get("handler") or ""))
+                                    dict(install), tuple(entry.get("task_types") or ()),
+                                    str(entry.get("handler") or ""))
     return registry
 
 

@@ -61,7 +61,8 @@ async def run_groq(ctx: Context, prompt: str, model: str | None, timeout: float)
     details = {"model": model, "status_code": response.status_code, "duration": round(time.monotonic() - started, 3)}
     if response.status_code in (401, 403):
         raise NeedsHuman(f"groq refused the API key ({response.status_code})",
-                         f"check GROQ_API_KEY on {ctx.machine}, then retry", {**details, "stderr": response.text[:2000]})
+                         f"check GROQ_API_KEY on {ctx.machine}, then retry",
+                         {**details, "stderr": response.text[:2000]})
     if response.status_code >= 400:
         return Result(FAILED, f"groq answered {response.status_code}: {response.text[:200]}",
                       "read the error; retry if it was a rate limit", {**details, "stderr": response.text[:4000]})

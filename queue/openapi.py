@@ -99,7 +99,8 @@ def document(version: str) -> dict[str, Any]:
                 _query("machine", OPT_NAME, "Assigned to or pinned to this machine."),
                 _query("type", OPT_NAME, "Task type."),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": models.MAX_LIMIT}, "Page size."),
-                _query("before", {"type": "integer", "minimum": 1, "maximum": 2**62}, "Cursor from the previous page.")]),
+                _query("before", {"type": "integer", "minimum": 1, "maximum": 2**62},
+                       "Cursor from the previous page.")]),
         },
         "/v1/tasks/resolve": {"post": _op("Resolve every task in one status.", {
             "200": _json({"type": "object", "properties": {"count": {"type": "integer"},
@@ -116,7 +117,8 @@ def document(version: str) -> dict[str, Any]:
             "200": _json({"type": "object", "properties": {"cancel": {"type": "boolean"}, "status": STATUS,
                                                            "lease_expires_at": TIME}}, "Extended."),
             **task_op}, body=_body({**LEASE_BODY, "progress": STR, "extend": {
-                "type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}}, ["lease"]), params=[TASK_ID])},
+                "type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}}, ["lease"]),
+            params=[TASK_ID])},
         "/v1/tasks/{id}/report": {"post": _op("Report the outcome; repeating it is harmless.", {
             "200": _json(TASK, "Recorded."), **task_op, **_errors(413)},
             body=_body({**LEASE_BODY, "status": {"type": "string", "enum": list(models.REPORTABLE)},
@@ -138,7 +140,8 @@ def document(version: str) -> dict[str, Any]:
                        ["machine", "capabilities"]))},
         "/v1/prune": {"post": _op("Remove finished tasks older than `older_than` seconds (counts are kept).", {
             "200": _json({"type": "object", "properties": {"removed": {"type": "integer"}}}, "Removed."),
-            **_errors(400, 401)}, body=_body({"older_than": {"type": "number", "minimum": 0, "maximum": 100 * 365 * 86400}}, []))},
+            **_errors(400, 401)},
+            body=_body({"older_than": {"type": "number", "minimum": 0, "maximum": 100 * 365 * 86400}}, []))},
         "/v1/machines": {"get": _op("The fleet with liveness and counts.", {"200": _json(
             {"type": "object", "properties": {"machines": {"type": "array", "items": {"type": "object"}}}},
             "Roster."), **_errors(401)})},

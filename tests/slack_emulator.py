@@ -7,7 +7,6 @@ the client must ack; Web API calls and `response_url` posts are recorded for ass
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time

@@ -73,7 +73,8 @@ async def test_expired_lease_of_retry_safe_type_goes_back_to_pending(make_server
             held = await client.claim("w", ["git_pull"], retry_safe=["git_pull"])
             assert held.task.id == task.id and held.task.attempts == attempt
             await client.start(task.id, held.lease)
-            await wait_until(lambda: _status_is(client, task.id, "needs_human" if attempt == 2 else "pending"))
+            expected = "needs_human" if attempt == 2 else "pending"
+            await wait_until(lambda expected=expected: _status_is(client, task.id, expected))
         final = await client.get_task(task.id)
         assert "lost" in final.notes and final.result["error"] == "worker lost"
 
@@ -182,7 +183,8 @@ async def test_ambiguous_prefix_is_409(server: QueueServer, http: httpx.AsyncCli
         db.execute("UPDATE tasks SET id = 'abcd' || substr(id, 5) WHERE seq IN (1, 2)")
     response = await http.get("/v1/tasks/abcd")
     assert response.status_code == 409 and "ambiguous" in response.json()["detail"]
-    assert (await http.get("/v1/tasks/abcd" + (await http.get("/v1/tasks")).json()["tasks"][0]["id"][4:])).status_code == 200
+    full_id = (await http.get("/v1/tasks")).json()["tasks"][0]["id"]
+    assert (await http.get("/v1/tasks/abcd" + full_id[4:])).status_code == 200
 
 
 async def test_listing_is_newest_first_with_a_cursor_and_filters(client: QueueClient) -> None:

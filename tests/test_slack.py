@@ -130,7 +130,8 @@ async def test_suggestion_confirm_creates_once(bot, slack: SlackEmulator, client
     await slack.wait_ack(redelivered)
     await slack.wait_response(lambda r: "already confirmed" in r.get("text", ""))
     tasks, _ = await client.list_tasks()
-    assert [(t.type, t.target_machine, t.payload["cwd"]) for t in tasks] == [("android_build", "thinkpad-x1", "/src/app")]
+    assert [(t.type, t.target_machine, t.payload["cwd"]) for t in tasks] == [
+        ("android_build", "thinkpad-x1", "/src/app")]
 
 
 async def test_menus_change_the_suggestion_before_confirming(bot, slack: SlackEmulator, client: QueueClient) -> None:

@@ -108,7 +108,8 @@ class WorkerSettings:
             machine=machine.name if machine else name,
             secret=secret,
             queue_urls=urls,
-            capabilities=overrides["WORKER_CAPABILITIES"] or (machine.capabilities if machine else default_capabilities),
+            capabilities=(overrides["WORKER_CAPABILITIES"]
+                          or (machine.capabilities if machine else default_capabilities)),
             agents=overrides["WORKER_AGENTS"] or (machine.agents if machine else ()),
             aliases=overrides["WORKER_ALIASES"] or (machine.aliases if machine else ()),
             max_concurrent=config.env_int(env, "MAX_CONCURRENT", DEFAULT_MAX_CONCURRENT, minimum=1, maximum=64),
