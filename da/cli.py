@@ -347,13 +347,16 @@ def doctor(argv: list[str] | None = None) -> int:
     """Check this machine's setup, line by line."""
     from da import doctor as doctor_module
 
-    argparse.ArgumentParser(prog="da doctor", description="Check this machine's da setup.").parse_args(argv)
+    parser = argparse.ArgumentParser(prog="da doctor", description="Check this machine's da setup.")
+    parser.add_argument("--agents", action="store_true",
+                        help="also ask each agent a one-line prompt (proves it is logged in; may cost a request)")
+    args = parser.parse_args(argv)
     cwd = Path.cwd()
     try:
         env = config.load_environment(cwd)
     except ConfigError as exc:
         return fail(str(exc))
-    lines, ok = doctor_module.doctor(env, cwd)
+    lines, ok = doctor_module.doctor(env, cwd, ask_agents=args.agents)
     print("\n".join(lines))
     return 0 if ok else 1
 

@@ -26,7 +26,36 @@ class Check:
         return f"{mark} {self.name}: {self.detail}" + (f"\n     fix: {self.fix}" if self.fix and not self.ok else "")
 
 
-async def run_checks(env: Mapping[str, str], cwd: Path) -> list[Check]:
+async def agent_answers(agent: str, config_dir: Path) -> Check:
+    """Ask the agent a one-line prompt: proves it is installed, logged in and answering."""
+    import time
+
+    from da.bot.local import SMOKE_PROMPT, SMOKE_TIMEOUT, agent_argv
+    from da.worker import outcome
+    from da.worker.models import ProcessResult
+    from da.worker.settings import load_agent_commands
+
+    argv = agent_argv(agent, SMOKE_PROMPT, load_agent_commands(config_dir))
+    if argv is None or shutil.which(argv[0]) is None:
+        return Check(f"agent {agent} answers", False, "not installed", f"install {agent} on this machine")
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), SMOKE_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return Check(f"agent {agent} answers", False, f"no answer within {SMOKE_TIMEOUT:g}s", "run it by hand")
+    result = outcome.classify(ProcessResult(process.returncode, out.decode(errors="replace"),
+                                            err.decode(errors="replace")), machine="this machine", tool=argv[0],
+                              agent=agent)
+    took = time.monotonic() - started
+    return Check(f"agent {agent} answers", result.status == "done",
+                 f"answered in {took:.1f}s" if result.status == "done" else result.notes, result.action)
+
+
+async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = False) -> list[Check]:
     """Every check that applies to what this machine is configured to run."""
     checks: list[Check] = []
     config_dir = config.config_dir(env, cwd)
@@ -71,15 +100,20 @@ async def run_checks(env: Mapping[str, str], cwd: Path) -> list[Check]:
             found = shutil.which(agent)
             checks.append(Check(f"agent {agent}", found is not None, found or "not on PATH",
                                 f"install it: da skills install {machine.name} {agent}" if machine else ""))
-        if env.get("SLACK_BOT_TOKEN"):
-            api = env.get("SLACK_API_URL") or "https://slack.com/api/"
+            if found and ask_agents:
+                checks.append(await agent_answers(agent, config_dir))
+        api = (env.get("SLACK_API_URL") or "https://slack.com/api/").rstrip("/")
+        for key, method, label, fix in (
+                ("SLACK_BOT_TOKEN", "auth.test", "Slack bot token", "copy the Bot User OAuth Token (xoxb-) again"),
+                ("SLACK_APP_TOKEN", "apps.connections.open", "Slack app token",
+                 "generate an app-level token with connections:write (xapp-)")):
+            if not env.get(key):
+                continue
             try:
-                answer = (await http.post(f"{api.rstrip('/')}/auth.test",
-                                          headers={"Authorization": f"Bearer {env['SLACK_BOT_TOKEN']}"})).json()
-                checks.append(Check("Slack bot token", bool(answer.get("ok")), answer.get("error") or "valid",
-                                    "copy the Bot User OAuth Token (xoxb-) again"))
+                answer = (await http.post(f"{api}/{method}", headers={"Authorization": f"Bearer {env[key]}"})).json()
+                checks.append(Check(label, bool(answer.get("ok")), answer.get("error") or "valid", fix))
             except (httpx.HTTPError, ValueError) as exc:
-                checks.append(Check("Slack bot token", False, f"could not ask Slack ({type(exc).__name__})",
+                checks.append(Check(label, False, f"could not ask Slack ({type(exc).__name__})",
                                     "check the network or SLACK_API_URL"))
     return checks
 
@@ -96,6 +130,6 @@ def _skills(config_dir: Path) -> None:
     load_registry(config_dir / SKILLS_FILE)
 
 
-def doctor(env: Mapping[str, str], cwd: Path) -> tuple[list[str], bool]:
-    checks = asyncio.run(run_checks(env, cwd))
+def doctor(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = False) -> tuple[list[str], bool]:
+    checks = asyncio.run(run_checks(env, cwd, ask_agents=ask_agents))
     return [check.line() for check in checks], all(check.ok for check in checks)

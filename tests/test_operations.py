@@ -151,3 +151,29 @@ async def test_doctor_says_what_to_fix(server: QueueServer, tmp_path: Path) -> N
     code, out = await run_da("doctor", cwd=tmp_path, SECRET_KEY=SECRET, QUEUE_URL=server.url, MACHINE_NAME="box",
                              PATH=f"{tmp_path}:{__import__('os').environ['PATH']}")
     assert "ok   secret: accepted" in out and "ok   machine: MACHINE_NAME=box is declared" in out
+
+
+async def test_doctor_asks_agents_and_checks_slack_tokens(server: QueueServer, tmp_path: Path) -> None:
+    import os
+
+    from slack_emulator import SlackEmulator
+    from worker_support import fake_bin
+
+    bin_dir = fake_bin(tmp_path / "bin")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "machines.yaml").write_text("machines:\n  box:\n    agents: [claude, codex]\n")
+    (tmp_path / "config" / "agents.yaml").write_text(
+        'agents:\n  codex:\n    command: [codex, exec, NOT_LOGGED_IN, "{prompt}"]\n')
+    slack = SlackEmulator()
+    await slack.start()
+    try:
+        code, out = await run_da("doctor", "--agents", cwd=tmp_path, SECRET_KEY=SECRET, QUEUE_URL=server.url,
+                                 MACHINE_NAME="box", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                                 SLACK_BOT_TOKEN=slack.bot_token, SLACK_APP_TOKEN="xapp-wrong",
+                                 SLACK_API_URL=slack.api_url)
+    finally:
+        await slack.stop()
+    assert code == 1
+    assert "ok   agent claude answers: answered in" in out
+    assert "FAIL agent codex answers: codex is not logged in on this machine" in out
+    assert "ok   Slack bot token: valid" in out and "FAIL Slack app token: invalid_auth" in out
