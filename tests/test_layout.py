@@ -25,32 +25,15 @@ def test_sql_ships_as_package_data() -> None:
 
 
 def test_json_logs_carry_each_transition(tmp_path: Path) -> None:
-    import socket
-    import time
-
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {"PATH": __import__("os").environ["PATH"], "SECRET_KEY": "s3cret-value-123", "LOG_FORMAT": "json",
-           "QUEUE_PORT": str(port), "QUEUE_DB_PATH": str(tmp_path / "q.db"), "DA_CONFIG_DIR": str(tmp_path)}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "da.cli", "serve"], env=env, cwd=tmp_path, stdout=out,
-                                   stderr=subprocess.STDOUT)
+    from tests_support import start_serve
+
+    process, url, log = start_serve(tmp_path, SECRET_KEY="s3cret-value-123", LOG_FORMAT="json")
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
         headers = {"x-secret-key": "s3cret-value-123"}
-        task = httpx.post(f"http://127.0.0.1:{port}/v1/tasks", json={"type": "lint"}, headers=headers).json()
-        httpx.post(f"http://127.0.0.1:{port}/v1/tasks/{task['id']}/cancel", json={"by": "ada"}, headers=headers)
+        task = httpx.post(f"{url}/v1/tasks", json={"type": "lint"}, headers=headers).json()
+        httpx.post(f"{url}/v1/tasks/{task['id']}/cancel", json={"by": "ada"}, headers=headers)
     finally:
         process.terminate()
         process.wait(10)

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -18,6 +11,7 @@ from hypothesis import HealthCheck, settings
 from conftest import SECRET
 from da.queue import openapi
 from da.version import __version__
+from tests_support import start_serve
 
 schema = schemathesis.openapi.from_dict(openapi.document(__version__))
 
@@ -25,24 +19,7 @@ schema = schemathesis.openapi.from_dict(openapi.document(__version__))
 @pytest.fixture(scope="module")
 def live_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `da serve` on a free port for the whole module."""
-    folder: Path = tmp_path_factory.mktemp("fuzz")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {"PATH": os.environ["PATH"], "SECRET_KEY": SECRET, "QUEUE_PORT": str(port), "LOG_LEVEL": "ERROR",
-           "QUEUE_DB_PATH": str(folder / "q.db"), "DA_CONFIG_DIR": str(folder)}
-    with (folder / "serve.log").open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "da.cli", "serve"], env=env, cwd=folder, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"{url}/health")
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, (folder / "serve.log").read_text()
-            time.sleep(0.05)
+    process, url, _ = start_serve(tmp_path_factory.mktemp("fuzz"), SECRET_KEY=SECRET, LOG_LEVEL="ERROR")
     yield url
     process.terminate()
     process.wait(10)

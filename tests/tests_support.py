@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from da.queue.client import ClaimedTask, QueueClient
 
@@ -10,3 +18,25 @@ from da.queue.client import ClaimedTask, QueueClient
 async def claim_one(client: QueueClient, **worker: Any) -> ClaimedTask | None:
     """One immediate claim as the given worker."""
     return await client.claim(worker.pop("machine"), worker.pop("capabilities"), **worker)
+
+
+def start_serve(folder: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """A real `da serve` subprocess on a free loopback port, ready when this returns."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    environment = {"PATH": os.environ["PATH"], "QUEUE_PORT": str(port), "QUEUE_DB_PATH": str(folder / "q.db"),
+                   "DA_CONFIG_DIR": str(folder), **env}
+    log = folder / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "da.cli", "serve"], env=environment, cwd=folder,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"{url}/health")
+            return process, url, log
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
