@@ -231,15 +231,25 @@ async def claim(request: web.Request) -> web.Response:
         claimed = await store.claim(spec, lease_seconds=lease_seconds, overflow_grace=settings.overflow_grace)
         request.app[CLAIM_LATENCY].observe(time.perf_counter() - started)
         if claimed is not None:
+            if disconnected(request):
+                # The worker gave up waiting (shutdown, restart): nobody would run this task.
+                await store.release(claimed.task.id, claimed.lease)
+                return web.Response(status=204)
             log_transition(claimed.task)
             return json_response({"task": claimed.task.to_json(), "lease": claimed.lease,
                                   "lease_expires_at": models.iso(claimed.lease_expires_at)})
         remaining = deadline - loop.time()
-        transport = request.transport
-        if remaining <= 0 or transport is None or transport.is_closing():
+        if remaining <= 0 or disconnected(request):
             roster.seen(spec.machine)
             return web.Response(status=204)
         await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
+        if disconnected(request):
+            return web.Response(status=204)
+
+
+def disconnected(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def lease_of(body: Any, *also: str) -> str:
@@ -251,6 +261,14 @@ def lease_of(body: Any, *also: str) -> str:
 async def start_task(request: web.Request) -> web.Response:
     body = await read_json(request)
     task = await request.app[STORE].start(request.match_info["id"], lease_of(body))
+    log_transition(task)
+    return json_response(task.to_json())
+
+
+async def release(request: web.Request) -> web.Response:
+    """A worker hands back a claim it will not start (it is shutting down)."""
+    body = await read_json(request)
+    task = await request.app[STORE].release(request.match_info["id"], lease_of(body))
     log_transition(task)
     return json_response(task.to_json())
 
@@ -371,6 +389,7 @@ ROUTES = [
     web.post("/v1/tasks/resolve", resolve_many),
     web.get("/v1/tasks/{id:[0-9a-fA-F-]+}", get_task),
     web.post("/v1/tasks/{id:[0-9a-fA-F-]+}/start", start_task),
+    web.post("/v1/tasks/{id:[0-9a-fA-F-]+}/release", release),
     web.post("/v1/tasks/{id:[0-9a-fA-F-]+}/heartbeat", heartbeat),
     web.post("/v1/tasks/{id:[0-9a-fA-F-]+}/report", report),
     web.post("/v1/tasks/{id:[0-9a-fA-F-]+}/resolve", resolve),

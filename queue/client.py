@@ -165,6 +165,11 @@ class QueueClient:
         return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/start",
                                                   json={"lease": lease})).json())
 
+    async def release(self, task_id: str, lease: str) -> Task:
+        """Hand back a claim this worker will not start."""
+        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/release",
+                                                  json={"lease": lease})).json())
+
     async def heartbeat(self, task_id: str, lease: str, progress: str | None = None, *,
                         lease_seconds: float | None = None) -> Heartbeat:
         """Extend the lease (by `lease_seconds`, else the queue's default) and report progress."""

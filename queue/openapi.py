@@ -113,6 +113,8 @@ def document(version: str) -> dict[str, Any]:
                                       params=[TASK_ID])},
         "/v1/tasks/{id}/start": {"post": _op("Mark a claimed task in progress.", {
             "200": _json(TASK, "Started."), **task_op}, body=_body(LEASE_BODY, ["lease"]), params=[TASK_ID])},
+        "/v1/tasks/{id}/release": {"post": _op("Hand back a claimed task that has not started.", {
+            "200": _json(TASK, "Pending again."), **task_op}, body=_body(LEASE_BODY, ["lease"]), params=[TASK_ID])},
         "/v1/tasks/{id}/heartbeat": {"post": _op("Extend the lease; says whether to cancel.", {
             "200": _json({"type": "object", "properties": {"cancel": {"type": "boolean"}, "status": STATUS,
                                                            "lease_expires_at": TIME}}, "Extended."),

@@ -407,6 +407,28 @@ class Store:
         self.events_appended.notify()
         return Claim(tasks[0], lease, expires)
 
+    async def release(self, task_id: str, lease: str) -> Task:
+        """Hand back a claim that will not run (its worker is stopping or went away); repeating it is harmless."""
+        rows = await self._write_tasks("release_task", id=task_id, lease=lease, now=self.clock())
+        if rows:
+            self.pending_changed.notify()
+            self.events_appended.notify()
+            return rows[0]
+        task = await self._held_or_released(task_id, lease)
+        return task
+
+    async def _held_or_released(self, task_id: str, lease: str) -> Task:
+        rows = await self._tasks("get_task", id=task_id)
+        if not rows:
+            raise NotFound(f"no task with id {task_id!r}.")
+        task = rows[0]
+        if task.status == models.PENDING and task.lease is None:
+            return task
+        if task.lease != lease:
+            raise LeaseLost(f"task {task.short_id} is no longer held by this lease (it is {task.status}).")
+        raise LeaseLost(f"task {task.short_id} is {task.status}; only a claimed task that has not started "
+                        "can be released.")
+
     async def start(self, task_id: str, lease: str) -> Task:
         """claimed → in_progress; repeating it is harmless."""
         rows = await self._write_tasks("start_task", id=task_id, lease=lease, now=self.clock())

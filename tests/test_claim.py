@@ -129,3 +129,26 @@ async def test_empty_wait_answers_no_content(client: QueueClient) -> None:
     started = time.monotonic()
     assert await client.claim("w", ["run_script"], wait=0.3) is None
     assert time.monotonic() - started >= 0.3
+
+
+async def test_a_claim_whose_worker_hung_up_is_handed_back(server, client: QueueClient) -> None:
+    import httpx
+
+    from conftest import SECRET, wait_until
+
+    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}) as worker:
+        waiting = asyncio.create_task(worker.post("/v1/claim", json={"machine": "w", "capabilities": ["lint"],
+                                                                    "wait": 30}, timeout=60))
+        await asyncio.sleep(0.1)
+        waiting.cancel()  # the worker goes away mid long-poll
+    task = await client.create_task("lint", {"cwd": "/x"})
+
+    async def settled() -> bool:
+        events = await client.task_events(task.id)
+        return (await client.get_task(task.id)).status == "pending" and len(events) in (1, 3)
+
+    await wait_until(settled)
+    current = await client.get_task(task.id)
+    assert current.status == "pending" and current.attempts == 0 and current.assigned_to is None
+    claim = await client.claim("other", ["lint"])
+    assert claim is not None and claim.task.id == task.id

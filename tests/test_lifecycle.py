@@ -240,3 +240,15 @@ async def test_machines_roster_merges_aliases_and_counts(make_server) -> None:
         assert machines["mac-mini"]["online"] is True
         assert machines["mac-mini"]["done"] == 2 and machines["mac-mini"]["top_agent"] == "claude"
         assert machines["thinkpad"]["online"] is False and machines["thinkpad"]["last_seen"] is None
+
+
+async def test_release_hands_back_an_unstarted_claim_once(client: QueueClient) -> None:
+    task = await client.create_task("run_script", {"script": "x"})
+    held = await claim(client)
+    released = await client.release(task.id, held.lease)
+    assert released.status == "pending" and released.attempts == 0 and released.assigned_to is None
+    assert (await client.release(task.id, held.lease)).status == "pending"
+    again = await claim(client)
+    await client.start(task.id, again.lease)
+    with pytest.raises(errors.LeaseLost, match="only a claimed task that has not started"):
+        await client.release(task.id, again.lease)

@@ -53,7 +53,9 @@ async def test_sigterm_lets_running_tasks_finish_within_the_grace(make_server, t
         later = await client.create_task("run_script", {"script": "echo never"})
         assert await process.wait_exit() == 0
         assert (await client.get_task(task.id)).status == "done"
-        assert (await client.get_task(later.id)).status == "pending"
+        # A claim already waiting when the signal came is handed back, never run.
+        await wait_for_status(client, later.id, ("pending",))
+        assert "in_progress" not in [e.to_status for e in await client.task_events(later.id)]
 
 
 async def test_sigterm_past_the_grace_kills_and_reports_failed(make_server, tmp_path: Path) -> None:

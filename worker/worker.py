@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 # Backoff while the queue is unreachable: start fast, cap so a restarted queue is found soon.
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 15.0
+# How long a claim in flight may still answer once the worker starts stopping.
+CLAIM_SETTLE = 1.0
 # Keep this many trailing characters of a handler's traceback in the result.
 TRACEBACK_TAIL = 4000
 
@@ -69,10 +71,7 @@ class Worker:
                     await self._wait_any(self._slot_free.wait())
                     continue
                 try:
-                    claimed = await self._wait_any(self.client.claim(
-                        self.settings.machine, list(self.settings.capabilities), agents=list(self.settings.agents),
-                        aliases=list(self.settings.aliases), retry_safe=retry_safe, wait=self.settings.poll_wait,
-                        lease=self.settings.lease))
+                    claimed = await self._claim(retry_safe)
                 except queue_errors.QueueUnreachable as exc:
                     if unreachable_since is None:
                         unreachable_since = time.monotonic()
@@ -96,6 +95,33 @@ class Worker:
         finally:
             await self._drain()
             await self.client.close()
+
+    async def _claim(self, retry_safe: list[str]) -> ClaimedTask | None:
+        """One long-poll; if the worker starts stopping meanwhile, a task that still arrives is handed back."""
+        request = asyncio.ensure_future(self.client.claim(
+            self.settings.machine, list(self.settings.capabilities), agents=list(self.settings.agents),
+            aliases=list(self.settings.aliases), retry_safe=retry_safe, wait=self.settings.poll_wait,
+            lease=self.settings.lease))
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({request, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not request.done():
+            # An answer may already be on its way; give it a moment rather than drop it on the floor.
+            await asyncio.wait({request}, timeout=CLAIM_SETTLE)
+        if not request.done():
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await request
+            return None
+        claimed = request.result()
+        if claimed is not None and self.stopping.is_set():
+            with contextlib.suppress(Exception):
+                await self.client.release(claimed.task.id, claimed.lease)
+            logger.info("handed back %s %s: the worker is stopping", claimed.task.short_id, claimed.task.type)
+            return None
+        return claimed
 
     async def _wait_any(self, awaitable: Any) -> Any:
         """Await something, giving up (and returning None) as soon as the worker is stopping."""

@@ -32,6 +32,15 @@ WHERE id = (
     LIMIT 1)
 RETURNING *;
 
+-- release_task --
+-- Hand back a claim whose worker went away before receiving it; the attempt does not count.
+UPDATE tasks
+SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
+    changed_by = 'queue', change_note = 'claim released: the worker disconnected before receiving it',
+    updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'claimed'
+RETURNING *;
+
 -- start_task --
 -- The worker began running it.
 UPDATE tasks
