@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from da import fleet as fleet_module
@@ -54,7 +54,7 @@ def log_transition(task: Any, by: str | None = None) -> None:
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 def error_response(error: QueueError) -> web.Response:
@@ -128,13 +128,15 @@ async def read_json(request: web.Request) -> Any:
     if not raw:
         return {}
     try:
-        return json.loads(raw.decode("utf-8"))
+        raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("the request body is not UTF-8 text; send JSON.") from None
-    except json.JSONDecodeError as exc:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc):
+            raise BadRequest("the request body nests too deeply; flatten it.") from None
         raise BadRequest(f"the request body is not valid JSON ({exc.msg} at position {exc.pos}).") from None
-    except RecursionError:
-        raise BadRequest("the request body nests too deeply; flatten it.") from None
 
 
 def only_query(request: web.Request, *allowed: str) -> None:
