@@ -206,9 +206,11 @@ async def run(quick: bool) -> int:
                         rows.append(("dispatch latency p99", f"{p99:.2f} ms", "< 20 ms", "ok" if p99 < 20 else "MISS"))
                         ok &= p50 < 5 and p99 < 20
                     elif title == "lifecycle":
-                        rate = await lifecycle(session, server.url, count)
-                        rows.append(("lifecycle, 8 workers", f"{rate:,.0f} tasks/s", ">= 1,500 tasks/s",
-                                     "ok" if rate >= 1500 else "MISS"))
+                        # This shared machine's speed drifts between runs; the median of three is the figure.
+                        rates = sorted([await lifecycle(session, server.url, count) for _ in range(3)])
+                        rate = rates[1]
+                        rows.append((f"lifecycle, 8 workers (median of 3: {rates[0]:,.0f}..{rates[2]:,.0f})",
+                                     f"{rate:,.0f} tasks/s", ">= 1,500 tasks/s", "ok" if rate >= 1500 else "MISS"))
                         ok &= rate >= 1500
                     elif title in ("fresh", "history"):
                         median = await claim_median(session, server.url, claimable)

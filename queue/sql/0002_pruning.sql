@@ -6,4 +6,4 @@ CREATE TABLE pruned_counts (
     n INTEGER NOT NULL,
     PRIMARY KEY (machine, agent, status)
 );
-CREATE INDEX tasks_finished ON tasks (finished_at) WHERE status IN ('done', 'failed', 'needs_human', 'cancelled');
+-- No index on finished_at: pruning runs rarely and may scan, while every report would pay for one.
