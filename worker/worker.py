@@ -102,18 +102,12 @@ class Worker:
             self.settings.machine, list(self.settings.capabilities), agents=list(self.settings.agents),
             aliases=list(self.settings.aliases), retry_safe=retry_safe, wait=self.settings.poll_wait,
             lease=self.settings.lease))
-        stop = asyncio.ensure_future(self.stopping.wait())
-        try:
-            await asyncio.wait({request, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
+        await self._until_stopping(request)
         if not request.done():
             # An answer may already be on its way; give it a moment rather than drop it on the floor.
             await asyncio.wait({request}, timeout=CLAIM_SETTLE)
         if not request.done():
-            request.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await request
+            await _cancel(request)
             return None
         claimed = request.result()
         if claimed is not None and self.stopping.is_set():
@@ -126,17 +120,19 @@ class Worker:
     async def _wait_any(self, awaitable: Any) -> Any:
         """Await something, giving up (and returning None) as soon as the worker is stopping."""
         job = asyncio.ensure_future(awaitable)
+        await self._until_stopping(job)
+        if not job.done():
+            await _cancel(job)
+            return None
+        return job.result()
+
+    async def _until_stopping(self, job: asyncio.Future[Any]) -> None:
+        """Return when the job is done or the worker starts stopping, whichever is first."""
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
-        if not job.done():
-            job.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await job
-            return None
-        return job.result()
 
     def _finished(self, task_id: str) -> None:
         self.running.pop(task_id, None)
@@ -266,6 +262,12 @@ class Worker:
                 logger.warning("queue did not take it (%s); retrying in %.1fs", exc.detail, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+async def _cancel(job: asyncio.Future[Any]) -> None:
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await job
 
 
 def install_signal_handlers(worker: Worker) -> None:
