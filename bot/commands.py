@@ -155,7 +155,7 @@ class CommandLayer:
                 return views.BulkPreview(preview["count"], "needs_human", status)
             return await self.resolve_all("needs_human", status, user=user, notes=notes)
         task = await self.client.resolve(target, status, notes=notes, by=user)
-        return views.Resolved(task, user)
+        return views.Resolved(task)
 
     async def resolve_all(self, from_status: str, status: str, *, user: str | None,
                           notes: str | None = None) -> views.BulkResolved:

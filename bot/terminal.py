@@ -182,12 +182,11 @@ class Terminal:
     """One session of the terminal client: runs commands and prints their views."""
 
     def __init__(self, layer: CommandLayer, settings: ClientSettings, *, out: TextIO = sys.stdout,
-                 env: Mapping[str, str] | None = None, interactive: bool = False) -> None:
+                 env: Mapping[str, str] | None = None) -> None:
         self.layer = layer
         self.settings = settings
         self.out = out
         self.style = Style(out, env or os.environ)
-        self.interactive = interactive
 
     @property
     def width(self) -> int:
@@ -304,7 +303,7 @@ async def main_async(argv: list[str], settings: ClientSettings, env: Mapping[str
 
     layer = CommandLayer(client, router=make_router(settings.router),
                          skills=skills_module.SkillsService.from_config(settings.config_dir, env))
-    terminal = Terminal(layer, settings, env=env, interactive=not argv)
+    terminal = Terminal(layer, settings, env=env)
     try:
         return await (terminal.repl() if not argv else terminal.execute(argv))
     finally:

@@ -112,7 +112,6 @@ class Created:
 @dataclass(frozen=True)
 class Resolved:
     task: Task
-    by: str | None = None
 
 
 @dataclass(frozen=True)

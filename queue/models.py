@@ -111,73 +111,32 @@ class Task:
     def from_row(cls, row: sqlite3.Row) -> Task:
         # sqlite3.Row finds a column by name with a linear scan; one dict costs less than 23 scans.
         data = dict(zip(row.keys(), row, strict=True))
-        result = data["result"]
-        return cls(
-            id=data["id"],
-            type=data["type"],
-            status=data["status"],
-            priority=data["priority"],
-            payload=json.loads(data["payload"]),
-            target_machine=data["target_machine"],
-            preferred_machine=data["preferred_machine"],
-            agent=data["agent"],
-            lock=data["lock"],
-            created_by=data["created_by"],
-            assigned_to=data["assigned_to"],
-            attempts=data["attempts"],
-            max_attempts=data["max_attempts"],
-            lease_expires_at=data["lease_expires_at"],
-            progress=data["progress"],
-            result=json.loads(result) if result else None,
-            notes=data["notes"],
-            changed_by=data["changed_by"],
-            created_at=data["created_at"],
-            updated_at=data["updated_at"],
-            started_at=data["started_at"],
-            finished_at=data["finished_at"],
-            lease=data["lease"],
-        )
+        data["payload"] = json.loads(data["payload"])
+        data["result"] = json.loads(data["result"]) if data["result"] else None
+        return cls(**{name: data[name] for name in TASK_FIELDS})
 
     def to_json(self) -> dict[str, Any]:
-        """The public form; the lease token stays out (only the claimer gets it)."""
-        return {
-            "id": self.id,
-            "short_id": self.short_id,
-            "type": self.type,
-            "status": self.status,
-            "priority": self.priority,
-            "payload": self.payload,
-            "target_machine": self.target_machine,
-            "preferred_machine": self.preferred_machine,
-            "agent": self.agent,
-            "lock": self.lock,
-            "created_by": self.created_by,
-            "assigned_to": self.assigned_to,
-            "attempts": self.attempts,
-            "max_attempts": self.max_attempts,
-            "lease_expires_at": iso(self.lease_expires_at),
-            "progress": self.progress,
-            "result": self.result,
-            "notes": self.notes,
-            "changed_by": self.changed_by,
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-        }
+        """The public form: times as ISO strings, and no lease token (only the claimer gets it)."""
+        data: dict[str, Any] = {"id": self.id, "short_id": self.short_id}
+        for name in PUBLIC_FIELDS:
+            value = getattr(self, name)
+            data[name] = iso(value) if name in TIME_FIELDS else value
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
         """Rebuild a task from an API answer (clients use this)."""
-        values = dict(data)
-        values.pop("short_id", None)
-        for key in ("lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"):
-            values[key] = parse_iso(values.get(key))
+        values = {name: data.get(name) for name in PUBLIC_FIELDS if name in data}
+        for name in TIME_FIELDS:
+            values[name] = parse_iso(data.get(name))
         values["created_at"] = values["created_at"] or 0.0
         values["updated_at"] = values["updated_at"] or 0.0
-        known = cls.__dataclass_fields__
-        return cls(**{key: value for key, value in values.items() if key in known})
+        return cls(id=data["id"], **values)
 
+
+TASK_FIELDS = tuple(Task.__dataclass_fields__)
+TIME_FIELDS = frozenset({"lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"})
+PUBLIC_FIELDS = tuple(name for name in TASK_FIELDS if name not in ("id", "lease"))
 
 @dataclass(frozen=True)
 class Event:

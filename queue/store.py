@@ -498,9 +498,6 @@ class Store:
         """Give running tasks a fresh lease after a restart of the queue."""
         return len(await self._write("extend_leases", expires=self.clock() + seconds))
 
-    async def next_lease_expiry(self) -> float | None:
-        return (await self._fetch("next_lease_expiry"))[0]["at"]
-
     # ---- people's side -------------------------------------------------------------
 
     async def resolve(self, task_id: str, status: str, *, by: str | None, notes: str | None) -> Task:

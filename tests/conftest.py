@@ -56,11 +56,6 @@ class QueueServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def store(self) -> Any:
-        assert self.server is not None
-        return self.server.app[queue_app.STORE]
-
     async def start(self) -> None:
         self.server = TestServer(queue_app.make_app(self.settings, self.fleet), host="127.0.0.1", port=self.port)
         await self.server.start_server()

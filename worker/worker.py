@@ -63,7 +63,7 @@ class Worker:
                     self.settings.max_concurrent, ", ".join(self.settings.queue_urls))
         retry_safe = [t for t, h in self.handlers.items() if h.safe_to_retry and t in self.settings.capabilities]
         backoff = FIRST_BACKOFF
-        unreachable_since: float | None = None
+        unreachable = False
         try:
             while not self.stopping.is_set():
                 if len(self.running) >= self.settings.max_concurrent:
@@ -73,8 +73,7 @@ class Worker:
                 try:
                     claimed = await self._claim(retry_safe)
                 except queue_errors.QueueUnreachable as exc:
-                    if unreachable_since is None:
-                        unreachable_since = time.monotonic()
+                    unreachable = True
                     logger.warning("queue unreachable (%s); retrying in %.1fs", exc.detail, backoff)
                     await self._wait_any(asyncio.sleep(backoff))
                     backoff = min(backoff * 2, MAX_BACKOFF)
@@ -84,9 +83,9 @@ class Worker:
                     await self._wait_any(asyncio.sleep(backoff))
                     backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
-                if unreachable_since is not None:
+                if unreachable:
                     logger.info("queue reachable again at %s", self.client.url)
-                    unreachable_since = None
+                    unreachable = False
                 backoff = FIRST_BACKOFF
                 if claimed is not None:
                     task = asyncio.create_task(self._execute(claimed))

@@ -94,10 +94,6 @@ UPDATE tasks SET lease_expires_at = max(coalesce(lease_expires_at, 0), :expires)
 WHERE status IN ('claimed', 'in_progress')
 RETURNING id;
 
--- next_lease_expiry --
--- When the reaper next has work.
-SELECT min(lease_expires_at) AS at FROM tasks WHERE status IN ('claimed', 'in_progress');
-
 -- resolve_task --
 -- A person settles a task that needs them; pending re-queues the same payload.
 UPDATE tasks
