@@ -45,10 +45,10 @@ def prefill_history(db_path: Path, rows: int) -> None:
     import sqlite3
     import uuid
 
-    from da.queue.store import migrations
+    from da.queue.sqlite import STATEMENTS
 
     with sqlite3.connect(db_path) as db:
-        for number, script in migrations():
+        for number, script in STATEMENTS.migrations():
             db.executescript(f"{script}\nPRAGMA user_version={number};")
         now = time.time()
         ids = [str(uuid.uuid4()) for _ in range(rows)]

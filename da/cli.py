@@ -47,7 +47,10 @@ def serve(argv: list[str] | None = None) -> int:
     from da.queue import app as queue_app
     from da.queue.settings import QueueSettings
 
-    parser = argparse.ArgumentParser(prog="da serve", description="Run the queue service.")
+    parser = argparse.ArgumentParser(
+        prog="da serve", description="Run the queue service.",
+        epilog="Environment: QUEUE_DB_URL=postgresql://... runs it on PostgreSQL instead of the SQLite file, "
+               "as one of any number of replicas sharing that database.")
     parser.add_argument("--host", help="address to listen on (env QUEUE_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (env QUEUE_PORT, default 8000)")
     parser.add_argument("--db", help="SQLite file (env QUEUE_DB_PATH, default ./data/queue.db)")
@@ -62,7 +65,7 @@ def serve(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     configure_logging(env)
     app = queue_app.make_app(settings, roster)
-    logger.info("queue on http://%s:%d, database %s", settings.host, settings.port, settings.db_path)
+    logger.info("queue on http://%s:%d, database %s", settings.host, settings.port, settings.database)
     try:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -193,7 +196,7 @@ def up(argv: list[str] | None = None) -> int:
         await runner.setup()
         await web.TCPSite(runner, queue_settings.host, queue_settings.port).start()
         print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
-              f"(database {queue_settings.db_path}); Ctrl-C stops", file=sys.stderr)
+              f"(database {queue_settings.database}); Ctrl-C stops", file=sys.stderr)
         slack = None
         if bot_settings is not None:
             from da.bot.app import BotProcess
@@ -245,9 +248,22 @@ def parse_duration(text: str) -> float:
     return value
 
 
+def on_postgres(settings: Any, verb: str, build: Callable[[str], list[str]]) -> int:
+    """`da backup`/`restore` copy SQLite files; on PostgreSQL print the command that does the job."""
+    import shlex
+
+    # A URL with a password is not printed: the command reads it from the setting instead.
+    hidden = settings.db_url != settings.database
+    url = "${QUEUE_DB_URL}" if hidden else settings.db_url
+    line = " ".join(f'"{part}"' if url in part and hidden else shlex.quote(part) for part in build(url))
+    print(f"da: the queue runs on PostgreSQL (QUEUE_DB_URL), where `da {verb}` copies nothing; run:\n  {line}"
+          + ("\n(with QUEUE_DB_URL exported, e.g. `set -a; . ./.env; set +a`)" if hidden else ""), file=sys.stderr)
+    return 1
+
+
 def backup(argv: list[str] | None = None) -> int:
     """Copy the queue database while the service runs."""
-    from da.queue import store
+    from da.queue import postgres, sqlite
     from da.queue.errors import QueueError
     from da.queue.settings import QueueSettings
 
@@ -255,9 +271,14 @@ def backup(argv: list[str] | None = None) -> int:
     parser.add_argument("path", help="where to write the copy")
     args = parser.parse_args(argv)
     env = config.load_environment()
-    settings = QueueSettings.from_env(env, require_secret=False)
     try:
-        store.backup_file(settings.db_path, Path(args.path))
+        settings = QueueSettings.from_env(env, require_secret=False)
+    except ConfigError as exc:
+        return fail(str(exc))
+    if settings.db_url:
+        return on_postgres(settings, "backup", lambda url: postgres.dump_command(url, args.path))
+    try:
+        sqlite.backup_file(settings.db_path, Path(args.path))
     except QueueError as exc:
         return fail(exc.detail)
     print(f"backed up {settings.db_path} to {args.path}")
@@ -268,21 +289,26 @@ def restore(argv: list[str] | None = None) -> int:
     """Replace the queue database with a backup; the queue service must be stopped."""
     import httpx
 
-    from da.queue import store
+    from da.queue import postgres, sqlite
     from da.queue.errors import QueueError
     from da.queue.settings import QueueSettings
 
     parser = argparse.ArgumentParser(prog="da restore", description="Restore the queue database from a backup.")
     parser.add_argument("path", help="a file written by `da backup`")
     args = parser.parse_args(argv)
-    settings = QueueSettings.from_env(config.load_environment(), require_secret=False)
+    try:
+        settings = QueueSettings.from_env(config.load_environment(), require_secret=False)
+    except ConfigError as exc:
+        return fail(str(exc))
+    if settings.db_url:
+        return on_postgres(settings, "restore", lambda url: postgres.restore_command(url, args.path))
     try:
         httpx.get(f"http://{settings.host}:{settings.port}/health", timeout=1.0)
         return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before restoring.")
     except httpx.TransportError:
         pass
     try:
-        kept = store.restore_file(Path(args.path), settings.db_path)
+        kept = sqlite.restore_file(Path(args.path), settings.db_path)
     except QueueError as exc:
         return fail(exc.detail)
     print(f"restored {settings.db_path} from {args.path} (the previous file is kept as {kept})")

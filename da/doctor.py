@@ -76,6 +76,8 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
             checks.append(Check(name, True, "parses"))
         except ConfigError as exc:
             checks.append(Check(name, False, str(exc), f"fix config/{name} or delete it to use the defaults"))
+    if env.get("QUEUE_DB_URL"):
+        checks.append(await database_check(env))
     secret = env.get("SECRET_KEY", "")
     checks.append(Check("SECRET_KEY", bool(secret), "set" if secret else "not set",
                         "put the queue's secret in .env (the same value on every machine)"))
@@ -116,6 +118,22 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
                 checks.append(Check(label, False, f"could not ask Slack ({type(exc).__name__})",
                                     "check the network or SLACK_API_URL"))
     return checks
+
+
+async def database_check(env: Mapping[str, str]) -> Check:
+    """QUEUE_DB_URL parses, and a PostgreSQL server answers there with a schema this da can run."""
+    from da.queue import pgdatabase
+    from da.queue.errors import QueueError
+    from da.queue.settings import database_url, redact_url
+
+    try:
+        url = database_url(env) or ""
+        return Check("database", True, f"{redact_url(url)} answers: {await pgdatabase.probe(url)}")
+    except ConfigError as exc:
+        return Check("database", False, str(exc), "fix QUEUE_DB_URL in .env")
+    except QueueError as exc:
+        return Check("database", False, exc.detail,
+                     "start PostgreSQL there, create the database (createdb), or fix QUEUE_DB_URL")
 
 
 def _agents(config_dir: Path) -> None:

@@ -19,10 +19,11 @@ from aiohttp import web
 
 from da import fleet as fleet_module
 from da.queue import metrics, models, openapi
+from da.queue import store as store_module
 from da.queue.errors import BadRequest, NotFound, QueueError, TooLarge, TooManyAttempts, Unauthorized
 from da.queue.lockout import Lockout
 from da.queue.models import ClaimRequest, NewTask, Report
-from da.queue.roster import Roster
+from da.queue.roster import SHARE_INTERVAL, Roster
 from da.queue.settings import QueueSettings
 from da.queue.store import Store
 from da.version import __version__
@@ -31,15 +32,16 @@ logger = logging.getLogger(__name__)
 # One line per transition, structured (task_id, type, status, machine, by) for LOG_FORMAT=json.
 transitions = logging.getLogger("da.queue.transitions")
 
-# A waiting claim re-checks at least this often, for tasks that become claimable with no
-# write (a soft preference's overflow grace running out).
+# A waiting claim or event follower re-checks at least this often, for tasks that become
+# claimable with no write (a soft preference's overflow grace running out) and for a wake-up
+# from another replica that was lost.
 RECHECK_INTERVAL = 1.0
 # A bulk page of the event feed.
 EVENTS_PAGE = 500
 DEFAULT_LIST_LIMIT = 50
 
 SETTINGS = web.AppKey("settings", QueueSettings)
-STORE = web.AppKey("store", Store)
+STORE: web.AppKey[Store] = web.AppKey("store")
 ROSTER = web.AppKey("roster", Roster)
 CLAIM_LATENCY = web.AppKey("claim_latency", metrics.Histogram)
 
@@ -182,7 +184,7 @@ async def wait_for_signal(waiter: asyncio.Future[None], timeout: float) -> None:
 
 async def health(request: web.Request) -> web.Response:
     only_query(request)
-    return json_response({"status": "ok", "version": __version__})
+    return json_response({"status": "ok", "version": __version__, "backend": request.app[STORE].backend})
 
 
 async def create_task(request: web.Request) -> web.Response:
@@ -205,8 +207,8 @@ async def list_tasks(request: web.Request) -> web.Response:
             raise BadRequest(f"query parameter {key!r} is not a valid name.")
     limit = query_int(request, "limit", DEFAULT_LIST_LIMIT, 1, models.MAX_LIMIT) or DEFAULT_LIST_LIMIT
     before = query_int(request, "before", None, 1, 2**62)
-    tasks, cursor = await request.app[STORE].list(statuses=statuses, type=task_type, machine=machine,
-                                                  before=before, limit=limit)
+    tasks, cursor = await request.app[STORE].list_tasks(statuses=statuses, task_type=task_type, machine=machine,
+                                                        before=before, limit=limit)
     return json_response({"tasks": [t.to_json() for t in tasks], "next": cursor})
 
 
@@ -341,14 +343,15 @@ async def prune(request: web.Request) -> web.Response:
     models.reject_unknown(body, ("older_than",))
     older_than = models.get_number(body, "older_than", 30 * 86400.0, 0.0, 100 * 365 * 86400.0)
     removed = await request.app[STORE].prune(older_than)
-    logger.info("pruned %d finished task(s) older than %.0f s", removed)
+    logger.info("pruned %d finished task(s) older than %.0f s", removed, older_than)
     return json_response({"removed": removed})
 
 
 async def machines(request: web.Request) -> web.Response:
     only_query(request)
-    counts = await request.app[STORE].machine_counts()
-    return json_response({"machines": request.app[ROSTER].snapshot(counts)})
+    store = request.app[STORE]
+    counts = await store.machine_counts()
+    return json_response({"machines": request.app[ROSTER].snapshot(counts, await store.sightings())})
 
 
 async def events(request: web.Request) -> web.Response:
@@ -369,13 +372,15 @@ async def events(request: web.Request) -> web.Response:
         if found or remaining <= 0:
             last = found[-1].id if found else after
             return json_response({"events": [event.to_json() for event in found], "last": last})
-        await wait_for_signal(waiter, remaining)
+        await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
 
 
 async def metrics_page(request: web.Request) -> web.Response:
     only_query(request)
-    counts = await request.app[STORE].status_counts()
-    text = metrics.render(counts, len(request.app[ROSTER].online()), request.app[CLAIM_LATENCY])
+    store = request.app[STORE]
+    counts = await store.status_counts()
+    online = request.app[ROSTER].online(await store.sightings())
+    text = metrics.render(counts, len(online), request.app[CLAIM_LATENCY], backend=store.backend)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -418,6 +423,17 @@ async def reaper(app: web.Application) -> None:
         await asyncio.sleep(interval)
 
 
+async def share_liveness(app: web.Application) -> None:
+    """Hand the store the machines this replica saw, every `SHARE_INTERVAL` seconds."""
+    store, roster = app[STORE], app[ROSTER]
+    while True:
+        await asyncio.sleep(SHARE_INTERVAL)
+        try:
+            await roster.share(store)
+        except QueueError as exc:
+            logger.error("sharing machine liveness: %s", exc.detail)
+
+
 def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -> web.Application:
     """Build the queue service; the store opens and the reaper starts with the app."""
     if not settings.secret:
@@ -427,7 +443,7 @@ def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -
     app[SETTINGS] = settings
     app[ROSTER] = Roster(fleet or fleet_module.Fleet())
     app[CLAIM_LATENCY] = metrics.Histogram("da_claim_seconds", "Time to run one claim statement.")
-    app[STORE] = Store(settings.db_path, sync=settings.sync)
+    app[STORE] = store_module.create_store(settings)
     app.add_routes(ROUTES)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -436,11 +452,15 @@ def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -
         extended = await store.extend_leases(settings.lease)
         if extended:
             logger.info("gave %d running task(s) a fresh lease after the restart", extended)
-        reaper_task = asyncio.create_task(reaper(app))
+        chores = [asyncio.create_task(reaper(app)), asyncio.create_task(share_liveness(app))]
         yield
-        reaper_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reaper_task
+        for chore in chores:
+            chore.cancel()
+        for chore in chores:
+            with contextlib.suppress(asyncio.CancelledError):
+                await chore
+        with contextlib.suppress(QueueError):
+            await app[ROSTER].share(store)
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)

@@ -41,9 +41,12 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(status_counts: Iterable[tuple[str, str, int]], online: int, claim_latency: Histogram) -> str:
-    """The whole /metrics page."""
-    lines = ["# HELP da_tasks Tasks by status and type.", "# TYPE da_tasks gauge"]
+def render(status_counts: Iterable[tuple[str, str, int]], online: int, claim_latency: Histogram, *,
+           backend: str) -> str:
+    """The whole /metrics page: task counts and liveness are the database's, claim latency this replica's."""
+    lines = ["# HELP da_replica_info The database this replica of the queue runs on.",
+             "# TYPE da_replica_info gauge", f'da_replica_info{{backend="{_label(backend)}"}} 1',
+             "# HELP da_tasks Tasks by status and type.", "# TYPE da_tasks gauge"]
     for status, task_type, count in status_counts:
         lines.append(f'da_tasks{{status="{_label(status)}",type="{_label(task_type)}"}} {count}')
     lines += ["# HELP da_machines_online Machines that polled or heartbeated recently.",

@@ -10,10 +10,10 @@ import datetime as dt
 import functools
 import json
 import re
-import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from da.queue.errors import BadRequest
 
@@ -75,6 +75,16 @@ def parse_iso(value: str | None) -> float | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+class Row(Protocol):
+    """A result row as either driver returns it (sqlite3.Row, asyncpg.Record)."""
+
+    def keys(self) -> Iterable[str]: ...
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
 @dataclass(frozen=True)
 class Task:
     """A unit of work and where it stands."""
@@ -108,9 +118,9 @@ class Task:
         return self.id[:SHORT_ID_LENGTH]
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Task:
+    def from_row(cls, row: Row) -> Task:
         # sqlite3.Row finds a column by name with a linear scan; one dict costs less than 23 scans.
-        data = dict(zip(row.keys(), row, strict=True))
+        data: dict[str, Any] = dict(zip(row.keys(), row, strict=True))
         data["payload"] = json.loads(data["payload"])
         data["result"] = json.loads(data["result"]) if data["result"] else None
         return cls(**{name: data[name] for name in TASK_FIELDS})
@@ -126,7 +136,7 @@ class Task:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
         """Rebuild a task from an API answer (clients use this)."""
-        values = {name: data.get(name) for name in PUBLIC_FIELDS if name in data}
+        values: dict[str, Any] = {name: data.get(name) for name in PUBLIC_FIELDS if name in data}
         for name in TIME_FIELDS:
             values[name] = parse_iso(data.get(name))
         values["created_at"] = values["created_at"] or 0.0
@@ -137,6 +147,7 @@ class Task:
 TASK_FIELDS = tuple(Task.__dataclass_fields__)
 TIME_FIELDS = frozenset({"lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"})
 PUBLIC_FIELDS = tuple(name for name in TASK_FIELDS if name not in ("id", "lease"))
+
 
 @dataclass(frozen=True)
 class Event:
@@ -151,7 +162,7 @@ class Event:
     note: str | None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Event:
+    def from_row(cls, row: Row) -> Event:
         return cls(row["id"], row["task_id"], row["from_status"], row["to_status"], row["by"], row["at"], row["note"])
 
     def to_json(self) -> dict[str, Any]:
@@ -196,6 +207,9 @@ def get_str(body: dict[str, Any], key: str, *, required: bool = False, max_len: 
         raise BadRequest(f"field {key!r} must not be empty.")
     if len(value) > max_len:
         raise BadRequest(f"field {key!r} is longer than {max_len} characters.")
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL; refusing it everywhere keeps the backends alike.
+        raise BadRequest(f"field {key!r} must not contain NUL characters.")
     if name and value and not NAME_PATTERN.match(value):
         raise BadRequest(f"field {key!r} may hold only letters, digits and _.:@/~+- (got {value[:40]!r}).")
     return value or None
@@ -290,6 +304,8 @@ class NewTask:
         cwd = payload.get("cwd") or payload.get("repo_path")
         lock_per_machine = False
         if lock is None and isinstance(cwd, str) and cwd:
+            if "\x00" in cwd:
+                raise BadRequest("payload key 'cwd' must not contain NUL characters.")
             lock, lock_per_machine = cwd, True
         return cls(
             type=get_str(body, "type", required=True, name=True) or "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ class QueueSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     db_path: Path = Path(DEFAULT_DB)
+    # PostgreSQL instead of the SQLite file, shared by every replica; wins over db_path.
+    db_url: str | None = None
     lease: float = DEFAULT_LEASE
     overflow_grace: float = DEFAULT_OVERFLOW_GRACE
     max_body: int = DEFAULT_MAX_BODY
@@ -53,6 +56,7 @@ class QueueSettings:
             host=env.get("QUEUE_HOST", DEFAULT_HOST) or DEFAULT_HOST,
             port=config.env_int(env, "QUEUE_PORT", DEFAULT_PORT, minimum=0, maximum=65535),
             db_path=Path(env.get("QUEUE_DB_PATH") or DEFAULT_DB).expanduser(),
+            db_url=database_url(env),
             lease=config.env_float(env, "QUEUE_LEASE", DEFAULT_LEASE, minimum=1.0),
             overflow_grace=config.env_float(env, "QUEUE_OVERFLOW_GRACE", DEFAULT_OVERFLOW_GRACE),
             max_body=config.env_int(env, "QUEUE_MAX_BODY", DEFAULT_MAX_BODY, minimum=1024),
@@ -60,3 +64,31 @@ class QueueSettings:
             reap_interval=config.env_float(env, "QUEUE_REAP_INTERVAL", DEFAULT_REAP_INTERVAL, minimum=0.05),
             config_dir=config.config_dir(env, cwd),
         )
+
+    @property
+    def database(self) -> str:
+        """Which database this is, for logs and messages (never with a password)."""
+        if self.db_url:
+            return redact_url(self.db_url)
+        return str(self.db_path)
+
+
+def database_url(env: Mapping[str, str]) -> str | None:
+    """QUEUE_DB_URL if set: a postgresql:// URL, else a ConfigError that shows the form."""
+    url = env.get("QUEUE_DB_URL", "").strip()
+    if not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not (parts.netloc or parts.query):
+        raise ConfigError(f"QUEUE_DB_URL={redact_url(url)!r} is not a PostgreSQL URL; use the form "
+                          "postgresql://user:password@host:5432/dbname (or unset it to use the SQLite file).")
+    return url
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

@@ -1,80 +1,72 @@
-"""The only module that speaks SQL: tasks, claims, leases and the event trail on SQLite.
+"""The store: every task verb, once, over either of two databases.
 
-Atomicity contract: every transition is one SQL statement (an UPDATE ... RETURNING, with the
-event row written by a trigger in the same statement) run by the one writer connection, so two
-claimers can never receive the same task and a crash never leaves a transition half written.
+`Store` holds the verbs (create, claim, report, reap, ...) and their rules in terms of named
+statements; a backend runs those statements: `da.queue.sqlite.SqliteStore` on one embedded file
+with group commit (the default), `da.queue.postgres.PostgresStore` on a PostgreSQL database that
+several replicas of the service share. Nothing above this module knows which one runs; only the
+store modules speak SQL, and the statements live in `queue/sql/<dialect>/`.
 
-Writes are group-committed: statements that arrive while the writer is busy run together in one
-transaction, and each caller is answered only after that COMMIT. A batch shares the cost of a
-commit (about 2.5x faster at 8 concurrent workers) without weakening what an answer promises.
-The writer is a plain sqlite3 connection on its own thread so a batch costs one thread hop;
-aiosqlite would cost one per statement. Reads use an aiosqlite connection, so they see only
-committed state.
+Atomicity contract, on both: every transition is one statement (an UPDATE ... RETURNING, with the
+event row written by a trigger in the same statement), so a crash never leaves a transition half
+written and two claimers, on any replica, never receive the same task. A write is answered only
+after its COMMIT returned.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import importlib.resources
 import json
-import logging
 import os
 import random
 import re
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from da.queue import models
 from da.queue.errors import BadRequest, Conflict, LeaseLost, NotFound, StoreError
-from da.queue.models import ClaimRequest, Event, NewTask, Report, Task
+from da.queue.models import ClaimRequest, Event, NewTask, Report, Row, Task
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from da.queue.settings import QueueSettings
 
-# UPDATE ... RETURNING needs 3.35; json_each is older.
-MIN_SQLITE = (3, 35, 0)
-# A writer waits this long for the lock (a backup or a second process) before failing.
-BUSY_TIMEOUT_MS = 5000
-# Checkpoint the WAL every ~40 MB instead of SQLite's 4 MB: hot pages are copied back once
-# per checkpoint, so fewer checkpoints measured 20% less write cost here.
-WAL_CHECKPOINT_PAGES = 10000
-# Page cache per connection: task ids and event keys are random UUIDs, so a year of history
-# spreads writes over many index pages. SQLite's 2 MB default made a claim at 200k finished
-# tasks 1.6x slower here; 8 MB keeps it level (32 MB and mmap measured slower on the hot path).
-CACHE_KIB = 8192
-# Statements per group commit; bounds how long one batch holds the write lock.
-MAX_BATCH = 64
-SYNC_MODES = ("normal", "full")
+# A claim that lost a race for a lock to a claim on another replica tries again this often; each
+# retry sees the winner's lock and skips that task, so a second retry is already rare.
+CLAIM_RETRIES = 5
 
 _HEADER = re.compile(r"^-- (\w+) --$", re.MULTILINE)
+_MIGRATION = re.compile(r"^(\d{4})_\w+\.sql$")
 
 
-def load_queries() -> dict[str, str]:
-    """Parse `queries.sql` into {name: statement} once at import."""
-    text = importlib.resources.files("da.queue.sql").joinpath("queries.sql").read_text(encoding="utf-8")
-    parts = _HEADER.split(text)
-    return {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+class Statements:
+    """The named statements (`queries.sql`) and numbered migrations of one SQL dialect."""
 
+    def __init__(self, package: str) -> None:
+        self.package = package
+        text = importlib.resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8")
+        parts = _HEADER.split(text)
+        self.queries = {name: body.strip().rstrip(";")
+                        for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
-def migrations() -> list[tuple[int, str]]:
-    """Numbered migration scripts (`0001_initial.sql` ...) in order."""
-    found = []
-    for entry in importlib.resources.files("da.queue.sql").iterdir():
-        match = re.match(r"^(\d{4})_\w+\.sql$", entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
-    return sorted(found)
+    def __getitem__(self, name: str) -> str:
+        return self.queries[name]
 
+    def migrations(self) -> list[tuple[int, str]]:
+        """Numbered migration scripts (`0001_initial.sql` ...) in order."""
+        found = []
+        for entry in importlib.resources.files(self.package).iterdir():
+            match = _MIGRATION.match(entry.name)
+            if match:
+                found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
+        return sorted(found)
 
-QUERIES = load_queries()
+    def latest(self) -> int:
+        return max(number for number, _ in self.migrations())
+
 
 # Ids and lease tokens come from a generator seeded once from the OS: os.urandom per call
 # (uuid4) measured 60 us under load here, a tenth of a claim's budget. Tokens only need to
@@ -125,191 +117,82 @@ class MachineCounts:
     top_agent: str | None = None
 
 
-class Store:
-    """Tasks and events in one SQLite file, through one long-lived connection."""
+@dataclass(frozen=True)
+class Sighting:
+    """The last time a machine spoke to the queue and what it said it can do."""
 
-    def __init__(self, path: Path, *, sync: str = "normal", clock: Callable[[], float] = time.time) -> None:
-        self.path = path
-        self.sync = sync
+    name: str
+    at: float
+    capabilities: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
+
+
+class LockRace(StoreError):
+    """A concurrent claim took this task's lock first."""
+
+
+class Store(ABC):
+    """Tasks and events: the verbs every backend shares, over the statements it runs."""
+
+    backend: ClassVar[str]
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self._writer: sqlite3.Connection | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._pending: list[tuple[Any, dict[str, Any], asyncio.Future[list[sqlite3.Row]]]] = []
-        self._has_work = asyncio.Event()
-        self._writer_task: asyncio.Task[None] | None = None
         # Woken when a task may have become claimable (created, re-queued, a lock freed).
         self.pending_changed = Signal()
         # Woken when events were appended.
         self.events_appended = Signal()
 
-    # ---- lifecycle -----------------------------------------------------------------
+    # ---- what a backend provides ---------------------------------------------------
 
+    @abstractmethod
     async def open(self) -> None:
-        """Open the file, set WAL and durability, and migrate the schema forward."""
-        if sqlite3.sqlite_version_info < MIN_SQLITE:
-            raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old; da needs 3.35 or newer.")
-        if self.sync not in SYNC_MODES:
-            raise StoreError(f"QUEUE_SYNC={self.sync!r} is not valid; use normal or full.")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="da-store-writer")
-        loop = asyncio.get_running_loop()
-        try:
-            self._writer = await loop.run_in_executor(self._executor, self._open_writer)
-            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-            self._reader.row_factory = sqlite3.Row
-            await self._reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            await self._reader.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        except sqlite3.Error as exc:
-            await self.close()
-            raise StoreError(f"cannot open the queue database {self.path}: {exc}") from exc
-        self._writer_task = asyncio.create_task(self._write_batches())
+        """Connect and migrate the schema forward."""
 
-    def _open_writer(self) -> sqlite3.Connection:
-        """In the writer thread: connect, set WAL and durability, migrate forward."""
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self.sync.upper()}")
-        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        latest = max(number for number, _ in migrations())
-        if 0 < version < latest:
-            backup = self.path.with_name(f"{self.path.name}.v{version}.bak")
-            logger.info("backing up %s to %s before migrating it", self.path, backup)
-            with sqlite3.connect(backup) as copy:
-                db.backup(copy)
-        for number, script in migrations():
-            if number > version:
-                logger.info("migrating queue database %s to schema %d", self.path, number)
-                db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
-        return db
-
+    @abstractmethod
     async def close(self) -> None:
-        if self._writer_task is not None:
-            while self._pending:
-                await asyncio.sleep(0.001)
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
-            self._writer_task = None
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
-        if self._executor is not None:
-            writer, self._writer = self._writer, None
-            if writer is not None:
-                await asyncio.get_running_loop().run_in_executor(self._executor, writer.close)
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Finish queued writes and disconnect."""
 
+    @abstractmethod
     async def schema_version(self) -> int:
-        rows = await self._fetch_raw("PRAGMA user_version", {})
-        return int(rows[0][0])
+        """The number of the newest migration applied."""
 
-    def _require(self) -> sqlite3.Connection:
-        if self._writer is None:
-            raise StoreError("the queue database is not open.")
-        return self._writer
+    @abstractmethod
+    async def _fetch(self, name: str, **params: Any) -> list[Row]:
+        """Run a named read; it sees only committed state."""
 
-    async def _fetch_raw(self, sql: str, params: dict[str, Any]) -> list[sqlite3.Row]:
-        """Run a read on the reader connection."""
-        if self._reader is None:
-            raise StoreError("the queue database is not open.")
-        try:
-            return list(await self._reader.execute_fetchall(sql, params))
-        except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc}") from exc
+    @abstractmethod
+    async def _write(self, name: str, **params: Any) -> list[Row]:
+        """Run a named write and return once it is committed."""
 
-    async def _fetch(self, name: str, **params: Any) -> list[sqlite3.Row]:
-        return await self._fetch_raw(QUERIES[name], params)
+    @abstractmethod
+    async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
+        """Several named statements in one transaction; returns the rows of the last."""
+
+    @abstractmethod
+    def _names(self, values: Sequence[str]) -> Any:
+        """A list of names in the form this backend's statements take it."""
+
+    def _changed(self, *, pending: bool) -> None:
+        """A transition was committed: wake event followers, and claimers when `pending`."""
+        if pending:
+            self.pending_changed.notify()
+        self.events_appended.notify()
+
+    async def record_sightings(self, sightings: Sequence[Sighting]) -> None:
+        """Share machine liveness with other replicas; one replica keeps it in memory only."""
+
+    async def sightings(self) -> list[Sighting]:
+        """Liveness other replicas shared."""
+        return []
+
+    # ---- creating and reading ------------------------------------------------------
 
     async def _tasks(self, name: str, **params: Any) -> list[Task]:
         return [Task.from_row(row) for row in await self._fetch(name, **params)]
 
-    async def _write(self, name: str, **params: Any) -> list[sqlite3.Row]:
-        """Queue a write for the next group commit and wait until it is committed."""
-        self._require()
-        future: asyncio.Future[list[sqlite3.Row]] = asyncio.get_running_loop().create_future()
-        self._pending.append((QUERIES[name], params, future))
-        self._has_work.set()
-        return await future
-
-    async def _write_together(self, names: list[str], **params: Any) -> list[sqlite3.Row]:
-        """Several statements in one transaction; returns the rows of the last."""
-        self._require()
-        future: asyncio.Future[list[sqlite3.Row]] = asyncio.get_running_loop().create_future()
-        self._pending.append(([QUERIES[name] for name in names], params, future))
-        self._has_work.set()
-        return await future
-
     async def _write_tasks(self, name: str, **params: Any) -> list[Task]:
         return [Task.from_row(row) for row in await self._write(name, **params)]
-
-    async def _write_batches(self) -> None:
-        """The writer loop: hand whatever is queued to the writer thread as one batch."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._has_work.wait()
-            # One turn of the loop lets requests that already arrived join this batch.
-            await asyncio.sleep(0)
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            if not self._pending:
-                self._has_work.clear()
-            outcomes = await loop.run_in_executor(self._executor, self._run_batch, [(q, p) for q, p, _ in batch])
-            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    future.set_exception(StoreError(f"database error: {outcome}"))
-                else:
-                    future.set_result(outcome)
-
-    @staticmethod
-    def _execute(db: sqlite3.Connection, sql: Any, params: dict[str, Any]) -> list[sqlite3.Row]:
-        """One statement, or a list of them (rows of the last)."""
-        if isinstance(sql, str):
-            return db.execute(sql, params).fetchall()
-        rows: list[sqlite3.Row] = []
-        for statement in sql:
-            rows = db.execute(statement, params).fetchall()
-        return rows
-
-    def _run_batch(self, batch: list[tuple[Any, dict[str, Any]]]) -> list[list[sqlite3.Row] | Exception]:
-        """In the writer thread: one transaction for the batch, or one each if the batch fails."""
-        db = self._writer
-        assert db is not None
-        if len(batch) > 1 or not isinstance(batch[0][0], str):
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                results: list[list[sqlite3.Row] | Exception] = [self._execute(db, sql, params)
-                                                                 for sql, params in batch]
-                db.execute("COMMIT")
-                return results
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if len(batch) == 1:
-                    return [exc]
-        # Alone, or after a failed batch: each in its own transaction, so only the one at fault fails.
-        outcomes: list[list[sqlite3.Row] | Exception] = []
-        for sql, params in batch:
-            try:
-                if isinstance(sql, str):
-                    outcomes.append(db.execute(sql, params).fetchall())
-                    continue
-                db.execute("BEGIN IMMEDIATE")
-                outcomes.append(self._execute(db, sql, params))
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                outcomes.append(exc)
-        return outcomes
-
-    # ---- creating and reading ------------------------------------------------------
 
     async def create(self, spec: NewTask) -> Task:
         """Insert a pending task and wake the claimers that wait for work."""
@@ -323,14 +206,13 @@ class Store:
             preferred_machine=spec.preferred_machine,
             agent=spec.agent,
             lock=spec.lock,
-            lock_per_machine=int(spec.lock_per_machine),
+            lock_per_machine=spec.lock_per_machine,
             created_by=spec.created_by,
             max_attempts=spec.max_attempts,
             notes=spec.notes,
             now=self.clock(),
         )
-        self.pending_changed.notify()
-        self.events_appended.notify()
+        self._changed(pending=True)
         return task
 
     async def get(self, task_id: str) -> Task:
@@ -350,29 +232,33 @@ class Store:
             raise Conflict(f"task id {task_id!r} is ambiguous; give more characters.")
         return rows[0]
 
-    async def list(self, *, statuses: tuple[str, ...] = (), type: str | None = None, machine: str | None = None,
-                   before: int | None = None, limit: int = 50) -> tuple[list[Task], int | None]:
+    async def list_tasks(self, *, statuses: tuple[str, ...] = (), task_type: str | None = None,
+                         machine: str | None = None, before: int | None = None,
+                         limit: int = 50) -> tuple[list[Task], int | None]:
         """Newest first; returns the page and the cursor for the next one (None at the end)."""
         attention = bool(statuses) and set(statuses) <= {models.NEEDS_HUMAN, models.FAILED}
         rows = await self._fetch(
             "list_attention" if attention else "list_tasks",
-            status=json.dumps(list(statuses)) if statuses else None,
-            type=type,
+            status=self._names(statuses) if statuses else None,
+            type=task_type,
             machine=machine,
             before=before,
             limit=limit + 1,
         )
         tasks = [Task.from_row(row) for row in rows[:limit]]
-        cursor = rows[limit - 1]["seq"] if len(rows) > limit else None
+        cursor = int(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return tasks, cursor
 
     async def events(self, task_id: str) -> list[Event]:
         return [Event.from_row(row) for row in await self._fetch("task_events", task_id=task_id)]
 
     async def events_after(self, after: int, limit: int = 500) -> list[Event]:
+        """The feed after an event id, oldest first; a follower that resumes from the last id it
+        got never misses an event, never sees one twice."""
         return [Event.from_row(row) for row in await self._fetch("events_after", after=after, limit=limit)]
 
     async def last_event_id(self) -> int:
+        """Where a new follower starts: every event committed after this answer has a larger id."""
         return int((await self._fetch("last_event"))[0]["id"])
 
     # ---- the worker's side ---------------------------------------------------------
@@ -383,45 +269,43 @@ class Store:
         Best means highest priority, then oldest. The task's type must be one of the worker's
         capabilities; its pin, if any, one of the worker's names; its agent, if any, one the
         worker has; a soft preference for another machine holds for `overflow_grace` seconds;
-        and its lock must not be held by a running task.
+        and its lock must not be held by a running task (a named lock across the fleet, a cwd
+        lock on the same machine).
         """
-        now = self.clock()
         names = [request.machine, *request.aliases]
-        lease = new_token()
-        expires = now + lease_seconds
-        tasks = await self._write_tasks(
-            "claim_task",
-            machine=request.machine,
-            lease=lease,
-            expires=expires,
-            retry_safe=json.dumps(list(request.retry_safe)),
-            capabilities=json.dumps(list(request.capabilities)),
-            pins=json.dumps(["", *names]),
-            agents=json.dumps(["", *request.agents]),
-            names=json.dumps(names),
-            overflow_before=now - overflow_grace,
-            now=now,
-        )
-        if not tasks:
-            return None
-        self.events_appended.notify()
-        return Claim(tasks[0], lease, expires)
+        for _ in range(CLAIM_RETRIES):
+            now = self.clock()
+            lease = new_token()
+            expires = now + lease_seconds
+            try:
+                tasks = await self._write_tasks(
+                    "claim_task",
+                    machine=request.machine,
+                    lease=lease,
+                    expires=expires,
+                    retry_safe=self._names(request.retry_safe),
+                    capabilities=self._names(request.capabilities),
+                    pins=self._names(["", *names]),
+                    agents=self._names(["", *request.agents]),
+                    names=self._names(names),
+                    overflow_before=now - overflow_grace,
+                    now=now,
+                )
+            except LockRace:
+                continue
+            if not tasks:
+                return None
+            self._changed(pending=False)
+            return Claim(tasks[0], lease, expires)
+        return None
 
     async def release(self, task_id: str, lease: str) -> Task:
         """Hand back a claim that will not run (its worker is stopping or went away); repeating it is harmless."""
         rows = await self._write_tasks("release_task", id=task_id, lease=lease, now=self.clock())
         if rows:
-            self.pending_changed.notify()
-            self.events_appended.notify()
+            self._changed(pending=True)
             return rows[0]
-        task = await self._held_or_released(task_id, lease)
-        return task
-
-    async def _held_or_released(self, task_id: str, lease: str) -> Task:
-        rows = await self._tasks("get_task", id=task_id)
-        if not rows:
-            raise NotFound(f"no task with id {task_id!r}.")
-        task = rows[0]
+        task = await self._current(task_id)
         if task.status == models.PENDING and task.lease is None:
             return task
         if task.lease != lease:
@@ -433,7 +317,7 @@ class Store:
         """claimed → in_progress; repeating it is harmless."""
         rows = await self._write_tasks("start_task", id=task_id, lease=lease, now=self.clock())
         if rows:
-            self.events_appended.notify()
+            self._changed(pending=False)
             return rows[0]
         task = await self._held(task_id, lease)
         if task.status == models.IN_PROGRESS:
@@ -445,7 +329,7 @@ class Store:
         """Extend the lease; returns the task and whether the worker should cancel it."""
         now = self.clock()
         rows = await self._write_tasks("heartbeat", id=task_id, lease=lease, expires=now + lease_seconds,
-                                 progress=progress, now=now)
+                                       progress=progress, now=now)
         if rows:
             return rows[0], False
         task = await self._held(task_id, lease)
@@ -468,20 +352,22 @@ class Store:
             now=self.clock(),
         )
         if rows:
-            self.pending_changed.notify()
-            self.events_appended.notify()
+            self._changed(pending=True)
             return rows[0]
         task = await self._held(task_id, report.lease)
         if task.status == report.status and task.lease_expires_at is None:
             return task
         raise LeaseLost(f"task {task.short_id} is {task.status}; this report was not applied.")
 
-    async def _held(self, task_id: str, lease: str) -> Task:
-        """The task, if this lease is (or was last) the one on it; else a lease-lost error."""
+    async def _current(self, task_id: str) -> Task:
         rows = await self._tasks("get_task", id=task_id)
         if not rows:
             raise NotFound(f"no task with id {task_id!r}.")
-        task = rows[0]
+        return rows[0]
+
+    async def _held(self, task_id: str, lease: str) -> Task:
+        """The task, if this lease is (or was last) the one on it; else a lease-lost error."""
+        task = await self._current(task_id)
         if task.lease != lease:
             raise LeaseLost(f"task {task.short_id} is no longer held by this lease (it is {task.status}).")
         return task
@@ -490,8 +376,7 @@ class Store:
         """Settle tasks whose lease expired: retry the safe ones, hand the rest to a human."""
         tasks = await self._write_tasks("reap_expired", now=self.clock())
         if tasks:
-            self.pending_changed.notify()
-            self.events_appended.notify()
+            self._changed(pending=True)
         return tasks
 
     async def extend_leases(self, seconds: float) -> int:
@@ -508,8 +393,7 @@ class Store:
             who = f" by {task.changed_by}" if task.changed_by else ""
             raise Conflict(f"task {task.short_id} is {task.status} (set{who}); only needs_human or failed "
                            "tasks can be resolved.")
-        self.pending_changed.notify()
-        self.events_appended.notify()
+        self._changed(pending=True)
         return rows[0]
 
     async def count(self, status: str) -> int:
@@ -521,8 +405,7 @@ class Store:
         rows = await self._write("resolve_many", from_status=from_status, status=status, by=by, notes=notes,
                                  now=self.clock())
         if rows:
-            self.pending_changed.notify()
-            self.events_appended.notify()
+            self._changed(pending=True)
         return [row["id"] for row in rows]
 
     async def cancel(self, task_id: str, *, by: str | None, notes: str | None) -> Task:
@@ -531,8 +414,7 @@ class Store:
         rows = await self._write_tasks("cancel_task", id=task.id, by=by, notes=notes, now=self.clock())
         if not rows:
             raise Conflict(f"task {task.short_id} is already {task.status}; nothing to cancel.")
-        self.pending_changed.notify()
-        self.events_appended.notify()
+        self._changed(pending=True)
         return rows[0]
 
     # ---- reporting -----------------------------------------------------------------
@@ -547,7 +429,8 @@ class Store:
         counts = {}
         for row in await self._fetch("machine_counts"):
             top = agents.get(row["machine"])
-            counts[row["machine"]] = MachineCounts(row["active"], row["done"], row["failed"], top[1] if top else None)
+            counts[row["machine"]] = MachineCounts(int(row["active"]), int(row["done"]), int(row["failed"]),
+                                                   top[1] if top else None)
         return counts
 
     async def prune(self, older_than: float) -> int:
@@ -557,40 +440,15 @@ class Store:
         return len(rows)
 
     async def status_counts(self) -> list[tuple[str, str, int]]:
-        return [(row["status"], row["type"], row["n"]) for row in await self._fetch("status_counts")]
+        return [(row["status"], row["type"], int(row["n"])) for row in await self._fetch("status_counts")]
 
 
-def backup_file(db_path: Path, destination: Path) -> None:
-    """Copy a live queue database with SQLite's online backup (safe while `da serve` writes)."""
-    if not db_path.is_file():
-        raise StoreError(f"no queue database at {db_path}; set QUEUE_DB_PATH.")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    source = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        with sqlite3.connect(destination) as copy:
-            source.backup(copy)
-    except sqlite3.Error as exc:
-        raise StoreError(f"backup of {db_path} failed: {exc}") from exc
-    finally:
-        source.close()
+def create_store(settings: QueueSettings) -> Store:
+    """The store the settings ask for: PostgreSQL when QUEUE_DB_URL is set, else the SQLite file."""
+    if settings.db_url:
+        from da.queue.postgres import PostgresStore
 
+        return PostgresStore(settings.db_url)
+    from da.queue.sqlite import SqliteStore
 
-def restore_file(backup: Path, db_path: Path) -> Path:
-    """Put a backup in place of the database (service stopped); the old file is kept beside it."""
-    try:
-        with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as check:
-            if check.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
-                raise StoreError(f"{backup} fails SQLite's integrity check; pick another backup.")
-            check.execute("SELECT count(*) FROM tasks").fetchone()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{backup} is not a queue database backup ({exc}).") from exc
-    kept = db_path.with_name(f"{db_path.name}.before-restore")
-    if db_path.exists():
-        with sqlite3.connect(db_path) as current, sqlite3.connect(kept) as copy:
-            current.backup(copy)
-    for suffix in ("-wal", "-shm"):
-        db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as source, sqlite3.connect(db_path) as target:
-        source.backup(target)
-    return kept
+    return SqliteStore(settings.db_path, sync=settings.sync)

@@ -1,11 +1,17 @@
-"""Shared fixtures: a real queue service on a loopback port over a real SQLite file."""
+"""Shared fixtures: a real queue service on a loopback port over a real SQLite file or PostgreSQL database.
+
+Tests marked `@pytest.mark.backends("sqlite", "postgres")` (or a module's `pytestmark`) run once per
+backend through the `backend` fixture; the rest run on SQLite. PostgreSQL tests share one
+throwaway cluster per session and get a database each; without PostgreSQL they skip, saying why,
+unless DA_REQUIRE_POSTGRES=1 (CI), where a missing PostgreSQL fails them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +19,67 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestServer
 
+import postgres_support
+
 from da import fleet as fleet_module
 from da.queue import app as queue_app
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
 
 SECRET = "test-secret-0123456789"
+# Read at import: the autouse fixture below clears DA_* variables before each test.
+REQUIRE_POSTGRES = os.environ.get("DA_REQUIRE_POSTGRES") == "1"
 PROJECT_VARIABLES = ("SECRET_KEY", "QUEUE_", "MACHINE_NAME", "MAX_CONCURRENT", "SHUTDOWN_GRACE", "SLACK_",
                      "DA_", "ROUTER", "GROQ_", "LOG_")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*names): run the test once on each named queue backend")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is not None and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", marker.args, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres_support.Cluster]:
+    """One PostgreSQL server for the whole session, with a migrated template database."""
+    reason = postgres_support.unavailable()
+    if reason is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"DA_REQUIRE_POSTGRES=1 but {reason}; install the Debian package postgresql.")
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    cluster = postgres_support.Cluster().start()
+    try:
+        cluster.prepare_template()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which store the test's queue runs on: "sqlite" unless the test is marked for more."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+async def new_database(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Makes a fresh PostgreSQL database per call (dropped afterwards); returns its URL."""
+    made: list[str] = []
+    cluster = request.getfixturevalue("postgres_cluster") if backend == "postgres" else None
+
+    async def factory() -> str:
+        assert cluster is not None, "new_database() is for PostgreSQL tests"
+        made.append(await cluster.create_database())
+        return made[-1]
+
+    yield factory
+    for url in made:
+        assert cluster is not None
+        await cluster.drop_database(url)
 
 
 @pytest.fixture(autouse=True)
@@ -56,6 +115,21 @@ class QueueServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    async def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run SQL straight on the service's database (either backend), for asserting stored state."""
+        if self.settings.db_url:
+            import asyncpg
+
+            db = await asyncpg.connect(self.settings.db_url)
+            try:
+                return [tuple(row) for row in await db.fetch(sql)]
+            finally:
+                await db.close()
+        import sqlite3
+
+        with sqlite3.connect(self.settings.db_path) as db:
+            return db.execute(sql).fetchall()
+
     async def start(self) -> None:
         self.server = TestServer(queue_app.make_app(self.settings, self.fleet), host="127.0.0.1", port=self.port)
         await self.server.start_server()
@@ -72,12 +146,16 @@ class QueueServer:
 
 
 @pytest.fixture
-async def make_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[QueueServer]]]:
+async def make_server(tmp_path: Path, backend: str,
+                      new_database: Callable[[], Awaitable[str]]) -> AsyncIterator[Callable[..., Awaitable[QueueServer]]]:
+    """Starts queue services; on PostgreSQL each gets a new database unless `db_url` names one."""
     servers: list[QueueServer] = []
 
     async def factory(fleet: fleet_module.Fleet | None = None, **overrides: Any) -> QueueServer:
         values = {"secret": SECRET, "db_path": tmp_path / f"queue{len(servers)}.db", "reap_interval": 0.1,
                   "config_dir": tmp_path / "config"}
+        if backend == "postgres" and "db_url" not in overrides:
+            values["db_url"] = await new_database()
         values.update(overrides)
         server = QueueServer(QueueSettings(**values), fleet or fleet_module.Fleet())
         await server.start()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from da.queue.client import QueueClient
 from tests_support import claim_one
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 MAC = {"machine": "mac-mini", "capabilities": ["agent_run", "ios_build"], "agents": ["claude", "codex"],
        "aliases": ["mac"]}

@@ -17,11 +17,14 @@ def test_stdlib_queue_still_imports_from_the_repo_root() -> None:
     assert not result.stdout.strip().startswith(str(ROOT / "queue"))
 
 
-def test_sql_ships_as_package_data() -> None:
-    from da.queue import store
+def test_sql_ships_as_package_data_for_both_dialects() -> None:
+    from da.queue import pgdatabase, sqlite
 
-    assert "claim_task" in store.QUERIES
-    assert [number for number, _ in store.migrations()][0] == 1
+    for statements in (sqlite.STATEMENTS, pgdatabase.STATEMENTS):
+        assert "claim_task" in statements.queries
+        assert [number for number, _ in statements.migrations()][0] == 1
+    # Both dialects name the same verbs; PostgreSQL adds its feed horizon, liveness and migration bookkeeping.
+    assert set(sqlite.STATEMENTS.queries) - set(pgdatabase.STATEMENTS.queries) == {"last_event"}
 
 
 def test_json_logs_carry_each_transition(tmp_path: Path) -> None:

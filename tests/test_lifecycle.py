@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import httpx
 import pytest
@@ -11,6 +10,8 @@ import pytest
 from conftest import SECRET, QueueServer, wait_until
 from da.queue import errors
 from da.queue.client import QueueClient
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 RUNNER = {"machine": "mac-mini", "capabilities": ["agent_run", "run_script", "git_pull"], "agents": ["claude"]}
 
@@ -179,8 +180,7 @@ async def test_ambiguous_prefix_is_409(server: QueueServer, http: httpx.AsyncCli
     for _ in range(2):
         await http.post("/v1/tasks", json={"type": "run_script"})
     # Force two ids to share a prefix; random uuids rarely do.
-    with sqlite3.connect(server.settings.db_path) as db:
-        db.execute("UPDATE tasks SET id = 'abcd' || substr(id, 5) WHERE seq IN (1, 2)")
+    await server.query("UPDATE tasks SET id = 'abcd' || substr(id, 5) WHERE seq IN (1, 2)")
     response = await http.get("/v1/tasks/abcd")
     assert response.status_code == 409 and "ambiguous" in response.json()["detail"]
     full_id = (await http.get("/v1/tasks")).json()["tasks"][0]["id"]
@@ -252,3 +252,15 @@ async def test_release_hands_back_an_unstarted_claim_once(client: QueueClient) -
     await client.start(task.id, again.lease)
     with pytest.raises(errors.LeaseLost, match="only a claimed task that has not started"):
         await client.release(task.id, again.lease)
+
+
+async def test_event_ids_are_never_reused_even_after_pruning_the_newest(client: QueueClient) -> None:
+    task = await client.create_task("run_script", {"script": "x"})
+    held = await claim(client)
+    await client.report(task.id, held.lease, "done", {})
+    _, newest = await client.events(-1)
+    assert await client.prune(0) == 1
+    later = await client.create_task("run_script", {"script": "y"})
+    events, _ = await client.events(newest)
+    assert [(e.task_id, e.to_status) for e in events] == [(later.id, "pending")]
+    assert events[0].id > newest

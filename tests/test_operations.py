@@ -9,9 +9,9 @@ from pathlib import Path
 
 from conftest import SECRET, QueueServer
 from da import fleet as fleet_module
-from da.queue import store as store_module
+from da.queue import sqlite as sqlite_store
 from da.queue.client import QueueClient
-from da.queue.store import Store
+from da.queue.sqlite import SqliteStore
 
 
 async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
@@ -71,16 +71,16 @@ async def test_prune_removes_old_finished_tasks_but_keeps_machine_counts(make_se
 
 async def test_an_old_database_is_backed_up_then_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    first = dict(store_module.migrations())[1]
+    first = dict(sqlite_store.STATEMENTS.migrations())[1]
     with sqlite3.connect(path) as db:
         db.executescript(first)
         db.execute("PRAGMA user_version=1")
         db.execute("INSERT INTO tasks (id, type, status, priority, payload, max_attempts, created_at, updated_at) "
                    "VALUES ('00000000-aaaa', 'lint', 'pending', 5, '{}', 3, 0, 0)")
-    store = Store(path)
+    store = SqliteStore(path)
     await store.open()
     try:
-        assert await store.schema_version() == max(n for n, _ in store_module.migrations())
+        assert await store.schema_version() == sqlite_store.STATEMENTS.latest()
         assert (await store.get("00000000-aaaa")).type == "lint"
     finally:
         await store.close()

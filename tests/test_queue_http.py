@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 
 import httpx
 import pytest
@@ -14,6 +13,7 @@ from da.queue import app as queue_app
 from da.queue import openapi
 
 SAMPLE_ID = "00000000-0000-0000-0000-000000000000"
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 
 def routed() -> set[tuple[str, str]]:
@@ -47,10 +47,8 @@ async def test_bearer_token_is_accepted(server: QueueServer) -> None:
         assert (await bearer.get(f"{server.url}/v1/tasks")).status_code == 200
 
 
-def snapshot(server: QueueServer) -> list[tuple]:
-    with sqlite3.connect(server.settings.db_path) as db:
-        return db.execute("SELECT * FROM tasks ORDER BY seq").fetchall() + db.execute(
-            "SELECT * FROM events ORDER BY id").fetchall()
+async def snapshot(server: QueueServer) -> list[tuple]:
+    return await server.query("SELECT * FROM tasks ORDER BY seq") + await server.query("SELECT * FROM events ORDER BY id")
 
 
 BAD_BODIES = [
@@ -94,22 +92,22 @@ async def test_bad_input_gets_a_clear_400_and_changes_nothing(server: QueueServe
                                                               method, path, body, message) -> None:
     created = await http.post("/v1/tasks", json={"type": "run_script", "payload": {"script": "true"}})
     path = path.replace("{id}", created.json()["id"])
-    before = snapshot(server)
+    before = await snapshot(server)
     response = await http.request(method, path, content=body)
     assert response.status_code == 400, response.text
     assert message in response.json()["detail"]
     assert response.json()["error"] == "bad_request"
-    assert snapshot(server) == before
+    assert await snapshot(server) == before
     assert (await http.get("/health")).status_code == 200
 
 
 async def test_oversize_body_is_413_and_changes_nothing(server: QueueServer, http: httpx.AsyncClient) -> None:
-    before = snapshot(server)
+    before = await snapshot(server)
     body = json.dumps({"type": "x", "payload": {"blob": "a" * (2 * 1024 * 1024)}})
     response = await http.post("/v1/tasks", content=body)
     assert response.status_code == 413
     assert "larger than" in response.json()["detail"]
-    assert snapshot(server) == before
+    assert await snapshot(server) == before
 
 
 async def test_unknown_route_and_method_use_the_error_shape(http: httpx.AsyncClient) -> None:

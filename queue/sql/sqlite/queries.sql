@@ -27,6 +27,7 @@ WHERE id = (
       AND (t.lock IS NULL OR NOT EXISTS (
             SELECT 1 FROM tasks AS holder
             WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress')
+              AND holder.lock_per_machine = t.lock_per_machine
               AND (t.lock_per_machine = 0 OR holder.assigned_to IN (SELECT value FROM json_each(:names)))))
     ORDER BY t.priority DESC, t.seq
     LIMIT 1)
@@ -188,9 +189,11 @@ GROUP BY assigned_to, coalesce(agent, ''), status
 ON CONFLICT (machine, agent, status) DO UPDATE SET n = n + excluded.n;
 
 -- prune_events --
--- Events of the finished tasks being pruned.
+-- Events of the finished tasks being pruned, except the newest event of all: SQLite numbers a
+-- new row max(id) + 1, so keeping that one row is what stops event ids from ever being reused.
 DELETE FROM events WHERE task_id IN (
-    SELECT id FROM tasks WHERE status IN ('done', 'failed', 'needs_human', 'cancelled') AND finished_at < :before);
+    SELECT id FROM tasks WHERE status IN ('done', 'failed', 'needs_human', 'cancelled') AND finished_at < :before)
+  AND id < (SELECT max(id) FROM events);
 
 -- prune_tasks --
 -- The finished tasks themselves.

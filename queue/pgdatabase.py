@@ -1,0 +1,215 @@
+"""Every connection the PostgreSQL store holds, and every driver error it can raise, in one place.
+
+A pool runs the statements; one more connection (the bus) carries wake-ups between replicas:
+it LISTENs for them and sends this replica's. Statements are named blocks of
+`queue/sql/postgres/queries.sql` with `:name` placeholders, compiled once to asyncpg's `$n`.
+Driver errors become the queue's own errors here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from da.queue.errors import StoreError
+from da.queue.settings import redact_url
+from da.queue.store import LockRace, Statements
+
+logger = logging.getLogger(__name__)
+
+STATEMENTS = Statements("da.queue.sql.postgres")
+CHANNEL = "da_queue"
+# Connections per replica. Long-polls hold none while they wait, so a handful serve a fleet;
+# ten leaves room for a burst of reports without queueing in the pool.
+POOL_SIZE = 10
+# A statement that takes longer than this is a stuck database, not a slow one.
+COMMAND_TIMEOUT = 30.0
+# Replicas starting at once on an empty database take this advisory lock to migrate one at a time.
+MIGRATION_LOCK = int.from_bytes(b"da-queue", "big") & (2**63 - 1)
+SESSION = {
+    "application_name": "da-queue",
+    # Our statements are small and planned in microseconds; JIT would only add compile time.
+    "jit": "off",
+}
+# Wake-ups are hints (a waiter re-checks every second anyway), so the bus does not wait for a
+# disk flush to send one.
+BUS_SESSION = {**SESSION, "synchronous_commit": "off"}
+# SQLSTATE classes that mean the server cannot serve us now (connection exception, insufficient
+# resources, operator intervention such as a shutdown or a standby), not that a statement is wrong.
+UNAVAILABLE_CLASSES = ("08", "53", "57")
+_PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_]\w*)")
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def compile_statement(sql: str) -> tuple[str, tuple[str, ...]]:
+    """`:name` placeholders to `$n`, with the parameter names in order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return _PLACEHOLDER.sub(number, _COMMENT.sub("", sql)).strip(), tuple(names)
+
+
+COMPILED = {name: compile_statement(sql) for name, sql in STATEMENTS.queries.items()}
+
+
+def translate(exc: BaseException, url: str) -> StoreError:
+    """The queue's error for a driver error."""
+    if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == "tasks_held_lock":
+        return LockRace()
+    if isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] not in UNAVAILABLE_CLASSES:
+        return StoreError(f"database error: {exc}")
+    return StoreError(f"the queue database at {redact_url(url)} is not answering ({type(exc).__name__}: {exc}).")
+
+
+# What the driver raises: a statement the server refused, or a connection that failed.
+DRIVER_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class PgDatabase:
+    """The pool, the bus and the migrations of one PostgreSQL database."""
+
+    def __init__(self, url: str, *, replica: str, on_wake: Callable[[str], None]) -> None:
+        self.url = url
+        self._replica = replica
+        self._on_wake = on_wake
+        self._pool: asyncpg.Pool | None = None
+        self._bus: asyncpg.Connection | None = None
+        self._outgoing: set[str] = set()
+        self._has_outgoing = asyncio.Event()
+        self._sender_task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Connect, migrate the schema forward (one replica at a time) and start listening."""
+        try:
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=POOL_SIZE,
+                                                   command_timeout=COMMAND_TIMEOUT, server_settings=SESSION)
+            await self._migrate()
+            self._bus = await asyncpg.connect(self.url, command_timeout=COMMAND_TIMEOUT, server_settings=BUS_SESSION)
+            await self._bus.add_listener(CHANNEL, self._received)
+        except DRIVER_ERRORS as exc:
+            await self.close()
+            raise StoreError(f"cannot open the queue database {redact_url(self.url)}: {exc}") from exc
+        self._sender_task = asyncio.create_task(self._send_wakeups())
+
+    async def close(self) -> None:
+        if self._sender_task is not None:
+            self._sender_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender_task
+            self._sender_task = None
+        if self._bus is not None:
+            bus, self._bus = self._bus, None
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await bus.close(timeout=5)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await asyncio.wait_for(pool.close(), 10)
+
+    async def _migrate(self) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire() as db:
+            await db.execute(*self._bind("migration_lock", {"key": MIGRATION_LOCK}))
+            try:
+                await db.execute(STATEMENTS["create_schema_table"])
+                version = await db.fetchval(STATEMENTS["schema_version"])
+                for number, script in STATEMENTS.migrations():
+                    if number > version:
+                        logger.info("migrating queue database %s to schema %d", redact_url(self.url), number)
+                        async with db.transaction():
+                            await db.execute(script)
+                            await db.execute(*self._bind("set_schema_version", {"version": number}))
+            finally:
+                await db.execute(*self._bind("migration_unlock", {"key": MIGRATION_LOCK}))
+
+    @staticmethod
+    def _bind(name: str, params: dict[str, Any]) -> tuple[Any, ...]:
+        sql, names = COMPILED[name]
+        return (sql, *(params[key] for key in names))
+
+    def _require(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("the queue database is not open.")
+        return self._pool
+
+    async def fetch(self, name: str, params: dict[str, Any]) -> list[asyncpg.Record]:
+        """One statement in its own transaction; returns after it committed."""
+        pool = self._require()
+        try:
+            return list(await pool.fetch(*self._bind(name, params)))
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self.url) from exc
+
+    async def fetch_together(self, names: list[str], params: dict[str, Any]) -> list[asyncpg.Record]:
+        """Several statements in one transaction; returns the rows of the last."""
+        pool = self._require()
+        try:
+            async with pool.acquire() as db, db.transaction():
+                rows: list[asyncpg.Record] = []
+                for name in names:
+                    rows = list(await db.fetch(*self._bind(name, params)))
+                return rows
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self.url) from exc
+
+    # ---- wake-ups between replicas -------------------------------------------------
+
+    def wake_others(self, kinds: str) -> None:
+        """Tell the other replicas what changed; sends coalesce while one is on its way."""
+        self._outgoing.update(kinds)
+        self._has_outgoing.set()
+
+    async def _send_wakeups(self) -> None:
+        while True:
+            await self._has_outgoing.wait()
+            self._has_outgoing.clear()
+            kinds, self._outgoing = "".join(sorted(self._outgoing)), set()
+            try:
+                if self._bus is not None:
+                    await self._bus.execute(*self._bind("notify", {"channel": CHANNEL,
+                                                                   "payload": f"{self._replica} {kinds}"}))
+            except DRIVER_ERRORS as exc:
+                # Other replicas still re-check every second; a lost wake-up only costs latency.
+                logger.warning("could not wake the other replicas: %s", exc)
+
+    def _received(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        sender, _, kinds = str(payload).partition(" ")
+        if sender != self._replica:
+            self._on_wake(kinds)
+
+
+# `da doctor` gives up on a database that does not answer within this many seconds.
+PROBE_TIMEOUT = 5.0
+
+
+async def probe(url: str) -> str:
+    """Connect once, without migrating, and say which server and schema answer; StoreError if none."""
+    try:
+        db = await asyncpg.connect(url, timeout=PROBE_TIMEOUT, command_timeout=PROBE_TIMEOUT,
+                                   server_settings=SESSION)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc, url) from exc
+    try:
+        version = await db.fetchval(STATEMENTS["server_version"])
+        migrated = await db.fetchval(STATEMENTS["schema_table_exists"])
+        schema = await db.fetchval(STATEMENTS["schema_version"]) if migrated else 0
+    except DRIVER_ERRORS as exc:
+        raise translate(exc, url) from exc
+    finally:
+        await db.close()
+    latest = STATEMENTS.latest()
+    if schema > latest:
+        raise StoreError(f"the database is at schema {schema}, newer than this da knows ({latest}); upgrade da.")
+    state = "not migrated yet (the first `da serve` does it)" if schema == 0 else (
+        f"schema {schema}" + ("" if schema == latest else f", `da serve` migrates it to {latest}"))
+    return f"PostgreSQL {version}, {state}"

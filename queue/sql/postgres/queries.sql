@@ -1,0 +1,283 @@
+-- insert_task --
+-- Create a pending task; the trigger records its first event.
+INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
+                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   created_at, updated_at)
+VALUES (:id, :type, 'pending', :priority, :payload, :target_machine, :preferred_machine, :agent,
+        :lock, :lock_per_machine, :created_by, :max_attempts, :notes, :created_by, :notes,
+        :now, :now)
+RETURNING *;
+
+-- claim_task --
+-- Atomically hand the best pending task this worker may take to it (see Store.claim). SKIP LOCKED
+-- lets concurrent claimers on any replica pass over a row another is taking; the tasks_held_lock
+-- index refuses a lock a concurrent claim took a moment earlier.
+WITH candidate AS (
+    SELECT t.seq FROM tasks AS t
+    WHERE t.status = 'pending'
+      AND t.type = ANY(:capabilities::text[])
+      AND coalesce(t.target_machine, '') = ANY(:pins::text[])
+      AND coalesce(t.agent, '') = ANY(:agents::text[])
+      AND (t.preferred_machine IS NULL
+           OR t.preferred_machine = ANY(:names::text[])
+           OR t.created_at <= :overflow_before::float8)
+      AND (t.lock IS NULL OR NOT EXISTS (
+            SELECT 1 FROM tasks AS holder
+            WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress')
+              AND holder.lock_per_machine = t.lock_per_machine
+              AND (NOT t.lock_per_machine OR holder.assigned_to = ANY(:names::text[]))))
+    ORDER BY t.priority DESC, t.seq
+    LIMIT 1
+    FOR UPDATE OF t SKIP LOCKED)
+UPDATE tasks
+SET status = 'claimed', assigned_to = :machine, lease = :lease, lease_expires_at = :expires,
+    attempts = attempts + 1,
+    safe_to_retry = tasks.type = ANY(:retry_safe::text[]),
+    progress = NULL, changed_by = :machine, change_note = NULL, updated_at = :now
+FROM candidate
+WHERE tasks.seq = candidate.seq
+RETURNING tasks.*;
+
+-- release_task --
+-- Hand back a claim whose worker went away before receiving it; the attempt does not count.
+UPDATE tasks
+SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
+    changed_by = 'queue', change_note = 'claim released: the worker disconnected before receiving it',
+    updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'claimed'
+RETURNING *;
+
+-- start_task --
+-- The worker began running it.
+UPDATE tasks
+SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL
+WHERE id = :id AND lease = :lease AND status = 'claimed'
+RETURNING *;
+
+-- heartbeat --
+-- Extend the lease of a running task and record its latest progress line.
+UPDATE tasks
+SET lease_expires_at = :expires, progress = coalesce(:progress, progress), updated_at = :now
+WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+RETURNING *;
+
+-- report_task --
+-- Record the outcome of a task whose lease the worker still holds.
+UPDATE tasks
+SET status = :status, result = :result, notes = coalesce(:notes, notes), lease_expires_at = NULL,
+    finished_at = :now, updated_at = :now, changed_by = assigned_to, change_note = :notes
+WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+RETURNING *;
+
+-- reap_expired --
+-- Settle expired leases in one statement: back to pending when the task never started (so it
+-- cannot have run) or its type is safe to run twice with attempts left; else to a human. Every
+-- replica runs it; SKIP LOCKED and the status filter settle each lease exactly once.
+WITH expired AS (
+    SELECT seq, status = 'claimed' OR (safe_to_retry AND attempts < max_attempts) AS again
+    FROM tasks
+    WHERE status IN ('claimed', 'in_progress') AND lease_expires_at < :now::float8
+    FOR UPDATE SKIP LOCKED)
+UPDATE tasks
+SET status = CASE WHEN again THEN 'pending' ELSE 'needs_human' END,
+    lease = CASE WHEN again THEN NULL ELSE lease END,
+    assigned_to = CASE WHEN again THEN NULL ELSE assigned_to END,
+    notes = CASE WHEN again THEN notes
+                 ELSE 'worker ' || coalesce(assigned_to, '?') || ' was lost (lease expired) while running this task' END,
+    result = CASE WHEN again THEN result
+                  ELSE json_build_object('error', 'worker lost', 'action',
+                      CASE WHEN safe_to_retry THEN 'it failed ' || attempts || ' times; check the worker, then retry'
+                           ELSE 'check whether it ran on ' || coalesce(assigned_to, '?')
+                                || ', then resolve it as done or retry it' END)::text END,
+    finished_at = CASE WHEN again THEN NULL ELSE :now::float8 END,
+    lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper',
+    change_note = 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)'
+FROM expired
+WHERE tasks.seq = expired.seq
+RETURNING tasks.*;
+
+-- extend_leases --
+-- On start: running tasks get a fresh lease, since their workers could not heartbeat while
+-- this replica was down.
+UPDATE tasks SET lease_expires_at = greatest(coalesce(lease_expires_at, 0), :expires)
+WHERE status IN ('claimed', 'in_progress')
+RETURNING id;
+
+-- resolve_task --
+-- A person settles a task that needs them; pending re-queues the same payload.
+UPDATE tasks
+SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, change_note = :notes, updated_at = :now,
+    lease = CASE WHEN :status = 'pending' THEN NULL ELSE lease END,
+    assigned_to = CASE WHEN :status = 'pending' THEN NULL ELSE assigned_to END,
+    attempts = CASE WHEN :status = 'pending' THEN 0 ELSE attempts END,
+    progress = CASE WHEN :status = 'pending' THEN NULL ELSE progress END,
+    finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE :now::float8 END
+WHERE id = :id AND status IN ('needs_human', 'failed')
+RETURNING *;
+
+-- resolve_many --
+-- Bulk form of resolve_task over every task in one status.
+UPDATE tasks
+SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, change_note = :notes, updated_at = :now,
+    lease = CASE WHEN :status = 'pending' THEN NULL ELSE lease END,
+    assigned_to = CASE WHEN :status = 'pending' THEN NULL ELSE assigned_to END,
+    attempts = CASE WHEN :status = 'pending' THEN 0 ELSE attempts END,
+    progress = CASE WHEN :status = 'pending' THEN NULL ELSE progress END,
+    finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE :now::float8 END
+WHERE status = :from_status
+RETURNING id;
+
+-- count_status --
+-- How many tasks a bulk resolve would change (only needs_human and failed are resolvable).
+SELECT count(*) AS n FROM tasks WHERE status IN ('needs_human', 'failed') AND status = :status;
+
+-- cancel_task --
+-- Stop a task that has not finished; a running one learns it at its next heartbeat.
+UPDATE tasks
+SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, change_note = :notes,
+    notes = coalesce(:notes, notes)
+WHERE id = :id AND status IN ('pending', 'claimed', 'in_progress')
+RETURNING *;
+
+-- get_task --
+-- One task by full id.
+SELECT * FROM tasks WHERE id = :id;
+
+-- find_by_prefix --
+-- Tasks whose id starts with a short id; two rows are enough to detect ambiguity.
+SELECT * FROM tasks WHERE id >= :prefix AND id < :prefix::text || 'g' ORDER BY id LIMIT 2;
+
+-- list_tasks --
+-- Newest first, filtered; :before is the seq cursor of the previous page.
+SELECT * FROM tasks
+WHERE (:status::text[] IS NULL OR status = ANY(:status::text[]))
+  AND (:type::text IS NULL OR type = :type)
+  AND (:machine::text IS NULL OR assigned_to = :machine OR target_machine = :machine)
+  AND (:before::bigint IS NULL OR seq < :before)
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- list_attention --
+-- list_tasks for needs_human/failed only, served by their partial index.
+SELECT * FROM tasks
+WHERE status IN ('needs_human', 'failed') AND status = ANY(:status::text[])
+  AND (:type::text IS NULL OR type = :type)
+  AND (:machine::text IS NULL OR assigned_to = :machine OR target_machine = :machine)
+  AND (:before::bigint IS NULL OR seq < :before)
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- machine_counts --
+-- Per machine: active, done and failed counts, including tasks pruned since.
+SELECT machine, sum(active)::bigint AS active, sum(done)::bigint AS done, sum(failed)::bigint AS failed FROM (
+    SELECT assigned_to AS machine, count(*) FILTER (WHERE status IN ('claimed', 'in_progress')) AS active,
+           count(*) FILTER (WHERE status = 'done') AS done, count(*) FILTER (WHERE status = 'failed') AS failed
+    FROM tasks WHERE assigned_to IS NOT NULL GROUP BY assigned_to
+    UNION ALL
+    SELECT machine, 0, sum(CASE WHEN status = 'done' THEN n ELSE 0 END),
+           sum(CASE WHEN status = 'failed' THEN n ELSE 0 END)
+    FROM pruned_counts GROUP BY machine) AS counted
+GROUP BY machine;
+
+-- machine_agents --
+-- Per machine and agent: how many tasks ran (pruned ones included), for "most used agent".
+SELECT machine, agent, sum(n)::bigint AS n FROM (
+    SELECT assigned_to AS machine, agent, count(*) AS n
+    FROM tasks WHERE assigned_to IS NOT NULL AND agent IS NOT NULL GROUP BY assigned_to, agent
+    UNION ALL
+    SELECT machine, agent, n FROM pruned_counts WHERE agent != '') AS used
+GROUP BY machine, agent;
+
+-- prune_count --
+-- Fold the counts of the finished tasks about to be pruned into pruned_counts.
+INSERT INTO pruned_counts (machine, agent, status, n)
+SELECT assigned_to, coalesce(agent, ''), status, count(*) FROM tasks
+WHERE status IN ('done', 'failed', 'needs_human', 'cancelled') AND finished_at < :before AND assigned_to IS NOT NULL
+GROUP BY assigned_to, coalesce(agent, ''), status
+ON CONFLICT (machine, agent, status) DO UPDATE SET n = pruned_counts.n + excluded.n;
+
+-- prune_events --
+-- Events of the finished tasks being pruned (ids come from a sequence, so none is ever reused).
+DELETE FROM events WHERE task_id IN (
+    SELECT id FROM tasks WHERE status IN ('done', 'failed', 'needs_human', 'cancelled') AND finished_at < :before);
+
+-- prune_tasks --
+-- The finished tasks themselves.
+DELETE FROM tasks WHERE status IN ('done', 'failed', 'needs_human', 'cancelled') AND finished_at < :before
+RETURNING id;
+
+-- status_counts --
+-- Tasks by status and type, for /metrics.
+SELECT status, type, count(*) AS n FROM tasks GROUP BY status, type;
+
+-- events_after --
+-- The feed after an event id, oldest first, never past the horizon (see PostgresStore.events_after).
+SELECT * FROM events WHERE id > :after AND id <= :horizon ORDER BY id LIMIT :limit;
+
+-- event_ids_handed_out --
+-- The highest event id handed out so far, committed or not (sequences are not transactional).
+SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS id FROM event_ids;
+
+-- running_writers --
+-- Transactions that hold an xid right now; one of them may still commit an event id.
+SELECT coalesce(array_agg(x::text::bigint), '{}') AS xids FROM pg_snapshot_xip(pg_current_snapshot()) AS x;
+
+-- still_running --
+-- Which of those transactions have not finished yet.
+SELECT coalesce(array_agg(x), '{}') AS xids FROM unnest(:xids::bigint[]) AS x
+WHERE pg_xact_status(x::text::xid8) = 'in progress';
+
+-- task_events --
+-- One task's audit trail.
+SELECT * FROM events WHERE task_id = :task_id ORDER BY id;
+
+-- record_sightings --
+-- Fold the machines this replica saw into the shared table; later sightings win. Capabilities and
+-- agents arrive comma-joined (names cannot hold commas); empty means the sighting did not say.
+INSERT INTO machines AS m (name, seen_at, capabilities, agents)
+SELECT name, seen_at, coalesce(string_to_array(nullif(capabilities, ''), ','), '{}'),
+       coalesce(string_to_array(nullif(agents, ''), ','), '{}')
+FROM unnest(:names::text[], :seen_at::float8[], :capabilities::text[], :agents::text[])
+    AS seen(name, seen_at, capabilities, agents)
+ON CONFLICT (name) DO UPDATE
+SET seen_at = greatest(m.seen_at, excluded.seen_at),
+    capabilities = CASE WHEN excluded.capabilities = '{}' OR excluded.seen_at < m.seen_at THEN m.capabilities
+                        ELSE excluded.capabilities END,
+    agents = CASE WHEN excluded.capabilities = '{}' OR excluded.seen_at < m.seen_at THEN m.agents
+                  ELSE excluded.agents END;
+
+-- sightings --
+-- Every machine any replica saw, with when and what it said it can do.
+SELECT name, seen_at, capabilities, agents FROM machines;
+
+-- notify --
+-- Wake claims and event followers parked on other replicas.
+SELECT pg_notify(:channel, :payload);
+
+-- create_schema_table --
+-- Which migrations ran (PostgreSQL has no user_version).
+CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);
+
+-- schema_version --
+-- The schema this database is at, 0 when new.
+SELECT coalesce(max(version), 0) AS version FROM schema_version;
+
+-- set_schema_version --
+-- Record a migration as applied.
+INSERT INTO schema_version (version) VALUES (:version);
+
+-- migration_lock --
+-- Replicas that start together on an empty database migrate one at a time.
+SELECT pg_advisory_lock(:key);
+
+-- migration_unlock --
+-- Let the next replica check the schema.
+SELECT pg_advisory_unlock(:key);
+
+-- server_version --
+-- For `da doctor`: which PostgreSQL answers.
+SELECT current_setting('server_version') AS version;
+
+-- schema_table_exists --
+-- For `da doctor`: whether any replica has migrated this database yet.
+SELECT to_regclass('schema_version') IS NOT NULL AS migrated;

@@ -1,0 +1,132 @@
+"""A throwaway PostgreSQL cluster for the tests and the benchmark.
+
+`initdb` into a temporary folder (as the `postgres` user when we run as root, since PostgreSQL
+refuses to run as root), a free loopback port, fsync off: nothing has to run beforehand, and the
+cluster is gone when the session ends. Databases are cheap copies of a migrated template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import glob
+import itertools
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import asyncpg
+
+from da.queue.postgres import PostgresStore
+
+ADMIN = "da"
+TEMPLATE = "da_template"
+
+
+def find_binaries() -> Path | None:
+    """The newest PostgreSQL bin folder: Debian's /usr/lib/postgresql/N/bin, else initdb on PATH."""
+    def version(folder: str) -> int:
+        match = re.search(r"/(\d+)/bin$", folder)
+        return int(match.group(1)) if match else 0
+
+    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
+        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+            return Path(folder)
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+def unavailable() -> str | None:
+    """Why a cluster cannot be started here, or None."""
+    if find_binaries() is None:
+        return "PostgreSQL is not installed (no initdb in /usr/lib/postgresql/*/bin or on PATH)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no 'postgres' user to run PostgreSQL as"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    """One PostgreSQL server in a temporary folder."""
+
+    def __init__(self) -> None:
+        binaries = find_binaries()
+        assert binaries is not None
+        self.bin = binaries
+        self.folder = Path(tempfile.mkdtemp(prefix="da-pg-"))
+        self.data = self.folder / "data"
+        self.port = free_port()
+        self._names = itertools.count(1)
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.folder, owner.pw_uid, owner.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *command: str) -> None:
+        result = subprocess.run([*self._as_user, *command], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            log = self.folder / "server.log"
+            raise RuntimeError(f"{' '.join(command)} failed: {result.stdout}{result.stderr}"
+                               + (log.read_text() if log.exists() else ""))
+
+    def start(self) -> Cluster:
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", ADMIN, "--auth=trust", "-E", "UTF8",
+                  "--locale=C", "--no-sync")
+        options = " ".join([f"-p {self.port}", f"-k {self.folder}", "-c listen_addresses=127.0.0.1",
+                            "-c fsync=off", "-c full_page_writes=off", "-c max_connections=300",
+                            "-c shared_buffers=64MB"])
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "server.log"),
+                  "-o", options, "-w", "-t", "60", "start")
+        return self
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{ADMIN}@127.0.0.1:{self.port}/{database}"
+
+    async def _admin(self, statement: str) -> None:
+        db = await asyncpg.connect(self.url("postgres"))
+        try:
+            await db.execute(statement)
+        finally:
+            await db.close()
+
+    def prepare_template(self) -> None:
+        """A database migrated once, copied for each test (faster than migrating each)."""
+        async def migrate() -> None:
+            await self._admin(f'CREATE DATABASE "{TEMPLATE}"')
+            store = PostgresStore(self.url(TEMPLATE))
+            await store.open()
+            await store.close()
+
+        # Called from synchronous fixture code; a thread keeps it off any running event loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, migrate()).result()
+
+    async def create_database(self, *, migrated: bool = True) -> str:
+        """A new empty database (a copy of the migrated template unless `migrated` is false); its URL."""
+        name = f"test_{os.getpid()}_{next(self._names)}"
+        template = f' TEMPLATE "{TEMPLATE}"' if migrated else ""
+        await self._admin(f'CREATE DATABASE "{name}"{template}')
+        return self.url(name)
+
+    async def drop_database(self, url: str) -> None:
+        name = url.rsplit("/", 1)[1]
+        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
