@@ -22,6 +22,13 @@ async def claim_one(client: QueueClient, **worker: Any) -> ClaimedTask | None:
 
 def start_serve(folder: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     """A real `da serve` subprocess on a free loopback port, ready when this returns."""
+    process, url, log = launch_serve(folder, **env)
+    wait_serving(url, log)
+    return process, url, log
+
+
+def launch_serve(folder: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Start `da serve` without waiting for it (to start several at the same moment)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -31,12 +38,16 @@ def start_serve(folder: Path, **env: str) -> tuple[subprocess.Popen[bytes], str,
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "da.cli", "serve"], env=environment, cwd=folder,
                                    stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+    return process, f"http://127.0.0.1:{port}", log
+
+
+def wait_serving(url: str, log: Path, timeout: float = 20) -> None:
+    """Until `da serve` at `url` answers /health; its log in the failure otherwise."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
             httpx.get(f"{url}/health")
-            return process, url, log
+            return
         except httpx.TransportError:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
