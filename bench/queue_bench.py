@@ -1,11 +1,17 @@
 """Queue benchmark: dispatch latency, lifecycle throughput and claim cost against backlog.
 
-Starts a real `da serve` pinned to one core and drives it from this process on the other
-core with aiohttp (an httpx client tops out near the server's own rate and would measure
-itself). Prints one table; ratios compare each backlog with the 1k baseline of the same run.
+Starts real `da serve` processes pinned to one core (with `--backend postgres`, the PostgreSQL
+server too) and drives them from this process on the other core with aiohttp (an httpx client
+tops out near the server's own rate and would measure itself). Prints one table; ratios compare
+each backlog with the 1k baseline of the same run, and PostgreSQL with SQLite of the same run.
 
-    python bench/queue_bench.py            # full run (about a minute)
-    python bench/queue_bench.py --quick    # smaller counts, for a smoke check
+    python bench/queue_bench.py                      # SQLite (about a minute)
+    python bench/queue_bench.py --backend postgres   # SQLite, then PostgreSQL with one and two replicas
+    python bench/queue_bench.py --quick              # smaller counts, for a smoke check
+
+PostgreSQL runs in a throwaway cluster (tests/postgres_support.py) with its durable defaults
+(fsync on, synchronous_commit on): an answered write there survives a power loss, which SQLite
+gives only with QUEUE_SYNC=full (the SQLite figures are for the default, normal).
 """
 
 from __future__ import annotations
@@ -20,19 +26,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import postgres_support  # noqa: E402
 
 SECRET = "bench-secret"
 HEADERS = {"x-secret-key": SECRET}
 WORKER = {"machine": "bench-worker", "capabilities": ["run_script"], "agents": []}
+SQLITE, POSTGRES, TWO = "sqlite", "postgres", "postgres, 2 replicas"
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -63,19 +77,21 @@ def prefill_history(db_path: Path, rows: int) -> None:
 
 
 class Server:
-    """A `da serve` subprocess on its own core and its own database file."""
+    """A `da serve` subprocess on its own core."""
 
-    def __init__(self, folder: Path, core: int | None) -> None:
+    def __init__(self, folder: Path, core: int | None, **env: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "da.cli", "serve", "--port", str(self.port), "--db", str(folder / "q.db")]
         if core is not None and shutil.which("taskset"):
             command = ["taskset", "-c", str(core), *command]
-        env = {**os.environ, "SECRET_KEY": SECRET, "LOG_LEVEL": "WARNING", "DA_CONFIG_DIR": str(folder)}
-        self.process = subprocess.Popen(command, env=env, cwd=folder)
+        environment = {**os.environ, "SECRET_KEY": SECRET, "LOG_LEVEL": "WARNING", "DA_CONFIG_DIR": str(folder),
+                       **env}
+        self.process = subprocess.Popen(command, env=environment, cwd=folder)
 
     async def wait_ready(self, session: aiohttp.ClientSession) -> None:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 async with session.get(self.url + "/health") as response:
@@ -90,13 +106,14 @@ class Server:
         self.process.wait(10)
 
 
-async def create(session: aiohttp.ClientSession, url: str, body: dict) -> dict:
+async def create(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
     async with session.post(url + "/v1/tasks", json=body) as response:
         assert response.status == 201, await response.text()
-        return await response.json()
+        return dict(await response.json())
 
 
-async def create_many(session: aiohttp.ClientSession, url: str, body: dict, count: int, concurrency: int = 16) -> None:
+async def create_many(session: aiohttp.ClientSession, url: str, body: dict[str, Any], count: int,
+                      concurrency: int = 16) -> None:
     remaining = iter(range(count))
 
     async def pump() -> None:
@@ -106,15 +123,15 @@ async def create_many(session: aiohttp.ClientSession, url: str, body: dict, coun
     await asyncio.gather(*(pump() for _ in range(concurrency)))
 
 
-async def claim(session: aiohttp.ClientSession, url: str, wait: float = 0.0) -> dict | None:
+async def claim(session: aiohttp.ClientSession, url: str, wait: float = 0.0) -> dict[str, Any] | None:
     async with session.post(url + "/v1/claim", json={**WORKER, "wait": wait}) as response:
         if response.status == 204:
             return None
         assert response.status == 200, await response.text()
-        return await response.json()
+        return dict(await response.json())
 
 
-async def finish(session: aiohttp.ClientSession, url: str, claimed: dict) -> None:
+async def finish(session: aiohttp.ClientSession, url: str, claimed: dict[str, Any]) -> None:
     task_id, lease = claimed["task"]["id"], claimed["lease"]
     async with session.post(f"{url}/v1/tasks/{task_id}/start", json={"lease": lease}) as response:
         assert response.status == 200
@@ -123,33 +140,34 @@ async def finish(session: aiohttp.ClientSession, url: str, claimed: dict) -> Non
         assert response.status == 200
 
 
-async def dispatch_latency(session: aiohttp.ClientSession, url: str, rounds: int) -> list[float]:
-    """Task created → claimed by an idle long-polling worker, in seconds."""
+async def dispatch_latency(session: aiohttp.ClientSession, creator: str, claimer: str, rounds: int) -> list[float]:
+    """Task created through `creator` → claimed by an idle worker long-polling `claimer`, in seconds."""
     samples = []
     for _ in range(rounds):
-        waiting = asyncio.create_task(claim(session, url, wait=30))
+        waiting = asyncio.create_task(claim(session, claimer, wait=30))
         await asyncio.sleep(0.005)  # let the claim reach the server and park
         started = time.perf_counter()
-        await create(session, url, {"type": "run_script", "payload": {"script": "true"}})
+        await create(session, creator, {"type": "run_script", "payload": {"script": "true"}})
         claimed = await waiting
         samples.append(time.perf_counter() - started)
-        await finish(session, url, claimed)
+        assert claimed is not None
+        await finish(session, claimer, claimed)
     return samples
 
 
-async def lifecycle(session: aiohttp.ClientSession, url: str, count: int, workers: int = 8) -> float:
-    """Pre-created tasks run through claim, start and report by `workers` loops; tasks per second."""
-    await create_many(session, url, {"type": "run_script", "payload": {"script": "true"}}, count)
+async def lifecycle(session: aiohttp.ClientSession, urls: list[str], count: int, workers: int = 8) -> float:
+    """Pre-created tasks run through claim, start and report by `workers` loops spread over `urls`; tasks/s."""
+    await create_many(session, urls[0], {"type": "run_script", "payload": {"script": "true"}}, count)
     done = 0
 
-    async def loop() -> None:
+    async def loop(url: str) -> None:
         nonlocal done
         while (claimed := await claim(session, url)) is not None:
             await finish(session, url, claimed)
             done += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(workers)))
+    await asyncio.gather(*(loop(urls[n % len(urls)]) for n in range(workers)))
     elapsed = time.perf_counter() - started
     assert done == count, (done, count)
     return count / elapsed
@@ -180,70 +198,170 @@ async def backlog_series(session: aiohttp.ClientSession, url: str, kind: str, si
     return results
 
 
-async def run(quick: bool) -> int:
-    os.sched_setaffinity(0, {1}) if hasattr(os, "sched_setaffinity") and os.cpu_count() > 1 else None
-    sizes = [0, 1000, 10_000, 50_000] if not quick else [0, 1000, 5000]
-    rounds, count, claimable = (300, 5000, 200) if not quick else (50, 1000, 50)
-    history = 200_000 if not quick else 20_000
-    rows: list[tuple[str, str, str, str]] = []
+@dataclass
+class Sizes:
+    backlogs: list[int]
+    rounds: int
+    count: int
+    claimable: int
+    history: int
+
+
+@dataclass
+class Backend:
+    """Where one column of the table runs: a fresh queue (and database) per scenario."""
+
+    name: str
+    folder: Path
+    cluster: postgres_support.Cluster | None = None
+    replicas: int = 1
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    async def queue(self, session: aiohttp.ClientSession, title: str,
+                    prepare: Callable[[Path], None] | None = None) -> list[Server]:
+        folder = self.folder / self.name.replace(" ", "_").replace(",", "") / title.replace(" ", "_")
+        folder.mkdir(parents=True)
+        if self.cluster is None:
+            if prepare is not None:
+                prepare(folder / "q.db")
+            servers = [Server(folder, core=0)]
+        else:
+            url = await self.cluster.create_database(migrated=False)
+            servers = [Server(folder / str(n), core=0, QUEUE_DB_URL=url) for n in range(self.replicas)]
+        for server in servers:
+            await server.wait_ready(session)
+        return servers
+
+    async def run(self, session: aiohttp.ClientSession, title: str,
+                  measure: Callable[[list[str]], Awaitable[Any]],
+                  prepare: Callable[[Path], None] | None = None) -> None:
+        servers = await self.queue(session, title, prepare)
+        try:
+            self.figures[title] = await measure([server.url for server in servers])
+        finally:
+            for server in servers:
+                server.stop()
+
+
+async def measure_backend(session: aiohttp.ClientSession, backend: Backend, sizes: Sizes) -> None:
+    """Every scenario this column has; figures land in `backend.figures`."""
+    # This shared machine's speed drifts between runs; the median of three lifecycles is the figure.
+    async def lifecycles(urls: list[str]) -> list[float]:
+        return sorted([await lifecycle(session, urls, sizes.count) for _ in range(3)])
+
+    if backend.replicas > 1:
+        await backend.run(session, "dispatch across", lambda urls: dispatch_latency(session, urls[0], urls[1],
+                                                                                    sizes.rounds))
+        await backend.run(session, "lifecycle", lifecycles)
+        return
+    await backend.run(session, "dispatch", lambda urls: dispatch_latency(session, urls[0], urls[0], sizes.rounds))
+    await backend.run(session, "lifecycle", lifecycles)
+    for kind in ("pinned elsewhere", "type it lacks"):
+        await backend.run(session, kind, lambda urls, kind=kind: backlog_series(
+            session, urls[0], kind, sizes.backlogs, sizes.claimable))
+    if backend.cluster is None:
+        await backend.run(session, "fresh", lambda urls: claim_median(session, urls[0], sizes.claimable))
+        await backend.run(session, "history", lambda urls: claim_median(session, urls[0], sizes.claimable),
+                          prepare=lambda path: prefill_history(path, sizes.history))
+
+
+def table(backends: list[Backend], sizes: Sizes) -> tuple[list[tuple[str, ...]], bool]:
+    """Rows of measure, one value per backend, target and verdict."""
+    by_name = {backend.name: backend.figures for backend in backends}
+    names = [backend.name for backend in backends]
+    rows: list[tuple[str, ...]] = []
     ok = True
+
+    def row(measure: str, values: dict[str, str], target: str, passed: bool | None) -> None:
+        nonlocal ok
+        ok &= passed is not False
+        rows.append((measure, *(values.get(name, "-") for name in names), target,
+                     "-" if passed is None else "ok" if passed else "MISS"))
+
+    for label, fraction, limit in (("p50", 0.5, 5.0), ("p99", 0.99, 20.0)):
+        values, verdict = {}, True
+        for name in names:
+            samples = by_name[name].get("dispatch")
+            if samples:
+                millis = percentile(samples, fraction) * 1000
+                values[name] = f"{millis:.2f} ms"
+                verdict &= millis < limit
+        row(f"dispatch latency {label}, same replica", values, f"< {limit:g} ms", verdict)
+    across = by_name.get(TWO, {}).get("dispatch across")
+    if across:
+        for label, fraction, limit in (("p50", 0.5, 10.0), ("p99", 0.99, 40.0)):
+            millis = percentile(across, fraction) * 1000
+            row(f"dispatch latency {label}, across replicas", {TWO: f"{millis:.2f} ms"}, f"< {limit:g} ms",
+                millis < limit if label == "p50" else None)
+    rates = {name: by_name[name]["lifecycle"] for name in names if "lifecycle" in by_name[name]}
+    sqlite_rate = rates[SQLITE][1] if SQLITE in rates else None
+    values = {name: f"{r[1]:,.0f} tasks/s" for name, r in rates.items()}
+    row("lifecycle, 8 workers (median of 3)", values, ">= 1,500 (sqlite)", sqlite_rate is not None and
+        sqlite_rate >= 1500)
+    if POSTGRES in rates and sqlite_rate:
+        share = rates[POSTGRES][1] / sqlite_rate
+        row("  postgres lifecycle / sqlite", {POSTGRES: f"x{share:.2f}"}, ">= x0.50", share >= 0.5)
+    if TWO in rates and sqlite_rate:
+        row("  2 replicas lifecycle / sqlite", {TWO: f"x{rates[TWO][1] / sqlite_rate:.2f}"}, "(one core for all)",
+            None)
+    for kind in ("pinned elsewhere", "type it lacks"):
+        for size in sizes.backlogs:
+            values, verdict = {}, True
+            for name in names:
+                series = by_name[name].get(kind)
+                if not series:
+                    continue
+                ratio = series[size] / series[1000]
+                values[name] = f"{series[size] * 1000:.3f} ms" + (f" x{ratio:.2f}" if size > 1000 else "")
+                verdict &= size <= 1000 or ratio <= 1.5
+            row(f"claim, {size:,} {kind}", values, "x of 1k <= 1.5" if size > 1000 else "baseline",
+                verdict if size > 1000 else None)
+    fresh, history = by_name[SQLITE].get("fresh"), by_name[SQLITE].get("history")
+    if fresh and history:
+        row("claim, empty database", {SQLITE: f"{fresh * 1000:.3f} ms"}, "baseline", None)
+        ratio = history / fresh
+        row(f"claim, {sizes.history:,} finished tasks kept", {SQLITE: f"{history * 1000:.3f} ms x{ratio:.2f}"},
+            "x of empty <= 1.5", ratio <= 1.5)
+    return rows, ok
+
+
+async def run(quick: bool, backend_choice: str) -> int:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    sizes = (Sizes([0, 1000, 10_000, 50_000], 300, 5000, 200, 200_000) if not quick
+             else Sizes([0, 1000, 5000], 50, 1000, 50, 20_000))
+    cluster = None
     with tempfile.TemporaryDirectory() as folder:
-        async with aiohttp.ClientSession(headers=HEADERS, connector=aiohttp.TCPConnector(limit=64)) as session:
-            history_base = None
-            for title in ("dispatch", "lifecycle", "pinned elsewhere", "type it lacks", "fresh", "history"):
-                sub = Path(folder) / title.replace(" ", "_")
-                sub.mkdir()
-                if title == "history":
-                    prefill_history(sub / "q.db", history)
-                server = Server(sub, core=0)
-                try:
-                    await server.wait_ready(session)
-                    if title == "dispatch":
-                        samples = dispatch_latency(session, server.url, rounds)
-                        values = await samples
-                        p50, p99 = percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
-                        rows.append(("dispatch latency p50", f"{p50:.2f} ms", "< 5 ms", "ok" if p50 < 5 else "MISS"))
-                        rows.append(("dispatch latency p99", f"{p99:.2f} ms", "< 20 ms", "ok" if p99 < 20 else "MISS"))
-                        ok &= p50 < 5 and p99 < 20
-                    elif title == "lifecycle":
-                        # This shared machine's speed drifts between runs; the median of three is the figure.
-                        rates = sorted([await lifecycle(session, server.url, count) for _ in range(3)])
-                        rate = rates[1]
-                        rows.append((f"lifecycle, 8 workers (median of 3: {rates[0]:,.0f}..{rates[2]:,.0f})",
-                                     f"{rate:,.0f} tasks/s", ">= 1,500 tasks/s", "ok" if rate >= 1500 else "MISS"))
-                        ok &= rate >= 1500
-                    elif title in ("fresh", "history"):
-                        median = await claim_median(session, server.url, claimable)
-                        if title == "fresh":
-                            history_base = median
-                            rows.append(("claim, empty database", f"{median * 1000:.3f} ms", "baseline", "ok"))
-                        else:
-                            ratio = median / (history_base or median)
-                            ok &= ratio <= 1.5
-                            rows.append((f"claim, {history:,} finished tasks kept", f"{median * 1000:.3f} ms",
-                                         f"x{ratio:.2f} of empty (<= 1.5)", "ok" if ratio <= 1.5 else "MISS"))
-                    else:
-                        series = await backlog_series(session, server.url, title, sizes, claimable)
-                        base = series[1000]
-                        for size, median in series.items():
-                            ratio = median / base
-                            verdict = "ok" if size <= 1000 or ratio <= 1.5 else "MISS"
-                            ok &= verdict == "ok"
-                            rows.append((f"claim, {size:,} {title}", f"{median * 1000:.3f} ms",
-                                         f"x{ratio:.2f} of 1k" + (" (<= 1.5)" if size > 1000 else ""), verdict))
-                finally:
-                    server.stop()
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  {'value':>16}  {'target / ratio':<22}  verdict")
-    for name, value, target, verdict in rows:
-        print(f"{name:<{width}}  {value:>16}  {target:<22}  {verdict}")
+        backends = [Backend(SQLITE, Path(folder))]
+        if backend_choice == POSTGRES:
+            reason = postgres_support.unavailable()
+            if reason:
+                print(f"queue_bench: {reason}", file=sys.stderr)
+                return 2
+            cluster = postgres_support.Cluster(durable=os.environ.get("BENCH_FSYNC", "1") == "1", core=0).start()
+            backends += [Backend(POSTGRES, Path(folder), cluster), Backend(TWO, Path(folder), cluster, replicas=2)]
+        try:
+            async with aiohttp.ClientSession(headers=HEADERS, connector=aiohttp.TCPConnector(limit=64)) as session:
+                for backend in backends:
+                    await measure_backend(session, backend, sizes)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+    rows, ok = table(backends, sizes)
+    header = ("measure", *(b.name for b in backends), "target", "verdict")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for line in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     return 0 if ok else 1
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts for a smoke run")
-    return asyncio.run(run(parser.parse_args().quick))
+    parser.add_argument("--backend", choices=[SQLITE, POSTGRES], default=SQLITE,
+                        help="postgres also measures PostgreSQL, one replica and two, beside SQLite")
+    args = parser.parse_args()
+    return asyncio.run(run(args.quick, args.backend))
 
 
 if __name__ == "__main__":

@@ -38,8 +38,14 @@ SESSION = {
     "jit": "off",
 }
 # Wake-ups are hints (a waiter re-checks every second anyway), so the bus does not wait for a
-# disk flush to send one.
-BUS_SESSION = {**SESSION, "synchronous_commit": "off"}
+# disk flush to send one. Its name tells replicas how many of them share the database.
+BUS_NAME = "da-queue-bus"
+BUS_SESSION = {**SESSION, "application_name": BUS_NAME, "synchronous_commit": "off"}
+# How often a replica counts the others. A wake-up costs the database a transaction, so a lone
+# replica sends none; a replica that joins is noticed within this many seconds (until then the
+# others' waiters still re-check every second).
+PEER_CHECK = 2.0
+HELLO = "h"
 # SQLSTATE classes that mean the server cannot serve us now (connection exception, insufficient
 # resources, operator intervention such as a shutdown or a standby), not that a statement is wrong.
 UNAVAILABLE_CLASSES = ("08", "53", "57")
@@ -75,6 +81,12 @@ def translate(exc: BaseException, url: str) -> StoreError:
 DRIVER_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool connections go back as they are: our statements leave no session state behind (the
+    migration lock is released in a finally), and asyncpg's default reset costs a round trip
+    per statement."""
+
+
 class PgDatabase:
     """The pool, the bus and the migrations of one PostgreSQL database."""
 
@@ -86,27 +98,32 @@ class PgDatabase:
         self._bus: asyncpg.Connection | None = None
         self._outgoing: set[str] = set()
         self._has_outgoing = asyncio.Event()
-        self._sender_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # Until the first count, assume there are others: a missed wake-up costs more than a spare one.
+        self.peers = True
 
     async def open(self) -> None:
         """Connect, migrate the schema forward (one replica at a time) and start listening."""
         try:
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=POOL_SIZE,
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=POOL_SIZE, reset=_keep_session,
                                                    command_timeout=COMMAND_TIMEOUT, server_settings=SESSION)
             await self._migrate()
             self._bus = await asyncpg.connect(self.url, command_timeout=COMMAND_TIMEOUT, server_settings=BUS_SESSION)
             await self._bus.add_listener(CHANNEL, self._received)
+            # Replicas already running learn of this one at once rather than at their next count.
+            await self._bus.execute(*self._bind("notify", {"channel": CHANNEL, "payload": f"{self._replica} {HELLO}"}))
         except DRIVER_ERRORS as exc:
             await self.close()
             raise StoreError(f"cannot open the queue database {redact_url(self.url)}: {exc}") from exc
-        self._sender_task = asyncio.create_task(self._send_wakeups())
+        self._tasks = [asyncio.create_task(self._send_wakeups()), asyncio.create_task(self._count_peers())]
 
     async def close(self) -> None:
-        if self._sender_task is not None:
-            self._sender_task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sender_task
-            self._sender_task = None
+                await task
+        self._tasks = []
         if self._bus is not None:
             bus, self._bus = self._bus, None
             with contextlib.suppress(*DRIVER_ERRORS):
@@ -166,8 +183,18 @@ class PgDatabase:
 
     def wake_others(self, kinds: str) -> None:
         """Tell the other replicas what changed; sends coalesce while one is on its way."""
-        self._outgoing.update(kinds)
-        self._has_outgoing.set()
+        if self.peers:
+            self._outgoing.update(kinds)
+            self._has_outgoing.set()
+
+    async def _count_peers(self) -> None:
+        while True:
+            try:
+                rows = await self.fetch("count_replicas", {"bus_name": BUS_NAME})
+                self.peers = rows[0]["n"] != 1
+            except StoreError:
+                self.peers = True
+            await asyncio.sleep(PEER_CHECK)
 
     async def _send_wakeups(self) -> None:
         while True:
@@ -184,8 +211,11 @@ class PgDatabase:
 
     def _received(self, connection: object, pid: int, channel: str, payload: object) -> None:
         sender, _, kinds = str(payload).partition(" ")
-        if sender != self._replica:
-            self._on_wake(kinds)
+        if sender == self._replica:
+            return
+        if HELLO in kinds:
+            self.peers = True
+        self._on_wake(kinds)
 
 
 # `da doctor` gives up on a database that does not answer within this many seconds.

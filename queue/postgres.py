@@ -67,6 +67,10 @@ class PostgresStore(Store):
     def _names(self, values: Sequence[str]) -> list[str]:
         return list(values)
 
+    def _claimable(self, types: Sequence[str], pins: Sequence[str], agents: Sequence[str]) -> dict[str, Any]:
+        # Every (type, pin, agent) key of the tasks_claim index the worker may take.
+        return {"keys": [f"{kind} {pin} {agent}" for kind in types for pin in pins for agent in agents]}
+
     def _changed(self, *, pending: bool) -> None:
         super()._changed(pending=pending)
         self.db.wake_others(PENDING + EVENTS if pending else EVENTS)

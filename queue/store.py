@@ -173,6 +173,10 @@ class Store(ABC):
     def _names(self, values: Sequence[str]) -> Any:
         """A list of names in the form this backend's statements take it."""
 
+    def _claimable(self, types: Sequence[str], pins: Sequence[str], agents: Sequence[str]) -> dict[str, Any]:
+        """The claim statement's parameters for the types, pins ('' for none) and agents a worker takes."""
+        return {"capabilities": self._names(types), "pins": self._names(pins), "agents": self._names(agents)}
+
     def _changed(self, *, pending: bool) -> None:
         """A transition was committed: wake event followers, and claimers when `pending`."""
         if pending:
@@ -284,10 +288,8 @@ class Store(ABC):
                     lease=lease,
                     expires=expires,
                     retry_safe=self._names(request.retry_safe),
-                    capabilities=self._names(request.capabilities),
-                    pins=self._names(["", *names]),
-                    agents=self._names(["", *request.agents]),
                     names=self._names(names),
+                    **self._claimable(request.capabilities, ("", *names), ("", *request.agents)),
                     overflow_before=now - overflow_grace,
                     now=now,
                 )

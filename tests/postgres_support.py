@@ -62,7 +62,8 @@ def free_port() -> int:
 class Cluster:
     """One PostgreSQL server in a temporary folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False, core: int | None = None) -> None:
+        """`durable` keeps fsync on (benchmarks); `core` pins the server to one CPU (benchmarks)."""
         binaries = find_binaries()
         assert binaries is not None
         self.bin = binaries
@@ -70,11 +71,14 @@ class Cluster:
         self.data = self.folder / "data"
         self.port = free_port()
         self._names = itertools.count(1)
+        self._durable = durable
         self._as_user: list[str] = []
+        if core is not None and shutil.which("taskset"):
+            self._as_user = ["taskset", "-c", str(core)]
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
             os.chown(self.folder, owner.pw_uid, owner.pw_gid)
-            self._as_user = ["runuser", "-u", "postgres", "--"]
+            self._as_user += ["runuser", "-u", "postgres", "--"]
 
     def _run(self, *command: str) -> None:
         result = subprocess.run([*self._as_user, *command], capture_output=True, text=True, check=False)
@@ -86,9 +90,9 @@ class Cluster:
     def start(self) -> Cluster:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", ADMIN, "--auth=trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
-        options = " ".join([f"-p {self.port}", f"-k {self.folder}", "-c listen_addresses=127.0.0.1",
-                            "-c fsync=off", "-c full_page_writes=off", "-c max_connections=300",
-                            "-c shared_buffers=64MB"])
+        speed = [] if self._durable else ["-c fsync=off", "-c full_page_writes=off"]
+        options = " ".join([f"-p {self.port}", f"-k {self.folder}", "-c listen_addresses=127.0.0.1", *speed,
+                            "-c max_connections=300", "-c shared_buffers=128MB"])
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "server.log"),
                   "-o", options, "-w", "-t", "60", "start")
         return self

@@ -15,9 +15,7 @@ RETURNING *;
 WITH candidate AS (
     SELECT t.seq FROM tasks AS t
     WHERE t.status = 'pending'
-      AND t.type = ANY(:capabilities::text[])
-      AND coalesce(t.target_machine, '') = ANY(:pins::text[])
-      AND coalesce(t.agent, '') = ANY(:agents::text[])
+      AND (t.type || ' ' || coalesce(t.target_machine, '') || ' ' || coalesce(t.agent, '')) = ANY(:keys::text[])
       AND (t.preferred_machine IS NULL
            OR t.preferred_machine = ANY(:names::text[])
            OR t.created_at <= :overflow_before::float8)
@@ -281,3 +279,8 @@ SELECT current_setting('server_version') AS version;
 -- schema_table_exists --
 -- For `da doctor`: whether any replica has migrated this database yet.
 SELECT to_regclass('schema_version') IS NOT NULL AS migrated;
+
+-- count_replicas --
+-- Replicas connected to this database (each holds one bus connection), this one included.
+SELECT count(*) AS n FROM pg_stat_activity
+WHERE application_name = :bus_name AND datname = current_database();
