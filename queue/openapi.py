@@ -11,6 +11,10 @@ from typing import Any
 from da.queue import models
 
 STR = {"type": "string"}
+# Free text people send: any characters but NUL, which PostgreSQL text cannot hold.
+TEXT = {"type": "string", "pattern": "^[^\\x00]*$"}
+NOTES = {**TEXT, "maxLength": models.MAX_NOTES}
+WHO = {**TEXT, "maxLength": models.MAX_NAME}
 TOKEN = {"type": "string", "minLength": 1, "maxLength": models.MAX_NAME, "pattern": "^[0-9a-fA-F]+$"}
 NULLABLE_STR = {"type": ["string", "null"]}
 NAME = {"type": "string", "maxLength": models.MAX_NAME, "pattern": models.NAME_PATTERN.pattern}
@@ -72,7 +76,7 @@ TASK_ID = {"name": "id", "in": "path", "required": True,
            "description": "Full id or a unique prefix of 4 or more characters."}
 LEASE_BODY = {"lease": TOKEN}
 RESOLVE_FIELDS = {"status": {"type": "string", "enum": list(models.RESOLVE_TO)},
-                  "notes": {"type": "string", "maxLength": models.MAX_NOTES}, "by": STR}
+                  "notes": NOTES, "by": WHO}
 
 
 def document(version: str) -> dict[str, Any]:
@@ -80,15 +84,16 @@ def document(version: str) -> dict[str, Any]:
     task_op = _errors(400, 401, 404, 409)
     paths = {
         "/health": {"get": _op("Liveness, without auth.", {"200": _json(
-            {"type": "object", "properties": {"status": STR, "version": STR}}, "Up.")}, public=True)},
+            {"type": "object", "properties": {"status": STR, "version": STR,
+                                              "backend": {"type": "string", "enum": ["sqlite", "postgresql"]}}},
+            "Up.")}, public=True)},
         "/v1/tasks": {
             "post": _op("Create a task.", {"201": _json(TASK, "Created."), **_errors(400, 401, 413)},
                         body=_body({
                             "type": NAME, "payload": {"type": "object"},
                             "priority": {"type": "integer", "minimum": 0, "maximum": models.MAX_PRIORITY},
                             "target_machine": OPT_NAME, "preferred_machine": OPT_NAME, "agent": OPT_NAME,
-                            "notes": {"type": "string", "maxLength": models.MAX_NOTES},
-                            "created_by": STR, "lock": STR,
+                            "notes": NOTES, "created_by": WHO, "lock": {**TEXT, "maxLength": 1000},
                             "max_attempts": {"type": "integer", "minimum": 1,
                                              "maximum": models.MAX_ATTEMPTS_LIMIT}}, ["type"])),
             "get": _op("List tasks, newest first.", {"200": _json({"type": "object", "properties": {
@@ -118,19 +123,19 @@ def document(version: str) -> dict[str, Any]:
         "/v1/tasks/{id}/heartbeat": {"post": _op("Extend the lease; says whether to cancel.", {
             "200": _json({"type": "object", "properties": {"cancel": {"type": "boolean"}, "status": STATUS,
                                                            "lease_expires_at": TIME}}, "Extended."),
-            **task_op}, body=_body({**LEASE_BODY, "progress": STR, "extend": {
+            **task_op}, body=_body({**LEASE_BODY, "progress": NOTES, "extend": {
                 "type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}}, ["lease"]),
             params=[TASK_ID])},
         "/v1/tasks/{id}/report": {"post": _op("Report the outcome; repeating it is harmless.", {
             "200": _json(TASK, "Recorded."), **task_op, **_errors(413)},
             body=_body({**LEASE_BODY, "status": {"type": "string", "enum": list(models.REPORTABLE)},
-                        "result": {"type": "object"}, "notes": STR, "action": STR}, ["lease", "status"]),
+                        "result": {"type": "object"}, "notes": NOTES, "action": NOTES}, ["lease", "status"]),
             params=[TASK_ID])},
         "/v1/tasks/{id}/resolve": {"post": _op("Settle a needs_human or failed task.", {
             "200": _json(TASK, "Resolved."), **task_op}, body=_body(RESOLVE_FIELDS, ["status"]), params=[TASK_ID])},
         "/v1/tasks/{id}/cancel": {"post": _op("Cancel a task that has not finished.", {
             "200": _json(TASK, "Cancelled."), **task_op},
-            body=_body({"by": STR, "notes": STR}, []), params=[TASK_ID])},
+            body=_body({"by": WHO, "notes": NOTES}, []), params=[TASK_ID])},
         "/v1/claim": {"post": _op("Claim the best task this worker may take, waiting up to `wait` seconds.", {
             "200": _json({"type": "object", "properties": {"task": TASK, "lease": STR, "lease_expires_at": TIME}},
                          "Claimed."),

@@ -18,12 +18,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 
 from da.queue.postgres import PostgresStore
 
+T = TypeVar("T")
 ADMIN = "da"
 TEMPLATE = "da_template"
 
@@ -57,6 +60,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def run_aside(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from synchronous fixture code, on a thread so no running event loop is in the way."""
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 class Cluster:
@@ -120,9 +129,11 @@ class Cluster:
             await store.open()
             await store.close()
 
-        # Called from synchronous fixture code; a thread keeps it off any running event loop.
-        with concurrent.futures.ThreadPoolExecutor(1) as thread:
-            thread.submit(asyncio.run, migrate()).result()
+        run_aside(migrate())
+
+    def create_database_now(self) -> str:
+        """`create_database` for synchronous fixtures."""
+        return run_aside(self.create_database())
 
     async def create_database(self, *, migrated: bool = True) -> str:
         """A new empty database (a copy of the migrated template unless `migrated` is false); its URL."""

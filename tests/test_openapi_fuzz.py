@@ -16,10 +16,13 @@ from tests_support import start_serve
 schema = schemathesis.openapi.from_dict(openapi.document(__version__))
 
 
-@pytest.fixture(scope="module")
-def live_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `da serve` on a free port for the whole module."""
-    process, url, _ = start_serve(tmp_path_factory.mktemp("fuzz"), SECRET_KEY=SECRET, LOG_LEVEL="ERROR")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def live_queue(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `da serve` on a free port for the whole module, on each backend."""
+    database = {}
+    if request.param == "postgres":
+        database["QUEUE_DB_URL"] = request.getfixturevalue("postgres_cluster").create_database_now()
+    process, url, _ = start_serve(tmp_path_factory.mktemp("fuzz"), SECRET_KEY=SECRET, LOG_LEVEL="ERROR", **database)
     yield url
     process.terminate()
     process.wait(10)

@@ -7,6 +7,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import postgres_support
 from conftest import SECRET, QueueServer
 from da import fleet as fleet_module
 from da.queue import sqlite as sqlite_store
@@ -177,3 +178,49 @@ async def test_doctor_asks_agents_and_checks_slack_tokens(server: QueueServer, t
     assert "ok   agent claude answers: answered in" in out
     assert "FAIL agent codex answers: codex is not logged in on this machine" in out
     assert "ok   Slack bot token: valid" in out and "FAIL Slack app token: invalid_auth" in out
+
+
+async def test_backup_and_restore_on_postgres_print_the_command_that_does_it(tmp_path: Path) -> None:
+    plain = "postgresql://da@db.internal:5432/da"
+    code, out = await run_da("backup", "da.dump", cwd=tmp_path, QUEUE_DB_URL=plain)
+    assert code == 1 and "runs on PostgreSQL" in out
+    assert f"pg_dump --format=custom --file=da.dump --dbname={plain}" in out
+    code, out = await run_da("restore", "da.dump", cwd=tmp_path, QUEUE_DB_URL="postgresql://da:s3cret@db/da")
+    assert code == 1 and 'pg_restore --clean --if-exists --single-transaction "--dbname=${QUEUE_DB_URL}"' in out
+    assert "s3cret" not in out and not (tmp_path / "data").exists()
+
+
+async def test_a_database_url_that_is_not_postgresql_stops_serve_with_one_line(tmp_path: Path) -> None:
+    code, out = await run_da("serve", cwd=tmp_path, SECRET_KEY=SECRET, QUEUE_DB_URL="mysql://root:pw@db/da")
+    assert code == 2
+    assert out.strip() == ("da: QUEUE_DB_URL='mysql://root:***@db/da' is not a PostgreSQL URL; use the form "
+                           "postgresql://user:password@host:5432/dbname (or unset it to use the SQLite file).")
+
+
+async def test_doctor_checks_the_database_url(postgres_cluster, tmp_path: Path) -> None:
+    url = await postgres_cluster.create_database()
+    try:
+        code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=url, QUEUE_URL="http://127.0.0.1:9")
+        assert f"ok   database: {url} answers: PostgreSQL " in out and ", schema 1" in out
+        closed = url.replace(f":{postgres_cluster.port}/", f":{postgres_support.free_port()}/")
+        code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=closed, QUEUE_URL="http://127.0.0.1:9")
+        assert code == 1 and "FAIL database: the queue database at" in out and "is not answering" in out
+        assert "fix: start PostgreSQL there, create the database (createdb), or fix QUEUE_DB_URL" in out
+    finally:
+        await postgres_cluster.drop_database(url)
+
+
+async def test_serve_on_postgres_leaves_the_sqlite_path_alone(postgres_cluster, tmp_path: Path) -> None:
+    from tests_support import start_serve
+
+    url = await postgres_cluster.create_database()
+    process, queue_url, _ = start_serve(tmp_path, SECRET_KEY=SECRET, QUEUE_DB_URL=url, LOG_LEVEL="WARNING")
+    try:
+        async with QueueClient(queue_url, SECRET) as client:
+            assert (await client.health())["backend"] == "postgresql"
+            await client.create_task("lint", {"cwd": "/x"})
+        assert not (tmp_path / "q.db").exists()
+    finally:
+        process.terminate()
+        process.wait(10)
+        await postgres_cluster.drop_database(url)

@@ -265,3 +265,15 @@ async def test_killing_one_replica_under_real_workers_loses_nothing(replicas: Re
 async def _finished_at_least(client: QueueClient, count: int) -> bool:
     done, _ = await client.list_tasks(status="done", limit=count)
     return len(done) >= count
+
+
+async def test_both_reapers_settle_each_expired_lease_once(replicas: Replicas) -> None:
+    tasks = [await replicas.a.create_task("agent_run", {"prompt": str(n)}) for n in range(20)]
+    for n in range(20):
+        claim = await (replicas.a, replicas.b)[n % 2].claim("lost-box", ["agent_run"], lease=1)
+        assert claim is not None
+        await replicas.b.start(claim.task.id, claim.lease)
+    for task in tasks:
+        assert (await wait_for_status(replicas.a, task.id, ("needs_human",), timeout=30)).status == "needs_human"
+    rows = await replicas.sql("SELECT task_id, count(*) FROM events WHERE by = 'reaper' GROUP BY task_id")
+    assert sorted(rows) == sorted((task.id, 1) for task in tasks)
