@@ -37,6 +37,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run the test once on each named queue backend")
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say why PostgreSQL tests were skipped, even under -q."""
+    reason = postgres_support.unavailable()
+    if reason is not None and terminalreporter.stats.get("skipped"):
+        terminalreporter.write_line(f"PostgreSQL tests skipped: {reason} (DA_REQUIRE_POSTGRES=1 makes that a failure)")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("backends")
     if marker is not None and "backend" in metafunc.fixturenames:
