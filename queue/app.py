@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from da import fleet as fleet_module
 from da.queue import metrics, models, openapi
@@ -63,7 +64,7 @@ def error_response(error: QueueError) -> web.Response:
     return json_response({"error": error.code, "detail": error.detail}, status=error.status)
 
 
-def middleware(secret: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def middleware(secret: str) -> Middleware:
     """Check the shared secret (constant time) and turn every error into the one JSON shape.
 
     One middleware rather than two: it runs on every request, and each layer costs a

@@ -94,7 +94,7 @@ class QueueClient:
     async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
                       idempotent: bool = True, timeout: float | None = None) -> httpx.Response:
         """Send to the current URL, failing over to the others on connection errors."""
-        extra = {} if timeout is None else {"timeout": timeout}
+        wait: httpx.Timeout | float = self._http.timeout if timeout is None else timeout
         delay = FIRST_BACKOFF
         last_error: Exception | None = None
         for round_number in range(self.rounds):
@@ -102,7 +102,7 @@ class QueueClient:
                 index = (self._current + offset) % len(self.urls)
                 try:
                     response = await self._http.request(method, self.urls[index] + path, json=json,
-                                                        params=params, **extra)
+                                                        params=params, timeout=wait)
                 except httpx.ConnectError as exc:
                     last_error = exc
                     continue
@@ -124,7 +124,7 @@ class QueueClient:
     # ---- API ---------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        return (await self.request("GET", "/health")).json()
+        return _object(await self.request("GET", "/health"))
 
     async def create_task(self, type: str, payload: dict[str, Any] | None = None, **fields: Any) -> Task:
         """Create a task; not retried once sent, so it is never created twice."""
@@ -194,7 +194,7 @@ class QueueClient:
                            dry_run: bool = False) -> dict[str, Any]:
         body = {"from_status": from_status, "status": status, "dry_run": dry_run,
                 **({"notes": notes} if notes else {}), **({"by": by} if by else {})}
-        return (await self.request("POST", "/v1/tasks/resolve", json=body)).json()
+        return _object(await self.request("POST", "/v1/tasks/resolve", json=body))
 
     async def cancel(self, task_id: str, *, by: str | None = None, notes: str | None = None) -> Task:
         body = {**({"by": by} if by else {}), **({"notes": notes} if notes else {})}
@@ -202,10 +202,10 @@ class QueueClient:
 
     async def prune(self, older_than: float) -> int:
         """Remove finished tasks older than `older_than` seconds; returns how many."""
-        return (await self.request("POST", "/v1/prune", json={"older_than": older_than})).json()["removed"]
+        return int(_object(await self.request("POST", "/v1/prune", json={"older_than": older_than}))["removed"])
 
     async def machines(self) -> list[dict[str, Any]]:
-        return (await self.request("GET", "/v1/machines")).json()["machines"]
+        return list(_object(await self.request("GET", "/v1/machines"))["machines"])
 
     async def events(self, after: int = 0, *, wait: float = 0.0, limit: int | None = None) -> tuple[list[Event], int]:
         """Events after `after`, waiting up to `wait` seconds for the first; returns them and the last id."""
@@ -214,6 +214,14 @@ class QueueClient:
             params["limit"] = limit
         body = (await self.request("GET", "/v1/events", params=params, timeout=DEFAULT_TIMEOUT + wait)).json()
         return [_event(e) for e in body["events"]], body["last"]
+
+
+def _object(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object an answer carries."""
+    body = response.json()
+    if not isinstance(body, dict):
+        raise QueueError(f"the queue answered {type(body).__name__}, not a JSON object; is QUEUE_URL a da queue?")
+    return body
 
 
 def _event(data: dict[str, Any]) -> Event:

@@ -24,6 +24,8 @@ from da.queue.store import LockRace, Statements
 logger = logging.getLogger(__name__)
 
 STATEMENTS = Statements("da.queue.sql.postgres")
+# The feed's horizon reads transaction snapshots with pg_current_snapshot(), new in 13.
+MIN_SERVER = 13
 CHANNEL = "da_queue"
 # Connections per replica. Long-polls hold none while they wait, so a handful serve a fleet;
 # ten leaves room for a burst of reports without queueing in the pool.
@@ -136,6 +138,9 @@ class PgDatabase:
     async def _migrate(self) -> None:
         assert self._pool is not None
         async with self._pool.acquire() as db:
+            if db.get_server_version().major < MIN_SERVER:
+                raise StoreError(f"PostgreSQL {db.get_server_version().major} is too old; da needs "
+                                 f"{MIN_SERVER} or newer (for pg_current_snapshot).")
             await db.execute(*self._bind("migration_lock", {"key": MIGRATION_LOCK}))
             try:
                 await db.execute(STATEMENTS["create_schema_table"])

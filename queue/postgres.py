@@ -23,7 +23,7 @@ from typing import Any
 
 from da.queue.errors import StoreError
 from da.queue.models import Event, Row
-from da.queue.pgdatabase import STATEMENTS, PgDatabase
+from da.queue.pgdatabase import PgDatabase
 from da.queue.store import Sighting, Store, new_token
 
 # How long a feed read waits for in-flight writers before answering from the last proven horizon.
