@@ -32,9 +32,7 @@ async def run(ctx: Context, payload: dict[str, Any]) -> Result:
         raise NeedsHuman(f"no command is configured for agent {agent}",
                          "add it under `agents:` in config/agents.yaml")
     cwd = ctx.check_cwd(text_field(payload, "cwd"))
-    argv = [prompt if part == "{prompt}" else part for part in spec["command"]]
-    if model:
-        argv += [model if part == "{model}" else part for part in spec.get("model", [])]
+    argv = spec.build(prompt, model)
     process = await ctx.run(argv, cwd=cwd, timeout=timeout)
     return ctx.classify(process, tool=argv[0], agent=agent)
 

@@ -16,7 +16,7 @@ import httpx
 
 from da.queue import errors
 from da.queue.errors import QueueError, QueueUnreachable
-from da.queue.models import Event, Task, parse_iso
+from da.queue.models import ID_PREFIX_PATTERN, Event, Task, parse_iso
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,13 @@ class ClaimedTask:
 class Heartbeat:
     cancel: bool
     status: str
+
+
+def task_path(task_id: str) -> str:
+    """The route of one task; an id that is not hex cannot name one, so it is not sent at all."""
+    if not ID_PREFIX_PATTERN.match(task_id):
+        raise errors.NotFound(f"no task with id {task_id[:40]!r}; ids are hex, like the ones `queue` lists.")
+    return f"/v1/tasks/{task_id}"
 
 
 def error_from(response: httpx.Response) -> QueueError:
@@ -140,10 +147,10 @@ class QueueClient:
         return [Task.from_json(t) for t in body["tasks"]], body["next"]
 
     async def get_task(self, task_id: str) -> Task:
-        return Task.from_json((await self.request("GET", f"/v1/tasks/{task_id}")).json())
+        return Task.from_json((await self.request("GET", task_path(task_id))).json())
 
     async def task_events(self, task_id: str) -> list[Event]:
-        body = (await self.request("GET", f"/v1/tasks/{task_id}")).json()
+        body = (await self.request("GET", task_path(task_id))).json()
         return [_event(e) for e in body.get("events", [])]
 
     async def claim(self, machine: str, capabilities: list[str], *, agents: list[str] | None = None,
@@ -188,7 +195,7 @@ class QueueClient:
 
     async def resolve(self, task_id: str, status: str, *, notes: str | None = None, by: str | None = None) -> Task:
         body = {"status": status, **({"notes": notes} if notes else {}), **({"by": by} if by else {})}
-        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/resolve", json=body)).json())
+        return Task.from_json((await self.request("POST", task_path(task_id) + "/resolve", json=body)).json())
 
     async def resolve_many(self, from_status: str, status: str, *, notes: str | None = None, by: str | None = None,
                            dry_run: bool = False) -> dict[str, Any]:
@@ -198,7 +205,7 @@ class QueueClient:
 
     async def cancel(self, task_id: str, *, by: str | None = None, notes: str | None = None) -> Task:
         body = {**({"by": by} if by else {}), **({"notes": notes} if notes else {})}
-        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/cancel", json=body)).json())
+        return Task.from_json((await self.request("POST", task_path(task_id) + "/cancel", json=body)).json())
 
     async def prune(self, older_than: float) -> int:
         """Remove finished tasks older than `older_than` seconds; returns how many."""

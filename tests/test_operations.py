@@ -163,7 +163,7 @@ async def test_doctor_asks_agents_and_checks_slack_tokens(server: QueueServer, t
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "machines.yaml").write_text("machines:\n  box:\n    agents: [claude, codex]\n")
     (tmp_path / "config" / "agents.yaml").write_text(
-        'agents:\n  codex:\n    command: [codex, exec, NOT_LOGGED_IN, "{prompt}"]\n')
+        'agents:\n  codex:\n    command: [codex, exec, -c, NOT_LOGGED_IN=1, --, "{prompt}"]\n')
     slack = SlackEmulator()
     await slack.start()
     try:

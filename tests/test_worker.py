@@ -53,17 +53,27 @@ async def test_claude_gets_the_prompt_as_one_argument(worker, client: QueueClien
                                                 "model": "opus"})
     assert task.status == "done", task.notes
     answer = json.loads(task.result["stdout"])
-    assert answer["argv"] == ["-p", prompt, "--dangerously-skip-permissions", "--model", "opus"]
+    assert answer["argv"] == ["-p", "--dangerously-skip-permissions", "--model", "opus", "--", prompt]
+    assert (answer["prompt"], answer["model"]) == (prompt, "opus")
     assert answer["cwd"] == str(tmp_path)
     assert Path(task.result["log_path"]).read_text().count("[stdout]") == 1
 
 
-@pytest.mark.parametrize(("agent", "argv"), [("gemini", ["--yolo", "-p", "hello"]),
-                                             ("codex", ["exec", "--full-auto", "hello"])])
+@pytest.mark.parametrize(("agent", "argv"), [("gemini", ["--yolo", "--prompt=hello"]),
+                                             ("codex", ["exec", "--full-auto", "--", "hello"])])
 async def test_gemini_and_codex_commands(worker, client: QueueClient, agent: str, argv: list[str]) -> None:
     task = await run_task(client, "agent_run", {"agent": agent, "prompt": "hello"})
     assert task.status == "done"
     assert json.loads(task.result["stdout"])["argv"] == argv
+
+
+@pytest.mark.parametrize("agent", ["claude", "gemini", "codex"])
+async def test_a_prompt_that_looks_like_an_option_stays_the_prompt(worker, client: QueueClient, agent: str) -> None:
+    prompt = "--help -p and then -rf: explain these flags"
+    task = await run_task(client, "agent_run", {"agent": agent, "prompt": prompt, "model": "m1"})
+    assert task.status == "done", task.notes
+    answer = json.loads(task.result["stdout"])
+    assert (answer["prompt"], answer["model"]) == (prompt, "m1")
 
 
 async def test_agent_not_logged_in_needs_a_human(worker, client: QueueClient) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from da.agents import AgentCommand
 from da.worker import outcome, runner
 from da.worker.errors import NeedsHuman
 from da.worker.models import ProcessResult, Result
@@ -36,7 +37,7 @@ class TaskContext:
         """A value a handler may need (GROQ_API_KEY, GROQ_BASE_URL ...), read once at start."""
         return self.settings.extra.get(key) or default
 
-    def agent_command(self, agent: str) -> dict[str, list[str]] | None:
+    def agent_command(self, agent: str) -> AgentCommand | None:
         return self.settings.agent_commands.get(agent)
 
     def check_cwd(self, cwd: str | None, field_name: str = "cwd") -> Path | None:
