@@ -341,7 +341,7 @@ async def prune(request: web.Request) -> web.Response:
     models.reject_unknown(body, ("older_than",))
     older_than = models.get_number(body, "older_than", 30 * 86400.0, 0.0, 100 * 365 * 86400.0)
     removed = await request.app[STORE].prune(older_than)
-    logger.info("pruned %d finished task(s) older than %.0f s", removed)
+    logger.info("pruned %d finished task(s) older than %.0f s", removed, older_than)
     return json_response({"removed": removed})
 
 

@@ -77,11 +77,14 @@ def test_an_agent_the_machine_does_not_list_is_refused_naming_who_has_it() -> No
 
 
 FAKE_CLAUDE = """#!/bin/sh
+# Asked like the real CLI: -p is a flag, the prompt comes after --.
+[ "$1" = "-p" ] && [ "$2" = "--" ] || { echo "error: unknown option '$2'" >&2; exit 1; }
 case "$ROUTER_MODE" in
   good) echo 'Sure: {"machine": "mac-mini", "agent": "claude", "type": "ios_build", "reason": "it has Xcode"}' ;;
   bad) echo 'I think the mac, probably.' ;;
   wrong) echo '{"machine": "toaster", "agent": null, "type": "agent_run", "reason": "why not"}' ;;
   slow) sleep 5 ;;
+  wrapper) sleep 60 & echo $! > "$CHILD_PID_FILE"; wait ;;
 esac
 """
 
@@ -106,6 +109,28 @@ async def test_llm_router_answers_or_falls_back(fake_claude, monkeypatch: pytest
     suggestion = await LlmRouter("claude", timeout=0.5).suggest("refactor the auth module", FLEET)
     assert suggestion.machine == machine
     assert reason in suggestion.reason
+
+
+async def test_llm_router_timeout_holds_for_a_wrapper_with_children(fake_claude, monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    import time
+
+    from conftest import wait_until
+
+    monkeypatch.setenv("ROUTER_MODE", "wrapper")
+    monkeypatch.setenv("CHILD_PID_FILE", str(tmp_path / "child.pid"))
+    started = time.monotonic()
+    suggestion = await LlmRouter("claude", timeout=0.5).suggest("refactor the auth module", FLEET)
+    assert "no answer within 0.5s" in suggestion.reason
+    assert time.monotonic() - started < 30  # the child sleeps 60 s: waiting for it would take that long
+    child = int((tmp_path / "child.pid").read_text())
+
+    async def gone() -> bool:
+        stat = Path(f"/proc/{child}/stat")
+        # Killed and not yet reaped by init is gone too (state Z).
+        return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+    await wait_until(gone)
 
 
 async def test_llm_router_without_the_cli_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

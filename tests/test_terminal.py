@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,36 @@ async def test_local_run_streams_the_agent_answer(tmp_path: Path) -> None:
     not_logged = await da("http://127.0.0.1:9", "test", "codex", cwd=tmp_path,
                           PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     assert not_logged.code == 1 and "codex is not logged in on this machine" in not_logged.out
+
+
+async def test_what_a_newcomer_mistypes_gets_a_plain_answer(fleet_server: QueueServer, tmp_path: Path) -> None:
+    show = await da(fleet_server.url, "show", "nosuchid", cwd=tmp_path)
+    assert show.code == 1 and show.out.startswith("no task with id 'nosuchid'")
+    empty = await da(fleet_server.url, "assign", "", "--yes", cwd=tmp_path)
+    assert empty.code == 2 and empty.out.startswith("assign needs a description of the work.")
+    nosuch = await da(fleet_server.url, "assign", "fix it", "--machine=nosuch", "--yes", cwd=tmp_path)
+    assert nosuch.code == 1
+    assert nosuch.out.strip() == "unknown machine 'nosuch'; known machines: mac-mini, thinkpad-x1."
+    banana = await da(fleet_server.url, "queue", "--status=banana", cwd=tmp_path)
+    assert banana.code == 2 and banana.out.startswith("unknown status 'banana'; use one of pending, claimed")
+    assert await tasks_in(fleet_server) == []
+
+
+async def test_an_unknown_command_lists_every_command(tmp_path: Path) -> None:
+    run = await da("http://127.0.0.1:9", "frobnicate", cwd=tmp_path)
+    assert run.code == 2 and len(run.err.strip().splitlines()) == 1
+    named = set(re.findall(r"[a-z]+", run.err.split("; ", 1)[1]))
+    assert {"serve", "worker", "up", "bot", "backup", "restore", "prune", "service", "doctor", "assign", "queue",
+            "status", "skills", "run", "ssh"} <= named
+
+
+async def test_a_plain_command_runs_as_a_script_where_no_machine_has_an_agent(make_server, tmp_path: Path) -> None:
+    from da import handlers
+
+    vm = fleet_module.parse_fleet({"machines": {"vm": {"capabilities": sorted(handlers.folder_fields())}}}, "t")
+    server = await make_server(fleet=vm)
+    run = await da(server.url, "assign", "echo hello", "--yes", cwd=tmp_path)
+    assert run.code == 0, run.out
+    assert run.out.splitlines()[0].startswith("queued ") and "run_script on →vm" in run.out
+    assert "warning: no machine lists an agent: this runs as a shell command (run_script)" in run.out
+    assert [t.payload for t in await tasks_in(server)] == [{"script": "echo hello"}]

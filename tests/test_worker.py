@@ -135,6 +135,13 @@ async def test_missing_tool_says_how_to_install_it(worker, client: QueueClient, 
     assert task.result["action"] == "install it: da skills install test-box no-such-tool-xyz"
 
 
+async def test_a_command_missing_inside_a_script_is_the_scripts_failure(worker, client: QueueClient) -> None:
+    task = await run_task(client, "run_script", {"script": "run the thing"})
+    assert task.status == "failed"
+    assert task.notes.startswith("script exited 127: ") and "run: not found" in task.notes
+    assert "install" not in task.result["action"]
+
+
 async def test_bad_payload_needs_a_human_with_the_field_named(worker, client: QueueClient) -> None:
     task = await run_task(client, "agent_run", {"agent": "claude"})
     assert task.status == "needs_human" and task.notes == "payload field 'prompt' is required"

@@ -20,7 +20,7 @@ from da.queue import errors as queue_errors
 from da.queue.client import ClaimedTask, QueueClient
 from da.worker.context import TaskContext
 from da.worker.errors import NeedsHuman
-from da.worker.models import NEEDS_HUMAN, Result
+from da.worker.models import FAILED, NEEDS_HUMAN, Result
 from da.worker.registry import Handler
 from da.worker.settings import WorkerSettings
 
@@ -176,7 +176,7 @@ class Worker:
             if reason is not None:
                 logger.info("stopped %s %s: %s", task.short_id, task.type, reason, extra={"task_id": task.id})
                 return
-            result = Result("failed", self._shutdown_note or "the worker stopped before the task finished",
+            result = Result(FAILED, self._shutdown_note or "the worker stopped before the task finished",
                             "retry it (resolve as pending) once the worker is back", {})
         finally:
             beats.cancel()
