@@ -74,7 +74,7 @@ def seed(url: str) -> str:
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     started = time.perf_counter()
-    result = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    result = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, check=False)
     took = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.decode()[-300:]}")
@@ -95,7 +95,7 @@ def main() -> int:
         commands = {FLOOR: [sys.executable, "-c", "import httpx"], "da --help": [*da, "--help"],
                     "da queue": [*da, "queue"], "da status": [*da, "status"], "da show": [*da, "show", short_id]}
         times: dict[str, list[float]] = {name: [] for name in commands}
-        for name, argv in commands.items():
+        for argv in commands.values():
             timed(argv, env, folder)  # warm the page cache once
         for _ in range(args.rounds):
             for name, argv in commands.items():

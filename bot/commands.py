@@ -11,12 +11,22 @@ from typing import Any, Protocol
 
 from da.bot import grammar, views
 from da.bot.grammar import Command, UsageError
-from da.bot.router import (AGENT_RUN, RUN_SCRIPT, Router, RulesRouter, Suggestion, known_agents, known_types,
-                           name_errors, validate)
+from da.bot.router import (
+    AGENT_RUN,
+    RUN_SCRIPT,
+    Router,
+    RulesRouter,
+    Suggestion,
+    known_agents,
+    known_types,
+    name_errors,
+    validate,
+)
 from da.fleet import Fleet
 from da.queue import errors as queue_errors
 from da.queue import models
 from da.queue.client import QueueClient
+from da.queue.models import Task
 
 LIST_LIMIT = 20
 
@@ -96,17 +106,21 @@ class CommandLayer:
     async def verb_queue(self, command: Command, **_: Any) -> views.TaskList:
         status = command.options.get("status")
         limit = int(command.options.get("limit", LIST_LIMIT))
-        tasks, _ = await self.client.list_tasks(status=status, limit=max(1, min(limit, 500)))
+        tasks = await self.tasks(status, max(1, min(limit, models.MAX_LIMIT)))
         title = f"Queue ({status})" if status else "Queue"
-        return views.TaskList("queue", title, tuple(tasks), "No tasks" + (f" with status {status}." if status else "."))
+        return views.TaskList("queue", title, tasks, "No tasks" + (f" with status {status}." if status else "."))
 
     async def verb_review(self, command: Command, **_: Any) -> views.TaskList:
-        tasks, _ = await self.client.list_tasks(status=models.NEEDS_HUMAN, limit=LIST_LIMIT)
-        return views.TaskList("review", "Needs a person", tuple(tasks), "Nothing needs a person.")
+        tasks = await self.tasks(models.NEEDS_HUMAN)
+        return views.TaskList("review", "Needs a person", tasks, "Nothing needs a person.")
 
     async def verb_failures(self, command: Command, **_: Any) -> views.TaskList:
-        tasks, _ = await self.client.list_tasks(status=models.FAILED, limit=LIST_LIMIT)
-        return views.TaskList("failures", "Failed", tuple(tasks), "No failed tasks.")
+        return views.TaskList("failures", "Failed", await self.tasks(models.FAILED), "No failed tasks.")
+
+    async def tasks(self, status: str | None, limit: int = LIST_LIMIT) -> tuple[Task, ...]:
+        """The newest tasks (of one status), one page."""
+        found, _cursor = await self.client.list_tasks(status=status, limit=limit)
+        return tuple(found)
 
     async def verb_show(self, command: Command, **_: Any) -> views.TaskDetail:
         task = await self.client.get_task(command.words[0])

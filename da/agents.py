@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import shutil
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -148,8 +148,8 @@ class Smoke:
 async def smoke_test(agent: str, commands: Mapping[str, AgentCommand], *,
                      timeout: float = SMOKE_TIMEOUT) -> Smoke:
     """Ask the agent a one-line prompt: proves it is installed, logged in and answering."""
-    from da.worker import outcome
     from da.queue.models import DONE
+    from da.worker import outcome
     from da.worker.models import ProcessResult
 
     command = commands.get(agent)

@@ -250,7 +250,7 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def parse_duration(text: str) -> float:
     """`30d`, `12h`, `90m`, `45s` or a number of seconds."""
     text = text.strip().lower()
-    unit = DURATION_UNITS.get(text[-1:], None)
+    unit = DURATION_UNITS.get(text[-1:])
     number = text[:-1] if unit else text
     try:
         value = float(number) * (unit or 1)

@@ -116,10 +116,12 @@ def queue_urls(env: Mapping[str, str]) -> tuple[str, ...]:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{key} entry {url!r} must be an http:// or https:// URL, like {DEFAULT_QUEUE_URL}.")
         try:
-            parts.port
+            port = parts.port
         except ValueError:
+            port = 0
+        if port == 0:
             raise ConfigError(f"{key} entry {url!r} has an invalid port; use a number from 1 to 65535, "
-                              f"like {DEFAULT_QUEUE_URL}.") from None
+                              f"like {DEFAULT_QUEUE_URL}.")
     return urls
 
 

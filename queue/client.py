@@ -105,7 +105,7 @@ class QueueClient:
     async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
                       idempotent: bool = True, timeout: float | None = None) -> httpx.Response:
         """Send to the current URL, failing over to the others on connection errors."""
-        extra = {} if timeout is None else {"timeout": timeout}
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         delay = FIRST_BACKOFF
         last_error: Exception | None = None
         for round_number in range(self.rounds):

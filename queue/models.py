@@ -126,7 +126,7 @@ class Task:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
         """Rebuild a task from an API answer (clients use this)."""
-        values = {name: data.get(name) for name in PUBLIC_FIELDS if name in data}
+        values: dict[str, Any] = {name: data.get(name) for name in PUBLIC_FIELDS if name in data}
         for name in TIME_FIELDS:
             values[name] = parse_iso(data.get(name))
         values["created_at"] = values["created_at"] or 0.0

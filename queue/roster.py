@@ -65,9 +65,9 @@ class Roster:
         declared = {machine.name for machine in self.fleet.machines}
         machines = [m.to_json() for m in self.fleet.machines]
         for name in sorted(set(self.sightings) - declared):
-            sighting = self.sightings[name]
+            seen = self.sightings[name]
             machines.append({"name": name, "role": "worker", "os": "", "tailscale_ip": "",
-                             "capabilities": list(sighting.capabilities), "agents": list(sighting.agents),
+                             "capabilities": list(seen.capabilities), "agents": list(seen.agents),
                              "aliases": [], "declared": False})
         for entry in machines:
             sighting = self.sightings.get(entry["name"])

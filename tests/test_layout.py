@@ -21,7 +21,7 @@ def test_sql_ships_as_package_data() -> None:
     from da.queue import store
 
     assert "claim_task" in store.QUERIES
-    assert [number for number, _ in store.migrations()][0] == 1
+    assert next(number for number, _ in store.migrations()) == 1
 
 
 def test_json_logs_carry_each_transition(tmp_path: Path) -> None:

@@ -93,7 +93,8 @@ async def test_malformed_commands_answer_with_the_usage_line(bot, slack: SlackEm
     await slack.slash("assign")
     response = await slack.wait_response(lambda r: "usage:" in r.get("text", ""))
     assert response["text"] == ("assign needs a description of the work.\nusage: `/da assign <description> "
-                                "[--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] [--priority=N] [--yes] [--wait-for-machine]`")
+                                "[--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] [--priority=N] [--yes] "
+                                "[--wait-for-machine]`")
     await slack.slash("frobnicate now")
     assert (await slack.wait_response(lambda r: "frobnicate" in r.get("text", "")))["text"].startswith(
         "unknown command 'frobnicate'")

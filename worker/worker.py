@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import time
@@ -90,7 +91,7 @@ class Worker:
                 if claimed is not None:
                     task = asyncio.create_task(self._execute(claimed))
                     self.running[claimed.task.id] = task
-                    task.add_done_callback(lambda _, task_id=claimed.task.id: self._finished(task_id))
+                    task.add_done_callback(functools.partial(self._finished, claimed.task.id))
         finally:
             await self._drain()
             await self.client.close()
@@ -133,7 +134,7 @@ class Worker:
         finally:
             stop.cancel()
 
-    def _finished(self, task_id: str) -> None:
+    def _finished(self, task_id: str, _: object = None) -> None:
         self.running.pop(task_id, None)
         self._slot_free.set()
 
@@ -198,7 +199,7 @@ class Worker:
             return Result(NEEDS_HUMAN, exc.notes, exc.action, exc.result)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any handler bug becomes needs_human with its traceback
             tail = self.settings.redactor(traceback.format_exc())[-TRACEBACK_TAIL:]
             return Result(NEEDS_HUMAN, f"handler {task_type} raised {type(exc).__name__}: {exc}"[:400],
                           f"fix the handler ({handler.source}) or the payload, then retry", {"traceback": tail})

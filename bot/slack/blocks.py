@@ -181,7 +181,7 @@ def _task_list(view: views.TaskList) -> Drawn:
         if view.kind == "queue":
             blocks.append(SectionBlock(block_id=f"task:{task.id}:card", text=md(task_line(task))))
         else:
-            blocks += review_card(task, kind=view.kind) + [DividerBlock()]
+            blocks += [*review_card(task, kind=view.kind), DividerBlock()]
     return f"{view.title}: {len(view.tasks)} task(s)", limited(blocks, more, "see `da queue` for all")
 
 

@@ -78,7 +78,7 @@ class Notifier:
         task = await self.client.get_task(event.task_id)
         if card is not None:
             await self.update_card(task)
-        if event.to_status not in NOTIFY or event.to_status != task.status and event.to_status != models.DONE:
+        if event.to_status not in NOTIFY or (event.to_status != task.status and event.to_status != models.DONE):
             return
         if event.to_status == models.DONE:
             text = f":white_check_mark: `{task.short_id}` {task.type} done on {task.assigned_to or '-'}" + (

@@ -8,6 +8,7 @@ one the verb needs `--yes`, so a script's closed stdin never counts as a yes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -169,10 +170,8 @@ def _enable_history() -> Any:
     except ImportError:
         return None
     path = Path(HISTORY_FILE).expanduser()
-    try:
+    with contextlib.suppress(OSError):
         readline.read_history_file(path)
-    except OSError:
-        pass
     return lambda: readline.write_history_file(path)
 
 

@@ -82,7 +82,7 @@ class SkillsService:
         from da import handlers
 
         extra = config.handlers_path(env)
-        handlers_dir = extra[0] if extra else Path(list(handlers.__path__)[0])
+        handlers_dir = extra[0] if extra else Path(next(iter(handlers.__path__)))
         return cls(config_dir / SKILLS_FILE, config_dir / fleet_module.FLEET_FILE, handlers_dir,
                    SshOptions.from_env(env))
 
@@ -90,7 +90,8 @@ class SkillsService:
     def registry(self) -> dict[str, Skill]:
         return load_registry(self.registry_path)
 
-    async def run(self, command: Command, fleet: Fleet, *, emit: Emit | None = None, ask: Ask | None = None) -> views.View:
+    async def run(self, command: Command, fleet: Fleet, *, emit: Emit | None = None,
+                  ask: Ask | None = None) -> views.View:
         sub, args = command.words[0], command.words[1:]
         try:
             if sub == "available":
@@ -159,13 +160,13 @@ class SkillsService:
                                  f"({machine.name}); it has recipes for {oses}.", ok=False)
         emit(f"$ {recipe}   # on {machine.name}")
         try:
-            async with asyncssh.connect(**self.ssh.connect_kwargs(machine)) as conn:
-                async with conn.create_process(recipe, stderr=asyncssh.STDOUT) as process:
-                    async for line in process.stdout:
-                        if line:
-                            emit(line.rstrip("\n"))
-                    await process.wait()
-                    status = process.exit_status
+            async with asyncssh.connect(**self.ssh.connect_kwargs(machine)) as conn, \
+                    conn.create_process(recipe, stderr=asyncssh.STDOUT) as process:
+                async for line in process.stdout:
+                    if line:
+                        emit(line.rstrip("\n"))
+                await process.wait()
+                status = process.exit_status
         except (OSError, asyncssh.Error) as exc:
             return views.Message(f"cannot reach {machine.name} over ssh: {ssh_failure(exc)}.", ok=False)
         if status != 0:
