@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from da import config
 from da.queue import errors
 from da.queue.errors import QueueError, QueueUnreachable
 from da.queue.models import ID_PREFIX_PATTERN, Event, Task, parse_iso
@@ -78,7 +79,7 @@ class QueueClient:
         if isinstance(urls, str):
             urls = [u.strip() for u in urls.split(",") if u.strip()]
         if not urls:
-            raise ValueError("no queue URL given; set QUEUE_URL, e.g. http://127.0.0.1:8000")
+            raise ValueError(f"no queue URL given; set QUEUE_URL, e.g. {config.DEFAULT_QUEUE_URL}")
         self.urls = [u.rstrip("/") for u in urls]
         self.rounds = rounds
         self._current = 0

@@ -33,13 +33,19 @@ def register(app: AsyncApp) -> None:
     app.action("bulk_cancel")(cancel_bulk)
 
 
-async def confirm_suggestion(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any,
-                             context: Any) -> None:
+async def acting_room(ack: Any, body: dict[str, Any], respond: Any, context: Any) -> Room | None:
+    """Ack the click; the Room when the clicker may change state, else None (after telling them why)."""
     await ack()
     room = room_of(context)
-    user = body["user"]["id"]
-    if await room.refused(body, respond):
+    return None if await room.refused(body, respond) else room
+
+
+async def confirm_suggestion(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any,
+                             context: Any) -> None:
+    room = await acting_room(ack, body, respond, context)
+    if room is None:
         return
+    user = body["user"]["id"]
     token = json.loads(action["value"])["t"]
     entry = room.suggestions.pop(token, None)
     if entry is None:
@@ -96,9 +102,8 @@ async def change_suggestion(ack: Any, body: dict[str, Any], action: dict[str, An
 
 
 async def resolve_task(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any, context: Any) -> None:
-    await ack()
-    room = room_of(context)
-    if await room.refused(body, respond):
+    room = await acting_room(ack, body, respond, context)
+    if room is None:
         return
     await resolve(room, body, respond, json.loads(action["value"])["id"], blocks.RESOLVE_ACTIONS[action["action_id"]])
 
@@ -140,11 +145,10 @@ async def open_note(ack: Any, body: dict[str, Any], action: dict[str, Any], cont
 
 
 async def cancel_task(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any, context: Any) -> None:
-    await ack()
-    room = room_of(context)
-    user = body["user"]["id"]
-    if await room.refused(body, respond):
+    room = await acting_room(ack, body, respond, context)
+    if room is None:
         return
+    user = body["user"]["id"]
     try:
         task = await room.layer.client.cancel(json.loads(action["value"])["id"], by=user)
     except queue_errors.QueueError as exc:
@@ -156,11 +160,10 @@ async def cancel_task(ack: Any, body: dict[str, Any], action: dict[str, Any], re
 
 
 async def confirm_bulk(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any, context: Any) -> None:
-    await ack()
-    room = room_of(context)
-    user = body["user"]["id"]
-    if await room.refused(body, respond):
+    room = await acting_room(ack, body, respond, context)
+    if room is None:
         return
+    user = body["user"]["id"]
     value = json.loads(action["value"])
     if value["t"] in room.state.handled_bulk:
         await respond(text="Already done.", response_type="ephemeral", replace_original=False)
