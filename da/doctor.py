@@ -35,6 +35,22 @@ async def agent_answers(agent: str, commands: dict[str, agents.AgentCommand]) ->
     return Check(f"agent {agent} answers", smoke.ok, detail, smoke.action)
 
 
+async def queue_checks(http: httpx.AsyncClient, url: str, secret: str) -> list[Check]:
+    """The queue answers, and accepts this machine's secret."""
+    try:
+        health = await http.get(f"{url}/health")
+        checks = [Check("queue", health.status_code == 200, f"{url} answers /health")]
+        if secret:
+            probe = await http.get(f"{url}/v1/tasks", params={"limit": 1}, headers={"x-secret-key": secret})
+            checks.append(Check("secret", probe.status_code == 200,
+                                "accepted" if probe.status_code == 200 else f"refused ({probe.status_code})",
+                                "use the same SECRET_KEY as the queue service"))
+        return checks
+    except httpx.HTTPError as exc:
+        return [Check("queue", False, f"unreachable at {url} ({type(exc).__name__})",
+                      "start `da serve` there or fix QUEUE_URL")]
+
+
 async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = False) -> list[Check]:
     """Every check that applies to what this machine is configured to run."""
     checks: list[Check] = []
@@ -65,23 +81,14 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
     secret = env.get("SECRET_KEY", "")
     checks.append(Check("SECRET_KEY", bool(secret), "set" if secret else "not set",
                         "put the queue's secret in .env (the same value on every machine)"))
+    url: str | None = None
     try:
         url = config.queue_urls(env)[0]
     except ConfigError as exc:
         checks.append(Check("queue", False, str(exc), "fix QUEUE_URL in .env"))
-        return checks
     async with httpx.AsyncClient(timeout=5) as http:
-        try:
-            health = await http.get(f"{url}/health")
-            checks.append(Check("queue", health.status_code == 200, f"{url} answers /health"))
-            if secret:
-                probe = await http.get(f"{url}/v1/tasks", params={"limit": 1}, headers={"x-secret-key": secret})
-                checks.append(Check("secret", probe.status_code == 200,
-                                    "accepted" if probe.status_code == 200 else f"refused ({probe.status_code})",
-                                    "use the same SECRET_KEY as the queue service"))
-        except httpx.HTTPError as exc:
-            checks.append(Check("queue", False, f"unreachable at {url} ({type(exc).__name__})",
-                                "start `da serve` there or fix QUEUE_URL"))
+        if url is not None:
+            checks += await queue_checks(http, url, secret)
         for agent in (machine.agents if machine else ()):
             if agent == "groq":
                 checks.append(Check("agent groq", bool(env.get("GROQ_API_KEY")), "GROQ_API_KEY "
