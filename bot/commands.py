@@ -123,8 +123,8 @@ class CommandLayer:
         return tuple(found)
 
     async def verb_show(self, command: Command, **_: Any) -> views.TaskDetail:
-        task = await self.client.get_task(command.words[0])
-        return views.TaskDetail(task, tuple(await self.client.task_events(task.id)))
+        task, events = await self.client.task_with_events(command.words[0])
+        return views.TaskDetail(task, tuple(events))
 
     async def verb_status(self, command: Command, **_: Any) -> views.FleetStatus:
         return views.FleetStatus((await self.fleet()).machines, self.client.url)

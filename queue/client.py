@@ -155,8 +155,12 @@ class QueueClient:
         return Task.from_json((await self.request("GET", task_path(task_id))).json())
 
     async def task_events(self, task_id: str) -> list[Event]:
+        return (await self.task_with_events(task_id))[1]
+
+    async def task_with_events(self, task_id: str) -> tuple[Task, list[Event]]:
+        """A task and its transitions, in one request."""
         body = (await self.request("GET", task_path(task_id))).json()
-        return [_event(e) for e in body.get("events", [])]
+        return Task.from_json(body), [_event(e) for e in body.get("events", [])]
 
     async def claim(self, machine: str, capabilities: list[str], *, agents: list[str] | None = None,
                     aliases: list[str] | None = None, retry_safe: list[str] | None = None, wait: float = 0.0,
