@@ -31,6 +31,8 @@ FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 15.0
 # How long a claim in flight may still answer once the worker starts stopping.
 CLAIM_SETTLE = 1.0
+# Heartbeats never come faster than this, whatever lease the queue grants.
+MIN_HEARTBEAT = 0.2
 # Keep this many trailing characters of a handler's traceback in the result.
 TRACEBACK_TAIL = 4000
 
@@ -165,7 +167,7 @@ class Worker:
             return
         ctx = TaskContext(self.settings, task.id, task.type)
         work = asyncio.create_task(self._run_handler(self.handlers.get(task.type), ctx, task.type, task.payload))
-        beats = asyncio.create_task(self._heartbeat(task.id, lease, claimed.lease_expires_at, ctx, work))
+        beats = asyncio.create_task(self._heartbeat(task.id, lease, claimed.lease_seconds, ctx, work))
         try:
             result = await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -207,10 +209,14 @@ class Worker:
                           f"fix {handler.source}", {})
         return result
 
-    async def _heartbeat(self, task_id: str, lease: str, expires_at: float, ctx: TaskContext,
+    async def _heartbeat(self, task_id: str, lease: str, seconds_left: float, ctx: TaskContext,
                          work: asyncio.Task[Result]) -> None:
-        """Extend the lease at a third of its length; stop the work on cancel or a lost lease."""
-        interval = max(0.2, (expires_at - time.time()) / 3)
+        """Extend the lease at a third of its length; stop the work on cancel or a lost lease.
+
+        Timed only by the durations the queue answers: its timestamps against this machine's
+        clock would be off by any skew between the two.
+        """
+        interval = max(MIN_HEARTBEAT, seconds_left / 3)
         while not work.done():
             await asyncio.sleep(interval)
             try:
@@ -227,6 +233,8 @@ class Worker:
                 self._cancel_reason[task_id] = "cancelled in the queue"
                 work.cancel()
                 return
+            if beat.lease_seconds is not None:
+                interval = max(MIN_HEARTBEAT, beat.lease_seconds / 3)
 
     async def _report(self, task_id: str, lease: str, result: Result) -> None:
         redact = self.settings.redactor
