@@ -11,6 +11,7 @@ from typing import Any
 
 from da import config, fleet
 from da.config import ConfigError
+from da.worker import output
 from da.worker.redact import Redactor
 
 DEFAULT_MAX_CONCURRENT = 2
@@ -74,6 +75,7 @@ class WorkerSettings:
     poll_wait: float = DEFAULT_POLL_WAIT
     lease: float | None = None
     log_dir: Path = Path(DEFAULT_LOG_DIR)
+    log_max_bytes: int = output.DEFAULT_LOG_MAX_BYTES
     handlers_path: tuple[Path, ...] = ()
     agent_commands: dict[str, dict[str, list[str]]] = field(default_factory=lambda: dict(DEFAULT_AGENT_COMMANDS))
     process_env: dict[str, str] = field(default_factory=dict, repr=False)
@@ -116,7 +118,9 @@ class WorkerSettings:
             shutdown_grace=config.env_float(env, "SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
             poll_wait=min(config.env_float(env, "WORKER_POLL_WAIT", DEFAULT_POLL_WAIT), 60.0),
             lease=config.env_float(env, "WORKER_LEASE", 60.0, minimum=1.0) if lease else None,
-            log_dir=Path(env.get("DA_LOG_DIR") or DEFAULT_LOG_DIR).expanduser(),
+            log_dir=task_log_dir(env),
+            log_max_bytes=config.env_int(env, "DA_LOG_MAX_BYTES", output.DEFAULT_LOG_MAX_BYTES,
+                                         minimum=output.MIN_LOG_MAX_BYTES),
             handlers_path=tuple(Path(p).expanduser() for p in env.get("DA_HANDLERS_PATH", "").split(os.pathsep) if p),
             agent_commands=load_agent_commands(config_dir),
             process_env={k: v for k, v in env.items() if k not in PRIVATE_VARIABLES},
@@ -125,6 +129,11 @@ class WorkerSettings:
                    "GROQ_MODEL": env.get("GROQ_MODEL", GROQ_MODEL)},
             redactor=Redactor.from_env(env),
         )
+
+
+def task_log_dir(env: Mapping[str, str]) -> Path:
+    """Where task logs go (DA_LOG_DIR): read by the worker, and by `da prune` on the same machine."""
+    return Path(env.get("DA_LOG_DIR") or DEFAULT_LOG_DIR).expanduser()
 
 
 def default_machine_name() -> str:
