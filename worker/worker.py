@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 from da.queue import errors as queue_errors
 from da.queue.client import ClaimedTask, QueueClient
+from da.worker import report
 from da.worker.context import TaskContext
 from da.worker.errors import NeedsHuman
 from da.worker.models import NEEDS_HUMAN, Result
@@ -92,7 +94,7 @@ class Worker:
                 if claimed is not None:
                     task = asyncio.create_task(self._execute(claimed))
                     self.running[claimed.task.id] = task
-                    task.add_done_callback(lambda _, task_id=claimed.task.id: self._finished(task_id))
+                    task.add_done_callback(functools.partial(self._finished, claimed.task.id))
         finally:
             await self._drain()
             await self.client.close()
@@ -135,9 +137,12 @@ class Worker:
         finally:
             stop.cancel()
 
-    def _finished(self, task_id: str) -> None:
+    def _finished(self, task_id: str, job: asyncio.Task[None]) -> None:
         self.running.pop(task_id, None)
         self._slot_free.set()
+        if not job.cancelled() and job.exception() is not None:
+            # Never silent: the task is left to the reaper, so say why here.
+            logger.error("running %s crashed", task_id[:8], exc_info=job.exception(), extra={"task_id": task_id})
 
     def stop(self, note: str = "the worker shut down before the task finished") -> None:
         """Stop claiming; running tasks get the shutdown grace, then are killed and reported."""
@@ -184,7 +189,7 @@ class Worker:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
-        await self._report(task.id, lease, result)
+        await self._report(task.id, lease, task.type, result)
         logger.info("finished %s %s: %s in %.1fs", task.short_id, task.type, result.status,
                     time.monotonic() - started, extra={"task_id": task.id})
 
@@ -236,15 +241,45 @@ class Worker:
             if beat.lease_seconds is not None:
                 interval = max(MIN_HEARTBEAT, beat.lease_seconds / 3)
 
-    async def _report(self, task_id: str, lease: str, result: Result) -> None:
+    async def _report(self, task_id: str, lease: str, task_type: str, result: Result) -> None:
+        """Deliver the outcome until acknowledged, reduced to what the queue accepts.
+
+        A 413 halves the report's budget and sends again; a report the queue refuses as
+        malformed is replaced by a `failed` one quoting its reason. Only when even that is
+        refused is the outcome left to the reaper, and the log says so.
+        """
         redact = self.settings.redactor
-        details = {k: redact(v) if isinstance(v, str) else v for k, v in result.details.items()}
-        try:
-            await self._until_acknowledged(lambda: self.client.report(
-                task_id, lease, result.status, details, notes=redact(result.notes)[:4000] or None,
-                action=redact(result.action)[:4000] or None))
-        except LeaseGone as exc:
-            logger.warning("report for %s refused: %s", task_id[:8], exc)
+        budget = report.FIRST_BUDGET
+        delivery = report.prepare(result, task_type=task_type, lease=lease, redact=redact, budget=budget)
+        refused = False
+        while True:
+            try:
+                await self._until_acknowledged(lambda: self.client.report(
+                    task_id, lease, delivery.status, delivery.result, notes=delivery.notes, action=delivery.action))
+                return
+            except LeaseGone as exc:
+                logger.warning("report for %s refused: %s", task_id[:8], exc)
+                return
+            except queue_errors.TooLarge as exc:
+                if budget <= report.MIN_BUDGET:
+                    logger.error("report for %s is too large for the queue even at %d bytes (%s); giving up",
+                                 task_id[:8], budget, exc.detail, extra={"task_id": task_id})
+                    return
+                budget = max(report.MIN_BUDGET, min(budget, delivery.size(lease)) // 2)
+                logger.warning("report for %s too large for the queue (%s); sending a smaller report of at most "
+                               "%d bytes", task_id[:8], exc.detail, budget, extra={"task_id": task_id})
+                delivery = report.prepare(result, task_type=task_type, lease=lease, redact=redact, budget=budget)
+            except queue_errors.BadRequest as exc:
+                if refused:
+                    logger.error("report for %s refused by the queue: %s; giving up", task_id[:8], exc.detail,
+                                 extra={"task_id": task_id})
+                    return
+                refused = True
+                logger.warning("report for %s refused by the queue (%s); reporting it failed instead", task_id[:8],
+                               exc.detail, extra={"task_id": task_id})
+                delivery = report.failure(result, task_type=task_type, redact=redact,
+                                          reason=f"the queue refused the result: {exc.detail}",
+                                          action=f"fix the handler {task_type} so its result is plain JSON, then retry")
 
     async def _until_acknowledged(self, send: Any) -> Any:
         """Retry an idempotent call with backoff until the queue answers it.
@@ -261,8 +296,8 @@ class Worker:
                 return await send()
             except (queue_errors.LeaseLost, queue_errors.NotFound, queue_errors.Conflict) as exc:
                 raise LeaseGone(exc.detail) from exc
-            except queue_errors.BadRequest:
-                raise
+            except (queue_errors.BadRequest, queue_errors.TooLarge):
+                raise  # the same request would be refused again
             except queue_errors.QueueError as exc:
                 if deadline is not None and time.monotonic() > deadline:
                     raise LeaseGone(f"gave up while shutting down: {exc.detail}") from exc
