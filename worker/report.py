@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +164,9 @@ class _Cleaner:
             return self.text(value, path)
         if value is None or isinstance(value, bool):
             return value
+        if not isinstance(value, (int, float)) and isinstance(value, numbers.Real):
+            # numpy and friends: their numbers are numbers, not text.
+            value = int(value) if isinstance(value, numbers.Integral) else float(value)
         if isinstance(value, int):
             if INT_RANGE[0] <= value <= INT_RANGE[1]:
                 return value
@@ -175,7 +180,7 @@ class _Cleaner:
         if isinstance(value, (bytes, bytearray, memoryview)):
             self.note(path, "bytes; sent as UTF-8 text (invalid bytes replaced with \ufffd)")
             return self.redact(bytes(value).decode("utf-8", errors="replace"))
-        if not isinstance(value, (dict, list, tuple, set, frozenset)):
+        if not isinstance(value, (Mapping, list, tuple, set, frozenset)):
             self.note(path, f"a {type(value).__name__}; sent as its text")
             return self.text(_as_text(value), path)
         if depth >= MAX_DEPTH:
@@ -186,9 +191,11 @@ class _Cleaner:
             return "[a reference to itself: cut]"
         self._open.add(id(value))
         try:
-            if isinstance(value, dict):
+            if isinstance(value, Mapping):
                 out = {}
                 for key, item in value.items():
+                    if not isinstance(key, (str, int, float, bool, type(None))):
+                        self.note(path, f"a {type(key).__name__} key; sent as its text")
                     name = self.text(key if isinstance(key, str) else _as_text(key), path)
                     out[name] = self.value(item, f"{path}.{name}" if path else name, depth + 1)
                 return out

@@ -253,9 +253,10 @@ class Worker:
         delivery = report.prepare(result, task_type=task_type, lease=lease, redact=redact, budget=budget)
         refused = False
         while True:
+            send = functools.partial(self.client.report, task_id, lease, delivery.status, delivery.result,
+                                     notes=delivery.notes, action=delivery.action)
             try:
-                await self._until_acknowledged(lambda: self.client.report(
-                    task_id, lease, delivery.status, delivery.result, notes=delivery.notes, action=delivery.action))
+                await self._until_acknowledged(send)
                 return
             except LeaseGone as exc:
                 logger.warning("report for %s refused: %s", task_id[:8], exc)
