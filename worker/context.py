@@ -64,4 +64,4 @@ class TaskContext:
         process_env.update(env or {})
         return await runner.run_process(argv, cwd=Path(cwd) if cwd else None, env=process_env, timeout=timeout,
                                         log_path=log_path, redact=self.settings.redactor, shell=shell,
-                                        on_line=self._note_line)
+                                        on_line=self._note_line, log_max_bytes=self.settings.log_max_bytes)
