@@ -87,6 +87,24 @@ async def test_an_error_the_agent_reports_in_json_is_the_failure_note(worker, cl
     assert UUID.fullmatch(task.result["session_id"])
 
 
+async def test_codex_progress_names_the_command_it_runs(server: QueueServer, client: QueueClient,
+                                                        tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    process = WorkerProcess(server.url, tmp_path, WORKER_LEASE="1").start()
+    try:
+        task = await client.create_task("agent_run", {"agent": "codex", "prompt": f"HOLD_UNTIL={release} go"})
+
+        async def progress() -> str | None:
+            return (await client.get_task(task.id)).progress
+
+        assert await wait_until(progress, timeout=20) == "running bash -lc ls"
+        release.touch()
+        finished = await wait_for_status(client, task.id)
+    finally:
+        process.kill()
+    assert finished.status == "done" and answer_of(finished.result)["prompt"] == f"HOLD_UNTIL={release} go"
+
+
 async def test_a_session_from_another_folder_needs_a_human(worker, client: QueueClient, tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
     first = await run_task(client, "agent_run", {"agent": "claude", "prompt": "hello", "cwd": str(tmp_path)})

@@ -151,7 +151,8 @@ def record(event: str, **fields) -> None:
 
 
 def hold(text: str) -> None:
-    """HOLD_UNTIL=<path> in the prompt: keep working until that file exists (at most a minute)."""
+    """HOLD_UNTIL=<path> in the prompt: keep working until that file exists (at most a minute);
+    codex --json holds in the middle of its events, while it runs a command."""
     marker = text.split("HOLD_UNTIL=", 1)[1].split()[0]
     deadline = time.monotonic() + 60
     while not os.path.exists(marker) and time.monotonic() < deadline:
@@ -186,7 +187,10 @@ def print_claude(parsed: dict, answer: dict) -> None:
 
 def print_codex(parsed: dict, answer: dict) -> None:
     session, text = converse(parsed, answer)
+    holding = "HOLD_UNTIL=" in parsed["prompt"]
     if not (parsed["options"].get("--json") or parsed["options"].get("--experimental-json")):
+        if holding:
+            hold(parsed["prompt"])
         print(f"OpenAI Codex (fake)\n--------\nworkdir: {os.getcwd()}\nsession id: {session}\n--------",
               file=sys.stderr)
         print(text)
@@ -205,7 +209,9 @@ def print_codex(parsed: dict, answer: dict) -> None:
                   {"type": "item.completed", "item": {"id": "item_1", "type": "agent_message", "text": text}},
                   {"type": "turn.completed", "usage": {"input_tokens": 10, "cached_input_tokens": 0,
                                                        "output_tokens": 20}}):
-        print(json.dumps(event))
+        print(json.dumps(event), flush=True)
+        if holding and event["type"] == "item.started":
+            hold(parsed["prompt"])
 
 
 name = os.path.basename(sys.argv[0])
@@ -222,7 +228,7 @@ if "UNAUTHORIZED" in text:
     sys.exit(1)
 if "SLEEP" in text:
     time.sleep(60)
-if "HOLD_UNTIL=" in text:
+if "HOLD_UNTIL=" in text and name != "codex":
     hold(text)
 if os.path.exists("FAIL"):
     print("compiling...")
