@@ -213,6 +213,10 @@ class Reply:
     error: str = ""
 
 
+# Lines some CLI versions print on stdout before the answer (gemini: its login and tool cache).
+STARTUP_NOISE = re.compile(r"Loaded cached credentials\.|File .+ has been cached")
+
+
 def _json_object(line: str) -> dict[str, Any] | None:
     if not line.startswith("{"):
         return None
@@ -285,9 +289,12 @@ class ReplyReader:
         return _first_line(text) if item.get("type") in ("agent_message", "reasoning") else None
 
     def finish(self, stdout: str) -> Reply:
-        """The reply; for a plain-text agent the answer is its whole stdout."""
+        """The reply; for a plain-text agent the answer is its stdout after any startup noise."""
         if not self.structured:
-            self.reply.answer = stdout.strip()
+            lines = stdout.strip().splitlines()
+            while lines and STARTUP_NOISE.fullmatch(lines[0].strip()):
+                lines.pop(0)
+            self.reply.answer = "\n".join(lines).strip()
         return self.reply
 
 

@@ -210,3 +210,26 @@ async def test_follow_ups_sharing_a_lock_run_one_after_the_other(worker, client:
     assert done_b.started_at is not None and done_a.finished_at is not None
     assert done_b.started_at >= done_a.finished_at
     assert [t["text"].split()[-1] for t in answer_of(done_b.result)["history"] if t["role"] == "user"] == ["start", "A"]
+
+
+async def test_agents_yaml_resume_form_is_checked_and_an_override_without_one_cannot_resume(
+        server: QueueServer, client: QueueClient, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "agents.yaml").write_text('agents:\n  claude:\n    command: [claude, -p, --, "{prompt}"]\n'
+                                        '    resume: [--resume]\n')
+    bad = WorkerProcess(server.url, tmp_path)
+    bad.start()
+    assert await bad.wait_exit() == 2
+    assert ('agents.claude.resume must be a list of strings with one "{session}" element, like '
+            '[--resume, "{session}"].') in bad.log
+    (config / "agents.yaml").write_text('agents:\n  codex:\n    command: [codex, exec, --, "{prompt}"]\n')
+    process = WorkerProcess(server.url, tmp_path).start()
+    try:
+        plain = await run_task(client, "agent_run", {"agent": "codex", "prompt": "hi"})
+        refused = await run_task(client, "agent_run", {"agent": "codex", "prompt": "again", "resume": "5e0c-77"})
+    finally:
+        process.kill()
+    assert plain.status == "done" and "session_id" not in plain.result
+    assert answer_of(plain.result)["argv"] == ["exec", "--", "hi"]
+    assert refused.status == "needs_human" and refused.notes == "agent codex cannot resume a session"

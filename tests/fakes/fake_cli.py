@@ -241,6 +241,8 @@ if name == "claude":
 elif name == "codex":
     print_codex(parsed, answer)
 else:
+    if name == "gemini":
+        print("Loaded cached credentials.")  # as gemini prints on stdout in several versions
     print(json.dumps(answer))
 if name in AGENT_OPTIONS:
     record("end", argv=args, cwd=os.getcwd())
