@@ -298,7 +298,6 @@ class ReplyReader:
         return self.reply
 
 
-
 # ---- conversations -----------------------------------------------------------------------
 
 ROLES = ("user", "assistant")
@@ -349,10 +348,10 @@ MAX_BOOK_ENTRIES = 2000
 class SessionBook:
     """Which session each resumed session became on this machine, kept in a small JSON file.
 
-    Claude Code before 1.0.x (and with `--fork-session`) answers `--resume <id>` under a new id
-    that holds the whole conversation, while the old id keeps only the turns up to it. A thread's
-    next reply is queued before the previous one has reported its new id, so the worker follows
-    the chain to the newest session before resuming.
+    Some Claude Code versions (reported for 1.0.x and 2.0.x; any with `--fork-session`) answer
+    `--resume <id>` under a new id that holds the whole conversation, while the old id keeps only
+    the turns up to it. A thread's next reply may be queued before the previous one has reported
+    its new id, so the worker follows the chain to the newest session before resuming.
     """
 
     def __init__(self, path: Path) -> None:

@@ -113,11 +113,7 @@ def context_field(payload: dict[str, Any]) -> list[agents.Turn]:
 
 def prompt_with_context(prompt: str, turns: list[agents.Turn]) -> str:
     """The prompt with as many of the newest turns as fit in one argv element ahead of it."""
-    room = agents.MAX_PROMPT_BYTES - len(prompt.encode()) - 200
-    if room < 0:
-        raise NeedsHuman(f"the prompt is {len(prompt.encode()) // 1024} KiB, more than an agent accepts as one "
-                         f"argument ({agents.MAX_PROMPT_BYTES // 1024} KiB)",
-                         "shorten it, or put the long part in a file in the task's cwd and refer to it")
+    room = max(0, agents.MAX_PROMPT_BYTES - len(prompt.encode()) - 200)
     kept, left_out = agents.fit_context(turns, min(room, agents.MAX_CONTEXT_BYTES))
     return agents.with_context(prompt, kept, left_out)
 

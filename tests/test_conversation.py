@@ -138,6 +138,12 @@ async def test_context_too_long_for_one_argument_keeps_the_newest_turns(worker, 
     assert len(prompt.encode()) < 128 * 1024
     kept = re.findall(r'<turn role="\w+">\nturn (\d+) ', prompt)
     assert kept == ["5", "6", "7"] and "(5 earlier turns left out)" in prompt
+    huge = await run_task(client, "agent_run", {"agent": "gemini", "prompt": "shorter please",
+                                                "context": [{"role": "assistant", "text": "y" * 200_000}]})
+    assert huge.status == "done", huge.notes
+    prompt = calls(tmp_path)[-1]["argv"][-1].removeprefix("--prompt=")
+    assert "y [...]\n</turn>" in prompt and prompt.endswith("shorter please")
+    assert 60 * 1024 < len(prompt.encode()) < 128 * 1024
 
 
 @pytest.mark.parametrize(("payload", "notes"), [
