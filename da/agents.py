@@ -289,7 +289,13 @@ class ReplyReader:
         return _first_line(text) if item.get("type") in ("agent_message", "reasoning") else None
 
     def finish(self, stdout: str) -> Reply:
-        """The reply; for a plain-text agent the answer is its stdout after any startup noise."""
+        """The reply; for a plain-text agent the answer is its stdout after any startup noise.
+
+        Lines the run did not show as they came (a caller without a watch) are read from stdout.
+        """
+        if not self.structured:
+            for line in stdout.splitlines():
+                self.feed(line.strip())
         if not self.structured:
             lines = stdout.strip().splitlines()
             while lines and STARTUP_NOISE.fullmatch(lines[0].strip()):

@@ -67,7 +67,8 @@ async def run(ctx: Context, payload: dict[str, Any]) -> Result:
     if resumed is not None:
         if result.status == FAILED and SESSION_GONE.search(f"{process.stderr}\n{reply.error}"):
             raise NeedsHuman(f"{agent} has no session {resumed} on {ctx.machine}",
-                             "start a new task, or resend the follow-up with the earlier turns as 'context'",
+                             "resume it from the folder it ran in (the first task's cwd), start a new task, or "
+                             "resend the follow-up with the earlier turns as 'context'",
                              result.details)
         book.record(agent, resumed, reply.session_id)
         result.details["resumed"] = resumed
