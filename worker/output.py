@@ -60,6 +60,16 @@ class Tail:
         return self.value().decode("utf-8", errors="replace")
 
 
+def whole_lines(block: str, newline: bool, continued: bool) -> list[str]:
+    """The complete lines of a block that `Lines` emitted, without the pieces of longer ones."""
+    lines = block.split("\n")
+    if continued:
+        lines = lines[1:]
+    if not newline and lines:
+        lines = lines[:-1]
+    return lines
+
+
 class Lines:
     """Cuts text into whole lines as it arrives and hands them on in blocks.
 

@@ -44,10 +44,13 @@ async def terminate_group(process: asyncio.subprocess.Process) -> None:
 async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str, str], timeout: float,
                       log_path: Path, redact: Redactor, shell: bool = False,
                       on_line: Callable[[str], None] | None = None,
+                      on_stdout_line: Callable[[str], None] | None = None,
                       log_max_bytes: int = output.DEFAULT_LOG_MAX_BYTES) -> ProcessResult:
     """Run to completion, timeout or cancellation; the process tree never outlives this call.
 
-    `on_line` hears the latest non-empty line of output (as progress), at most once per read.
+    `on_line` hears the latest non-empty line of output (as progress), at most once per read;
+    `on_stdout_line` hears every whole line of stdout (pieces of over-long lines are skipped),
+    for tools whose lines are events to parse.
     """
     started = time.monotonic()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +81,9 @@ async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str,
             text = redact(text)
             log.write(name, text, continued=continued)
             tails[name].add((text + "\n" if newline else text).encode())
+            if on_stdout_line and name == "stdout":
+                for whole in output.whole_lines(text, newline, continued):
+                    on_stdout_line(whole)
             if on_line:
                 text = text.rstrip()
                 if line := text[text.rfind("\n") + 1:].strip():
