@@ -35,7 +35,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import postgres_support  # noqa: E402
+import postgres_support
 
 SECRET = "bench-secret"
 HEADERS = {"x-secret-key": SECRET}

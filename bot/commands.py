@@ -7,36 +7,58 @@ Slack and the terminal only draw what it returns.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from da.bot import grammar, views
 from da.bot.grammar import Command, UsageError
-from da.bot.router import Fleet, MachineInfo, Router, RulesRouter, Suggestion, validate
+from da.bot.router import (
+    AGENT_RUN,
+    RUN_SCRIPT,
+    Router,
+    RulesRouter,
+    Suggestion,
+    known_agents,
+    known_types,
+    name_errors,
+    validate,
+)
+from da.fleet import Fleet
 from da.queue import errors as queue_errors
+from da.queue import models
 from da.queue.client import QueueClient
+from da.queue.models import Task
 
-# Types whose handler needs a folder; assign asks for --cwd rather than queue a task that
-# can only come back as needs_human.
-FOLDER_FIELD = {"git_pull": "repo_path", "npm_build": "cwd", "test_run": "cwd", "lint": "cwd",
-                "ios_build": "cwd", "android_build": "cwd"}
 LIST_LIMIT = 20
 
 Emit = Callable[[str], None]
 Ask = Callable[[str], Awaitable[str]]
 
 
+class SkillsRunner(Protocol):
+    """The `skills` sub-verbs (the terminal runs them over SSH)."""
+
+    async def run(self, command: Command, fleet: Fleet, *, emit: Emit | None = None,
+                  ask: Ask | None = None) -> views.View: ...
+
+
 def build_payload(task_type: str, description: str, agent: str | None, cwd: str | None) -> dict[str, Any]:
-    """The payload a handler expects, from a description and the assign flags."""
-    folder = FOLDER_FIELD.get(task_type)
+    """The payload a handler expects, from a description and the assign flags.
+
+    A type whose handler names a folder field gets --cwd there, asked for up front rather
+    than queued to come back as needs_human.
+    """
+    from da import handlers
+
+    folder = handlers.folder_fields().get(task_type)
     if folder:
         if not cwd:
             raise UsageError(f"type {task_type} needs the project folder: add --cwd=PATH.",
                              grammar.VERBS["assign"].usage)
         return {folder: cwd, "description": description}
     payload: dict[str, Any]
-    if task_type == "agent_run":
+    if task_type == AGENT_RUN:
         payload = {"agent": agent, "prompt": description}
-    elif task_type == "run_script":
+    elif task_type == RUN_SCRIPT:
         payload = {"script": description}
     else:
         payload = {"description": description}
@@ -48,7 +70,8 @@ def build_payload(task_type: str, description: str, agent: str | None, cwd: str 
 class CommandLayer:
     """Every verb, over one queue client."""
 
-    def __init__(self, client: QueueClient, *, router: Router | None = None, skills: Any = None) -> None:
+    def __init__(self, client: QueueClient, *, router: Router | None = None,
+                 skills: SkillsRunner | None = None) -> None:
         self.client = client
         self.router = router or RulesRouter()
         self.skills = skills
@@ -67,7 +90,7 @@ class CommandLayer:
             return views.Message(exc.detail, ok=False)
 
     async def fleet(self) -> Fleet:
-        return Fleet(tuple(MachineInfo.from_json(m) for m in await self.client.machines()))
+        return Fleet.from_json(await self.client.machines())
 
     # ---- read verbs ------------------------------------------------------------------
 
@@ -83,21 +106,25 @@ class CommandLayer:
     async def verb_queue(self, command: Command, **_: Any) -> views.TaskList:
         status = command.options.get("status")
         limit = int(command.options.get("limit", LIST_LIMIT))
-        tasks, _ = await self.client.list_tasks(status=status, limit=max(1, min(limit, 500)))
+        tasks = await self.tasks(status, max(1, min(limit, models.MAX_LIMIT)))
         title = f"Queue ({status})" if status else "Queue"
-        return views.TaskList("queue", title, tuple(tasks), "No tasks" + (f" with status {status}." if status else "."))
+        return views.TaskList("queue", title, tasks, "No tasks" + (f" with status {status}." if status else "."))
 
     async def verb_review(self, command: Command, **_: Any) -> views.TaskList:
-        tasks, _ = await self.client.list_tasks(status="needs_human", limit=LIST_LIMIT)
-        return views.TaskList("review", "Needs a person", tuple(tasks), "Nothing needs a person.")
+        tasks = await self.tasks(models.NEEDS_HUMAN)
+        return views.TaskList("review", "Needs a person", tasks, "Nothing needs a person.")
 
     async def verb_failures(self, command: Command, **_: Any) -> views.TaskList:
-        tasks, _ = await self.client.list_tasks(status="failed", limit=LIST_LIMIT)
-        return views.TaskList("failures", "Failed", tuple(tasks), "No failed tasks.")
+        return views.TaskList("failures", "Failed", await self.tasks(models.FAILED), "No failed tasks.")
+
+    async def tasks(self, status: str | None, limit: int = LIST_LIMIT) -> tuple[Task, ...]:
+        """The newest tasks (of one status), one page."""
+        found, _cursor = await self.client.list_tasks(status=status, limit=limit)
+        return tuple(found)
 
     async def verb_show(self, command: Command, **_: Any) -> views.TaskDetail:
-        task = await self.client.get_task(command.words[0])
-        return views.TaskDetail(task, tuple(await self.client.task_events(task.id)))
+        task, events = await self.client.task_with_events(command.words[0])
+        return views.TaskDetail(task, tuple(events))
 
     async def verb_status(self, command: Command, **_: Any) -> views.FleetStatus:
         return views.FleetStatus((await self.fleet()).machines, self.client.url)
@@ -116,10 +143,14 @@ class CommandLayer:
         """With machine, agent and type all given: validate and queue. Else: a suggestion to confirm."""
         options = command.options
         request = views.AssignRequest(command.text, options.get("cwd"),
-                                      int(options["priority"]) if "priority" in options else None, user)
+                                      int(options["priority"]) if "priority" in options else None, user,
+                                      "wait_for_machine" in command.flags)
         fleet = await self.fleet()
         machine, agent, task_type = options.get("machine"), options.get("agent"), options.get("type")
-        if machine and task_type and (agent or task_type != "agent_run"):
+        unknown = name_errors(fleet, task_type, machine, agent)
+        if unknown:
+            return views.Message(" ".join(unknown), ok=False)
+        if machine and task_type and (agent or task_type != AGENT_RUN):
             return await self.create(Suggestion(task_type, machine, agent, "as given", "given"), request, fleet)
         suggestion = await self.router.suggest(request.description, fleet, machine=machine, agent=agent,
                                                task_type=task_type)
@@ -127,33 +158,33 @@ class CommandLayer:
             return views.Message(f"No machine can take this: {'; '.join(suggestion.warnings)}.", ok=False)
         if "yes" in command.flags:
             return await self.create(suggestion, request, fleet)
-        return views.SuggestionView(suggestion, request, tuple(m.name for m in fleet.machines),
-                                    fleet.agents, fleet.types)
+        return views.SuggestionView(suggestion, request, fleet.names, known_agents(fleet), known_types(fleet))
 
     async def create(self, suggestion: Suggestion, request: views.AssignRequest,
                      fleet: Fleet | None = None) -> views.Created | views.Message:
         """Validate a (confirmed) assignment and queue it pinned to its machine."""
         fleet = fleet or await self.fleet()
-        verdict = validate(fleet, suggestion.type, suggestion.machine, suggestion.agent)
+        verdict = validate(fleet, suggestion.type, suggestion.machine, suggestion.agent,
+                           wait_for_machine=request.wait_for_machine)
         if not verdict.ok:
             return views.Message(" ".join(verdict.errors), ok=False)
         payload = build_payload(suggestion.type, request.description, suggestion.agent, request.cwd)
         machine = fleet.find(suggestion.machine)
         task = await self.client.create_task(
             suggestion.type, payload, target_machine=machine.name if machine else suggestion.machine,
-            agent=suggestion.agent if suggestion.type == "agent_run" else None, created_by=request.created_by,
+            agent=suggestion.agent if suggestion.type == AGENT_RUN else None, created_by=request.created_by,
             priority=request.priority, notes=request.description[:200])
         return views.Created(task, verdict.warnings + suggestion.warnings)
 
     async def verb_resolve(self, command: Command, *, user: str | None = None, **_: Any) -> Any:
         target = command.words[0]
-        status = command.words[1] if len(command.words) > 1 else "done"
+        status = command.words[1] if len(command.words) > 1 else models.DONE
         notes = command.options.get("notes")
         if target == "all":
             if "yes" not in command.flags:
-                preview = await self.client.resolve_many("needs_human", status, dry_run=True)
-                return views.BulkPreview(preview["count"], "needs_human", status)
-            return await self.resolve_all("needs_human", status, user=user, notes=notes)
+                preview = await self.client.resolve_many(models.NEEDS_HUMAN, status, dry_run=True)
+                return views.BulkPreview(preview["count"], models.NEEDS_HUMAN, status)
+            return await self.resolve_all(models.NEEDS_HUMAN, status, user=user, notes=notes)
         task = await self.client.resolve(target, status, notes=notes, by=user)
         return views.Resolved(task)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from da.queue.models import RESOLVE_TO, STATUSES
+
 
 class UsageError(Exception):
     """The command is malformed; `usage` is the line to show."""
@@ -35,14 +37,15 @@ class Verb:
 READ_FLAGS = ("json",)
 VERBS: dict[str, Verb] = {
     "help": Verb("help [verb]", "this list, or one verb's usage"),
-    "assign": Verb("assign <description> [--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] [--priority=N] [--yes]",
-                   "queue work; missing flags are suggested by the router",
-                   ("machine", "agent", "type", "cwd", "priority"), ("yes", "json"), changes_state=True),
+    "assign": Verb("assign <description> [--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] [--priority=N] [--yes] "
+                   "[--wait-for-machine]", "queue work; missing flags are suggested by the router",
+                   ("machine", "agent", "type", "cwd", "priority"), ("yes", "json", "wait_for_machine"),
+                   changes_state=True),
     "queue": Verb("queue [--status=S] [--limit=N] [--json]", "tasks, newest first", ("status", "limit"), READ_FLAGS),
     "show": Verb("show <id> [--json]", "one task with its output", (), READ_FLAGS),
     "review": Verb("review [--json]", "tasks that need a person", (), READ_FLAGS),
     "failures": Verb("failures [--json]", "failed tasks with their errors", (), READ_FLAGS),
-    "resolve": Verb("resolve <id|all> [done|pending|failed] [--notes=...] [--yes]",
+    "resolve": Verb(f"resolve <id|all> [{'|'.join(RESOLVE_TO)}] [--notes=...] [--yes]",
                     "settle tasks that need a person (pending = run again)", ("notes",), ("yes", "json"),
                     changes_state=True),
     "cancel": Verb("cancel <id> [--notes=...]", "stop a task that has not finished", ("notes",), ("json",),
@@ -128,7 +131,7 @@ def check_arity(command: Command) -> None:
     """Each verb's positional words, so a bad command fails before any network call."""
     words, usage = command.words, command.usage()
     verb = command.verb
-    if verb == "assign" and not words:
+    if verb == "assign" and not command.text.strip():
         raise UsageError("assign needs a description of the work.", usage)
     if verb in ("show", "cancel") and len(words) != 1:
         raise UsageError(f"{verb} takes one task id.", usage)
@@ -136,9 +139,9 @@ def check_arity(command: Command) -> None:
         if not 1 <= len(words) <= 2:
             raise UsageError("resolve takes a task id (or all) and a status.", usage)
         if len(words) == 1 and words[0] != "all":
-            raise UsageError("say how to resolve it: done, pending or failed.", usage)
-        if len(words) == 2 and words[1] not in ("done", "pending", "failed"):
-            raise UsageError(f"unknown status {words[1]!r}; use done, pending or failed.", usage)
+            raise UsageError(f"say how to resolve it: {', '.join(RESOLVE_TO)}.", usage)
+        if len(words) == 2 and words[1] not in RESOLVE_TO:
+            raise UsageError(f"unknown status {words[1]!r}; use {', '.join(RESOLVE_TO)}.", usage)
     if verb in ("queue", "review", "failures", "status") and words:
         raise UsageError(f"{verb} takes no words, only options.", usage)
     if verb == "help" and len(words) > 1:
@@ -160,5 +163,8 @@ def check_arity(command: Command) -> None:
         value = command.options["priority"]
         if not value.isdigit() or not 0 <= int(value) <= 10:
             raise UsageError(f"--priority must be a number from 0 to 10, got {value!r}.", usage)
+    status = command.options.get("status")
+    if status is not None and status not in STATUSES:
+        raise UsageError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}.", usage)
     if "limit" in command.options and not command.options["limit"].isdigit():
         raise UsageError(f"--limit must be a number, got {command.options['limit']!r}.", usage)

@@ -4,18 +4,18 @@ and the validation every assign passes whatever the front end.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import re
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-# Types the rules can produce; any machine capability is a valid type too.
-BUILTIN_TYPES = ("agent_run", "run_script", "git_pull", "npm_build", "test_run", "lint", "ios_build",
-                 "android_build")
-KNOWN_AGENTS = ("claude", "gemini", "codex", "groq")
+from da import agents
+from da.fleet import Fleet
+
+# The type of work with no build/test words, and the one a plain command falls back to.
+AGENT_RUN = "agent_run"
+RUN_SCRIPT = "run_script"
 # Checked in order: the first matching rule wins.
 TYPE_RULES: tuple[tuple[str, str], ...] = (
     (r"\b(ios|xcode|swift|swiftui|testflight)\b", "ios_build"),
@@ -30,64 +30,16 @@ TYPE_RULES: tuple[tuple[str, str], ...] = (
 LLM_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True)
-class MachineInfo:
-    """One machine as the front ends see it: declared abilities plus liveness."""
+def known_types(fleet: Fleet) -> tuple[str, ...]:
+    """The built-in task types (from the handler modules) and every type a machine declares."""
+    from da import handlers
 
-    name: str
-    capabilities: tuple[str, ...] = ()
-    agents: tuple[str, ...] = ()
-    aliases: tuple[str, ...] = ()
-    os: str = ""
-    online: bool = False
-    active: int = 0
-    done: int = 0
-    failed: int = 0
-    top_agent: str | None = None
-    address: str = ""
-    user: str = ""
-    ssh_port: int = 22
-    role: str = "worker"
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> MachineInfo:
-        return cls(name=data["name"], capabilities=tuple(data.get("capabilities") or ()),
-                   agents=tuple(data.get("agents") or ()), aliases=tuple(data.get("aliases") or ()),
-                   os=data.get("os") or "", online=bool(data.get("online")), active=int(data.get("active") or 0),
-                   done=int(data.get("done") or 0), failed=int(data.get("failed") or 0),
-                   top_agent=data.get("top_agent"), address=data.get("tailscale_ip") or "",
-                   user=data.get("user") or "", ssh_port=int(data.get("ssh_port") or 22),
-                   role=data.get("role") or "worker")
+    return tuple(sorted(set(handlers.folder_fields()) | {t for m in fleet.machines for t in m.capabilities}))
 
 
-@dataclass(frozen=True)
-class Fleet:
-    """The machines a front end routes between."""
-
-    machines: tuple[MachineInfo, ...] = ()
-
-    def find(self, name: str) -> MachineInfo | None:
-        for machine in self.machines:
-            if name == machine.name or name in machine.aliases:
-                return machine
-        return None
-
-    @property
-    def types(self) -> tuple[str, ...]:
-        found = set(BUILTIN_TYPES)
-        for machine in self.machines:
-            found.update(machine.capabilities)
-        return tuple(sorted(found))
-
-    @property
-    def agents(self) -> tuple[str, ...]:
-        found = set(KNOWN_AGENTS)
-        for machine in self.machines:
-            found.update(machine.agents)
-        return tuple(sorted(found))
-
-    def capable(self, task_type: str) -> list[MachineInfo]:
-        return [m for m in self.machines if task_type in m.capabilities]
+def known_agents(fleet: Fleet) -> tuple[str, ...]:
+    """The agents da knows and every agent a machine lists."""
+    return tuple(sorted(set(agents.KNOWN_AGENTS) | {a for m in fleet.machines for a in m.agents}))
 
 
 @dataclass(frozen=True)
@@ -114,29 +66,46 @@ class Verdict:
         return not self.errors
 
 
-def validate(fleet: Fleet, task_type: str, machine: str | None, agent: str | None) -> Verdict:
-    """The rules every assign passes: known names, a capable machine, a listed agent."""
-    errors: list[str] = []
+def name_errors(fleet: Fleet, task_type: str | None, machine: str | None, agent: str | None) -> list[str]:
+    """Names that are not known at all, each with the names that are."""
+    errors = []
+    types, known = known_types(fleet), known_agents(fleet)
+    if task_type is not None and task_type not in types:
+        errors.append(f"unknown type {task_type!r}; known types: {', '.join(types)}.")
+    if agent is not None and agent not in known:
+        errors.append(f"unknown agent {agent!r}; known agents: {', '.join(known)}.")
+    if machine is not None and fleet.find(machine) is None:
+        errors.append(f"unknown machine {machine!r}; known machines: {', '.join(fleet.names) or 'none yet'}.")
+    return errors
+
+
+def validate(fleet: Fleet, task_type: str, machine: str | None, agent: str | None, *,
+             wait_for_machine: bool = False) -> Verdict:
+    """The rules every assign passes: known names, a capable machine, an agent it lists.
+
+    A task for an agent its machine does not list would wait forever (no worker there claims
+    it), so it is refused, naming the machines that could run it, unless the person says
+    they will add a worker for it (`wait_for_machine`).
+    """
+    errors = name_errors(fleet, task_type, machine, agent)
     warnings: list[str] = []
-    if task_type not in fleet.types:
-        errors.append(f"unknown type {task_type!r}; known types: {', '.join(fleet.types)}.")
-    if agent is not None and agent not in fleet.agents:
-        errors.append(f"unknown agent {agent!r}; known agents: {', '.join(fleet.agents)}.")
-    if machine is not None:
-        found = fleet.find(machine)
-        if found is None:
-            known = ", ".join(m.name for m in fleet.machines) or "none yet"
-            errors.append(f"unknown machine {machine!r}; known machines: {known}.")
-        elif not errors and task_type not in found.capabilities:
-            others = ", ".join(m.name for m in fleet.capable(task_type)) or "none"
-            errors.append(f"{found.name} cannot run {task_type}; machines that can: {others}.")
-        elif agent is not None and found is not None and agent not in found.agents:
-            listed = ", ".join(found.agents) or "none"
-            warnings.append(f"agent {agent} is not listed for {found.name} (it lists {listed}); "
-                            "the task will need a person there if it is missing.")
-    if task_type == "agent_run" and agent is None and machine is not None and fleet.find(machine) is not None:
-        if not fleet.find(machine).agents:  # type: ignore[union-attr]
-            errors.append(f"{machine} lists no agents; pick --agent or another machine.")
+    found = fleet.find(machine) if machine is not None else None
+    if errors or found is None:
+        return Verdict(tuple(errors))
+    if task_type not in found.capabilities:
+        others = ", ".join(m.name for m in fleet.capable(task_type)) or "none"
+        errors.append(f"{found.name} cannot run {task_type}; machines that can: {others}.")
+    elif task_type == AGENT_RUN and agent is not None and agent not in found.agents:
+        others = ", ".join(m.name for m in fleet.with_agent(agent) if task_type in m.capabilities) or "none"
+        problem = (f"{found.name} does not list agent {agent} (it lists {', '.join(found.agents) or 'none'}); "
+                   f"machines that have {agent}: {others}.")
+        if wait_for_machine:
+            warnings.append(f"{problem} Queued anyway: it waits until {found.name} runs a worker with {agent}.")
+        else:
+            errors.append(f"{problem} Pick one of them, or add --wait-for-machine to queue it for {found.name} "
+                          "anyway.")
+    elif task_type == AGENT_RUN and agent is None and not found.agents:
+        errors.append(f"{found.name} lists no agents; pick --agent or another machine.")
     return Verdict(tuple(errors), tuple(warnings))
 
 
@@ -153,7 +122,7 @@ def type_from_words(description: str) -> tuple[str, str]:
         if match:
             word = match.group(0) or task_type.split("_")[0]
             return task_type, word.strip() or task_type
-    return "agent_run", ""
+    return AGENT_RUN, ""
 
 
 class RulesRouter:
@@ -164,15 +133,22 @@ class RulesRouter:
     async def suggest(self, description: str, fleet: Fleet, *, machine: str | None = None,
                       agent: str | None = None, task_type: str | None = None) -> Suggestion:
         reasons = []
+        warnings: tuple[str, ...] = ()
         if task_type is None:
             task_type, word = type_from_words(description)
             reasons.append(f"type {task_type} from '{word}'" if word else "type agent_run (no build/test words)")
+            if task_type == AGENT_RUN and agent is None and not any(m.agents for m in fleet.capable(AGENT_RUN)) \
+                    and fleet.capable(RUN_SCRIPT):
+                task_type = RUN_SCRIPT
+                reasons[-1] = "no machine lists an agent, so it runs as a shell command (run_script)"
+                warnings = ("no machine lists an agent: this runs as a shell command (run_script); add "
+                            "--type=agent_run --agent=NAME once a machine has one.",)
         chosen = fleet.find(machine) if machine else None
         if chosen is None:
             candidates = fleet.capable(task_type)
             if agent:
                 candidates = [m for m in candidates if agent in m.agents] or candidates
-            if task_type == "agent_run" and not agent:
+            if task_type == AGENT_RUN and not agent:
                 candidates = [m for m in candidates if m.agents] or candidates
             if not candidates:
                 return Suggestion(task_type, "", agent, "no machine can run " + task_type, self.name,
@@ -181,11 +157,11 @@ class RulesRouter:
             chosen = min(candidates, key=lambda m: (not m.online, m.active, m.name))
             state = "online" if chosen.online else "offline"
             reasons.append(f"{chosen.name} can run it and is {state} with {chosen.active} active")
-        if task_type == "agent_run" and agent is None and chosen.agents:
+        if task_type == AGENT_RUN and agent is None and chosen.agents:
             agent = chosen.agents[0]
             reasons.append(f"agent {agent} is its first listed")
-        return Suggestion(task_type, chosen.name, agent if task_type == "agent_run" or agent else None,
-                          "; ".join(reasons) or "as given", self.name)
+        return Suggestion(task_type, chosen.name, agent if task_type == AGENT_RUN or agent else None,
+                          "; ".join(reasons) or "as given", self.name, warnings)
 
 
 class LlmRouter:
@@ -202,7 +178,7 @@ class LlmRouter:
                      "online": m.online, "active": m.active} for m in fleet.machines]
         return ("You route work to machines. Answer with one JSON object only: "
                 '{"machine": "...", "agent": "... or null", "type": "...", "reason": "one short sentence"}. '
-                f"Task types: {', '.join(fleet.types)}. Fleet: {json.dumps(machines)}. Work: {description}")
+                f"Task types: {', '.join(known_types(fleet))}. Fleet: {json.dumps(machines)}. Work: {description}")
 
     async def suggest(self, description: str, fleet: Fleet, *, machine: str | None = None,
                       agent: str | None = None, task_type: str | None = None) -> Suggestion:
@@ -219,23 +195,18 @@ class LlmRouter:
                           f"{fallback.reason} (LLM router fell back to rules: {why})", "rules", fallback.warnings)
 
     async def _ask(self, description: str, fleet: Fleet) -> Suggestion | str:
-        program = shutil.which(self.agent)
-        if program is None:
+        command = agents.ASK_COMMANDS.get(self.agent)
+        if command is None:
+            return f"da cannot ask {self.agent} (it asks {', '.join(agents.ASK_COMMANDS)})"
+        if shutil.which(command.program) is None:
             return f"{self.agent} is not installed here"
         try:
-            process = await asyncio.create_subprocess_exec(
-                program, "-p", self.prompt(description, fleet), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            finished = await agents.run_once(command.build(self.prompt(description, fleet)), self.timeout)
         except OSError as exc:
             return f"{self.agent} could not start ({exc})"
-        try:
-            out, _ = await asyncio.wait_for(process.communicate(), self.timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        if finished is None:
             return f"no answer within {self.timeout:g}s"
-        text = out.decode("utf-8", errors="replace")
+        text = finished[1]
         match = re.search(r"\{.*\}", text, re.DOTALL)
         if not match:
             return "its answer had no JSON"

@@ -1,4 +1,4 @@
-"""Settings of the front ends (terminal client and Slack bot), parsed once at start."""
+"""Settings both front ends share (where the queue is, its secret, the router), parsed once at start."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from pathlib import Path
 
 from da import config
 from da.config import ConfigError
-
-DEFAULT_QUEUE_URL = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True)
@@ -27,62 +25,5 @@ class ClientSettings:
         secret = env.get("SECRET_KEY", "")
         if not secret:
             raise ConfigError("SECRET_KEY is not set; put the queue's secret in .env (see config/env.example).")
-        urls = tuple(config.env_list(env, "QUEUE_URL") or [DEFAULT_QUEUE_URL])
-        for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"QUEUE_URL entry {url!r} must start with http:// or https://.")
-        return cls(urls, secret, env.get("ROUTER", "rules") or "rules", config.config_dir(env, cwd),
+        return cls(config.queue_urls(env), secret, env.get("ROUTER", "rules") or "rules", config.config_dir(env, cwd),
                    env.get("USER", "") or env.get("LOGNAME", ""))
-
-
-DEFAULT_SLACK_API_URL = "https://slack.com/api/"
-
-
-@dataclass(frozen=True)
-class BotSettings:
-    """What `da bot` needs; tokens are checked for shape at start, not at first use."""
-
-    bot_token: str
-    app_token: str
-    queue_urls: tuple[str, ...]
-    secret: str
-    allowed_users: frozenset[str] = frozenset()
-    notify_channel: str = ""
-    api_url: str = DEFAULT_SLACK_API_URL
-    router: str = "rules"
-    state_path: Path = Path("data/bot-state.json")
-    config_dir: Path = Path("config")
-    # Socket-mode ping period; the watchdog rebuilds the client after three silent periods.
-    ping_interval: float = 10.0
-    # Running-task cards are edited at most this often.
-    progress_every: float = 10.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None) -> BotSettings:
-        bot_token = env.get("SLACK_BOT_TOKEN", "").strip()
-        app_token = env.get("SLACK_APP_TOKEN", "").strip()
-        if not bot_token:
-            raise ConfigError("SLACK_BOT_TOKEN is not set; copy the Bot User OAuth Token (xoxb-...) into .env.")
-        if not bot_token.startswith("xoxb-"):
-            raise ConfigError("SLACK_BOT_TOKEN must start with xoxb- (the Bot User OAuth Token, not the app token).")
-        if not app_token:
-            raise ConfigError("SLACK_APP_TOKEN is not set; create an app-level token with connections:write "
-                              "(xapp-...).")
-        if not app_token.startswith("xapp-"):
-            raise ConfigError("SLACK_APP_TOKEN must start with xapp- (an app-level token with connections:write).")
-        client = ClientSettings.from_env(env, cwd=cwd)
-        api_url = env.get("SLACK_API_URL", "").strip() or DEFAULT_SLACK_API_URL
-        if not api_url.startswith(("http://", "https://")):
-            raise ConfigError(f"SLACK_API_URL={api_url!r} must be an http(s) URL.")
-        return cls(
-            bot_token=bot_token,
-            app_token=app_token,
-            queue_urls=client.queue_urls,
-            secret=client.secret,
-            allowed_users=frozenset(config.env_list(env, "SLACK_ALLOWED_USERS")),
-            notify_channel=env.get("SLACK_NOTIFY_CHANNEL", "").strip(),
-            api_url=api_url if api_url.endswith("/") else api_url + "/",
-            router=client.router,
-            state_path=Path(env.get("SLACK_STATE_PATH") or "data/bot-state.json").expanduser(),
-            config_dir=client.config_dir,
-        )

@@ -1,20 +1,37 @@
-"""What the command layer returns: plain data that the Slack and terminal renderers draw."""
+"""What the command layer returns: plain data that the Slack and terminal renderers draw.
+
+Every view is a `View`; each front end registers one renderer per view type, and a test
+proves none is missing.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from da.bot.router import MachineInfo, Suggestion
-from da.queue.models import Task
+from da.bot.router import Suggestion
+from da.fleet import Machine
+from da.queue.models import PENDING, Task
 
 # A preview is one line in a list; the full text is one `show` away.
 PREVIEW_CHARS = 80
 
 
+def ago(timestamp: float | None, now: float | None = None) -> str:
+    """A relative time people read at a glance: 5s, 3m, 2h, 4d."""
+    if not timestamp:
+        return "-"
+    seconds = max(0, int((now or time.time()) - timestamp))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
 def machine_label(task: Task) -> str:
     """`→name` for a pending task pinned to a machine, the claimer once claimed, else `-`."""
-    if task.assigned_to and task.status != "pending":
+    if task.assigned_to and task.status != PENDING:
         return task.assigned_to
     if task.target_machine:
         return f"→{task.target_machine}"
@@ -39,8 +56,12 @@ def output_tail(task: Task, lines: int = 8) -> str:
     return "\n".join(str(text).rstrip().splitlines()[-lines:])
 
 
+class View:
+    """What a verb answers; the renderers dispatch on its type."""
+
+
 @dataclass(frozen=True)
-class Message:
+class Message(View):
     """One sentence back to the user; `ok=False` for a failure (exit status 1)."""
 
     text: str
@@ -48,13 +69,13 @@ class Message:
 
 
 @dataclass(frozen=True)
-class Help:
+class Help(View):
     verbs: tuple[tuple[str, str], ...]
     detail: str | None = None
 
 
 @dataclass(frozen=True)
-class TaskList:
+class TaskList(View):
     """A list of tasks: `kind` is queue, review or failures (the renderers add buttons by kind)."""
 
     kind: str
@@ -64,22 +85,22 @@ class TaskList:
 
 
 @dataclass(frozen=True)
-class TaskDetail:
+class TaskDetail(View):
     task: Task
     events: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
-class FleetStatus:
-    machines: tuple[MachineInfo, ...]
+class FleetStatus(View):
+    machines: tuple[Machine, ...]
     queue_url: str = ""
 
 
 @dataclass(frozen=True)
-class Skills:
+class Skills(View):
     """Declared capabilities per machine."""
 
-    machines: tuple[MachineInfo, ...]
+    machines: tuple[Machine, ...]
 
 
 @dataclass(frozen=True)
@@ -90,10 +111,11 @@ class AssignRequest:
     cwd: str | None = None
     priority: int | None = None
     created_by: str | None = None
+    wait_for_machine: bool = False
 
 
 @dataclass(frozen=True)
-class SuggestionView:
+class SuggestionView(View):
     """The router's proposal awaiting Confirm/Cancel (and, in Slack, menus to change it)."""
 
     suggestion: Suggestion
@@ -101,21 +123,23 @@ class SuggestionView:
     machines: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
+    # The handle a front end keeps the suggestion under until Confirm (Slack's buttons carry it).
+    token: str = ""
 
 
 @dataclass(frozen=True)
-class Created:
+class Created(View):
     task: Task
     warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class Resolved:
+class Resolved(View):
     task: Task
 
 
 @dataclass(frozen=True)
-class BulkPreview:
+class BulkPreview(View):
     """How many tasks `resolve all` would change, before it does."""
 
     count: int
@@ -124,7 +148,7 @@ class BulkPreview:
 
 
 @dataclass(frozen=True)
-class BulkResolved:
+class BulkResolved(View):
     count: int
     from_status: str
     status: str
@@ -139,7 +163,7 @@ class SkillRow:
 
 
 @dataclass(frozen=True)
-class SkillsAvailable:
+class SkillsAvailable(View):
     """The registry, and per machine: installed, missing or unreachable."""
 
     rows: tuple[SkillRow, ...]

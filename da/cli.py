@@ -1,28 +1,27 @@
 """The `da` console script: one entry point, a function per subcommand.
 
 Each subcommand is `main(argv) -> int`, so the Procfile, tests and `da up` call the same
-code. Configuration is loaded here, once, and passed down.
+code. Configuration is loaded here, once, and passed down. Exit status: 0 ok, 1 the command
+failed, 2 bad usage or a bad setting.
+
+Imports are made inside the subcommands: a client verb must not pay for the queue service,
+the worker, SSH or Slack, and `da --help` for none of them.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import os
-import secrets
-import shutil
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from da import config, fleet
+from da import config
 from da.config import ConfigError
 from da.version import __version__
 
-logger = logging.getLogger("da")
+FAILED = 1
+BAD_USAGE = 2
 
 
 def configure_logging(env: dict[str, str]) -> None:
@@ -32,16 +31,26 @@ def configure_logging(env: dict[str, str]) -> None:
         logs.configure(env)
     except ConfigError as exc:
         print(f"da: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+        raise SystemExit(BAD_USAGE) from exc
 
 
-def fail(message: str) -> int:
+def fail(message: str, code: int = BAD_USAGE) -> int:
+    """Print one line and return the exit status (bad usage unless the command itself failed)."""
     print(f"da: {message}", file=sys.stderr)
-    return 2
+    return code
+
+
+def load_fleet(config_dir: Path) -> Any:
+    from da import fleet
+
+    return fleet.load_fleet(config_dir)
 
 
 def serve(argv: list[str] | None = None) -> int:
     """Run the queue service in the foreground."""
+    import asyncio
+    import logging
+
     from aiohttp import web
 
     from da.queue import app as queue_app
@@ -60,12 +69,13 @@ def serve(argv: list[str] | None = None) -> int:
     env.update({k: str(v) for k, v in overrides.items() if v is not None})
     try:
         settings = QueueSettings.from_env(env)
-        roster = fleet.load_fleet(settings.config_dir)
+        roster = load_fleet(settings.config_dir)
     except ConfigError as exc:
         return fail(str(exc))
     configure_logging(env)
     app = queue_app.make_app(settings, roster)
-    logger.info("queue on http://%s:%d, database %s", settings.host, settings.port, settings.database)
+    logging.getLogger("da").info("queue on http://%s:%d, database %s", settings.host, settings.port,
+                                 settings.database)
     try:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -74,14 +84,16 @@ def serve(argv: list[str] | None = None) -> int:
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     except OSError as exc:
-        return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+        return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", FAILED)
     except Exception as exc:  # noqa: BLE001 - a startup failure is one line, not a traceback
-        return fail(str(exc))
+        return fail(str(exc), FAILED)
     return 0
 
 
 def ensure_secret(env: dict[str, str], cwd: Path) -> str:
     """The SECRET_KEY to use locally: the configured one, or a new one saved to .env."""
+    import secrets
+
     if env.get("SECRET_KEY"):
         return env["SECRET_KEY"]
     secret = secrets.token_urlsafe(32)
@@ -110,23 +122,23 @@ command("serve", "run the queue service")(serve)
 
 def load_worker(env: dict[str, str], *, local: bool = False) -> tuple[Any, Any]:
     """Worker settings and handlers; `local` (da up) fills gaps with this machine's defaults."""
+    from da import agents
     from da.worker import registry
     from da.worker.settings import WorkerSettings, default_machine_name
 
-    extra = [Path(p).expanduser() for p in env.get("DA_HANDLERS_PATH", "").split(os.pathsep) if p]
-    handlers = registry.discover(extra)
+    handlers = registry.discover(config.handlers_path(env))
     if local:
         env.setdefault("MACHINE_NAME", default_machine_name())
         if not env.get("WORKER_AGENTS"):
-            found = [agent for agent in ("claude", "gemini", "codex") if shutil.which(agent)]
-            found += ["groq"] if env.get("GROQ_API_KEY") else []
-            env["WORKER_AGENTS"] = ",".join(found)
+            env["WORKER_AGENTS"] = ",".join(agents.local_agents(env))
     settings = WorkerSettings.from_env(env, default_capabilities=tuple(sorted(handlers)) if local else ())
     return settings, handlers
 
 
 def worker(argv: list[str] | None = None) -> int:
     """Run this machine's worker in the foreground."""
+    import asyncio
+
     from da.worker import worker as worker_module
     from da.worker.errors import HandlerError
 
@@ -161,6 +173,9 @@ command("worker", "run this machine's worker")(worker)
 
 def up(argv: list[str] | None = None) -> int:
     """The queue and a local worker in one process, on the embedded SQLite default."""
+    import asyncio
+    import signal
+
     from aiohttp import web
 
     from da.queue import app as queue_app
@@ -179,12 +194,12 @@ def up(argv: list[str] | None = None) -> int:
     try:
         ensure_secret(env, cwd)
         queue_settings = QueueSettings.from_env(env, cwd=cwd)
-        roster = fleet.load_fleet(queue_settings.config_dir)
+        roster = load_fleet(queue_settings.config_dir)
         env.setdefault("QUEUE_URL", f"http://{queue_settings.host}:{queue_settings.port}")
         worker_parts = None if args.no_worker else load_worker(env, local=True)
         bot_settings = None
         if env.get("SLACK_BOT_TOKEN") or env.get("SLACK_APP_TOKEN"):
-            from da.bot.settings import BotSettings
+            from da.bot.slack.settings import BotSettings
 
             bot_settings = BotSettings.from_env(env, cwd=cwd)
     except (ConfigError, HandlerError) as exc:
@@ -194,17 +209,19 @@ def up(argv: list[str] | None = None) -> int:
     async def run() -> None:
         runner = web.AppRunner(queue_app.make_app(queue_settings, roster), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, queue_settings.host, queue_settings.port).start()
-        print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
-              f"(database {queue_settings.database}); Ctrl-C stops", file=sys.stderr)
         slack = None
-        if bot_settings is not None:
-            from da.bot.app import BotProcess
-
-            slack = BotProcess(bot_settings)
-            await slack.start()
-            print("da: Slack bot connected (socket mode)", file=sys.stderr)
+        # Whatever fails from here on (a busy port, Slack refusing a token), the store and its
+        # threads are closed, so the process exits instead of hanging on them.
         try:
+            await web.TCPSite(runner, queue_settings.host, queue_settings.port).start()
+            print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
+                  f"(database {queue_settings.database}); Ctrl-C stops", file=sys.stderr)
+            if bot_settings is not None:
+                from da.bot.slack.app import BotProcess
+
+                slack = BotProcess(bot_settings)
+                await slack.start()
+                print("da: Slack bot connected (socket mode)", file=sys.stderr)
             if worker_parts is None:
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
@@ -225,7 +242,7 @@ def up(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     except OSError as exc:
-        return fail(f"cannot listen on {queue_settings.host}:{queue_settings.port}: {exc.strerror or exc}")
+        return fail(f"cannot listen on {queue_settings.host}:{queue_settings.port}: {exc.strerror or exc}", FAILED)
     return 0
 
 
@@ -237,7 +254,7 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def parse_duration(text: str) -> float:
     """`30d`, `12h`, `90m`, `45s` or a number of seconds."""
     text = text.strip().lower()
-    unit = DURATION_UNITS.get(text[-1:], None)
+    unit = DURATION_UNITS.get(text[-1:])
     number = text[:-1] if unit else text
     try:
         value = float(number) * (unit or 1)
@@ -258,7 +275,7 @@ def on_postgres(settings: Any, verb: str, build: Callable[[str], list[str]]) -> 
     line = " ".join(f'"{part}"' if url in part and hidden else shlex.quote(part) for part in build(url))
     print(f"da: the queue runs on PostgreSQL (QUEUE_DB_URL), where `da {verb}` copies nothing; run:\n  {line}"
           + ("\n(with QUEUE_DB_URL exported, e.g. `set -a; . ./.env; set +a`)" if hidden else ""), file=sys.stderr)
-    return 1
+    return FAILED
 
 
 def backup(argv: list[str] | None = None) -> int:
@@ -270,8 +287,8 @@ def backup(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="da backup", description="Back up the queue database (online).")
     parser.add_argument("path", help="where to write the copy")
     args = parser.parse_args(argv)
-    env = config.load_environment()
     try:
+        env = config.load_environment()
         settings = QueueSettings.from_env(env, require_secret=False)
     except ConfigError as exc:
         return fail(str(exc))
@@ -304,7 +321,7 @@ def restore(argv: list[str] | None = None) -> int:
         return on_postgres(settings, "restore", lambda url: postgres.restore_command(url, args.path))
     try:
         httpx.get(f"http://{settings.host}:{settings.port}/health", timeout=1.0)
-        return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before restoring.")
+        return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before restoring.", FAILED)
     except httpx.TransportError:
         pass
     try:
@@ -317,34 +334,53 @@ def restore(argv: list[str] | None = None) -> int:
 
 def prune(argv: list[str] | None = None) -> int:
     """Ask the queue to remove finished tasks older than a duration."""
+    import asyncio
+
     from da.queue.client import QueueClient
     from da.queue.errors import QueueError
 
-    parser = argparse.ArgumentParser(prog="da prune", description="Remove finished tasks and their events.")
-    parser.add_argument("--older-than", default="30d", help="age of finished tasks to remove (default 30d)")
+    parser = argparse.ArgumentParser(prog="da prune", description="Remove finished tasks and their events, "
+                                     "and task logs in DA_LOG_DIR on this machine.")
+    parser.add_argument("--older-than", default="30d", help="age of finished tasks and logs to remove (default 30d)")
     args = parser.parse_args(argv)
     try:
         seconds = parse_duration(args.older_than)
     except ValueError as exc:
         return fail(str(exc))
-    env = config.load_environment()
+    try:
+        env = config.load_environment()
+        urls = config.queue_urls(env)
+    except ConfigError as exc:
+        return fail(str(exc))
+    print(prune_task_logs(env, seconds, args.older_than))
     if not env.get("SECRET_KEY"):
         return fail("SECRET_KEY is not set; put the queue's secret in .env.")
 
     async def run() -> int:
-        async with QueueClient(env.get("QUEUE_URL") or "http://127.0.0.1:8000", env["SECRET_KEY"]) as client:
+        async with QueueClient(list(urls), env["SECRET_KEY"]) as client:
             return await client.prune(seconds)
 
     try:
         removed = asyncio.run(run())
     except QueueError as exc:
-        return fail(exc.detail)
+        return fail(exc.detail, FAILED)
     print(f"removed {removed} finished task(s) older than {args.older_than}")
     return 0
 
 
+def prune_task_logs(env: dict[str, str], seconds: float, age: str) -> str:
+    """Remove this machine's old task logs; logs live where the worker ran, not in the queue."""
+    from da.worker import output, settings
+
+    folder = settings.task_log_dir(env).resolve()
+    removed, size = output.prune_logs(folder, seconds)
+    return f"removed {removed} task log file(s) older than {age} from {folder} on this machine ({size} bytes)"
+
+
 def service(argv: list[str] | None = None) -> int:
     """Write a systemd user unit or a launchd agent for one da process."""
+    import shutil
+
     from da import service as service_module
 
     parser = argparse.ArgumentParser(prog="da service", description="Install da as a service of this user.")
@@ -353,7 +389,8 @@ def service(argv: list[str] | None = None) -> int:
     parser.add_argument("--print", dest="print_only", action="store_true", help="only show the unit")
     parser.add_argument("--os", choices=["linux", "macos"], help="the unit flavour (default: this system)")
     args = parser.parse_args(argv)
-    executable = shutil.which("da") or f"{sys.executable} -m da.cli"
+    found = shutil.which("da")
+    executable = [found] if found else [sys.executable, "-m", "da.cli"]
     try:
         unit = service_module.plan(args.kind, system=args.os or service_module.current_system(), home=Path.home(),
                                    workdir=Path.cwd(), executable=executable)
@@ -384,7 +421,7 @@ def doctor(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     lines, ok = doctor_module.doctor(env, cwd, ask_agents=args.agents)
     print("\n".join(lines))
-    return 0 if ok else 1
+    return 0 if ok else FAILED
 
 
 command("service", "install a systemd/launchd unit for queue, worker or bot")(service)
@@ -396,8 +433,10 @@ command("prune", "remove finished tasks older than --older-than (default 30d)")(
 
 def bot(argv: list[str] | None = None) -> int:
     """Run the Slack bot in socket mode."""
-    from da.bot.app import BotProcess
-    from da.bot.settings import BotSettings
+    import asyncio
+
+    from da.bot.slack.app import BotProcess
+    from da.bot.slack.settings import BotSettings
 
     argparse.ArgumentParser(
         prog="da bot", description="Run the Slack bot (socket mode).",
@@ -422,28 +461,39 @@ command("bot", "run the Slack bot (socket mode)")(bot)
 
 def client(argv: list[str]) -> int:
     """The terminal client: one verb, or the REPL when argv is empty."""
-    from da.bot import terminal
+    import asyncio
+    import logging
+
     from da.bot.settings import ClientSettings
+    from da.bot.terminal import session
 
     cwd = Path.cwd()
-    env = config.load_environment(cwd)
     try:
+        env = config.load_environment(cwd)
         settings = ClientSettings.from_env(env, cwd=cwd)
     except ConfigError as exc:
         return fail(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return asyncio.run(terminal.main_async(argv, settings, env))
+    return asyncio.run(session.main_async(argv, settings, env))
 
 
 def usage() -> str:
-    lines = [f"da {__version__}: distributed agents", "", "usage: da <command> [options]", "", "commands:"]
-    lines += [f"  {name:<10} {summary}" for name, (summary, _) in COMMANDS.items()]
     from da.bot import grammar
 
+    lines = [f"da {__version__}: distributed agents", "", "usage: da <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (summary, _) in COMMANDS.items()]
     lines += ["", "client verbs (against QUEUE_URL; `da` alone opens a prompt):"]
     lines += [f"  {verb.usage}" for verb in grammar.VERBS.values()]
     lines += ["", "`da <command> --help` describes each service command."]
     return "\n".join(lines)
+
+
+def unknown_command(name: str) -> int:
+    """`da frobnicate`: one line naming every command, the service ones and the client verbs."""
+    from da.bot import grammar
+
+    return fail(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}; client verbs: "
+                f"{', '.join(grammar.VERBS)}. See `da --help`.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,7 +509,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     entry = COMMANDS.get(argv[0])
     if entry is None:
-        return client(argv)
+        from da.bot import grammar
+
+        return client(argv) if argv[0].lower() in grammar.VERBS else unknown_command(argv[0])
     try:
         return entry[1](argv[1:])
     except KeyboardInterrupt:

@@ -99,3 +99,32 @@ def env_float(env: Mapping[str, str], key: str, default: float, *, minimum: floa
 def env_list(env: Mapping[str, str], key: str) -> list[str]:
     """A comma-separated setting as a list, blanks dropped."""
     return [item.strip() for item in env.get(key, "").split(",") if item.strip()]
+
+
+# Where `da up` and `da serve` listen by default, so a client on the same machine finds them.
+DEFAULT_QUEUE_URL = "http://127.0.0.1:8000"
+
+
+def queue_urls(env: Mapping[str, str]) -> tuple[str, ...]:
+    """`QUEUE_URLS` or `QUEUE_URL` (comma-separated, tried in order), each checked as an http(s) URL."""
+    from urllib.parse import urlsplit
+
+    key = "QUEUE_URLS" if env.get("QUEUE_URLS", "").strip() else "QUEUE_URL"
+    urls = tuple(env_list(env, key)) or (DEFAULT_QUEUE_URL,)
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{key} entry {url!r} must be an http:// or https:// URL, like {DEFAULT_QUEUE_URL}.")
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ConfigError(f"{key} entry {url!r} has an invalid port; use a number from 1 to 65535, "
+                              f"like {DEFAULT_QUEUE_URL}.")
+    return urls
+
+
+def handlers_path(env: Mapping[str, str]) -> tuple[Path, ...]:
+    """Extra handler folders from `DA_HANDLERS_PATH`, separated like PATH (`:`, or `;` on Windows)."""
+    return tuple(Path(part).expanduser() for part in env.get("DA_HANDLERS_PATH", "").split(os.pathsep) if part.strip())

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import httpx
 
-from da import config, fleet
+from da import agents, config, fleet, skills
 from da.config import ConfigError
 
 
 @dataclass(frozen=True)
 class Check:
+    """One line of the report: what was checked, whether it passed, and the fix when it did not."""
+
     name: str
     ok: bool
     detail: str
@@ -26,33 +28,27 @@ class Check:
         return f"{mark} {self.name}: {self.detail}" + (f"\n     fix: {self.fix}" if self.fix and not self.ok else "")
 
 
-async def agent_answers(agent: str, config_dir: Path) -> Check:
+async def agent_answers(agent: str, commands: dict[str, agents.AgentCommand]) -> Check:
     """Ask the agent a one-line prompt: proves it is installed, logged in and answering."""
-    import time
+    smoke = await agents.smoke_test(agent, commands)
+    detail = f"answered in {smoke.seconds:.1f}s" if smoke.ok else smoke.detail
+    return Check(f"agent {agent} answers", smoke.ok, detail, smoke.action)
 
-    from da.bot.local import SMOKE_PROMPT, SMOKE_TIMEOUT, agent_argv
-    from da.worker import outcome
-    from da.worker.models import ProcessResult
-    from da.worker.settings import load_agent_commands
 
-    argv = agent_argv(agent, SMOKE_PROMPT, load_agent_commands(config_dir))
-    if argv is None or shutil.which(argv[0]) is None:
-        return Check(f"agent {agent} answers", False, "not installed", f"install {agent} on this machine")
-    started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+async def queue_checks(http: httpx.AsyncClient, url: str, secret: str) -> list[Check]:
+    """The queue answers, and accepts this machine's secret."""
     try:
-        out, err = await asyncio.wait_for(process.communicate(), SMOKE_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        return Check(f"agent {agent} answers", False, f"no answer within {SMOKE_TIMEOUT:g}s", "run it by hand")
-    result = outcome.classify(ProcessResult(process.returncode, out.decode(errors="replace"),
-                                            err.decode(errors="replace")), machine="this machine", tool=argv[0],
-                              agent=agent)
-    took = time.monotonic() - started
-    return Check(f"agent {agent} answers", result.status == "done",
-                 f"answered in {took:.1f}s" if result.status == "done" else result.notes, result.action)
+        health = await http.get(f"{url}/health")
+        checks = [Check("queue", health.status_code == 200, f"{url} answers /health")]
+        if secret:
+            probe = await http.get(f"{url}/v1/tasks", params={"limit": 1}, headers={"x-secret-key": secret})
+            checks.append(Check("secret", probe.status_code == 200,
+                                "accepted" if probe.status_code == 200 else f"refused ({probe.status_code})",
+                                "use the same SECRET_KEY as the queue service"))
+        return checks
+    except httpx.HTTPError as exc:
+        return [Check("queue", False, f"unreachable at {url} ({type(exc).__name__})",
+                      "start `da serve` there or fix QUEUE_URL")]
 
 
 async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = False) -> list[Check]:
@@ -70,30 +66,31 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
                                 "add it to config/machines.yaml or fix MACHINE_NAME"))
     except ConfigError as exc:
         checks.append(Check("machines.yaml", False, str(exc), "fix the file; see machines.yaml.example"))
-    for name, loader in (("agents.yaml", _agents), ("skills.yaml", _skills)):
-        try:
-            loader(config_dir)
-            checks.append(Check(name, True, "parses"))
-        except ConfigError as exc:
-            checks.append(Check(name, False, str(exc), f"fix config/{name} or delete it to use the defaults"))
+    commands = dict(agents.DEFAULT_COMMANDS)
+    try:
+        commands = agents.load_commands(config_dir)
+        checks.append(Check(agents.AGENTS_FILE, True, "parses"))
+    except ConfigError as exc:
+        checks.append(Check(agents.AGENTS_FILE, False, str(exc), "fix config/agents.yaml or delete it to use the "
+                            "defaults"))
+    try:
+        skills.load_registry(config_dir / skills.SKILLS_FILE)
+        checks.append(Check(skills.SKILLS_FILE, True, "parses"))
+    except ConfigError as exc:
+        checks.append(Check(skills.SKILLS_FILE, False, str(exc), "fix config/skills.yaml or delete it"))
     if env.get("QUEUE_DB_URL"):
         checks.append(await database_check(env))
     secret = env.get("SECRET_KEY", "")
     checks.append(Check("SECRET_KEY", bool(secret), "set" if secret else "not set",
                         "put the queue's secret in .env (the same value on every machine)"))
-    url = (config.env_list(env, "QUEUE_URL") or ["http://127.0.0.1:8000"])[0]
+    url: str | None = None
+    try:
+        url = config.queue_urls(env)[0]
+    except ConfigError as exc:
+        checks.append(Check("queue", False, str(exc), "fix QUEUE_URL in .env"))
     async with httpx.AsyncClient(timeout=5) as http:
-        try:
-            health = await http.get(f"{url}/health")
-            checks.append(Check("queue", health.status_code == 200, f"{url} answers /health"))
-            if secret:
-                probe = await http.get(f"{url}/v1/tasks", params={"limit": 1}, headers={"x-secret-key": secret})
-                checks.append(Check("secret", probe.status_code == 200,
-                                    "accepted" if probe.status_code == 200 else f"refused ({probe.status_code})",
-                                    "use the same SECRET_KEY as the queue service"))
-        except httpx.HTTPError as exc:
-            checks.append(Check("queue", False, f"unreachable at {url} ({type(exc).__name__})",
-                                "start `da serve` there or fix QUEUE_URL"))
+        if url is not None:
+            checks += await queue_checks(http, url, secret)
         for agent in (machine.agents if machine else ()):
             if agent == "groq":
                 checks.append(Check("agent groq", bool(env.get("GROQ_API_KEY")), "GROQ_API_KEY "
@@ -103,7 +100,7 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
             checks.append(Check(f"agent {agent}", found is not None, found or "not on PATH",
                                 f"install it: da skills install {machine.name} {agent}" if machine else ""))
             if found and ask_agents:
-                checks.append(await agent_answers(agent, config_dir))
+                checks.append(await agent_answers(agent, commands))
         api = (env.get("SLACK_API_URL") or "https://slack.com/api/").rstrip("/")
         for key, method, label, fix in (
                 ("SLACK_BOT_TOKEN", "auth.test", "Slack bot token", "copy the Bot User OAuth Token (xoxb-) again"),
@@ -136,18 +133,7 @@ async def database_check(env: Mapping[str, str]) -> Check:
                      "start PostgreSQL there, create the database (createdb), or fix QUEUE_DB_URL")
 
 
-def _agents(config_dir: Path) -> None:
-    from da.worker.settings import load_agent_commands
-
-    load_agent_commands(config_dir)
-
-
-def _skills(config_dir: Path) -> None:
-    from da.bot.skills import SKILLS_FILE, load_registry
-
-    load_registry(config_dir / SKILLS_FILE)
-
-
 def doctor(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = False) -> tuple[list[str], bool]:
+    """Every check's line, and whether all passed."""
     checks = asyncio.run(run_checks(env, cwd, ask_agents=ask_agents))
     return [check.line() for check in checks], all(check.ok for check in checks)

@@ -1,4 +1,8 @@
-"""The fleet as declared in `config/machines.yaml`: machines, their capabilities, agents and aliases."""
+"""The fleet: machines, their capabilities, agents and aliases.
+
+Declared in `config/machines.yaml` (read by the queue and workers) and reported with
+liveness by the queue's `/v1/machines` (read by the front ends): one type for both.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +28,35 @@ class Machine:
     capabilities: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
+    # Liveness as the queue reports it; a machine read from machines.yaml has none yet.
+    online: bool = False
+    active: int = 0
+    done: int = 0
+    failed: int = 0
+    top_agent: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
 
+    @property
+    def address(self) -> str:
+        """Where to reach it over SSH: its Tailscale address, else its name."""
+        return self.tailscale_ip or self.name
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Machine:
+        """One entry of the queue's `/v1/machines` answer."""
+        return cls(name=data["name"], role=data.get("role") or "worker", os=data.get("os") or "",
+                   tailscale_ip=data.get("tailscale_ip") or "", user=data.get("user") or "",
+                   ssh_port=int(data.get("ssh_port") or 22), capabilities=tuple(data.get("capabilities") or ()),
+                   agents=tuple(data.get("agents") or ()), aliases=tuple(data.get("aliases") or ()),
+                   online=bool(data.get("online")), active=int(data.get("active") or 0),
+                   done=int(data.get("done") or 0), failed=int(data.get("failed") or 0),
+                   top_agent=data.get("top_agent"))
+
     def to_json(self) -> dict[str, Any]:
+        """The declared part (the queue adds liveness to it)."""
         return {
             "name": self.name,
             "role": self.role,
@@ -64,6 +91,23 @@ class Fleet:
         """The machine's own name for an alias; unknown names stay as they are."""
         machine = self._by_name.get(name)
         return machine.name if machine else name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(machine.name for machine in self.machines)
+
+    def capable(self, task_type: str) -> list[Machine]:
+        """The machines that declare this task type."""
+        return [machine for machine in self.machines if task_type in machine.capabilities]
+
+    def with_agent(self, agent: str) -> list[Machine]:
+        """The machines that list this agent."""
+        return [machine for machine in self.machines if agent in machine.agents]
+
+    @classmethod
+    def from_json(cls, entries: list[dict[str, Any]]) -> Fleet:
+        """The queue's `/v1/machines` answer."""
+        return cls(tuple(Machine.from_json(entry) for entry in entries))
 
 
 def _string_list(value: Any, where: str) -> tuple[str, ...]:

@@ -7,7 +7,9 @@ working directory, so no secret is copied into the unit file.
 from __future__ import annotations
 
 import plistlib
+import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,8 @@ class Service:
     enable: str
 
 
-def systemd_unit(kind: str, executable: str, workdir: Path) -> str:
+def systemd_unit(kind: str, executable: Sequence[str], workdir: Path) -> str:
+    """A systemd user unit; ExecStart quotes each argument (systemd accepts shell-style quotes)."""
     return f"""[Unit]
 Description=da {kind} ({KINDS[kind]})
 After=network-online.target
@@ -33,7 +36,7 @@ Wants=network-online.target
 Type=simple
 WorkingDirectory={workdir}
 EnvironmentFile=-{workdir / '.env'}
-ExecStart={executable} {KINDS[kind]}
+ExecStart={shlex.join([*executable, KINDS[kind]])}
 Restart=always
 RestartSec=2
 # SIGTERM lets a worker finish running tasks within SHUTDOWN_GRACE.
@@ -45,10 +48,11 @@ WantedBy=default.target
 """
 
 
-def launchd_plist(kind: str, executable: str, workdir: Path, logs: Path) -> str:
+def launchd_plist(kind: str, executable: Sequence[str], workdir: Path, logs: Path) -> str:
+    """A launchd agent; launchd runs no shell, so every argument is its own element."""
     return plistlib.dumps({
         "Label": f"com.da.{kind}",
-        "ProgramArguments": [executable, KINDS[kind]],
+        "ProgramArguments": [*executable, KINDS[kind]],
         "WorkingDirectory": str(workdir),
         "RunAtLoad": True,
         "KeepAlive": True,
@@ -57,7 +61,7 @@ def launchd_plist(kind: str, executable: str, workdir: Path, logs: Path) -> str:
     }).decode()
 
 
-def plan(kind: str, *, system: str, home: Path, workdir: Path, executable: str) -> Service:
+def plan(kind: str, *, system: str, home: Path, workdir: Path, executable: Sequence[str]) -> Service:
     """The unit for this kind on this system, without writing anything."""
     if kind not in KINDS:
         raise ValueError(f"unknown service {kind!r}; use queue, worker or bot.")
@@ -73,4 +77,5 @@ def plan(kind: str, *, system: str, home: Path, workdir: Path, executable: str) 
 
 
 def current_system() -> str:
+    """This machine as `plan` names systems."""
     return "macos" if sys.platform == "darwin" else "linux" if sys.platform.startswith("linux") else sys.platform

@@ -13,6 +13,8 @@ TYPE = "android_build"
 # A build writes only its own output folder.
 SAFE_TO_RETRY = True
 DEFAULT_TIMEOUT = 3600.0
+# The payload field naming the project folder; assign asks for it (--cwd) up front.
+FOLDER_FIELD = "cwd"
 GRADLE_TASK = re.compile(r"^:?[A-Za-z0-9_:.-]+$")
 
 

@@ -12,6 +12,8 @@ TYPE = "git_pull"
 # Fetch and fast-forward change nothing a second run would not.
 SAFE_TO_RETRY = True
 DEFAULT_TIMEOUT = 300.0
+# The payload field naming the checkout; assign asks for it (--cwd) up front.
+FOLDER_FIELD = "repo_path"
 BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 

@@ -11,6 +11,8 @@ TYPE = "ios_build"
 # A build writes only derived data.
 SAFE_TO_RETRY = True
 DEFAULT_TIMEOUT = 3600.0
+# The payload field naming the project folder; assign asks for it (--cwd) up front.
+FOLDER_FIELD = "cwd"
 
 
 async def run(ctx: Context, payload: dict[str, Any]) -> Result:

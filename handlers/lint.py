@@ -11,6 +11,8 @@ TYPE = "lint"
 # Linters only read (we never pass --fix).
 SAFE_TO_RETRY = True
 DEFAULT_TIMEOUT = 600.0
+# The payload field naming the project folder; assign asks for it (--cwd) up front.
+FOLDER_FIELD = "cwd"
 
 
 async def run(ctx: Context, payload: dict[str, Any]) -> Result:

@@ -10,6 +10,8 @@ TYPE = "npm_build"
 # A build writes only its own output folder.
 SAFE_TO_RETRY = True
 DEFAULT_TIMEOUT = 1800.0
+# The payload field naming the project folder; assign asks for it (--cwd) up front.
+FOLDER_FIELD = "cwd"
 
 
 async def run(ctx: Context, payload: dict[str, Any]) -> Result:

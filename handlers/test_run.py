@@ -11,6 +11,8 @@ TYPE = "test_run"
 # Tests read the tree; a rerun is what people do anyway.
 SAFE_TO_RETRY = True
 DEFAULT_TIMEOUT = 1800.0
+# The payload field naming the project folder; assign asks for it (--cwd) up front.
+FOLDER_FIELD = "cwd"
 
 
 async def run(ctx: Context, payload: dict[str, Any]) -> Result:

@@ -14,9 +14,11 @@ from typing import Any
 
 import httpx
 
+from da import config
 from da.queue import errors
 from da.queue.errors import QueueError, QueueUnreachable
-from da.queue.models import Event, Task, parse_iso
+from da.queue.models import ID_PREFIX_PATTERN, Event, Task, parse_iso
+from da.queue.settings import DEFAULT_LEASE
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +40,22 @@ class ClaimedTask:
     task: Task
     lease: str
     lease_expires_at: float
+    # Seconds left on the lease as the queue answered: the only lease figure a worker should time by.
+    lease_seconds: float
 
 
 @dataclass(frozen=True)
 class Heartbeat:
     cancel: bool
     status: str
+    lease_seconds: float | None = None
+
+
+def task_path(task_id: str) -> str:
+    """The route of one task; an id that is not hex cannot name one, so it is not sent at all."""
+    if not ID_PREFIX_PATTERN.match(task_id):
+        raise errors.NotFound(f"no task with id {task_id[:40]!r}; ids are hex, like the ones `queue` lists.")
+    return f"/v1/tasks/{task_id}"
 
 
 def error_from(response: httpx.Response) -> QueueError:
@@ -71,11 +83,15 @@ class QueueClient:
         if isinstance(urls, str):
             urls = [u.strip() for u in urls.split(",") if u.strip()]
         if not urls:
-            raise ValueError("no queue URL given; set QUEUE_URL, e.g. http://127.0.0.1:8000")
+            raise ValueError(f"no queue URL given; set QUEUE_URL, e.g. {config.DEFAULT_QUEUE_URL}")
         self.urls = [u.rstrip("/") for u in urls]
         self.rounds = rounds
         self._current = 0
-        self._http = httpx.AsyncClient(timeout=timeout, headers={"x-secret-key": secret}, transport=transport)
+        # Loading the CA bundle costs ~0.1 s per process; plain-http queues (the loopback and
+        # Tailscale default) never use it, and an https URL always gets full verification.
+        verify = any(url.startswith("https://") for url in self.urls)
+        self._http = httpx.AsyncClient(timeout=timeout, headers={"x-secret-key": secret}, transport=transport,
+                                       verify=verify)
 
     @property
     def url(self) -> str:
@@ -94,7 +110,7 @@ class QueueClient:
     async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
                       idempotent: bool = True, timeout: float | None = None) -> httpx.Response:
         """Send to the current URL, failing over to the others on connection errors."""
-        wait: httpx.Timeout | float = self._http.timeout if timeout is None else timeout
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         delay = FIRST_BACKOFF
         last_error: Exception | None = None
         for round_number in range(self.rounds):
@@ -102,7 +118,7 @@ class QueueClient:
                 index = (self._current + offset) % len(self.urls)
                 try:
                     response = await self._http.request(method, self.urls[index] + path, json=json,
-                                                        params=params, timeout=wait)
+                                                        params=params, **extra)
                 except httpx.ConnectError as exc:
                     last_error = exc
                     continue
@@ -124,7 +140,7 @@ class QueueClient:
     # ---- API ---------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        return _object(await self.request("GET", "/health"))
+        return (await self.request("GET", "/health")).json()
 
     async def create_task(self, type: str, payload: dict[str, Any] | None = None, **fields: Any) -> Task:
         """Create a task; not retried once sent, so it is never created twice."""
@@ -140,11 +156,15 @@ class QueueClient:
         return [Task.from_json(t) for t in body["tasks"]], body["next"]
 
     async def get_task(self, task_id: str) -> Task:
-        return Task.from_json((await self.request("GET", f"/v1/tasks/{task_id}")).json())
+        return Task.from_json((await self.request("GET", task_path(task_id))).json())
 
     async def task_events(self, task_id: str) -> list[Event]:
-        body = (await self.request("GET", f"/v1/tasks/{task_id}")).json()
-        return [_event(e) for e in body.get("events", [])]
+        return (await self.task_with_events(task_id))[1]
+
+    async def task_with_events(self, task_id: str) -> tuple[Task, list[Event]]:
+        """A task and its transitions, in one request."""
+        body = (await self.request("GET", task_path(task_id))).json()
+        return Task.from_json(body), [_event(e) for e in body.get("events", [])]
 
     async def claim(self, machine: str, capabilities: list[str], *, agents: list[str] | None = None,
                     aliases: list[str] | None = None, retry_safe: list[str] | None = None, wait: float = 0.0,
@@ -159,7 +179,10 @@ class QueueClient:
         if response.status_code == 204:
             return None
         data = response.json()
-        return ClaimedTask(Task.from_json(data["task"]), data["lease"], parse_iso(data["lease_expires_at"]) or 0.0)
+        # A queue older than `lease_seconds` granted what was asked, else its default lease.
+        seconds = data.get("lease_seconds", lease or DEFAULT_LEASE)
+        return ClaimedTask(Task.from_json(data["task"]), data["lease"], parse_iso(data["lease_expires_at"]) or 0.0,
+                           float(seconds))
 
     async def start(self, task_id: str, lease: str) -> Task:
         return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/start",
@@ -177,7 +200,8 @@ class QueueClient:
         if lease_seconds is not None:
             body["extend"] = lease_seconds
         data = (await self.request("POST", f"/v1/tasks/{task_id}/heartbeat", json=body)).json()
-        return Heartbeat(bool(data["cancel"]), data["status"])
+        seconds = data.get("lease_seconds")
+        return Heartbeat(bool(data["cancel"]), data["status"], None if seconds is None else float(seconds))
 
     async def report(self, task_id: str, lease: str, status: str, result: dict[str, Any], *,
                      notes: str | None = None, action: str | None = None) -> Task:
@@ -188,24 +212,24 @@ class QueueClient:
 
     async def resolve(self, task_id: str, status: str, *, notes: str | None = None, by: str | None = None) -> Task:
         body = {"status": status, **({"notes": notes} if notes else {}), **({"by": by} if by else {})}
-        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/resolve", json=body)).json())
+        return Task.from_json((await self.request("POST", task_path(task_id) + "/resolve", json=body)).json())
 
     async def resolve_many(self, from_status: str, status: str, *, notes: str | None = None, by: str | None = None,
                            dry_run: bool = False) -> dict[str, Any]:
         body = {"from_status": from_status, "status": status, "dry_run": dry_run,
                 **({"notes": notes} if notes else {}), **({"by": by} if by else {})}
-        return _object(await self.request("POST", "/v1/tasks/resolve", json=body))
+        return (await self.request("POST", "/v1/tasks/resolve", json=body)).json()
 
     async def cancel(self, task_id: str, *, by: str | None = None, notes: str | None = None) -> Task:
         body = {**({"by": by} if by else {}), **({"notes": notes} if notes else {})}
-        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/cancel", json=body)).json())
+        return Task.from_json((await self.request("POST", task_path(task_id) + "/cancel", json=body)).json())
 
     async def prune(self, older_than: float) -> int:
         """Remove finished tasks older than `older_than` seconds; returns how many."""
-        return int(_object(await self.request("POST", "/v1/prune", json={"older_than": older_than}))["removed"])
+        return (await self.request("POST", "/v1/prune", json={"older_than": older_than})).json()["removed"]
 
     async def machines(self) -> list[dict[str, Any]]:
-        return list(_object(await self.request("GET", "/v1/machines"))["machines"])
+        return (await self.request("GET", "/v1/machines")).json()["machines"]
 
     async def events(self, after: int = 0, *, wait: float = 0.0, limit: int | None = None) -> tuple[list[Event], int]:
         """Events after `after`, waiting up to `wait` seconds for the first; returns them and the last id."""
@@ -214,14 +238,6 @@ class QueueClient:
             params["limit"] = limit
         body = (await self.request("GET", "/v1/events", params=params, timeout=DEFAULT_TIMEOUT + wait)).json()
         return [_event(e) for e in body["events"]], body["last"]
-
-
-def _object(response: httpx.Response) -> dict[str, Any]:
-    """The JSON object an answer carries."""
-    body = response.json()
-    if not isinstance(body, dict):
-        raise QueueError(f"the queue answered {type(body).__name__}, not a JSON object; is QUEUE_URL a da queue?")
-    return body
 
 
 def _event(data: dict[str, Any]) -> Event:

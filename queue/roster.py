@@ -87,10 +87,9 @@ class Roster:
         declared = {machine.name for machine in self.fleet.machines}
         machines = [m.to_json() for m in self.fleet.machines]
         for name in sorted(set(sightings) - declared):
-            sighting = sightings[name]
             machines.append({"name": name, "role": "worker", "os": "", "tailscale_ip": "",
-                             "capabilities": list(sighting.capabilities), "agents": list(sighting.agents),
-                             "aliases": [], "declared": False})
+                             "capabilities": list(sightings[name].capabilities),
+                             "agents": list(sightings[name].agents), "aliases": [], "declared": False})
         for entry in machines:
             seen = sightings.get(entry["name"])
             count = merged.get(entry["name"], MachineCounts())

@@ -183,7 +183,7 @@ class Store(ABC):
             self.pending_changed.notify()
         self.events_appended.notify()
 
-    async def record_sightings(self, sightings: Sequence[Sighting]) -> None:
+    async def record_sightings(self, sightings: Sequence[Sighting]) -> None:  # noqa: B027 - a no-op by default
         """Share machine liveness with other replicas; one replica keeps it in memory only."""
 
     async def sightings(self) -> list[Sighting]:
@@ -445,12 +445,12 @@ class Store(ABC):
         return [(row["status"], row["type"], int(row["n"])) for row in await self._fetch("status_counts")]
 
 
-def create_store(settings: QueueSettings) -> Store:
+def create_store(settings: QueueSettings, *, clock: Callable[[], float] = time.time) -> Store:
     """The store the settings ask for: PostgreSQL when QUEUE_DB_URL is set, else the SQLite file."""
     if settings.db_url:
         from da.queue.postgres import PostgresStore
 
-        return PostgresStore(settings.db_url)
+        return PostgresStore(settings.db_url, clock=clock)
     from da.queue.sqlite import SqliteStore
 
-    return SqliteStore(settings.db_path, sync=settings.sync)
+    return SqliteStore(settings.db_path, sync=settings.sync, clock=clock)

@@ -20,9 +20,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 import postgres_support
-
 from da import fleet as fleet_module
 from da.queue import app as queue_app
+from da.queue import store as store_module
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
 
@@ -112,9 +112,11 @@ async def wait_until(condition: Callable[[], Awaitable[Any]], timeout: float = 1
 class QueueServer:
     """A running queue service; `restart()` keeps the database file."""
 
-    def __init__(self, settings: QueueSettings, fleet: fleet_module.Fleet) -> None:
+    def __init__(self, settings: QueueSettings, fleet: fleet_module.Fleet,
+                 clock: Callable[[], float] | None = None) -> None:
         self.settings = settings
         self.fleet = fleet
+        self.clock = clock
         self.server: TestServer | None = None
         self.port: int | None = None
 
@@ -138,7 +140,11 @@ class QueueServer:
             return db.execute(sql).fetchall()
 
     async def start(self) -> None:
-        self.server = TestServer(queue_app.make_app(self.settings, self.fleet), host="127.0.0.1", port=self.port)
+        app = queue_app.make_app(self.settings, self.fleet)
+        if self.clock is not None:
+            # The store's clock: how tests put the queue's time off the workers' (clock skew).
+            app[queue_app.STORE] = store_module.create_store(self.settings, clock=self.clock)
+        self.server = TestServer(app, host="127.0.0.1", port=self.port)
         await self.server.start_server()
         self.port = self.server.port
 
@@ -153,18 +159,19 @@ class QueueServer:
 
 
 @pytest.fixture
-async def make_server(tmp_path: Path, backend: str,
-                      new_database: Callable[[], Awaitable[str]]) -> AsyncIterator[Callable[..., Awaitable[QueueServer]]]:
+async def make_server(tmp_path: Path, backend: str, new_database: Callable[[], Awaitable[str]]
+                      ) -> AsyncIterator[Callable[..., Awaitable[QueueServer]]]:
     """Starts queue services; on PostgreSQL each gets a new database unless `db_url` names one."""
     servers: list[QueueServer] = []
 
-    async def factory(fleet: fleet_module.Fleet | None = None, **overrides: Any) -> QueueServer:
+    async def factory(fleet: fleet_module.Fleet | None = None, clock: Callable[[], float] | None = None,
+                      **overrides: Any) -> QueueServer:
         values = {"secret": SECRET, "db_path": tmp_path / f"queue{len(servers)}.db", "reap_interval": 0.1,
                   "config_dir": tmp_path / "config"}
         if backend == "postgres" and "db_url" not in overrides:
             values["db_url"] = await new_database()
         values.update(overrides)
-        server = QueueServer(QueueSettings(**values), fleet or fleet_module.Fleet())
+        server = QueueServer(QueueSettings(**values), fleet or fleet_module.Fleet(), clock)
         await server.start()
         servers.append(server)
         return server

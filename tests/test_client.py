@@ -20,7 +20,7 @@ async def test_fails_over_to_the_next_url(server: QueueServer) -> None:
 
 async def test_no_url_answering_is_one_clear_error() -> None:
     async with QueueClient([DEAD, "http://127.0.0.1:7"], SECRET, rounds=2) as client:
-        with pytest.raises(errors.QueueUnreachable, match="queue unreachable at http://127.0.0.1:9, http://127.0.0.1:7"):
+        with pytest.raises(errors.QueueUnreachable, match=r"queue unreachable at http://127\.0\.0\.1:9, http://127\.0\.0\.1:7"):
             await client.list_tasks()
 
 

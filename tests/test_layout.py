@@ -22,7 +22,7 @@ def test_sql_ships_as_package_data_for_both_dialects() -> None:
 
     for statements in (sqlite.STATEMENTS, pgdatabase.STATEMENTS):
         assert "claim_task" in statements.queries
-        assert [number for number, _ in statements.migrations()][0] == 1
+        assert next(number for number, _ in statements.migrations()) == 1
     # Both dialects name the same verbs; PostgreSQL adds its feed horizon, liveness and migration bookkeeping.
     assert set(sqlite.STATEMENTS.queries) - set(pgdatabase.STATEMENTS.queries) == {"last_event"}
 

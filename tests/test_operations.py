@@ -7,6 +7,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+
 import postgres_support
 from conftest import SECRET, QueueServer
 from da import fleet as fleet_module
@@ -164,7 +166,7 @@ async def test_doctor_asks_agents_and_checks_slack_tokens(server: QueueServer, t
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "machines.yaml").write_text("machines:\n  box:\n    agents: [claude, codex]\n")
     (tmp_path / "config" / "agents.yaml").write_text(
-        'agents:\n  codex:\n    command: [codex, exec, NOT_LOGGED_IN, "{prompt}"]\n')
+        'agents:\n  codex:\n    command: [codex, exec, -c, NOT_LOGGED_IN=1, --, "{prompt}"]\n')
     slack = SlackEmulator()
     await slack.start()
     try:
@@ -178,6 +180,76 @@ async def test_doctor_asks_agents_and_checks_slack_tokens(server: QueueServer, t
     assert "ok   agent claude answers: answered in" in out
     assert "FAIL agent codex answers: codex is not logged in on this machine" in out
     assert "ok   Slack bot token: valid" in out and "FAIL Slack app token: invalid_auth" in out
+
+
+async def test_prune_logs_cleanly_at_info(client: QueueClient, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    task = await client.create_task("lint", {"cwd": "/x"})
+    await client.cancel(task.id)
+    assert await client.prune(0) == 1
+    assert "pruned 1 finished task(s) older than 0 s" in caplog.text
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_up_on_a_busy_port_exits_with_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out = await run_da("up", f"--port={port}", cwd=tmp_path, SECRET_KEY=SECRET, LOG_LEVEL="WARNING",
+                                 QUEUE_DB_PATH=str(tmp_path / "q.db"), DA_CONFIG_DIR=str(tmp_path))
+    assert code == 1
+    assert out.strip().splitlines()[-1].startswith(f"da: cannot listen on 127.0.0.1:{port}: ")
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("verb", [("queue",), ("prune",), ("doctor",)])
+async def test_a_bad_queue_url_is_one_line(tmp_path: Path, verb: tuple[str, ...]) -> None:
+    code, out = await run_da(*verb, cwd=tmp_path, SECRET_KEY=SECRET, QUEUE_URL="http://127.0.0.1:99999")
+    assert "QUEUE_URL entry 'http://127.0.0.1:99999' has an invalid port; use a number from 1 to 65535" in out
+    assert "Traceback" not in out
+    if verb == ("doctor",):
+        assert code == 1 and "FAIL queue: QUEUE_URL entry" in out
+    else:
+        assert code == 2 and len(out.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("verb", [("backup", "copy.db"), ("restore", "copy.db")])
+async def test_backup_and_restore_name_a_bad_setting_in_one_line(tmp_path: Path, verb: tuple[str, ...]) -> None:
+    code, out = await run_da(*verb, cwd=tmp_path, QUEUE_PORT="eighty")
+    assert code == 2
+    assert out.strip() == "da: QUEUE_PORT='eighty' is not a whole number; set it to e.g. 8000."
+
+
+async def test_prune_exit_statuses(tmp_path: Path) -> None:
+    code, out = await run_da("prune", "--older-than=soon", cwd=tmp_path, SECRET_KEY=SECRET)
+    assert code == 2 and "is not a duration" in out
+    code, out = await run_da("prune", cwd=tmp_path, SECRET_KEY=SECRET, QUEUE_URL=f"http://127.0.0.1:{free_port()}")
+    assert code == 1 and out.startswith("da: queue unreachable at")
+
+
+async def test_service_without_da_on_path_writes_each_launchd_argument_apart(tmp_path: Path) -> None:
+    import plistlib
+
+    code, out = await run_da("service", "install", "queue", "--print", "--os=macos", cwd=tmp_path,
+                             PATH="/usr/bin:/bin", HOME=str(tmp_path))
+    assert code == 0, out
+    plist = plistlib.loads(out.split("# would be written")[0].encode())
+    assert plist["ProgramArguments"] == [sys.executable, "-m", "da.cli", "serve"]
+    code, out = await run_da("service", "install", "worker", "--print", "--os=linux", cwd=tmp_path,
+                             PATH="/usr/bin:/bin", HOME=str(tmp_path))
+    assert f"ExecStart={sys.executable} -m da.cli worker" in out
 
 
 async def test_backup_and_restore_on_postgres_print_the_command_that_does_it(tmp_path: Path) -> None:

@@ -48,7 +48,8 @@ async def test_bearer_token_is_accepted(server: QueueServer) -> None:
 
 
 async def snapshot(server: QueueServer) -> list[tuple]:
-    return await server.query("SELECT * FROM tasks ORDER BY seq") + await server.query("SELECT * FROM events ORDER BY id")
+    tasks = await server.query("SELECT * FROM tasks ORDER BY seq")
+    return tasks + await server.query("SELECT * FROM events ORDER BY id")
 
 
 BAD_BODIES = [

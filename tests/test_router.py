@@ -10,13 +10,15 @@ import pytest
 
 from da.bot import grammar
 from da.bot.grammar import UsageError
-from da.bot.router import Fleet, LlmRouter, MachineInfo, RulesRouter, type_from_words, validate
+from da.bot.router import LlmRouter, RulesRouter, type_from_words, validate
+from da.fleet import Fleet, Machine
 
-MAC = MachineInfo("mac-mini", ("ios_build", "xcode", "agent_run", "run_script", "git_pull"), ("claude", "gemini"),
-                  ("mac",), "macos", online=True, active=2)
-LINUX = MachineInfo("thinkpad-x1", ("android_build", "agent_run", "run_script", "test_run", "lint"), ("gemini",),
-                    ("thinkpad",), "linux", online=True, active=0)
-ASLEEP = MachineInfo("old-laptop", ("agent_run", "run_script", "test_run"), ("codex",), (), "linux", online=False)
+MAC = Machine("mac-mini", capabilities=("ios_build", "xcode", "agent_run", "run_script", "git_pull"),
+              agents=("claude", "gemini"), aliases=("mac",), os="macos", online=True, active=2)
+LINUX = Machine("thinkpad-x1", capabilities=("android_build", "agent_run", "run_script", "test_run", "lint"),
+                agents=("gemini",), aliases=("thinkpad",), os="linux", online=True, active=0)
+ASLEEP = Machine("old-laptop", capabilities=("agent_run", "run_script", "test_run"), agents=("codex",), os="linux",
+                 online=False)
 FLEET = Fleet((MAC, LINUX, ASLEEP))
 
 
@@ -65,18 +67,24 @@ def test_validation_blocks_with_the_known_names(args, error: str) -> None:
     assert not verdict.ok and verdict.errors[0].startswith(error)
 
 
-def test_validation_warns_when_the_agent_is_not_listed() -> None:
+def test_an_agent_the_machine_does_not_list_is_refused_naming_who_has_it() -> None:
     verdict = validate(FLEET, "agent_run", "thinkpad", "claude")
-    assert verdict.ok
-    assert verdict.warnings[0].startswith("agent claude is not listed for thinkpad-x1 (it lists gemini)")
+    assert verdict.errors == ("thinkpad-x1 does not list agent claude (it lists gemini); machines that have claude: "
+                              "mac-mini. Pick one of them, or add --wait-for-machine to queue it for thinkpad-x1 "
+                              "anyway.",)
+    waiting = validate(FLEET, "agent_run", "thinkpad", "claude", wait_for_machine=True)
+    assert waiting.ok and waiting.warnings[0].endswith("it waits until thinkpad-x1 runs a worker with claude.")
 
 
 FAKE_CLAUDE = """#!/bin/sh
+# Asked like the real CLI: -p is a flag, the prompt comes after --.
+[ "$1" = "-p" ] && [ "$2" = "--" ] || { echo "error: unknown option '$2'" >&2; exit 1; }
 case "$ROUTER_MODE" in
   good) echo 'Sure: {"machine": "mac-mini", "agent": "claude", "type": "ios_build", "reason": "it has Xcode"}' ;;
   bad) echo 'I think the mac, probably.' ;;
   wrong) echo '{"machine": "toaster", "agent": null, "type": "agent_run", "reason": "why not"}' ;;
   slow) sleep 5 ;;
+  wrapper) sleep 60 & echo $! > "$CHILD_PID_FILE"; wait ;;
 esac
 """
 
@@ -103,6 +111,28 @@ async def test_llm_router_answers_or_falls_back(fake_claude, monkeypatch: pytest
     assert reason in suggestion.reason
 
 
+async def test_llm_router_timeout_holds_for_a_wrapper_with_children(fake_claude, monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    import time
+
+    from conftest import wait_until
+
+    monkeypatch.setenv("ROUTER_MODE", "wrapper")
+    monkeypatch.setenv("CHILD_PID_FILE", str(tmp_path / "child.pid"))
+    started = time.monotonic()
+    suggestion = await LlmRouter("claude", timeout=0.5).suggest("refactor the auth module", FLEET)
+    assert "no answer within 0.5s" in suggestion.reason
+    assert time.monotonic() - started < 30  # the child sleeps 60 s: waiting for it would take that long
+    child = int((tmp_path / "child.pid").read_text())
+
+    async def gone() -> bool:
+        stat = Path(f"/proc/{child}/stat")
+        # Killed and not yet reaped by init is gone too (state Z).
+        return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+    await wait_until(gone)
+
+
 async def test_llm_router_without_the_cli_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     suggestion = await LlmRouter("claude").suggest("run the tests", FLEET)
@@ -114,7 +144,7 @@ async def test_llm_router_without_the_cli_falls_back(monkeypatch: pytest.MonkeyP
     ("assign fix it --colour=red", "unknown option --colour for assign."),
     ("assign fix it --machine", "--machine needs a value, like --machine=X."),
     ("frobnicate", "unknown command 'frobnicate'"),
-    ("resolve abcd", "say how to resolve it: done, pending or failed."),
+    ("resolve abcd", "say how to resolve it: done, failed, pending."),
     ("resolve abcd maybe", "unknown status 'maybe'"),
     ("queue --status", "--status needs a value"),
     ("assign 'unclosed", "cannot read that command"),

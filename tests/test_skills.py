@@ -16,8 +16,8 @@ from conftest import SECRET
 from da import fleet as fleet_module
 from da.bot import views
 from da.bot.grammar import parse
-from da.bot.router import Fleet, MachineInfo
-from da.bot.skills import SkillsService, SshOptions, add_capability
+from da.bot.terminal.skills import SkillsService, SshOptions, add_capability
+from da.fleet import Fleet, Machine
 from da.queue.client import QueueClient
 from terminal_support import da
 from worker_support import WorkerProcess, run_task
@@ -76,8 +76,8 @@ async def ssh_server(tmp_path: Path) -> AsyncIterator[SshServer]:
     await server.wait_closed()
 
 
-def machine(port: int, name: str = "box", os_name: str = "linux") -> MachineInfo:
-    return MachineInfo(name, ("run_script",), (), (), os_name, address="127.0.0.1", user=getpass.getuser(),
+def machine(port: int, name: str = "box", os_name: str = "linux") -> Machine:
+    return Machine(name, capabilities=("run_script",), os=os_name, tailscale_ip="127.0.0.1", user=getpass.getuser(),
                        ssh_port=port)
 
 
@@ -155,7 +155,7 @@ def test_add_capability_keeps_comments_and_order(name: str, expected: str) -> No
 async def test_skills_add_writes_the_file(tmp_path: Path, ssh_server: SshServer) -> None:
     skills = service(tmp_path, ssh_server)
     (tmp_path / "machines.yaml").write_text(MACHINES)
-    fleet = Fleet((MachineInfo("thinkpad"),))
+    fleet = Fleet((Machine("thinkpad"),))
     view = await skills.run(parse("skills add thinkpad docker"), fleet)
     assert view.text == "added docker to thinkpad; restart its worker to take it."
     assert "      - docker\n" in (tmp_path / "machines.yaml").read_text()

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import SECRET, QueueServer, wait_until
 from da import fleet as fleet_module
-from da.bot.app import BotProcess
-from da.bot.settings import BotSettings
+from da.bot.slack.app import BotProcess
+from da.bot.slack.settings import BotSettings
 from da.queue.client import QueueClient
 from slack_emulator import SlackEmulator
 
@@ -93,7 +93,8 @@ async def test_malformed_commands_answer_with_the_usage_line(bot, slack: SlackEm
     await slack.slash("assign")
     response = await slack.wait_response(lambda r: "usage:" in r.get("text", ""))
     assert response["text"] == ("assign needs a description of the work.\nusage: `/da assign <description> "
-                                "[--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] [--priority=N] [--yes]`")
+                                "[--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] [--priority=N] [--yes] "
+                                "[--wait-for-machine]`")
     await slack.slash("frobnicate now")
     assert (await slack.wait_response(lambda r: "frobnicate" in r.get("text", "")))["text"].startswith(
         "unknown command 'frobnicate'")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from conftest import QueueServer
 from da import fleet as fleet_module
 from da.queue.client import QueueClient
-from terminal_support import da
+from terminal_support import END_OF_INPUT, da
 from worker_support import fake_bin
 
 FLEET = fleet_module.parse_fleet({"machines": {
@@ -44,22 +45,50 @@ async def test_assign_blocks_a_machine_without_the_capability(fleet_server: Queu
     assert run.out.strip() == "mac-mini cannot run android_build; machines that can: thinkpad-x1."
 
 
-async def test_assign_warns_for_an_unlisted_agent(fleet_server: QueueServer, tmp_path: Path) -> None:
+async def test_assign_refuses_an_agent_no_machine_there_lists(fleet_server: QueueServer, tmp_path: Path) -> None:
     run = await da(fleet_server.url, "assign", "x", "--machine=thinkpad-x1", "--agent=claude", "--type=agent_run",
                    cwd=tmp_path)
-    assert run.code == 0 and "warning: agent claude is not listed for thinkpad-x1" in run.out
+    assert run.code == 1
+    assert run.out.startswith("thinkpad-x1 does not list agent claude (it lists gemini); machines that have claude: "
+                              "mac-mini.")
+    routed = await da(fleet_server.url, "assign", "fix the bug", "--agent=codex", "--yes", cwd=tmp_path)
+    assert routed.code == 1 and "machines that have codex: none." in routed.out
+    assert await tasks_in(fleet_server) == []
+    waiting = await da(fleet_server.url, "assign", "fix the bug", "--agent=codex", "--yes", "--wait-for-machine",
+                       cwd=tmp_path)
+    assert waiting.code == 0 and "Queued anyway: it waits until" in waiting.out
+    assert [t.agent for t in await tasks_in(fleet_server)] == ["codex"]
 
 
-async def test_assign_suggestion_asks_to_confirm(fleet_server: QueueServer, tmp_path: Path) -> None:
-    declined = await da(fleet_server.url, "assign", "android release build", "--cwd=/src", stdin="n\n", cwd=tmp_path)
+async def tasks_in(server: QueueServer) -> list:
+    async with QueueClient(server.url, "test-secret-0123456789") as client:
+        return (await client.list_tasks())[0]
+
+
+async def test_assign_suggestion_asks_to_confirm_on_a_terminal(fleet_server: QueueServer, tmp_path: Path) -> None:
+    declined = await da(fleet_server.url, "assign", "android release build", "--cwd=/src", stdin="n\n", tty=True,
+                        cwd=tmp_path)
     assert declined.code == 0
     assert "suggested: android_build on thinkpad-x1" in declined.out and "Confirm? [Y/n]" in declined.out
     assert "cancelled; nothing queued." in declined.out
-    accepted = await da(fleet_server.url, "assign", "android release build", "--cwd=/src", stdin="\n", cwd=tmp_path)
+    ended = await da(fleet_server.url, "assign", "android release build", "--cwd=/src", stdin=END_OF_INPUT, tty=True,
+                     cwd=tmp_path)
+    assert ended.code == 0 and "cancelled; nothing queued." in ended.out
+    assert await tasks_in(fleet_server) == []
+    accepted = await da(fleet_server.url, "assign", "android release build", "--cwd=/src", stdin="\n", tty=True,
+                        cwd=tmp_path)
     assert "queued " in accepted.out
     listed = await da(fleet_server.url, "queue", "--json", cwd=tmp_path)
     tasks = json.loads(listed.out)["tasks"]
     assert [t["type"] for t in tasks] == ["android_build"]
+
+
+async def test_without_a_terminal_a_confirmation_needs_yes(fleet_server: QueueServer, tmp_path: Path) -> None:
+    closed = await da(fleet_server.url, "assign", "android release build", "--cwd=/src", cwd=tmp_path)
+    assert closed.code == 2 and "there is no terminal to ask on; add --yes to go ahead." in closed.out
+    assert await tasks_in(fleet_server) == []
+    given = await da(fleet_server.url, "assign", "android release build", "--cwd=/src", "--yes", cwd=tmp_path)
+    assert given.code == 0 and [t.type for t in await tasks_in(fleet_server)] == ["android_build"]
 
 
 async def test_read_verbs_and_exit_statuses(fleet_server: QueueServer, tmp_path: Path) -> None:
@@ -93,10 +122,13 @@ async def test_resolve_all_shows_the_count_before_changing(fleet_server: QueueSe
             task = await client.create_task("run_script", {"script": "x"})
             held = await client.claim("mac-mini", ["run_script"])
             await client.report(task.id, held.lease, "needs_human", {})
-        declined = await da(fleet_server.url, "resolve", "all", "pending", stdin="n\n", cwd=tmp_path)
+        declined = await da(fleet_server.url, "resolve", "all", "pending", stdin="n\n", tty=True, cwd=tmp_path)
         assert "2 task(s) in needs_human would become pending." in declined.out
         assert len((await client.list_tasks(status="needs_human"))[0]) == 2
-        accepted = await da(fleet_server.url, "resolve", "all", "pending", stdin="y\n", cwd=tmp_path)
+        piped = await da(fleet_server.url, "resolve", "all", "pending", cwd=tmp_path)
+        assert piped.code == 2 and "add --yes" in piped.out
+        assert len((await client.list_tasks(status="needs_human"))[0]) == 2
+        accepted = await da(fleet_server.url, "resolve", "all", "pending", stdin="y\n", tty=True, cwd=tmp_path)
         assert "2 task(s) moved from needs_human to pending." in accepted.out
         assert len((await client.list_tasks(status="pending"))[0]) == 2
 
@@ -127,12 +159,45 @@ async def test_local_run_streams_the_agent_answer(tmp_path: Path) -> None:
     run = await da("http://127.0.0.1:9", "run", "claude", "say hi", cwd=tmp_path,
                    PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     assert run.code == 0
-    assert json.loads(run.out)["argv"] == ["-p", "say hi", "--dangerously-skip-permissions"]
+    assert json.loads(run.out)["argv"] == ["-p", "--dangerously-skip-permissions", "--", "say hi"]
     test = await da("http://127.0.0.1:9", "test", cwd=tmp_path, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     assert test.code == 0 and "claude" in test.out and "installed" in test.out
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "agents.yaml").write_text(
-        'agents:\n  codex:\n    command: [codex, exec, NOT_LOGGED_IN, "{prompt}"]\n')
+        'agents:\n  codex:\n    command: [codex, exec, -c, NOT_LOGGED_IN=1, --, "{prompt}"]\n')
     not_logged = await da("http://127.0.0.1:9", "test", "codex", cwd=tmp_path,
                           PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     assert not_logged.code == 1 and "codex is not logged in on this machine" in not_logged.out
+
+
+async def test_what_a_newcomer_mistypes_gets_a_plain_answer(fleet_server: QueueServer, tmp_path: Path) -> None:
+    show = await da(fleet_server.url, "show", "nosuchid", cwd=tmp_path)
+    assert show.code == 1 and show.out.startswith("no task with id 'nosuchid'")
+    empty = await da(fleet_server.url, "assign", "", "--yes", cwd=tmp_path)
+    assert empty.code == 2 and empty.out.startswith("assign needs a description of the work.")
+    nosuch = await da(fleet_server.url, "assign", "fix it", "--machine=nosuch", "--yes", cwd=tmp_path)
+    assert nosuch.code == 1
+    assert nosuch.out.strip() == "unknown machine 'nosuch'; known machines: mac-mini, thinkpad-x1."
+    banana = await da(fleet_server.url, "queue", "--status=banana", cwd=tmp_path)
+    assert banana.code == 2 and banana.out.startswith("unknown status 'banana'; use one of pending, claimed")
+    assert await tasks_in(fleet_server) == []
+
+
+async def test_an_unknown_command_lists_every_command(tmp_path: Path) -> None:
+    run = await da("http://127.0.0.1:9", "frobnicate", cwd=tmp_path)
+    assert run.code == 2 and len(run.err.strip().splitlines()) == 1
+    named = set(re.findall(r"[a-z]+", run.err.split("; ", 1)[1]))
+    assert {"serve", "worker", "up", "bot", "backup", "restore", "prune", "service", "doctor", "assign", "queue",
+            "status", "skills", "run", "ssh"} <= named
+
+
+async def test_a_plain_command_runs_as_a_script_where_no_machine_has_an_agent(make_server, tmp_path: Path) -> None:
+    from da import handlers
+
+    vm = fleet_module.parse_fleet({"machines": {"vm": {"capabilities": sorted(handlers.folder_fields())}}}, "t")
+    server = await make_server(fleet=vm)
+    run = await da(server.url, "assign", "echo hello", "--yes", cwd=tmp_path)
+    assert run.code == 0, run.out
+    assert run.out.splitlines()[0].startswith("queued ") and "run_script on →vm" in run.out
+    assert "warning: no machine lists an agent: this runs as a shell command (run_script)" in run.out
+    assert [t.payload for t in await tasks_in(server)] == [{"script": "echo hello"}]

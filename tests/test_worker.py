@@ -28,7 +28,9 @@ async def groq() -> AsyncIterator[TestServer]:
         if request.headers.get("Authorization") != f"Bearer {GROQ_KEY}":
             return web.json_response({"error": {"message": "Invalid API Key"}}, status=401)
         body = await request.json()
-        answer = f"groq says: {body['messages'][0]['content']} ({body['model']})"
+        *earlier, last = body["messages"]
+        answer = f"groq says: {last['content']} ({body['model']})" + "".join(
+            f" [{turn['role']}: {turn['content']}]" for turn in earlier)
         return web.json_response({"choices": [{"message": {"role": "assistant", "content": answer}}]})
 
     app = web.Application()
@@ -52,18 +54,30 @@ async def test_claude_gets_the_prompt_as_one_argument(worker, client: QueueClien
     task = await run_task(client, "agent_run", {"agent": "claude", "prompt": prompt, "cwd": str(tmp_path),
                                                 "model": "opus"})
     assert task.status == "done", task.notes
-    answer = json.loads(task.result["stdout"])
-    assert answer["argv"] == ["-p", prompt, "--dangerously-skip-permissions", "--model", "opus"]
+    answer = json.loads(task.result["answer"])
+    assert answer["argv"] == ["-p", "--dangerously-skip-permissions", "--output-format", "json", "--model", "opus",
+                              "--", prompt]
+    assert (answer["prompt"], answer["model"]) == (prompt, "opus")
     assert answer["cwd"] == str(tmp_path)
+    assert json.loads(task.result["stdout"])["result"] == task.result["answer"]
     assert Path(task.result["log_path"]).read_text().count("[stdout]") == 1
 
 
-@pytest.mark.parametrize(("agent", "argv"), [("gemini", ["--yolo", "-p", "hello"]),
-                                             ("codex", ["exec", "--full-auto", "hello"])])
+@pytest.mark.parametrize(("agent", "argv"), [("gemini", ["--yolo", "--prompt=hello"]),
+                                             ("codex", ["exec", "--full-auto", "--json", "--", "hello"])])
 async def test_gemini_and_codex_commands(worker, client: QueueClient, agent: str, argv: list[str]) -> None:
     task = await run_task(client, "agent_run", {"agent": agent, "prompt": "hello"})
     assert task.status == "done"
-    assert json.loads(task.result["stdout"])["argv"] == argv
+    assert json.loads(task.result["answer"])["argv"] == argv
+
+
+@pytest.mark.parametrize("agent", ["claude", "gemini", "codex"])
+async def test_a_prompt_that_looks_like_an_option_stays_the_prompt(worker, client: QueueClient, agent: str) -> None:
+    prompt = "--help -p and then -rf: explain these flags"
+    task = await run_task(client, "agent_run", {"agent": agent, "prompt": prompt, "model": "m1"})
+    assert task.status == "done", task.notes
+    answer = json.loads(task.result["answer"])
+    assert (answer["prompt"], answer["model"]) == (prompt, "m1")
 
 
 async def test_agent_not_logged_in_needs_a_human(worker, client: QueueClient) -> None:
@@ -98,12 +112,22 @@ async def test_groq_answers_over_http_and_a_bad_key_needs_a_human(server: QueueS
     finally:
         good.kill()
     assert task.status == "done" and task.result["stdout"] == "groq says: hi (llama-test)"
+    assert task.result["answer"] == task.result["stdout"] and "session_id" not in task.result
     bad = WorkerProcess(server.url, tmp_path, GROQ_API_KEY="gsk_wrong_key_99999", GROQ_BASE_URL=base).start()
     try:
         task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "hi"})
     finally:
         bad.kill()
     assert task.status == "needs_human" and "refused the API key" in task.notes
+
+
+async def test_groq_gets_earlier_turns_as_chat_messages(worker, client: QueueClient) -> None:
+    context = [{"role": "user", "text": "pick a name"}, {"role": "assistant", "text": "Ada"}]
+    task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "why?", "model": "m", "context": context})
+    assert task.status == "done", task.notes
+    assert task.result["answer"] == "groq says: why? (m) [user: pick a name] [assistant: Ada]"
+    refused = await run_task(client, "agent_run", {"agent": "groq", "prompt": "why?", "resume": "abc-123"})
+    assert refused.status == "needs_human" and refused.notes == "agent groq cannot resume a session"
 
 
 async def test_script_success_failure_and_missing_cwd(worker, client: QueueClient, tmp_path: Path) -> None:
@@ -123,6 +147,13 @@ async def test_missing_tool_says_how_to_install_it(worker, client: QueueClient, 
     assert task.status == "needs_human"
     assert task.notes == "no-such-tool-xyz is not installed on test-box"
     assert task.result["action"] == "install it: da skills install test-box no-such-tool-xyz"
+
+
+async def test_a_command_missing_inside_a_script_is_the_scripts_failure(worker, client: QueueClient) -> None:
+    task = await run_task(client, "run_script", {"script": "run the thing"})
+    assert task.status == "failed"
+    assert task.notes.startswith("script exited 127: ") and "run: not found" in task.notes
+    assert "install" not in task.result["action"]
 
 
 async def test_bad_payload_needs_a_human_with_the_field_named(worker, client: QueueClient) -> None:

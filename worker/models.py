@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-DONE = "done"
-FAILED = "failed"
-NEEDS_HUMAN = "needs_human"
+# Handlers return these; the queue's models are the one place statuses are spelled.
+from da.queue.models import DONE as DONE
+from da.queue.models import FAILED as FAILED
+from da.queue.models import NEEDS_HUMAN as NEEDS_HUMAN
+
+if TYPE_CHECKING:
+    from da.agents import AgentCommand
 
 
 @dataclass
@@ -55,12 +60,15 @@ class Context(Protocol):
     agents: tuple[str, ...]
     task_id: str
 
-    async def run(self, argv: list[str] | str, *, cwd: str | None = None, timeout: float,
-                  env: dict[str, str] | None = None, shell: bool = False) -> ProcessResult: ...
+    async def run(self, argv: list[str] | str, *, cwd: Path | str | None = None, timeout: float,
+                  env: dict[str, str] | None = None, shell: bool = False,
+                  watch: Callable[[str], str | None] | None = None) -> ProcessResult: ...
+
+    def state_file(self, name: str) -> Path: ...
 
     def check_cwd(self, cwd: str | None, field_name: str = "cwd") -> Path | None: ...
 
-    def agent_command(self, agent: str) -> dict[str, list[str]] | None: ...
+    def agent_command(self, agent: str) -> AgentCommand | None: ...
 
     def setting(self, key: str, default: str = "") -> str: ...
 

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import re
 
-from da.worker.models import DONE, FAILED, NEEDS_HUMAN, ProcessResult, Result
+from da import agents
+from da.queue.models import DONE, FAILED, NEEDS_HUMAN
+from da.worker.models import ProcessResult, Result
 
-NOT_FOUND = re.compile(r"command not found|not found: |No such file or directory.*(?:exec|spawn)|"
-                       r"is not recognized as an internal", re.IGNORECASE)
-NOT_LOGGED_IN = re.compile(r"not logged in|please (?:log ?in|login|run .*login)|login required|"
-                           r"authentication required|not authenticated|run `?\w+ (?:auth )?login", re.IGNORECASE)
 AUTH_REFUSED = re.compile(r"\b(?:401|403)\b|unauthori[sz]ed|forbidden|invalid api key|invalid x-api-key",
                           re.IGNORECASE)
-
-LOGIN_COMMANDS = {"claude": "claude /login", "gemini": "gemini (then choose a login method)",
-                  "codex": "codex login", "groq": "set GROQ_API_KEY in .env"}
 
 
 def first_error_line(process: ProcessResult) -> str:
@@ -40,12 +35,13 @@ def classify(process: ProcessResult, *, machine: str, tool: str, agent: str | No
     if process.returncode == 0:
         return Result(DONE, f"{tool} finished in {seconds}", "", details)
     output = f"{process.stderr}\n{process.stdout}"
-    if process.not_found or process.returncode == 127 or NOT_FOUND.search(process.stderr):
-        missing = process.not_found or tool
-        return Result(NEEDS_HUMAN, f"{missing} is not installed on {machine}",
-                      f"install it: da skills install {machine} {missing}", details)
-    if agent and NOT_LOGGED_IN.search(output):
-        login = LOGIN_COMMANDS.get(agent, f"{agent} login")
+    if process.not_found:
+        # Only the program the handler started is named as missing: a 127 from inside a
+        # script or wrapper ("sh: run: not found") is that script's error, read below.
+        return Result(NEEDS_HUMAN, f"{process.not_found} is not installed on {machine}",
+                      f"install it: da skills install {machine} {process.not_found}", details)
+    if agent and agents.NOT_LOGGED_IN.search(output):
+        login = agents.login_hint(agent)
         return Result(NEEDS_HUMAN, f"{agent} is not logged in on {machine}",
                       f"log in on {machine}: run `{login}` there, then retry", details)
     if AUTH_REFUSED.search(output):

@@ -2,15 +2,15 @@
 
 A handler module sets `TYPE` (defaults to its file name), `SAFE_TO_RETRY` (may it run twice
 if its worker is lost mid-run), optionally `DEFAULT_TIMEOUT`, and defines
-`async def run(ctx, payload) -> Result`.
+`async def run(ctx, payload) -> Result`; `FOLDER_FIELD` names the payload field holding
+its folder when it needs one.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import inspect
-import pkgutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -32,11 +32,12 @@ class Handler:
     safe_to_retry: bool
     default_timeout: float
     source: str
+    folder_field: str | None = None
 
 
 def validate(module: ModuleType, source: str) -> Handler:
     """Check the contract; the error names the file and what is wrong."""
-    name = getattr(module, "TYPE", module.__name__.rsplit(".", 1)[-1])
+    name = builtin_handlers.type_of(module)
     if not isinstance(name, str) or not name:
         raise HandlerError(f"{source}: TYPE must be a non-empty string.")
     run = getattr(module, "run", None)
@@ -50,7 +51,10 @@ def validate(module: ModuleType, source: str) -> Handler:
     timeout = getattr(module, "DEFAULT_TIMEOUT", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise HandlerError(f"{source}: DEFAULT_TIMEOUT must be a positive number of seconds.")
-    return Handler(name, run, safe, float(timeout), source)
+    folder = getattr(module, "FOLDER_FIELD", None)
+    if folder is not None and (not isinstance(folder, str) or not folder):
+        raise HandlerError(f"{source}: FOLDER_FIELD must name a payload field, like \"cwd\".")
+    return Handler(name, run, safe, float(timeout), source, folder)
 
 
 def _load_file(path: Path) -> ModuleType:
@@ -65,20 +69,18 @@ def _load_file(path: Path) -> ModuleType:
     return module
 
 
-def discover(extra_paths: list[Path] | None = None) -> dict[str, Handler]:
+def discover(extra_paths: Sequence[Path] = ()) -> dict[str, Handler]:
     """Every handler by type; later folders override built-ins of the same type."""
     found: dict[str, Handler] = {}
-    for info in pkgutil.iter_modules(builtin_handlers.__path__):
-        if info.name.startswith("_"):
-            continue
-        source = f"handlers/{info.name}.py"
+    for name in builtin_handlers.module_names():
+        source = f"handlers/{name}.py"
         try:
-            module = importlib.import_module(f"da.handlers.{info.name}")
+            module = builtin_handlers.load(name)
         except Exception as exc:
             raise HandlerError(f"{source}: fails to import: {type(exc).__name__}: {exc}") from exc
         handler = validate(module, source)
         found[handler.type] = handler
-    for folder in extra_paths or []:
+    for folder in extra_paths:
         if not folder.is_dir():
             raise HandlerError(f"DA_HANDLERS_PATH entry {folder} is not a folder.")
         for path in sorted(folder.glob("*.py")):

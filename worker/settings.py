@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from da import config, fleet
+from da.agents import DEFAULT_COMMANDS, AgentCommand, load_commands
 from da.config import ConfigError
+from da.worker import output
 from da.worker.redact import Redactor
 
 DEFAULT_MAX_CONCURRENT = 2
@@ -18,45 +18,10 @@ DEFAULT_SHUTDOWN_GRACE = 30.0
 # A claim waits this long for work before asking again; well under proxies' idle limits.
 DEFAULT_POLL_WAIT = 30.0
 DEFAULT_LOG_DIR = "data/logs"
-DEFAULT_QUEUE_URL = "http://127.0.0.1:8000"
-AGENTS_FILE = "agents.yaml"
 GROQ_BASE_URL = "https://api.groq.com/openai/v1"
 GROQ_MODEL = "llama-3.3-70b-versatile"
-
-# How each CLI agent is started; `{prompt}` and `{model}` fill whole argv elements, never a shell.
-DEFAULT_AGENT_COMMANDS: dict[str, dict[str, list[str]]] = {
-    "claude": {"command": ["claude", "-p", "{prompt}", "--dangerously-skip-permissions"],
-               "model": ["--model", "{model}"]},
-    "gemini": {"command": ["gemini", "--yolo", "-p", "{prompt}"], "model": ["-m", "{model}"]},
-    "codex": {"command": ["codex", "exec", "--full-auto", "{prompt}"], "model": ["-m", "{model}"]},
-}
 # Variables the worker needs but the processes it runs must not see.
 PRIVATE_VARIABLES = ("SECRET_KEY", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
-
-
-def load_agent_commands(config_dir: Path) -> dict[str, dict[str, list[str]]]:
-    """The defaults, overridden per agent by `config/agents.yaml` when present."""
-    commands = {name: dict(entry) for name, entry in DEFAULT_AGENT_COMMANDS.items()}
-    path = config_dir / AGENTS_FILE
-    if not path.is_file():
-        return commands
-    data = config.read_yaml(path) or {}
-    agents = data.get("agents") if isinstance(data, dict) else None
-    if not isinstance(agents, dict):
-        raise ConfigError(f"{path}: expected `agents:` mapping names to {{command: [...], model: [...]}}.")
-    for name, entry in agents.items():
-        if not isinstance(entry, dict) or not _is_argv(entry.get("command")):
-            raise ConfigError(f"{path}: agents.{name}.command must be a list of strings with a {{prompt}} element.")
-        if "{prompt}" not in entry["command"]:
-            raise ConfigError(f"{path}: agents.{name}.command needs a \"{{prompt}}\" element.")
-        if "model" in entry and not _is_argv(entry["model"]):
-            raise ConfigError(f"{path}: agents.{name}.model must be a list of strings like [--model, \"{{model}}\"].")
-        commands[str(name)] = {"command": list(entry["command"]), "model": list(entry.get("model", []))}
-    return commands
-
-
-def _is_argv(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
 
 
 @dataclass(frozen=True)
@@ -65,7 +30,7 @@ class WorkerSettings:
 
     machine: str
     secret: str
-    queue_urls: tuple[str, ...] = (DEFAULT_QUEUE_URL,)
+    queue_urls: tuple[str, ...] = (config.DEFAULT_QUEUE_URL,)
     capabilities: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
@@ -74,8 +39,9 @@ class WorkerSettings:
     poll_wait: float = DEFAULT_POLL_WAIT
     lease: float | None = None
     log_dir: Path = Path(DEFAULT_LOG_DIR)
+    log_max_bytes: int = output.DEFAULT_LOG_MAX_BYTES
     handlers_path: tuple[Path, ...] = ()
-    agent_commands: dict[str, dict[str, list[str]]] = field(default_factory=lambda: dict(DEFAULT_AGENT_COMMANDS))
+    agent_commands: dict[str, AgentCommand] = field(default_factory=lambda: dict(DEFAULT_COMMANDS))
     process_env: dict[str, str] = field(default_factory=dict, repr=False)
     extra: dict[str, str] = field(default_factory=dict, repr=False)
     redactor: Redactor = field(default_factory=lambda: Redactor(()), repr=False)
@@ -99,15 +65,11 @@ class WorkerSettings:
             known = ", ".join(m.name for m in roster.machines) or "none"
             raise ConfigError(f"MACHINE_NAME={name!r} is not in {roster.source or config_dir / 'machines.yaml'} "
                               f"(known: {known}); add it there or set WORKER_CAPABILITIES.")
-        urls = tuple(config.env_list(env, "QUEUE_URLS") or config.env_list(env, "QUEUE_URL") or [DEFAULT_QUEUE_URL])
-        for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"QUEUE_URL entry {url!r} must start with http:// or https://.")
         lease = env.get("WORKER_LEASE", "").strip()
         return cls(
             machine=machine.name if machine else name,
             secret=secret,
-            queue_urls=urls,
+            queue_urls=config.queue_urls(env),
             capabilities=(overrides["WORKER_CAPABILITIES"]
                           or (machine.capabilities if machine else default_capabilities)),
             agents=overrides["WORKER_AGENTS"] or (machine.agents if machine else ()),
@@ -116,15 +78,22 @@ class WorkerSettings:
             shutdown_grace=config.env_float(env, "SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
             poll_wait=min(config.env_float(env, "WORKER_POLL_WAIT", DEFAULT_POLL_WAIT), 60.0),
             lease=config.env_float(env, "WORKER_LEASE", 60.0, minimum=1.0) if lease else None,
-            log_dir=Path(env.get("DA_LOG_DIR") or DEFAULT_LOG_DIR).expanduser(),
-            handlers_path=tuple(Path(p).expanduser() for p in env.get("DA_HANDLERS_PATH", "").split(os.pathsep) if p),
-            agent_commands=load_agent_commands(config_dir),
+            log_dir=task_log_dir(env),
+            log_max_bytes=config.env_int(env, "DA_LOG_MAX_BYTES", output.DEFAULT_LOG_MAX_BYTES,
+                                         minimum=output.MIN_LOG_MAX_BYTES),
+            handlers_path=config.handlers_path(env),
+            agent_commands=load_commands(config_dir),
             process_env={k: v for k, v in env.items() if k not in PRIVATE_VARIABLES},
             extra={"GROQ_API_KEY": env.get("GROQ_API_KEY", ""),
                    "GROQ_BASE_URL": env.get("GROQ_BASE_URL", GROQ_BASE_URL),
                    "GROQ_MODEL": env.get("GROQ_MODEL", GROQ_MODEL)},
             redactor=Redactor.from_env(env),
         )
+
+
+def task_log_dir(env: Mapping[str, str]) -> Path:
+    """Where task logs go (DA_LOG_DIR): read by the worker, and by `da prune` on the same machine."""
+    return Path(env.get("DA_LOG_DIR") or DEFAULT_LOG_DIR).expanduser()
 
 
 def default_machine_name() -> str:

@@ -1,4 +1,4 @@
-"""The skills registry (config/skills.yaml) and what the `skills` verbs do with it over SSH.
+"""What the `skills` verbs do with the registry (config/skills.yaml) over SSH.
 
 SSH uses asyncssh with the user's keys and known_hosts; host keys are always checked.
 Machines are checked in parallel, each bounded by a timeout, so one asleep laptop never
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,61 +17,20 @@ from typing import Any
 import asyncssh
 import yaml
 
+from da import config
 from da import fleet as fleet_module
 from da.bot import views
+from da.bot.commands import Ask, Emit
 from da.bot.grammar import Command
-from da.bot.router import Fleet, MachineInfo
-from da.config import ConfigError, read_yaml
+from da.config import ConfigError
+from da.fleet import Fleet, Machine
+from da.skills import CATEGORIES, SKILLS_FILE, Skill, load_registry
 
-SKILLS_FILE = "skills.yaml"
-CATEGORIES = ("ai-agent", "mobile", "backend", "infrastructure")
 OSES = ("macos", "linux")
 # Long enough for a Tailscale handshake to a sleeping peer, short enough to keep `skills` snappy.
 SSH_TIMEOUT = 10.0
 SKILL_NAME = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 CAPABILITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}$")
-
-Emit = Callable[[str], None]
-Ask = Callable[[str], Awaitable[str]]
-
-
-@dataclass(frozen=True)
-class Skill:
-    """One entry of skills.yaml."""
-
-    name: str
-    category: str
-    description: str
-    check: str
-    install: dict[str, str]
-    task_types: tuple[str, ...] = ()
-    handler: str = ""
-
-
-def load_registry(path: Path) -> dict[str, Skill]:
-    """Parse skills.yaml, naming the first bad entry."""
-    if not path.is_file():
-        return {}
-    data = read_yaml(path) or {}
-    entries = data.get("skills") if isinstance(data, dict) else None
-    if not isinstance(entries, dict):
-        raise ConfigError(f"{path}: expected a top-level `skills:` mapping.")
-    registry = {}
-    for name, entry in entries.items():
-        where = f"{path}: skills.{name}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where} must be a mapping.")
-        install = entry.get("install") or {}
-        if not isinstance(install, dict) or not all(isinstance(v, str) for v in install.values()):
-            raise ConfigError(f"{where}.install must map an os (macos, linux) to a command.")
-        if entry.get("category") not in CATEGORIES:
-            raise ConfigError(f"{where}.category must be one of {', '.join(CATEGORIES)}.")
-        if not isinstance(entry.get("check"), str):
-            raise ConfigError(f"{where}.check must be a command.")
-        registry[str(name)] = Skill(str(name), entry["category"], str(entry.get("description", "")), entry["check"],
-                                    dict(install), tuple(entry.get("task_types") or ()),
-                                    str(entry.get("handler") or ""))
-    return registry
 
 
 @dataclass(frozen=True)
@@ -87,8 +46,8 @@ class SshOptions:
         keys = tuple(k for k in env.get("DA_SSH_KEY", "").split(",") if k) or None
         return cls(env.get("DA_SSH_KNOWN_HOSTS") or None, keys)
 
-    def connect_kwargs(self, machine: MachineInfo) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"host": machine.address or machine.name, "port": machine.ssh_port}
+    def connect_kwargs(self, machine: Machine) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"host": machine.address, "port": machine.ssh_port}
         if machine.user:
             kwargs["username"] = machine.user
         if self.known_hosts:
@@ -122,8 +81,8 @@ class SkillsService:
     def from_config(cls, config_dir: Path, env: Mapping[str, str]) -> SkillsService:
         from da import handlers
 
-        extra = [p for p in env.get("DA_HANDLERS_PATH", "").split(":") if p]
-        handlers_dir = Path(extra[0]).expanduser() if extra else Path(list(handlers.__path__)[0])
+        extra = config.handlers_path(env)
+        handlers_dir = extra[0] if extra else Path(next(iter(handlers.__path__)))
         return cls(config_dir / SKILLS_FILE, config_dir / fleet_module.FLEET_FILE, handlers_dir,
                    SshOptions.from_env(env))
 
@@ -131,7 +90,8 @@ class SkillsService:
     def registry(self) -> dict[str, Skill]:
         return load_registry(self.registry_path)
 
-    async def run(self, command: Command, fleet: Fleet, *, emit: Emit | None = None, ask: Ask | None = None) -> Any:
+    async def run(self, command: Command, fleet: Fleet, *, emit: Emit | None = None,
+                  ask: Ask | None = None) -> views.View:
         sub, args = command.words[0], command.words[1:]
         try:
             if sub == "available":
@@ -164,7 +124,7 @@ class SkillsService:
                                  ok=False)
         return views.Message(f"unknown skills command {sub!r}.", ok=False)
 
-    async def check_machine(self, machine: MachineInfo, skills: list[Skill]) -> dict[str, str]:
+    async def check_machine(self, machine: Machine, skills: list[Skill]) -> dict[str, str]:
         """installed / missing per skill on one machine, or the reason it could not be checked."""
         async def check_all() -> dict[str, str]:
             async with asyncssh.connect(**self.ssh.connect_kwargs(machine)) as conn:
@@ -180,7 +140,7 @@ class SkillsService:
             reason = ssh_failure(exc)
             return {skill.name: reason for skill in skills}
 
-    async def available(self, machines: list[MachineInfo], category: str | None) -> views.SkillsAvailable:
+    async def available(self, machines: list[Machine], category: str | None) -> views.SkillsAvailable:
         skills = [s for s in self.registry.values() if category is None or s.category == category]
         results = await asyncio.gather(*(self.check_machine(m, skills) for m in machines))
         rows = tuple(views.SkillRow(s.name, s.category, s.description,
@@ -188,7 +148,7 @@ class SkillsService:
                      for s in skills)
         return views.SkillsAvailable(rows, tuple(m.name for m in machines))
 
-    async def install(self, machine: MachineInfo, name: str, emit: Emit) -> views.Message:
+    async def install(self, machine: Machine, name: str, emit: Emit) -> views.Message:
         """Run the skill's install recipe for the machine's os, streaming its output."""
         skill = self.registry.get(name)
         if skill is None:
@@ -200,13 +160,13 @@ class SkillsService:
                                  f"({machine.name}); it has recipes for {oses}.", ok=False)
         emit(f"$ {recipe}   # on {machine.name}")
         try:
-            async with asyncssh.connect(**self.ssh.connect_kwargs(machine)) as conn:
-                async with conn.create_process(recipe, stderr=asyncssh.STDOUT) as process:
-                    async for line in process.stdout:
-                        if line:
-                            emit(line.rstrip("\n"))
-                    await process.wait()
-                    status = process.exit_status
+            async with asyncssh.connect(**self.ssh.connect_kwargs(machine)) as conn, \
+                    conn.create_process(recipe, stderr=asyncssh.STDOUT) as process:
+                async for line in process.stdout:
+                    if line:
+                        emit(line.rstrip("\n"))
+                await process.wait()
+                status = process.exit_status
         except (OSError, asyncssh.Error) as exc:
             return views.Message(f"cannot reach {machine.name} over ssh: {ssh_failure(exc)}.", ok=False)
         if status != 0:

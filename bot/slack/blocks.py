@@ -6,7 +6,9 @@ that task's card in a message that lists several.
 
 from __future__ import annotations
 
+import functools
 import json
+import uuid
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -27,8 +29,8 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from da.bot import views
-from da.bot.terminal import ago, render
-from da.bot.terminal import Style
+from da.bot.views import ago
+from da.queue import models
 from da.queue.models import Task
 
 # Slack's limits: a message holds 50 blocks, a text field 3,000 characters, a button label 75
@@ -40,9 +42,15 @@ MAX_VALUE = 2000
 # Room left for the "… N more" line and a header.
 CARD_BLOCKS = 4
 
-STATUS_EMOJI = {"pending": ":hourglass:", "claimed": ":inbox_tray:", "in_progress": ":gear:",
-                "done": ":white_check_mark:",
-                "failed": ":x:", "needs_human": ":raising_hand:", "cancelled": ":no_entry_sign:"}
+STATUS_EMOJI = {models.PENDING: ":hourglass:", models.CLAIMED: ":inbox_tray:", models.IN_PROGRESS: ":gear:",
+                models.DONE: ":white_check_mark:", models.FAILED: ":x:", models.NEEDS_HUMAN: ":raising_hand:",
+                models.CANCELLED: ":no_entry_sign:"}
+# What a person's resolve did, in the words a channel reads.
+OUTCOME_WORDS = {models.DONE: "resolved as done", models.PENDING: "re-queued (retry)", models.FAILED: "marked failed"}
+RESOLVE_ACTIONS = {f"resolve_{status}": status for status in models.RESOLVE_TO}
+RESOLVE_LABELS = {models.DONE: "Done", models.PENDING: "Retry (run again)", models.FAILED: "Fail"}
+
+Drawn = tuple[str, list[Block]]
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
@@ -88,10 +96,11 @@ def review_card(task: Task, *, kind: str = "review") -> list[Block]:
     if tail:
         blocks.append(SectionBlock(block_id=f"task:{task.id}:tail", text=md(code(tail))))
     value = {"id": task.id}
-    buttons = [button("Retry", "resolve_pending", value, "primary")]
+    retry = f"resolve_{models.PENDING}"
+    buttons = [button("Retry", retry, value, "primary")]
     if kind == "review":
-        buttons = [button("Done", "resolve_done", value, "primary"), button("Retry", "resolve_pending", value),
-                   button("Fail", "resolve_failed", value, "danger"), button("Add note…", "note_open", value)]
+        buttons = [button("Done", f"resolve_{models.DONE}", value, "primary"), button("Retry", retry, value),
+                   button("Fail", f"resolve_{models.FAILED}", value, "danger"), button("Add note…", "note_open", value)]
     blocks.append(ActionsBlock(block_id=f"task:{task.id}:actions", elements=buttons))
     return blocks
 
@@ -99,12 +108,12 @@ def review_card(task: Task, *, kind: str = "review") -> list[Block]:
 def task_card(task: Task) -> list[Block]:
     """The card of an assigned task: state, latest progress, and Cancel while it runs."""
     text = task_line(task)
-    if task.progress and task.status in ("claimed", "in_progress"):
+    if task.progress and task.status in models.ACTIVE:
         text += f"\n_progress:_ {task.progress}"
-    if task.status in ("done", "failed", "needs_human") and task.notes:
+    if task.status in models.REPORTABLE and task.notes:
         text += f"\n_{task.notes}_"
     blocks: list[Block] = [SectionBlock(block_id=f"task:{task.id}:card", text=md(text))]
-    if task.status in ("pending", "claimed", "in_progress"):
+    if task.status not in models.TERMINAL:
         blocks.append(ActionsBlock(block_id=f"task:{task.id}:actions",
                                    elements=[button("Cancel", "cancel_task", {"id": task.id}, "danger")]))
     return blocks
@@ -139,55 +148,117 @@ def suggestion_blocks(view: views.SuggestionView, token: str) -> list[Block]:
     return blocks
 
 
-def render_blocks(view: Any) -> tuple[str, list[Block]]:
-    """(fallback text, blocks) for any view of the command layer."""
-    if isinstance(view, views.TaskList):
-        if not view.tasks:
-            return view.empty, [SectionBlock(text=md(view.empty))]
-        room = (MAX_BLOCKS - 2) // (CARD_BLOCKS if view.kind != "queue" else 1)
-        shown, more = view.tasks[:room], max(0, len(view.tasks) - room)
-        blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=view.title))]
-        for task in shown:
-            if view.kind == "queue":
-                blocks.append(SectionBlock(block_id=f"task:{task.id}:card", text=md(task_line(task))))
-            else:
-                blocks += review_card(task, kind=view.kind) + [DividerBlock()]
-        return f"{view.title}: {len(view.tasks)} task(s)", limited(blocks, more, "see `da queue` for all")
-    if isinstance(view, views.FleetStatus):
-        lines = [f"{':large_green_circle:' if m.online else ':white_circle:'} *{m.name}* · {m.active} active · "
-                 f"{m.done} done · {m.failed} failed · top agent {m.top_agent or '-'}" for m in view.machines]
-        text = "\n".join(lines) or "No machines yet: add them to config/machines.yaml or start a worker."
-        return "Fleet status", [HeaderBlock(text=PlainTextObject(text="Fleet")), SectionBlock(text=md(text))]
-    if isinstance(view, views.Skills):
-        lines = [f"*{m.name}* ({', '.join(m.agents) or 'no agents'}): {', '.join(m.capabilities) or '-'}"
-                 for m in view.machines]
-        return "Skills", [SectionBlock(text=md("\n".join(lines) or "No machines yet."))]
-    if isinstance(view, views.Created):
-        blocks = task_card(view.task)
-        blocks += [ContextBlock(elements=[md(f":warning: {w}")]) for w in view.warnings]
-        return f"queued {view.task.short_id}", blocks
-    if isinstance(view, views.TaskDetail):
-        task = view.task
-        text = task_line(task)
-        if task.notes:
-            text += f"\n*Notes:* {task.notes}"
-        if (task.result or {}).get("action"):
-            text += f"\n*What to do:* {task.result['action']}"  # type: ignore[index]
-        blocks = [SectionBlock(block_id=f"task:{task.id}:card", text=md(text))]
-        tail = views.output_tail(task, 20)
-        if tail:
-            blocks.append(SectionBlock(text=md(code(tail))))
-        return task.short_id, blocks
-    text = render(view, style=Style.plain(), width=100)
-    if isinstance(view, views.Help):
-        text = "```" + clip(text, MAX_TEXT - 6) + "```"
-    return clip(text, MAX_TEXT), [SectionBlock(text=md(text))]
+@functools.singledispatch
+def render(view: views.View) -> Drawn:
+    """(fallback text, blocks) for a view of the command layer."""
+    raise TypeError(f"Slack has no renderer for {type(view).__name__}; add one in {__name__}.")
+
+
+def section(text: str) -> Drawn:
+    """One section of text, clipped to Slack's limit (fallback text included)."""
+    return clip(text), [SectionBlock(text=md(text))]
+
+
+@render.register
+def _message(view: views.Message) -> Drawn:
+    return section(view.text)
+
+
+@render.register
+def _help(view: views.Help) -> Drawn:
+    text = view.detail or "\n".join(f"{usage}\n    {summary}" for usage, summary in view.verbs)
+    return clip(text), [SectionBlock(text=md("```" + clip(text, MAX_TEXT - 6) + "```"))]
+
+
+@render.register
+def _task_list(view: views.TaskList) -> Drawn:
+    if not view.tasks:
+        return section(view.empty)
+    room = (MAX_BLOCKS - 2) // (CARD_BLOCKS if view.kind != "queue" else 1)
+    shown, more = view.tasks[:room], max(0, len(view.tasks) - room)
+    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=view.title))]
+    for task in shown:
+        if view.kind == "queue":
+            blocks.append(SectionBlock(block_id=f"task:{task.id}:card", text=md(task_line(task))))
+        else:
+            blocks += [*review_card(task, kind=view.kind), DividerBlock()]
+    return f"{view.title}: {len(view.tasks)} task(s)", limited(blocks, more, "see `da queue` for all")
+
+
+@render.register
+def _fleet_status(view: views.FleetStatus) -> Drawn:
+    lines = [f"{':large_green_circle:' if m.online else ':white_circle:'} *{m.name}* · {m.active} active · "
+             f"{m.done} done · {m.failed} failed · top agent {m.top_agent or '-'}" for m in view.machines]
+    text = "\n".join(lines) or "No machines yet: add them to config/machines.yaml or start a worker."
+    return "Fleet status", [HeaderBlock(text=PlainTextObject(text="Fleet")), SectionBlock(text=md(text))]
+
+
+@render.register
+def _skills(view: views.Skills) -> Drawn:
+    lines = [f"*{m.name}* ({', '.join(m.agents) or 'no agents'}): {', '.join(m.capabilities) or '-'}"
+             for m in view.machines]
+    return "Skills", [SectionBlock(text=md("\n".join(lines) or "No machines yet."))]
+
+
+@render.register
+def _skills_available(view: views.SkillsAvailable) -> Drawn:
+    lines = [f"*{r.name}* ({r.category}): " + ", ".join(f"{m} {r.installed.get(m, '-')}" for m in view.machines)
+             for r in view.rows]
+    return section("\n".join(lines) or "No skills in config/skills.yaml.")
+
+
+@render.register
+def _created(view: views.Created) -> Drawn:
+    blocks = task_card(view.task)
+    blocks += [ContextBlock(elements=[md(f":warning: {w}")]) for w in view.warnings]
+    return f"queued {view.task.short_id}", blocks
+
+
+@render.register
+def _task_detail(view: views.TaskDetail) -> Drawn:
+    task = view.task
+    text = task_line(task)
+    if task.notes:
+        text += f"\n*Notes:* {task.notes}"
+    action = (task.result or {}).get("action")
+    if action:
+        text += f"\n*What to do:* {action}"
+    blocks: list[Block] = [SectionBlock(block_id=f"task:{task.id}:card", text=md(text))]
+    tail = views.output_tail(task, 20)
+    if tail:
+        blocks.append(SectionBlock(text=md(code(tail))))
+    return task.short_id, blocks
+
+
+@render.register
+def _resolved(view: views.Resolved) -> Drawn:
+    return section(f"`{view.task.short_id}` is now {view.task.status}.")
+
+
+@render.register
+def _suggestion(view: views.SuggestionView) -> Drawn:
+    return "Suggestion", suggestion_blocks(view, view.token)
+
+
+@render.register
+def _bulk_preview(view: views.BulkPreview) -> Drawn:
+    if not view.count:
+        return section(f"No tasks in {view.from_status}; nothing to change.")
+    text = f"{view.count} task(s) in {view.from_status} will become {view.status}."
+    value = {"from": view.from_status, "to": view.status, "t": uuid.uuid4().hex[:12]}
+    return text, [SectionBlock(text=md(text)), ActionsBlock(elements=[
+        button(f"Confirm: change {view.count}", "bulk_confirm", value, "danger"),
+        button("Cancel", "bulk_cancel", value)])]
+
+
+@render.register
+def _bulk_resolved(view: views.BulkResolved) -> Drawn:
+    return section(f"{view.count} task(s) moved from {view.from_status} to {view.status}.")
 
 
 def note_modal(task_id: str, short_id: str, origin: dict[str, str]) -> View:
     """The modal of the "Add note…" button: a note and how to resolve."""
-    choices = [Option(text=PlainTextObject(text=label), value=value)
-               for value, label in (("done", "Done"), ("pending", "Retry (run again)"), ("failed", "Fail"))]
+    choices = [Option(text=PlainTextObject(text=label), value=value) for value, label in RESOLVE_LABELS.items()]
     return View(type="modal", callback_id="note_submit", title=PlainTextObject(text=f"Resolve {short_id}"),
                 submit=PlainTextObject(text="Resolve"), close=PlainTextObject(text="Cancel"),
                 private_metadata=json.dumps({"id": task_id, **origin}),

@@ -12,9 +12,11 @@ import time
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from da.bot import blocks, views
-from da.bot.state import BotState
+from da.bot import views
+from da.bot.slack import blocks
+from da.bot.slack.state import BotState
 from da.queue import errors as queue_errors
+from da.queue import models
 from da.queue.client import QueueClient
 from da.queue.models import Event, Task
 
@@ -22,8 +24,7 @@ logger = logging.getLogger(__name__)
 
 # One long-poll of the feed; the queue answers at once when an event arrives.
 FEED_WAIT = 30.0
-NOTIFY = ("needs_human", "failed", "done")
-ACTIVE = ("pending", "claimed", "in_progress")
+NOTIFY = models.REPORTABLE
 # A Slack post that keeps failing is tried this often before the event is skipped (and logged).
 POST_TRIES = 3
 
@@ -77,9 +78,9 @@ class Notifier:
         task = await self.client.get_task(event.task_id)
         if card is not None:
             await self.update_card(task)
-        if event.to_status not in NOTIFY or event.to_status != task.status and event.to_status != "done":
+        if event.to_status not in NOTIFY or (event.to_status != task.status and event.to_status != models.DONE):
             return
-        if event.to_status == "done":
+        if event.to_status == models.DONE:
             text = f":white_check_mark: `{task.short_id}` {task.type} done on {task.assigned_to or '-'}" + (
                 f": {task.notes}" if task.notes else "")
             if card is not None:
@@ -89,7 +90,7 @@ class Notifier:
             return
         if not self.channel:
             return
-        kind = "review" if event.to_status == "needs_human" else "failures"
+        kind = "review" if event.to_status == models.NEEDS_HUMAN else "failures"
         title = "Needs a person" if kind == "review" else "Failed"
         drawn = [blocks.HeaderBlock(text=blocks.PlainTextObject(text=title)), *blocks.review_card(task, kind=kind)]
         await self.web.chat_postMessage(channel=self.channel, text=f"{title}: {task.short_id} {task.notes or ''}",
@@ -100,7 +101,7 @@ class Notifier:
         progress = task.progress or ""
         if card.status == task.status and card.progress == progress:
             return
-        text, drawn = blocks.render_blocks(views.Created(task))
+        text, drawn = blocks.render(views.Created(task))
         await self.web.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=drawn)
         card.status, card.progress, card.updated = task.status, progress, time.time()
         self.state.save()
@@ -110,7 +111,7 @@ class Notifier:
         while True:
             await asyncio.sleep(self.progress_every)
             for task_id, card in list(self.state.cards.items()):
-                if card.status not in ACTIVE:
+                if card.status in models.TERMINAL:
                     continue
                 try:
                     await self.update_card(await self.client.get_task(task_id))

@@ -1,0 +1,1 @@
+"""The terminal front end: the `da` client, its text renderer, REPL and local verbs."""

@@ -1,0 +1,188 @@
+"""The terminal front end: `da VERB ...` once, or `da` alone for a small REPL.
+
+Exit status: 0 ok, 1 the verb failed, 2 bad usage. Colour only on a TTY without NO_COLOR.
+A question that changes something (`Confirm? [Y/n]`) is asked only on a terminal; without
+one the verb needs `--yes`, so a script's closed stdin never counts as a yes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from da.bot import grammar, views
+from da.bot.commands import Ask, CommandLayer, Emit
+from da.bot.grammar import UsageError
+from da.bot.settings import ClientSettings
+from da.bot.terminal.render import Style, render, to_json
+from da.fleet import Fleet
+from da.queue import errors as queue_errors
+from da.queue.client import QueueClient
+
+HISTORY_FILE = "~/.da_history"
+
+
+class LazySkills:
+    """The `skills` verbs, loaded (with SSH and YAML) only when one runs: other verbs start faster."""
+
+    def __init__(self, config_dir: Path, env: Mapping[str, str]) -> None:
+        self.config_dir = config_dir
+        self.env = env
+
+    async def run(self, command: grammar.Command, fleet: Fleet, *, emit: Emit | None = None,
+                  ask: Ask | None = None) -> views.View:
+        from da.bot.terminal.skills import SkillsService
+
+        service = SkillsService.from_config(self.config_dir, self.env)
+        return await service.run(command, fleet, emit=emit, ask=ask)
+
+
+def failed(view: Any) -> bool:
+    return isinstance(view, views.Message) and not view.ok
+
+
+class Terminal:
+    """One session of the terminal client: runs commands and prints their views."""
+
+    def __init__(self, layer: CommandLayer, settings: ClientSettings, *, out: TextIO = sys.stdout,
+                 env: Mapping[str, str] | None = None, interactive: bool | None = None) -> None:
+        self.layer = layer
+        self.settings = settings
+        self.out = out
+        self.style = Style(out, env or os.environ)
+        self.interactive = sys.stdin.isatty() if interactive is None else interactive
+
+    @property
+    def width(self) -> int:
+        return shutil.get_terminal_size((120, 24)).columns
+
+    def print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    async def read_line(self, question: str) -> str:
+        """One line of input as typed, newline included; "" means end of input."""
+        self.out.write(question)
+        self.out.flush()
+        return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+    async def ask(self, question: str) -> str:
+        return (await self.read_line(question)).rstrip("\n")
+
+    async def execute(self, line: str | list[str]) -> int:
+        """Run one command; returns the exit status a script sees."""
+        try:
+            command = grammar.parse(line) if isinstance(line, str) else _parse_argv(line)
+        except UsageError as exc:
+            self.print(str(exc))
+            return 2
+        try:
+            if grammar.VERBS[command.verb].local:
+                from da.bot.terminal import local
+
+                return await local.run(command, self)
+            view = await self.layer.run(command, user=self.settings.user or None, emit=self.print, ask=self.ask)
+            if isinstance(view, views.SuggestionView):
+                view = await self.confirm(view, command)
+            elif isinstance(view, views.BulkPreview) and view.count:
+                self.print(render(view, style=self.style, width=self.width))
+                if await self.yes("Confirm?", command):
+                    view = await self.layer.resolve_all(view.from_status, view.status, user=self.settings.user)
+                else:
+                    view = views.Message("nothing changed.")
+        except UsageError as exc:
+            self.print(str(exc))
+            return 2
+        if "json" in command.flags:
+            self.print(json.dumps(to_json(view), indent=2))
+        else:
+            self.print(render(view, style=self.style, width=self.width))
+        return 1 if failed(view) else 0
+
+    async def yes(self, question: str, command: grammar.Command) -> bool:
+        """Ask on the terminal (Enter is yes, end of input is no); with no terminal, refuse: --yes is needed."""
+        if "yes" in command.flags:
+            return True
+        if not self.interactive:
+            raise UsageError(f"{command.verb} asks before it changes anything and there is no terminal to ask "
+                             "on; add --yes to go ahead.", command.usage())
+        line = await self.read_line(f"{question} [Y/n] ")
+        return line.endswith("\n") and line.strip().lower() in ("", "y", "yes")
+
+    async def confirm(self, view: views.SuggestionView, command: grammar.Command) -> Any:
+        self.print(render(view, style=self.style, width=self.width))
+        if not await self.yes("Confirm?", command):
+            return views.Message("cancelled; nothing queued.")
+        return await self.layer.create(view.suggestion, view.request)
+
+    async def banner(self) -> bool:
+        try:
+            fleet = await self.layer.fleet()
+        except queue_errors.QueueUnreachable:
+            self.print(f"da: queue unreachable at {', '.join(self.settings.queue_urls)}.")
+            return False
+        except queue_errors.QueueError as exc:
+            self.print(f"da: {exc.detail}")
+            return False
+        online = sum(1 for m in fleet.machines if m.online)
+        self.print(f"da — queue at {self.layer.client.url}, {online} worker(s) online. "
+                   "Type help, or exit to leave.")
+        return True
+
+    async def repl(self) -> int:
+        """The interactive loop: `da ›` prompt with history."""
+        if not await self.banner():
+            return 1
+        history = _enable_history()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    line = await loop.run_in_executor(None, input, "da › ")
+                except EOFError:
+                    self.print("")
+                    return 0
+                if line.strip() in ("exit", "quit"):
+                    return 0
+                if line.strip():
+                    await self.execute(line)
+        finally:
+            if history:
+                history()
+
+
+def _parse_argv(argv: list[str]) -> grammar.Command:
+    """argv from the shell is already split: re-quote it so the grammar sees the same words."""
+    import shlex
+
+    return grammar.parse(" ".join(shlex.quote(arg) for arg in argv))
+
+
+def _enable_history() -> Any:
+    try:
+        import readline
+    except ImportError:
+        return None
+    path = Path(HISTORY_FILE).expanduser()
+    with contextlib.suppress(OSError):
+        readline.read_history_file(path)
+    return lambda: readline.write_history_file(path)
+
+
+async def main_async(argv: list[str], settings: ClientSettings, env: Mapping[str, str]) -> int:
+    """Run one verb (argv) or the REPL (no argv) against the queue in `settings`."""
+    from da.bot.router import make_router
+
+    client = QueueClient(list(settings.queue_urls), settings.secret, rounds=1)
+    layer = CommandLayer(client, router=make_router(settings.router), skills=LazySkills(settings.config_dir, env))
+    terminal = Terminal(layer, settings, env=env)
+    try:
+        return await (terminal.repl() if not argv else terminal.execute(argv))
+    finally:
+        await client.close()
