@@ -304,9 +304,9 @@ class NewTask:
         cwd = payload.get("cwd") or payload.get("repo_path")
         lock_per_machine = False
         if lock is None and isinstance(cwd, str) and cwd:
-            if "\x00" in cwd:
-                raise BadRequest("payload key 'cwd' must not contain NUL characters.")
-            lock, lock_per_machine = cwd, True
+            # The payload is the handler's to judge (a NUL in cwd is its needs_human); the lock key
+            # only has to be text every backend can store.
+            lock, lock_per_machine = cwd.replace("\x00", "\\x00"), True
         return cls(
             type=get_str(body, "type", required=True, name=True) or "",
             payload=payload,

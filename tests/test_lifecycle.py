@@ -264,3 +264,10 @@ async def test_event_ids_are_never_reused_even_after_pruning_the_newest(client: 
     events, _ = await client.events(newest)
     assert [(e.task_id, e.to_status) for e in events] == [(later.id, "pending")]
     assert events[0].id > newest
+
+
+async def test_a_nul_in_a_cwd_is_kept_for_the_handler_to_judge(client: QueueClient) -> None:
+    task = await client.create_task("lint", {"cwd": "/tmp\x00/etc"})
+    assert task.payload == {"cwd": "/tmp\x00/etc"} and task.lock == "/tmp\\x00/etc"
+    held = await client.claim("w", ["lint"])
+    assert held is not None and held.task.id == task.id

@@ -65,8 +65,6 @@ BAD_BODIES = [
     ("POST", "/v1/tasks", json.dumps({"type": "x", "payload": []}).encode(), "'payload' must be a JSON object"),
     ("POST", "/v1/tasks", json.dumps({"type": "x", "colour": "red"}).encode(), "unknown field 'colour'"),
     ("POST", "/v1/tasks", json.dumps({"type": "x", "notes": "a\u0000b"}).encode(), "must not contain NUL"),
-    ("POST", "/v1/tasks", json.dumps({"type": "x", "payload": {"cwd": "/a\u0000"}}).encode(),
-     "'cwd' must not contain NUL"),
     ("POST", "/v1/tasks", json.dumps({"type": "x", "target_machine": "'; DROP TABLE tasks;--"}).encode(),
      "may hold only"),
     ("POST", "/v1/claim", json.dumps({"machine": "w"}).encode(), "'capabilities' is required"),
