@@ -1,7 +1,7 @@
 """Queue benchmark: dispatch latency, lifecycle throughput and claim cost against backlog.
 
 Starts real `da serve` processes pinned to one core (with `--backend postgres`, the PostgreSQL
-server too) and drives them from this process on the other core with aiohttp (an httpx client
+server runs unpinned beside them) and drives them from this process on the other core with aiohttp (an httpx client
 tops out near the server's own rate and would measure itself). Prints one table; ratios compare
 each backlog with the 1k baseline of the same run, and PostgreSQL with SQLite of the same run.
 
@@ -338,7 +338,9 @@ async def run(quick: bool, backend_choice: str) -> int:
             if reason:
                 print(f"queue_bench: {reason}", file=sys.stderr)
                 return 2
-            cluster = postgres_support.Cluster(durable=os.environ.get("BENCH_FSYNC", "1") == "1", core=0).start()
+            # The database server gets no core of its own to share with the replicas: it is left to
+            # the scheduler, as it would run on its own machine in production.
+            cluster = postgres_support.Cluster(durable=True).start()
             backends += [Backend(POSTGRES, Path(folder), cluster), Backend(TWO, Path(folder), cluster, replicas=2)]
         try:
             async with aiohttp.ClientSession(headers=HEADERS, connector=aiohttp.TCPConnector(limit=64)) as session:

@@ -36,8 +36,11 @@ COMMAND_TIMEOUT = 30.0
 MIGRATION_LOCK = int.from_bytes(b"da-queue", "big") & (2**63 - 1)
 SESSION = {
     "application_name": "da-queue",
-    # Our statements are small and planned in microseconds; JIT would only add compile time.
+    # Our statements are small; JIT would only add compile time.
     "jit": "off",
+    # Plan each prepared statement once per connection: re-planning the claim took longer than
+    # running it (1.6 ms against 1.2), and its generic plan is the same index scan at any size.
+    "plan_cache_mode": "force_generic_plan",
 }
 # Wake-ups are hints (a waiter re-checks every second anyway), so the bus does not wait for a
 # disk flush to send one. Its name tells replicas how many of them share the database.
@@ -117,6 +120,9 @@ class PgDatabase:
         except DRIVER_ERRORS as exc:
             await self.close()
             raise StoreError(f"cannot open the queue database {redact_url(self.url)}: {exc}") from exc
+        except StoreError:
+            await self.close()
+            raise
         self._tasks = [asyncio.create_task(self._send_wakeups()), asyncio.create_task(self._count_peers())]
 
     async def close(self) -> None:

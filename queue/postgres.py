@@ -84,38 +84,38 @@ class PostgresStore(Store):
 
     # ---- the event feed ------------------------------------------------------------
 
-    async def _proven_horizon(self, patience: float) -> int:
-        """The largest event id below which no event can still commit (see the module docstring)."""
+    async def _advance_horizon(self, patience: float) -> bool:
+        """Move the horizon up to every id handed out so far, if the writers in flight finish within
+        `patience` seconds (see the module docstring); False when one did not."""
         handed_out = int((await self._fetch("event_ids_handed_out"))[0]["id"])
         if handed_out <= self._horizon:
-            return self._horizon
+            return True
         running = list((await self._fetch("running_writers"))[0]["xids"])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
         pause = FIRST_POLL
         while running:
             if loop.time() >= deadline:
-                return self._horizon
+                return False
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_POLL)
             running = list((await self._fetch("still_running", xids=running))[0]["xids"])
         self._horizon = max(self._horizon, handed_out)
-        return self._horizon
+        return True
 
     async def events_after(self, after: int, limit: int = 500) -> list[Event]:
-        horizon = await self._proven_horizon(HORIZON_WAIT)
-        if horizon <= after:
+        await self._advance_horizon(HORIZON_WAIT)
+        if self._horizon <= after:
             return []
-        rows = await self._fetch("events_after", after=after, horizon=horizon, limit=limit)
+        rows = await self._fetch("events_after", after=after, horizon=self._horizon, limit=limit)
         return [Event.from_row(row) for row in rows]
 
     async def last_event_id(self) -> int:
-        handed_out = int((await self._fetch("event_ids_handed_out"))[0]["id"])
-        horizon = await self._proven_horizon(START_WAIT)
-        if horizon < handed_out and horizon == 0:
+        if not await self._advance_horizon(START_WAIT) and self._horizon == 0:
+            # Answering 0 would replay the whole history to a follower that asked to start from now.
             raise StoreError("a database transaction has been open for seconds, so where the event feed "
                              "stands is not settled yet; try again.")
-        return horizon
+        return self._horizon
 
     # ---- machine liveness ----------------------------------------------------------
 

@@ -9,24 +9,31 @@ VALUES (:id, :type, 'pending', :priority, :payload, :target_machine, :preferred_
 RETURNING *;
 
 -- claim_task --
--- Atomically hand the best pending task this worker may take to it (see Store.claim). SKIP LOCKED
--- lets concurrent claimers on any replica pass over a row another is taking; the tasks_held_lock
--- index refuses a lock a concurrent claim took a moment earlier.
+-- Atomically hand the best pending task this worker may take to it (see Store.claim). Each
+-- (type, pin, agent) key the worker takes is one range of tasks_claim, already in claim order, so
+-- the statement reads the head of each range (never the rest of a long backlog) and keeps the
+-- best. SKIP LOCKED lets concurrent claimers on any replica pass over a head another is taking;
+-- the tasks_held_lock index refuses a lock a concurrent claim took a moment earlier.
 WITH candidate AS (
-    SELECT t.seq FROM tasks AS t
-    WHERE t.status = 'pending'
-      AND (t.type || ' ' || coalesce(t.target_machine, '') || ' ' || coalesce(t.agent, '')) = ANY(:keys::text[])
-      AND (t.preferred_machine IS NULL
-           OR t.preferred_machine = ANY(:names::text[])
-           OR t.created_at <= :overflow_before::float8)
-      AND (t.lock IS NULL OR NOT EXISTS (
-            SELECT 1 FROM tasks AS holder
-            WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress')
-              AND holder.lock_per_machine = t.lock_per_machine
-              AND (NOT t.lock_per_machine OR holder.assigned_to = ANY(:names::text[]))))
-    ORDER BY t.priority DESC, t.seq
-    LIMIT 1
-    FOR UPDATE OF t SKIP LOCKED)
+    SELECT head.seq
+    FROM unnest(:keys::text[]) AS wanted(key)
+    CROSS JOIN LATERAL (
+        SELECT t.seq, t.priority FROM tasks AS t
+        WHERE (t.type || ' ' || coalesce(t.target_machine, '') || ' ' || coalesce(t.agent, '')) = wanted.key
+          AND t.status = 'pending'
+          AND (t.preferred_machine IS NULL
+               OR t.preferred_machine = ANY(:names::text[])
+               OR t.created_at <= :overflow_before::float8)
+          AND (t.lock IS NULL OR NOT EXISTS (
+                SELECT 1 FROM tasks AS holder
+                WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress')
+                  AND holder.lock_per_machine = t.lock_per_machine
+                  AND (NOT t.lock_per_machine OR holder.assigned_to = ANY(:names::text[]))))
+        ORDER BY t.priority DESC, t.seq
+        LIMIT 1
+        FOR UPDATE OF t SKIP LOCKED) AS head
+    ORDER BY head.priority DESC, head.seq
+    LIMIT 1)
 UPDATE tasks
 SET status = 'claimed', assigned_to = :machine, lease = :lease, lease_expires_at = :expires,
     attempts = attempts + 1,
