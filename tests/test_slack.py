@@ -29,6 +29,13 @@ async def slack() -> AsyncIterator[SlackEmulator]:
     await emulator.start()
     yield emulator
     await emulator.stop()
+    for call in emulator.refused():
+        print("REFUSED", call.method, call.status, call.error, str(call.args)[:150])
+    for body, status, answer in emulator.response_attempts:
+        if status != 200:
+            print("RESPONSE REFUSED", status, answer, str(body)[:150])
+    for envelope in emulator.late_acks():
+        print("LATE ACK", envelope.kind, envelope.acked_at and envelope.acked_at - envelope.sent_at)
 
 
 @pytest.fixture
@@ -330,6 +337,6 @@ async def test_secrets_never_reach_slack(bot, slack: SlackEmulator, queue: Queue
     await slack.slash(f"show {task.short_id}")
     shown = await slack.wait_response(lambda r: "[redacted]" in texts(r))
     assert task.short_id in texts(shown)
-    everything = json.dumps(slack.calls) + json.dumps(slack.responses)
+    everything = json.dumps([c.args for c in slack.calls]) + json.dumps(slack.responses)
     for secret in (SECRET, slack.bot_token, slack.app_token):
         assert secret not in everything
