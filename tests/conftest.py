@@ -18,6 +18,9 @@ from da.queue import app as queue_app
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
 
+# The Slack tests' fixtures (emulator, bot, fleet queue) live in their own module.
+pytest_plugins = ("slack_support",)
+
 SECRET = "test-secret-0123456789"
 PROJECT_VARIABLES = ("SECRET_KEY", "QUEUE_", "MACHINE_NAME", "MAX_CONCURRENT", "SHUTDOWN_GRACE", "SLACK_",
                      "DA_", "ROUTER", "GROQ_", "LOG_")
