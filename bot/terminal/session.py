@@ -93,7 +93,7 @@ class Terminal:
             elif isinstance(view, views.BulkPreview) and view.count:
                 self.print(render(view, style=self.style, width=self.width))
                 if await self.yes("Confirm?", command):
-                    view = await self.layer.resolve_all(view.from_status, view.status, user=self.settings.user)
+                    view = await self.layer.resolve_exact(view.task_ids, view.status, user=self.settings.user)
                 else:
                     view = views.Message("nothing changed.")
         except UsageError as exc:
