@@ -691,26 +691,15 @@ class SlackEmulator:
 def normalise(blocks: list[Any]) -> list[dict[str, Any]]:
     """Blocks as Slack stores them: generated block ids, `emoji`/`verbatim` defaults, plain text escaped."""
     stored = json.loads(json.dumps(blocks))
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "plain_text" and isinstance(node.get("text"), str):
-                node["text"] = slack_limits.escape(node["text"])
-                node.setdefault("emoji", True)
-                return
-            if node.get("type") == "mrkdwn":
-                node.setdefault("verbatim", False)
-                return
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
+    for obj in slack_limits.text_objects(stored):
+        if obj["type"] == "plain_text" and isinstance(obj["text"], str):
+            obj["text"] = slack_limits.escape(obj["text"])
+            obj.setdefault("emoji", True)
+        elif obj["type"] == "mrkdwn":
+            obj.setdefault("verbatim", False)
     for block in stored:
         if isinstance(block, dict):
             block.setdefault("block_id", secrets.token_urlsafe(3))
-    walk(stored)
     return stored  # type: ignore[no-any-return]
 
 

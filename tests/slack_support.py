@@ -115,3 +115,18 @@ async def needs_human(queue_client: QueueClient, notes: str = "claude is not log
     await queue_client.report(task.id, held.lease, status, {"stderr": stderr}, notes=notes,
                         action="log in on mac-mini: run `claude /login` there, then retry")
     return task
+
+
+async def note_form_from_review(slack: SlackEmulator, task: Task) -> dict[str, Any]:
+    """`/da review`, then "Add note…" on the task's card: the modal Slack opened."""
+    await slack.slash("review")
+    review = await slack.wait_response(lambda r: task.short_id in texts(r))
+    await slack.click("note_open", on=review, value=button_value(review, "note_open", task.id))
+    await slack.wait_call("views.open", lambda b: True)
+    return next(iter(slack.views.values()))
+
+
+def note_values(note: str, status: str) -> dict[str, Any]:
+    """What the note modal submits: the note and how to resolve."""
+    return {"note": {"text": {"type": "plain_text_input", "value": note}},
+            "status": {"choice": {"type": "static_select", "selected_option": {"value": status}}}}

@@ -10,7 +10,7 @@ import pytest
 from conftest import SECRET, QueueServer, wait_until
 from da.queue.client import QueueClient
 from slack_emulator import SlackEmulator
-from slack_support import ALLOWED, STRANGER, button_value, needs_human, seen, texts
+from slack_support import ALLOWED, STRANGER, button_value, needs_human, note_form_from_review, note_values, seen, texts
 
 
 async def test_status_answers_within_three_seconds(bot, slack: SlackEmulator) -> None:
@@ -111,8 +111,7 @@ async def test_note_modal_resolves_with_the_note(bot, slack: SlackEmulator, queu
     opened = await slack.wait_call("views.open", lambda b: True)
     assert opened["view"]["callback_id"] == "note_submit"
     view = next(iter(slack.views.values()))
-    await slack.submit(view, {"note": {"text": {"type": "plain_text_input", "value": "logged in by hand"}},
-                              "status": {"choice": {"type": "static_select", "selected_option": {"value": "pending"}}}})
+    await slack.submit(view, note_values("logged in by hand", "pending"))
     await slack.wait_call("chat.update", lambda b: b.get("ts") == alert["ts"] and "re-queued" in texts(b))
     settled = await queue_client.get_task(task.id)
     assert settled.status == "pending" and settled.notes == "logged in by hand"
@@ -121,13 +120,8 @@ async def test_note_modal_resolves_with_the_note(bot, slack: SlackEmulator, queu
 async def test_note_modal_from_the_private_review_list_answers_in_place(bot, slack: SlackEmulator,
                                                                        queue_client: QueueClient) -> None:
     task = await needs_human(queue_client)
-    await slack.slash("review")
-    review = await slack.wait_response(lambda r: task.short_id in texts(r))
-    await slack.click("note_open", on=review)
-    await slack.wait_call("views.open", lambda b: True)
-    view = next(iter(slack.views.values()))
-    await slack.submit(view, {"note": {"text": {"type": "plain_text_input", "value": "fixed the token"}},
-                              "status": {"choice": {"type": "static_select", "selected_option": {"value": "done"}}}})
+    view = await note_form_from_review(slack, task)
+    await slack.submit(view, note_values("fixed the token", "done"))
     replaced = await slack.wait_response(lambda r: r.get("replace_original") and "fixed the token" in texts(r))
     assert "resolved as done" in texts(replaced)
     assert slack.message_of(replaced)[0].ephemeral

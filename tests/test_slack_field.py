@@ -14,7 +14,7 @@ from da.bot import grammar
 from da.bot.commands import CommandLayer
 from da.queue.client import QueueClient
 from slack_emulator import SlackEmulator
-from slack_support import ALLOWED, button_value, needs_human, seen, texts
+from slack_support import ALLOWED, button_value, needs_human, note_form_from_review, note_values, seen, texts
 
 FLAGS = "--machine=mac-mini --agent=claude --type=agent_run"
 
@@ -99,14 +99,9 @@ async def test_a_card_slack_never_answered_for_still_says_queued(make_bot, slack
 async def test_an_expired_response_url_falls_back_to_a_private_message(bot, slack: SlackEmulator,
                                                                        queue_client: QueueClient) -> None:
     task = await needs_human(queue_client)
-    await slack.slash("review")
-    review = await slack.wait_response(lambda r: task.short_id in texts(r))
-    await slack.click("note_open", on=review)
-    await slack.wait_call("views.open", lambda b: True)
-    view = next(iter(slack.views.values()))
+    view = await note_form_from_review(slack, task)
     slack.age_response_urls(31 * 60)  # the modal stayed open over lunch
-    await slack.submit(view, {"note": {"text": {"type": "plain_text_input", "value": "done by hand"}},
-                              "status": {"choice": {"type": "static_select", "selected_option": {"value": "done"}}}})
+    await slack.submit(view, note_values("done by hand", "done"))
     private = await slack.wait_call("chat.postEphemeral", lambda b: "done by hand" in texts(b))
     assert private["user"] == ALLOWED and private["channel"] == "CGENERAL"
     assert [a[1:] for a in slack.response_attempts if a[1] != 200] == [(404, "expired_url")]
