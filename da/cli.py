@@ -325,8 +325,9 @@ def prune(argv: list[str] | None = None) -> int:
     from da.queue.client import QueueClient
     from da.queue.errors import QueueError
 
-    parser = argparse.ArgumentParser(prog="da prune", description="Remove finished tasks and their events.")
-    parser.add_argument("--older-than", default="30d", help="age of finished tasks to remove (default 30d)")
+    parser = argparse.ArgumentParser(prog="da prune", description="Remove finished tasks and their events, "
+                                     "and task logs in DA_LOG_DIR on this machine.")
+    parser.add_argument("--older-than", default="30d", help="age of finished tasks and logs to remove (default 30d)")
     args = parser.parse_args(argv)
     try:
         seconds = parse_duration(args.older_than)
@@ -337,6 +338,7 @@ def prune(argv: list[str] | None = None) -> int:
         urls = config.queue_urls(env)
     except ConfigError as exc:
         return fail(str(exc))
+    print(prune_task_logs(env, seconds, args.older_than))
     if not env.get("SECRET_KEY"):
         return fail("SECRET_KEY is not set; put the queue's secret in .env.")
 
@@ -350,6 +352,15 @@ def prune(argv: list[str] | None = None) -> int:
         return fail(exc.detail, FAILED)
     print(f"removed {removed} finished task(s) older than {args.older_than}")
     return 0
+
+
+def prune_task_logs(env: dict[str, str], seconds: float, age: str) -> str:
+    """Remove this machine's old task logs; logs live where the worker ran, not in the queue."""
+    from da.worker import output, settings
+
+    folder = settings.task_log_dir(env).resolve()
+    removed, size = output.prune_logs(folder, seconds)
+    return f"removed {removed} task log file(s) older than {age} from {folder} on this machine ({size} bytes)"
 
 
 def service(argv: list[str] | None = None) -> int:

@@ -238,8 +238,10 @@ async def claim(request: web.Request) -> web.Response:
                 await store.release(claimed.task.id, claimed.lease)
                 return web.Response(status=204)
             log_transition(claimed.task)
+            # Seconds left, not only a timestamp: a worker must not compare our clock with its own.
             return json_response({"task": claimed.task.to_json(), "lease": claimed.lease,
-                                  "lease_expires_at": models.iso(claimed.lease_expires_at)})
+                                  "lease_expires_at": models.iso(claimed.lease_expires_at),
+                                  "lease_seconds": lease_seconds})
         remaining = deadline - loop.time()
         if remaining <= 0 or disconnected(request):
             roster.seen(spec.machine)
@@ -286,7 +288,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     if task.assigned_to:
         request.app[ROSTER].seen(task.assigned_to)
     return json_response({"cancel": cancel, "status": task.status,
-                          "lease_expires_at": models.iso(task.lease_expires_at)})
+                          "lease_expires_at": models.iso(task.lease_expires_at), "lease_seconds": extend})
 
 
 async def report(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from da import config
 from da.queue import errors
 from da.queue.errors import QueueError, QueueUnreachable
 from da.queue.models import ID_PREFIX_PATTERN, Event, Task, parse_iso
+from da.queue.settings import DEFAULT_LEASE
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +40,15 @@ class ClaimedTask:
     task: Task
     lease: str
     lease_expires_at: float
+    # Seconds left on the lease as the queue answered: the only lease figure a worker should time by.
+    lease_seconds: float
 
 
 @dataclass(frozen=True)
 class Heartbeat:
     cancel: bool
     status: str
+    lease_seconds: float | None = None
 
 
 def task_path(task_id: str) -> str:
@@ -175,7 +179,10 @@ class QueueClient:
         if response.status_code == 204:
             return None
         data = response.json()
-        return ClaimedTask(Task.from_json(data["task"]), data["lease"], parse_iso(data["lease_expires_at"]) or 0.0)
+        # A queue older than `lease_seconds` granted what was asked, else its default lease.
+        seconds = data.get("lease_seconds", lease or DEFAULT_LEASE)
+        return ClaimedTask(Task.from_json(data["task"]), data["lease"], parse_iso(data["lease_expires_at"]) or 0.0,
+                           float(seconds))
 
     async def start(self, task_id: str, lease: str) -> Task:
         return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/start",
@@ -193,7 +200,8 @@ class QueueClient:
         if lease_seconds is not None:
             body["extend"] = lease_seconds
         data = (await self.request("POST", f"/v1/tasks/{task_id}/heartbeat", json=body)).json()
-        return Heartbeat(bool(data["cancel"]), data["status"])
+        seconds = data.get("lease_seconds")
+        return Heartbeat(bool(data["cancel"]), data["status"], None if seconds is None else float(seconds))
 
     async def report(self, task_id: str, lease: str, status: str, result: dict[str, Any], *,
                      notes: str | None = None, action: str | None = None) -> Task:

@@ -76,6 +76,11 @@ LEASE_NAME = {"name": "name", "in": "path", "required": True,
               "description": "The lease's name, e.g. slack:T0123456."}
 LEASE = {"type": "object", "properties": {"name": STR, "holder": STR, "acquired_at": TIME, "expires_at": TIME,
                                           "data": {"type": ["object", "null"]}}}
+# The payload is free-form but for the two keys the service reads (the original tool's pin, a lock).
+PAYLOAD = {"type": "object", "properties": {"_target_machine": _nullable(OPT_NAME),
+                                            "lock": {"type": ["string", "null"], "maxLength": 1000}}}
+# Workers time heartbeats by this duration, never by `lease_expires_at` against their own clock.
+LEASE_LEFT = {"type": "number", "minimum": 0, "description": "Seconds left on the lease when answered."}
 RESOLVE_FIELDS = {"status": {"type": "string", "enum": list(models.RESOLVE_TO)},
                   "notes": {"type": "string", "maxLength": models.MAX_NOTES}, "by": STR}
 
@@ -89,7 +94,7 @@ def document(version: str) -> dict[str, Any]:
         "/v1/tasks": {
             "post": _op("Create a task.", {"201": _json(TASK, "Created."), **_errors(400, 401, 413)},
                         body=_body({
-                            "type": NAME, "payload": {"type": "object"},
+                            "type": NAME, "payload": PAYLOAD,
                             "priority": {"type": "integer", "minimum": 0, "maximum": models.MAX_PRIORITY},
                             "target_machine": OPT_NAME, "preferred_machine": OPT_NAME, "agent": OPT_NAME,
                             "notes": {"type": "string", "maxLength": models.MAX_NOTES},
@@ -122,7 +127,8 @@ def document(version: str) -> dict[str, Any]:
             "200": _json(TASK, "Pending again."), **task_op}, body=_body(LEASE_BODY, ["lease"]), params=[TASK_ID])},
         "/v1/tasks/{id}/heartbeat": {"post": _op("Extend the lease; says whether to cancel.", {
             "200": _json({"type": "object", "properties": {"cancel": {"type": "boolean"}, "status": STATUS,
-                                                           "lease_expires_at": TIME}}, "Extended."),
+                                                           "lease_expires_at": TIME, "lease_seconds": LEASE_LEFT}},
+                         "Extended."),
             **task_op}, body=_body({**LEASE_BODY, "progress": STR, "extend": {
                 "type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}}, ["lease"]),
             params=[TASK_ID])},
@@ -137,8 +143,8 @@ def document(version: str) -> dict[str, Any]:
             "200": _json(TASK, "Cancelled."), **task_op},
             body=_body({"by": STR, "notes": STR}, []), params=[TASK_ID])},
         "/v1/claim": {"post": _op("Claim the best task this worker may take, waiting up to `wait` seconds.", {
-            "200": _json({"type": "object", "properties": {"task": TASK, "lease": STR, "lease_expires_at": TIME}},
-                         "Claimed."),
+            "200": _json({"type": "object", "properties": {"task": TASK, "lease": STR, "lease_expires_at": TIME,
+                                                           "lease_seconds": LEASE_LEFT}}, "Claimed."),
             "204": {"description": "Nothing to claim within `wait`."}, **_errors(400, 401)},
             body=_body({"machine": NAME, "capabilities": NAMES, "agents": NAMES, "aliases": NAMES,
                         "retry_safe": NAMES,

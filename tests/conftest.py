@@ -17,6 +17,7 @@ from da import fleet as fleet_module
 from da.queue import app as queue_app
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
+from da.queue.store import Store
 
 # The Slack tests' fixtures (emulator, bot, fleet queue) live in their own module.
 pytest_plugins = ("slack_support",)
@@ -49,9 +50,11 @@ async def wait_until(condition: Callable[[], Awaitable[Any]], timeout: float = 1
 class QueueServer:
     """A running queue service; `restart()` keeps the database file."""
 
-    def __init__(self, settings: QueueSettings, fleet: fleet_module.Fleet) -> None:
+    def __init__(self, settings: QueueSettings, fleet: fleet_module.Fleet,
+                 clock: Callable[[], float] | None = None) -> None:
         self.settings = settings
         self.fleet = fleet
+        self.clock = clock
         self.server: TestServer | None = None
         self.port: int | None = None
 
@@ -60,7 +63,11 @@ class QueueServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self.server = TestServer(queue_app.make_app(self.settings, self.fleet), host="127.0.0.1", port=self.port)
+        app = queue_app.make_app(self.settings, self.fleet)
+        if self.clock is not None:
+            # The store's clock: how tests put the queue's time off the workers' (clock skew).
+            app[queue_app.STORE] = Store(self.settings.db_path, sync=self.settings.sync, clock=self.clock)
+        self.server = TestServer(app, host="127.0.0.1", port=self.port)
         await self.server.start_server()
         self.port = self.server.port
 
@@ -78,11 +85,12 @@ class QueueServer:
 async def make_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[QueueServer]]]:
     servers: list[QueueServer] = []
 
-    async def factory(fleet: fleet_module.Fleet | None = None, **overrides: Any) -> QueueServer:
+    async def factory(fleet: fleet_module.Fleet | None = None, clock: Callable[[], float] | None = None,
+                      **overrides: Any) -> QueueServer:
         values = {"secret": SECRET, "db_path": tmp_path / f"queue{len(servers)}.db", "reap_interval": 0.1,
                   "config_dir": tmp_path / "config"}
         values.update(overrides)
-        server = QueueServer(QueueSettings(**values), fleet or fleet_module.Fleet())
+        server = QueueServer(QueueSettings(**values), fleet or fleet_module.Fleet(), clock)
         await server.start()
         servers.append(server)
         return server

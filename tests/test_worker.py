@@ -28,7 +28,9 @@ async def groq() -> AsyncIterator[TestServer]:
         if request.headers.get("Authorization") != f"Bearer {GROQ_KEY}":
             return web.json_response({"error": {"message": "Invalid API Key"}}, status=401)
         body = await request.json()
-        answer = f"groq says: {body['messages'][0]['content']} ({body['model']})"
+        *earlier, last = body["messages"]
+        answer = f"groq says: {last['content']} ({body['model']})" + "".join(
+            f" [{turn['role']}: {turn['content']}]" for turn in earlier)
         return web.json_response({"choices": [{"message": {"role": "assistant", "content": answer}}]})
 
     app = web.Application()
@@ -52,19 +54,21 @@ async def test_claude_gets_the_prompt_as_one_argument(worker, client: QueueClien
     task = await run_task(client, "agent_run", {"agent": "claude", "prompt": prompt, "cwd": str(tmp_path),
                                                 "model": "opus"})
     assert task.status == "done", task.notes
-    answer = json.loads(task.result["stdout"])
-    assert answer["argv"] == ["-p", "--dangerously-skip-permissions", "--model", "opus", "--", prompt]
+    answer = json.loads(task.result["answer"])
+    assert answer["argv"] == ["-p", "--dangerously-skip-permissions", "--output-format", "json", "--model", "opus",
+                              "--", prompt]
     assert (answer["prompt"], answer["model"]) == (prompt, "opus")
     assert answer["cwd"] == str(tmp_path)
+    assert json.loads(task.result["stdout"])["result"] == task.result["answer"]
     assert Path(task.result["log_path"]).read_text().count("[stdout]") == 1
 
 
 @pytest.mark.parametrize(("agent", "argv"), [("gemini", ["--yolo", "--prompt=hello"]),
-                                             ("codex", ["exec", "--full-auto", "--", "hello"])])
+                                             ("codex", ["exec", "--full-auto", "--json", "--", "hello"])])
 async def test_gemini_and_codex_commands(worker, client: QueueClient, agent: str, argv: list[str]) -> None:
     task = await run_task(client, "agent_run", {"agent": agent, "prompt": "hello"})
     assert task.status == "done"
-    assert json.loads(task.result["stdout"])["argv"] == argv
+    assert json.loads(task.result["answer"])["argv"] == argv
 
 
 @pytest.mark.parametrize("agent", ["claude", "gemini", "codex"])
@@ -72,7 +76,7 @@ async def test_a_prompt_that_looks_like_an_option_stays_the_prompt(worker, clien
     prompt = "--help -p and then -rf: explain these flags"
     task = await run_task(client, "agent_run", {"agent": agent, "prompt": prompt, "model": "m1"})
     assert task.status == "done", task.notes
-    answer = json.loads(task.result["stdout"])
+    answer = json.loads(task.result["answer"])
     assert (answer["prompt"], answer["model"]) == (prompt, "m1")
 
 
@@ -108,12 +112,22 @@ async def test_groq_answers_over_http_and_a_bad_key_needs_a_human(server: QueueS
     finally:
         good.kill()
     assert task.status == "done" and task.result["stdout"] == "groq says: hi (llama-test)"
+    assert task.result["answer"] == task.result["stdout"] and "session_id" not in task.result
     bad = WorkerProcess(server.url, tmp_path, GROQ_API_KEY="gsk_wrong_key_99999", GROQ_BASE_URL=base).start()
     try:
         task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "hi"})
     finally:
         bad.kill()
     assert task.status == "needs_human" and "refused the API key" in task.notes
+
+
+async def test_groq_gets_earlier_turns_as_chat_messages(worker, client: QueueClient) -> None:
+    context = [{"role": "user", "text": "pick a name"}, {"role": "assistant", "text": "Ada"}]
+    task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "why?", "model": "m", "context": context})
+    assert task.status == "done", task.notes
+    assert task.result["answer"] == "groq says: why? (m) [user: pick a name] [assistant: Ada]"
+    refused = await run_task(client, "agent_run", {"agent": "groq", "prompt": "why?", "resume": "abc-123"})
+    assert refused.status == "needs_human" and refused.notes == "agent groq cannot resume a session"
 
 
 async def test_script_success_failure_and_missing_cwd(worker, client: QueueClient, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from da.agents import AgentCommand
@@ -29,6 +30,10 @@ class TaskContext:
     def _note_line(self, line: str) -> None:
         self.progress = line[:MAX_PROGRESS]
 
+    def state_file(self, name: str) -> Path:
+        """A file a handler keeps between tasks on this machine (beside the task logs)."""
+        return self.settings.log_dir / name
+
     def classify(self, process: ProcessResult, tool: str, agent: str | None = None) -> Result:
         """done / failed / needs_human for a finished process, with notes and an action."""
         return outcome.classify(process, machine=self.machine, tool=tool, agent=agent)
@@ -55,8 +60,13 @@ class TaskContext:
         return path
 
     async def run(self, argv: list[str] | str, *, cwd: Path | str | None = None, timeout: float,
-                  env: dict[str, str] | None = None, shell: bool = False) -> ProcessResult:
-        """Run a process for this task; its full log goes to the worker's log folder."""
+                  env: dict[str, str] | None = None, shell: bool = False,
+                  watch: Callable[[str], str | None] | None = None) -> ProcessResult:
+        """Run a process for this task; its full log goes to the worker's log folder.
+
+        `watch` sees each output line as it comes and returns the progress text to show for it
+        (None keeps the last), for tools whose lines are events rather than prose.
+        """
         self.runs += 1
         suffix = f"-{self.runs}" if self.runs > 1 else ""
         log_path = (self.settings.log_dir / f"{self.task_id[:8]}-{self.task_type}{suffix}.log").resolve()
@@ -64,4 +74,13 @@ class TaskContext:
         process_env.update(env or {})
         return await runner.run_process(argv, cwd=Path(cwd) if cwd else None, env=process_env, timeout=timeout,
                                         log_path=log_path, redact=self.settings.redactor, shell=shell,
-                                        on_line=self._note_line)
+                                        on_line=self._note_line if watch is None else None,
+                                        on_stdout_line=None if watch is None else self._watched(watch),
+                                        log_max_bytes=self.settings.log_max_bytes)
+
+    def _watched(self, watch: Callable[[str], str | None]) -> Callable[[str], None]:
+        def note(line: str) -> None:
+            shown = watch(line)
+            if shown:
+                self._note_line(shown)
+        return note

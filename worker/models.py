@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -60,7 +61,10 @@ class Context(Protocol):
     task_id: str
 
     async def run(self, argv: list[str] | str, *, cwd: Path | str | None = None, timeout: float,
-                  env: dict[str, str] | None = None, shell: bool = False) -> ProcessResult: ...
+                  env: dict[str, str] | None = None, shell: bool = False,
+                  watch: Callable[[str], str | None] | None = None) -> ProcessResult: ...
+
+    def state_file(self, name: str) -> Path: ...
 
     def check_cwd(self, cwd: str | None, field_name: str = "cwd") -> Path | None: ...
 

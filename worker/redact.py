@@ -18,6 +18,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         values = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+        self.longest = len(values[0]) if values else 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Redactor:
@@ -27,3 +28,21 @@ class Redactor:
         if self._pattern is None or not text:
             return text
         return self._pattern.sub(REDACTED, text)
+
+    def safe_end(self, text: str) -> int:
+        """Where `text` may be split when more follows, so that no secret is cut in two.
+
+        Everything before the returned position can be redacted on its own: a secret that
+        starts there also ends there, and one that would need later text starts after it.
+        """
+        if self._pattern is None:
+            return len(text)
+        end = len(text) - (self.longest - 1)
+        if end <= 0:
+            return 0
+        for match in self._pattern.finditer(text, max(0, end - self.longest)):
+            if match.start() >= end:
+                break
+            if match.end() > end:
+                return match.end()
+        return end

@@ -1,44 +1,29 @@
 """The one way handlers start processes: argv (a shell only when asked), its own process
-group, a timeout that kills the whole tree, output tails in memory and the full log on disk.
+group, a timeout that kills the whole tree, output tails in memory and the (capped) log on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import functools
 import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from da.worker import output
 from da.worker.models import ProcessResult
 from da.worker.redact import Redactor
 
-# Each stream keeps its last 64 KiB in the result; the log file has everything.
+# Each stream keeps its last 64 KiB in the result; the log file has the rest (up to its cap).
 TAIL_BYTES = 64 * 1024
 # After SIGTERM a process group gets this long to exit before SIGKILL.
 KILL_GRACE = 2.0
-READ_CHUNK = 8192
-
-
-class Tail:
-    """The last `limit` bytes of a stream, counting what was cut."""
-
-    def __init__(self, limit: int = TAIL_BYTES) -> None:
-        self.limit = limit
-        self.buffer = bytearray()
-        self.cut = 0
-
-    def add(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        excess = len(self.buffer) - self.limit
-        if excess > 0:
-            del self.buffer[:excess]
-            self.cut += excess
-
-    def text(self) -> str:
-        return self.buffer.decode("utf-8", errors="replace")
+# The pipe's own buffer size on Linux; smaller reads only add trips through the loop.
+READ_CHUNK = 64 * 1024
 
 
 def kill_group(process: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
@@ -50,18 +35,23 @@ def kill_group(process: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -
 async def terminate_group(process: asyncio.subprocess.Process) -> None:
     """SIGTERM the group, then SIGKILL whatever is left after a short grace."""
     kill_group(process, signal.SIGTERM)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(process.wait(), KILL_GRACE)
-    except TimeoutError:
-        pass
     kill_group(process, signal.SIGKILL)
     await process.wait()
 
 
 async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str, str], timeout: float,
                       log_path: Path, redact: Redactor, shell: bool = False,
-                      on_line: Callable[[str], None] | None = None) -> ProcessResult:
-    """Run to completion, timeout or cancellation; the process tree never outlives this call."""
+                      on_line: Callable[[str], None] | None = None,
+                      on_stdout_line: Callable[[str], None] | None = None,
+                      log_max_bytes: int = output.DEFAULT_LOG_MAX_BYTES) -> ProcessResult:
+    """Run to completion, timeout or cancellation; the process tree never outlives this call.
+
+    `on_line` hears the latest non-empty line of output (as progress), at most once per read;
+    `on_stdout_line` hears every whole line of stdout (pieces of over-long lines are skipped),
+    for tools whose lines are events to parse.
+    """
     started = time.monotonic()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -83,25 +73,29 @@ async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str,
         return ProcessResult(returncode=126, stdout="", stderr=f"cannot execute: {exc}",
                              duration=time.monotonic() - started, log_path=str(log_path))
 
-    tails = {"stdout": Tail(), "stderr": Tail()}
-    with log_path.open("w", encoding="utf-8") as log:
+    tails = {"stdout": output.Tail(TAIL_BYTES), "stderr": output.Tail(TAIL_BYTES)}
+    with output.TaskLog(log_path, log_max_bytes) as log:
+
+        def record(name: str, text: str, newline: bool, continued: bool) -> None:
+            # Redacted before it is kept anywhere, so no cut can leave part of a secret behind.
+            text = redact(text)
+            log.write(name, text, continued=continued)
+            tails[name].add((text + "\n" if newline else text).encode())
+            if on_stdout_line and name == "stdout":
+                for whole in output.whole_lines(text, newline, continued):
+                    on_stdout_line(whole)
+            if on_line:
+                text = text.rstrip()
+                if line := text[text.rfind("\n") + 1:].strip():
+                    on_line(line)
 
         async def pump(stream: asyncio.StreamReader, name: str) -> None:
-            pending = b""
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            lines = output.Lines(functools.partial(record, name), redact)
             while chunk := await stream.read(READ_CHUNK):
-                tails[name].add(chunk)
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    line = redact(raw.decode("utf-8", errors="replace"))
-                    log.write(f"[{name}] {line}\n")
-                    if on_line and line.strip():
-                        on_line(line.strip())
-            if pending:
-                line = redact(pending.decode("utf-8", errors="replace"))
-                log.write(f"[{name}] {line}\n")
-                if on_line and line.strip():
-                    on_line(line.strip())
+                lines.feed(decoder.decode(chunk))
+            lines.feed(decoder.decode(b"", final=True))
+            lines.close()
 
         assert process.stdout is not None and process.stderr is not None
         pumps = asyncio.gather(pump(process.stdout, "stdout"), pump(process.stderr, "stderr"))
@@ -124,8 +118,8 @@ async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str,
             pumps.cancel()
     return ProcessResult(
         returncode=process.returncode,
-        stdout=redact(tails["stdout"].text()),
-        stderr=redact(tails["stderr"].text()),
+        stdout=tails["stdout"].text(),
+        stderr=tails["stderr"].text(),
         stdout_cut=tails["stdout"].cut,
         stderr_cut=tails["stderr"].cut,
         timed_out=timed_out,

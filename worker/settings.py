@@ -10,6 +10,7 @@ from pathlib import Path
 from da import config, fleet
 from da.agents import DEFAULT_COMMANDS, AgentCommand, load_commands
 from da.config import ConfigError
+from da.worker import output
 from da.worker.redact import Redactor
 
 DEFAULT_MAX_CONCURRENT = 2
@@ -38,6 +39,7 @@ class WorkerSettings:
     poll_wait: float = DEFAULT_POLL_WAIT
     lease: float | None = None
     log_dir: Path = Path(DEFAULT_LOG_DIR)
+    log_max_bytes: int = output.DEFAULT_LOG_MAX_BYTES
     handlers_path: tuple[Path, ...] = ()
     agent_commands: dict[str, AgentCommand] = field(default_factory=lambda: dict(DEFAULT_COMMANDS))
     process_env: dict[str, str] = field(default_factory=dict, repr=False)
@@ -76,7 +78,9 @@ class WorkerSettings:
             shutdown_grace=config.env_float(env, "SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
             poll_wait=min(config.env_float(env, "WORKER_POLL_WAIT", DEFAULT_POLL_WAIT), 60.0),
             lease=config.env_float(env, "WORKER_LEASE", 60.0, minimum=1.0) if lease else None,
-            log_dir=Path(env.get("DA_LOG_DIR") or DEFAULT_LOG_DIR).expanduser(),
+            log_dir=task_log_dir(env),
+            log_max_bytes=config.env_int(env, "DA_LOG_MAX_BYTES", output.DEFAULT_LOG_MAX_BYTES,
+                                         minimum=output.MIN_LOG_MAX_BYTES),
             handlers_path=config.handlers_path(env),
             agent_commands=load_commands(config_dir),
             process_env={k: v for k, v in env.items() if k not in PRIVATE_VARIABLES},
@@ -85,6 +89,11 @@ class WorkerSettings:
                    "GROQ_MODEL": env.get("GROQ_MODEL", GROQ_MODEL)},
             redactor=Redactor.from_env(env),
         )
+
+
+def task_log_dir(env: Mapping[str, str]) -> Path:
+    """Where task logs go (DA_LOG_DIR): read by the worker, and by `da prune` on the same machine."""
+    return Path(env.get("DA_LOG_DIR") or DEFAULT_LOG_DIR).expanduser()
 
 
 def default_machine_name() -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from da.queue import errors as queue_errors
 from da.queue.client import ClaimedTask, QueueClient
+from da.worker import report
 from da.worker.context import TaskContext
 from da.worker.errors import NeedsHuman
 from da.worker.models import FAILED, NEEDS_HUMAN, Result
@@ -32,6 +33,8 @@ FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 15.0
 # How long a claim in flight may still answer once the worker starts stopping.
 CLAIM_SETTLE = 1.0
+# Heartbeats never come faster than this, whatever lease the queue grants.
+MIN_HEARTBEAT = 0.2
 # Keep this many trailing characters of a handler's traceback in the result.
 TRACEBACK_TAIL = 4000
 
@@ -134,9 +137,12 @@ class Worker:
         finally:
             stop.cancel()
 
-    def _finished(self, task_id: str, _: object = None) -> None:
+    def _finished(self, task_id: str, job: asyncio.Task[None]) -> None:
         self.running.pop(task_id, None)
         self._slot_free.set()
+        if not job.cancelled() and job.exception() is not None:
+            # Never silent: the task is left to the reaper, so say why here.
+            logger.error("running %s crashed", task_id[:8], exc_info=job.exception(), extra={"task_id": task_id})
 
     def stop(self, note: str = "the worker shut down before the task finished") -> None:
         """Stop claiming; running tasks get the shutdown grace, then are killed and reported."""
@@ -166,7 +172,7 @@ class Worker:
             return
         ctx = TaskContext(self.settings, task.id, task.type)
         work = asyncio.create_task(self._run_handler(self.handlers.get(task.type), ctx, task.type, task.payload))
-        beats = asyncio.create_task(self._heartbeat(task.id, lease, claimed.lease_expires_at, ctx, work))
+        beats = asyncio.create_task(self._heartbeat(task.id, lease, claimed.lease_seconds, ctx, work))
         try:
             result = await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -183,7 +189,7 @@ class Worker:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
-        await self._report(task.id, lease, result)
+        await self._report(task.id, lease, task.type, result)
         logger.info("finished %s %s: %s in %.1fs", task.short_id, task.type, result.status,
                     time.monotonic() - started, extra={"task_id": task.id})
 
@@ -208,10 +214,14 @@ class Worker:
                           f"fix {handler.source}", {})
         return result
 
-    async def _heartbeat(self, task_id: str, lease: str, expires_at: float, ctx: TaskContext,
+    async def _heartbeat(self, task_id: str, lease: str, seconds_left: float, ctx: TaskContext,
                          work: asyncio.Task[Result]) -> None:
-        """Extend the lease at a third of its length; stop the work on cancel or a lost lease."""
-        interval = max(0.2, (expires_at - time.time()) / 3)
+        """Extend the lease at a third of its length; stop the work on cancel or a lost lease.
+
+        Timed only by the durations the queue answers: its timestamps against this machine's
+        clock would be off by any skew between the two.
+        """
+        interval = max(MIN_HEARTBEAT, seconds_left / 3)
         while not work.done():
             await asyncio.sleep(interval)
             try:
@@ -228,16 +238,49 @@ class Worker:
                 self._cancel_reason[task_id] = "cancelled in the queue"
                 work.cancel()
                 return
+            if beat.lease_seconds is not None:
+                interval = max(MIN_HEARTBEAT, beat.lease_seconds / 3)
 
-    async def _report(self, task_id: str, lease: str, result: Result) -> None:
+    async def _report(self, task_id: str, lease: str, task_type: str, result: Result) -> None:
+        """Deliver the outcome until acknowledged, reduced to what the queue accepts.
+
+        A 413 halves the report's budget and sends again; a report the queue refuses as
+        malformed is replaced by a `failed` one quoting its reason. Only when even that is
+        refused is the outcome left to the reaper, and the log says so.
+        """
         redact = self.settings.redactor
-        details = {k: redact(v) if isinstance(v, str) else v for k, v in result.details.items()}
-        try:
-            await self._until_acknowledged(lambda: self.client.report(
-                task_id, lease, result.status, details, notes=redact(result.notes)[:4000] or None,
-                action=redact(result.action)[:4000] or None))
-        except LeaseGone as exc:
-            logger.warning("report for %s refused: %s", task_id[:8], exc)
+        budget = report.FIRST_BUDGET
+        delivery = report.prepare(result, task_type=task_type, lease=lease, redact=redact, budget=budget)
+        refused = False
+        while True:
+            send = functools.partial(self.client.report, task_id, lease, delivery.status, delivery.result,
+                                     notes=delivery.notes, action=delivery.action)
+            try:
+                await self._until_acknowledged(send)
+                return
+            except LeaseGone as exc:
+                logger.warning("report for %s refused: %s", task_id[:8], exc)
+                return
+            except queue_errors.TooLarge as exc:
+                if budget <= report.MIN_BUDGET:
+                    logger.error("report for %s is too large for the queue even at %d bytes (%s); giving up",
+                                 task_id[:8], budget, exc.detail, extra={"task_id": task_id})
+                    return
+                budget = max(report.MIN_BUDGET, min(budget, delivery.size(lease)) // 2)
+                logger.warning("report for %s too large for the queue (%s); sending a smaller report of at most "
+                               "%d bytes", task_id[:8], exc.detail, budget, extra={"task_id": task_id})
+                delivery = report.prepare(result, task_type=task_type, lease=lease, redact=redact, budget=budget)
+            except queue_errors.BadRequest as exc:
+                if refused:
+                    logger.error("report for %s refused by the queue: %s; giving up", task_id[:8], exc.detail,
+                                 extra={"task_id": task_id})
+                    return
+                refused = True
+                logger.warning("report for %s refused by the queue (%s); reporting it failed instead", task_id[:8],
+                               exc.detail, extra={"task_id": task_id})
+                delivery = report.failure(result, task_type=task_type, redact=redact,
+                                          reason=f"the queue refused the result: {exc.detail}",
+                                          action=f"fix the handler {task_type} so its result is plain JSON, then retry")
 
     async def _until_acknowledged(self, send: Any) -> Any:
         """Retry an idempotent call with backoff until the queue answers it.
@@ -254,8 +297,8 @@ class Worker:
                 return await send()
             except (queue_errors.LeaseLost, queue_errors.NotFound, queue_errors.Conflict) as exc:
                 raise LeaseGone(exc.detail) from exc
-            except queue_errors.BadRequest:
-                raise
+            except (queue_errors.BadRequest, queue_errors.TooLarge):
+                raise  # the same request would be refused again
             except queue_errors.QueueError as exc:
                 if deadline is not None and time.monotonic() > deadline:
                     raise LeaseGone(f"gave up while shutting down: {exc.detail}") from exc
