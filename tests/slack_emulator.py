@@ -122,10 +122,25 @@ class Envelope:
     acked_at: float | None = None
     ack_payload: Any = None
     trigger_id: str | None = None
+    # The input block ids of a submitted view: the only keys a `response_action: errors` ack may use.
+    inputs: frozenset[str] | None = None
 
     @property
     def late(self) -> bool:
         return self.acked_at is None or self.acked_at - self.sent_at > ACK_DEADLINE
+
+    def ack_problem(self) -> str | None:
+        """Why Slack would not show this ack's answer, if it would not."""
+        payload = self.ack_payload
+        if not isinstance(payload, dict) or not payload:
+            return None
+        if self.kind == "interactive" and self.inputs is None:
+            return "a click's ack carries no answer; Slack ignores it"
+        if payload.get("response_action") == "errors":
+            keys = set(payload.get("errors") or {})
+            if not keys or not keys <= (self.inputs or frozenset()):
+                return f"errors keyed by {sorted(keys)}, not by the view's input blocks {sorted(self.inputs or [])}"
+        return None
 
 
 @dataclass
@@ -551,6 +566,8 @@ class SlackEmulator:
         await self.connected()
         envelope_id = envelope_id or str(uuid.uuid4())
         record = Envelope(envelope_id, envelope_type, time.monotonic(), trigger_id=payload.get("trigger_id"))
+        if payload.get("type") == "view_submission":
+            record.inputs = frozenset(b["block_id"] for b in payload["view"]["blocks"] if b.get("type") == "input")
         self.envelopes[envelope_id] = record
         assert self.socket is not None
         frame: dict[str, Any] = {"envelope_id": envelope_id, "payload": payload, "type": envelope_type,
@@ -686,6 +703,10 @@ class SlackEmulator:
     def late_acks(self) -> list[Envelope]:
         """Envelopes acked after 3 s or never: Slack shows the user an error for each."""
         return [e for e in self.envelopes.values() if e.late]
+
+    def bad_acks(self) -> list[tuple[Envelope, str]]:
+        """Acks whose answer Slack would refuse or ignore."""
+        return [(e, problem) for e in self.envelopes.values() if (problem := e.ack_problem())]
 
 
 def normalise(blocks: list[Any]) -> list[dict[str, Any]]:

@@ -35,6 +35,8 @@ async def slack() -> AsyncIterator[SlackEmulator]:
     await emulator.stop()
     late = [(e.kind, e.envelope_id) for e in emulator.late_acks()]
     assert not late, f"Slack would show the user an error for these envelopes (acked late or never): {late}"
+    bad = [(e.kind, problem) for e, problem in emulator.bad_acks()]
+    assert not bad, f"Slack would refuse or ignore these acks: {bad}"
 
 
 @pytest.fixture

@@ -169,3 +169,14 @@ async def test_the_terminal_confirms_the_same_tasks_it_previewed(queue_client: Q
     assert (done.count, done.skipped) == (2, 0)
     assert [(await queue_client.get_task(t.id)).status for t in shown] == ["pending"] * 2
     assert (await queue_client.get_task(later.id)).status == "needs_human"
+
+
+async def test_a_note_form_submitted_by_someone_not_allowed_shows_the_refusal_in_the_form(
+        bot, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    task = await needs_human(queue_client)
+    view = await note_form_from_review(slack, task)
+    envelope = await slack.submit(view, note_values("sneaky", "done"), user="USTRANGER")
+    await slack.wait_ack(envelope)
+    assert envelope.ack_payload["response_action"] == "errors"
+    assert "SLACK_ALLOWED_USERS" in envelope.ack_payload["errors"]["note"]
+    assert (await queue_client.get_task(task.id)).status == "needs_human"

@@ -202,13 +202,20 @@ async def confirm_bulk(ack: Any, body: dict[str, Any], action: dict[str, Any], c
     if acted is None:
         return
     room, reply, user = acted
-    pending = room.state.bulk.pop(value_of(action).get("t", ""), None)
+    token = value_of(action).get("t", "")
+    pending = room.state.bulk.pop(token, None)
     if pending is None:
         await reply.send("This confirmation is no longer open (it was used or cancelled); run "
                          "`/da resolve all` again to see what it would change now.")
         return
     room.state.save()
-    done = await room.layer.resolve_exact(pending.task_ids, pending.status, user=user)
+    try:
+        done = await room.layer.resolve_exact(pending.task_ids, pending.status, user=user)
+    except queue_errors.QueueError as exc:
+        room.state.bulk[token] = pending  # nothing or part was done; Confirm again finishes the rest
+        room.state.save()
+        await reply.send(room.queue_error(exc))
+        return
     text, _ = blocks.render(done)
     await reply.send(f"{text} (by <@{user}>)", replace=True)
 
