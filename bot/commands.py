@@ -181,17 +181,36 @@ class CommandLayer:
         status = command.words[1] if len(command.words) > 1 else models.DONE
         notes = command.options.get("notes")
         if target == "all":
+            ids = tuple(task.id for task in await self.all_tasks(models.NEEDS_HUMAN))
+            preview = views.BulkPreview(len(ids), models.NEEDS_HUMAN, status, ids)
             if "yes" not in command.flags:
-                preview = await self.client.resolve_many(models.NEEDS_HUMAN, status, dry_run=True)
-                return views.BulkPreview(preview["count"], models.NEEDS_HUMAN, status)
-            return await self.resolve_all(models.NEEDS_HUMAN, status, user=user, notes=notes)
+                return preview
+            return await self.resolve_exact(ids, status, user=user, notes=notes)
         task = await self.client.resolve(target, status, notes=notes, by=user)
         return views.Resolved(task)
 
-    async def resolve_all(self, from_status: str, status: str, *, user: str | None,
-                          notes: str | None = None) -> views.BulkResolved:
-        done = await self.client.resolve_many(from_status, status, by=user, notes=notes)
-        return views.BulkResolved(done["count"], from_status, status)
+    async def all_tasks(self, status: str) -> list[Task]:
+        """Every task in `status`, page by page (newest first)."""
+        found: list[Task] = []
+        before: int | None = None
+        while True:
+            page, before = await self.client.list_tasks(status=status, limit=models.MAX_LIMIT, before=before)
+            found += page
+            if not page or before is None:
+                return found
+
+    async def resolve_exact(self, task_ids: tuple[str, ...] | list[str], status: str, *, user: str | None,
+                            notes: str | None = None) -> views.BulkResolved:
+        """Resolve exactly the tasks a preview listed; any that someone settled meanwhile are left alone."""
+        moved = skipped = 0
+        for task_id in task_ids:
+            try:
+                await self.client.resolve(task_id, status, notes=notes, by=user)
+            except (queue_errors.Conflict, queue_errors.NotFound):
+                skipped += 1
+                continue
+            moved += 1
+        return views.BulkResolved(moved, models.NEEDS_HUMAN, status, skipped)
 
     async def verb_cancel(self, command: Command, *, user: str | None = None, **_: Any) -> views.TaskDetail:
         task = await self.client.cancel(command.words[0], by=user, notes=command.options.get("notes"))

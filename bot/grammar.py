@@ -1,13 +1,14 @@
 """The `/da` and `da` command grammar, shared by Slack and the terminal.
 
-`parse("assign fix login --machine=mac")` → Command(verb="assign", words=["fix", "login"],
-options={"machine": "mac"}). A malformed command raises UsageError carrying the usage line
-of its verb, which both front ends show as is.
+`parse("assign fix the user's login --machine=mac")` → Command(verb="assign",
+text="fix the user's login", words=("fix", "the", "user's", "login"), options={"machine": "mac"}).
+A malformed command raises UsageError carrying the usage line of its verb, which both front
+ends show as is.
 """
 
 from __future__ import annotations
 
-import shlex
+import re
 from dataclasses import dataclass, field
 
 from da.queue.models import RESOLVE_TO, STATUSES
@@ -63,16 +64,14 @@ SKILLS_CHANGING = ("install", "add", "create")
 
 @dataclass(frozen=True)
 class Command:
-    """A parsed command: verb, positional words, --key=value options and --flags."""
+    """A parsed command: verb, the text as typed between the verb and the options, its words,
+    --key=value options and --flags."""
 
     verb: str
     words: tuple[str, ...] = ()
     options: dict[str, str] = field(default_factory=dict)
     flags: frozenset[str] = frozenset()
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.words)
+    text: str = ""
 
     @property
     def changes_state(self) -> bool:
@@ -84,54 +83,106 @@ class Command:
         return VERBS[self.verb].usage
 
 
-def split(text: str) -> list[str]:
-    """Words as a shell would split them; Slack's smart quotes count as quotes."""
-    text = text.replace("\u201c", '"').replace("\u201d", '"').replace("\u2018", "'").replace("\u2019", "'")
-    return shlex.split(text)
+# Quotes people type, straight or as a phone or Slack turns them: a value in them may hold spaces.
+QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019"}
+# An option word at the end of a line: --name or --name=value, the value bare or in quotes. Phones
+# and macOS turn a typed -- into an em or en dash, so those start an option too.
+OPTION_AT_END = re.compile(
+    r"(?:^|\s)((?:--|\u2014|\u2013)([A-Za-z][\w-]*)(?:=(\"[^\"]*\"|\u201c[^\u201d]*\u201d|'[^']*'|"
+    r"\u2018[^\u2019]*\u2019|[^\s\"'\u201c\u2018]\S*|))?)\s*$")
+VERB_AND_REST = re.compile(r"\s*(\S+)(?:\s+(.*))?", re.DOTALL)
 
 
 def parse(text: str, *, allow_local: bool = True) -> Command:
-    """Parse one command line; raise UsageError with the verb's usage on any mistake."""
-    try:
-        tokens = split(text)
-    except ValueError as exc:
-        raise UsageError(f"cannot read that command ({exc}).", "help") from None
-    if not tokens:
+    """Parse one typed line (Slack, the REPL); raise UsageError with the verb's usage on any mistake.
+
+    Flags are only `--name=value` (or `--flag`) words at the end; everything between the verb
+    and them is kept as typed (apostrophes, quotes, newlines), so a prompt reaches its task
+    unchanged. A description wholly in quotes loses those quotes.
+    """
+    match = VERB_AND_REST.fullmatch(text)
+    if match is None:
         return Command("help")
-    verb_name = tokens[0].lower()
-    verb = VERBS.get(verb_name)
+    verb_name, rest = match.group(1), (match.group(2) or "").rstrip()
+    verb = known_verb(verb_name, allow_local)
+    trailing: list[tuple[str, str | None]] = []
+    while found := OPTION_AT_END.search(rest):
+        value = found.group(3)
+        if value is not None and value[:1] in QUOTES:
+            value = value[1:-1]
+        trailing.insert(0, (found.group(2), value))
+        rest = rest[: found.start()].rstrip()
+    return build(verb_name, verb, unquoted(rest.strip()), trailing)
+
+
+def parse_argv(argv: list[str], *, allow_local: bool = True) -> Command:
+    """Parse words a shell already split (`da assign "fix the user's login" --yes`)."""
+    if not argv:
+        return Command("help")
+    verb = known_verb(argv[0], allow_local)
+    tokens = list(argv[1:])
+    trailing: list[tuple[str, str | None]] = []
+    while tokens and tokens[-1].startswith(("--", "\u2014", "\u2013")) and tokens[-1].lstrip("-\u2014\u2013"):
+        name, sep, value = tokens.pop().lstrip("-\u2014\u2013").partition("=")
+        trailing.insert(0, (name, value if sep else None))
+    return build(argv[0], verb, " ".join(tokens).strip(), trailing)
+
+
+def known_verb(name: str, allow_local: bool) -> Verb:
+    verb = VERBS.get(name.lower())
     if verb is None or (verb.local and not allow_local):
-        known = ", ".join(name for name, v in VERBS.items() if allow_local or not v.local)
-        raise UsageError(f"unknown command {tokens[0]!r}; known commands: {known}.", "help [verb]")
-    words: list[str] = []
+        known = ", ".join(n for n, v in VERBS.items() if allow_local or not v.local)
+        raise UsageError(f"unknown command {name!r}; known commands: {known}.", "help [verb]")
+    return verb
+
+
+def unquoted(text: str) -> str:
+    """A text wholly inside one pair of quotes, without them; any other text as is."""
+    if len(text) >= 2 and QUOTES.get(text[0]) == text[-1] and text[-1] not in text[1:-1]:
+        return text[1:-1]
+    return text
+
+
+def build(verb_name: str, verb: Verb, text: str, trailing: list[tuple[str, str | None]]) -> Command:
+    """Check the trailing options against the verb and make the Command."""
+    verb_name = verb_name.lower()
     options: dict[str, str] = {}
     flags: set[str] = set()
-    for token in tokens[1:]:
-        if token.startswith("--") and len(token) > 2:
-            key, sep, value = token[2:].partition("=")
-            key = key.lower().replace("-", "_")
-            if sep and key in verb.options:
-                if not value:
-                    raise UsageError(f"--{key} needs a value.", verb.usage)
-                options[key] = value
-            elif not sep and key in verb.flags:
-                flags.add(key)
-            elif key in verb.options:
-                raise UsageError(f"--{key} needs a value, like --{key}=X.", verb.usage)
-            else:
-                raise UsageError(f"unknown option --{key} for {verb_name}.", verb.usage)
+    for raw_key, value in trailing:
+        key = raw_key.lower().replace("-", "_")
+        if value is not None and key in verb.options:
+            if not value:
+                raise UsageError(f"--{key} needs a value.", verb.usage)
+            options[key] = value
+        elif value is None and key in verb.flags:
+            flags.add(key)
+        elif key in verb.options:
+            raise UsageError(f"--{key} needs a value, like --{key}=X.", verb.usage)
         else:
-            words.append(token)
-    command = Command(verb_name, tuple(words), options, frozenset(flags))
+            hint = " (to keep it in the description, put the description in quotes)" if verb_name == "assign" else ""
+            raise UsageError(f"unknown option --{key} for {verb_name}{hint}.", verb.usage)
+    words = tuple(text.split())
+    for word in words:
+        name = word.lstrip("-\u2014\u2013").partition("=")[0].lower().replace("-", "_")
+        if word.startswith(("--", "\u2014", "\u2013")) and name in verb.options + verb.flags:
+            if word.partition("=")[2][:1] in QUOTES:
+                raise UsageError(f"close the quote after --{name}=.", verb.usage)
+            raise UsageError(f"put --{name} at the end: options come after the {describe(verb_name)}, and a value "
+                             f'with spaces goes in quotes (--{name}="two words").', verb.usage)
+    command = Command(verb_name, words, options, frozenset(flags), text)
     check_arity(command)
     return command
+
+
+def describe(verb_name: str) -> str:
+    return "description" if verb_name == "assign" else "other words"
 
 
 def check_arity(command: Command) -> None:
     """Each verb's positional words, so a bad command fails before any network call."""
     words, usage = command.words, command.usage()
     verb = command.verb
-    if verb == "assign" and not command.text.strip():
+    if verb == "assign" and not command.text:
         raise UsageError("assign needs a description of the work.", usage)
     if verb in ("show", "cancel") and len(words) != 1:
         raise UsageError(f"{verb} takes one task id.", usage)

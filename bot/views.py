@@ -140,11 +140,12 @@ class Resolved(View):
 
 @dataclass(frozen=True)
 class BulkPreview(View):
-    """How many tasks `resolve all` would change, before it does."""
+    """The tasks `resolve all` would change, before it does; a confirm acts on exactly these."""
 
     count: int
     from_status: str
     status: str
+    task_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ class BulkResolved(View):
     count: int
     from_status: str
     status: str
+    # Tasks of the preview that someone else settled first.
+    skipped: int = 0
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,7 @@ command("worker", "run this machine's worker")(worker)
 def up(argv: list[str] | None = None) -> int:
     """The queue and a local worker in one process, on the embedded SQLite default."""
     import asyncio
+    import contextlib
     import signal
 
     from aiohttp import web
@@ -209,7 +210,7 @@ def up(argv: list[str] | None = None) -> int:
     async def run() -> None:
         runner = web.AppRunner(queue_app.make_app(queue_settings, roster), access_log=None)
         await runner.setup()
-        slack = None
+        slack: asyncio.Task[None] | None = None
         # Whatever fails from here on (a busy port, Slack refusing a token), the store and its
         # threads are closed, so the process exits instead of hanging on them.
         try:
@@ -219,9 +220,13 @@ def up(argv: list[str] | None = None) -> int:
             if bot_settings is not None:
                 from da.bot.slack.app import BotProcess
 
-                slack = BotProcess(bot_settings)
-                await slack.start()
-                print("da: Slack bot connected (socket mode)", file=sys.stderr)
+                bot_process, ready = BotProcess(bot_settings), asyncio.Event()
+                slack = asyncio.create_task(bot_process.run(ready))
+                await asyncio.wait([slack, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+                if slack.done():
+                    slack.result()  # a refused token stops `da up` with its one line
+                print("da: Slack bot " + ("connected (socket mode)" if bot_process.connected else
+                                          "standing by: another da bot runs for this workspace"), file=sys.stderr)
             if worker_parts is None:
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
@@ -234,7 +239,9 @@ def up(argv: list[str] | None = None) -> int:
                 await instance.async_run()
         finally:
             if slack is not None:
-                await slack.stop()
+                slack.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await slack
             await runner.cleanup()
 
     try:
@@ -441,7 +448,9 @@ def bot(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="da bot", description="Run the Slack bot (socket mode).",
         epilog="Environment: SLACK_BOT_TOKEN (xoxb-), SLACK_APP_TOKEN (xapp-), SLACK_ALLOWED_USERS, "
-               "SLACK_NOTIFY_CHANNEL, SLACK_API_URL, QUEUE_URL, SECRET_KEY, ROUTER.").parse_args(argv)
+               "SLACK_NOTIFY_CHANNEL, SLACK_NOTIFY_DONE, SLACK_BURST_THRESHOLD, SLACK_TIMEOUT, SLACK_STATE_PATH, "
+               "SLACK_API_URL, QUEUE_URL, SECRET_KEY, ROUTER. One bot runs per workspace: a second one stands "
+               "by.").parse_args(argv)
     cwd = Path.cwd()
     env = config.load_environment(cwd)
     try:

@@ -96,6 +96,18 @@ def env_float(env: Mapping[str, str], key: str, default: float, *, minimum: floa
     return value
 
 
+def env_flag(env: Mapping[str, str], key: str, default: bool = False) -> bool:
+    """An on/off setting (1/true/yes/on or 0/false/no/off), naming the variable when it is neither."""
+    raw = env.get(key, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key}={raw!r} is not on or off; set it to 1 or 0.")
+
+
 def env_list(env: Mapping[str, str], key: str) -> list[str]:
     """A comma-separated setting as a list, blanks dropped."""
     return [item.strip() for item in env.get(key, "").split(",") if item.strip()]

@@ -378,6 +378,34 @@ async def events(request: web.Request) -> web.Response:
         await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
 
 
+async def named_lease(request: web.Request) -> web.Response:
+    """POST takes or renews a named lease for `holder` (409 while another holds it); DELETE
+    lets go of it (`?holder=`). A process that must run once per fleet (the Slack bot of a
+    workspace) holds one, so a second copy on any machine stands by instead of running twice."""
+    store, name = request.app[STORE], request.match_info["name"]
+    if not models.LEASE_NAME_PATTERN.match(name) or len(name) > models.MAX_NAME:
+        raise BadRequest(f"lease name {name[:40]!r} may hold only letters, digits and _.:@~+- (at most "
+                         f"{models.MAX_NAME} characters), starting with a letter or digit.")
+    if request.method == "DELETE":
+        only_query(request, "holder")
+        holder = request.query.get("holder", "")
+        if not holder:
+            raise BadRequest("query parameter 'holder' is required: who is letting go of the lease.")
+        released = await store.release_lease(name, holder)
+        return json_response({"name": name, "released": released})
+    only_query(request)
+    body = models.require_object(await read_json(request))
+    models.reject_unknown(body, ("holder", "ttl", "data"))
+    holder = models.get_str(body, "holder", required=True, max_len=models.MAX_NAME) or ""
+    ttl = models.get_number(body, "ttl", 60.0, models.MIN_NAMED_LEASE, models.MAX_NAMED_LEASE)
+    data = body.get("data")
+    if data is not None:
+        models.require_object(data, "field 'data'")
+        if len(orjson.dumps(data)) > models.MAX_LEASE_DATA:
+            raise BadRequest(f"field 'data' is larger than {models.MAX_LEASE_DATA} bytes as JSON.")
+    return json_response((await store.acquire_lease(name, holder, ttl, data)).to_json())
+
+
 async def metrics_page(request: web.Request) -> web.Response:
     only_query(request)
     store = request.app[STORE]
@@ -408,6 +436,8 @@ ROUTES = [
     web.post("/v1/prune", prune),
     web.get("/v1/machines", machines),
     web.get("/v1/events", events),
+    web.post("/v1/leases/{name}", named_lease),
+    web.delete("/v1/leases/{name}", named_lease),
     web.get("/metrics", metrics_page),
     web.get("/openapi.json", openapi_document),
 ]

@@ -239,6 +239,18 @@ class QueueClient:
         body = (await self.request("GET", "/v1/events", params=params, timeout=DEFAULT_TIMEOUT + wait)).json()
         return [_event(e) for e in body["events"]], body["last"]
 
+    async def acquire_lease(self, name: str, holder: str, ttl: float,
+                            data: dict[str, Any] | None = None) -> tuple[float, dict[str, Any] | None]:
+        """Take or renew a named lease, keeping `data` with it; returns when it expires and the data it
+        holds (a previous holder's, when this one did not send any). Conflict while another holder has it."""
+        body = (await self.request("POST", f"/v1/leases/{name}", json={"holder": holder, "ttl": ttl, "data": data})
+                ).json()
+        return parse_iso(body["expires_at"]) or 0.0, body.get("data")
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        """Let go of a named lease; False when nobody held it."""
+        return bool((await self.request("DELETE", f"/v1/leases/{name}", params={"holder": holder})).json()["released"])
+
 
 def _event(data: dict[str, Any]) -> Event:
     return Event(data["id"], data["task_id"], data["from"], data["to"], data["by"], parse_iso(data["at"]) or 0.0,

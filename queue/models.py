@@ -49,8 +49,15 @@ MAX_WAIT = 60.0
 MAX_LEASE = 3600.0
 MIN_LEASE = 1.0
 MAX_LIMIT = 500
+# A named lease lasts 5 s to an hour; its holder renews it well before it runs out.
+MIN_NAMED_LEASE = 5.0
+MAX_NAMED_LEASE = 3600.0
+# What a holder keeps with a named lease (a cursor, a note) stays small.
+MAX_LEASE_DATA = 2000
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/~+-]*$")
+# A lease's name is one URL path segment: a name without the slash.
+LEASE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@~+-]*$")
 ID_PREFIX_PATTERN = re.compile(r"^[0-9a-fA-F-]+$")
 
 
@@ -175,6 +182,26 @@ class Event:
             "at": iso(self.at),
             "note": self.note,
         }
+
+
+@dataclass(frozen=True)
+class NamedLease:
+    """Who holds a named lease, since when, and until when unless renewed."""
+
+    name: str
+    holder: str
+    acquired_at: float
+    expires_at: float
+    data: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: Row) -> NamedLease:
+        data = json.loads(row["data"]) if row["data"] else None
+        return cls(row["name"], row["holder"], row["acquired_at"], row["expires_at"], data)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "holder": self.holder, "acquired_at": iso(self.acquired_at),
+                "expires_at": iso(self.expires_at), "data": self.data}
 
 
 # ---- request parsing -------------------------------------------------------------

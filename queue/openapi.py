@@ -75,6 +75,11 @@ TASK_ID = {"name": "id", "in": "path", "required": True,
            "schema": {"type": "string", "minLength": 4, "maxLength": 36, "pattern": "^[0-9a-fA-F-]+$"},
            "description": "Full id or a unique prefix of 4 or more characters."}
 LEASE_BODY = {"lease": TOKEN}
+LEASE_NAME = {"name": "name", "in": "path", "required": True,
+              "schema": {"type": "string", "maxLength": models.MAX_NAME, "pattern": models.LEASE_NAME_PATTERN.pattern},
+              "description": "The lease's name, e.g. slack:T0123456."}
+LEASE = {"type": "object", "properties": {"name": STR, "holder": STR, "acquired_at": TIME, "expires_at": TIME,
+                                          "data": {"type": ["object", "null"]}}}
 # The payload is free-form but for the two keys the service reads (the original tool's pin, a lock).
 PAYLOAD = {"type": "object", "properties": {"_target_machine": _nullable(OPT_NAME),
                                             "lock": {"type": ["string", "null"], "maxLength": 1000}}}
@@ -166,6 +171,23 @@ def document(version: str) -> dict[str, Any]:
                    "Last event id seen; -1 answers the newest id."),
             _query("wait", {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT}, "Seconds to wait."),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size.")])},
+        "/v1/leases/{name}": {
+            "post": _op("Take or renew a named lease for `holder` (one holder per name, e.g. one Slack bot per "
+                        "workspace).", {"200": _json(LEASE, "Held until `expires_at` unless renewed."),
+                                        **_errors(400, 401), "409": _json(ERROR, "Another holder has it.")},
+                        body=_body({"holder": {**STR, "minLength": 1, "maxLength": models.MAX_NAME, "pattern": "\\S"},
+                                    "ttl": {"type": "number", "minimum": models.MIN_NAMED_LEASE,
+                                            "maximum": models.MAX_NAMED_LEASE},
+                                    "data": {"type": "object",
+                                             "description": f"At most {models.MAX_LEASE_DATA} bytes as JSON."}},
+                                   ["holder"]),
+                        params=[LEASE_NAME]),
+            "delete": _op("Let go of a named lease.", {"200": _json(
+                {"type": "object", "properties": {"name": STR, "released": {"type": "boolean"}}},
+                "`released` is false when nobody held it."), **_errors(400, 401),
+                "409": _json(ERROR, "Another holder has it.")},
+                params=[LEASE_NAME, {**_query("holder", {**STR, "minLength": 1}, "Who lets go."), "required": True}]),
+        },
         "/metrics": {"get": _op("Prometheus metrics.", {"200": {"description": "Text exposition.", "content": {
             "text/plain": {"schema": STR}}}, **_errors(401)})},
         "/openapi.json": {"get": _op("This document.", {"200": _json({"type": "object"}, "OpenAPI 3."),

@@ -444,6 +444,38 @@ class Store(ABC):
     async def status_counts(self) -> list[tuple[str, str, int]]:
         return [(row["status"], row["type"], int(row["n"])) for row in await self._fetch("status_counts")]
 
+    # ---- named leases (one holder per name: e.g. the one Slack bot of a workspace) ------
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float,
+                            data: dict[str, Any] | None = None) -> models.NamedLease:
+        """Take `name` for `holder` for `ttl` seconds, or renew it (keeping `data` with it, else the
+        data it had); Conflict while another holds it.
+
+        One upsert decides, so two holders racing for a free lease cannot both get it.
+        """
+        rows = await self._write("acquire_named_lease", lease_name=name, holder=holder, ttl=ttl, now=self.clock(),
+                                 data=None if data is None else json.dumps(data))
+        if rows:
+            return models.NamedLease.from_row(rows[0])
+        held = await self._fetch("named_lease", lease_name=name)
+        if not held:
+            return await self.acquire_lease(name, holder, ttl, data)  # let go of in between: try again
+        current = models.NamedLease.from_row(held[0])
+        left = max(0.0, current.expires_at - self.clock())
+        raise Conflict(f"lease {name!r} is held by {current.holder} for {left:.0f} more second(s) unless it "
+                       "renews; try again later.")
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        """Let go of `name` if `holder` has it (its data stays for the next holder); False when nobody
+        holds it, Conflict when another does."""
+        now = self.clock()
+        if await self._write("release_named_lease", lease_name=name, holder=holder, now=now):
+            return True
+        held = await self._fetch("named_lease", lease_name=name)
+        if held and held[0]["holder"] != holder and held[0]["expires_at"] > now:
+            raise Conflict(f"lease {name!r} is held by {held[0]['holder']}, not {holder}; nothing released.")
+        return False
+
 
 def create_store(settings: QueueSettings, *, clock: Callable[[], float] = time.time) -> Store:
     """The store the settings ask for: PostgreSQL when QUEUE_DB_URL is set, else the SQLite file."""

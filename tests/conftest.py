@@ -26,6 +26,9 @@ from da.queue import store as store_module
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
 
+# The Slack tests' fixtures (emulator, bot, fleet queue) live in their own module.
+pytest_plugins = ("slack_support",)
+
 SECRET = "test-secret-0123456789"
 # Read at import: the autouse fixture below clears DA_* variables before each test.
 REQUIRE_POSTGRES = os.environ.get("DA_REQUIRE_POSTGRES") == "1"

@@ -1,46 +1,213 @@
-"""A local stand-in for Slack: the socket-mode websocket and the Web API methods the bot uses.
+"""A local stand-in for Slack, at least as strict as Slack: the socket-mode websocket, the Web API
+methods the bot uses and `response_url`.
 
 It speaks the real protocol to the real slack_bolt/slack_sdk client: `apps.connections.open`
-hands out a ws:// URL, the socket sends `hello`, then envelopes with an `envelope_id` that
-the client must ack; Web API calls and `response_url` posts are recorded for assertions.
+hands out a ws:// URL, the socket sends `hello`, then envelopes with an `envelope_id` that the
+client must ack within 3 s. Every message the bot shows is stored as Slack stores it (per
+channel, ephemeral or not, with generated block ids and entity-escaped plain text), so a click
+is built from what the user really saw, with the payload Slack really sends (an ephemeral
+click carries no `message`).
+
+Strictness, with the facts in /work/brief/SLACK_FACTS.md:
+- slash text arrives with & < > escaped; slash envelopes carry no retry fields;
+- chat.update refuses unknown or ephemeral ts (`message_not_found`) and messages the bot did
+  not post with chat.* (`cant_update_message`);
+- `response_url` serves 5 uses within 30 minutes, then 404; it validates blocks (400
+  `invalid_blocks`, `msg_blocks_too_long`) and really replaces or deletes the original;
+- Block Kit is validated (`invalid_blocks`), block text is capped at 12,000 characters in total
+  (`msg_blocks_too_long`), text without blocks is required (`no_text`);
+- chat.postMessage allows one message per second per channel (HTTP 429 with an integer
+  `Retry-After`), chat.update and chat.delete are Tier 3 (50 a minute), postEphemeral and
+  views.open Tier 4 (100 a minute);
+- private channels and DMs the bot is not in answer `channel_not_found`; public channels
+  need membership or `chat:write.public` (`not_in_channel`);
+- views.open checks the trigger (format, single use, 3 s) and the modal's limits;
+- faults on demand: a connection reset or a stall, before or after Slack did the work, a 5xx,
+  a 429, or a body that is not JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import math
+import secrets
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
+import slack_limits
 from conftest import wait_until
+
+TEAM, APP_ID, BOT_USER, BOT_ID = "T1", "A1", "UBOT", "BBOT"
+USERS = ("UALLOWED", "USTRANGER", "UOTHER")
+# response_url: "up to 5 times within 30 minutes of the user's invocation".
+RESPONSE_URL_USES = 5
+RESPONSE_URL_LIFETIME = 30 * 60
+# Acks and triggers are good for 3 seconds.
+ACK_DEADLINE = 3.0
+TRIGGER_LIFETIME = 3.0
+# (calls, window in seconds) per method for the whole workspace; chat.postMessage is limited per channel.
+TIERS: dict[str, tuple[int, float]] = {
+    "chat.update": (50, 60.0), "chat.delete": (50, 60.0), "apps.connections.open": (50, 60.0),
+    "chat.postEphemeral": (100, 60.0), "views.open": (100, 60.0), "views.update": (100, 60.0),
+}
+POST_INTERVAL = 1.0
+DEFAULT_SCOPES = frozenset({"commands", "chat:write", "chat:write.public"})
+
+
+@dataclass
+class Channel:
+    id: str
+    name: str
+    private: bool = False
+    bot_member: bool = True
+    members: set[str] = field(default_factory=lambda: set(USERS))
+    archived: bool = False
+
+
+@dataclass
+class Message:
+    """One message as Slack stores it; `versions` keeps every form it has shown."""
+
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    ephemeral_to: str | None = None
+    by_bot_token: bool = True
+    thread_ts: str | None = None
+    deleted: bool = False
+    versions: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def ephemeral(self) -> bool:
+        return self.ephemeral_to is not None
+
+    def stored(self) -> dict[str, Any]:
+        """The `message` object of a block_actions payload (a channel message only)."""
+        body: dict[str, Any] = {"type": "message", "text": self.text, "ts": self.ts, "team": TEAM,
+                                "blocks": json.loads(json.dumps(self.blocks))}
+        if self.by_bot_token:
+            body.update(user=BOT_USER, bot_id=BOT_ID, app_id=APP_ID,
+                        bot_profile={"id": BOT_ID, "app_id": APP_ID, "name": "da", "team_id": TEAM})
+        else:
+            body.update(subtype="bot_message", bot_id=BOT_ID)
+        if self.thread_ts:
+            body["thread_ts"] = self.thread_ts
+        return body
+
+
+@dataclass
+class ResponseUrl:
+    kind: str  # "command" or "action"
+    channel: str
+    user: str
+    created: float
+    source: tuple[str, str] | None = None
+    uses: int = 0
 
 
 @dataclass
 class Envelope:
     envelope_id: str
+    kind: str
     sent_at: float
     acked_at: float | None = None
     ack_payload: Any = None
+    trigger_id: str | None = None
+    # The input block ids of a submitted view: the only keys a `response_action: errors` ack may use.
+    inputs: frozenset[str] | None = None
+
+    @property
+    def late(self) -> bool:
+        return self.acked_at is None or self.acked_at - self.sent_at > ACK_DEADLINE
+
+    def ack_problem(self) -> str | None:
+        """Why Slack would not show this ack's answer, if it would not."""
+        payload = self.ack_payload
+        if not isinstance(payload, dict) or not payload:
+            return None
+        if self.kind == "interactive" and self.inputs is None:
+            return "a click's ack carries no answer; Slack ignores it"
+        if payload.get("response_action") == "errors":
+            keys = set(payload.get("errors") or {})
+            if not keys or not keys <= (self.inputs or frozenset()):
+                return f"errors keyed by {sorted(keys)}, not by the view's input blocks {sorted(self.inputs or [])}"
+        return None
+
+
+@dataclass
+class Call:
+    """One Web API request and how the emulator answered it."""
+
+    method: str
+    args: dict[str, Any]
+    status: int = 200
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.error is None
+
+
+@dataclass
+class Fault:
+    method: str
+    kind: str  # reset | stall | 500 | 503 | 429 | bad_json
+    after: bool = False  # True: Slack did the work, then the connection failed
+    times: int = 1
+
+
+class SlackError(Exception):
+    def __init__(self, error: str, status: int = 200, **extra: Any) -> None:
+        super().__init__(error)
+        self.error, self.status, self.extra = error, status, extra
 
 
 @dataclass
 class SlackEmulator:
     bot_token: str = "xoxb-test-bot-token"
     app_token: str = "xapp-test-app-token"
-    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    scopes: set[str] = field(default_factory=lambda: set(DEFAULT_SCOPES))
+    calls: list[Call] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
+    response_attempts: list[tuple[dict[str, Any], int, str]] = field(default_factory=list)
     envelopes: dict[str, Envelope] = field(default_factory=dict)
+    channels: dict[str, Channel] = field(default_factory=dict)
+    messages: dict[tuple[str, str], Message] = field(default_factory=dict)
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tiers: dict[str, tuple[int, float]] = field(default_factory=lambda: dict(TIERS))
+    post_interval: float = POST_INTERVAL
+    faults: list[Fault] = field(default_factory=list)
     connections: int = 0
     server: TestServer | None = None
     socket: web.WebSocketResponse | None = None
     refuse_auth: bool = False
+    clock_offset: float = 0.0
     _ts: Any = field(default_factory=lambda: itertools.count(1))
-    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _urls: dict[str, ResponseUrl] = field(default_factory=dict)
+    _triggers: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    _last_post: dict[str, float] = field(default_factory=dict)
+    _tier_calls: dict[str, deque[float]] = field(default_factory=dict)
+    _shown: list[tuple[dict[str, Any], Message, int]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        for channel in (Channel("CGENERAL", "general"), Channel("CNOTIFY", "da-alerts"),
+                        Channel("COUTSIDE", "random", bot_member=False),
+                        Channel("GPRIVATE", "secret-project", private=True, bot_member=False),
+                        Channel("DUSER", "", private=True, bot_member=False, members={"UALLOWED", "UOTHER"})):
+            self.channels[channel.id] = channel
+
+    def now(self) -> float:
+        return time.monotonic() + self.clock_offset
 
     @property
     def url(self) -> str:
@@ -53,55 +220,312 @@ class SlackEmulator:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_post("/api/{method}", self.api)
+        app.router.add_route("*", "/api/{method}", self.api)
         app.router.add_get("/link", self.link)
         app.router.add_post("/respond/{id}", self.respond)
         self.server = TestServer(app, host="127.0.0.1")
         await self.server.start_server()
 
     async def stop(self) -> None:
+        self._stop.set()
         if self.socket is not None:
             await self.socket.close()
         if self.server is not None:
             await self.server.close()
 
+    # ---- faults ------------------------------------------------------------------------
+
+    def inject(self, method: str, kind: str, *, after: bool = False, times: int = 1) -> None:
+        """Make the next `times` calls of `method` fail: reset, stall, 500, 503, 429 or bad_json."""
+        self.faults.append(Fault(method, kind, after, times))
+
+    def _take_fault(self, method: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.method == method and fault.times > 0:
+                fault.times -= 1
+                return fault
+        return None
+
+    async def _fail(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        if fault.kind == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            raise ConnectionResetError("connection reset by the emulator")
+        if fault.kind == "stall":
+            # Past any client timeout: the call hangs until the client gives up (or the emulator stops).
+            with_timeout = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait([with_timeout], timeout=120)
+            with_timeout.cancel()
+            return web.json_response({"ok": False, "error": "request_timeout"})
+        if fault.kind == "429":
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "1"})
+        if fault.kind == "bad_json":
+            return web.Response(text='{"ok": true, "chan', content_type="application/json")
+        return web.json_response({"ok": False, "error": "internal_error" if fault.kind == "500" else
+                                  "service_unavailable"}, status=int(fault.kind))
+
     # ---- Web API ---------------------------------------------------------------------
 
-    async def api(self, request: web.Request) -> web.Response:
+    async def api(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
-        if request.content_type == "application/json":
-            body = await request.json()
-        else:
-            body = dict(await request.post())
-            for key in ("blocks", "view"):
-                if isinstance(body.get(key), str):
-                    body[key] = json.loads(body[key])
+        args: dict[str, Any] = dict(request.query)
+        if request.method == "POST":
+            if request.content_type == "application/json":
+                args.update(await request.json())
+            else:
+                args.update(dict(await request.post()))
+        for key in ("blocks", "view", "attachments", "metadata", "files"):
+            if isinstance(args.get(key), str) and args[key][:1] in "[{":
+                args[key] = json.loads(args[key])
+        call = Call(method, args)
+        self.calls.append(call)
+        fault = self._take_fault(method)
+        if fault is not None and not fault.after:
+            call.status, call.error = 0, f"fault:{fault.kind}"
+            return await self._fail(request, fault)
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        self.calls.append((method, body))
+        try:
+            answer = self._dispatch(method, request.method, token, args)
+        except SlackError as exc:
+            call.status, call.error = exc.status, exc.error
+            headers = {}
+            if exc.status == 429:
+                headers["Retry-After"] = str(exc.extra.pop("retry_after"))
+            return web.json_response({"ok": False, "error": exc.error, **exc.extra}, status=exc.status,
+                                     headers=headers)
+        if fault is not None:
+            call.error = f"fault-after:{fault.kind}"
+            return await self._fail(request, fault)
+        return web.json_response({"ok": True, **answer})
+
+    def _dispatch(self, method: str, verb: str, token: str, args: dict[str, Any]) -> dict[str, Any]:
         if method == "apps.connections.open":
+            if verb != "POST":
+                raise SlackError("insecure_request")
             if token != self.app_token:
-                return web.json_response({"ok": False, "error": "invalid_auth"})
-            return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.server.port}/link"})  # type: ignore[union-attr]
+                raise SlackError("invalid_auth")
+            self._rate_tier(method)
+            return {"url": f"ws://127.0.0.1:{self.server.port}/link"}  # type: ignore[union-attr]
         if token != self.bot_token or self.refuse_auth:
-            return web.json_response({"ok": False, "error": "invalid_auth"})
-        if method == "auth.test":
-            return web.json_response({"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1",
-                                      "user": "da", "team": "test", "url": "https://test.slack.com/"})
-        if method == "chat.postMessage":
-            ts = f"{int(time.time())}.{next(self._ts):06d}"
-            body["ts"] = ts
-            self.messages[ts] = dict(body)
-            return web.json_response({"ok": True, "channel": body.get("channel"), "ts": ts, "message": body})
-        if method == "chat.update":
-            self.messages[str(body.get("ts"))] = dict(body)
-            return web.json_response({"ok": True, "channel": body.get("channel"), "ts": body.get("ts")})
-        if method in ("chat.postEphemeral", "views.open"):
-            return web.json_response({"ok": True, "message_ts": "1.1"})
-        return web.json_response({"ok": False, "error": "unknown_method"})
+            raise SlackError("invalid_auth")
+        handler = getattr(self, "m_" + method.replace(".", "_"), None)
+        if handler is None:
+            raise SlackError("unknown_method")
+        if verb != "POST" and method not in ("auth.test",):
+            raise SlackError("invalid_post_type")
+        self._rate_tier(method)
+        result: dict[str, Any] = handler(args)
+        return result
+
+    def _rate_tier(self, method: str) -> None:
+        limit = self.tiers.get(method)
+        if limit is None:
+            return
+        count, window = limit
+        now = self.now()
+        recent = self._tier_calls.setdefault(method, deque())
+        while recent and now - recent[0] >= window:
+            recent.popleft()
+        if len(recent) >= count:
+            raise SlackError("ratelimited", 429, retry_after=max(1, math.ceil(recent[0] + window - now)))
+        recent.append(now)
+
+    def _need_scope(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise SlackError("missing_scope", needed=scope, provided=",".join(sorted(self.scopes)))
+
+    def _postable(self, channel_id: str, *, user: str | None = None) -> Channel:
+        """The channel if the bot may post there; Slack hides private channels the bot is not in."""
+        channel = self.channels.get(channel_id)
+        if channel is None or (channel.private and not channel.bot_member):
+            raise SlackError("channel_not_found")
+        if channel.archived:
+            raise SlackError("is_archived")
+        if not channel.bot_member and "chat:write.public" not in self.scopes:
+            raise SlackError("not_in_channel")
+        return channel
+
+    def _check_content(self, args: dict[str, Any]) -> None:
+        blocks = args.get("blocks")
+        text = args.get("text")
+        if not text and not blocks:
+            raise SlackError("no_text")
+        if blocks is not None:
+            errors = slack_limits.block_errors(blocks)
+            if errors:
+                raise SlackError("invalid_blocks", errors=errors,
+                                 response_metadata={"messages": [f"[ERROR] {e}" for e in errors]})
+            if slack_limits.total_text(blocks) > slack_limits.MAX_BLOCKS_TEXT:
+                raise SlackError("msg_blocks_too_long")
+
+    def next_ts(self) -> str:
+        return f"{int(time.time())}.{next(self._ts):06d}"
+
+    def _store(self, channel: str, text: str, blocks: list[Any] | None, **fields: Any) -> Message:
+        message = Message(channel, self.next_ts(), text, normalise(blocks or []), **fields)
+        message.versions.append(message.blocks)
+        self.messages[(channel, message.ts)] = message
+        return message
+
+    def _shows(self, body: dict[str, Any], message: Message) -> None:
+        self._shown.append((body, message, len(message.versions) - 1))
+
+    def m_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"url": "https://test.slack.com/", "team": "test", "user": "da", "team_id": TEAM,
+                "user_id": BOT_USER, "bot_id": BOT_ID, "is_enterprise_install": False}
+
+    def m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._need_scope("chat:write")
+        channel = self._postable(str(args.get("channel", "")))
+        self._check_content(args)
+        thread_ts = args.get("thread_ts")
+        if thread_ts is not None:
+            parent = self.messages.get((channel.id, str(thread_ts)))
+            # Slack documents no error for a missing parent; refusing it is the stricter reading (UNCONFIRMED).
+            if parent is None or parent.ephemeral or parent.deleted:
+                raise SlackError("thread_not_found")
+            if parent.thread_ts and parent.thread_ts != parent.ts:
+                raise SlackError("cannot_reply_to_message")
+        last = self._last_post.get(channel.id)
+        now = self.now()
+        if last is not None and now - last < self.post_interval:
+            raise SlackError("ratelimited", 429, retry_after=max(1, math.ceil(last + self.post_interval - now)))
+        self._last_post[channel.id] = now
+        text = str(args.get("text") or "")[: slack_limits.POST_TEXT_TRUNCATE]
+        message = self._store(channel.id, text, args.get("blocks"), thread_ts=thread_ts)
+        self._shows(args, message)
+        args["ts"] = message.ts
+        return {"channel": channel.id, "ts": message.ts, "message": message.stored()}
+
+    def m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._need_scope("chat:write")
+        channel = self._postable(str(args.get("channel", "")))
+        message = self.messages.get((channel.id, str(args.get("ts", ""))))
+        # An ephemeral ts answers message_not_found (exact code UNCONFIRMED; "can't be updated" is documented).
+        if message is None or message.deleted or message.ephemeral:
+            raise SlackError("message_not_found")
+        if not message.by_bot_token:
+            raise SlackError("cant_update_message")
+        self._check_content(args)
+        text = args.get("text")
+        if text is not None and len(str(text)) > slack_limits.UPDATE_TEXT_MAX:
+            raise SlackError("msg_too_long")
+        if text is not None:
+            message.text = str(text)
+        if args.get("blocks") is not None:
+            message.blocks = normalise(args["blocks"])
+        message.versions.append(message.blocks)
+        self._shows(args, message)
+        return {"channel": channel.id, "ts": message.ts, "text": message.text,
+                "message": {"text": message.text, "user": BOT_USER, "bot_id": BOT_ID, "blocks": message.blocks}}
+
+    def m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._postable(str(args.get("channel", "")))
+        message = self.messages.get((channel.id, str(args.get("ts", ""))))
+        if message is None or message.deleted or message.ephemeral:
+            raise SlackError("message_not_found")
+        if not message.by_bot_token:
+            raise SlackError("cant_delete_message")
+        message.deleted = True
+        return {"channel": channel.id, "ts": message.ts}
+
+    def m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._need_scope("chat:write")
+        channel = self._postable(str(args.get("channel", "")))
+        user = str(args.get("user", ""))
+        if user not in channel.members:
+            raise SlackError("user_not_in_channel")
+        self._check_content(args)
+        message = self._store(channel.id, str(args.get("text") or ""), args.get("blocks"), ephemeral_to=user)
+        self._shows(args, message)
+        return {"message_ts": message.ts}
+
+    def m_views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        trigger = str(args.get("trigger_id", ""))
+        if trigger not in self._triggers:
+            raise SlackError("invalid_trigger_id")
+        issued, used = self._triggers[trigger]
+        if used:
+            raise SlackError("exchanged_trigger_id")
+        if self.now() - issued > TRIGGER_LIFETIME:
+            raise SlackError("expired_trigger_id")
+        view = args.get("view")
+        errors = slack_limits.view_errors(view)
+        if errors:
+            raise SlackError("invalid_arguments", response_metadata={"messages": errors})
+        self._triggers[trigger] = (issued, True)
+        assert isinstance(view, dict)
+        view_id = "V" + secrets.token_hex(5).upper()
+        stored = {**view, "id": view_id, "team_id": TEAM, "blocks": normalise(view.get("blocks") or []),
+                  "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""),
+                  "state": {"values": {}}, "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
+                  "clear_on_close": False, "notify_on_close": False, "previous_view_id": None,
+                  "root_view_id": view_id, "app_id": APP_ID, "external_id": "", "app_installed_team_id": TEAM,
+                  "bot_id": BOT_ID}
+        self.views[view_id] = stored
+        return {"view": stored}
+
+    # ---- response_url ----------------------------------------------------------------
+
+    def response_url(self, kind: str, channel: str, user: str, source: tuple[str, str] | None = None) -> str:
+        key = uuid.uuid4().hex
+        self._urls[key] = ResponseUrl(kind, channel, user, self.now(), source)
+        return f"{self.url}/respond/{key}"
 
     async def respond(self, request: web.Request) -> web.Response:
-        self.responses.append(await request.json())
-        return web.Response(text="ok")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        status, answer = self._respond(request.match_info["id"], body)
+        self.response_attempts.append((body, status, answer))
+        if status == 200:
+            self.responses.append(body)
+        return web.Response(text=answer, status=status, content_type="text/html")
+
+    def _respond(self, key: str, body: dict[str, Any]) -> tuple[int, str]:
+        url = self._urls.get(key)
+        # After 5 uses or 30 minutes Slack refuses the URL; the exact answer is UNCONFIRMED, 404 is chosen.
+        if url is None:
+            return 404, "invalid_url"
+        url.uses += 1
+        if self.now() - url.created > RESPONSE_URL_LIFETIME:
+            return 404, "expired_url"
+        if url.uses > RESPONSE_URL_USES:
+            return 404, "used_url"
+        if not isinstance(body, dict) or not body:
+            return 400, "invalid_payload"
+        try:
+            if not body.get("delete_original"):
+                self._check_content(body)
+        except SlackError as exc:
+            return 400, exc.error
+        source = self.messages.get(url.source) if url.source else None
+        if url.kind == "action" and source is not None and not source.deleted:
+            if body.get("delete_original"):
+                source.deleted = True
+                return 200, "ok"
+            if body.get("replace_original"):
+                source.text = str(body.get("text") or "")
+                source.blocks = normalise(body.get("blocks") or [])
+                source.versions.append(source.blocks)
+                self._shows(body, source)
+                return 200, "ok"
+        elif url.kind == "command" and (body.get("replace_original") or body.get("delete_original")):
+            # A slash command's response_url cannot replace its own ephemeral answer: "does nothing" (bolt-js#2287).
+            return 200, "ok"
+        if body.get("response_type") == "in_channel":
+            message = self._store(url.channel, str(body.get("text") or ""), body.get("blocks"),
+                                  by_bot_token=False, thread_ts=body.get("thread_ts"))
+        else:
+            message = self._store(url.channel, str(body.get("text") or ""), body.get("blocks"),
+                                  ephemeral_to=url.user)
+        self._shows(body, message)
+        return 200, "ok"
+
+    def age_response_urls(self, seconds: float) -> None:
+        """Let time pass for every response_url and trigger already handed out."""
+        self.clock_offset += seconds
 
     # ---- socket mode -----------------------------------------------------------------
 
@@ -110,7 +534,10 @@ class SlackEmulator:
         await socket.prepare(request)
         self.socket = socket
         self.connections += 1
-        await socket.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}})
+        await socket.send_json({"type": "hello", "num_connections": 1,
+                                "debug_info": {"host": "applink-emulator", "build_number": 1,
+                                               "approximate_connection_time": 18060},
+                                "connection_info": {"app_id": APP_ID}})
         async for message in socket:
             if message.type != WSMsgType.TEXT:
                 continue
@@ -129,52 +556,104 @@ class SlackEmulator:
             return self.connections >= count and self.socket is not None and not self.socket.closed
         return check
 
+    def trigger(self) -> str:
+        trigger_id = f"{secrets.randbelow(10**12)}.{secrets.randbelow(10**9)}.{secrets.token_hex(16)}"
+        self._triggers[trigger_id] = (self.now(), False)
+        return trigger_id
+
     async def send(self, envelope_type: str, payload: dict[str, Any], *, envelope_id: str | None = None) -> Envelope:
         """Push one envelope and return its record (acked_at is set when the bot acks)."""
         await self.connected()
-        envelope_id = envelope_id or uuid.uuid4().hex
-        record = self.envelopes.setdefault(envelope_id, Envelope(envelope_id, time.monotonic()))
-        record.sent_at = time.monotonic()
-        record.acked_at = None
+        envelope_id = envelope_id or str(uuid.uuid4())
+        record = Envelope(envelope_id, envelope_type, time.monotonic(), trigger_id=payload.get("trigger_id"))
+        if payload.get("type") == "view_submission":
+            record.inputs = frozenset(b["block_id"] for b in payload["view"]["blocks"] if b.get("type") == "input")
+        self.envelopes[envelope_id] = record
         assert self.socket is not None
-        await self.socket.send_json({"type": envelope_type, "envelope_id": envelope_id, "payload": payload,
-                                     "accepts_response_payload": envelope_type == "slash_commands",
-                                     "retry_attempt": 0, "retry_reason": ""})
+        frame: dict[str, Any] = {"envelope_id": envelope_id, "payload": payload, "type": envelope_type,
+                                 "accepts_response_payload": envelope_type == "slash_commands"}
+        if envelope_type == "events_api":
+            frame.update(retry_attempt=0, retry_reason="")
+        await self.socket.send_json(frame)
         return record
 
-    def response_url(self) -> str:
-        return f"{self.url}/respond/{uuid.uuid4().hex}"
-
     async def slash(self, text: str, *, user: str = "UALLOWED", channel: str = "CGENERAL") -> Envelope:
+        """`/da <text>` as Slack delivers it: & < > escaped, a command response_url, a fresh trigger."""
+        name = self.channels[channel].name if channel in self.channels else ""
         return await self.send("slash_commands", {
-            "token": "x", "team_id": "T1", "team_domain": "test", "channel_id": channel, "channel_name": "general",
-            "user_id": user, "user_name": user.lower(), "command": "/da", "text": text, "api_app_id": "A1",
-            "response_url": self.response_url(), "trigger_id": "trigger-1"})
+            "token": "verification-token", "team_id": TEAM, "team_domain": "test", "channel_id": channel,
+            "channel_name": name, "user_id": user, "user_name": user.lower(), "command": "/da",
+            "text": slack_limits.escape(text), "api_app_id": APP_ID, "is_enterprise_install": "false",
+            "response_url": self.response_url("command", channel, user), "trigger_id": self.trigger()})
 
-    async def click(self, action_id: str, value: str, *, user: str = "UALLOWED", message: dict[str, Any] | None = None,
-                    channel: str = "CGENERAL", ts: str | None = None, envelope_id: str | None = None,
-                    selected: str | None = None) -> Envelope:
-        action: dict[str, Any] = {"action_id": action_id, "block_id": "b", "type": "button", "value": value,
-                                  "action_ts": str(time.time())}
-        if selected is not None:
-            action = {"action_id": action_id, "block_id": "b", "type": "static_select",
-                      "selected_option": {"value": selected, "text": {"type": "plain_text", "text": selected}},
-                      "action_ts": str(time.time())}
-        container: dict[str, Any] = {"type": "message", "channel_id": channel, "is_ephemeral": ts is None}
-        if ts is not None:
-            container["message_ts"] = ts
-        return await self.send("interactive", {
-            "type": "block_actions", "user": {"id": user, "username": user.lower(), "team_id": "T1"},
-            "api_app_id": "A1", "team": {"id": "T1"}, "container": container, "channel": {"id": channel},
-            "message": message or {"blocks": []}, "response_url": self.response_url(), "trigger_id": "trigger-2",
-            "actions": [action]}, envelope_id=envelope_id)
+    def message_of(self, shown: dict[str, Any] | Message) -> tuple[Message, list[dict[str, Any]]]:
+        """The stored message a recorded body showed, and its blocks as that body showed them."""
+        if isinstance(shown, Message):
+            return shown, shown.blocks
+        for body, message, version in self._shown:
+            if body is shown:
+                return message, message.versions[version]
+        raise AssertionError("that body never showed a message (was it refused?)")
 
-    async def submit(self, callback_id: str, private_metadata: str, values: dict[str, Any], *,
-                     user: str = "UALLOWED") -> Envelope:
+    async def click(self, action_id: str, value: str | None = None, *, on: dict[str, Any] | Message | None = None,
+                    selected: str | None = None, user: str = "UALLOWED", envelope_id: str | None = None,
+                    message: dict[str, Any] | None = None, ts: str | None = None,
+                    channel: str = "CGENERAL") -> Envelope:
+        """Click a button (or pick `selected` in a menu) on a message as the user saw it in `on`.
+
+        The payload is Slack's: the element's real block_id, value and text, `state`, a
+        response_url that can replace that message, and `message` only for a channel message.
+        """
+        if on is None and message is not None:
+            on = message
+        if on is None:
+            found = self.messages.get((channel, ts or ""))
+            assert found is not None, f"no message {ts} in {channel} to click on"
+            on = found
+        target, shown_blocks = self.message_of(on)
+        assert not target.deleted, "that message was deleted"
+        assert target.ephemeral_to in (None, user), f"{user} cannot see an ephemeral message for {target.ephemeral_to}"
+        block, element = find_element(shown_blocks, action_id, value)
+        action: dict[str, Any] = {"action_id": action_id, "block_id": block["block_id"], "type": element["type"],
+                                  "action_ts": f"{time.time():.6f}"}
+        if element["type"] == "button":
+            action.update(text=element["text"], value=element.get("value", ""))
+            if "style" in element:
+                action["style"] = element["style"]
+        else:
+            option = next((o for o in element.get("options", []) if o["value"] == selected), None)
+            assert option is not None, f"{selected!r} is not an option of {action_id}"
+            action["selected_option"] = option
+        where = self.channels.get(target.channel)
+        payload: dict[str, Any] = {
+            "type": "block_actions", "user": {"id": user, "username": user.lower(), "name": user.lower(),
+                                              "team_id": TEAM},
+            "api_app_id": APP_ID, "token": "verification-token",
+            "container": {"type": "message", "message_ts": target.ts, "channel_id": target.channel,
+                          "is_ephemeral": target.ephemeral},
+            "trigger_id": self.trigger(), "team": {"id": TEAM, "domain": "test"}, "enterprise": None,
+            "is_enterprise_install": False, "channel": {"id": target.channel, "name": where.name if where else ""},
+            "state": {"values": select_state(shown_blocks, action)},
+            "response_url": self.response_url("action", target.channel, user, (target.channel, target.ts)),
+            "actions": [action]}
+        if not target.ephemeral:
+            payload["message"] = target.stored()
+        return await self.send("interactive", payload, envelope_id=envelope_id)
+
+    async def submit(self, view: dict[str, Any] | str, values: dict[str, Any], *, user: str = "UALLOWED") -> Envelope:
+        """Submit a modal the bot opened, with `values` as state (keyed by input block_id and action_id)."""
+        view_id = view if isinstance(view, str) else view["id"]
+        stored = self.views.get(view_id)
+        assert stored is not None, "no such view was opened"
+        inputs = {b["block_id"]: b["element"]["action_id"] for b in stored["blocks"] if b.get("type") == "input"}
+        for block_id, actions in values.items():
+            assert block_id in inputs and set(actions) == {inputs[block_id]}, f"{block_id} is not an input of the view"
+        submitted = {**stored, "state": {"values": values}}
         return await self.send("interactive", {
-            "type": "view_submission", "user": {"id": user}, "team": {"id": "T1"}, "api_app_id": "A1",
-            "view": {"id": "V1", "type": "modal", "callback_id": callback_id, "private_metadata": private_metadata,
-                     "state": {"values": values}}})
+            "type": "view_submission", "team": {"id": TEAM, "domain": "test"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+            "api_app_id": APP_ID, "token": "verification-token", "trigger_id": self.trigger(), "view": submitted,
+            "response_urls": [], "is_enterprise_install": False, "enterprise": None})
 
     async def drop(self) -> None:
         """Cut the websocket, as a network blip or a Slack restart would."""
@@ -190,7 +669,19 @@ class SlackEmulator:
     # ---- assertions ------------------------------------------------------------------
 
     def named(self, method: str) -> list[dict[str, Any]]:
-        return [body for name, body in self.calls if name == method]
+        """The arguments of every call of `method` that Slack accepted."""
+        return [call.args for call in self.calls if call.method == method and call.ok]
+
+    def refused(self, method: str | None = None) -> list[Call]:
+        return [call for call in self.calls if not call.ok and method in (None, call.method)]
+
+    def channel_messages(self, channel: str, *, top_level: bool = False) -> list[Message]:
+        """What everyone in a channel sees (not ephemeral, not deleted), oldest first."""
+        return [m for (c, _), m in self.messages.items() if c == channel and not m.ephemeral and not m.deleted
+                and not (top_level and m.thread_ts)]
+
+    def thread(self, channel: str, ts: str) -> list[Message]:
+        return [m for m in self.channel_messages(channel) if m.thread_ts == ts]
 
     async def wait_response(self, predicate: Any, timeout: float = 10) -> dict[str, Any]:
         async def found() -> dict[str, Any] | None:
@@ -208,3 +699,51 @@ class SlackEmulator:
         await wait_until(acked, timeout=timeout)
         assert envelope.acked_at is not None
         return envelope.acked_at - envelope.sent_at
+
+    def late_acks(self) -> list[Envelope]:
+        """Envelopes acked after 3 s or never: Slack shows the user an error for each."""
+        return [e for e in self.envelopes.values() if e.late]
+
+    def bad_acks(self) -> list[tuple[Envelope, str]]:
+        """Acks whose answer Slack would refuse or ignore."""
+        return [(e, problem) for e in self.envelopes.values() if (problem := e.ack_problem())]
+
+
+def normalise(blocks: list[Any]) -> list[dict[str, Any]]:
+    """Blocks as Slack stores them: generated block ids, `emoji`/`verbatim` defaults, plain text escaped."""
+    stored = json.loads(json.dumps(blocks))
+    for obj in slack_limits.text_objects(stored):
+        if obj["type"] == "plain_text" and isinstance(obj["text"], str):
+            obj["text"] = slack_limits.escape(obj["text"])
+            obj.setdefault("emoji", True)
+        elif obj["type"] == "mrkdwn":
+            obj.setdefault("verbatim", False)
+    for block in stored:
+        if isinstance(block, dict):
+            block.setdefault("block_id", secrets.token_urlsafe(3))
+    return stored  # type: ignore[no-any-return]
+
+
+def find_element(blocks: list[dict[str, Any]], action_id: str,
+                 value: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    for block in blocks:
+        elements = list(block.get("elements") or []) + ([block["accessory"]] if "accessory" in block else [])
+        for element in elements:
+            if isinstance(element, dict) and element.get("action_id") == action_id and (
+                    not value or element.get("value") == value):
+                return block, element
+    raise AssertionError(f"no {action_id} element{f' with value {value}' if value else ''} on that message")
+
+
+def select_state(blocks: list[dict[str, Any]], action: dict[str, Any]) -> dict[str, Any]:
+    """`state.values` of a message: every menu's current choice, this click's included."""
+    values: dict[str, Any] = {}
+    for block in blocks:
+        for element in block.get("elements") or []:
+            if isinstance(element, dict) and element.get("type") == "static_select":
+                chosen = element.get("initial_option")
+                if element.get("action_id") == action["action_id"] and block["block_id"] == action["block_id"]:
+                    chosen = action.get("selected_option")
+                values.setdefault(block["block_id"], {})[element["action_id"]] = {
+                    "type": "static_select", "selected_option": chosen}
+    return values

@@ -12,6 +12,7 @@ import pytest
 import postgres_support
 from conftest import SECRET, QueueServer
 from da import fleet as fleet_module
+from da.queue import pgdatabase
 from da.queue import sqlite as sqlite_store
 from da.queue.client import QueueClient
 from da.queue.sqlite import SqliteStore
@@ -273,7 +274,8 @@ async def test_doctor_checks_the_database_url(postgres_cluster, tmp_path: Path) 
     url = await postgres_cluster.create_database()
     try:
         code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=url, QUEUE_URL="http://127.0.0.1:9")
-        assert f"ok   database: {url} answers: PostgreSQL " in out and ", schema 1" in out
+        latest = pgdatabase.STATEMENTS.latest()
+        assert f"ok   database: {url} answers: PostgreSQL " in out and f", schema {latest}" in out
         closed = url.replace(f":{postgres_cluster.port}/", f":{postgres_support.free_port()}/")
         code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=closed, QUEUE_URL="http://127.0.0.1:9")
         assert code == 1 and "FAIL database: the queue database at" in out and "is not answering" in out

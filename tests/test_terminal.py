@@ -133,6 +133,18 @@ async def test_resolve_all_shows_the_count_before_changing(fleet_server: QueueSe
         assert len((await client.list_tasks(status="pending"))[0]) == 2
 
 
+async def test_prompts_keep_apostrophes_and_quotes_typed_or_from_the_shell(fleet_server: QueueServer,
+                                                                           tmp_path: Path) -> None:
+    flags = ("--machine=mac", "--agent=claude", "--type=agent_run")
+    shell = await da(fleet_server.url, "assign", "fix the user's \"login\" page", *flags, cwd=tmp_path)
+    assert shell.code == 0, shell.out
+    line = f"assign fix the user’s login page {' '.join(flags)}"
+    typed = await da(fleet_server.url, stdin=f"{line}\nexit\n", cwd=tmp_path)
+    assert typed.code == 0 and "queued " in typed.out, typed.out
+    prompts = sorted(t.payload["prompt"] for t in await tasks_in(fleet_server))
+    assert prompts == ["fix the user's \"login\" page", "fix the user’s login page"]
+
+
 async def test_repl_runs_verbs_until_exit(fleet_server: QueueServer, tmp_path: Path) -> None:
     run = await da(fleet_server.url, stdin="status\nfrobnicate\nhelp queue\nexit\n", cwd=tmp_path)
     assert run.code == 0

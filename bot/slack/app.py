@@ -1,7 +1,12 @@
 """`da bot`: the Slack app in socket mode, its notifier, and a watchdog that rebuilds the
 socket-mode client when it stops answering pings (the aiohttp client can wedge in a
-"Session is closed" loop). Run one bot per workspace: Slack gives each event to one
-random connection.
+"Session is closed" loop). The followers (notifier, progress editor, watchdog, lease keeper)
+run under a supervisor that restarts any that fails.
+
+One bot per workspace, enforced: Slack gives each event to one random connection and two
+notifiers would post every alert twice, so the bot holds the queue's named lease
+`slack:<team id>` while it runs. A second `da bot` against the same queue, on any machine,
+stands by and takes over (from the first one's event cursor) when that one stops.
 """
 
 from __future__ import annotations
@@ -9,7 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -23,18 +32,26 @@ from da.bot.slack.notifier import Notifier
 from da.bot.slack.room import CONTEXT_KEY, Room
 from da.bot.slack.settings import BotSettings
 from da.bot.slack.state import BotState
+from da.bot.slack.supervisor import Follower, Supervisor
 from da.config import ConfigError
+from da.queue import errors as queue_errors
 from da.queue.client import QueueClient
 
 logger = logging.getLogger(__name__)
 
 # The watchdog rebuilds the client after this many ping periods without a live session.
 SILENT_PERIODS = 3
+# Closing the socket-mode client waits at most this long (it can hang on a dead connection).
+CLOSE_TIMEOUT = 5.0
+
+
+class WorkspaceTaken(Exception):
+    """Another da bot holds this Slack workspace's lease."""
 
 
 def build_app(room: Room) -> AsyncApp:
     """The Bolt app: the Room in every request's context, then every listener kind registered."""
-    app = AsyncApp(client=room.web, request_verification_enabled=False, ignoring_self_events_enabled=False)
+    app = AsyncApp(client=room.web, request_verification_enabled=False)
 
     async def with_room(context: Any, next: Callable[[], Awaitable[None]]) -> None:
         context[CONTEXT_KEY] = room
@@ -54,19 +71,74 @@ class BotProcess:
         self.state = BotState.load(settings.state_path)
         self.room = Room(settings, CommandLayer(self.client, router=make_router(settings.router)), self.state)
         self.app = build_app(self.room)
-        self.notifier = Notifier(self.client, self.room.web, self.state, settings.notify_channel,
-                                 progress_every=settings.progress_every)
         self.handler: AsyncSocketModeHandler | None = None
-        self.tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor()
         self.rebuilds = 0
+        # Who this bot is to the lease: the machine, the process and this start.
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_name = ""
+        self.lease_until = 0.0
+        # Set while this bot holds the workspace lease: only then does the notifier post.
+        self.holding = asyncio.Event()
+        self.lease_lost = asyncio.Event()
+        self.connected = False
+        self.standing_by = False
+        self.notifier = Notifier(self.client, self.room.web, self.state, settings.notify_channel,
+                                 progress_every=settings.progress_every, wait=settings.feed_wait,
+                                 notify_done=settings.notify_done, burst_threshold=settings.burst_threshold,
+                                 holding=self.holding)
 
-    async def check_tokens(self) -> None:
-        """Fail at start, in one line, when Slack refuses the bot token."""
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return self.supervisor.tasks
+
+    async def check_tokens(self) -> str:
+        """Fail at start, in one line, when Slack refuses the bot token; the workspace's team id."""
         try:
-            await self.room.web.auth_test()
+            identity = await self.room.web.auth_test()
         except SlackApiError as exc:
             raise ConfigError(f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error', 'error')}); "
                               "copy the Bot User OAuth Token again.") from exc
+        return str(identity.get("team_id") or "workspace")
+
+    async def claim_workspace(self) -> None:
+        """Take or renew the workspace's lease (WorkspaceTaken while another bot holds it), and carry
+        on from the event cursor the last holder left with it when that is further than ours."""
+        try:
+            self.lease_until, data = await self.client.acquire_lease(self.lease_name, self.holder,
+                                                                     self.settings.lease_ttl, self.lease_data())
+        except queue_errors.Conflict as exc:
+            raise WorkspaceTaken(f"another da bot runs for this Slack workspace ({exc.detail})") from exc
+        cursor = (data or {}).get("cursor")
+        if isinstance(cursor, int) and (self.state.last_event is None or cursor > self.state.last_event):
+            logger.info("carrying on from event %d, where the previous bot of this workspace stopped", cursor)
+            self.state.rewind(cursor)
+        self.holding.set()
+
+    def lease_data(self) -> dict[str, int] | None:
+        return None if self.state.last_event is None else {"cursor": self.state.last_event}
+
+    async def keep_lease(self) -> None:
+        """Renew the lease at a third of its term (or take it once the queue answers again). Alerts
+        pause before the lease can run out unrenewed; another bot taking it over sends this one back
+        to standing by."""
+        ttl = self.settings.lease_ttl
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                await self.claim_workspace()
+            except WorkspaceTaken as exc:
+                logger.error("%s: it took over; this one stands by", exc)
+                self.holding.clear()
+                self.lease_lost.set()
+                await asyncio.Event().wait()
+            except queue_errors.QueueError as exc:
+                if self.holding.is_set() and time.time() >= self.lease_until - ttl / 3:
+                    logger.error("could not renew the workspace lease before it ran out (%s); alerts pause until "
+                                 "it is held again, so two bots never post at once", exc.detail)
+                    self.holding.clear()
+                else:
+                    logger.warning("could not renew the workspace lease (%s); trying again", exc.detail)
 
     async def connect(self) -> None:
         self.handler = AsyncSocketModeHandler(self.app, self.settings.app_token, web_client=self.room.web,
@@ -74,13 +146,26 @@ class BotProcess:
         await self.handler.connect_async()
 
     async def start(self) -> None:
-        await self.check_tokens()
-        await self.connect()
-        self.tasks = [asyncio.create_task(follower) for follower in self.followers()]
+        """Check the token, take the workspace (or raise WorkspaceTaken), connect, start the followers.
 
-    def followers(self) -> list[Coroutine[Any, Any, None]]:
+        With the queue away the bot still connects, to answer commands with a plain sentence; its
+        alerts wait until it holds the lease.
+        """
+        self.lease_name = f"slack:{await self.check_tokens()}"
+        self.lease_lost.clear()
+        try:
+            await self.claim_workspace()
+        except queue_errors.QueueError as exc:
+            logger.warning("cannot reach the queue to take the workspace lease (%s); answering commands, alerts "
+                           "wait until the lease is held", exc.detail)
+        await self.connect()
+        self.connected = True
+        self.supervisor.start(self.followers())
+
+    def followers(self) -> dict[str, Follower]:
         """What runs beside the listeners for as long as the bot does (add new followers here)."""
-        return [self.notifier.follow(), self.notifier.edit_progress(), self.watchdog()]
+        return {"notifier": self.notifier.follow, "progress editor": self.notifier.edit_progress,
+                "watchdog": self.watchdog, "lease keeper": self.keep_lease}
 
     async def watchdog(self) -> None:
         silent = 0
@@ -97,19 +182,52 @@ class BotProcess:
                 self.rebuilds += 1
                 silent = 0
 
-    async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def disconnect(self) -> None:
+        """Stop whatever the followers are doing (a stalled Slack call, a backoff), leave Slack and
+        let go of the workspace."""
+        await self.supervisor.stop()
         if self.handler is not None:
-            await self.handler.close_async()
+            try:
+                await asyncio.wait_for(self.handler.close_async(), CLOSE_TIMEOUT)
+            except (TimeoutError, OSError) as exc:
+                logger.warning("closing the socket-mode connection failed: %r", exc)
+            self.handler = None
+        if self.holding.is_set():
+            self.holding.clear()
+            try:
+                await self.client.acquire_lease(self.lease_name, self.holder, self.settings.lease_ttl,
+                                                self.lease_data())
+                await self.client.release_lease(self.lease_name, self.holder)
+            except queue_errors.QueueError as exc:
+                logger.warning("could not hand the workspace lease back (%s); it runs out by itself", exc.detail)
+        self.connected = False
+
+    async def stop(self) -> None:
+        await self.disconnect()
         await self.client.close()
 
-    async def run(self) -> None:
-        await self.start()
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Run until cancelled: stand by while another bot has the workspace, take over when it stops,
+        step back if the workspace is lost. `ready` is set once connected or standing by."""
+        told = False
         try:
-            await asyncio.Event().wait()
+            while True:
+                try:
+                    await self.start()
+                except WorkspaceTaken as exc:
+                    self.standing_by = True
+                    if not told:
+                        logger.warning("%s; this one stands by and takes over when that one stops", exc)
+                        told = True
+                    if ready is not None:
+                        ready.set()
+                    await asyncio.sleep(self.settings.lease_ttl / 3)
+                    continue
+                told = self.standing_by = False
+                logger.info("connected to Slack as the bot of workspace lease %s", self.lease_name)
+                if ready is not None:
+                    ready.set()
+                await self.lease_lost.wait()
+                await self.disconnect()
         finally:
             await self.stop()

@@ -1,14 +1,15 @@
 """The Slack renderer: views from the command layer drawn as Block Kit, inside Slack's limits.
 
-Every block id that belongs to a task starts with `task:<id>:`, so a click can replace just
-that task's card in a message that lists several.
+Everything that comes from a task (prompts, notes, output, progress) is escaped for mrkdwn
+before it is drawn, and mrkdwn is `verbatim`, so task text can never ping a channel, mention
+someone or disguise a link. A message stays under Slack's total of block text: long lists
+show fewer cards and say how many more there are.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import uuid
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -39,8 +40,11 @@ MAX_BLOCKS = 50
 MAX_TEXT = 3000
 MAX_LABEL = 75
 MAX_VALUE = 2000
-# Room left for the "… N more" line and a header.
-CARD_BLOCKS = 4
+# Slack refuses a message whose blocks hold more than about 12,000 characters of text
+# (msg_blocks_too_long); lists stop adding cards here, leaving room for the "N more" line.
+LIST_TEXT_BUDGET = 10_500
+# Where the full list of each kind is, for the "N more" line.
+FULL_LIST = {"review": "`da review`", "failures": "`da failures`", "queue": "`da queue`"}
 
 STATUS_EMOJI = {models.PENDING: ":hourglass:", models.CLAIMED: ":inbox_tray:", models.IN_PROGRESS: ":gear:",
                 models.DONE: ":white_check_mark:", models.FAILED: ":x:", models.NEEDS_HUMAN: ":raising_hand:",
@@ -61,41 +65,72 @@ def clip(text: str, limit: int = MAX_TEXT) -> str:
     return text[: limit - len(suffix) - 1] + suffix
 
 
+def escape(text: str) -> str:
+    """Text from a task made inert in mrkdwn: Slack's three control characters as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def unescape(text: str) -> str:
+    """Slack's escaping undone (slash-command text arrives with & < > as entities)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def md(text: str) -> MarkdownTextObject:
-    return MarkdownTextObject(text=clip(text) or " ")
+    """mrkdwn of our own making (task text inside is already escaped); verbatim, so Slack adds no links."""
+    return MarkdownTextObject(text=clip(text) or " ", verbatim=True)
 
 
-def button(label: str, action_id: str, value: dict[str, Any] | str, style: str | None = None) -> ButtonElement:
-    raw = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return ButtonElement(text=PlainTextObject(text=clip(label, MAX_LABEL)), action_id=action_id,
-                         value=raw[:MAX_VALUE], style=style)
+def button(label: str, action_id: str, value: dict[str, Any], style: str | None = None) -> ButtonElement:
+    raw = json.dumps(value, separators=(",", ":"))
+    if len(raw) > MAX_VALUE:
+        raise ValueError(f"{action_id}'s value is {len(raw)} characters; Slack keeps {MAX_VALUE}.")
+    return ButtonElement(text=PlainTextObject(text=clip(label, MAX_LABEL)), action_id=action_id, value=raw,
+                         style=style)
 
 
 def code(text: str, limit: int = 1500) -> str:
     text = text.replace("```", "'''")
-    return f"```{clip(text, limit)}```" if text.strip() else ""
+    return f"```{escape(clip(text, limit))}```" if text.strip() else ""
+
+
+def text_size(blocks: list[Block]) -> int:
+    """Characters of text in the blocks, as Slack counts them against its total."""
+
+    def size(node: Any) -> int:
+        if isinstance(node, dict):
+            if node.get("type") in ("plain_text", "mrkdwn"):
+                return len(str(node.get("text", "")))
+            return sum(size(v) for v in node.values())
+        if isinstance(node, list):
+            return sum(size(v) for v in node)
+        return 0
+
+    return size([b.to_dict() for b in blocks])
 
 
 def task_line(task: Task) -> str:
     emoji = STATUS_EMOJI.get(task.status, "")
     agent = f" · {task.agent}" if task.agent else ""
-    return (f"{emoji} `{task.short_id}` *{task.type}* on {views.machine_label(task)}{agent} · {task.status}"
-            f" · {ago(task.created_at)}\n{views.preview(task, 150)}")
+    return (f"{emoji} `{task.short_id}` *{task.type}* on {escape(views.machine_label(task))}{escape(agent)} · "
+            f"{task.status} · {ago(task.created_at)}\n{escape(views.preview(task, 150))}")
 
 
-def review_card(task: Task, *, kind: str = "review") -> list[Block]:
-    """A needs_human (or failed) task with what to do, its output tail and the buttons."""
+def review_card(task: Task, *, kind: str = "review", listed_in: str | None = None) -> list[Block]:
+    """A needs_human (or failed) task with what to do, its output tail and the buttons.
+
+    `listed_in` names the private list the card is drawn in, so a click can redraw that list.
+    """
     result = task.result or {}
-    lines = [f"{STATUS_EMOJI.get(task.status, '')} `{task.short_id}` *{task.type}* on {task.assigned_to or '-'}"
-             + (f" · {task.agent}" if task.agent else ""),
-             f"*What happened:* {task.notes or result.get('error') or '-'}"]
+    lines = [f"{STATUS_EMOJI.get(task.status, '')} `{task.short_id}` *{task.type}* on "
+             f"{escape(task.assigned_to or '-')}" + (f" · {escape(task.agent)}" if task.agent else ""),
+             f"*What happened:* {escape(task.notes or result.get('error') or '-')}"]
     if result.get("action"):
-        lines.append(f"*What to do:* {result['action']}")
+        lines.append(f"*What to do:* {escape(str(result['action']))}")
     tail = views.output_tail(task)
     blocks: list[Block] = [SectionBlock(block_id=f"task:{task.id}:card", text=md("\n".join(lines)))]
     if tail:
         blocks.append(SectionBlock(block_id=f"task:{task.id}:tail", text=md(code(tail))))
-    value = {"id": task.id}
+    value: dict[str, Any] = {"id": task.id, **({"in": listed_in} if listed_in else {})}
     retry = f"resolve_{models.PENDING}"
     buttons = [button("Retry", retry, value, "primary")]
     if kind == "review":
@@ -105,13 +140,18 @@ def review_card(task: Task, *, kind: str = "review") -> list[Block]:
     return blocks
 
 
+def settled_card(task: Task, outcome: str) -> list[Block]:
+    """A card whose task a person settled: who did what, and the task as it is now."""
+    return [SectionBlock(block_id=f"task:{task.id}:card", text=md(f"{outcome}\n{task_line(task)}"))]
+
+
 def task_card(task: Task) -> list[Block]:
     """The card of an assigned task: state, latest progress, and Cancel while it runs."""
     text = task_line(task)
     if task.progress and task.status in models.ACTIVE:
-        text += f"\n_progress:_ {task.progress}"
+        text += f"\n_progress:_ {escape(task.progress)}"
     if task.status in models.REPORTABLE and task.notes:
-        text += f"\n_{task.notes}_"
+        text += f"\n_{escape(task.notes)}_"
     blocks: list[Block] = [SectionBlock(block_id=f"task:{task.id}:card", text=md(text))]
     if task.status not in models.TERMINAL:
         blocks.append(ActionsBlock(block_id=f"task:{task.id}:actions",
@@ -121,17 +161,20 @@ def task_card(task: Task) -> list[Block]:
 
 def limited(blocks: list[Block], more: int, hint: str) -> list[Block]:
     if more:
-        blocks.append(ContextBlock(elements=[md(f"… {more} more; {hint}")]))
-    return blocks[:MAX_BLOCKS]
+        blocks.append(ContextBlock(elements=[md(f"… {more} more — {hint}")]))
+    return blocks
 
 
 def suggestion_blocks(view: views.SuggestionView, token: str) -> list[Block]:
+    """The suggestion card; its block ids carry the token, since a click in an ephemeral message
+    brings back only the clicked element and its block id."""
     s = view.suggestion
-    text = (f"*Suggested:* `{s.type}` on *{s.machine}*" + (f" with *{s.agent}*" if s.agent else "")
-            + f"\n*Why:* {s.reason}\n*Work:* {view.request.description}")
+    agent = f" with *{escape(s.agent)}*" if s.agent else ""
+    text = (f"*Suggested:* `{escape(s.type)}` on *{escape(s.machine)}*{agent}\n*Why:* {escape(s.reason)}"
+            f"\n*Work:* {escape(view.request.description)}")
     blocks: list[Block] = [SectionBlock(block_id="suggestion", text=md(text))]
-    for warning in s.warnings:
-        blocks.append(ContextBlock(elements=[md(f":warning: {warning}")]))
+    for n, warning in enumerate(s.warnings):
+        blocks.append(ContextBlock(block_id=f"warning:{n}", elements=[md(f":warning: {escape(warning)}")]))
     state = {"t": token}
     menus = []
     for name, options, current in (("machine", view.machines, s.machine), ("agent", view.agents, s.agent),
@@ -142,10 +185,16 @@ def suggestion_blocks(view: views.SuggestionView, token: str) -> list[Block]:
             menus.append(StaticSelectElement(action_id=f"suggest_{name}", placeholder=PlainTextObject(text=name),
                                              options=choices, initial_option=initial))
     if menus:
-        blocks.append(ActionsBlock(block_id="suggest_menus", elements=menus))
-    blocks.append(ActionsBlock(block_id="suggest_buttons", elements=[
+        blocks.append(ActionsBlock(block_id=f"suggest:{token}:menus", elements=menus))
+    blocks.append(ActionsBlock(block_id=f"suggest:{token}:buttons", elements=[
         button("Confirm", "suggest_confirm", state, "primary"), button("Cancel", "suggest_cancel", state)]))
     return blocks
+
+
+def suggestion_token(block_id: str) -> str | None:
+    """The token a suggestion's block id carries (`suggest:<token>:menus`)."""
+    parts = block_id.split(":")
+    return parts[1] if len(parts) == 3 and parts[0] == "suggest" else None
 
 
 @functools.singledispatch
@@ -155,8 +204,8 @@ def render(view: views.View) -> Drawn:
 
 
 def section(text: str) -> Drawn:
-    """One section of text, clipped to Slack's limit (fallback text included)."""
-    return clip(text), [SectionBlock(text=md(text))]
+    """One section of plain text (escaped: it may quote tasks or what was typed), clipped to Slack's limit."""
+    return clip(escape(text)), [SectionBlock(text=md(escape(text)))]
 
 
 @render.register
@@ -167,22 +216,34 @@ def _message(view: views.Message) -> Drawn:
 @render.register
 def _help(view: views.Help) -> Drawn:
     text = view.detail or "\n".join(f"{usage}\n    {summary}" for usage, summary in view.verbs)
-    return clip(text), [SectionBlock(text=md("```" + clip(text, MAX_TEXT - 6) + "```"))]
+    return clip(escape(text)), [SectionBlock(text=md(code(text, MAX_TEXT - 60)))]
 
 
 @render.register
 def _task_list(view: views.TaskList) -> Drawn:
+    return task_list(view)
+
+
+def task_list(view: views.TaskList, *, above: list[Block] | None = None) -> Drawn:
+    """A list of task cards (with buttons for review and failures), as many as fit in one message."""
     if not view.tasks:
-        return section(view.empty)
-    room = (MAX_BLOCKS - 2) // (CARD_BLOCKS if view.kind != "queue" else 1)
-    shown, more = view.tasks[:room], max(0, len(view.tasks) - room)
-    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=view.title))]
-    for task in shown:
+        text, empty = section(view.empty)
+        return text, [*(above or []), *empty]
+    blocks: list[Block] = [*(above or []), HeaderBlock(text=PlainTextObject(text=view.title))]
+    shown = 0
+    for task in view.tasks:
         if view.kind == "queue":
-            blocks.append(SectionBlock(block_id=f"task:{task.id}:card", text=md(task_line(task))))
+            card: list[Block] = [SectionBlock(block_id=f"task:{task.id}:card", text=md(task_line(task)))]
         else:
-            blocks += [*review_card(task, kind=view.kind), DividerBlock()]
-    return f"{view.title}: {len(view.tasks)} task(s)", limited(blocks, more, "see `da queue` for all")
+            card = [*review_card(task, kind=view.kind, listed_in=view.kind),
+                    DividerBlock(block_id=f"task:{task.id}:divider")]
+        if shown and (len(blocks) + len(card) > MAX_BLOCKS - 1
+                      or text_size(blocks) + text_size(card) > LIST_TEXT_BUDGET):
+            break
+        blocks += card
+        shown += 1
+    hint = f"{FULL_LIST.get(view.kind, '`da queue`')} in the terminal lists all"
+    return f"{view.title}: {len(view.tasks)} task(s)", limited(blocks, len(view.tasks) - shown, hint)
 
 
 @render.register
@@ -195,7 +256,7 @@ def _fleet_status(view: views.FleetStatus) -> Drawn:
 
 @render.register
 def _skills(view: views.Skills) -> Drawn:
-    lines = [f"*{m.name}* ({', '.join(m.agents) or 'no agents'}): {', '.join(m.capabilities) or '-'}"
+    lines = [escape(f"*{m.name}* ({', '.join(m.agents) or 'no agents'}): {', '.join(m.capabilities) or '-'}")
              for m in view.machines]
     return "Skills", [SectionBlock(text=md("\n".join(lines) or "No machines yet."))]
 
@@ -210,7 +271,8 @@ def _skills_available(view: views.SkillsAvailable) -> Drawn:
 @render.register
 def _created(view: views.Created) -> Drawn:
     blocks = task_card(view.task)
-    blocks += [ContextBlock(elements=[md(f":warning: {w}")]) for w in view.warnings]
+    blocks += [ContextBlock(block_id=f"warning:{n}", elements=[md(f":warning: {escape(w)}")])
+               for n, w in enumerate(view.warnings)]
     return f"queued {view.task.short_id}", blocks
 
 
@@ -219,10 +281,10 @@ def _task_detail(view: views.TaskDetail) -> Drawn:
     task = view.task
     text = task_line(task)
     if task.notes:
-        text += f"\n*Notes:* {task.notes}"
+        text += f"\n*Notes:* {escape(task.notes)}"
     action = (task.result or {}).get("action")
     if action:
-        text += f"\n*What to do:* {action}"
+        text += f"\n*What to do:* {escape(str(action))}"
     blocks: list[Block] = [SectionBlock(block_id=f"task:{task.id}:card", text=md(text))]
     tail = views.output_tail(task, 20)
     if tail:
@@ -242,18 +304,25 @@ def _suggestion(view: views.SuggestionView) -> Drawn:
 
 @render.register
 def _bulk_preview(view: views.BulkPreview) -> Drawn:
+    return bulk_preview(view, "")
+
+
+def bulk_preview(view: views.BulkPreview, token: str) -> Drawn:
+    """The confirmation of `resolve all`: the tasks it will change, and the buttons (carrying `token`)."""
     if not view.count:
         return section(f"No tasks in {view.from_status}; nothing to change.")
     text = f"{view.count} task(s) in {view.from_status} will become {view.status}."
-    value = {"from": view.from_status, "to": view.status, "t": uuid.uuid4().hex[:12]}
-    return text, [SectionBlock(text=md(text)), ActionsBlock(elements=[
+    ids = ", ".join(f"`{task_id[:8]}`" for task_id in view.task_ids)
+    value = {"t": token}
+    return text, [SectionBlock(text=md(f"{text}\n{clip(ids, MAX_TEXT - len(text) - 1)}")), ActionsBlock(elements=[
         button(f"Confirm: change {view.count}", "bulk_confirm", value, "danger"),
         button("Cancel", "bulk_cancel", value)])]
 
 
 @render.register
 def _bulk_resolved(view: views.BulkResolved) -> Drawn:
-    return section(f"{view.count} task(s) moved from {view.from_status} to {view.status}.")
+    skipped = f" {view.skipped} had already changed and were left alone." if view.skipped else ""
+    return section(f"{view.count} task(s) moved from {view.from_status} to {view.status}.{skipped}")
 
 
 def note_modal(task_id: str, short_id: str, origin: dict[str, str]) -> View:
@@ -267,24 +336,3 @@ def note_modal(task_id: str, short_id: str, origin: dict[str, str]) -> View:
                         InputBlock(block_id="status", label=PlainTextObject(text="Resolve as"),
                                    element=StaticSelectElement(action_id="choice", options=choices,
                                                                initial_option=choices[0]))])
-
-
-def outcome_block(task_id: str, text: str) -> SectionBlock:
-    return SectionBlock(block_id=f"task:{task_id}:card", text=md(text))
-
-
-def replace_task(blocks: list[dict[str, Any]], task_id: str, replacement: list[Block]) -> list[dict[str, Any]]:
-    """A message's blocks with one task's card (all its blocks) replaced by `replacement`."""
-    prefix = f"task:{task_id}:"
-    out: list[dict[str, Any]] = []
-    inserted = False
-    for block in blocks:
-        if str(block.get("block_id", "")).startswith(prefix):
-            if not inserted:
-                out += [b.to_dict() for b in replacement]
-                inserted = True
-            continue
-        out.append(block)
-    if not inserted:
-        out += [b.to_dict() for b in replacement]
-    return out

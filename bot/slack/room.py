@@ -7,20 +7,24 @@ stay plain functions registered the way bolt-python's app template registers the
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.models.blocks import Block
 
 from da.bot import views
 from da.bot.commands import CommandLayer
 from da.bot.router import Suggestion
-from da.bot.slack import blocks
+from da.bot.slack import blocks, delivery
+from da.bot.slack.delivery import Reply
 from da.bot.slack.settings import BotSettings
-from da.bot.slack.state import BotState, Card
+from da.bot.slack.state import BotState, BulkConfirmation, Card
 from da.queue import errors as queue_errors
+
+logger = logging.getLogger(__name__)
 
 # Suggestions awaiting Confirm; old ones fall off (Slack messages outlive them anyway).
 MAX_PENDING_SUGGESTIONS = 200
@@ -34,8 +38,11 @@ class Room:
         self.settings = settings
         self.layer = layer
         self.state = state
-        self.web = AsyncWebClient(token=settings.bot_token, base_url=settings.api_url)
+        self.web = delivery.web_client(settings.bot_token, settings.api_url, settings.slack_timeout)
         self.suggestions: OrderedDict[str, tuple[Suggestion, views.SuggestionView]] = OrderedDict()
+
+    def reply_to(self, body: Mapping[str, Any]) -> Reply:
+        return Reply.to(body, self.web, self.settings.slack_timeout)
 
     def allowed(self, user: str) -> bool:
         return user in self.settings.allowed_users
@@ -44,35 +51,62 @@ class Room:
         return (f"<@{user}> is not on SLACK_ALLOWED_USERS, so you can look but not change anything; "
                 "ask whoever runs da to add your user id.")
 
-    async def refused(self, body: dict[str, Any], respond: Any) -> bool:
-        """True (after telling the user, ephemerally) when the clicker may not change state."""
-        user = body["user"]["id"]
+    async def refused(self, user: str, reply: Reply) -> bool:
+        """True (after telling the user, privately) when they may not change state."""
         if self.allowed(user):
             return False
-        await respond(text=self.refusal(user), response_type="ephemeral", replace_original=False)
+        await reply.send(self.refusal(user))
         return True
 
     def queue_error(self, exc: queue_errors.QueueError) -> str:
+        """The queue's refusal as mrkdwn (it may quote what was typed)."""
         if isinstance(exc, queue_errors.QueueUnreachable):
-            return f"queue unreachable at {', '.join(self.layer.client.urls)}."
-        return exc.detail
+            return blocks.escape(f"queue unreachable at {', '.join(self.layer.client.urls)}.")
+        return blocks.escape(exc.detail)
 
-    async def replace(self, body: dict[str, Any], respond: Any, text: str, new_blocks: list[Any]) -> None:
-        """Replace the clicked message: chat.update for a channel message, else its response_url."""
+    async def redraw(self, body: Mapping[str, Any], reply: Reply, text: str, drawn: list[Block]) -> None:
+        """Show the new state of the clicked message: chat.update on a channel message, else (an
+        ephemeral one, or an update Slack refused) through the click's response_url."""
         container = body.get("container") or {}
-        as_dicts = [b if isinstance(b, dict) else b.to_dict() for b in new_blocks]
         if container.get("message_ts") and container.get("channel_id") and not container.get("is_ephemeral"):
-            await self.web.chat_update(channel=container["channel_id"], ts=container["message_ts"], text=text,
-                                       blocks=as_dicts)
-        else:
-            await respond(text=text, blocks=as_dicts, replace_original=True)
+            try:
+                await self.web.chat_update(channel=container["channel_id"], ts=container["message_ts"], text=text,
+                                           blocks=[b.to_dict() for b in drawn])
+                return
+            except delivery.FAILURES as exc:
+                logger.warning("chat.update of the clicked message failed (%s); answering through response_url",
+                               delivery.problem(exc))
+        await reply.send(text, drawn, replace=True)
 
-    async def post_card(self, channel: str, view: views.Created) -> None:
-        """Post an assigned task's card and remember it for progress edits and threading."""
+    async def post_card(self, channel: str, view: views.Created, requester: str) -> str:
+        """Post an assigned task's card (in `channel`, else the notify channel) and remember it.
+
+        Returns what to tell the requester: "" when the card is where they asked, else one
+        sentence saying where it is or why it could not be posted; the task is queued either way.
+        """
         text, card_blocks = blocks.render(view)
-        posted = await self.web.chat_postMessage(channel=channel, text=text, blocks=card_blocks)
-        self.state.cards[view.task.id] = Card(posted["channel"], posted["ts"], view.task.status)
-        self.state.save()
+        short = f"`{view.task.short_id}`"
+        tried: list[str] = []
+        for place in dict.fromkeys(c for c in (channel, self.settings.notify_channel) if c):
+            try:
+                posted = await self.web.chat_postMessage(channel=place, text=text,
+                                                         blocks=[b.to_dict() for b in card_blocks])
+            except delivery.FAILURES as exc:
+                why = delivery.problem(exc)
+                logger.warning("posting the card of %s in %s failed (%s)", view.task.short_id, place, why)
+                tried.append(why)
+                if why not in delivery.PLACE_ERRORS:
+                    break  # Slack did not answer or refused the card itself: another channel will not help
+                continue
+            self.state.cards[view.task.id] = Card(posted["channel"], posted["ts"], view.task.status,
+                                                  requester=requester)
+            self.state.save()
+            if place == channel:
+                return ""
+            return (f"Queued {short}. I cannot post in this channel ({tried[0]}; `/invite @da` to let me), "
+                    f"so its card is in <#{place}>.")
+        return (f"Queued {short}, but I could not post its card ({', '.join(tried) or 'no channel'}); "
+                f"`/da show {view.task.short_id}` shows how it is doing.")
 
     def remember(self, view: views.SuggestionView) -> views.SuggestionView:
         """Keep a suggestion until Confirm; the returned view carries the token its buttons send back."""
@@ -82,6 +116,13 @@ class Room:
         while len(self.suggestions) > MAX_PENDING_SUGGESTIONS:
             self.suggestions.popitem(last=False)
         return kept
+
+    def remember_bulk(self, view: views.BulkPreview) -> str:
+        """Keep the task ids a bulk preview showed until its Confirm; returns the token its buttons carry."""
+        token = uuid.uuid4().hex[:16]
+        self.state.bulk[token] = BulkConfirmation(view.status, list(view.task_ids))
+        self.state.save()
+        return token
 
 
 def room_of(context: Mapping[str, Any]) -> Room:

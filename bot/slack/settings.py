@@ -31,6 +31,17 @@ class BotSettings:
     ping_interval: float = 10.0
     # Running-task cards are edited at most this often.
     progress_every: float = 10.0
+    # SLACK_NOTIFY_DONE=1: `done` tasks not started from Slack are posted in the notify channel too.
+    notify_done: bool = False
+    # More alerts than this for one channel within a minute become one summary.
+    burst_threshold: int = 5
+    # One try of a Slack call gives up after this many seconds (then it is retried).
+    slack_timeout: float = 30.0
+    # One long-poll of the queue's event feed.
+    feed_wait: float = 30.0
+    # The workspace lease lasts this long unless renewed (at a third of it); a standby bot takes
+    # over at most this long after the running one died without letting go.
+    lease_ttl: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None) -> BotSettings:
@@ -59,5 +70,8 @@ class BotSettings:
             api_url=api_url if api_url.endswith("/") else api_url + "/",
             router=client.router,
             state_path=Path(env.get("SLACK_STATE_PATH") or "data/bot-state.json").expanduser(),
+            notify_done=config.env_flag(env, "SLACK_NOTIFY_DONE"),
+            burst_threshold=config.env_int(env, "SLACK_BURST_THRESHOLD", 5, minimum=1),
+            slack_timeout=config.env_float(env, "SLACK_TIMEOUT", 30.0, minimum=1.0),
             config_dir=client.config_dir,
         )

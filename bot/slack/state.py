@@ -1,6 +1,7 @@
-"""What the Slack bot must remember across restarts: the last event it posted and the cards
-of tasks assigned from Slack. Written atomically after every post, so a restart resumes where
-it stopped: no event missed, none posted twice.
+"""What the Slack bot must remember across restarts: how far it has told Slack about the event
+feed, the cards of tasks assigned from Slack, and bulk confirmations awaiting a click. Written
+atomically after every delivery, so a restart resumes where it stopped: no event missed, none
+posted twice.
 """
 
 from __future__ import annotations
@@ -11,28 +12,58 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from da.queue.models import Event
+
 # Cards of finished tasks are forgotten after this many, oldest first.
 MAX_CARDS = 500
+# Bulk confirmations nobody clicked are forgotten after this many, oldest first.
+MAX_BULK = 50
 
 
 @dataclass
 class Card:
-    """Where a task's card is, and what it last showed."""
+    """Where a task's card is, what it last showed, and who asked for the task."""
 
     channel: str
     ts: str
     status: str = ""
     progress: str = ""
     updated: float = 0.0
+    requester: str = ""
+
+
+@dataclass
+class Seen:
+    """The last event delivered, enough to recognise it again in a restored database."""
+
+    id: int
+    task_id: str = ""
+    to_status: str = ""
+    at: float = 0.0
+
+    def matches(self, event: Event) -> bool:
+        return (event.id, event.task_id, event.to_status) == (self.id, self.task_id, self.to_status)
+
+
+@dataclass
+class BulkConfirmation:
+    """A `resolve all` preview awaiting its Confirm: exactly the tasks it listed, and their new status."""
+
+    status: str
+    task_ids: list[str]
 
 
 @dataclass
 class BotState:
     path: Path
     last_event: int | None = None
+    last_seen: Seen | None = None
+    # Alerts of events after `last_event` already delivered, as "<event id>@<channel>" (a batch
+    # is delivered by urgency, not by id, and one event may be told in two channels).
+    delivered: set[str] = field(default_factory=set)
     cards: dict[str, Card] = field(default_factory=dict)
-    # Bulk confirmations already applied in this process (a redelivered click is ignored).
-    handled_bulk: set[str] = field(default_factory=set)
+    # Bulk confirmations shown and not yet clicked, by the token their buttons carry.
+    bulk: dict[str, BulkConfirmation] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> BotState:
@@ -43,15 +74,36 @@ class BotState:
         except (OSError, ValueError):
             return cls(path)
         cards = {task_id: Card(**card) for task_id, card in data.get("cards", {}).items()}
-        return cls(path, data.get("last_event"), cards)
+        seen = Seen(**data["last_seen"]) if data.get("last_seen") else None
+        bulk = {token: BulkConfirmation(**entry) for token, entry in data.get("bulk", {}).items()}
+        return cls(path, data.get("last_event"), seen, set(data.get("delivered", [])), cards, bulk)
+
+    def advance(self, events: list[Event]) -> None:
+        """Every event of a batch is delivered: move the cursor past the newest."""
+        newest = max(events, key=lambda e: e.id)
+        self.last_event = newest.id
+        self.last_seen = Seen(newest.id, newest.task_id, newest.to_status, newest.at)
+        self.delivered = {key for key in self.delivered if int(key.partition("@")[0]) > newest.id}
+        self.save()
+
+    def rewind(self, event_id: int) -> None:
+        """Start again after `event_id` (the event feed went backwards)."""
+        self.last_event = event_id
+        self.last_seen = None
+        self.delivered.clear()
+        self.save()
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if len(self.cards) > MAX_CARDS:
-            for task_id in list(self.cards)[: len(self.cards) - MAX_CARDS]:
-                del self.cards[task_id]
+            self.cards = dict(list(self.cards.items())[-MAX_CARDS:])
+        if len(self.bulk) > MAX_BULK:
+            self.bulk = dict(list(self.bulk.items())[-MAX_BULK:])
         data: dict[str, Any] = {"last_event": self.last_event,
-                                "cards": {task_id: vars(card) for task_id, card in self.cards.items()}}
+                                "last_seen": vars(self.last_seen) if self.last_seen else None,
+                                "delivered": sorted(self.delivered),
+                                "cards": {task_id: vars(card) for task_id, card in self.cards.items()},
+                                "bulk": {token: vars(entry) for token, entry in self.bulk.items()}}
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(data), encoding="utf-8")
         os.replace(temporary, self.path)

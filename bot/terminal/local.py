@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 async def run(command: Command, terminal: Terminal) -> int:
     """Run a local verb; returns the exit status."""
     if command.verb == "run":
-        return await run_agent(command.words[0], " ".join(command.words[1:]), terminal)
+        return await run_agent(command.words[0], command.text.split(None, 1)[1], terminal)
     if command.verb == "test":
         return await smoke_test(command.words[0] if command.words else None, terminal)
     return await ssh(command.words[0], terminal)

@@ -172,12 +172,14 @@ def _resolved(view: views.Resolved, *, style: Style, width: int) -> str:
 
 @render.register
 def _bulk_preview(view: views.BulkPreview, *, style: Style, width: int) -> str:
-    return f"{view.count} task(s) in {view.from_status} would become {view.status}."
+    ids = " ".join(task_id[:8] for task_id in view.task_ids)
+    return f"{view.count} task(s) in {view.from_status} would become {view.status}." + (f"\n{ids}" if ids else "")
 
 
 @render.register
 def _bulk_resolved(view: views.BulkResolved, *, style: Style, width: int) -> str:
-    return f"{view.count} task(s) moved from {view.from_status} to {view.status}."
+    skipped = f" {view.skipped} had already changed and were left alone." if view.skipped else ""
+    return f"{view.count} task(s) moved from {view.from_status} to {view.status}.{skipped}"
 
 
 @render.register

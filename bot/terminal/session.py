@@ -78,7 +78,7 @@ class Terminal:
     async def execute(self, line: str | list[str]) -> int:
         """Run one command; returns the exit status a script sees."""
         try:
-            command = grammar.parse(line) if isinstance(line, str) else _parse_argv(line)
+            command = grammar.parse(line) if isinstance(line, str) else grammar.parse_argv(line)
         except UsageError as exc:
             self.print(str(exc))
             return 2
@@ -93,7 +93,7 @@ class Terminal:
             elif isinstance(view, views.BulkPreview) and view.count:
                 self.print(render(view, style=self.style, width=self.width))
                 if await self.yes("Confirm?", command):
-                    view = await self.layer.resolve_all(view.from_status, view.status, user=self.settings.user)
+                    view = await self.layer.resolve_exact(view.task_ids, view.status, user=self.settings.user)
                 else:
                     view = views.Message("nothing changed.")
         except UsageError as exc:
@@ -155,13 +155,6 @@ class Terminal:
         finally:
             if history:
                 history()
-
-
-def _parse_argv(argv: list[str]) -> grammar.Command:
-    """argv from the shell is already split: re-quote it so the grammar sees the same words."""
-    import shlex
-
-    return grammar.parse(" ".join(shlex.quote(arg) for arg in argv))
 
 
 def _enable_history() -> Any:

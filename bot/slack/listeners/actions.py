@@ -1,5 +1,9 @@
-"""Buttons and menus: confirm or change a suggestion, resolve, add a note, cancel, bulk resolve.
+"""Buttons and menus: confirm or change a suggestion, resolve, add a note, cancel, bulk resolve,
+open the review list from a burst summary.
 
+A click in an ephemeral answer carries no `message`, only the clicked element (its `value`
+and `block_id`) and a response_url; so every button keeps what it needs in its value or
+block id, each answer is rebuilt from the queue, and a private click is answered privately.
 Each click changes something once; a second click on a settled task says who settled it.
 """
 
@@ -7,17 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.models.blocks import Block, ContextBlock
 
-from da.bot import views
+from da.bot import grammar, views
 from da.bot.grammar import UsageError
-from da.bot.slack import blocks
+from da.bot.slack import blocks, delivery
+from da.bot.slack.delivery import Reply
 from da.bot.slack.room import Room, room_of
 from da.queue import errors as queue_errors
+from da.queue.models import Task
 
+logger = logging.getLogger(__name__)
 SUGGESTION_MENUS = ("machine", "agent", "type")
+# The private lists a card can be drawn in, redrawn after a click.
+LISTS = ("review", "failures")
 
 
 def register(app: AsyncApp) -> None:
@@ -31,154 +43,196 @@ def register(app: AsyncApp) -> None:
     app.action("cancel_task")(cancel_task)
     app.action("bulk_confirm")(confirm_bulk)
     app.action("bulk_cancel")(cancel_bulk)
+    app.action("open_review")(open_review)
 
 
-async def acting_room(ack: Any, body: dict[str, Any], respond: Any, context: Any) -> Room | None:
-    """Ack the click; the Room when the clicker may change state, else None (after telling them why)."""
+async def acting(ack: Any, body: dict[str, Any], context: Any) -> tuple[Room, Reply, str] | None:
+    """Ack the click; the room, a reply to the clicker and who they are, or None (after telling
+    them why) when they may not change state."""
     await ack()
     room = room_of(context)
-    return None if await room.refused(body, respond) else room
-
-
-async def confirm_suggestion(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any,
-                             context: Any) -> None:
-    room = await acting_room(ack, body, respond, context)
-    if room is None:
-        return
+    reply = room.reply_to(body)
     user = body["user"]["id"]
-    token = json.loads(action["value"])["t"]
+    return None if await room.refused(user, reply) else (room, reply, user)
+
+
+def value_of(action: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        value = json.loads(action.get("value") or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+async def confirm_suggestion(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+    acted = await acting(ack, body, context)
+    if acted is None:
+        return
+    room, reply, user = acted
+    token = value_of(action).get("t", "")
     entry = room.suggestions.pop(token, None)
     if entry is None:
-        await respond(text="This suggestion was already confirmed or cancelled.", replace_original=False,
-                      response_type="ephemeral")
+        await reply.send("This suggestion was already confirmed or cancelled.")
         return
     suggestion, view = entry
     request = dataclasses.replace(view.request, created_by=user)
     try:
         created = await room.layer.create(suggestion, request)
     except UsageError as exc:
-        await respond(text=exc.problem, replace_original=True)
+        await reply.send(blocks.escape(exc.problem), replace=True)
         return
     except queue_errors.QueueError as exc:
         room.suggestions[token] = entry
-        await respond(text=room.queue_error(exc), replace_original=False, response_type="ephemeral")
+        await reply.send(room.queue_error(exc))
         return
     if isinstance(created, views.Message):
-        await respond(text=created.text, replace_original=True)
+        await reply.send(blocks.escape(created.text), replace=True)
         return
-    await respond(text=f"Queued `{created.task.short_id}` by <@{user}>.", replace_original=True)
-    channel = (body.get("channel") or {}).get("id") or room.settings.notify_channel
-    if channel:
-        await room.post_card(channel, created)
+    where = await room.post_card(reply.channel or "", created, user)
+    await reply.send(where or f"Queued `{created.task.short_id}` by <@{user}>.", replace=True)
 
 
-async def cancel_suggestion(ack: Any, action: dict[str, Any], respond: Any, context: Any) -> None:
-    await ack()
-    room_of(context).suggestions.pop(json.loads(action["value"])["t"], None)
-    await respond(text="Cancelled; nothing queued.", replace_original=True)
-
-
-async def change_suggestion(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any,
-                            context: Any) -> None:
-    """A menu changed machine, agent or type: keep the new choice for Confirm."""
+async def cancel_suggestion(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     await ack()
     room = room_of(context)
-    token = None
-    for block in body.get("message", {}).get("blocks", []):
-        for element in block.get("elements", []) if isinstance(block, dict) else []:
-            if element.get("action_id") == "suggest_confirm":
-                token = json.loads(element["value"])["t"]
+    room.suggestions.pop(value_of(action).get("t", ""), None)
+    await room.reply_to(body).send("Cancelled; nothing queued.", replace=True)
+
+
+async def change_suggestion(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+    """A menu changed machine, agent or type: keep the new choice for Confirm and redraw."""
+    await ack()
+    room = room_of(context)
+    reply = room.reply_to(body)
+    token = blocks.suggestion_token(action.get("block_id", ""))
     if token is None or token not in room.suggestions:
-        await respond(text="This suggestion is no longer open.", replace_original=False, response_type="ephemeral")
+        await reply.send("This suggestion is no longer open; run `/da assign` again.")
         return
     suggestion, view = room.suggestions[token]
     field = action["action_id"].removeprefix("suggest_")
-    changed = dataclasses.replace(suggestion, **{field: action["selected_option"]["value"]},
-                                  reason=f"{suggestion.reason}; {field} set by <@{body['user']['id']}>")
+    chosen = (action.get("selected_option") or {}).get("value")
+    if not chosen:
+        return
+    changed = dataclasses.replace(suggestion, **{field: chosen}, reason=f"{suggestion.reason}; {field} chosen by hand")
     new_view = dataclasses.replace(view, suggestion=changed)
     room.suggestions[token] = (changed, new_view)
     text, drawn = blocks.render(new_view)
-    await respond(text=text, blocks=[b.to_dict() for b in drawn], replace_original=True)
+    await reply.send(text, drawn, replace=True)
 
 
-async def resolve_task(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any, context: Any) -> None:
-    room = await acting_room(ack, body, respond, context)
-    if room is None:
+async def resolve_task(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+    acted = await acting(ack, body, context)
+    if acted is None:
         return
-    await resolve(room, body, respond, json.loads(action["value"])["id"], blocks.RESOLVE_ACTIONS[action["action_id"]])
+    room, reply, user = acted
+    value = value_of(action)
+    await resolve(room, body, reply, value.get("id", ""), blocks.RESOLVE_ACTIONS[action["action_id"]],
+                  listed_in=value.get("in"), user=user)
 
 
-async def resolve(room: Room, body: dict[str, Any], respond: Any, task_id: str, status: str) -> None:
-    """Resolve from a card and replace that card with who did what."""
-    user = body["user"]["id"]
+async def resolve(room: Room, body: Mapping[str, Any], reply: Reply, task_id: str, status: str, *,
+                  listed_in: str | None, user: str, notes: str | None = None) -> None:
+    """Resolve from a card, then redraw where the click came from with who did what."""
     try:
-        task = await room.layer.client.resolve(task_id, status, by=user)
+        task = await room.layer.client.resolve(task_id, status, notes=notes, by=user)
     except queue_errors.Conflict as exc:
-        await respond(text=f"Nothing changed: {exc.detail}", response_type="ephemeral", replace_original=False)
+        await reply.send(f"Nothing changed: {blocks.escape(exc.detail)}")
         return
     except queue_errors.QueueError as exc:
-        await respond(text=room.queue_error(exc), response_type="ephemeral", replace_original=False)
+        await reply.send(room.queue_error(exc))
         return
-    outcome = f":ballot_box_with_check: `{task.short_id}` {blocks.OUTCOME_WORDS[status]} by <@{user}>"
-    message_blocks = body.get("message", {}).get("blocks")
-    if message_blocks is not None:
-        new_blocks = blocks.replace_task(message_blocks, task.id, [blocks.outcome_block(task.id, outcome)])
-        await room.replace(body, respond, outcome, new_blocks)
-    else:
-        await room.web.chat_postMessage(channel=body.get("origin_channel") or room.settings.notify_channel,
-                                        text=outcome)
+    outcome = f":ballot_box_with_check: `{task.short_id}` {blocks.OUTCOME_WORDS[status]} by <@{user}>" + (
+        f": {blocks.escape(notes)}" if notes else "")
+    text, drawn = await settled_view(room, task, outcome, listed_in)
+    await room.redraw(body, reply, text, drawn)
+
+
+async def settled_view(room: Room, task: Task, outcome: str, listed_in: str | None) -> tuple[str, list[Block]]:
+    """The private list a card was in, rebuilt from the queue under the outcome; else the card settled."""
+    if listed_in in LISTS:
+        try:
+            listing = await room.layer.run(grammar.parse(listed_in))
+        except UsageError:
+            listing = None
+        if isinstance(listing, views.TaskList):
+            _, drawn = blocks.task_list(listing, above=[ContextBlock(block_id="outcome",
+                                                                     elements=[blocks.md(outcome)])])
+            return outcome, drawn
+    return outcome, blocks.settled_card(task, outcome)
 
 
 async def open_note(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
-    await ack()
-    room = room_of(context)
-    user = body["user"]["id"]
-    task_id = json.loads(action["value"])["id"]
+    """Open the note modal; it remembers where the click came from, to answer there after Submit."""
+    acted = await acting(ack, body, context)
+    if acted is None:
+        return
+    room, reply, _ = acted
+    value = value_of(action)
     container = body.get("container") or {}
-    origin = {"channel": container.get("channel_id", ""), "ts": container.get("message_ts", ""),
-              "response_url": body.get("response_url", "")}
-    if not room.allowed(user):
-        await room.web.chat_postEphemeral(channel=origin["channel"] or room.settings.notify_channel, user=user,
-                                          text=room.refusal(user))
-        return
-    await room.web.views_open(trigger_id=body["trigger_id"], view=blocks.note_modal(task_id, task_id[:8], origin))
-
-
-async def cancel_task(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any, context: Any) -> None:
-    room = await acting_room(ack, body, respond, context)
-    if room is None:
-        return
-    user = body["user"]["id"]
+    origin = {"channel": container.get("channel_id", ""), "url": body.get("response_url", ""),
+              "in": value.get("in") or ""}
+    if not container.get("is_ephemeral"):
+        origin["ts"] = container.get("message_ts", "")
+    task_id = value.get("id", "")
     try:
-        task = await room.layer.client.cancel(json.loads(action["value"])["id"], by=user)
+        await room.web.views_open(trigger_id=body["trigger_id"], view=blocks.note_modal(task_id, task_id[:8], origin))
+    except delivery.FAILURES as exc:
+        logger.warning("views.open for a note failed (%s)", delivery.problem(exc))
+        await reply.send(f"Slack would not open the note form ({delivery.problem(exc)}); click Add note… again.")
+
+
+async def cancel_task(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+    acted = await acting(ack, body, context)
+    if acted is None:
+        return
+    room, reply, user = acted
+    try:
+        task = await room.layer.client.cancel(value_of(action).get("id", ""), by=user)
     except queue_errors.QueueError as exc:
-        await respond(text=f"Nothing changed: {exc.detail}", response_type="ephemeral", replace_original=False)
+        await reply.send(f"Nothing changed: {room.queue_error(exc)}")
         return
     text, card = blocks.render(views.Created(task))
-    card.append(blocks.ContextBlock(elements=[blocks.md(f"cancelled by <@{user}>")]))
-    await room.replace(body, respond, text, card)
+    card.append(ContextBlock(block_id="outcome", elements=[blocks.md(f"cancelled by <@{user}>")]))
+    await room.redraw(body, reply, text, card)
 
 
-async def confirm_bulk(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any, context: Any) -> None:
-    room = await acting_room(ack, body, respond, context)
-    if room is None:
+async def confirm_bulk(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+    """Resolve exactly the tasks the confirmation listed, once."""
+    acted = await acting(ack, body, context)
+    if acted is None:
         return
-    user = body["user"]["id"]
-    value = json.loads(action["value"])
-    if value["t"] in room.state.handled_bulk:
-        await respond(text="Already done.", response_type="ephemeral", replace_original=False)
+    room, reply, user = acted
+    token = value_of(action).get("t", "")
+    pending = room.state.bulk.pop(token, None)
+    if pending is None:
+        await reply.send("This confirmation is no longer open (it was used or cancelled); run "
+                         "`/da resolve all` again to see what it would change now.")
         return
-    room.state.handled_bulk.add(value["t"])
+    room.state.save()
     try:
-        done = await room.layer.resolve_all(value["from"], value["to"], user=user)
+        done = await room.layer.resolve_exact(pending.task_ids, pending.status, user=user)
     except queue_errors.QueueError as exc:
-        room.state.handled_bulk.discard(value["t"])
-        await respond(text=room.queue_error(exc), response_type="ephemeral", replace_original=False)
+        room.state.bulk[token] = pending  # nothing or part was done; Confirm again finishes the rest
+        room.state.save()
+        await reply.send(room.queue_error(exc))
         return
-    await respond(text=f"{done.count} task(s) moved from {done.from_status} to {done.status} by <@{user}>.",
-                  replace_original=True)
+    text, _ = blocks.render(done)
+    await reply.send(f"{text} (by <@{user}>)", replace=True)
 
 
-async def cancel_bulk(ack: Any, respond: Any) -> None:
+async def cancel_bulk(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
     await ack()
-    await respond(text="Cancelled; nothing changed.", replace_original=True)
+    room = room_of(context)
+    if room.state.bulk.pop(value_of(action).get("t", ""), None) is not None:
+        room.state.save()
+    await room.reply_to(body).send("Cancelled; nothing changed.", replace=True)
+
+
+async def open_review(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+    """The Review button of a burst summary: the list, privately, for the clicker."""
+    await ack()
+    room = room_of(context)
+    kind = value_of(action).get("kind")
+    view = await room.layer.run(grammar.parse(kind if kind in LISTS else "review"))
+    text, drawn = blocks.render(view)
+    await room.reply_to(body).send(text, drawn)

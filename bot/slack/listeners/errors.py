@@ -7,6 +7,8 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
+from da.bot.slack.room import CONTEXT_KEY, Room
+
 logger = logging.getLogger(__name__)
 
 
@@ -14,11 +16,8 @@ def register(app: AsyncApp) -> None:
     app.error(on_error)
 
 
-async def on_error(error: Exception, body: dict[str, Any]) -> None:
+async def on_error(error: Exception, body: dict[str, Any], context: Any) -> None:
     logger.exception("slack listener failed: %s", error)
-    url = body.get("response_url") if isinstance(body, dict) else None
-    if url:
-        from slack_sdk.webhook.async_client import AsyncWebhookClient
-
-        await AsyncWebhookClient(url).send(text=f"Something went wrong: {type(error).__name__}; see the bot's log.",
-                                          response_type="ephemeral", replace_original=False)
+    room = context.get(CONTEXT_KEY) if context is not None else None
+    if isinstance(room, Room) and isinstance(body, dict):
+        await room.reply_to(body).send(f"Something went wrong: {type(error).__name__}; see the bot's log.")

@@ -1,4 +1,8 @@
-"""Modal submissions: the "Add note…" modal resolves a task with the note."""
+"""Modal submissions: the "Add note…" modal resolves a task with the note.
+
+A view submission has no response_url; the modal carries the click's own (and the message's
+ts when it was a channel message), so the answer lands where the click came from.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from da.bot.slack import blocks
+from da.bot.slack.delivery import Reply
+from da.bot.slack.listeners.actions import resolve
 from da.bot.slack.room import room_of
-from da.queue import errors as queue_errors
 
 
 def register(app: AsyncApp) -> None:
@@ -17,24 +21,20 @@ def register(app: AsyncApp) -> None:
 
 
 async def submit_note(ack: Any, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
-    await ack()
     room = room_of(context)
+    user = body["user"]["id"]
+    if not room.allowed(user):
+        await ack(response_action="errors", errors={"note": room.refusal(user)})
+        return
+    await ack()
     meta = json.loads(view.get("private_metadata") or "{}")
     values = view["state"]["values"]
     note = values["note"]["text"]["value"]
     status = values["status"]["choice"]["selected_option"]["value"]
-    user = body["user"]["id"]
     channel = meta.get("channel") or room.settings.notify_channel
-    if not room.allowed(user):
-        return
-    try:
-        task = await room.layer.client.resolve(meta["id"], status, notes=note, by=user)
-    except queue_errors.QueueError as exc:
-        await room.web.chat_postEphemeral(channel=channel, user=user, text=f"Nothing changed: {exc.detail}")
-        return
-    outcome = f":ballot_box_with_check: `{task.short_id}` {blocks.OUTCOME_WORDS[status]} by <@{user}>: {note}"
-    if meta.get("ts") and channel:
-        history = [blocks.outcome_block(task.id, outcome).to_dict()]
-        await room.web.chat_update(channel=channel, ts=meta["ts"], text=outcome, blocks=history)
-    elif channel:
-        await room.web.chat_postMessage(channel=channel, text=outcome)
+    reply = Reply(room.web, url=meta.get("url") or None, channel=channel, user=user,
+                  timeout=room.settings.slack_timeout)
+    # The clicked message, as `redraw` expects it: a channel message by its ts, else ephemeral.
+    origin = {"container": {"channel_id": channel, "message_ts": meta.get("ts", ""),
+                            "is_ephemeral": not meta.get("ts")}}
+    await resolve(room, origin, reply, meta["id"], status, listed_in=meta.get("in") or None, user=user, notes=note)

@@ -291,3 +291,26 @@ SELECT to_regclass('schema_version') IS NOT NULL AS migrated;
 -- Replicas connected to this database (each holds one bus connection), this one included.
 SELECT count(*) AS n FROM pg_stat_activity
 WHERE application_name = :bus_name AND datname = current_database();
+
+-- acquire_named_lease --
+-- Take a free or expired named lease, or renew one this holder has; no row when another holds it.
+-- One upsert decides: concurrent takers on any replica serialise on the row's primary key.
+INSERT INTO named_leases (name, holder, acquired_at, expires_at, data)
+VALUES (:lease_name, :holder, :now::float8, :now::float8 + :ttl::float8, :data)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder,
+    expires_at = excluded.expires_at,
+    data = coalesce(excluded.data, named_leases.data),
+    acquired_at = CASE WHEN named_leases.holder = excluded.holder AND named_leases.expires_at > excluded.acquired_at
+                       THEN named_leases.acquired_at ELSE excluded.acquired_at END
+WHERE named_leases.holder = excluded.holder OR named_leases.expires_at <= excluded.acquired_at
+RETURNING *;
+
+-- named_lease --
+-- Who holds a named lease, and until when.
+SELECT * FROM named_leases WHERE name = :lease_name;
+
+-- release_named_lease --
+-- Let go of a named lease this holder has: it runs out now, its data stays for the next holder.
+UPDATE named_leases SET expires_at = least(expires_at, :now::float8)
+WHERE name = :lease_name AND holder = :holder AND expires_at > :now::float8 RETURNING name;

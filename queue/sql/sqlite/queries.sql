@@ -215,3 +215,25 @@ SELECT coalesce(max(id), 0) AS id FROM events;
 -- task_events --
 -- One task's audit trail.
 SELECT * FROM events WHERE task_id = :task_id ORDER BY id;
+
+-- acquire_named_lease --
+-- Take a free or expired named lease, or renew one this holder has; no row when another holds it.
+INSERT INTO named_leases (name, holder, acquired_at, expires_at, data)
+VALUES (:lease_name, :holder, :now, :now + :ttl, :data)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder,
+    expires_at = excluded.expires_at,
+    data = coalesce(excluded.data, named_leases.data),
+    acquired_at = CASE WHEN named_leases.holder = excluded.holder AND named_leases.expires_at > excluded.acquired_at
+                       THEN named_leases.acquired_at ELSE excluded.acquired_at END
+WHERE named_leases.holder = excluded.holder OR named_leases.expires_at <= excluded.acquired_at
+RETURNING *;
+
+-- named_lease --
+-- Who holds a named lease, and until when.
+SELECT * FROM named_leases WHERE name = :lease_name;
+
+-- release_named_lease --
+-- Let go of a named lease this holder has: it runs out now, its data stays for the next holder.
+UPDATE named_leases SET expires_at = min(expires_at, :now)
+WHERE name = :lease_name AND holder = :holder AND expires_at > :now RETURNING name;
