@@ -77,7 +77,10 @@ TASK_ID = {"name": "id", "in": "path", "required": True,
 LEASE_BODY = {"lease": TOKEN}
 # The payload is free-form but for the two keys the service reads (the original tool's pin, a lock).
 PAYLOAD = {"type": "object", "properties": {"_target_machine": _nullable(OPT_NAME),
-                                            "lock": {"type": ["string", "null"], "maxLength": 1000}}}
+                                            "lock": {"type": ["string", "null"], "maxLength": 1000}},
+           "description": f"Free-form, nested at most {models.MAX_DEPTH} levels of objects and arrays."}
+RESULT = {"type": "object",
+          "description": f"Free-form, nested at most {models.MAX_DEPTH} levels of objects and arrays."}
 # Workers time heartbeats by this duration, never by `lease_expires_at` against their own clock.
 LEASE_LEFT = {"type": "number", "minimum": 0, "description": "Seconds left on the lease when answered."}
 RESOLVE_FIELDS = {"status": {"type": "string", "enum": list(models.RESOLVE_TO)},
@@ -135,7 +138,7 @@ def document(version: str) -> dict[str, Any]:
         "/v1/tasks/{id}/report": {"post": _op("Report the outcome; repeating it is harmless.", {
             "200": _json(TASK, "Recorded."), **task_op, **_errors(413)},
             body=_body({**LEASE_BODY, "status": {"type": "string", "enum": list(models.REPORTABLE)},
-                        "result": {"type": "object"}, "notes": NOTES, "action": NOTES}, ["lease", "status"]),
+                        "result": RESULT, "notes": NOTES, "action": NOTES}, ["lease", "status"]),
             params=[TASK_ID])},
         "/v1/tasks/{id}/resolve": {"post": _op("Settle a needs_human or failed task.", {
             "200": _json(TASK, "Resolved."), **task_op}, body=_body(RESOLVE_FIELDS, ["status"]), params=[TASK_ID])},

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import json
+import logging
 import os
 import random
 import re
@@ -33,6 +34,8 @@ from da.queue.models import ClaimRequest, Event, NewTask, Report, Row, Task
 
 if TYPE_CHECKING:
     from da.queue.settings import QueueSettings
+
+logger = logging.getLogger(__name__)
 
 # A claim that lost a race for a lock to a claim on another replica tries again this often; each
 # retry sees the winner's lock and skips that task, so a second retry is already rare.
@@ -193,7 +196,28 @@ class Store(ABC):
     # ---- creating and reading ------------------------------------------------------
 
     async def _tasks(self, name: str, **params: Any) -> list[Task]:
-        return [Task.from_row(row) for row in await self._fetch(name, **params)]
+        return await self._readable([Task.from_row(row) for row in await self._fetch(name, **params)])
+
+    async def _readable(self, tasks: list[Task]) -> list[Task]:
+        """The tasks, with any waiting one whose stored payload cannot be read back quarantined first."""
+        if not any(task.unreadable for task in tasks):
+            return tasks
+        return [await self._quarantine(task) if task.unreadable and task.status in (models.PENDING, models.CLAIMED)
+                else task for task in tasks]
+
+    async def _quarantine(self, task: Task) -> Task:
+        """Hand a task whose payload cannot be read back to a person (see the quarantine_task statement)."""
+        notes = f"quarantined: the stored payload cannot be read back ({task.unreadable})"
+        result = {"error": "unreadable payload",
+                  "action": f"resubmit the task with a payload that is a JSON object nested at most {models.MAX_DEPTH} "
+                            "levels deep, then resolve this one as failed"}
+        rows = await self._write_tasks("quarantine_task", id=task.id, notes=notes, result=json.dumps(result),
+                                       now=self.clock())
+        if not rows:
+            return await self._current(task.id)  # a concurrent read or claim quarantined it first
+        logger.warning("task %s %s %s", task.short_id, task.type, notes, extra={"task_id": task.id})
+        self._changed(pending=False)
+        return rows[0]
 
     async def _write_tasks(self, name: str, **params: Any) -> list[Task]:
         return [Task.from_row(row) for row in await self._write(name, **params)]
@@ -249,7 +273,9 @@ class Store(ABC):
             before=before,
             limit=limit + 1,
         )
-        tasks = [Task.from_row(row) for row in rows[:limit]]
+        tasks = await self._readable([Task.from_row(row) for row in rows[:limit]])
+        if statuses:
+            tasks = [task for task in tasks if task.status in statuses]  # quarantined on the way
         cursor = int(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return tasks, cursor
 
@@ -277,7 +303,8 @@ class Store(ABC):
         lock on the same machine).
         """
         names = [request.machine, *request.aliases]
-        for _ in range(CLAIM_RETRIES):
+        races = 0
+        while races < CLAIM_RETRIES:
             now = self.clock()
             lease = new_token()
             expires = now + lease_seconds
@@ -294,10 +321,15 @@ class Store(ABC):
                     now=now,
                 )
             except LockRace:
+                races += 1
                 continue
             if not tasks:
                 return None
             self._changed(pending=False)
+            if tasks[0].unreadable:
+                # Its answer could not be encoded: handed out, it would be reaped and claimed forever.
+                await self._quarantine(tasks[0])
+                continue
             return Claim(tasks[0], lease, expires)
         return None
 

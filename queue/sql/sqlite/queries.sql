@@ -42,6 +42,17 @@ SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NUL
 WHERE id = :id AND lease = :lease AND status = 'claimed'
 RETURNING *;
 
+-- quarantine_task --
+-- A task whose stored payload cannot be read back goes to a person, never to a worker (it could not
+-- be answered to one, and would be claimed and reaped forever); a claim it got on the way does not
+-- count as an attempt. The stored payload is kept as it is for whoever repairs it.
+UPDATE tasks
+SET status = 'needs_human', attempts = CASE WHEN status = 'claimed' THEN attempts - 1 ELSE attempts END,
+    lease = NULL, lease_expires_at = NULL, assigned_to = NULL, progress = NULL, notes = :notes, result = :result,
+    finished_at = :now, updated_at = :now, changed_by = 'queue', change_note = :notes
+WHERE id = :id AND status IN ('pending', 'claimed')
+RETURNING *;
+
 -- start_task --
 -- The worker began running it.
 UPDATE tasks
