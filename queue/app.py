@@ -267,7 +267,9 @@ def lease_of(body: Any, *also: str) -> str:
 
 async def start_task(request: web.Request) -> web.Response:
     body = await read_json(request)
-    task = await request.app[STORE].start(request.match_info["id"], lease_of(body))
+    lease = lease_of(body, "checkout")
+    checkout = models.get_str(body, "checkout", max_len=models.MAX_PATH)
+    task = await request.app[STORE].start(request.match_info["id"], lease, checkout=checkout)
     log_transition(task)
     return json_response(task.to_json())
 

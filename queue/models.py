@@ -50,6 +50,8 @@ MAX_WAIT = 60.0
 MAX_LEASE = 3600.0
 MIN_LEASE = 1.0
 MAX_LIMIT = 500
+# A folder path as an operating system allows it (PATH_MAX on Linux).
+MAX_PATH = 4096
 # Payloads and results nest at most this many levels of objects and arrays. Real ones use two or
 # three; the JSON encoder that answers every request stops at 255, and a stored task it cannot
 # encode would break every listing that includes it.
@@ -319,6 +321,12 @@ def get_status(body: dict[str, Any], key: str, allowed: tuple[str, ...], *, requ
     return value
 
 
+def checkout_of(payload: dict[str, Any]) -> str | None:
+    """The folder a task works in (`cwd`, or git_pull's `repo_path`): its lock, once per machine."""
+    folder = payload.get("cwd") or payload.get("repo_path")
+    return folder if isinstance(folder, str) and folder else None
+
+
 @dataclass(frozen=True)
 class NewTask:
     """A task as submitted, before the store gives it an id."""
@@ -357,9 +365,9 @@ class NewTask:
         if target is not None:
             get_str({"target_machine": target}, "target_machine", name=True)
         lock = get_str(body, "lock", max_len=1000) or get_str(payload, "lock", max_len=1000)
-        cwd = payload.get("cwd") or payload.get("repo_path")
+        cwd = checkout_of(payload)
         lock_per_machine = False
-        if lock is None and isinstance(cwd, str) and cwd:
+        if lock is None and cwd:
             # The payload is the handler's to judge (a NUL in cwd is its needs_human); the lock key
             # only has to be text every backend can store.
             lock, lock_per_machine = cwd.replace("\x00", "\\x00"), True

@@ -124,8 +124,14 @@ def document(version: str) -> dict[str, Any]:
                 "dry_run": {"type": "boolean"}, **RESOLVE_FIELDS}, ["from_status", "status"]))},
         "/v1/tasks/{id}": {"get": _op("One task with its events.", {"200": _json(TASK, "The task."), **task_op},
                                       params=[TASK_ID])},
-        "/v1/tasks/{id}/start": {"post": _op("Mark a claimed task in progress.", {
-            "200": _json(TASK, "Started."), **task_op}, body=_body(LEASE_BODY, ["lease"]), params=[TASK_ID])},
+        "/v1/tasks/{id}/start": {"post": _op(
+            "Mark a claimed task in progress; 409 lock_held when another task on the machine holds its folder "
+            "(the claim then goes back to the queue, not counted).", {
+                "200": _json(TASK, "Started."), **task_op},
+            body=_body({**LEASE_BODY, "checkout": {
+                **TEXT, "maxLength": models.MAX_PATH,
+                "description": "The task's folder resolved on the worker's machine; its cwd lock moves there."}},
+                ["lease"]), params=[TASK_ID])},
         "/v1/tasks/{id}/release": {"post": _op("Hand back a claimed task that has not started.", {
             "200": _json(TASK, "Pending again."), **task_op}, body=_body(LEASE_BODY, ["lease"]), params=[TASK_ID])},
         "/v1/tasks/{id}/heartbeat": {"post": _op("Extend the lease; says whether to cancel.", {

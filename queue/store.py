@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from da.queue import models
-from da.queue.errors import BadRequest, Conflict, LeaseLost, NotFound, StoreError
+from da.queue.errors import BadRequest, Conflict, LeaseLost, LockHeld, NotFound, StoreError
 from da.queue.models import ClaimRequest, Event, NewTask, Report, Row, Task
 
 if TYPE_CHECKING:
@@ -347,16 +347,44 @@ class Store(ABC):
         raise LeaseLost(f"task {task.short_id} is {task.status}; only a claimed task that has not started "
                         "can be released.")
 
-    async def start(self, task_id: str, lease: str) -> Task:
-        """claimed → in_progress; repeating it is harmless."""
-        rows = await self._write_tasks("start_task", id=task_id, lease=lease, now=self.clock())
-        if rows:
-            self._changed(pending=False)
-            return rows[0]
+    async def start(self, task_id: str, lease: str, *, checkout: str | None = None) -> Task:
+        """claimed → in_progress; repeating it is harmless.
+
+        `checkout` is the task's folder as its worker resolved it on its machine (~, .., symlinks): a
+        cwd lock moves to it, so every spelling of one folder is one lock, enforced by the database's
+        unique index. When another task on the machine holds that folder the start is refused
+        (LockHeld) and the claim handed back without counting an attempt.
+        """
+        for _ in range(CLAIM_RETRIES):
+            try:
+                rows = await self._write_tasks("start_task", id=task_id, lease=lease, checkout=checkout,
+                                               now=self.clock())
+            except LockRace:
+                await self._defer(task_id, lease, checkout or "")
+                continue
+            if rows:
+                self._changed(pending=False)
+                return rows[0]
+            break
         task = await self._held(task_id, lease)
         if task.status == models.IN_PROGRESS:
             return task
         raise LeaseLost(f"task {task.short_id} is {task.status}; it cannot be started.")
+
+    async def _defer(self, task_id: str, lease: str, checkout: str) -> None:
+        """Hand back a claim whose folder another task on its machine holds, keyed by that folder (so claims
+        pass over it until the folder is free), and raise LockHeld; return if the holder already finished."""
+        task = await self._held(task_id, lease)
+        holders = await self._fetch("lock_holder", checkout=checkout, machine=task.assigned_to, id=task.id)
+        if not holders:
+            return
+        holder = str(holders[0]["id"])[:models.SHORT_ID_LENGTH]
+        note = f"waiting for the folder {checkout} on {task.assigned_to}, held by task {holder}"
+        if await self._write_tasks("defer_task", id=task.id, lease=lease, checkout=checkout, note=note,
+                                   now=self.clock()):
+            self._changed(pending=True)
+        raise LockHeld(f"the folder {checkout} is in use on {task.assigned_to} by task {holder}; task "
+                       f"{task.short_id} went back to the queue until it is free.")
 
     async def heartbeat(self, task_id: str, lease: str, *, lease_seconds: float,
                         progress: str | None) -> tuple[Task, bool]:

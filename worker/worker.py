@@ -12,12 +12,14 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import signal
 import time
 import traceback
 from typing import Any
 
 from da.queue import errors as queue_errors
+from da.queue import models as queue_models
 from da.queue.client import ClaimedTask, QueueClient
 from da.worker import report
 from da.worker.context import TaskContext
@@ -165,10 +167,11 @@ class Worker:
         task, lease = claimed.task, claimed.lease
         started = time.monotonic()
         logger.info("claimed %s %s", task.short_id, task.type, extra={"task_id": task.id})
+        checkout = resolved_checkout(task.payload)
         try:
-            await self._until_acknowledged(lambda: self.client.start(task.id, lease))
-        except LeaseGone:
-            logger.warning("task %s was taken back before it started", task.short_id, extra={"task_id": task.id})
+            await self._until_acknowledged(lambda: self.client.start(task.id, lease, checkout=checkout))
+        except LeaseGone as exc:
+            logger.warning("task %s was not started: %s", task.short_id, exc, extra={"task_id": task.id})
             return
         ctx = TaskContext(self.settings, task.id, task.type)
         work = asyncio.create_task(self._run_handler(self.handlers.get(task.type), ctx, task.type, task.payload))
@@ -305,6 +308,19 @@ class Worker:
                 logger.warning("queue did not take it (%s); retrying in %.1fs", exc.detail, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def resolved_checkout(payload: dict[str, Any]) -> str | None:
+    """The task's folder as this machine sees it (~ expanded, relative to the worker's folder, `..` and
+    symlinks resolved): the key of its lock, so every spelling of one folder is one lock."""
+    folder = queue_models.checkout_of(payload)
+    if folder is None or "\x00" in folder:
+        return None  # the handler says what is wrong with it; the lock stays on the text
+    try:
+        resolved = os.path.realpath(os.path.expanduser(folder))
+    except (OSError, ValueError):
+        return None
+    return resolved if len(resolved) <= queue_models.MAX_PATH else None
 
 
 async def _cancel(job: asyncio.Future[Any]) -> None:

@@ -54,10 +54,29 @@ WHERE id = :id AND status IN ('pending', 'claimed')
 RETURNING *;
 
 -- start_task --
--- The worker began running it.
+-- The worker began running it. A cwd lock moves to the folder as the worker resolved it (:checkout), so
+-- every spelling of one folder is one lock; tasks_held_lock refuses the move while another task on the
+-- machine holds that folder.
 UPDATE tasks
-SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL
+SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL,
+    lock = CASE WHEN lock_per_machine AND :checkout IS NOT NULL THEN :checkout ELSE lock END
 WHERE id = :id AND lease = :lease AND status = 'claimed'
+RETURNING *;
+
+-- lock_holder --
+-- The task that holds a folder on a machine, for the note of a start refused because of it.
+SELECT id FROM tasks
+WHERE lock = :checkout AND lock_per_machine AND assigned_to = :machine AND status IN ('claimed', 'in_progress')
+  AND id != :id
+LIMIT 1;
+
+-- defer_task --
+-- A start refused because another task on the machine holds its folder: the claim goes back (not counted),
+-- keyed by the resolved folder, so claims on that machine pass over it until the folder is free.
+UPDATE tasks
+SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
+    lock = :checkout, changed_by = 'queue', change_note = :note, updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'claimed' AND lock_per_machine
 RETURNING *;
 
 -- heartbeat --
