@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -437,6 +438,29 @@ async def share_liveness(app: web.Application) -> None:
             await roster.share(store)
         except QueueError as exc:
             logger.error("sharing machine liveness: %s", exc.detail)
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for host:port (every address it names, as aiohttp's own site would), taken
+    before the app starts: a port that is in use fails here, before the store has opened the
+    database or renewed a lease. Pass them to `web.run_app(sock=...)` or `web.SockSite`."""
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(
+                socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            # Listening at once holds the port; connections that arrive before the app is ready wait.
+            sock.listen(socket.SOMAXCONN)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -> web.Application:
