@@ -38,6 +38,9 @@ transitions = logging.getLogger("da.queue.transitions")
 # claimable with no write (a soft preference's overflow grace running out) and for a wake-up
 # from another replica that was lost.
 RECHECK_INTERVAL = 1.0
+# A held heartbeat re-reads its task at least this often, in case the wake-up for a cancel made on
+# another replica was lost; normally that wake-up arrives within milliseconds.
+CANCEL_RECHECK = 5.0
 # A bulk page of the event feed.
 EVENTS_PAGE = 500
 DEFAULT_LIST_LIMIT = 50
@@ -284,17 +287,45 @@ async def release(request: web.Request) -> web.Response:
 
 
 async def heartbeat(request: web.Request) -> web.Response:
+    """Extend the lease, then hold the answer up to `wait` seconds, answering at once if the task is cancelled:
+    a worker keeps one heartbeat in flight per task and so learns of a cancel within milliseconds."""
     body = models.require_object(await read_json(request))
+    lease = lease_of(body, "progress", "extend", "wait")
     progress = models.get_str(body, "progress", max_len=models.MAX_NOTES)
     extend = body.get("extend")
     extend = request.app[SETTINGS].lease if extend is None else models.get_number(
         body, "extend", 60.0, models.MIN_LEASE, models.MAX_LEASE)
-    task, cancel = await request.app[STORE].heartbeat(request.match_info["id"], lease_of(body, "progress", "extend"),
-                                                      lease_seconds=extend, progress=progress)
+    wait = models.get_number(body, "wait", 0.0, 0.0, models.MAX_WAIT)
+    store = request.app[STORE]
+    began = asyncio.get_running_loop().time()
+    # Taken before the lease is extended, so no cancel committed after the extension is missed.
+    waiter = store.task_cancelled.waiter()
+    task, cancel = await store.heartbeat(request.match_info["id"], lease, lease_seconds=extend, progress=progress)
     if task.assigned_to:
         request.app[ROSTER].seen(task.assigned_to)
-    return json_response({"cancel": cancel, "status": task.status,
-                          "lease_expires_at": models.iso(task.lease_expires_at), "lease_seconds": extend})
+    left = extend
+    if wait and not cancel:
+        cancel = await cancel_within(request, store, task.id, lease, waiter, began + wait)
+        left = max(0.0, extend - (asyncio.get_running_loop().time() - began))
+    return json_response({"cancel": cancel, "status": models.CANCELLED if cancel else task.status,
+                          "lease_expires_at": models.iso(task.lease_expires_at), "lease_seconds": left})
+
+
+async def cancel_within(request: web.Request, store: Store, task_id: str, lease: str,
+                        waiter: asyncio.Future[None], deadline: float) -> bool:
+    """Whether the task is cancelled before `deadline` (loop time); re-reads it whenever a cancel anywhere
+    wakes the store, and every CANCEL_RECHECK seconds in case a wake-up from another replica was lost."""
+    loop = asyncio.get_running_loop()
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0 or disconnected(request):
+            return False
+        await wait_for_signal(waiter, min(remaining, CANCEL_RECHECK))
+        if not waiter.done() and loop.time() >= deadline:
+            return False
+        waiter = store.task_cancelled.waiter()
+        if await store.cancel_requested(task_id, lease):
+            return True
 
 
 async def report(request: web.Request) -> web.Response:

@@ -196,12 +196,16 @@ class QueueClient:
                                                   json={"lease": lease})).json())
 
     async def heartbeat(self, task_id: str, lease: str, progress: str | None = None, *,
-                        lease_seconds: float | None = None) -> Heartbeat:
-        """Extend the lease (by `lease_seconds`, else the queue's default) and report progress."""
+                        lease_seconds: float | None = None, wait: float = 0.0) -> Heartbeat:
+        """Extend the lease (by `lease_seconds`, else the queue's default) and report progress; the
+        answer comes after `wait` seconds, or as soon as the task is cancelled."""
         body: dict[str, Any] = {"lease": lease, **({"progress": progress} if progress else {})}
         if lease_seconds is not None:
             body["extend"] = lease_seconds
-        data = (await self.request("POST", f"/v1/tasks/{task_id}/heartbeat", json=body)).json()
+        if wait:
+            body["wait"] = wait
+        data = (await self.request("POST", f"/v1/tasks/{task_id}/heartbeat", json=body,
+                                   timeout=DEFAULT_TIMEOUT + wait)).json()
         seconds = data.get("lease_seconds")
         return Heartbeat(bool(data["cancel"]), data["status"], None if seconds is None else float(seconds))
 

@@ -134,12 +134,15 @@ def document(version: str) -> dict[str, Any]:
                 ["lease"]), params=[TASK_ID])},
         "/v1/tasks/{id}/release": {"post": _op("Hand back a claimed task that has not started.", {
             "200": _json(TASK, "Pending again."), **task_op}, body=_body(LEASE_BODY, ["lease"]), params=[TASK_ID])},
-        "/v1/tasks/{id}/heartbeat": {"post": _op("Extend the lease; says whether to cancel.", {
+        "/v1/tasks/{id}/heartbeat": {"post": _op(
+            "Extend the lease; says whether to cancel. With `wait`, the answer is held that many seconds, or "
+            "until the task is cancelled, whichever comes first.", {
             "200": _json({"type": "object", "properties": {"cancel": {"type": "boolean"}, "status": STATUS,
                                                            "lease_expires_at": TIME, "lease_seconds": LEASE_LEFT}},
                          "Extended."),
             **task_op}, body=_body({**LEASE_BODY, "progress": NOTES, "extend": {
-                "type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}}, ["lease"]),
+                "type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE},
+                "wait": {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT}}, ["lease"]),
             params=[TASK_ID])},
         "/v1/tasks/{id}/report": {"post": _op("Report the outcome; repeating it is harmless.", {
             "200": _json(TASK, "Recorded."), **task_op, **_errors(413)},

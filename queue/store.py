@@ -145,6 +145,8 @@ class Store(ABC):
         self.pending_changed = Signal()
         # Woken when events were appended.
         self.events_appended = Signal()
+        # Woken when a task was cancelled, so heartbeats held for its worker answer at once.
+        self.task_cancelled = Signal()
 
     # ---- what a backend provides ---------------------------------------------------
 
@@ -180,10 +182,13 @@ class Store(ABC):
         """The claim statement's parameters for the types, pins ('' for none) and agents a worker takes."""
         return {"capabilities": self._names(types), "pins": self._names(pins), "agents": self._names(agents)}
 
-    def _changed(self, *, pending: bool) -> None:
-        """A transition was committed: wake event followers, and claimers when `pending`."""
+    def _changed(self, *, pending: bool, cancelled: bool = False) -> None:
+        """A transition was committed: wake event followers, claimers when `pending`, and held
+        heartbeats when a task was `cancelled`."""
         if pending:
             self.pending_changed.notify()
+        if cancelled:
+            self.task_cancelled.notify()
         self.events_appended.notify()
 
     async def record_sightings(self, sightings: Sequence[Sighting]) -> None:  # noqa: B027 - a no-op by default
@@ -476,8 +481,18 @@ class Store(ABC):
         rows = await self._write_tasks("cancel_task", id=task.id, by=by, notes=notes, now=self.clock())
         if not rows:
             raise Conflict(f"task {task.short_id} is already {task.status}; nothing to cancel.")
-        self._changed(pending=True)
+        self._changed(pending=True, cancelled=True)
         return rows[0]
+
+    async def cancel_requested(self, task_id: str, lease: str) -> bool:
+        """Whether the task this lease holds was cancelled (a held heartbeat's check); LeaseLost if the
+        lease no longer holds it at all."""
+        task = await self._held(task_id, lease)
+        if task.status == models.CANCELLED:
+            return True
+        if task.status in models.ACTIVE:
+            return False
+        raise LeaseLost(f"task {task.short_id} is {task.status}; stop running it.")
 
     # ---- reporting -----------------------------------------------------------------
 

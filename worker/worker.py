@@ -219,30 +219,36 @@ class Worker:
 
     async def _heartbeat(self, task_id: str, lease: str, seconds_left: float, ctx: TaskContext,
                          work: asyncio.Task[Result]) -> None:
-        """Extend the lease at a third of its length; stop the work on cancel or a lost lease.
+        """Extend the lease every third of its length; stop the work on cancel or a lost lease.
 
-        Timed only by the durations the queue answers: its timestamps against this machine's
-        clock would be off by any skew between the two.
+        Each heartbeat is held by the queue until the next one is due, or answered at once when the
+        task is cancelled, so a cancel stops the work within moments. Timed only by durations (the
+        queue's answers, this machine's monotonic clock): the queue's timestamps against this
+        machine's clock would be off by any skew between the two.
         """
+        loop = asyncio.get_running_loop()
         interval = max(MIN_HEARTBEAT, seconds_left / 3)
         while not work.done():
-            await asyncio.sleep(interval)
+            sent = loop.time()
             try:
                 beat = await self.client.heartbeat(task_id, lease, progress=ctx.progress,
-                                                   lease_seconds=self.settings.lease)
+                                                   lease_seconds=self.settings.lease, wait=interval)
             except (queue_errors.LeaseLost, queue_errors.NotFound) as exc:
                 self._cancel_reason[task_id] = f"lease lost ({exc.detail})"
                 work.cancel()
                 return
             except queue_errors.QueueError as exc:
                 logger.warning("heartbeat for %s failed: %s", task_id[:8], exc.detail)
-                continue
-            if beat.cancel:
-                self._cancel_reason[task_id] = "cancelled in the queue"
-                work.cancel()
-                return
-            if beat.lease_seconds is not None:
-                interval = max(MIN_HEARTBEAT, beat.lease_seconds / 3)
+            else:
+                if beat.cancel:
+                    self._cancel_reason[task_id] = "cancelled in the queue"
+                    work.cancel()
+                    return
+                if beat.lease_seconds is not None:
+                    # The lease granted when this heartbeat arrived: what is left now plus the time it was held.
+                    interval = max(MIN_HEARTBEAT, (beat.lease_seconds + loop.time() - sent) / 3)
+            # Keep the pace when an answer came early (a failure, or a queue that does not hold heartbeats).
+            await asyncio.sleep(max(0.0, sent + interval - loop.time()))
 
     async def _report(self, task_id: str, lease: str, task_type: str, result: Result) -> None:
         """Deliver the outcome until acknowledged, reduced to what the queue accepts.

@@ -167,7 +167,7 @@ RETURNING id;
 SELECT count(*) AS n FROM tasks WHERE status IN ('needs_human', 'failed') AND status = :status;
 
 -- cancel_task --
--- Stop a task that has not finished; a running one learns it at its next heartbeat.
+-- Stop a task that has not finished; a running one's worker learns it from its held heartbeat.
 UPDATE tasks
 SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, change_note = :notes,
     notes = coalesce(:notes, notes)
