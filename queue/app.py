@@ -402,9 +402,17 @@ async def events(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", EVENTS_PAGE, 1, EVENTS_PAGE) or EVENTS_PAGE
     wait = query_wait(request)
     deadline = asyncio.get_running_loop().time() + wait
+    checked_behind = False
     while True:
         waiter = store.events_appended.waiter()
         found = await store.events_after(after, limit)
+        if not found and not checked_behind:
+            checked_behind = True
+            newest = await store.last_event_id()
+            if newest < after:
+                # The feed went backwards (an older backup was restored): say where it stands, at once,
+                # rather than leave the follower waiting for ids it has already seen.
+                return json_response({"events": [], "last": newest})
         remaining = deadline - asyncio.get_running_loop().time()
         if found or remaining <= 0:
             last = found[-1].id if found else after

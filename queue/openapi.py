@@ -172,7 +172,9 @@ def document(version: str) -> dict[str, Any]:
             "Roster."), **_errors(401)})},
         "/v1/events": {"get": _op("Transitions after an event id, long-polled.", {"200": _json(
             {"type": "object", "properties": {"events": {"type": "array", "items": {
-                "$ref": "#/components/schemas/Event"}}, "last": {"type": "integer"}}}, "Events."),
+                "$ref": "#/components/schemas/Event"}}, "last": {
+                    "type": "integer", "description": "Where to resume; below `after` when the feed went backwards "
+                                                      "(an older backup was restored)."}}}, "Events."),
             **_errors(400, 401)}, params=[
             _query("after", {"type": "integer", "minimum": -1, "maximum": 2**62},
                    "Last event id seen; -1 answers the newest id."),

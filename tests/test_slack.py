@@ -13,6 +13,7 @@ from conftest import SECRET, QueueServer, wait_until
 from da import fleet as fleet_module
 from da.bot.slack.app import BotProcess
 from da.bot.slack.settings import BotSettings
+from da.bot.slack.state import BotState
 from da.queue.client import QueueClient
 from slack_emulator import SlackEmulator
 
@@ -220,6 +221,16 @@ async def test_restart_mid_feed_misses_nothing_and_repeats_nothing(make_bot, sla
     posts = [b for b in slack.named("chat.postMessage") if b.get("channel") == "CNOTIFY"]
     for task in (before, during, after):
         assert sum(task.short_id in texts(p) for p in posts) == 1
+
+
+async def test_the_notifier_follows_a_feed_that_went_backwards(make_bot, slack: SlackEmulator, client: QueueClient,
+                                                              tmp_path: Path) -> None:
+    # Saved against a newer copy of the queue than the one now running (an older backup was restored).
+    BotState(tmp_path / "bot-state.json", last_event=1000).save()
+    await make_bot()
+    task = await needs_human(client, notes="after the restore")
+    await slack.wait_call("chat.postMessage", lambda b: task.short_id in texts(b))
+    assert (BotState.load(tmp_path / "bot-state.json").last_event or 0) < 1000
 
 
 async def test_reconnects_after_a_dropped_socket_and_a_disconnect_notice(bot, slack: SlackEmulator) -> None:

@@ -49,13 +49,18 @@ class Notifier:
                 if self.state.last_event is None:
                     _, self.state.last_event = await self.client.events(-1)
                     self.state.save()
-                events, _ = await self.client.events(self.state.last_event, wait=self.wait)
+                events, last = await self.client.events(self.state.last_event, wait=self.wait)
             except queue_errors.QueueError as exc:
                 logger.warning("event feed: %s; retrying in %.0fs", exc.detail, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 1.0
+            if not events and last < self.state.last_event:
+                logger.warning("the queue's event feed went back from %d to %d (an older backup restored?); "
+                               "following it from %d", self.state.last_event, last, last)
+                self.state.last_event = last
+                self.state.save()
             for event in events:
                 await self.deliver(event)
                 self.state.last_event = event.id
