@@ -54,6 +54,7 @@ def serve(argv: list[str] | None = None) -> int:
     from aiohttp import web
 
     from da.queue import app as queue_app
+    from da.queue import lockfile
     from da.queue.settings import QueueSettings
 
     parser = argparse.ArgumentParser(
@@ -73,16 +74,19 @@ def serve(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     configure_logging(env)
-    app = queue_app.make_app(settings, roster)
-    logging.getLogger("da").info("queue on http://%s:%d, database %s", settings.host, settings.port,
-                                 settings.database)
     try:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
+    # Nothing touches the database before this process is its only user and holds its port.
     try:
-        web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+        with lockfile.held(settings):
+            sockets = queue_app.bind(settings.host, settings.port)
+            app = queue_app.make_app(settings, roster)
+            logging.getLogger("da").info("queue on http://%s:%d, database %s", settings.host, settings.port,
+                                         settings.database)
+            web.run_app(app, sock=sockets, print=None, access_log=None)
     except OSError as exc:
         return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", FAILED)
     except Exception as exc:  # noqa: BLE001 - a startup failure is one line, not a traceback
@@ -180,6 +184,8 @@ def up(argv: list[str] | None = None) -> int:
     from aiohttp import web
 
     from da.queue import app as queue_app
+    from da.queue import lockfile
+    from da.queue.errors import QueueError
     from da.queue.settings import QueueSettings
     from da.worker import worker as worker_module
     from da.worker.errors import HandlerError
@@ -207,14 +213,15 @@ def up(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     configure_logging(env)
 
-    async def run() -> None:
+    async def run(sockets: list[Any]) -> None:
         runner = web.AppRunner(queue_app.make_app(queue_settings, roster), access_log=None)
         await runner.setup()
         slack: asyncio.Task[None] | None = None
-        # Whatever fails from here on (a busy port, Slack refusing a token), the store and its
-        # threads are closed, so the process exits instead of hanging on them.
+        # Whatever fails from here on (Slack refusing a token), the store and its threads are
+        # closed, so the process exits instead of hanging on them.
         try:
-            await web.TCPSite(runner, queue_settings.host, queue_settings.port).start()
+            for sock in sockets:
+                await web.SockSite(runner, sock).start()
             print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
                   f"(database {queue_settings.database}); Ctrl-C stops", file=sys.stderr)
             if bot_settings is not None:
@@ -244,12 +251,16 @@ def up(argv: list[str] | None = None) -> int:
                     await slack
             await runner.cleanup()
 
+    # As in `da serve`: the database's only user and the port's holder before anything is opened.
     try:
-        asyncio.run(run())
+        with lockfile.held(queue_settings):
+            asyncio.run(run(queue_app.bind(queue_settings.host, queue_settings.port)))
     except ConfigError as exc:
         return fail(str(exc))
     except OSError as exc:
         return fail(f"cannot listen on {queue_settings.host}:{queue_settings.port}: {exc.strerror or exc}", FAILED)
+    except QueueError as exc:
+        return fail(exc.detail, FAILED)
     return 0
 
 
@@ -313,7 +324,7 @@ def restore(argv: list[str] | None = None) -> int:
     """Replace the queue database with a backup; the queue service must be stopped."""
     import httpx
 
-    from da.queue import postgres, sqlite
+    from da.queue import lockfile, postgres, sqlite
     from da.queue.errors import QueueError
     from da.queue.settings import QueueSettings
 
@@ -332,7 +343,10 @@ def restore(argv: list[str] | None = None) -> int:
     except httpx.TransportError:
         pass
     try:
-        kept = sqlite.restore_file(Path(args.path), settings.db_path)
+        with lockfile.held(settings):
+            kept = sqlite.restore_file(Path(args.path), settings.db_path)
+    except lockfile.DatabaseInUse as exc:
+        return fail(exc.detail, FAILED)
     except QueueError as exc:
         return fail(exc.detail)
     print(f"restored {settings.db_path} from {args.path} (the previous file is kept as {kept})")

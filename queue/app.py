@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -37,6 +38,9 @@ transitions = logging.getLogger("da.queue.transitions")
 # claimable with no write (a soft preference's overflow grace running out) and for a wake-up
 # from another replica that was lost.
 RECHECK_INTERVAL = 1.0
+# A held heartbeat re-reads its task at least this often, in case the wake-up for a cancel made on
+# another replica was lost; normally that wake-up arrives within milliseconds.
+CANCEL_RECHECK = 5.0
 # A bulk page of the event feed.
 EVENTS_PAGE = 500
 DEFAULT_LIST_LIMIT = 50
@@ -267,7 +271,9 @@ def lease_of(body: Any, *also: str) -> str:
 
 async def start_task(request: web.Request) -> web.Response:
     body = await read_json(request)
-    task = await request.app[STORE].start(request.match_info["id"], lease_of(body))
+    lease = lease_of(body, "checkout")
+    checkout = models.get_str(body, "checkout", max_len=models.MAX_PATH)
+    task = await request.app[STORE].start(request.match_info["id"], lease, checkout=checkout)
     log_transition(task)
     return json_response(task.to_json())
 
@@ -281,17 +287,45 @@ async def release(request: web.Request) -> web.Response:
 
 
 async def heartbeat(request: web.Request) -> web.Response:
+    """Extend the lease, then hold the answer up to `wait` seconds, answering at once if the task is cancelled:
+    a worker keeps one heartbeat in flight per task and so learns of a cancel within milliseconds."""
     body = models.require_object(await read_json(request))
+    lease = lease_of(body, "progress", "extend", "wait")
     progress = models.get_str(body, "progress", max_len=models.MAX_NOTES)
     extend = body.get("extend")
     extend = request.app[SETTINGS].lease if extend is None else models.get_number(
         body, "extend", 60.0, models.MIN_LEASE, models.MAX_LEASE)
-    task, cancel = await request.app[STORE].heartbeat(request.match_info["id"], lease_of(body, "progress", "extend"),
-                                                      lease_seconds=extend, progress=progress)
+    wait = models.get_number(body, "wait", 0.0, 0.0, models.MAX_WAIT)
+    store = request.app[STORE]
+    began = asyncio.get_running_loop().time()
+    # Taken before the lease is extended, so no cancel committed after the extension is missed.
+    waiter = store.task_cancelled.waiter()
+    task, cancel = await store.heartbeat(request.match_info["id"], lease, lease_seconds=extend, progress=progress)
     if task.assigned_to:
         request.app[ROSTER].seen(task.assigned_to)
-    return json_response({"cancel": cancel, "status": task.status,
-                          "lease_expires_at": models.iso(task.lease_expires_at), "lease_seconds": extend})
+    left = extend
+    if wait and not cancel:
+        cancel = await cancel_within(request, store, task.id, lease, waiter, began + wait)
+        left = max(0.0, extend - (asyncio.get_running_loop().time() - began))
+    return json_response({"cancel": cancel, "status": models.CANCELLED if cancel else task.status,
+                          "lease_expires_at": models.iso(task.lease_expires_at), "lease_seconds": left})
+
+
+async def cancel_within(request: web.Request, store: Store, task_id: str, lease: str,
+                        waiter: asyncio.Future[None], deadline: float) -> bool:
+    """Whether the task is cancelled before `deadline` (loop time); re-reads it whenever a cancel anywhere
+    wakes the store, and every CANCEL_RECHECK seconds in case a wake-up from another replica was lost."""
+    loop = asyncio.get_running_loop()
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0 or disconnected(request):
+            return False
+        await wait_for_signal(waiter, min(remaining, CANCEL_RECHECK))
+        if not waiter.done() and loop.time() >= deadline:
+            return False
+        waiter = store.task_cancelled.waiter()
+        if await store.cancel_requested(task_id, lease):
+            return True
 
 
 async def report(request: web.Request) -> web.Response:
@@ -368,9 +402,17 @@ async def events(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", EVENTS_PAGE, 1, EVENTS_PAGE) or EVENTS_PAGE
     wait = query_wait(request)
     deadline = asyncio.get_running_loop().time() + wait
+    checked_behind = False
     while True:
         waiter = store.events_appended.waiter()
         found = await store.events_after(after, limit)
+        if not found and not checked_behind:
+            checked_behind = True
+            newest = await store.last_event_id()
+            if newest < after:
+                # The feed went backwards (an older backup was restored): say where it stands, at once,
+                # rather than leave the follower waiting for ids it has already seen.
+                return json_response({"events": [], "last": newest})
         remaining = deadline - asyncio.get_running_loop().time()
         if found or remaining <= 0:
             last = found[-1].id if found else after
@@ -465,6 +507,29 @@ async def share_liveness(app: web.Application) -> None:
             await roster.share(store)
         except QueueError as exc:
             logger.error("sharing machine liveness: %s", exc.detail)
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for host:port (every address it names, as aiohttp's own site would), taken
+    before the app starts: a port that is in use fails here, before the store has opened the
+    database or renewed a lease. Pass them to `web.run_app(sock=...)` or `web.SockSite`."""
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(
+                socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            # Listening at once holds the port; connections that arrive before the app is ready wait.
+            sock.listen(socket.SOMAXCONN)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -> web.Application:

@@ -28,6 +28,7 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_ROUNDS = 3
 FIRST_BACKOFF = 0.2
 
+_CONFLICTS: dict[str, type[QueueError]] = {"lease_lost": errors.LeaseLost, "lock_held": errors.LockHeld}
 _BY_STATUS: dict[int, type[QueueError]] = {
     400: errors.BadRequest, 401: errors.Unauthorized, 404: errors.NotFound, 413: errors.TooLarge,
 }
@@ -66,7 +67,7 @@ def error_from(response: httpx.Response) -> QueueError:
     except ValueError:
         code, detail = "", response.text[:200] or response.reason_phrase
     if response.status_code == 409:
-        cls: type[QueueError] = errors.LeaseLost if code == "lease_lost" else errors.Conflict
+        cls: type[QueueError] = _CONFLICTS.get(code, errors.Conflict)
     else:
         cls = _BY_STATUS.get(response.status_code, QueueError)
     error = cls(detail)
@@ -184,9 +185,10 @@ class QueueClient:
         return ClaimedTask(Task.from_json(data["task"]), data["lease"], parse_iso(data["lease_expires_at"]) or 0.0,
                            float(seconds))
 
-    async def start(self, task_id: str, lease: str) -> Task:
-        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/start",
-                                                  json={"lease": lease})).json())
+    async def start(self, task_id: str, lease: str, *, checkout: str | None = None) -> Task:
+        """Record the start; `checkout` is the task's folder resolved on this machine (its lock's key)."""
+        body = {"lease": lease, **({"checkout": checkout} if checkout else {})}
+        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/start", json=body)).json())
 
     async def release(self, task_id: str, lease: str) -> Task:
         """Hand back a claim this worker will not start."""
@@ -194,12 +196,16 @@ class QueueClient:
                                                   json={"lease": lease})).json())
 
     async def heartbeat(self, task_id: str, lease: str, progress: str | None = None, *,
-                        lease_seconds: float | None = None) -> Heartbeat:
-        """Extend the lease (by `lease_seconds`, else the queue's default) and report progress."""
+                        lease_seconds: float | None = None, wait: float = 0.0) -> Heartbeat:
+        """Extend the lease (by `lease_seconds`, else the queue's default) and report progress; the
+        answer comes after `wait` seconds, or as soon as the task is cancelled."""
         body: dict[str, Any] = {"lease": lease, **({"progress": progress} if progress else {})}
         if lease_seconds is not None:
             body["extend"] = lease_seconds
-        data = (await self.request("POST", f"/v1/tasks/{task_id}/heartbeat", json=body)).json()
+        if wait:
+            body["wait"] = wait
+        data = (await self.request("POST", f"/v1/tasks/{task_id}/heartbeat", json=body,
+                                   timeout=DEFAULT_TIMEOUT + wait)).json()
         seconds = data.get("lease_seconds")
         return Heartbeat(bool(data["cancel"]), data["status"], None if seconds is None else float(seconds))
 

@@ -51,6 +51,12 @@ class LeaseLost(Conflict):
     code = "lease_lost"
 
 
+class LockHeld(Conflict):
+    """Another task on this machine holds the task's folder; the task went back to the queue."""
+
+    code = "lock_held"
+
+
 class TooLarge(QueueError):
     """The request body is too large."""
 

@@ -6,6 +6,7 @@ bot) answers bad input with the same one-sentence error.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -54,6 +55,12 @@ MIN_NAMED_LEASE = 5.0
 MAX_NAMED_LEASE = 3600.0
 # What a holder keeps with a named lease (a cursor, a note) stays small.
 MAX_LEASE_DATA = 2000
+# A folder path as an operating system allows it (PATH_MAX on Linux).
+MAX_PATH = 4096
+# Payloads and results nest at most this many levels of objects and arrays. Real ones use two or
+# three; the JSON encoder that answers every request stops at 255, and a stored task it cannot
+# encode would break every listing that includes it.
+MAX_DEPTH = 64
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/~+-]*$")
 # A lease's name is one URL path segment: a name without the slash.
@@ -119,6 +126,8 @@ class Task:
     started_at: float | None = None
     finished_at: float | None = None
     lease: str | None = field(default=None, repr=False)
+    # Why the stored payload could not be read back (the task is then quarantined), else None.
+    unreadable: str | None = field(default=None, repr=False)
 
     @property
     def short_id(self) -> str:
@@ -126,11 +135,18 @@ class Task:
 
     @classmethod
     def from_row(cls, row: Row) -> Task:
+        """The task a row holds; a payload or result that cannot be read back is replaced, and says so."""
         # sqlite3.Row finds a column by name with a linear scan; one dict costs less than 23 scans.
         data: dict[str, Any] = dict(zip(row.keys(), row, strict=True))
-        data["payload"] = json.loads(data["payload"])
-        data["result"] = json.loads(data["result"]) if data["result"] else None
-        return cls(**{name: data[name] for name in TASK_FIELDS})
+        payload, unreadable = stored_object(data["payload"])
+        data["payload"] = {} if unreadable else payload
+        if data["result"]:
+            result, problem = stored_object(data["result"])
+            data["result"] = result if problem is None else {
+                "error": f"the stored result cannot be read back: {problem}",
+                "action": "the outcome is lost; check the task's log on the machine that ran it"}
+        task = cls(**{name: data[name] for name in TASK_FIELDS})
+        return task if unreadable is None else dataclasses.replace(task, unreadable=unreadable)
 
     def to_json(self) -> dict[str, Any]:
         """The public form: times as ISO strings, and no lease token (only the claimer gets it)."""
@@ -151,9 +167,50 @@ class Task:
         return cls(id=data["id"], **values)
 
 
-TASK_FIELDS = tuple(Task.__dataclass_fields__)
+TASK_FIELDS = tuple(name for name in Task.__dataclass_fields__ if name != "unreadable")
 TIME_FIELDS = frozenset({"lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"})
 PUBLIC_FIELDS = tuple(name for name in TASK_FIELDS if name not in ("id", "lease"))
+
+
+def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """Levels of objects and arrays in `value` (a scalar is 0), counted no further than `limit` + 1.
+
+    Level by level rather than recursively, so a value nested thousands deep costs no stack.
+    """
+    depth = 0
+    level = [value] if isinstance(value, (dict, list)) else []
+    while level and depth <= limit:
+        depth += 1
+        below: list[Any] = []
+        for item in level:
+            below.extend(child for child in (item.values() if isinstance(item, dict) else item)
+                         if isinstance(child, (dict, list)))
+        level = below
+    return depth
+
+
+def check_depth(value: Any, what: str) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH, which could be stored but never answered back."""
+    if nesting_depth(value) > MAX_DEPTH:
+        raise BadRequest(f"{what} nests more than {MAX_DEPTH} levels of objects and arrays; flatten it to at "
+                         f"most {MAX_DEPTH}.")
+
+
+def stored_object(text: str) -> tuple[dict[str, Any], str | None]:
+    """A stored payload or result as an object, or why it cannot be read back (rows written before
+    the depth limit, or damaged by hand)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return {}, f"it nests more than {MAX_DEPTH} levels of objects and arrays"
+    except ValueError as exc:
+        return {}, f"it is not valid JSON ({exc})"
+    if not isinstance(value, dict):
+        return {}, "it is not a JSON object"
+    # Every level opens a bracket, so only text with more brackets than the limit needs counting.
+    if text.count("{") + text.count("[") > MAX_DEPTH and nesting_depth(value) > MAX_DEPTH:
+        return {}, f"it nests more than {MAX_DEPTH} levels of objects and arrays"
+    return value, None
 
 
 @dataclass(frozen=True)
@@ -291,6 +348,12 @@ def get_status(body: dict[str, Any], key: str, allowed: tuple[str, ...], *, requ
     return value
 
 
+def checkout_of(payload: dict[str, Any]) -> str | None:
+    """The folder a task works in (`cwd`, or git_pull's `repo_path`): its lock, once per machine."""
+    folder = payload.get("cwd") or payload.get("repo_path")
+    return folder if isinstance(folder, str) and folder else None
+
+
 @dataclass(frozen=True)
 class NewTask:
     """A task as submitted, before the store gives it an id."""
@@ -321,6 +384,7 @@ class NewTask:
         reject_unknown(body, cls.FIELDS)
         payload = body.get("payload")
         payload = {} if payload is None else dict(require_object(payload, "field 'payload'"))
+        check_depth(payload, "field 'payload'")
         legacy_target = payload.pop("_target_machine", None)
         if legacy_target is not None and not isinstance(legacy_target, str):
             raise BadRequest("payload key '_target_machine' must be a machine name.")
@@ -328,9 +392,9 @@ class NewTask:
         if target is not None:
             get_str({"target_machine": target}, "target_machine", name=True)
         lock = get_str(body, "lock", max_len=1000) or get_str(payload, "lock", max_len=1000)
-        cwd = payload.get("cwd") or payload.get("repo_path")
+        cwd = checkout_of(payload)
         lock_per_machine = False
-        if lock is None and isinstance(cwd, str) and cwd:
+        if lock is None and cwd:
             # The payload is the handler's to judge (a NUL in cwd is its needs_human); the lock key
             # only has to be text every backend can store.
             lock, lock_per_machine = cwd.replace("\x00", "\\x00"), True
@@ -393,6 +457,7 @@ class Report:
         reject_unknown(body, ("lease", "status", "result", "notes", "action"))
         result = body.get("result")
         result = {} if result is None else result
+        check_depth(result, "field 'result'")
         return cls(
             lease=get_str(body, "lease", required=True) or "",
             status=get_status(body, "status", REPORTABLE) or "",

@@ -82,7 +82,10 @@ LEASE = {"type": "object", "properties": {"name": STR, "holder": STR, "acquired_
                                           "data": {"type": ["object", "null"]}}}
 # The payload is free-form but for the two keys the service reads (the original tool's pin, a lock).
 PAYLOAD = {"type": "object", "properties": {"_target_machine": _nullable(OPT_NAME),
-                                            "lock": {"type": ["string", "null"], "maxLength": 1000}}}
+                                            "lock": {"type": ["string", "null"], "maxLength": 1000}},
+           "description": f"Free-form, nested at most {models.MAX_DEPTH} levels of objects and arrays."}
+RESULT = {"type": "object",
+          "description": f"Free-form, nested at most {models.MAX_DEPTH} levels of objects and arrays."}
 # Workers time heartbeats by this duration, never by `lease_expires_at` against their own clock.
 LEASE_LEFT = {"type": "number", "minimum": 0, "description": "Seconds left on the lease when answered."}
 RESOLVE_FIELDS = {"status": {"type": "string", "enum": list(models.RESOLVE_TO)},
@@ -126,21 +129,30 @@ def document(version: str) -> dict[str, Any]:
                 "dry_run": {"type": "boolean"}, **RESOLVE_FIELDS}, ["from_status", "status"]))},
         "/v1/tasks/{id}": {"get": _op("One task with its events.", {"200": _json(TASK, "The task."), **task_op},
                                       params=[TASK_ID])},
-        "/v1/tasks/{id}/start": {"post": _op("Mark a claimed task in progress.", {
-            "200": _json(TASK, "Started."), **task_op}, body=_body(LEASE_BODY, ["lease"]), params=[TASK_ID])},
+        "/v1/tasks/{id}/start": {"post": _op(
+            "Mark a claimed task in progress; 409 lock_held when another task on the machine holds its folder "
+            "(the claim then goes back to the queue, not counted).", {
+                "200": _json(TASK, "Started."), **task_op},
+            body=_body({**LEASE_BODY, "checkout": {
+                **TEXT, "maxLength": models.MAX_PATH,
+                "description": "The task's folder resolved on the worker's machine; its cwd lock moves there."}},
+                ["lease"]), params=[TASK_ID])},
         "/v1/tasks/{id}/release": {"post": _op("Hand back a claimed task that has not started.", {
             "200": _json(TASK, "Pending again."), **task_op}, body=_body(LEASE_BODY, ["lease"]), params=[TASK_ID])},
-        "/v1/tasks/{id}/heartbeat": {"post": _op("Extend the lease; says whether to cancel.", {
+        "/v1/tasks/{id}/heartbeat": {"post": _op(
+            "Extend the lease; says whether to cancel. With `wait`, the answer is held that many seconds, or "
+            "until the task is cancelled, whichever comes first.", {
             "200": _json({"type": "object", "properties": {"cancel": {"type": "boolean"}, "status": STATUS,
                                                            "lease_expires_at": TIME, "lease_seconds": LEASE_LEFT}},
                          "Extended."),
             **task_op}, body=_body({**LEASE_BODY, "progress": NOTES, "extend": {
-                "type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}}, ["lease"]),
+                "type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE},
+                "wait": {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT}}, ["lease"]),
             params=[TASK_ID])},
         "/v1/tasks/{id}/report": {"post": _op("Report the outcome; repeating it is harmless.", {
             "200": _json(TASK, "Recorded."), **task_op, **_errors(413)},
             body=_body({**LEASE_BODY, "status": {"type": "string", "enum": list(models.REPORTABLE)},
-                        "result": {"type": "object"}, "notes": NOTES, "action": NOTES}, ["lease", "status"]),
+                        "result": RESULT, "notes": NOTES, "action": NOTES}, ["lease", "status"]),
             params=[TASK_ID])},
         "/v1/tasks/{id}/resolve": {"post": _op("Settle a needs_human or failed task.", {
             "200": _json(TASK, "Resolved."), **task_op}, body=_body(RESOLVE_FIELDS, ["status"]), params=[TASK_ID])},
@@ -165,7 +177,9 @@ def document(version: str) -> dict[str, Any]:
             "Roster."), **_errors(401)})},
         "/v1/events": {"get": _op("Transitions after an event id, long-polled.", {"200": _json(
             {"type": "object", "properties": {"events": {"type": "array", "items": {
-                "$ref": "#/components/schemas/Event"}}, "last": {"type": "integer"}}}, "Events."),
+                "$ref": "#/components/schemas/Event"}}, "last": {
+                    "type": "integer", "description": "Where to resume; below `after` when the feed went backwards "
+                                                      "(an older backup was restored)."}}}, "Events."),
             **_errors(400, 401)}, params=[
             _query("after", {"type": "integer", "minimum": -1, "maximum": 2**62},
                    "Last event id seen; -1 answers the newest id."),

@@ -33,7 +33,7 @@ START_WAIT = 5.0
 # Polling for in-flight writers to finish starts fast (they take about a millisecond) and backs off.
 FIRST_POLL = 0.0005
 MAX_POLL = 0.02
-PENDING, EVENTS = "p", "e"
+PENDING, EVENTS, CANCELLED = "p", "e", "c"
 
 
 class PostgresStore(Store):
@@ -71,9 +71,9 @@ class PostgresStore(Store):
         # Every (type, pin, agent) key of the tasks_claim index the worker may take.
         return {"keys": [f"{kind} {pin} {agent}" for kind in types for pin in pins for agent in agents]}
 
-    def _changed(self, *, pending: bool) -> None:
-        super()._changed(pending=pending)
-        self.db.wake_others(PENDING + EVENTS if pending else EVENTS)
+    def _changed(self, *, pending: bool, cancelled: bool = False) -> None:
+        super()._changed(pending=pending, cancelled=cancelled)
+        self.db.wake_others((PENDING if pending else "") + EVENTS + (CANCELLED if cancelled else ""))
 
     def _woken(self, kinds: str) -> None:
         """Another replica committed a change."""
@@ -81,6 +81,8 @@ class PostgresStore(Store):
             self.pending_changed.notify()
         if EVENTS in kinds:
             self.events_appended.notify()
+        if CANCELLED in kinds:
+            self.task_cancelled.notify()
 
     # ---- the event feed ------------------------------------------------------------
 

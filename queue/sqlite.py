@@ -20,7 +20,7 @@ import aiosqlite
 from da.queue.errors import StoreError
 from da.queue.groupcommit import GroupCommit
 from da.queue.models import Row
-from da.queue.store import Statements, Store
+from da.queue.store import LockRace, Statements, Store
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +112,27 @@ class SqliteStore(Store):
         return list(await self._read(STATEMENTS[name], params))
 
     async def _write(self, name: str, **params: Any) -> list[Row]:
-        return list(await self._writer.run(STATEMENTS[name], params))
+        try:
+            return list(await self._writer.run(STATEMENTS[name], params))
+        except StoreError as exc:
+            raise _lock_race(exc) from exc.__cause__
 
     async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
-        return list(await self._writer.run([STATEMENTS[name] for name in names], params))
+        try:
+            return list(await self._writer.run([STATEMENTS[name] for name in names], params))
+        except StoreError as exc:
+            raise _lock_race(exc) from exc.__cause__
 
     def _names(self, values: Sequence[str]) -> str:
         return json.dumps(list(values))
+
+
+def _lock_race(error: StoreError) -> StoreError:
+    """The store's error for a write the tasks_held_lock index refused: another task holds that lock."""
+    cause = error.__cause__
+    if isinstance(cause, sqlite3.IntegrityError) and "tasks_held_lock" in str(cause):
+        return LockRace()
+    return error
 
 
 def backup_file(db_path: Path, destination: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import json
+import logging
 import os
 import random
 import re
@@ -28,11 +29,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from da.queue import models
-from da.queue.errors import BadRequest, Conflict, LeaseLost, NotFound, StoreError
+from da.queue.errors import BadRequest, Conflict, LeaseLost, LockHeld, NotFound, StoreError
 from da.queue.models import ClaimRequest, Event, NewTask, Report, Row, Task
 
 if TYPE_CHECKING:
     from da.queue.settings import QueueSettings
+
+logger = logging.getLogger(__name__)
 
 # A claim that lost a race for a lock to a claim on another replica tries again this often; each
 # retry sees the winner's lock and skips that task, so a second retry is already rare.
@@ -142,6 +145,8 @@ class Store(ABC):
         self.pending_changed = Signal()
         # Woken when events were appended.
         self.events_appended = Signal()
+        # Woken when a task was cancelled, so heartbeats held for its worker answer at once.
+        self.task_cancelled = Signal()
 
     # ---- what a backend provides ---------------------------------------------------
 
@@ -177,10 +182,13 @@ class Store(ABC):
         """The claim statement's parameters for the types, pins ('' for none) and agents a worker takes."""
         return {"capabilities": self._names(types), "pins": self._names(pins), "agents": self._names(agents)}
 
-    def _changed(self, *, pending: bool) -> None:
-        """A transition was committed: wake event followers, and claimers when `pending`."""
+    def _changed(self, *, pending: bool, cancelled: bool = False) -> None:
+        """A transition was committed: wake event followers, claimers when `pending`, and held
+        heartbeats when a task was `cancelled`."""
         if pending:
             self.pending_changed.notify()
+        if cancelled:
+            self.task_cancelled.notify()
         self.events_appended.notify()
 
     async def record_sightings(self, sightings: Sequence[Sighting]) -> None:  # noqa: B027 - a no-op by default
@@ -193,7 +201,28 @@ class Store(ABC):
     # ---- creating and reading ------------------------------------------------------
 
     async def _tasks(self, name: str, **params: Any) -> list[Task]:
-        return [Task.from_row(row) for row in await self._fetch(name, **params)]
+        return await self._readable([Task.from_row(row) for row in await self._fetch(name, **params)])
+
+    async def _readable(self, tasks: list[Task]) -> list[Task]:
+        """The tasks, with any waiting one whose stored payload cannot be read back quarantined first."""
+        if not any(task.unreadable for task in tasks):
+            return tasks
+        return [await self._quarantine(task) if task.unreadable and task.status in (models.PENDING, models.CLAIMED)
+                else task for task in tasks]
+
+    async def _quarantine(self, task: Task) -> Task:
+        """Hand a task whose payload cannot be read back to a person (see the quarantine_task statement)."""
+        notes = f"quarantined: the stored payload cannot be read back ({task.unreadable})"
+        result = {"error": "unreadable payload",
+                  "action": f"resubmit the task with a payload that is a JSON object nested at most {models.MAX_DEPTH} "
+                            "levels deep, then resolve this one as failed"}
+        rows = await self._write_tasks("quarantine_task", id=task.id, notes=notes, result=json.dumps(result),
+                                       now=self.clock())
+        if not rows:
+            return await self._current(task.id)  # a concurrent read or claim quarantined it first
+        logger.warning("task %s %s %s", task.short_id, task.type, notes, extra={"task_id": task.id})
+        self._changed(pending=False)
+        return rows[0]
 
     async def _write_tasks(self, name: str, **params: Any) -> list[Task]:
         return [Task.from_row(row) for row in await self._write(name, **params)]
@@ -249,7 +278,9 @@ class Store(ABC):
             before=before,
             limit=limit + 1,
         )
-        tasks = [Task.from_row(row) for row in rows[:limit]]
+        tasks = await self._readable([Task.from_row(row) for row in rows[:limit]])
+        if statuses:
+            tasks = [task for task in tasks if task.status in statuses]  # quarantined on the way
         cursor = int(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return tasks, cursor
 
@@ -277,7 +308,8 @@ class Store(ABC):
         lock on the same machine).
         """
         names = [request.machine, *request.aliases]
-        for _ in range(CLAIM_RETRIES):
+        races = 0
+        while races < CLAIM_RETRIES:
             now = self.clock()
             lease = new_token()
             expires = now + lease_seconds
@@ -294,10 +326,15 @@ class Store(ABC):
                     now=now,
                 )
             except LockRace:
+                races += 1
                 continue
             if not tasks:
                 return None
             self._changed(pending=False)
+            if tasks[0].unreadable:
+                # Its answer could not be encoded: handed out, it would be reaped and claimed forever.
+                await self._quarantine(tasks[0])
+                continue
             return Claim(tasks[0], lease, expires)
         return None
 
@@ -315,16 +352,44 @@ class Store(ABC):
         raise LeaseLost(f"task {task.short_id} is {task.status}; only a claimed task that has not started "
                         "can be released.")
 
-    async def start(self, task_id: str, lease: str) -> Task:
-        """claimed → in_progress; repeating it is harmless."""
-        rows = await self._write_tasks("start_task", id=task_id, lease=lease, now=self.clock())
-        if rows:
-            self._changed(pending=False)
-            return rows[0]
+    async def start(self, task_id: str, lease: str, *, checkout: str | None = None) -> Task:
+        """claimed → in_progress; repeating it is harmless.
+
+        `checkout` is the task's folder as its worker resolved it on its machine (~, .., symlinks): a
+        cwd lock moves to it, so every spelling of one folder is one lock, enforced by the database's
+        unique index. When another task on the machine holds that folder the start is refused
+        (LockHeld) and the claim handed back without counting an attempt.
+        """
+        for _ in range(CLAIM_RETRIES):
+            try:
+                rows = await self._write_tasks("start_task", id=task_id, lease=lease, checkout=checkout,
+                                               now=self.clock())
+            except LockRace:
+                await self._defer(task_id, lease, checkout or "")
+                continue
+            if rows:
+                self._changed(pending=False)
+                return rows[0]
+            break
         task = await self._held(task_id, lease)
         if task.status == models.IN_PROGRESS:
             return task
         raise LeaseLost(f"task {task.short_id} is {task.status}; it cannot be started.")
+
+    async def _defer(self, task_id: str, lease: str, checkout: str) -> None:
+        """Hand back a claim whose folder another task on its machine holds, keyed by that folder (so claims
+        pass over it until the folder is free), and raise LockHeld; return if the holder already finished."""
+        task = await self._held(task_id, lease)
+        holders = await self._fetch("lock_holder", checkout=checkout, machine=task.assigned_to, id=task.id)
+        if not holders:
+            return
+        holder = str(holders[0]["id"])[:models.SHORT_ID_LENGTH]
+        note = f"waiting for the folder {checkout} on {task.assigned_to}, held by task {holder}"
+        if await self._write_tasks("defer_task", id=task.id, lease=lease, checkout=checkout, note=note,
+                                   now=self.clock()):
+            self._changed(pending=True)
+        raise LockHeld(f"the folder {checkout} is in use on {task.assigned_to} by task {holder}; task "
+                       f"{task.short_id} went back to the queue until it is free.")
 
     async def heartbeat(self, task_id: str, lease: str, *, lease_seconds: float,
                         progress: str | None) -> tuple[Task, bool]:
@@ -416,8 +481,18 @@ class Store(ABC):
         rows = await self._write_tasks("cancel_task", id=task.id, by=by, notes=notes, now=self.clock())
         if not rows:
             raise Conflict(f"task {task.short_id} is already {task.status}; nothing to cancel.")
-        self._changed(pending=True)
+        self._changed(pending=True, cancelled=True)
         return rows[0]
+
+    async def cancel_requested(self, task_id: str, lease: str) -> bool:
+        """Whether the task this lease holds was cancelled (a held heartbeat's check); LeaseLost if the
+        lease no longer holds it at all."""
+        task = await self._held(task_id, lease)
+        if task.status == models.CANCELLED:
+            return True
+        if task.status in models.ACTIVE:
+            return False
+        raise LeaseLost(f"task {task.short_id} is {task.status}; stop running it.")
 
     # ---- reporting -----------------------------------------------------------------
 

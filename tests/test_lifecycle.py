@@ -266,6 +266,24 @@ async def test_event_ids_are_never_reused_even_after_pruning_the_newest(client: 
     assert events[0].id > newest
 
 
+async def test_a_follower_ahead_of_a_feed_that_went_backwards_is_told_where_it_stands(
+        server: QueueServer, client: QueueClient) -> None:
+    for n in range(3):
+        await client.create_task("run_script", {"script": str(n)})
+    _, newest = await client.events(-1)
+    # What putting back an older backup does (service stopped): the newest events are gone, their ids free again.
+    await server.stop()
+    await server.query(f"DELETE FROM events WHERE id > {newest - 2}")
+    if server.settings.db_url:
+        await server.query(f"SELECT setval('event_ids', {newest - 2})")
+    await server.start()
+    events, last = await client.events(newest, wait=10)
+    assert (events, last) == ([], newest - 2)
+    later = await client.create_task("run_script", {"script": "after the restore"})
+    events, _ = await client.events(last)
+    assert [(e.task_id, e.to_status) for e in events] == [(later.id, "pending")]
+
+
 async def test_a_nul_in_a_cwd_is_kept_for_the_handler_to_judge(client: QueueClient) -> None:
     task = await client.create_task("lint", {"cwd": "/tmp\x00/etc"})
     assert task.payload == {"cwd": "/tmp\x00/etc"} and task.lock == "/tmp\\x00/etc"

@@ -19,7 +19,7 @@ import postgres_support
 from conftest import SECRET, wait_until
 from da.queue.client import QueueClient
 from tests_support import launch_serve, wait_serving
-from worker_support import WorkerProcess, wait_for_status
+from worker_support import WorkerProcess, cancel_and_watch, kill_leftover, start_long_task, wait_for_status
 
 RUN = ["run_script"]
 
@@ -277,3 +277,15 @@ async def test_both_reapers_settle_each_expired_lease_once(replicas: Replicas) -
         assert (await wait_for_status(replicas.a, task.id, ("needs_human",), timeout=30)).status == "needs_human"
     rows = await replicas.sql("SELECT task_id, count(*) FROM events WHERE by = 'reaper' GROUP BY task_id")
     assert sorted(rows) == sorted((task.id, 1) for task in tasks)
+
+
+async def test_a_cancel_through_one_replica_stops_a_worker_heartbeating_on_the_other(
+        replicas: Replicas, tmp_path: Path) -> None:
+    worker = WorkerProcess(replicas.urls[1], tmp_path, WORKER_LEASE="60", WORKER_CAPABILITIES="run_script",
+                           WORKER_AGENTS="").start()
+    try:
+        task_id, pid = await start_long_task(replicas.b, tmp_path)
+        await cancel_and_watch(replicas.a, task_id, pid)
+    finally:
+        worker.kill()
+        kill_leftover(tmp_path)

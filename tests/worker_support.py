@@ -94,3 +94,52 @@ async def wait_for_status(client: QueueClient, task_id: str, statuses: tuple[str
 async def run_task(client: QueueClient, task_type: str, payload: dict[str, Any], **fields: Any) -> Task:
     task = await client.create_task(task_type, payload, **fields)
     return await wait_for_status(client, task.id)
+
+
+# A cancelled task's process is gone within this many seconds (its worker heartbeats every 20 s).
+CANCEL_SEEN = 5.0
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def kill_leftover(tmp_path: Path) -> None:
+    """The task's process, if a failed test left it running (it leads its own session, so killing the
+    worker does not end it)."""
+    pid_file = tmp_path / "task.pid"
+    text = pid_file.read_text().strip() if pid_file.exists() else ""
+    if text and alive(int(text)):
+        os.kill(int(text), signal.SIGKILL)
+
+
+async def start_long_task(client: QueueClient, tmp_path: Path) -> tuple[str, int]:
+    """A running task whose process we can watch; returns its id and the process's pid."""
+    pid_file = tmp_path / "task.pid"
+    task = await client.create_task("run_script", {"script": f"echo $$ > {pid_file}; exec sleep 300"})
+    await wait_for_status(client, task.id, ("in_progress",))
+
+    async def pid() -> int | None:
+        text = pid_file.read_text().strip() if pid_file.exists() else ""
+        return int(text) if text else None
+
+    return task.id, await wait_until(pid)
+
+
+async def cancel_and_watch(cancel_through: QueueClient, task_id: str, pid: int) -> None:
+    """Cancel the task, then wait (at most CANCEL_SEEN seconds) until its process is gone."""
+    cancelled = await cancel_through.cancel(task_id, by="tester")
+    assert cancelled.status == "cancelled"
+
+    async def gone() -> bool:
+        return not alive(pid)
+
+    await wait_until(gone, timeout=CANCEL_SEEN)

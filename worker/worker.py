@@ -12,12 +12,14 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import signal
 import time
 import traceback
 from typing import Any
 
 from da.queue import errors as queue_errors
+from da.queue import models as queue_models
 from da.queue.client import ClaimedTask, QueueClient
 from da.worker import report
 from da.worker.context import TaskContext
@@ -165,10 +167,11 @@ class Worker:
         task, lease = claimed.task, claimed.lease
         started = time.monotonic()
         logger.info("claimed %s %s", task.short_id, task.type, extra={"task_id": task.id})
+        checkout = resolved_checkout(task.payload)
         try:
-            await self._until_acknowledged(lambda: self.client.start(task.id, lease))
-        except LeaseGone:
-            logger.warning("task %s was taken back before it started", task.short_id, extra={"task_id": task.id})
+            await self._until_acknowledged(lambda: self.client.start(task.id, lease, checkout=checkout))
+        except LeaseGone as exc:
+            logger.warning("task %s was not started: %s", task.short_id, exc, extra={"task_id": task.id})
             return
         ctx = TaskContext(self.settings, task.id, task.type)
         work = asyncio.create_task(self._run_handler(self.handlers.get(task.type), ctx, task.type, task.payload))
@@ -216,30 +219,36 @@ class Worker:
 
     async def _heartbeat(self, task_id: str, lease: str, seconds_left: float, ctx: TaskContext,
                          work: asyncio.Task[Result]) -> None:
-        """Extend the lease at a third of its length; stop the work on cancel or a lost lease.
+        """Extend the lease every third of its length; stop the work on cancel or a lost lease.
 
-        Timed only by the durations the queue answers: its timestamps against this machine's
-        clock would be off by any skew between the two.
+        Each heartbeat is held by the queue until the next one is due, or answered at once when the
+        task is cancelled, so a cancel stops the work within moments. Timed only by durations (the
+        queue's answers, this machine's monotonic clock): the queue's timestamps against this
+        machine's clock would be off by any skew between the two.
         """
+        loop = asyncio.get_running_loop()
         interval = max(MIN_HEARTBEAT, seconds_left / 3)
         while not work.done():
-            await asyncio.sleep(interval)
+            sent = loop.time()
             try:
                 beat = await self.client.heartbeat(task_id, lease, progress=ctx.progress,
-                                                   lease_seconds=self.settings.lease)
+                                                   lease_seconds=self.settings.lease, wait=interval)
             except (queue_errors.LeaseLost, queue_errors.NotFound) as exc:
                 self._cancel_reason[task_id] = f"lease lost ({exc.detail})"
                 work.cancel()
                 return
             except queue_errors.QueueError as exc:
                 logger.warning("heartbeat for %s failed: %s", task_id[:8], exc.detail)
-                continue
-            if beat.cancel:
-                self._cancel_reason[task_id] = "cancelled in the queue"
-                work.cancel()
-                return
-            if beat.lease_seconds is not None:
-                interval = max(MIN_HEARTBEAT, beat.lease_seconds / 3)
+            else:
+                if beat.cancel:
+                    self._cancel_reason[task_id] = "cancelled in the queue"
+                    work.cancel()
+                    return
+                if beat.lease_seconds is not None:
+                    # The lease granted when this heartbeat arrived: what is left now plus the time it was held.
+                    interval = max(MIN_HEARTBEAT, (beat.lease_seconds + loop.time() - sent) / 3)
+            # Keep the pace when an answer came early (a failure, or a queue that does not hold heartbeats).
+            await asyncio.sleep(max(0.0, sent + interval - loop.time()))
 
     async def _report(self, task_id: str, lease: str, task_type: str, result: Result) -> None:
         """Deliver the outcome until acknowledged, reduced to what the queue accepts.
@@ -305,6 +314,19 @@ class Worker:
                 logger.warning("queue did not take it (%s); retrying in %.1fs", exc.detail, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def resolved_checkout(payload: dict[str, Any]) -> str | None:
+    """The task's folder as this machine sees it (~ expanded, relative to the worker's folder, `..` and
+    symlinks resolved): the key of its lock, so every spelling of one folder is one lock."""
+    folder = queue_models.checkout_of(payload)
+    if folder is None or "\x00" in folder:
+        return None  # the handler says what is wrong with it; the lock stays on the text
+    try:
+        resolved = os.path.realpath(os.path.expanduser(folder))
+    except (OSError, ValueError):
+        return None
+    return resolved if len(resolved) <= queue_models.MAX_PATH else None
 
 
 async def _cancel(job: asyncio.Future[Any]) -> None:

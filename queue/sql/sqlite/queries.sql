@@ -42,11 +42,41 @@ SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NUL
 WHERE id = :id AND lease = :lease AND status = 'claimed'
 RETURNING *;
 
--- start_task --
--- The worker began running it.
+-- quarantine_task --
+-- A task whose stored payload cannot be read back goes to a person, never to a worker (it could not
+-- be answered to one, and would be claimed and reaped forever); a claim it got on the way does not
+-- count as an attempt. The stored payload is kept as it is for whoever repairs it.
 UPDATE tasks
-SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL
+SET status = 'needs_human', attempts = CASE WHEN status = 'claimed' THEN attempts - 1 ELSE attempts END,
+    lease = NULL, lease_expires_at = NULL, assigned_to = NULL, progress = NULL, notes = :notes, result = :result,
+    finished_at = :now, updated_at = :now, changed_by = 'queue', change_note = :notes
+WHERE id = :id AND status IN ('pending', 'claimed')
+RETURNING *;
+
+-- start_task --
+-- The worker began running it. A cwd lock moves to the folder as the worker resolved it (:checkout), so
+-- every spelling of one folder is one lock; tasks_held_lock refuses the move while another task on the
+-- machine holds that folder.
+UPDATE tasks
+SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL,
+    lock = CASE WHEN lock_per_machine AND :checkout IS NOT NULL THEN :checkout ELSE lock END
 WHERE id = :id AND lease = :lease AND status = 'claimed'
+RETURNING *;
+
+-- lock_holder --
+-- The task that holds a folder on a machine, for the note of a start refused because of it.
+SELECT id FROM tasks
+WHERE lock = :checkout AND lock_per_machine AND assigned_to = :machine AND status IN ('claimed', 'in_progress')
+  AND id != :id
+LIMIT 1;
+
+-- defer_task --
+-- A start refused because another task on the machine holds its folder: the claim goes back (not counted),
+-- keyed by the resolved folder, so claims on that machine pass over it until the folder is free.
+UPDATE tasks
+SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
+    lock = :checkout, changed_by = 'queue', change_note = :note, updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'claimed' AND lock_per_machine
 RETURNING *;
 
 -- heartbeat --
@@ -124,7 +154,7 @@ RETURNING id;
 SELECT count(*) AS n FROM tasks WHERE status IN ('needs_human', 'failed') AND status = :status;
 
 -- cancel_task --
--- Stop a task that has not finished; a running one learns it at its next heartbeat.
+-- Stop a task that has not finished; a running one's worker learns it from its held heartbeat.
 UPDATE tasks
 SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, change_note = :notes,
     notes = coalesce(:notes, notes)
