@@ -45,6 +45,7 @@ Strictness, with the facts in /work/brief/SLACK_FACTS.md:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -878,10 +879,9 @@ class SlackEmulator:
         self._later(self._quietly(self.event(event)))
 
     async def _quietly(self, work: Any) -> None:
-        try:
+        # The connection closed meanwhile: Slack would deliver it to the next one.
+        with contextlib.suppress(ConnectionError, RuntimeError, AssertionError):
             await work
-        except (ConnectionError, RuntimeError, AssertionError):
-            pass  # the connection closed meanwhile: Slack would deliver it to the next one
 
     async def say(self, text: str, *, user: str = "UALLOWED", channel: str = "CGENERAL",
                   thread_ts: str | None = None, mention_first: bool = True) -> tuple[Message, list[Envelope]]:

@@ -19,6 +19,7 @@ from da.bot import views
 from da.bot.commands import CommandLayer
 from da.bot.router import Suggestion
 from da.bot.slack import blocks, delivery
+from da.bot.slack.conversations import Conversations
 from da.bot.slack.delivery import Reply
 from da.bot.slack.settings import BotSettings
 from da.bot.slack.state import BotState, BulkConfirmation, Card
@@ -40,6 +41,8 @@ class Room:
         self.state = state
         self.web = delivery.web_client(settings.bot_token, settings.api_url, settings.slack_timeout)
         self.suggestions: OrderedDict[str, tuple[Suggestion, views.SuggestionView]] = OrderedDict()
+        self.conversations = Conversations(layer.client, self.web, state, allowed_users=settings.allowed_users,
+                                           layer=layer, timeout=settings.slack_timeout)
 
     def reply_to(self, body: Mapping[str, Any]) -> Reply:
         return Reply.to(body, self.web, self.settings.slack_timeout)

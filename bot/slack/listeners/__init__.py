@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from da.bot.slack.listeners import actions, commands, errors, views
+from da.bot.slack.listeners import actions, commands, errors, events, views
 
 
 def register(app: AsyncApp) -> None:
     commands.register(app)
     actions.register(app)
     views.register(app)
+    events.register(app)
     errors.register(app)
