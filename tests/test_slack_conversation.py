@@ -5,6 +5,7 @@ strict emulator, the real queue, and a real `da worker` named mac-mini running t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from conftest import QueueServer, wait_until
 from da.queue.client import QueueClient
 from da.queue.models import Task
-from slack_emulator import BOT_USER, Message, SlackEmulator
+from slack_emulator import LEGACY_SCOPES, Message, SlackEmulator
 from slack_support import ALLOWED, STRANGER, seen, texts
 from worker_support import WorkerProcess, wait_for_status
 
@@ -243,5 +244,85 @@ async def test_without_files_write_the_thread_says_what_to_add(make_bot, worker,
     assert "files:write" in note["text"] and f"/da show {task.short_id}" in note["text"]
 
 
-def _mentions_bot(text: str) -> bool:
-    return f"<@{BOT_USER}>" in text
+async def test_a_bot_stopped_while_starting_a_reply_does_not_start_it_twice(
+        make_bot, worker, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
+    bot = await make_bot()
+    first, card = await first_turn(slack, queue_client, "begin")
+    await answer_in(slack, "CGENERAL", card.ts, first)
+    await bot.stop()
+    # As if the bot had stopped right after the queue created the reply's task, before noting it.
+    state = json.loads((tmp_path / "bot-state.json").read_text())
+    key = f"CGENERAL:{card.ts}"
+    state["threads"][key] = {"channel": "CGENERAL", "root": card.ts, "agent": "claude", "machine": "mac-mini",
+                             "cwd": None, "turns": [first.id],
+                             "waiting": [{"user": ALLOWED, "text": "carry on", "ts": "1.000001",
+                                          "started": time.time() - 1}]}
+    (tmp_path / "bot-state.json").write_text(json.dumps(state))
+    made = await queue_client.create_task("agent_run", {"agent": "claude", "prompt": "carry on",
+                                                        "resume": first.result["session_id"]},  # type: ignore[index]
+                                          target_machine="mac-mini", agent="claude", created_by=ALLOWED)
+    await make_bot()
+    await slack.say("and then this", thread_ts=card.ts)
+    await card_of(slack, made)
+    assert {t.payload["prompt"] for t in await tasks_of(queue_client)} == {"begin", "carry on"}
+    await wait_for_status(queue_client, made.id)
+    last = await wait_until(lambda: _newest_other(queue_client, {first.id, made.id}), timeout=20)
+    assert last.payload["prompt"] == "and then this"
+    assert len(await tasks_of(queue_client)) == 3
+
+
+async def test_an_agent_without_resume_gets_the_earlier_turns_as_context(
+        bot, queue: QueueServer, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
+    gemini = WorkerProcess(queue.url, tmp_path, MACHINE_NAME="thinkpad-x1", WORKER_AGENTS="gemini",
+                           WORKER_CAPABILITIES="agent_run").start()
+    try:
+        await slack.slash("assign name three colours --machine=thinkpad-x1 --agent=gemini --type=agent_run")
+        first = await wait_until(lambda: _newest(queue_client))
+        first = await wait_for_status(queue_client, first.id)
+        assert first.status == "done", first.notes
+        card = await card_of(slack, first)
+        await answer_in(slack, "CGENERAL", card.ts, first)
+        await slack.say("now a fourth", thread_ts=card.ts)
+        follow = await wait_until(lambda: _newest_other(queue_client, {first.id}))
+        assert "resume" not in follow.payload and follow.target_machine == "thinkpad-x1"
+        assert follow.payload["context"] == [{"role": "user", "text": "name three colours"},
+                                             {"role": "assistant", "text": first.result["answer"]}]  # type: ignore[index]
+        follow = await wait_for_status(queue_client, follow.id)
+        assert follow.status == "done", follow.notes
+        assert "<conversation>" in said(follow)["prompt"] and "name three colours" in said(follow)["prompt"]
+        await answer_in(slack, "CGENERAL", card.ts, follow)
+    finally:
+        gemini.kill()
+
+
+async def test_a_running_turn_shows_its_status_line_with_cancel_in_the_thread(
+        bot, worker, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
+    first, card = await first_turn(slack, queue_client, "warm up")
+    hold = tmp_path / "never"
+    await slack.say(f"long job HOLD_UNTIL={hold}", thread_ts=card.ts)
+    turn = await wait_until(lambda: _newest_other(queue_client, {first.id}))
+    await wait_for_status(queue_client, turn.id, ("in_progress",))
+    status_line = await card_of(slack, turn)
+    assert status_line.thread_ts == card.ts and "Cancel" in texts(status_line)
+    await slack.click("cancel_task", on=status_line)
+    cancelled = await wait_for_status(queue_client, turn.id, ("cancelled",))
+    assert cancelled.changed_by == ALLOWED or cancelled.status == "cancelled"
+    edited = await wait_until(lambda: _true("Cancel" not in texts(slack.messages[("CGENERAL", status_line.ts)])))
+    assert edited
+    assert len(slack.named("chat.update")) <= 50, "status edits stay within chat.update's Tier 3"
+    hold.touch()
+
+
+async def test_a_workspace_without_the_new_scopes_keeps_its_slash_commands_and_says_what_to_add(
+        make_bot, slack: SlackEmulator, queue_client: QueueClient, caplog: pytest.LogCaptureFixture) -> None:
+    slack.scopes.clear()
+    slack.scopes.update(LEGACY_SCOPES)
+    bot = await make_bot()
+    assert bot.missing_scopes == ["app_mentions:read", "channels:history", "groups:history", "im:history",
+                                  "files:write"]
+    assert "the Slack app lacks app_mentions:read" in caplog.text and "reinstall" in caplog.text
+    _, envelopes = await slack.say(f"@da fix it {FLAGS}")
+    assert envelopes == [], "Slack delivers no event the app has no scope for"
+    await slack.slash(f"assign fix it {FLAGS}")
+    await slack.wait_call("chat.postMessage", lambda b: "Cancel" in texts(b))
+    assert len(await tasks_of(queue_client)) == 1

@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,10 @@ PERSON_SUBTYPES = (None, "thread_broadcast")
 # A resumed turn reads its earlier turns from the agent's own session; one told the turns as
 # context gets at most this many of the newest (agent_run fits them to its byte budget).
 MAX_CONTEXT_TURNS = 50
+# A bot restarted mid-start looks for the reply's task among this many newest agent tasks,
+# created at most CLOCK_SLACK seconds before it noted the start (the queue's clock may differ).
+RECENT_TASKS = 100
+CLOCK_SLACK = 60.0
 USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
@@ -234,13 +239,23 @@ class Conversations:
         elif history:
             payload["context"] = turn_context(history)
         machine = next((t.assigned_to for t in reversed(history) if t.assigned_to), None) or thread.machine
-        task = await self.client.create_task(AGENT_RUN, payload, target_machine=machine or None, agent=thread.agent,
-                                             created_by=waiting.user, notes=waiting.text[:200])
+        task = await self.created_before(waiting) if waiting.started else None
+        if task is None:
+            waiting.started = time.time()
+            self.state.save()
+            task = await self.client.create_task(AGENT_RUN, payload, target_machine=machine or None,
+                                                 agent=thread.agent, created_by=waiting.user, notes=waiting.text[:200])
         thread.turns.append(task.id)
         thread.waiting.pop(0)
         self.state.save()
         await self.post_card(thread.channel, thread.root, views.Created(task), waiting.user)
         return True
+
+    async def created_before(self, waiting: Waiting) -> Task | None:
+        """The task a bot that stopped between creating a reply's task and saving it had created."""
+        recent, _ = await self.client.list_tasks(type=AGENT_RUN, limit=RECENT_TASKS)
+        return next((t for t in recent if t.created_by == waiting.user and t.payload.get("prompt") == waiting.text
+                     and t.created_at >= waiting.started - CLOCK_SLACK), None)
 
     async def finished(self, task: Task) -> None:
         """A turn ended (done, failed, needs a person, cancelled): start the thread's next reply."""

@@ -54,6 +54,8 @@ class Waiting:
     user: str
     text: str
     ts: str
+    # When creating its task began (0: not yet): a restart in between looks for that task first.
+    started: float = 0.0
 
 
 @dataclass
