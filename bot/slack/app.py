@@ -107,7 +107,8 @@ class BotProcess:
         self.notifier = Notifier(self.client, self.room.web, self.state, settings.notify_channel,
                                  progress_every=settings.progress_every, wait=settings.feed_wait,
                                  notify_done=settings.notify_done, burst_threshold=settings.burst_threshold,
-                                 holding=self.holding, conversations=self.room.conversations)
+                                 holding=self.holding, conversations=self.room.conversations,
+                                 homes=self.room.refresh_homes)
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:

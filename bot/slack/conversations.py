@@ -159,16 +159,20 @@ class Conversations:
             await self.say(channel, root, f"{blocks.escape(exc.problem)}\nusage: `@da {blocks.escape(exc.usage)}`")
             return
         if isinstance(view, views.Created):
-            await self.post_card(channel, root, view, user)
-            task = view.task
-            if task.type == AGENT_RUN and task.agent:
-                thread = Thread(channel, root, task.agent, task.target_machine or "", task.payload.get("cwd"),
-                                [task.id])
-                self.state.threads[thread.key] = thread
-                self.state.save()
+            card = await self.post_card(channel, root, view, user)
+            if card is not None:
+                self.begin(card, view.task)
             return
         text_out, drawn = blocks.render(view)
         await self.say(channel, root, text_out, drawn)
+
+    def begin(self, card: Card, task: Task) -> None:
+        """An agent task's card makes its thread a conversation (other tasks' threads are not)."""
+        if task.type == AGENT_RUN and task.agent:
+            thread = Thread(card.channel, card.root, task.agent, task.target_machine or "", task.payload.get("cwd"),
+                            [task.id])
+            self.state.threads[thread.key] = thread
+            self.state.save()
 
     async def reply(self, channel: str, root: str, user: str, text: str, ts: str) -> None:
         """A reply in a task's thread: the agent's next turn, now or after the running one."""
@@ -266,8 +270,9 @@ class Conversations:
 
     # ---- posting in the thread ---------------------------------------------------------
 
-    async def post_card(self, channel: str, root: str, view: views.Created, requester: str) -> None:
-        """A turn's card in the thread: its status line, edited while it runs, with Cancel."""
+    async def post_card(self, channel: str, root: str | None, view: views.Created, requester: str) -> Card | None:
+        """A task's card in the thread `root` (None: a card that starts its own thread): its status
+        line, edited while it runs, with Cancel."""
         text, drawn = blocks.render(view)
         try:
             posted = await self.web.chat_postMessage(channel=channel, thread_ts=root, text=text,
@@ -275,10 +280,11 @@ class Conversations:
         except delivery.FAILURES as exc:
             logger.warning("posting the card of %s in its thread failed (%s)", view.task.short_id,
                            delivery.problem(exc))
-            return
-        self.state.cards[view.task.id] = Card(posted["channel"], posted["ts"], view.task.status,
-                                              requester=requester, thread=root)
+            return None
+        card = Card(posted["channel"], posted["ts"], view.task.status, requester=requester, thread=root or "")
+        self.state.cards[view.task.id] = card
         self.state.save()
+        return card
 
     async def say(self, channel: str, root: str, text: str, drawn: list[Block] | None = None) -> None:
         """A message in the thread, for everyone in it."""

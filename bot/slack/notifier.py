@@ -87,7 +87,8 @@ class Notifier:
     def __init__(self, client: QueueClient, web: AsyncWebClient, state: BotState, channel: str, *,
                  progress_every: float = 10.0, wait: float = FEED_WAIT, notify_done: bool = False,
                  burst_threshold: int = BURST_THRESHOLD, holding: asyncio.Event | None = None,
-                 conversations: Conversations | None = None) -> None:
+                 conversations: Conversations | None = None,
+                 homes: Callable[[list[Task]], Awaitable[None]] | None = None) -> None:
         self.client = client
         self.web = web
         self.state = state
@@ -105,6 +106,8 @@ class Notifier:
             self.holding.set()
         # Threads that are conversations: a finished turn starts the next waiting reply.
         self.conversations = conversations
+        # Redraws the Home tab of people whose tasks changed.
+        self.homes = homes
         # A batch and a late card's catch-up never tell the same end twice.
         self.delivering = asyncio.Lock()
 
@@ -208,6 +211,8 @@ class Notifier:
         for task in tasks.values():
             if task.status in models.TERMINAL:
                 await self.next_reply(task)
+        if self.homes is not None:
+            await self.homes(list(tasks.values()))
         self.state.advance(events)
 
     async def next_reply(self, task: Task) -> None:

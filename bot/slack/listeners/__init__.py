@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from da.bot.slack.listeners import actions, commands, errors, events, views
+from da.bot.slack.listeners import actions, commands, errors, events, forms, views
 
 
 def register(app: AsyncApp) -> None:
@@ -15,4 +15,5 @@ def register(app: AsyncApp) -> None:
     actions.register(app)
     views.register(app)
     events.register(app)
+    forms.register(app)
     errors.register(app)
