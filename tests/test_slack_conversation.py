@@ -103,13 +103,20 @@ async def _newest_other(queue_client: QueueClient, known: set[str]) -> Task | No
     return next((t for t in reversed(await tasks_of(queue_client)) if t.id not in known), None)
 
 
+async def running_reply(slack: SlackEmulator, queue_client: QueueClient, hold: Path, opening: str,
+                        reply: str) -> tuple[Task, Message, Task]:
+    """A finished first turn, its card, and a reply's turn running until `hold` exists."""
+    first, card = await first_turn(slack, queue_client, opening)
+    await slack.say(f"{reply} HOLD_UNTIL={hold}", thread_ts=card.ts)
+    turn = await wait_until(lambda: _newest_other(queue_client, {first.id}))
+    await wait_for_status(queue_client, turn.id, ("in_progress",))
+    return first, card, turn
+
+
 async def test_two_quick_replies_run_one_after_the_other_in_order(
         bot, worker, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
-    first, card = await first_turn(slack, queue_client, "look at the parser")
     hold = tmp_path / "release-second"
-    await slack.say(f"second HOLD_UNTIL={hold}", thread_ts=card.ts)
-    second = await wait_until(lambda: _newest_other(queue_client, {first.id}))
-    await wait_for_status(queue_client, second.id, ("in_progress",))
+    first, card, second = await running_reply(slack, queue_client, hold, "look at the parser", "second")
     await slack.say("third", thread_ts=card.ts)
     queued = await slack.wait_call("chat.postEphemeral", lambda b: "Queued" in b.get("text", ""))
     assert f"`{second.short_id}`" in queued["text"] and queued["thread_ts"] == card.ts
@@ -297,11 +304,8 @@ async def test_an_agent_without_resume_gets_the_earlier_turns_as_context(
 
 async def test_a_running_turn_shows_its_status_line_with_cancel_in_the_thread(
         bot, worker, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
-    first, card = await first_turn(slack, queue_client, "warm up")
     hold = tmp_path / "never"
-    await slack.say(f"long job HOLD_UNTIL={hold}", thread_ts=card.ts)
-    turn = await wait_until(lambda: _newest_other(queue_client, {first.id}))
-    await wait_for_status(queue_client, turn.id, ("in_progress",))
+    _, card, turn = await running_reply(slack, queue_client, hold, "warm up", "long job")
     status_line = await card_of(slack, turn)
     assert status_line.thread_ts == card.ts and "Cancel" in texts(status_line)
     await slack.click("cancel_task", on=status_line)

@@ -28,9 +28,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from slack_sdk.models.blocks import Block, SectionBlock
+from slack_sdk.web.async_client import AsyncWebClient
 
 from da import agents
 from da.bot import grammar, views
+from da.bot.commands import CommandLayer
 from da.bot.router import AGENT_RUN
 from da.bot.slack import blocks, delivery
 from da.bot.slack.state import BotState, Card, Thread, Waiting, thread_key
@@ -84,14 +86,13 @@ def latest_session(tasks: list[Task]) -> str | None:
 class Conversations:
     """Acts on people's messages and keeps each thread's turns in order."""
 
-    def __init__(self, client: QueueClient, web: Any, state: BotState, *, allowed_users: frozenset[str],
-                 layer: Any, timeout: float) -> None:
-        self.client = client
+    def __init__(self, layer: CommandLayer, web: AsyncWebClient, state: BotState, *,
+                 allowed_users: frozenset[str]) -> None:
+        self.layer = layer
+        self.client: QueueClient = layer.client
         self.web = web
         self.state = state
         self.allowed_users = allowed_users
-        self.layer = layer
-        self.timeout = timeout
         # One lock per thread: deciding "run now or wait" and starting a turn never interleave.
         self.locks: dict[str, asyncio.Lock] = {}
 

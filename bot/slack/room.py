@@ -46,8 +46,7 @@ class Room:
         self.suggestions: OrderedDict[str, tuple[Suggestion, views.SuggestionView]] = OrderedDict()
         # People who opened the Home tab since the bot started: their Home follows their tasks.
         self.home_users: set[str] = set()
-        self.conversations = Conversations(layer.client, self.web, state, allowed_users=settings.allowed_users,
-                                           layer=layer, timeout=settings.slack_timeout)
+        self.conversations = Conversations(layer, self.web, state, allowed_users=settings.allowed_users)
 
     def reply_to(self, body: Mapping[str, Any]) -> Reply:
         return Reply.to(body, self.web, self.settings.slack_timeout)
