@@ -43,8 +43,9 @@ from da.queue.models import Task
 
 logger = logging.getLogger(__name__)
 
-# Message subtypes that are a person writing (Slack adds one for edits, joins, bots, files...).
-PERSON_SUBTYPES = (None, "thread_broadcast")
+# Message subtypes that are a person writing (Slack adds one for edits, joins, bots...); a file
+# shared with a comment counts by its comment.
+PERSON_SUBTYPES = (None, "thread_broadcast", "file_share")
 # A resumed turn reads its earlier turns from the agent's own session; one told the turns as
 # context gets at most this many of the newest (agent_run fits them to its byte budget).
 MAX_CONTEXT_TURNS = 50
