@@ -21,7 +21,23 @@ Strictness, with the facts in /work/brief/SLACK_FACTS.md:
   views.open Tier 4 (100 a minute);
 - private channels and DMs the bot is not in answer `channel_not_found`; public channels
   need membership or `chat:write.public` (`not_in_channel`);
-- views.open checks the trigger (format, single use, 3 s) and the modal's limits;
+- views.open checks the trigger (format, single use, 3 s) and the modal's limits; views.publish
+  needs the Home tab and a known user and checks a home view's limits;
+- the scopes, event subscriptions, shortcuts and tabs are read from config/slack-manifest.yaml
+  (a test may grant fewer scopes); a method without its scope answers `missing_scope` with
+  `needed`/`provided`, every answer names the granted scopes in `X-OAuth-Scopes`, and an event
+  whose scope is missing is never delivered;
+- Events API: a person's message is stored as Slack stores it (& < > escaped, mentions as
+  `<@U…>`) and delivered as a `message` event (where the app is a member and subscribed) and,
+  when it mentions the bot outside a DM, also as an `app_mention` with another event_id; the
+  bot's own posts, file shares and edits come back as message events; an event not acked in 3 s
+  is delivered again with `retry_attempt` + 1 (and `redeliver()` repeats one on demand);
+- files_upload_v2's three calls: files.getUploadURLExternal (query string, `length` > 0), the
+  raw POST of the bytes, files.completeUploadExternal (only uploaded files, a postable channel,
+  a real thread); conversations.replies and chat.getPermalink answer GET with the history scope
+  of the conversation's kind; a post to a user id lands in the app's DM with them;
+- shortcuts (global: no channel, no response_url; message: the stored message) and clicks in
+  modals and the App Home (`container.type` view, no response_url, no channel);
 - faults on demand: a connection reset or a stall, before or after Slack did the work, a 5xx,
   a 429, or a body that is not JSON.
 """
@@ -29,6 +45,7 @@ Strictness, with the facts in /work/brief/SLACK_FACTS.md:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -37,16 +54,38 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
 import slack_limits
 from conftest import wait_until
 
+MANIFEST = yaml.safe_load((Path(__file__).parent.parent / "config" / "slack-manifest.yaml").read_text())
 TEAM, APP_ID, BOT_USER, BOT_ID = "T1", "A1", "UBOT", "BBOT"
 USERS = ("UALLOWED", "USTRANGER", "UOTHER")
+# What the manifest grants and subscribes to.
+MANIFEST_SCOPES = frozenset(MANIFEST["oauth_config"]["scopes"]["bot"])
+MANIFEST_EVENTS = frozenset(MANIFEST["settings"]["event_subscriptions"]["bot_events"])
+SHORTCUTS = {s["callback_id"]: s["type"] for s in MANIFEST["features"]["shortcuts"]}
+HOME_TAB = bool(MANIFEST["features"]["app_home"]["home_tab_enabled"])
+MESSAGES_TAB = bool(MANIFEST["features"]["app_home"]["messages_tab_enabled"])
+# The scope each subscription needs; without it Slack never delivers the event.
+EVENT_SCOPES = {"app_mention": "app_mentions:read", "message.channels": "channels:history",
+                "message.groups": "groups:history", "message.im": "im:history", "app_home_opened": None}
+# The message subscription and history scope of each conversation kind.
+MESSAGE_EVENT = {"channel": "message.channels", "group": "message.groups", "im": "message.im"}
+HISTORY_SCOPE = {"channel": "channels:history", "group": "groups:history", "im": "im:history"}
+# Events are delivered again after a late ack, up to three times.
+EVENT_RETRIES = 3
+# views.publish refuses a view over 250 kB; alt_txt keeps 1,000 characters.
+MAX_VIEW_BYTES = 250_000
+MAX_ALT_TXT = 1000
+# Methods the SDK calls with GET (and that Slack answers so).
+GET_METHODS = ("auth.test", "chat.getPermalink", "conversations.replies")
 # response_url: "up to 5 times within 30 minutes of the user's invocation".
 RESPONSE_URL_USES = 5
 RESPONSE_URL_LIFETIME = 30 * 60
@@ -56,10 +95,15 @@ TRIGGER_LIFETIME = 3.0
 # (calls, window in seconds) per method for the whole workspace; chat.postMessage is limited per channel.
 TIERS: dict[str, tuple[int, float]] = {
     "chat.update": (50, 60.0), "chat.delete": (50, 60.0), "apps.connections.open": (50, 60.0),
+    "conversations.replies": (50, 60.0),
     "chat.postEphemeral": (100, 60.0), "views.open": (100, 60.0), "views.update": (100, 60.0),
+    "views.publish": (100, 60.0), "files.getUploadURLExternal": (100, 60.0),
+    "files.completeUploadExternal": (100, 60.0),
 }
 POST_INTERVAL = 1.0
-DEFAULT_SCOPES = frozenset({"commands", "chat:write", "chat:write.public"})
+DEFAULT_SCOPES = MANIFEST_SCOPES
+# What an app made from the manifest before conversations had (slash commands only).
+LEGACY_SCOPES = frozenset({"commands", "chat:write", "chat:write.public"})
 
 
 @dataclass
@@ -70,6 +114,15 @@ class Channel:
     bot_member: bool = True
     members: set[str] = field(default_factory=lambda: set(USERS))
     archived: bool = False
+    # A DM between the app and this user (the app's Messages tab).
+    im_user: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The event's `channel_type`: channel (public), group (private) or im."""
+        if self.im_user is not None:
+            return "im"
+        return "group" if self.private else "channel"
 
 
 @dataclass
@@ -85,16 +138,25 @@ class Message:
     thread_ts: str | None = None
     deleted: bool = False
     versions: list[list[dict[str, Any]]] = field(default_factory=list)
+    # A person's message: who wrote it (its text is stored escaped, as Slack stores it).
+    author: str | None = None
+    # A file share: the files it shows (subtype file_share).
+    files: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ephemeral(self) -> bool:
         return self.ephemeral_to is not None
 
     def stored(self) -> dict[str, Any]:
-        """The `message` object of a block_actions payload (a channel message only)."""
+        """The message as Slack hands it out (a block_actions `message`, conversations.replies, events)."""
         body: dict[str, Any] = {"type": "message", "text": self.text, "ts": self.ts, "team": TEAM,
                                 "blocks": json.loads(json.dumps(self.blocks))}
-        if self.by_bot_token:
+        if self.author is not None:
+            body.update(user=self.author, client_msg_id=str(uuid.uuid5(uuid.NAMESPACE_URL, self.ts)))
+        elif self.files:
+            body.update(subtype="file_share", user=BOT_USER, files=json.loads(json.dumps(self.files)), upload=False,
+                        display_as_bot=False)
+        elif self.by_bot_token:
             body.update(user=BOT_USER, bot_id=BOT_ID, app_id=APP_ID,
                         bot_profile={"id": BOT_ID, "app_id": APP_ID, "name": "da", "team_id": TEAM})
         else:
@@ -124,9 +186,17 @@ class Envelope:
     trigger_id: str | None = None
     # The input block ids of a submitted view: the only keys a `response_action: errors` ack may use.
     inputs: frozenset[str] | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    retry_attempt: int = 0
+    # Which connection (1, 2, ...) it went out on.
+    via: int = 0
+    # The connection closed before the ack was due (Slack gives an event to another connection later).
+    dropped: bool = False
 
     @property
     def late(self) -> bool:
+        if self.acked_at is None and self.dropped and self.kind == "events_api":
+            return False
         return self.acked_at is None or self.acked_at - self.sent_at > ACK_DEADLINE
 
     def ack_problem(self) -> str | None:
@@ -172,6 +242,23 @@ class SlackError(Exception):
 
 
 @dataclass
+class Upload:
+    """A file between files.getUploadURLExternal and files.completeUploadExternal."""
+
+    id: str
+    filename: str
+    length: int
+    data: bytes | None = None
+    title: str = ""
+    shared: bool = False
+
+    def shown(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.filename, "title": self.title or self.filename,
+                "mimetype": "text/plain", "filetype": "text", "size": len(self.data or b""),
+                "permalink": f"https://test.slack.com/files/{BOT_USER}/{self.id}/{self.filename}"}
+
+
+@dataclass
 class SlackEmulator:
     bot_token: str = "xoxb-test-bot-token"
     app_token: str = "xapp-test-app-token"
@@ -183,6 +270,10 @@ class SlackEmulator:
     channels: dict[str, Channel] = field(default_factory=dict)
     messages: dict[tuple[str, str], Message] = field(default_factory=dict)
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The Home tab each user last saw (views.publish), and the uploads by file id.
+    homes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    uploads: dict[str, Upload] = field(default_factory=dict)
+    events: set[str] = field(default_factory=lambda: set(MANIFEST_EVENTS))
     tiers: dict[str, tuple[int, float]] = field(default_factory=lambda: dict(TIERS))
     post_interval: float = POST_INTERVAL
     faults: list[Fault] = field(default_factory=list)
@@ -198,13 +289,22 @@ class SlackEmulator:
     _tier_calls: dict[str, deque[float]] = field(default_factory=dict)
     _shown: list[tuple[dict[str, Any], Message, int]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _on_socket: list[Envelope] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for channel in (Channel("CGENERAL", "general"), Channel("CNOTIFY", "da-alerts"),
                         Channel("COUTSIDE", "random", bot_member=False),
                         Channel("GPRIVATE", "secret-project", private=True, bot_member=False),
+                        Channel("GTEAM", "team-private", private=True),
                         Channel("DUSER", "", private=True, bot_member=False, members={"UALLOWED", "UOTHER"})):
             self.channels[channel.id] = channel
+        for user in USERS:
+            self.channels[f"D{user}"] = Channel(f"D{user}", "", private=True, members={user}, im_user=user)
+
+    def im_of(self, user: str) -> str:
+        """The id of the app's DM with `user` (its Messages tab)."""
+        return f"D{user}"
 
     def now(self) -> float:
         return time.monotonic() + self.clock_offset
@@ -223,11 +323,14 @@ class SlackEmulator:
         app.router.add_route("*", "/api/{method}", self.api)
         app.router.add_get("/link", self.link)
         app.router.add_post("/respond/{id}", self.respond)
+        app.router.add_post("/upload/{id}", self.upload)
         self.server = TestServer(app, host="127.0.0.1")
         await self.server.start_server()
 
     async def stop(self) -> None:
         self._stop.set()
+        for task in list(self._background):
+            task.cancel()
         if self.socket is not None:
             await self.socket.close()
         if self.server is not None:
@@ -284,11 +387,12 @@ class SlackEmulator:
             call.status, call.error = 0, f"fault:{fault.kind}"
             return await self._fail(request, fault)
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        # Every answer to a bot token names the scopes it was granted (slack-ruby-client#378).
+        headers = {"X-OAuth-Scopes": ",".join(sorted(self.scopes))} if token == self.bot_token else {}
         try:
             answer = self._dispatch(method, request.method, token, args)
         except SlackError as exc:
             call.status, call.error = exc.status, exc.error
-            headers = {}
             if exc.status == 429:
                 headers["Retry-After"] = str(exc.extra.pop("retry_after"))
             return web.json_response({"ok": False, "error": exc.error, **exc.extra}, status=exc.status,
@@ -296,7 +400,7 @@ class SlackEmulator:
         if fault is not None:
             call.error = f"fault-after:{fault.kind}"
             return await self._fail(request, fault)
-        return web.json_response({"ok": True, **answer})
+        return web.json_response({"ok": True, **answer}, headers=headers)
 
     def _dispatch(self, method: str, verb: str, token: str, args: dict[str, Any]) -> dict[str, Any]:
         if method == "apps.connections.open":
@@ -311,7 +415,7 @@ class SlackEmulator:
         handler = getattr(self, "m_" + method.replace(".", "_"), None)
         if handler is None:
             raise SlackError("unknown_method")
-        if verb != "POST" and method not in ("auth.test",):
+        if verb != "POST" and method not in GET_METHODS:
             raise SlackError("invalid_post_type")
         self._rate_tier(method)
         result: dict[str, Any] = handler(args)
@@ -376,16 +480,17 @@ class SlackEmulator:
 
     def m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         self._need_scope("chat:write")
-        channel = self._postable(str(args.get("channel", "")))
+        target = str(args.get("channel", ""))
+        if target in USERS:
+            # A user id posts in the app's DM with that user, its Messages tab.
+            if not MESSAGES_TAB:
+                raise SlackError("messages_tab_disabled")
+            target = self.im_of(target)
+        channel = self._postable(target)
         self._check_content(args)
         thread_ts = args.get("thread_ts")
         if thread_ts is not None:
-            parent = self.messages.get((channel.id, str(thread_ts)))
-            # Slack documents no error for a missing parent; refusing it is the stricter reading (UNCONFIRMED).
-            if parent is None or parent.ephemeral or parent.deleted:
-                raise SlackError("thread_not_found")
-            if parent.thread_ts and parent.thread_ts != parent.ts:
-                raise SlackError("cannot_reply_to_message")
+            self._thread_parent(channel.id, str(thread_ts))
         last = self._last_post.get(channel.id)
         now = self.now()
         if last is not None and now - last < self.post_interval:
@@ -395,6 +500,7 @@ class SlackEmulator:
         message = self._store(channel.id, text, args.get("blocks"), thread_ts=thread_ts)
         self._shows(args, message)
         args["ts"] = message.ts
+        self._echo(message)
         return {"channel": channel.id, "ts": message.ts, "message": message.stored()}
 
     def m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -416,6 +522,7 @@ class SlackEmulator:
             message.blocks = normalise(args["blocks"])
         message.versions.append(message.blocks)
         self._shows(args, message)
+        self._echo(message, edited=True)
         return {"channel": channel.id, "ts": message.ts, "text": message.text,
                 "message": {"text": message.text, "user": BOT_USER, "bot_id": BOT_ID, "blocks": message.blocks}}
 
@@ -436,7 +543,9 @@ class SlackEmulator:
         if user not in channel.members:
             raise SlackError("user_not_in_channel")
         self._check_content(args)
-        message = self._store(channel.id, str(args.get("text") or ""), args.get("blocks"), ephemeral_to=user)
+        thread_ts = args.get("thread_ts") or None
+        message = self._store(channel.id, str(args.get("text") or ""), args.get("blocks"), ephemeral_to=user,
+                              thread_ts=thread_ts)
         self._shows(args, message)
         return {"message_ts": message.ts}
 
@@ -455,15 +564,138 @@ class SlackEmulator:
             raise SlackError("invalid_arguments", response_metadata={"messages": errors})
         self._triggers[trigger] = (issued, True)
         assert isinstance(view, dict)
-        view_id = "V" + secrets.token_hex(5).upper()
-        stored = {**view, "id": view_id, "team_id": TEAM, "blocks": normalise(view.get("blocks") or []),
-                  "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""),
-                  "state": {"values": {}}, "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
-                  "clear_on_close": False, "notify_on_close": False, "previous_view_id": None,
-                  "root_view_id": view_id, "app_id": APP_ID, "external_id": "", "app_installed_team_id": TEAM,
-                  "bot_id": BOT_ID}
-        self.views[view_id] = stored
+        stored = stored_view(view)
+        self.views[stored["id"]] = stored
         return {"view": stored}
+
+    def m_views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = str(args.get("user_id") or "")
+        if user not in USERS:
+            raise SlackError("invalid_arguments", response_metadata={"messages": ["invalid `user_id`"]})
+        view = args.get("view")
+        if not isinstance(view, dict) or view.get("type") != "home":
+            raise SlackError("invalid_arguments", response_metadata={"messages": [
+                "[ERROR] views.publish takes a view of type home [json-pointer:/view/type]"]})
+        if not HOME_TAB:
+            raise SlackError("not_enabled")
+        errors = slack_limits.home_errors(view)
+        if errors:
+            raise SlackError("invalid_arguments", response_metadata={"messages": errors})
+        if len(json.dumps(view).encode()) > MAX_VIEW_BYTES:
+            raise SlackError("view_too_large")
+        current = self.homes.get(user)
+        if args.get("hash") and (current is None or current["hash"] != args["hash"]):
+            raise SlackError("hash_conflict")
+        stored = stored_view(view, view_id=current["id"] if current else None)
+        self.homes[user] = stored
+        self.views[stored["id"]] = stored
+        return {"view": stored}
+
+    # ---- files (files_upload_v2) -----------------------------------------------------
+
+    def m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._need_scope("files:write")
+        filename = str(args.get("filename") or "")
+        try:
+            length = int(args.get("length", ""))
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        if not filename:
+            raise SlackError("invalid_arguments")
+        if length <= 0:
+            raise SlackError("missing_argument")
+        if len(str(args.get("alt_txt") or "")) > MAX_ALT_TXT:
+            raise SlackError("alt_txt_too_large")
+        file_id = "F" + secrets.token_hex(5).upper()
+        self.uploads[file_id] = Upload(file_id, filename, length)
+        return {"upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
+
+    async def upload(self, request: web.Request) -> web.Response:
+        """The raw POST of a file's bytes to the URL files.getUploadURLExternal handed out."""
+        fault = self._take_fault("upload")
+        if fault is not None:
+            return await self._fail(request, fault)  # type: ignore[return-value]
+        found = self.uploads.get(request.match_info["id"])
+        if found is None or found.data is not None:
+            return web.Response(status=404, text="not found")
+        found.data = await request.read()
+        return web.Response(text=f"OK - {len(found.data)}", content_type="text/plain")
+
+    def m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._need_scope("files:write")
+        listed = args.get("files")
+        if not isinstance(listed, list) or not listed:
+            raise SlackError("invalid_arguments")
+        uploads = []
+        for entry in listed:
+            found = self.uploads.get(str(entry.get("id"))) if isinstance(entry, dict) else None
+            # "Could not find the file from the upload ticket": never got, or never sent its bytes.
+            if found is None or found.data is None or found.shared:
+                raise SlackError("file_not_found")
+            uploads.append((found, str(entry.get("title") or found.filename)))
+        channel_id = str(args.get("channel_id") or "")
+        channels = [c for c in str(args.get("channels") or "").split(",") if c]
+        thread_ts = args.get("thread_ts") or None
+        if thread_ts and len(channels) + bool(channel_id) != 1:
+            raise SlackError("invalid_arguments", response_metadata={"messages": [
+                "provide only one channel when using thread_ts"]})
+        channel = self._postable(channel_id or channels[0]) if channel_id or channels else None
+        if channel is not None and thread_ts:
+            self._thread_parent(channel.id, str(thread_ts))
+        for found, title in uploads:
+            found.title, found.shared = title, True
+        shown = [found.shown() for found, _ in uploads]
+        if channel is not None:
+            message = self._store(channel.id, str(args.get("initial_comment") or ""), None, thread_ts=thread_ts,
+                                  files=shown)
+            self._echo(message)
+        return {"files": shown}
+
+    # ---- reading conversations -------------------------------------------------------
+
+    def _readable(self, channel_id: str) -> Channel:
+        """A conversation the bot may read: a member of it, with the history scope of its kind."""
+        channel = self.channels.get(channel_id)
+        if channel is None or not channel.bot_member:
+            raise SlackError("channel_not_found")
+        self._need_scope(HISTORY_SCOPE[channel.kind])
+        return channel
+
+    def _thread_parent(self, channel: str, ts: str) -> Message:
+        parent = self.messages.get((channel, ts))
+        # Slack documents no error for a missing parent; refusing it is the stricter reading (UNCONFIRMED).
+        if parent is None or parent.ephemeral or parent.deleted:
+            raise SlackError("thread_not_found")
+        if parent.thread_ts and parent.thread_ts != parent.ts:
+            raise SlackError("cannot_reply_to_message")
+        return parent
+
+    def m_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._readable(str(args.get("channel") or ""))
+        found = self.messages.get((channel.id, str(args.get("ts") or "")))
+        if found is None or found.ephemeral or found.deleted:
+            raise SlackError("thread_not_found")
+        root = found.thread_ts or found.ts
+        thread = [m for m in self.channel_messages(channel.id) if m.ts == root or m.thread_ts == root]
+        thread.sort(key=lambda m: (m.ts != root, m.ts))
+        start = int(args.get("cursor") or 0)
+        limit = max(1, min(int(args.get("limit") or 1000), 1000))
+        page = thread[start:start + limit]
+        more = start + limit < len(thread)
+        return {"messages": [m.stored() for m in page], "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+    def m_chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self.channels.get(str(args.get("channel") or ""))
+        if channel is None or (channel.private and not channel.bot_member):
+            raise SlackError("channel_not_found")
+        found = self.messages.get((channel.id, str(args.get("message_ts") or "")))
+        if found is None or found.ephemeral or found.deleted:
+            raise SlackError("message_not_found")
+        link = f"https://test.slack.com/archives/{channel.id}/p{found.ts.replace('.', '')}"
+        if found.thread_ts and found.thread_ts != found.ts:
+            link += f"?thread_ts={found.thread_ts}&cid={channel.id}"
+        return {"channel": channel.id, "permalink": link}
 
     # ---- response_url ----------------------------------------------------------------
 
@@ -534,6 +766,7 @@ class SlackEmulator:
         await socket.prepare(request)
         self.socket = socket
         self.connections += 1
+        number = self.connections
         await socket.send_json({"type": "hello", "num_connections": 1,
                                 "debug_info": {"host": "applink-emulator", "build_number": 1,
                                                "approximate_connection_time": 18060},
@@ -546,6 +779,10 @@ class SlackEmulator:
             if envelope is not None and envelope.acked_at is None:
                 envelope.acked_at = time.monotonic()
                 envelope.ack_payload = data.get("payload")
+        now = time.monotonic()
+        for envelope in self.envelopes.values():
+            if envelope.via == number and envelope.acked_at is None and now - envelope.sent_at <= ACK_DEADLINE:
+                envelope.dropped = True
         return socket
 
     async def connected(self, count: int = 1) -> None:
@@ -561,11 +798,13 @@ class SlackEmulator:
         self._triggers[trigger_id] = (self.now(), False)
         return trigger_id
 
-    async def send(self, envelope_type: str, payload: dict[str, Any], *, envelope_id: str | None = None) -> Envelope:
+    async def send(self, envelope_type: str, payload: dict[str, Any], *, envelope_id: str | None = None,
+                   retry_attempt: int = 0) -> Envelope:
         """Push one envelope and return its record (acked_at is set when the bot acks)."""
         await self.connected()
         envelope_id = envelope_id or str(uuid.uuid4())
-        record = Envelope(envelope_id, envelope_type, time.monotonic(), trigger_id=payload.get("trigger_id"))
+        record = Envelope(envelope_id, envelope_type, time.monotonic(), trigger_id=payload.get("trigger_id"),
+                          payload=payload, retry_attempt=retry_attempt, via=self.connections)
         if payload.get("type") == "view_submission":
             record.inputs = frozenset(b["block_id"] for b in payload["view"]["blocks"] if b.get("type") == "input")
         self.envelopes[envelope_id] = record
@@ -573,9 +812,160 @@ class SlackEmulator:
         frame: dict[str, Any] = {"envelope_id": envelope_id, "payload": payload, "type": envelope_type,
                                  "accepts_response_payload": envelope_type == "slash_commands"}
         if envelope_type == "events_api":
-            frame.update(retry_attempt=0, retry_reason="")
+            frame.update(retry_attempt=retry_attempt, retry_reason="timeout" if retry_attempt else "")
+            if retry_attempt < EVENT_RETRIES:
+                self._later(self._redeliver_if_late(record))
         await self.socket.send_json(frame)
         return record
+
+    def _later(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _redeliver_if_late(self, record: Envelope) -> None:
+        await asyncio.sleep(ACK_DEADLINE)
+        if record.acked_at is None and not record.dropped and self._socket_open():
+            await self.redeliver(record)
+
+    async def redeliver(self, record: Envelope) -> Envelope:
+        """Deliver an event again, as Slack does after a late ack: same event_id, `retry_attempt` + 1."""
+        assert record.kind == "events_api", "Slack redelivers only events"
+        return await self.send("events_api", record.payload, retry_attempt=record.retry_attempt + 1)
+
+    def _socket_open(self) -> bool:
+        return self.socket is not None and not self.socket.closed
+
+    # ---- the Events API --------------------------------------------------------------
+
+    def subscribed(self, event: str) -> bool:
+        """True when the app subscribes to `event` and holds the scope it needs."""
+        scope = EVENT_SCOPES.get(event)
+        return event in self.events and (scope is None or scope in self.scopes)
+
+    async def event(self, event: dict[str, Any]) -> Envelope | None:
+        """Deliver one event in its event_callback wrapper; None when no connection is open."""
+        if not self._socket_open():
+            return None
+        event_id = "Ev" + secrets.token_hex(5).upper()
+        return await self.send("events_api", {
+            "token": "verification-token", "team_id": TEAM, "api_app_id": APP_ID, "type": "event_callback",
+            "event_id": event_id, "event_time": int(time.time()), "event_context": f"1-{event['type']}-{TEAM}",
+            "authorizations": [{"enterprise_id": None, "team_id": TEAM, "user_id": BOT_USER, "is_bot": True,
+                                "is_enterprise_install": False}],
+            "is_ext_shared_channel": False, "event": event})
+
+    def message_event(self, message: Message) -> dict[str, Any] | None:
+        """The `message` event of a stored message, or None when the app would not get it."""
+        channel = self.channels[message.channel]
+        if not channel.bot_member or not self.subscribed(MESSAGE_EVENT[channel.kind]):
+            return None
+        event = {**message.stored(), "channel": message.channel, "event_ts": message.ts,
+                 "channel_type": channel.kind}
+        if message.thread_ts and message.thread_ts != message.ts:
+            parent = self.messages.get((message.channel, message.thread_ts))
+            event["parent_user_id"] = (parent.author if parent is not None else None) or BOT_USER
+        return event
+
+    def _echo(self, message: Message, *, edited: bool = False) -> None:
+        """The bot's own post (or edit) comes back as a message event, as it does from Slack."""
+        event = self.message_event(message)
+        if event is None or not self._socket_open():
+            return
+        if edited:
+            event = {"type": "message", "subtype": "message_changed", "hidden": True, "message": event,
+                     "channel": message.channel, "ts": self.next_ts(), "event_ts": self.next_ts(),
+                     "channel_type": event["channel_type"]}
+        self._later(self._quietly(self.event(event)))
+
+    async def _quietly(self, work: Any) -> None:
+        # The connection closed meanwhile: Slack would deliver it to the next one.
+        with contextlib.suppress(ConnectionError, RuntimeError, AssertionError):
+            await work
+
+    async def say(self, text: str, *, user: str = "UALLOWED", channel: str = "CGENERAL",
+                  thread_ts: str | None = None, mention_first: bool = True) -> tuple[Message, list[Envelope]]:
+        """A person posts `text` (typed as they would; `@da` mentions the bot): the message as Slack
+        stores it and the events it delivers (`app_mention` and `message` for a mention in a channel)."""
+        where = self.channels[channel]
+        assert user in where.members, f"{user} is not in {channel}"
+        if thread_ts is not None:
+            parent = self._thread_parent(channel, thread_ts)
+            thread_ts = parent.ts
+        mentions = "@da" in text.split() or text.startswith("@da ")
+        stored_text = " ".join(f"<@{BOT_USER}>" if word == "@da" else word for word in
+                               slack_limits.escape(text).split(" "))
+        message = Message(channel, self.next_ts(), stored_text, rich_text(stored_text), by_bot_token=False,
+                          thread_ts=thread_ts, author=user)
+        message.versions.append(message.blocks)
+        self.messages[(channel, message.ts)] = message
+        delivered: list[Envelope] = []
+        events: list[dict[str, Any]] = []
+        plain = self.message_event(message)
+        if plain is not None:
+            events.append(plain)
+        if mentions and where.kind != "im" and where.bot_member and self.subscribed("app_mention"):
+            # app_mention carries no channel_type; Slack sends it beside the message event, another event_id.
+            mention = {key: value for key, value in message.stored().items()}
+            mention.update(type="app_mention", channel=channel, event_ts=message.ts)
+            events.insert(0 if mention_first else len(events), mention)
+        for event in events:
+            envelope = await self.event(event)
+            if envelope is not None:
+                delivered.append(envelope)
+        return message, delivered
+
+    async def open_home(self, user: str = "UALLOWED") -> Envelope | None:
+        """The user opens the app's Home tab (app_home_opened, with the view once one was published)."""
+        if not self.subscribed("app_home_opened"):
+            return None
+        event: dict[str, Any] = {"type": "app_home_opened", "user": user, "channel": self.im_of(user), "tab": "home",
+                                 "event_ts": f"{time.time():.6f}"}
+        if user in self.homes:
+            event["view"] = self.homes[user]
+        return await self.event(event)
+
+    # ---- shortcuts -------------------------------------------------------------------
+
+    async def global_shortcut(self, callback_id: str, *, user: str = "UALLOWED") -> Envelope:
+        """A global shortcut: no channel, no message, no response_url."""
+        assert SHORTCUTS.get(callback_id) == "global", f"the manifest declares no global shortcut {callback_id}"
+        return await self.send("interactive", {
+            "type": "shortcut", "token": "verification-token", "action_ts": f"{time.time():.6f}",
+            "team": {"id": TEAM, "domain": "test"}, "user": {"id": user, "username": user.lower(), "team_id": TEAM},
+            "is_enterprise_install": False, "enterprise": None, "callback_id": callback_id,
+            "trigger_id": self.trigger()})
+
+    async def message_shortcut(self, callback_id: str, message: Message, *, user: str = "UALLOWED") -> Envelope:
+        """A message shortcut on a stored message: the message as Slack keeps it and a response_url."""
+        assert SHORTCUTS.get(callback_id) == "message", f"the manifest declares no message shortcut {callback_id}"
+        assert not message.ephemeral and not message.deleted
+        where = self.channels[message.channel]
+        return await self.send("interactive", {
+            "type": "message_action", "token": "verification-token", "action_ts": f"{time.time():.6f}",
+            "team": {"id": TEAM, "domain": "test"}, "user": {"id": user, "name": user.lower()},
+            "channel": {"id": message.channel, "name": where.name}, "callback_id": callback_id,
+            "trigger_id": self.trigger(), "message_ts": message.ts, "message": message.stored(),
+            "response_url": self.response_url("command", message.channel, user), "is_enterprise_install": False,
+            "enterprise": None})
+
+    async def click_view(self, action_id: str, view: dict[str, Any] | str, value: str | None = None, *,
+                         user: str = "UALLOWED") -> Envelope:
+        """Click a button in a modal or the Home tab: container `view`, the view itself, no response_url."""
+        stored = self.views[view] if isinstance(view, str) else self.views[view["id"]]
+        if stored["type"] == "home":
+            assert self.homes.get(user, {}).get("id") == stored["id"], f"{user} does not see that Home tab"
+        block, element = find_element(stored["blocks"], action_id, value)
+        action: dict[str, Any] = {"action_id": action_id, "block_id": block["block_id"], "type": element["type"],
+                                  "action_ts": f"{time.time():.6f}", "text": element.get("text"),
+                                  "value": element.get("value", "")}
+        return await self.send("interactive", {
+            "type": "block_actions", "user": {"id": user, "username": user.lower(), "name": user.lower(),
+                                              "team_id": TEAM},
+            "api_app_id": APP_ID, "token": "verification-token",
+            "container": {"type": "view", "view_id": stored["id"]}, "trigger_id": self.trigger(),
+            "team": {"id": TEAM, "domain": "test"}, "enterprise": None, "is_enterprise_install": False,
+            "view": {**stored, "state": {"values": {}}}, "actions": [action]})
 
     async def slash(self, text: str, *, user: str = "UALLOWED", channel: str = "CGENERAL") -> Envelope:
         """`/da <text>` as Slack delivers it: & < > escaped, a command response_url, a fresh trigger."""
@@ -709,6 +1099,17 @@ class SlackEmulator:
         return [(e, problem) for e in self.envelopes.values() if (problem := e.ack_problem())]
 
 
+def stored_view(view: dict[str, Any], *, view_id: str | None = None) -> dict[str, Any]:
+    """A view as Slack keeps and returns it (views.open, views.publish)."""
+    view_id = view_id or "V" + secrets.token_hex(5).upper()
+    return {**view, "id": view_id, "team_id": TEAM, "blocks": normalise(view.get("blocks") or []),
+            "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""),
+            "state": {"values": {}}, "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
+            "clear_on_close": False, "notify_on_close": False, "previous_view_id": None,
+            "root_view_id": view_id, "app_id": APP_ID, "external_id": "", "app_installed_team_id": TEAM,
+            "bot_id": BOT_ID}
+
+
 def normalise(blocks: list[Any]) -> list[dict[str, Any]]:
     """Blocks as Slack stores them: generated block ids, `emoji`/`verbatim` defaults, plain text escaped."""
     stored = json.loads(json.dumps(blocks))
@@ -722,6 +1123,18 @@ def normalise(blocks: list[Any]) -> list[dict[str, Any]]:
         if isinstance(block, dict):
             block.setdefault("block_id", secrets.token_urlsafe(3))
     return stored  # type: ignore[no-any-return]
+
+
+def rich_text(text: str) -> list[dict[str, Any]]:
+    """The rich_text block Slack adds to a person's message (mentions as user elements)."""
+    elements: list[dict[str, Any]] = []
+    for n, part in enumerate(text.split(f"<@{BOT_USER}>")):
+        if n:
+            elements.append({"type": "user", "user_id": BOT_USER})
+        if part:
+            elements.append({"type": "text", "text": slack_limits.unescape(part)})
+    return [{"type": "rich_text", "block_id": secrets.token_urlsafe(3),
+             "elements": [{"type": "rich_text_section", "elements": elements}]}]
 
 
 def find_element(blocks: list[dict[str, Any]], action_id: str,

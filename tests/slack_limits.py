@@ -192,3 +192,14 @@ def links(text: str, blocks: list[Any]) -> list[tuple[str, str]]:
     """(target, label) of every link a message shows: a label that hides its target is a disguised link."""
     sources = [text or ""] + [obj["text"] for obj in text_objects(blocks) if obj.get("type") == "mrkdwn"]
     return [(m.group(1), (m.group(2) or "|")[1:]) for source in sources for m in LINK.finditer(source)]
+
+
+def home_errors(view: Any) -> list[str]:
+    """Why views.publish would answer invalid_arguments (a Home tab's limits: 100 blocks, no title)."""
+    errors = [f"[ERROR] {e}" for e in block_errors(view.get("blocks"), max_blocks=MAX_VIEW_BLOCKS,
+                                                      root="/view/blocks")]
+    if len(str(view.get("private_metadata", ""))) > 3000:
+        errors.append("[ERROR] must be less than 3001 characters [json-pointer:/view/private_metadata]")
+    if len(str(view.get("callback_id", ""))) > 255:
+        errors.append("[ERROR] must be less than 256 characters [json-pointer:/view/callback_id]")
+    return errors

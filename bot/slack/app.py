@@ -45,6 +45,26 @@ SILENT_PERIODS = 3
 CLOSE_TIMEOUT = 5.0
 
 
+# What each scope added for conversations gives; an app made from an older manifest lacks them.
+CONVERSATION_SCOPES = {
+    "app_mentions:read": "`@da ...` in a channel starts nothing",
+    "channels:history": "replies in a card's thread in public channels are not seen",
+    "groups:history": "replies in private channels are not seen",
+    "im:history": "direct messages to the bot are not seen",
+    "files:write": "long answers cannot be attached as files",
+}
+
+
+def missing_scopes(headers: Any) -> list[str]:
+    """The conversation scopes a Web API answer's `X-OAuth-Scopes` header does not list (none when
+    the header is absent: nothing to judge by)."""
+    found = next((str(v) for k, v in dict(headers or {}).items() if k.lower() == "x-oauth-scopes"), None)
+    if found is None:
+        return []
+    granted = {scope.strip() for scope in found.split(",")}
+    return [scope for scope in CONVERSATION_SCOPES if scope not in granted]
+
+
 class WorkspaceTaken(Exception):
     """Another da bot holds this Slack workspace's lease."""
 
@@ -74,6 +94,7 @@ class BotProcess:
         self.handler: AsyncSocketModeHandler | None = None
         self.supervisor = Supervisor()
         self.rebuilds = 0
+        self.missing_scopes: list[str] = []
         # Who this bot is to the lease: the machine, the process and this start.
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_name = ""
@@ -86,7 +107,8 @@ class BotProcess:
         self.notifier = Notifier(self.client, self.room.web, self.state, settings.notify_channel,
                                  progress_every=settings.progress_every, wait=settings.feed_wait,
                                  notify_done=settings.notify_done, burst_threshold=settings.burst_threshold,
-                                 holding=self.holding)
+                                 holding=self.holding, conversations=self.room.conversations,
+                                 homes=self.room.refresh_homes)
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -99,6 +121,12 @@ class BotProcess:
         except SlackApiError as exc:
             raise ConfigError(f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error', 'error')}); "
                               "copy the Bot User OAuth Token again.") from exc
+        self.missing_scopes = missing_scopes(identity.headers)
+        if self.missing_scopes:
+            logger.warning("the Slack app lacks %s; slash commands work, but %s. Add them under OAuth & Permissions "
+                           "(or paste config/slack-manifest.yaml again) and reinstall the app.",
+                           ", ".join(self.missing_scopes),
+                           "; ".join(CONVERSATION_SCOPES[s] for s in self.missing_scopes))
         return str(identity.get("team_id") or "workspace")
 
     async def claim_workspace(self) -> None:

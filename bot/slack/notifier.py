@@ -16,6 +16,7 @@ with a Review button and the list in its thread; needs_human and failed go befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -30,8 +31,9 @@ from slack_sdk.models.blocks import ActionsBlock, Block, HeaderBlock, PlainTextO
 from slack_sdk.web.async_client import AsyncWebClient
 
 from da.bot import views
-from da.bot.slack import blocks, delivery
+from da.bot.slack import answer, blocks, delivery
 from da.bot.slack.blocks import escape
+from da.bot.slack.conversations import Conversations
 from da.bot.slack.state import BotState
 from da.queue import errors as queue_errors
 from da.queue import models
@@ -84,7 +86,9 @@ class Notifier:
 
     def __init__(self, client: QueueClient, web: AsyncWebClient, state: BotState, channel: str, *,
                  progress_every: float = 10.0, wait: float = FEED_WAIT, notify_done: bool = False,
-                 burst_threshold: int = BURST_THRESHOLD, holding: asyncio.Event | None = None) -> None:
+                 burst_threshold: int = BURST_THRESHOLD, holding: asyncio.Event | None = None,
+                 conversations: Conversations | None = None,
+                 homes: Callable[[list[Task]], Awaitable[None]] | None = None) -> None:
         self.client = client
         self.web = web
         self.state = state
@@ -100,6 +104,12 @@ class Notifier:
         self.holding = holding or asyncio.Event()
         if holding is None:
             self.holding.set()
+        # Threads that are conversations: a finished turn starts the next waiting reply.
+        self.conversations = conversations
+        # Redraws the Home tab of people whose tasks changed.
+        self.homes = homes
+        # A batch and a late card's catch-up never tell the same end twice.
+        self.delivering = asyncio.Lock()
 
     # ---- the feed ---------------------------------------------------------------------
 
@@ -174,10 +184,16 @@ class Notifier:
 
     async def deliver_batch(self, events: list[Event]) -> None:
         """Cards first, then the alerts by urgency; the cursor moves once all are delivered."""
+        async with self.delivering:
+            await self._deliver_batch(events)
+
+    async def _deliver_batch(self, events: list[Event]) -> None:
         tasks = await self.tasks_of(events)
         for task in tasks.values():
-            if task.id in self.state.cards:
+            card = self.state.cards.get(task.id)
+            if card is not None:
                 await self.update_card(task)
+                card.finished = card.finished or task.status in models.TERMINAL
         alerts = sorted(self.alerts_for(events, tasks), key=lambda a: (ORDER[a.kind], a.event.id))
         by_channel: dict[str, list[Alert]] = {}
         for alert in alerts:
@@ -192,7 +208,35 @@ class Notifier:
                 await self.post(alert)
                 self.state.delivered.add(delivery_key(alert.event, channel))
                 self.state.save()
+        for task in tasks.values():
+            if task.status in models.TERMINAL:
+                await self.next_reply(task)
+        if self.homes is not None:
+            await self.homes(list(tasks.values()))
         self.state.advance(events)
+
+    async def next_reply(self, task: Task) -> None:
+        if self.conversations is not None:
+            await self.until(f"the reply waiting for {task.short_id}",
+                             functools.partial(self.conversations.finished, task))
+
+    async def deliver_late(self, task: Task) -> None:
+        """Tell the end of a task whose card was posted after the feed had passed that end (the
+        worker was faster than the card): its alert or answer in the thread, then the next reply."""
+        async with self.delivering:
+            card = self.state.cards.get(task.id)
+            if card is None or card.finished:
+                return
+            events = await self.client.task_events(task.id)
+            ending = [e for e in events if e.to_status == task.status]
+            await self.update_card(task)
+            if ending:
+                for alert in self.alerts_for(ending[-1:], {task.id: task}):
+                    if alert.thread_ts:
+                        await self.post(alert)
+            card.finished = True
+            self.state.save()
+            await self.next_reply(task)
 
     async def tasks_of(self, events: list[Event]) -> dict[str, Task]:
         """The tasks the events are about, as they are now (a deleted one is left out)."""
@@ -217,14 +261,14 @@ class Notifier:
             card = self.state.cards.get(task.id)
             if to == models.DONE:
                 if card is not None:
-                    alerts.append(Alert(event, task, card.channel, card.ts))
+                    alerts.append(Alert(event, task, card.channel, card.root))
                 elif self.notify_done and self.channel:
                     alerts.append(Alert(event, task, self.channel))
                 continue
             if self.channel:
                 alerts.append(Alert(event, task, self.channel))
             if card is not None:
-                alerts.append(Alert(event, task, card.channel, card.ts, card.requester or task.created_by or ""))
+                alerts.append(Alert(event, task, card.channel, card.root, card.requester or task.created_by or ""))
         return [a for a in alerts if delivery_key(a.event, a.channel) not in self.state.delivered]
 
     # ---- posting ----------------------------------------------------------------------
@@ -266,10 +310,32 @@ class Notifier:
 
         await self.until(f"the {alert.kind} alert for {alert.task.short_id}", attempt)
         self.record_post(alert.channel)
+        if alert.thread_ts and alert.kind == models.DONE and not answer.complete(alert.task):
+            await self.attach_answer(alert)
+
+    async def attach_answer(self, alert: Alert) -> None:
+        """The whole answer as a file in the thread (files_upload_v2); a refusal is said, not retried
+        forever (the SDK already retried what Slack asks to retry)."""
+        task = alert.task
+        try:
+            await self.web.files_upload_v2(channel=alert.channel, thread_ts=alert.thread_ts,
+                                           content=answer.text(task),
+                                           filename=f"answer-{task.short_id}.md",
+                                           title=f"{task.agent or 'agent'} answer, task {task.short_id}")
+        except delivery.FAILURES as exc:
+            why = delivery.problem(exc)
+            logger.warning("uploading the answer of %s failed (%s)", task.short_id, why)
+            hint = " (add the files:write scope to the Slack app and reinstall it)" if why == "missing_scope" else ""
+            with contextlib.suppress(*delivery.FAILURES):
+                await self.web.chat_postMessage(channel=alert.channel, thread_ts=alert.thread_ts,
+                                                text=f"I could not attach the whole answer: {why}{hint}. "
+                                                     f"`/da show {task.short_id}` has it.")
 
     def draw(self, alert: Alert) -> tuple[str, list[Block]]:
         task = alert.task
         mention = f"<@{alert.mention}> " if alert.mention.startswith(("U", "W")) else ""
+        if alert.kind == models.DONE and alert.thread_ts and answer.text(task):
+            return answer.drawn(task)
         if alert.kind == models.DONE:
             notes = f": {escape(task.notes)}" if task.notes else ""
             text = f":white_check_mark: `{task.short_id}` {escape(task.type)} done on {escape(task.assigned_to or '-')}"
@@ -394,10 +460,13 @@ class Notifier:
             await asyncio.sleep(self.progress_every)
             await self.holding.wait()
             for task_id, card in list(self.state.cards.items()):
-                if card.status in models.TERMINAL:
+                if card.status in models.TERMINAL or card.finished:
                     continue
                 try:
                     task = await self.client.get_task(task_id)
+                    if task.status in models.TERMINAL:
+                        await self.deliver_late(task)
+                        continue
                 except queue_errors.QueueError as exc:
                     logger.warning("progress of %s: %s", task_id[:8], exc.detail)
                     continue

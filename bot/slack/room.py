@@ -15,20 +15,24 @@ from typing import Any
 
 from slack_sdk.models.blocks import Block
 
-from da.bot import views
+from da.bot import grammar, views
 from da.bot.commands import CommandLayer
 from da.bot.router import Suggestion
-from da.bot.slack import blocks, delivery
+from da.bot.slack import blocks, delivery, forms
+from da.bot.slack.conversations import Conversations
 from da.bot.slack.delivery import Reply
 from da.bot.slack.settings import BotSettings
 from da.bot.slack.state import BotState, BulkConfirmation, Card
 from da.queue import errors as queue_errors
+from da.queue.models import Task
 
 logger = logging.getLogger(__name__)
 
 # Suggestions awaiting Confirm; old ones fall off (Slack messages outlive them anyway).
 MAX_PENDING_SUGGESTIONS = 200
 CONTEXT_KEY = "da_room"
+# A Home tab is drawn from this many newest tasks.
+HOME_SCAN = 200
 
 
 class Room:
@@ -40,6 +44,9 @@ class Room:
         self.state = state
         self.web = delivery.web_client(settings.bot_token, settings.api_url, settings.slack_timeout)
         self.suggestions: OrderedDict[str, tuple[Suggestion, views.SuggestionView]] = OrderedDict()
+        # People who opened the Home tab since the bot started: their Home follows their tasks.
+        self.home_users: set[str] = set()
+        self.conversations = Conversations(layer, self.web, state, allowed_users=settings.allowed_users)
 
     def reply_to(self, body: Mapping[str, Any]) -> Reply:
         return Reply.to(body, self.web, self.settings.slack_timeout)
@@ -68,6 +75,9 @@ class Room:
         """Show the new state of the clicked message: chat.update on a channel message, else (an
         ephemeral one, or an update Slack refused) through the click's response_url."""
         container = body.get("container") or {}
+        if container.get("type") == "view" and (body.get("view") or {}).get("type") == "home":
+            await self.publish_home(reply.user)
+            return
         if container.get("message_ts") and container.get("channel_id") and not container.get("is_ephemeral"):
             try:
                 await self.web.chat_update(channel=container["channel_id"], ts=container["message_ts"], text=text,
@@ -107,6 +117,26 @@ class Room:
                     f"so its card is in <#{place}>.")
         return (f"Queued {short}, but I could not post its card ({', '.join(tried) or 'no channel'}); "
                 f"`/da show {view.task.short_id}` shows how it is doing.")
+
+    async def publish_home(self, user: str) -> None:
+        """Draw `user`'s Home tab as it is now (views.publish); a failure is logged, the next change retries."""
+        self.home_users.add(user)
+        try:
+            tasks, _ = await self.layer.client.list_tasks(limit=HOME_SCAN)
+            fleet = await self.layer.run(grammar.Command("status"))
+        except queue_errors.QueueError as exc:
+            logger.warning("the Home tab of %s was not refreshed: %s", user, exc.detail)
+            return
+        view = forms.home_view(user, tasks, fleet if isinstance(fleet, views.FleetStatus) else None)
+        try:
+            await self.web.views_publish(user_id=user, view=view.to_dict())
+        except delivery.FAILURES as exc:
+            logger.warning("publishing the Home tab of %s failed (%s)", user, delivery.problem(exc))
+
+    async def refresh_homes(self, tasks: list[Task]) -> None:
+        """Redraw the Home tab of each person (who opened it) whose tasks changed."""
+        for user in sorted({t.created_by for t in tasks if t.created_by} & self.home_users):
+            await self.publish_home(user)
 
     def remember(self, view: views.SuggestionView) -> views.SuggestionView:
         """Keep a suggestion until Confirm; the returned view carries the token its buttons send back."""

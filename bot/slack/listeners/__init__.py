@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from da.bot.slack.listeners import actions, commands, errors, views
+from da.bot.slack.listeners import actions, commands, errors, events, forms, views
 
 
 def register(app: AsyncApp) -> None:
     commands.register(app)
     actions.register(app)
     views.register(app)
+    events.register(app)
+    forms.register(app)
     errors.register(app)

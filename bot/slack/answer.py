@@ -1,0 +1,63 @@
+"""An agent's answer drawn for its thread, within Slack's limits.
+
+A message shows as much of the answer as fits in a few sections (each at most 3,000
+characters after escaping, all of them well under Slack's ~12,000 characters of block text);
+a longer answer also goes in the thread as a file, so nothing is cut off for good.
+"""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import Block, SectionBlock
+
+from da.bot.slack import blocks
+from da.queue.models import Task
+
+# Escaped characters per section (Slack's section limit is 3,000) and sections per message.
+SECTION_CHARS = 2900
+MAX_SECTIONS = 3
+# The notification fallback (`text`) shows the start of the answer.
+FALLBACK_CHARS = 300
+
+
+def text(task: Task) -> str:
+    """What the agent said (its result's `answer`), or ""."""
+    said = (task.result or {}).get("answer")
+    return said if isinstance(said, str) and said.strip() else ""
+
+
+def sections(said: str) -> tuple[list[str], bool]:
+    """The answer as escaped section texts, and whether they hold all of it."""
+    parts: list[str] = []
+    rest = said
+    while rest and len(parts) < MAX_SECTIONS:
+        piece, size = "", 0
+        for n, char in enumerate(rest):
+            escaped = blocks.escape(char)
+            if size + len(escaped) > SECTION_CHARS:
+                rest = rest[n:]
+                break
+            piece += escaped
+            size += len(escaped)
+        else:
+            rest = ""
+        parts.append(piece)
+    return parts, not rest
+
+
+def complete(task: Task) -> bool:
+    """True when the thread's message shows the whole answer (else it is attached as a file)."""
+    return sections(text(task))[1]
+
+
+def drawn(task: Task) -> tuple[str, list[Block]]:
+    """The answer message: who answered where, then the answer (its start, when it is long)."""
+    said = text(task)
+    parts, whole = sections(said)
+    head = (f":white_check_mark: `{task.short_id}` {blocks.escape(task.agent or task.type)} on "
+            f"{blocks.escape(task.assigned_to or '-')} answered")
+    if not whole:
+        head += f" (the whole answer, {len(said)} characters, is in the file below)"
+    drawn_blocks: list[Block] = [SectionBlock(block_id="answer_head", text=blocks.md(head + ":"))]
+    drawn_blocks += [SectionBlock(block_id=f"answer:{n}", text=blocks.md(part)) for n, part in enumerate(parts)]
+    fallback = f"{task.short_id} answered: {blocks.escape(' '.join(said[:FALLBACK_CHARS].split()))}"
+    return fallback, drawn_blocks

@@ -1,0 +1,307 @@
+"""A task's thread is a conversation with its agent.
+
+A person's message reaches the bot as a `message` event (and, when it mentions the bot, also
+as an `app_mention`); Slack may deliver either again. Each message is acted on once:
+
+- a reply in the thread of an agent_run task's card continues that agent's session on the same
+  machine, in the same folder: claude and codex resume the session the last turn reported,
+  other agents get the earlier turns as context. The thread is a lock: a reply that comes
+  while a turn runs waits (kept in the bot's state, so a restart keeps it) and runs after, in
+  order;
+- a mention of the bot, or a direct message, starts a task the way `/da` does (a plain prompt
+  is an `assign`), its card in the message's thread;
+- anything else in a channel is people talking, and is left alone.
+
+Each turn gets its card in the thread (progress edited, Cancel while it runs); when it
+finishes the notifier posts the agent's answer there (the whole answer as a file when it is
+too long for a message) and starts the next waiting reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from slack_sdk.models.blocks import Block, SectionBlock
+from slack_sdk.web.async_client import AsyncWebClient
+
+from da import agents
+from da.bot import grammar, views
+from da.bot.commands import CommandLayer
+from da.bot.router import AGENT_RUN
+from da.bot.slack import blocks, delivery
+from da.bot.slack.state import BotState, Card, Thread, Waiting, thread_key
+from da.queue import errors as queue_errors
+from da.queue import models
+from da.queue.client import QueueClient
+from da.queue.models import Task
+
+logger = logging.getLogger(__name__)
+
+# Message subtypes that are a person writing (Slack adds one for edits, joins, bots...); a file
+# shared with a comment counts by its comment.
+PERSON_SUBTYPES = (None, "thread_broadcast", "file_share")
+# A resumed turn reads its earlier turns from the agent's own session; one told the turns as
+# context gets at most this many of the newest (agent_run fits them to its byte budget).
+MAX_CONTEXT_TURNS = 50
+# A bot restarted mid-start looks for the reply's task among this many newest agent tasks,
+# created at most CLOCK_SLACK seconds before it noted the start (the queue's clock may differ).
+RECENT_TASKS = 100
+CLOCK_SLACK = 60.0
+USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def resumable(agent: str) -> bool:
+    """True for agents whose CLI resumes a session by id (claude, codex)."""
+    spec = agents.DEFAULT_COMMANDS.get(agent)
+    return spec is not None and bool(spec.resume)
+
+
+def turn_context(tasks: list[Task]) -> list[dict[str, str]]:
+    """The earlier turns as `context`: each task's prompt and the agent's answer."""
+    turns: list[dict[str, str]] = []
+    for task in tasks[-MAX_CONTEXT_TURNS:]:
+        prompt = (task.payload or {}).get("prompt")
+        if isinstance(prompt, str) and prompt:
+            turns.append({"role": "user", "text": prompt})
+        answer = (task.result or {}).get("answer")
+        if isinstance(answer, str) and answer:
+            turns.append({"role": "assistant", "text": answer})
+    return turns
+
+
+def latest_session(tasks: list[Task]) -> str | None:
+    """The session the newest turn that reported one is in (the worker follows it to the newest)."""
+    for task in reversed(tasks):
+        session = (task.result or {}).get("session_id")
+        if isinstance(session, str) and agents.SESSION_ID.fullmatch(session):
+            return session
+    return None
+
+
+class Conversations:
+    """Acts on people's messages and keeps each thread's turns in order."""
+
+    def __init__(self, layer: CommandLayer, web: AsyncWebClient, state: BotState, *,
+                 allowed_users: frozenset[str]) -> None:
+        self.layer = layer
+        self.client: QueueClient = layer.client
+        self.web = web
+        self.state = state
+        self.allowed_users = allowed_users
+        # One lock per thread: deciding "run now or wait" and starting a turn never interleave.
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, key: str) -> asyncio.Lock:
+        return self.locks.setdefault(key, asyncio.Lock())
+
+    # ---- a person's message ------------------------------------------------------------
+
+    async def heard(self, event: Mapping[str, Any], bot_user_id: str | None) -> None:
+        """Act once on a message event or an app_mention (whichever Slack delivers first)."""
+        if event.get("subtype") not in PERSON_SUBTYPES or event.get("bot_id") or not event.get("user"):
+            return
+        channel, ts, user = str(event.get("channel", "")), str(event.get("ts", "")), str(event["user"])
+        raw = str(event.get("text") or "")
+        mentioned = bot_user_id is not None and f"<@{bot_user_id}" in raw
+        direct = event.get("channel_type") == "im" or channel.startswith("D")
+        thread_ts = event.get("thread_ts")
+        root = str(thread_ts) if thread_ts and thread_ts != ts else None
+        if root is None and not (mentioned or direct):
+            return  # people talking in a channel the bot is in
+        if root is not None and not (mentioned or direct) and self.thread(channel, root) is None \
+                and self.state.thread_of_card(channel, root) is None:
+            return  # a thread da has no part in
+        if not self.state.first_time(channel, ts):
+            logger.info("message %s in %s was already acted on (Slack delivered it again)", ts, channel)
+            return
+        text = blocks.unescape(USER_MENTION.sub(
+            lambda m: "" if m.group(1) == bot_user_id else m.group(0), raw)).strip()
+        where = root or ts
+        if root is not None and (self.thread(channel, root) is not None
+                                 or self.state.thread_of_card(channel, root) is not None):
+            await self.reply(channel, root, user, text, ts)
+            return
+        await self.start(channel, where, user, text)
+
+    def thread(self, channel: str, root: str) -> Thread | None:
+        return self.state.threads.get(thread_key(channel, root))
+
+    async def refuse(self, channel: str, root: str, user: str) -> None:
+        await self.say_privately(channel, root, user,
+                                 f"<@{user}> is not on SLACK_ALLOWED_USERS, so you can look but not change "
+                                 "anything; ask whoever runs da to add your user id.")
+
+    async def start(self, channel: str, root: str, user: str, text: str) -> None:
+        """A mention or a DM: run it as `/da` would (a plain prompt is an assign), answered in the thread."""
+        if not text:
+            await self.say(channel, root, "Tell me what to do: `@da fix the flaky login test`, or "
+                                          "`@da help` for the commands.")
+            return
+        first = text.split(maxsplit=1)[0].lower()
+        line = text if first in grammar.VERBS else f"assign {text}"
+        try:
+            command = grammar.parse(line, allow_local=False)
+        except grammar.UsageError as exc:
+            await self.say(channel, root, f"{blocks.escape(exc.problem)}\nusage: `@da {blocks.escape(exc.usage)}`")
+            return
+        if command.changes_state and user not in self.allowed_users:
+            await self.refuse(channel, root, user)
+            return
+        if command.verb == "assign":
+            command = dataclasses.replace(command, flags=command.flags | {"yes"})
+        try:
+            view = await self.layer.run(command, user=user)
+        except grammar.UsageError as exc:
+            await self.say(channel, root, f"{blocks.escape(exc.problem)}\nusage: `@da {blocks.escape(exc.usage)}`")
+            return
+        if isinstance(view, views.Created):
+            card = await self.post_card(channel, root, view, user)
+            if card is not None:
+                self.begin(card, view.task)
+            return
+        text_out, drawn = blocks.render(view)
+        await self.say(channel, root, text_out, drawn)
+
+    def begin(self, card: Card, task: Task) -> None:
+        """An agent task's card makes its thread a conversation (other tasks' threads are not)."""
+        if task.type == AGENT_RUN and task.agent:
+            thread = Thread(card.channel, card.root, task.agent, task.target_machine or "", task.payload.get("cwd"),
+                            [task.id])
+            self.state.threads[thread.key] = thread
+            self.state.save()
+
+    async def reply(self, channel: str, root: str, user: str, text: str, ts: str) -> None:
+        """A reply in a task's thread: the agent's next turn, now or after the running one."""
+        if user not in self.allowed_users:
+            await self.refuse(channel, root, user)
+            return
+        if not text:
+            return
+        async with self.lock(thread_key(channel, root)):
+            thread = self.thread(channel, root) or await self.adopt(channel, root)
+            if thread is None:
+                return
+            thread.waiting.append(Waiting(user, text, ts))
+            self.state.save()
+            started = await self.next_turn(thread)
+        if not started:
+            running = thread.turns[-1][:models.SHORT_ID_LENGTH] if thread.turns else "?"
+            await self.say_privately(channel, root, user, f"Queued: this runs when `{running}` has finished "
+                                     f"({len(thread.waiting)} waiting in this thread).")
+
+    async def adopt(self, channel: str, root: str) -> Thread | None:
+        """The conversation of a thread whose card da posted before it was one (a `/da` card);
+        None, after saying why, when the thread's task is gone or is not an agent's."""
+        task_id = self.state.thread_of_card(channel, root)
+        if task_id is None:
+            return None
+        try:
+            task = await self.client.get_task(task_id)
+        except queue_errors.NotFound:
+            await self.say(channel, root, f"The task of this thread (`{task_id[:8]}`) is gone from the queue, so "
+                                          "there is no conversation to continue: mention @da to start a new task.")
+            return None
+        except queue_errors.QueueError as exc:
+            await self.say(channel, root, f"Nothing changed: {blocks.escape(exc.detail)}")
+            return None
+        if task.type != AGENT_RUN or not task.agent:
+            await self.say(channel, root, f"`{task.short_id}` is a {blocks.escape(task.type)} task, not an agent: "
+                                          "there is no one to answer here. Mention @da to start a new task.")
+            return None
+        thread = Thread(channel, root, task.agent, task.assigned_to or task.target_machine or "",
+                        task.payload.get("cwd"), [task.id])
+        self.state.threads[thread.key] = thread
+        self.state.save()
+        return thread
+
+    async def next_turn(self, thread: Thread) -> bool:
+        """Start the first waiting reply when the thread's last turn has finished; True if one started.
+
+        Call with the thread's lock held.
+        """
+        if not thread.waiting:
+            return False
+        history: list[Task] = []
+        for task_id in thread.turns[-MAX_CONTEXT_TURNS:]:
+            try:
+                history.append(await self.client.get_task(task_id))
+            except queue_errors.NotFound:
+                continue
+        if history and history[-1].id == thread.turns[-1] and history[-1].status not in models.TERMINAL:
+            return False
+        waiting = thread.waiting[0]
+        payload: dict[str, Any] = {"agent": thread.agent, "prompt": waiting.text}
+        if thread.cwd:
+            payload["cwd"] = thread.cwd
+        session = latest_session(history) if resumable(thread.agent) else None
+        if session is not None:
+            payload["resume"] = session
+        elif history:
+            payload["context"] = turn_context(history)
+        machine = next((t.assigned_to for t in reversed(history) if t.assigned_to), None) or thread.machine
+        task = await self.created_before(waiting) if waiting.started else None
+        if task is None:
+            waiting.started = time.time()
+            self.state.save()
+            task = await self.client.create_task(AGENT_RUN, payload, target_machine=machine or None,
+                                                 agent=thread.agent, created_by=waiting.user, notes=waiting.text[:200])
+        thread.turns.append(task.id)
+        thread.waiting.pop(0)
+        self.state.save()
+        await self.post_card(thread.channel, thread.root, views.Created(task), waiting.user)
+        return True
+
+    async def created_before(self, waiting: Waiting) -> Task | None:
+        """The task a bot that stopped between creating a reply's task and saving it had created."""
+        recent, _ = await self.client.list_tasks(type=AGENT_RUN, limit=RECENT_TASKS)
+        return next((t for t in recent if t.created_by == waiting.user and t.payload.get("prompt") == waiting.text
+                     and t.created_at >= waiting.started - CLOCK_SLACK), None)
+
+    async def finished(self, task: Task) -> None:
+        """A turn ended (done, failed, needs a person, cancelled): start the thread's next reply."""
+        for thread in list(self.state.threads.values()):
+            if thread.turns and thread.turns[-1] == task.id and thread.waiting:
+                async with self.lock(thread.key):
+                    await self.next_turn(thread)
+
+    # ---- posting in the thread ---------------------------------------------------------
+
+    async def post_card(self, channel: str, root: str | None, view: views.Created, requester: str) -> Card | None:
+        """A task's card in the thread `root` (None: a card that starts its own thread): its status
+        line, edited while it runs, with Cancel."""
+        text, drawn = blocks.render(view)
+        try:
+            posted = await self.web.chat_postMessage(channel=channel, thread_ts=root, text=text,
+                                                     blocks=[b.to_dict() for b in drawn])
+        except delivery.FAILURES as exc:
+            logger.warning("posting the card of %s in its thread failed (%s)", view.task.short_id,
+                           delivery.problem(exc))
+            return None
+        card = Card(posted["channel"], posted["ts"], view.task.status, requester=requester, thread=root or "")
+        self.state.cards[view.task.id] = card
+        self.state.save()
+        return card
+
+    async def say(self, channel: str, root: str, text: str, drawn: list[Block] | None = None) -> None:
+        """A message in the thread, for everyone in it."""
+        try:
+            await self.web.chat_postMessage(channel=channel, thread_ts=root, text=text,
+                                            blocks=[b.to_dict() for b in drawn or [SectionBlock(text=blocks.md(text))]])
+        except delivery.FAILURES as exc:
+            logger.warning("answering in the thread %s of %s failed (%s)", root, channel, delivery.problem(exc))
+
+    async def say_privately(self, channel: str, root: str, user: str, text: str) -> None:
+        """A message only `user` sees (in a DM, where that is everyone, a plain one)."""
+        if channel.startswith("D"):
+            await self.say(channel, root, text)
+            return
+        try:
+            await self.web.chat_postEphemeral(channel=channel, user=user, thread_ts=root, text=text)
+        except delivery.FAILURES as exc:
+            logger.warning("answering %s privately in %s failed (%s)", user, channel, delivery.problem(exc))

@@ -1,0 +1,331 @@
+"""A task's thread is a conversation with its agent: the real bot in socket mode against the
+strict emulator, the real queue, and a real `da worker` named mac-mini running the fake claude
+(which prints a session id, keeps sessions per folder and records its argv)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import QueueServer, wait_until
+from da.queue.client import QueueClient
+from da.queue.models import Task
+from slack_emulator import LEGACY_SCOPES, Message, SlackEmulator
+from slack_support import ALLOWED, STRANGER, seen, texts
+from worker_support import WorkerProcess, wait_for_status
+
+FLAGS = "--machine=mac-mini --agent=claude --type=agent_run"
+
+
+@pytest.fixture
+async def worker(queue: QueueServer, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
+    process = WorkerProcess(queue.url, tmp_path, MACHINE_NAME="mac-mini", WORKER_AGENTS="claude,codex",
+                            WORKER_CAPABILITIES="agent_run,run_script").start()
+    yield process
+    process.kill()
+
+
+def calls(tmp_path: Path) -> list[dict[str, Any]]:
+    """Every fake agent start and end, in order."""
+    log = tmp_path / "bin" / "calls.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def said(task: Task) -> dict[str, Any]:
+    """What the fake agent says it was asked (its answer is that, as JSON)."""
+    return json.loads(task.result["answer"])  # type: ignore[index]
+
+
+async def tasks_of(queue_client: QueueClient) -> list[Task]:
+    """Every task, oldest first."""
+    found, _ = await queue_client.list_tasks(limit=100)
+    return sorted(found, key=lambda t: t.created_at)
+
+
+async def card_of(slack: SlackEmulator, task: Task) -> Message:
+    """The card da posted for a task."""
+    async def posted() -> Message | None:
+        return next((m for m in slack.messages.values() if m.by_bot_token and not m.ephemeral
+                     and f"task:{task.id}:card" in json.dumps(m.blocks)), None)
+    return await wait_until(posted)
+
+
+async def answer_in(slack: SlackEmulator, channel: str, root: str, task: Task) -> Message:
+    """The answer of `task` posted in the thread `root`."""
+    async def posted() -> Message | None:
+        return next((m for m in slack.thread(channel, root)
+                     if "answer_head" in json.dumps(m.blocks) and task.short_id in m.text), None)
+    return await wait_until(posted, timeout=20)
+
+
+async def first_turn(slack: SlackEmulator, queue_client: QueueClient, prompt: str) -> tuple[Task, Message]:
+    """`/da assign` a claude task on mac-mini; the finished task and its card."""
+    await slack.slash(f"assign {prompt} {FLAGS}")
+    task = await wait_until(lambda: _newest(queue_client))
+    done = await wait_for_status(queue_client, task.id)
+    assert done.status == "done", done.notes
+    return done, await card_of(slack, done)
+
+
+async def _newest(queue_client: QueueClient) -> Task | None:
+    found = await tasks_of(queue_client)
+    return found[-1] if found else None
+
+
+async def test_a_reply_in_the_cards_thread_resumes_the_session_on_the_same_machine(
+        bot, worker, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
+    first, card = await first_turn(slack, queue_client, "find the flaky test")
+    answer = await answer_in(slack, "CGENERAL", card.ts, first)
+    assert '"prompt": "find the flaky test"' in seen(answer)
+    session = first.result["session_id"]  # type: ignore[index]
+
+    await slack.say("now fix it & <b>run</b> it", thread_ts=card.ts)
+    follow = await wait_until(lambda: _newest_other(queue_client, {first.id}))
+    assert follow.payload["resume"] == session and "context" not in follow.payload
+    assert follow.payload["prompt"] == "now fix it & <b>run</b> it"
+    assert follow.target_machine == "mac-mini" and follow.agent == "claude" and follow.created_by == ALLOWED
+    follow = await wait_for_status(queue_client, follow.id)
+    assert follow.status == "done", follow.notes
+    assert said(follow)["argv"][-4:] == ["--resume", session, "--", "now fix it & <b>run</b> it"]
+    assert [t["text"] for t in said(follow)["history"] if t["role"] == "user"] == ["find the flaky test"]
+    reply_card = await card_of(slack, follow)
+    assert reply_card.thread_ts == card.ts, "the turn's status line is in the same thread"
+    await answer_in(slack, "CGENERAL", card.ts, follow)
+    assert not [c for c in slack.refused() if c.error != "ratelimited"]
+
+
+async def _newest_other(queue_client: QueueClient, known: set[str]) -> Task | None:
+    return next((t for t in reversed(await tasks_of(queue_client)) if t.id not in known), None)
+
+
+async def running_reply(slack: SlackEmulator, queue_client: QueueClient, hold: Path, opening: str,
+                        reply: str) -> tuple[Task, Message, Task]:
+    """A finished first turn, its card, and a reply's turn running until `hold` exists."""
+    first, card = await first_turn(slack, queue_client, opening)
+    await slack.say(f"{reply} HOLD_UNTIL={hold}", thread_ts=card.ts)
+    turn = await wait_until(lambda: _newest_other(queue_client, {first.id}))
+    await wait_for_status(queue_client, turn.id, ("in_progress",))
+    return first, card, turn
+
+
+async def test_two_quick_replies_run_one_after_the_other_in_order(
+        bot, worker, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
+    hold = tmp_path / "release-second"
+    first, card, second = await running_reply(slack, queue_client, hold, "look at the parser", "second")
+    await slack.say("third", thread_ts=card.ts)
+    queued = await slack.wait_call("chat.postEphemeral", lambda b: "Queued" in b.get("text", ""))
+    assert f"`{second.short_id}`" in queued["text"] and queued["thread_ts"] == card.ts
+    assert len(await tasks_of(queue_client)) == 2, "the third waits bot-side while the second runs"
+
+    hold.touch()
+    third = await wait_until(lambda: _newest_other(queue_client, {first.id, second.id}), timeout=20)
+    third = await wait_for_status(queue_client, third.id)
+    second = await queue_client.get_task(second.id)
+    assert second.status == third.status == "done"
+    assert third.payload["prompt"] == "third" and third.payload["resume"] == first.result["session_id"]
+    assert [t["text"] for t in said(third)["history"] if t["role"] == "user"] == [
+        "look at the parser", f"second HOLD_UNTIL={hold}"]
+    ends = [c for c in calls(tmp_path) if c["event"] in ("start", "end")]
+    order = [(c["event"], c["argv"][-1]) for c in ends]
+    assert order.index(("end", f"second HOLD_UNTIL={hold}")) < order.index(("start", "third"))
+
+
+async def test_a_reply_that_waits_survives_a_bot_restart(
+        make_bot, worker, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
+    bot = await make_bot()
+    first, card = await first_turn(slack, queue_client, "start")
+    hold = tmp_path / "release"
+    await slack.say(f"two HOLD_UNTIL={hold}", thread_ts=card.ts)
+    second = await wait_until(lambda: _newest_other(queue_client, {first.id}))
+    await slack.say("three", thread_ts=card.ts)
+    await slack.wait_call("chat.postEphemeral", lambda b: "Queued" in b.get("text", ""))
+    await bot.stop()
+    hold.touch()
+    await wait_for_status(queue_client, second.id)
+    assert len(await tasks_of(queue_client)) == 2
+    await make_bot()
+    third = await wait_until(lambda: _newest_other(queue_client, {first.id, second.id}), timeout=20)
+    assert third.payload["prompt"] == "three"
+
+
+async def test_a_mention_starts_a_task_once_whatever_slack_delivers_twice(
+        bot, worker, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    message, envelopes = await slack.say(f"@da rename the config loader {FLAGS}")
+    assert sorted(e.payload["event"]["type"] for e in envelopes) == ["app_mention", "message"]
+    task = await wait_until(lambda: _newest(queue_client))
+    assert task.payload["prompt"] == "rename the config loader" and task.created_by == ALLOWED
+    card = await card_of(slack, task)
+    assert card.thread_ts == message.ts, "the card is in the mention's thread"
+    for envelope in envelopes:
+        await slack.wait_ack(envelope)
+        await slack.redeliver(envelope)
+    done = await wait_for_status(queue_client, task.id)
+    await answer_in(slack, "CGENERAL", message.ts, done)
+    assert [t.id for t in await tasks_of(queue_client)] == [task.id]
+
+    await slack.say("and the tests too", thread_ts=message.ts)
+    follow = await wait_until(lambda: _newest_other(queue_client, {task.id}))
+    assert follow.payload["resume"] == done.result["session_id"]  # type: ignore[index]
+
+
+async def test_a_direct_message_starts_a_task_answered_in_its_thread(
+        bot, worker, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    dm = slack.im_of(ALLOWED)
+    message, _ = await slack.say(f"summarise the changelog {FLAGS}", channel=dm)
+    task = await wait_until(lambda: _newest(queue_client))
+    done = await wait_for_status(queue_client, task.id)
+    answer = await answer_in(slack, dm, message.ts, done)
+    assert '"prompt": "summarise the changelog"' in seen(answer)
+
+
+async def test_people_talking_in_a_channel_start_nothing(bot, slack: SlackEmulator,
+                                                         queue_client: QueueClient) -> None:
+    message, envelopes = await slack.say("lunch at noon? da is busy anyway")
+    await slack.say("sounds good", thread_ts=message.ts)
+    for envelope in envelopes:
+        await slack.wait_ack(envelope)
+    await slack.slash("queue")
+    await slack.wait_response(lambda r: "No tasks" in texts(r))
+    assert await tasks_of(queue_client) == []
+    assert [m.text for m in slack.thread("CGENERAL", message.ts)] == ["sounds good"], "da said nothing there"
+
+
+async def test_a_stranger_can_neither_start_nor_continue(bot, worker, slack: SlackEmulator,
+                                                         queue_client: QueueClient) -> None:
+    first, card = await first_turn(slack, queue_client, "check the logs")
+    await slack.say("delete everything", user=STRANGER, thread_ts=card.ts)
+    await slack.wait_call("chat.postEphemeral", lambda b: b["user"] == STRANGER and "SLACK_ALLOWED_USERS" in b["text"])
+    await slack.say(f"@da wipe the disk {FLAGS}", user=STRANGER)
+    refusals = lambda: [b for b in slack.named("chat.postEphemeral") if b["user"] == STRANGER]  # noqa: E731
+    await wait_until(lambda: _true(len(refusals()) == 2))
+    assert [t.id for t in await tasks_of(queue_client)] == [first.id]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_thread_whose_task_is_not_an_agent_says_so(bot, slack: SlackEmulator,
+                                                          queue_client: QueueClient) -> None:
+    await slack.slash("assign echo hi --machine=mac-mini --type=run_script")
+    task = await wait_until(lambda: _newest(queue_client))
+    card = await card_of(slack, task)
+    await slack.say("and again?", thread_ts=card.ts)
+    answer = await slack.wait_call("chat.postMessage", lambda b: b.get("thread_ts") == card.ts
+                                   and "not an agent" in b.get("text", ""))
+    assert f"`{task.short_id}` is a run_script task" in answer["text"]
+    assert [t.id for t in await tasks_of(queue_client)] == [task.id]
+
+
+async def test_a_long_answer_lands_in_the_thread_as_a_file(bot, worker, slack: SlackEmulator,
+                                                           queue_client: QueueClient) -> None:
+    long_prompt = "explain <this> & that " * 600
+    await slack.slash(f'assign "{long_prompt.strip()}" {FLAGS}')
+    task = await wait_until(lambda: _newest(queue_client))
+    done = await wait_for_status(queue_client, task.id)
+    card = await card_of(slack, done)
+    answer = await answer_in(slack, "CGENERAL", card.ts, done)
+    assert "the whole answer" in seen(answer) and "file below" in seen(answer)
+    shared = await slack.wait_call("files.completeUploadExternal", lambda b: True, timeout=20)
+    assert shared["thread_ts"] == card.ts and shared["channel_id"] == "CGENERAL"
+    upload = slack.uploads[shared["files"][0]["id"]]
+    assert upload.data is not None and upload.data.decode() == done.result["answer"]  # type: ignore[index]
+    assert upload.filename == f"answer-{done.short_id}.md"
+    assert any(m.files for m in slack.thread("CGENERAL", card.ts))
+
+
+async def test_without_files_write_the_thread_says_what_to_add(make_bot, worker, slack: SlackEmulator,
+                                                              queue_client: QueueClient) -> None:
+    slack.scopes.discard("files:write")
+    await make_bot()
+    await slack.slash(f'assign "{"long answer " * 1500}" {FLAGS}')
+    task = await wait_until(lambda: _newest(queue_client))
+    await wait_for_status(queue_client, task.id)
+    note = await slack.wait_call("chat.postMessage", lambda b: "could not attach" in b.get("text", ""), timeout=20)
+    assert "files:write" in note["text"] and f"/da show {task.short_id}" in note["text"]
+
+
+async def test_a_bot_stopped_while_starting_a_reply_does_not_start_it_twice(
+        make_bot, worker, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
+    bot = await make_bot()
+    first, card = await first_turn(slack, queue_client, "begin")
+    await answer_in(slack, "CGENERAL", card.ts, first)
+    await bot.stop()
+    # As if the bot had stopped right after the queue created the reply's task, before noting it.
+    state = json.loads((tmp_path / "bot-state.json").read_text())
+    key = f"CGENERAL:{card.ts}"
+    state["threads"][key] = {"channel": "CGENERAL", "root": card.ts, "agent": "claude", "machine": "mac-mini",
+                             "cwd": None, "turns": [first.id],
+                             "waiting": [{"user": ALLOWED, "text": "carry on", "ts": "1.000001",
+                                          "started": time.time() - 1}]}
+    (tmp_path / "bot-state.json").write_text(json.dumps(state))
+    made = await queue_client.create_task("agent_run", {"agent": "claude", "prompt": "carry on",
+                                                        "resume": first.result["session_id"]},  # type: ignore[index]
+                                          target_machine="mac-mini", agent="claude", created_by=ALLOWED)
+    await make_bot()
+    await slack.say("and then this", thread_ts=card.ts)
+    await card_of(slack, made)
+    assert {t.payload["prompt"] for t in await tasks_of(queue_client)} == {"begin", "carry on"}
+    await wait_for_status(queue_client, made.id)
+    last = await wait_until(lambda: _newest_other(queue_client, {first.id, made.id}), timeout=20)
+    assert last.payload["prompt"] == "and then this"
+    assert len(await tasks_of(queue_client)) == 3
+
+
+async def test_an_agent_without_resume_gets_the_earlier_turns_as_context(
+        bot, queue: QueueServer, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
+    gemini = WorkerProcess(queue.url, tmp_path, MACHINE_NAME="thinkpad-x1", WORKER_AGENTS="gemini",
+                           WORKER_CAPABILITIES="agent_run").start()
+    try:
+        await slack.slash("assign name three colours --machine=thinkpad-x1 --agent=gemini --type=agent_run")
+        first = await wait_until(lambda: _newest(queue_client))
+        first = await wait_for_status(queue_client, first.id)
+        assert first.status == "done", first.notes
+        card = await card_of(slack, first)
+        await answer_in(slack, "CGENERAL", card.ts, first)
+        await slack.say("now a fourth", thread_ts=card.ts)
+        follow = await wait_until(lambda: _newest_other(queue_client, {first.id}))
+        assert "resume" not in follow.payload and follow.target_machine == "thinkpad-x1"
+        assert follow.payload["context"] == [{"role": "user", "text": "name three colours"},
+                                             {"role": "assistant", "text": first.result["answer"]}]  # type: ignore[index]
+        follow = await wait_for_status(queue_client, follow.id)
+        assert follow.status == "done", follow.notes
+        assert "<conversation>" in said(follow)["prompt"] and "name three colours" in said(follow)["prompt"]
+        await answer_in(slack, "CGENERAL", card.ts, follow)
+    finally:
+        gemini.kill()
+
+
+async def test_a_running_turn_shows_its_status_line_with_cancel_in_the_thread(
+        bot, worker, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
+    hold = tmp_path / "never"
+    _, card, turn = await running_reply(slack, queue_client, hold, "warm up", "long job")
+    status_line = await card_of(slack, turn)
+    assert status_line.thread_ts == card.ts and "Cancel" in texts(status_line)
+    await slack.click("cancel_task", on=status_line)
+    cancelled = await wait_for_status(queue_client, turn.id, ("cancelled",))
+    assert cancelled.changed_by == ALLOWED or cancelled.status == "cancelled"
+    edited = await wait_until(lambda: _true("Cancel" not in texts(slack.messages[("CGENERAL", status_line.ts)])))
+    assert edited
+    assert len(slack.named("chat.update")) <= 50, "status edits stay within chat.update's Tier 3"
+    hold.touch()
+
+
+async def test_a_workspace_without_the_new_scopes_keeps_its_slash_commands_and_says_what_to_add(
+        make_bot, slack: SlackEmulator, queue_client: QueueClient, caplog: pytest.LogCaptureFixture) -> None:
+    slack.scopes.clear()
+    slack.scopes.update(LEGACY_SCOPES)
+    bot = await make_bot()
+    assert bot.missing_scopes == ["app_mentions:read", "channels:history", "groups:history", "im:history",
+                                  "files:write"]
+    assert "the Slack app lacks app_mentions:read" in caplog.text and "reinstall" in caplog.text
+    _, envelopes = await slack.say(f"@da fix it {FLAGS}")
+    assert envelopes == [], "Slack delivers no event the app has no scope for"
+    await slack.slash(f"assign fix it {FLAGS}")
+    await slack.wait_call("chat.postMessage", lambda b: "Cancel" in texts(b))
+    assert len(await tasks_of(queue_client)) == 1
