@@ -233,10 +233,23 @@ async def test_a_long_answer_lands_in_the_thread_as_a_file(bot, worker, slack: S
     assert "the whole answer" in seen(answer) and "file below" in seen(answer)
     shared = await slack.wait_call("files.completeUploadExternal", lambda b: True, timeout=20)
     assert shared["thread_ts"] == card.ts and shared["channel_id"] == "CGENERAL"
-    upload = slack.uploads[shared["files"][0]["id"]]
-    assert upload.data is not None and upload.data.decode() == done.result["answer"]  # type: ignore[index]
-    assert upload.filename == f"answer-{done.short_id}.md"
+    uploads = {u.filename: u for u in (slack.uploads[f["id"]] for f in shared["files"])}
+    whole = uploads[f"answer-{done.short_id}.md"]
+    assert whole.data is not None and whole.data.decode() == done.result["answer"]  # type: ignore[index]
+    log = uploads[f"log-{done.short_id}.txt"]
+    assert log.data is not None and done.result["stdout"].strip() in log.data.decode()  # type: ignore[index]
     assert any(m.files for m in slack.thread("CGENERAL", card.ts))
+
+
+async def test_a_short_answer_is_shown_and_the_log_lands_in_the_thread_as_a_file(
+        bot, worker, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    first, card = await first_turn(slack, queue_client, "say hello")
+    await answer_in(slack, "CGENERAL", card.ts, first)
+    shared = await slack.wait_call("files.completeUploadExternal", lambda b: b.get("thread_ts") == card.ts,
+                                   timeout=20)
+    [log] = [slack.uploads[f["id"]] for f in shared["files"]]
+    assert log.filename == f"log-{first.short_id}.txt"
+    assert log.data is not None and first.result["session_id"] in log.data.decode()  # type: ignore[index]
 
 
 async def test_without_files_write_the_thread_says_what_to_add(make_bot, worker, slack: SlackEmulator,

@@ -2,7 +2,9 @@
 
 A message shows as much of the answer as fits in a few sections (each at most 3,000
 characters after escaping, all of them well under Slack's ~12,000 characters of block text);
-a longer answer also goes in the thread as a file, so nothing is cut off for good.
+a longer answer also goes in the thread as a file, so nothing is cut off for good. The output
+the worker kept with the result (stdout and stderr, head and tail when it was long) goes with it
+as the task's log file.
 """
 
 from __future__ import annotations
@@ -23,6 +25,27 @@ def text(task: Task) -> str:
     """What the agent said (its result's `answer`), or ""."""
     said = (task.result or {}).get("answer")
     return said if isinstance(said, str) and said.strip() else ""
+
+
+def log(task: Task) -> str:
+    """The output kept with the task's result, as the log file's text ("" when there is none)."""
+    result = task.result or {}
+    kept = [(name, result.get(name)) for name in ("stdout", "stderr")]
+    return "\n".join(f"----- {name} -----\n{value.rstrip()}\n" for name, value in kept
+                     if isinstance(value, str) and value.strip())
+
+
+def files(task: Task) -> list[dict[str, str]]:
+    """What goes in the thread as files after the answer: the whole answer when the message could
+    not show it, and the log."""
+    found = []
+    if not complete(task):
+        found.append({"content": text(task), "filename": f"answer-{task.short_id}.md",
+                      "title": f"{task.agent or 'agent'} answer, task {task.short_id}"})
+    if output := log(task):
+        found.append({"content": output, "filename": f"log-{task.short_id}.txt",
+                      "title": f"output of task {task.short_id} on {task.assigned_to or '-'}"})
+    return found
 
 
 def sections(said: str) -> tuple[list[str], bool]:

@@ -310,25 +310,26 @@ class Notifier:
 
         await self.until(f"the {alert.kind} alert for {alert.task.short_id}", attempt)
         self.record_post(alert.channel)
-        if alert.thread_ts and alert.kind == models.DONE and not answer.complete(alert.task):
-            await self.attach_answer(alert)
+        if alert.thread_ts and alert.kind == models.DONE and answer.text(alert.task):
+            await self.attach_files(alert)
 
-    async def attach_answer(self, alert: Alert) -> None:
-        """The whole answer as a file in the thread (files_upload_v2); a refusal is said, not retried
-        forever (the SDK already retried what Slack asks to retry)."""
+    async def attach_files(self, alert: Alert) -> None:
+        """The whole answer (when the message could not show it) and the log as files in the thread
+        (files_upload_v2); a refusal is said, not retried forever (the SDK already retried what
+        Slack asks to retry)."""
         task = alert.task
+        uploads = answer.files(task)
+        if not uploads:
+            return
         try:
-            await self.web.files_upload_v2(channel=alert.channel, thread_ts=alert.thread_ts,
-                                           content=answer.text(task),
-                                           filename=f"answer-{task.short_id}.md",
-                                           title=f"{task.agent or 'agent'} answer, task {task.short_id}")
+            await self.web.files_upload_v2(channel=alert.channel, thread_ts=alert.thread_ts, file_uploads=uploads)
         except delivery.FAILURES as exc:
             why = delivery.problem(exc)
-            logger.warning("uploading the answer of %s failed (%s)", task.short_id, why)
+            logger.warning("uploading the answer and log of %s failed (%s)", task.short_id, why)
             hint = " (add the files:write scope to the Slack app and reinstall it)" if why == "missing_scope" else ""
             with contextlib.suppress(*delivery.FAILURES):
                 await self.web.chat_postMessage(channel=alert.channel, thread_ts=alert.thread_ts,
-                                                text=f"I could not attach the whole answer: {why}{hint}. "
+                                                text=f"I could not attach the answer and log files: {why}{hint}. "
                                                      f"`/da show {task.short_id}` has it.")
 
     def draw(self, alert: Alert) -> tuple[str, list[Block]]:
