@@ -24,7 +24,7 @@ from typing import Any
 from da.queue.errors import StoreError
 from da.queue.models import Event, Row
 from da.queue.pgdatabase import PgDatabase
-from da.queue.store import Sighting, Store, new_token
+from da.queue.store import PROBE_TIMEOUT, Sighting, Store, new_token
 
 # How long a feed read waits for in-flight writers before answering from the last proven horizon.
 HORIZON_WAIT = 0.25
@@ -43,7 +43,8 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock=clock)
-        self.db = PgDatabase(url, replica=new_token(), on_wake=self._woken)
+        self._replica = new_token()
+        self.db = PgDatabase(url, replica=self._replica, on_wake=self._woken, on_availability=self._availability)
         self._horizon = 0
 
     async def open(self) -> None:
@@ -81,6 +82,13 @@ class PostgresStore(Store):
             self.pending_changed.notify()
         if EVENTS in kinds:
             self.events_appended.notify()
+
+    def _availability(self, available: bool) -> None:
+        """The database was lost or came back: parked long-polls re-check now (and answer empty while it is down)."""
+        self._woken(PENDING + EVENTS)
+
+    async def _probe_once(self) -> None:
+        await self.db.write_probe(self._replica, self.clock(), PROBE_TIMEOUT)
 
     # ---- the event feed ------------------------------------------------------------
 

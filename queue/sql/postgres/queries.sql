@@ -79,7 +79,8 @@ RETURNING *;
 -- cannot have run) or its type is safe to run twice with attempts left; else to a human. Every
 -- replica runs it; SKIP LOCKED and the status filter settle each lease exactly once.
 WITH expired AS (
-    SELECT seq, status = 'claimed' OR (safe_to_retry AND attempts < max_attempts) AS again
+    SELECT seq, status = 'claimed' OR (safe_to_retry AND attempts < max_attempts) AS again,
+           status = 'claimed' AS never_started
     FROM tasks
     WHERE status IN ('claimed', 'in_progress') AND lease_expires_at < :now::float8
     FOR UPDATE SKIP LOCKED)
@@ -95,8 +96,12 @@ SET status = CASE WHEN again THEN 'pending' ELSE 'needs_human' END,
                            ELSE 'check whether it ran on ' || coalesce(assigned_to, '?')
                                 || ', then resolve it as done or retry it' END)::text END,
     finished_at = CASE WHEN again THEN NULL ELSE :now::float8 END,
+    -- A claim that expired before it started never ran, so it does not count as an attempt.
+    attempts = CASE WHEN never_started THEN attempts - 1 ELSE attempts END,
     lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper',
-    change_note = 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)'
+    change_note = CASE WHEN never_started
+                       THEN 'claim by ' || coalesce(assigned_to, '?') || ' expired before it started'
+                       ELSE 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)' END
 FROM expired
 WHERE tasks.seq = expired.seq
 RETURNING tasks.*;
@@ -107,6 +112,23 @@ RETURNING tasks.*;
 UPDATE tasks SET lease_expires_at = greatest(coalesce(lease_expires_at, 0), :expires)
 WHERE status IN ('claimed', 'in_progress')
 RETURNING id;
+
+-- shift_leases --
+-- The service lost time it could not watch (its loop stalled, its clock jumped, the database did
+-- not answer): running leases get that time back, so only time the queue saw counts against them.
+UPDATE tasks SET lease_expires_at = lease_expires_at + :seconds::float8
+WHERE status IN ('claimed', 'in_progress') AND lease_expires_at IS NOT NULL
+RETURNING id;
+
+-- record_late_report --
+-- A worker reports on a task the reaper already handed to a person (its lease, not re-run since):
+-- keep the outcome on the task for whoever resolves it; the status stays needs_human.
+UPDATE tasks
+SET result = (coalesce(result, '{}')::jsonb
+              || jsonb_build_object('late_report', :late::jsonb, 'action', :action::text))::text,
+    notes = :notes, updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'needs_human' AND changed_by = 'reaper'
+RETURNING *;
 
 -- resolve_task --
 -- A person settles a task that needs them; pending re-queues the same payload.
@@ -291,3 +313,10 @@ SELECT to_regclass('schema_version') IS NOT NULL AS migrated;
 -- Replicas connected to this database (each holds one bus connection), this one included.
 SELECT count(*) AS n FROM pg_stat_activity
 WHERE application_name = :bus_name AND datname = current_database();
+
+-- probe --
+-- The health check's write: proves the database takes a commit now. One row per replica; rows of
+-- replicas that have not probed for a day (restarted under another name) go in the same statement.
+WITH forgotten AS (DELETE FROM probes WHERE at < :now::float8 - 86400 AND writer <> :writer)
+INSERT INTO probes (writer, at) VALUES (:writer, :now)
+ON CONFLICT (writer) DO UPDATE SET at = excluded.at;

@@ -83,8 +83,12 @@ SET status = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < m
                                 || ', then resolve it as done or retry it' END) END,
     finished_at = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < max_attempts)
                        THEN NULL ELSE :now END,
+    -- A claim that expired before it started never ran, so it does not count as an attempt.
+    attempts = CASE WHEN status = 'claimed' THEN attempts - 1 ELSE attempts END,
     lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper',
-    change_note = 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)'
+    change_note = CASE WHEN status = 'claimed'
+                       THEN 'claim by ' || coalesce(assigned_to, '?') || ' expired before it started'
+                       ELSE 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)' END
 WHERE status IN ('claimed', 'in_progress') AND lease_expires_at < :now
 RETURNING *;
 
@@ -94,6 +98,22 @@ RETURNING *;
 UPDATE tasks SET lease_expires_at = max(coalesce(lease_expires_at, 0), :expires)
 WHERE status IN ('claimed', 'in_progress')
 RETURNING id;
+
+-- shift_leases --
+-- The service lost time it could not watch (its loop stalled, its clock jumped, the database did
+-- not answer): running leases get that time back, so only time the queue saw counts against them.
+UPDATE tasks SET lease_expires_at = lease_expires_at + :seconds
+WHERE status IN ('claimed', 'in_progress') AND lease_expires_at IS NOT NULL
+RETURNING id;
+
+-- record_late_report --
+-- A worker reports on a task the reaper already handed to a person (its lease, not re-run since):
+-- keep the outcome on the task for whoever resolves it; the status stays needs_human.
+UPDATE tasks
+SET result = json_set(coalesce(result, '{}'), '$.late_report', json(:late), '$.action', :action),
+    notes = :notes, updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'needs_human' AND changed_by = 'reaper'
+RETURNING *;
 
 -- resolve_task --
 -- A person settles a task that needs them; pending re-queues the same payload.
@@ -215,3 +235,8 @@ SELECT coalesce(max(id), 0) AS id FROM events;
 -- task_events --
 -- One task's audit trail.
 SELECT * FROM events WHERE task_id = :task_id ORDER BY id;
+
+-- probe --
+-- The health check's write: proves the database takes a commit now. One row per writer.
+INSERT INTO probes (writer, at) VALUES (:writer, :now)
+ON CONFLICT (writer) DO UPDATE SET at = excluded.at;
