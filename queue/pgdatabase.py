@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -256,6 +256,28 @@ class PgDatabase:
                 for name in names:
                     rows = list(await db.fetch(*self._bind(name, params)))
                 return rows
+        except DRIVER_ERRORS as exc:
+            raise self._failed(exc) from exc
+
+    async def load(self, tables: Sequence[tuple[str, Sequence[str], Iterable[tuple[Any, ...]]]], *,
+                   refuse: Callable[[asyncpg.Record], str | None]) -> None:
+        """Copy rows into the tables in one transaction, with the transition triggers off (`da migrate`).
+
+        The tables are locked first and `refuse` reads their counts under that lock: a reason it
+        returns aborts the copy, so nothing written meanwhile can be overwritten or mixed in.
+        """
+        pool = self._require()
+        try:
+            async with pool.acquire() as db, db.transaction():
+                await db.execute(STATEMENTS["transfer_lock"])
+                reason = refuse(await db.fetchrow(STATEMENTS["transfer_counts"]))
+                if reason:
+                    raise StoreError(reason)
+                await db.execute(STATEMENTS["transfer_quiet"])
+                for table, columns, records in tables:
+                    await db.copy_records_to_table(table, columns=list(columns), records=records)
+                await db.execute(STATEMENTS["transfer_loud"])
+                await db.fetch(STATEMENTS["transfer_sequences"])
         except DRIVER_ERRORS as exc:
             raise self._failed(exc) from exc
 

@@ -139,6 +139,17 @@ class PostgresStore(Store):
                 for row in await self._fetch("sightings")]
 
 
+    # ---- da migrate ----------------------------------------------------------------
+
+    async def column_types(self, table: str) -> dict[str, str]:
+        """Each column of `table` and its type."""
+        return {row["name"]: row["type"] for row in await self._fetch("table_columns", table=table)}
+
+    async def census(self) -> tuple[Row, list[Row]]:
+        """What a copy must agree on with its source: counts and id sums, and tasks per status."""
+        return (await self._fetch("transfer_counts"))[0], await self._fetch("transfer_statuses")
+
+
 def dump_command(url: str, destination: str) -> list[str]:
     """The pg_dump command that backs up this database while the replicas run."""
     return ["pg_dump", "--format=custom", f"--file={destination}", f"--dbname={url}"]

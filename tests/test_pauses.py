@@ -177,7 +177,8 @@ async def test_a_worker_cut_off_from_the_queue_delivers_its_outcome_when_it_come
         await worker.wait_exit()
         await network.close()
     assert kept.status == "needs_human"
-    assert kept.result["late_report"]["status"] == "done" and "shipped" in kept.result["late_report"]["result"]["stdout"]
+    late = kept.result["late_report"]
+    assert late["status"] == "done" and "shipped" in late["result"]["stdout"]
     assert "given" in worker.log and "kept on the task" in worker.log
 
 

@@ -320,3 +320,38 @@ WHERE application_name = :bus_name AND datname = current_database();
 WITH forgotten AS (DELETE FROM probes WHERE at < :now::float8 - 86400 AND writer <> :writer)
 INSERT INTO probes (writer, at) VALUES (:writer, :now)
 ON CONFLICT (writer) DO UPDATE SET at = excluded.at;
+
+-- table_columns --
+-- `da migrate`: the columns of one table and their types.
+SELECT column_name AS name, data_type AS type FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = :table
+ORDER BY ordinal_position;
+
+-- transfer_lock --
+-- `da migrate`: nobody else writes while the copy runs (a replica started too early waits).
+LOCK TABLE tasks, events, pruned_counts IN ACCESS EXCLUSIVE MODE;
+
+-- transfer_counts --
+-- `da migrate`: what a copy must agree on, read from both databases.
+SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT coalesce(sum(seq), 0) FROM tasks) AS task_seq_sum,
+       (SELECT count(*) FROM events) AS events, (SELECT coalesce(max(id), 0) FROM events) AS last_event,
+       (SELECT coalesce(sum(id), 0) FROM events) AS event_id_sum,
+       (SELECT count(*) FROM pruned_counts) AS pruned_rows, (SELECT coalesce(sum(n), 0) FROM pruned_counts) AS pruned_tasks;
+
+-- transfer_statuses --
+-- `da migrate`: tasks per status, read from both databases.
+SELECT status, count(*) AS n FROM tasks GROUP BY status ORDER BY status;
+
+-- transfer_quiet --
+-- `da migrate`: copied rows keep the events they had; the triggers would invent new ones.
+ALTER TABLE tasks DISABLE TRIGGER USER;
+
+-- transfer_loud --
+-- `da migrate`: transitions are recorded again from here on.
+ALTER TABLE tasks ENABLE TRIGGER USER;
+
+-- transfer_sequences --
+-- `da migrate`: new tasks and events number after the copied ones (ids are never reused).
+SELECT setval(pg_get_serial_sequence('tasks', 'seq'), greatest(max(seq), 1), count(*) > 0) FROM tasks
+UNION ALL
+SELECT setval('event_ids', greatest(max(id), 1), count(*) > 0) FROM events;

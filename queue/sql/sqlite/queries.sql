@@ -240,3 +240,30 @@ SELECT * FROM events WHERE task_id = :task_id ORDER BY id;
 -- The health check's write: proves the database takes a commit now. One row per writer.
 INSERT INTO probes (writer, at) VALUES (:writer, :now)
 ON CONFLICT (writer) DO UPDATE SET at = excluded.at;
+
+-- table_columns --
+-- `da migrate`: the columns of one table, in order.
+SELECT name FROM pragma_table_info(:table) ORDER BY cid;
+
+-- export_tasks --
+-- `da migrate`: every task, in the order they were created.
+SELECT * FROM tasks ORDER BY seq;
+
+-- export_events --
+-- `da migrate`: every event, in id order.
+SELECT * FROM events ORDER BY id;
+
+-- export_pruned_counts --
+-- `da migrate`: the counts of pruned tasks.
+SELECT * FROM pruned_counts ORDER BY machine, agent, status;
+
+-- transfer_counts --
+-- `da migrate`: what a copy must agree on, read from both databases.
+SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT coalesce(sum(seq), 0) FROM tasks) AS task_seq_sum,
+       (SELECT count(*) FROM events) AS events, (SELECT coalesce(max(id), 0) FROM events) AS last_event,
+       (SELECT coalesce(sum(id), 0) FROM events) AS event_id_sum,
+       (SELECT count(*) FROM pruned_counts) AS pruned_rows, (SELECT coalesce(sum(n), 0) FROM pruned_counts) AS pruned_tasks;
+
+-- transfer_statuses --
+-- `da migrate`: tasks per status, read from both databases.
+SELECT status, count(*) AS n FROM tasks GROUP BY status ORDER BY status;
