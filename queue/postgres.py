@@ -85,6 +85,8 @@ class PostgresStore(Store):
 
     def _availability(self, available: bool) -> None:
         """The database was lost or came back: parked long-polls re-check now (and answer empty while it is down)."""
+        # /health answers for the database as it is now, not with a probe from before the change.
+        self._probe = None
         self._woken(PENDING + EVENTS)
 
     async def _probe_once(self) -> None:
