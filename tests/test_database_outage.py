@@ -83,12 +83,15 @@ async def test_without_a_database_every_route_answers_503_at_once_and_the_queue_
         await asyncio.sleep(0.3)
         assert not parked_claim.done() and not parked_feed.done()
 
+        assert (await health(server)).status_code == 200
         await database.proxy.cut()
         cut_at = time.monotonic()
         # Long-polls that were waiting end empty instead of holding on to a dead database.
         assert await asyncio.wait_for(parked_claim, 10) is None
         assert (await asyncio.wait_for(parked_feed, 10))[0] == []
         assert time.monotonic() - cut_at < AT_ONCE + 1.5
+        # /health speaks for the database as it is now, not with the probe that passed before the cut.
+        assert (await health(server)).status_code == 503
         for method, path, body in (("GET", "/v1/tasks", None), ("GET", f"/v1/tasks/{kept.id}", None),
                                    ("POST", "/v1/tasks", {"type": "run_script", "payload": {"script": "true"}}),
                                    ("POST", "/v1/claim", {"machine": "w", "capabilities": RUN, "wait": 20}),
@@ -105,8 +108,17 @@ async def test_without_a_database_every_route_answers_503_at_once_and_the_queue_
             await client.list_tasks()
 
         await database.proxy.restore()
-        await wait_until(lambda: _healthy(server), timeout=20)
-        assert (await client.get_task(kept.id)).status == "pending"
+
+        async def answers_again() -> bool:
+            await health(server)  # as a load balancer would, keeping a probe of the outage fresh
+            try:
+                return (await client.get_task(kept.id)).status == "pending"
+            except errors.DatabaseUnavailable:
+                return False
+
+        await wait_until(answers_again, timeout=20)
+        # ... and no probe from the outage outlives it.
+        assert (await health(server)).status_code == 200
         created = await client.create_task("run_script", {"script": "true"})
         claim = await client.claim("w", RUN)
         assert claim is not None and claim.task.id == kept.id and created.status == "pending"
