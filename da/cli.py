@@ -191,6 +191,9 @@ def up(argv: list[str] | None = None) -> int:
     cwd = Path.cwd()
     env = config.load_environment(cwd)
     env.update({k: str(v) for k, v in {"QUEUE_HOST": args.host, "QUEUE_PORT": args.port}.items() if v is not None})
+    # The quick start runs on a laptop, where power loss and OS crashes are likeliest and one
+    # person's load is far below what an fsync per group commit sustains: durable unless told.
+    env.setdefault("QUEUE_SYNC", "full")
     try:
         ensure_secret(env, cwd)
         queue_settings = QueueSettings.from_env(env, cwd=cwd)
@@ -214,8 +217,9 @@ def up(argv: list[str] | None = None) -> int:
         # threads are closed, so the process exits instead of hanging on them.
         try:
             await web.TCPSite(runner, queue_settings.host, queue_settings.port).start()
+            sync = "" if queue_settings.db_url else f", QUEUE_SYNC={queue_settings.sync}"
             print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
-                  f"(database {queue_settings.database}); Ctrl-C stops", file=sys.stderr)
+                  f"(database {queue_settings.database}{sync}); Ctrl-C stops", file=sys.stderr)
             if bot_settings is not None:
                 from da.bot.slack.app import BotProcess
 

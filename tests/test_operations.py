@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -204,6 +205,25 @@ async def test_up_on_a_busy_port_exits_with_one_line(tmp_path: Path) -> None:
     assert code == 1
     assert out.strip().splitlines()[-1].startswith(f"da: cannot listen on 127.0.0.1:{port}: ")
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(("configured", "used"), [(None, "full"), ("normal", "normal")])
+async def test_up_says_how_durable_its_sqlite_commits_are(tmp_path: Path, configured: str | None, used: str) -> None:
+    env = {"PATH": os.environ["PATH"], "SECRET_KEY": SECRET, "QUEUE_DB_PATH": str(tmp_path / "q.db"),
+           "DA_CONFIG_DIR": str(tmp_path), **({"QUEUE_SYNC": configured} if configured else {})}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "da.cli", "up", "--no-worker", f"--port={free_port()}", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert process.stderr is not None
+    try:
+        line = ""
+        while "queue on" not in line:
+            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+            assert line, "da up exited before serving"
+    finally:
+        process.terminate()
+        await process.wait()
+    assert f"(database {tmp_path / 'q.db'}, QUEUE_SYNC={used})" in line
 
 
 @pytest.mark.parametrize("verb", [("queue",), ("prune",), ("doctor",)])
