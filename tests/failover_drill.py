@@ -216,7 +216,7 @@ class Outcome:
             ("outage seen by clients (s)", None if self.outage is None else round(self.outage, 2)),
             ("requests during the outage", len(during)),
             (f"  answered {UNAVAILABLE}", failures.get(UNAVAILABLE, 0)),
-            ("  other failures", sum(n for status, n in failures.items() if status != UNAVAILABLE)),
+            ("  other failures", {status: n for status, n in failures.items() if status != UNAVAILABLE} or 0),
             ("slowest answer during the outage (s)", round(self.slowest_during_outage, 3)),
             ("throughput before the kill (tasks/s)", round(before, 1)),
             ("throughput after recovery (tasks/s)", round(after, 1)),
