@@ -177,6 +177,8 @@ async def test_a_task_that_finishes_during_an_outage_ends_done_once(
             await wait_until(lambda: _log_has(worker, "not answering"), timeout=20)  # its report met a 503
             await asyncio.sleep(2.5)  # and the outage outlasts the 2 s lease
             await database.proxy.restore()
+            # Until the queue has reconnected, reads answer 503 too (the client gives up after its rounds).
+            await wait_until(lambda: _healthy(server), timeout=20)
             done = await wait_for_status(client, task.id, timeout=30)
         finally:
             worker.signal(signal.SIGTERM)

@@ -20,7 +20,8 @@ import pytest
 
 from conftest import SECRET, QueueServer, wait_until
 from da.queue import errors
-from da.queue.client import QueueClient
+from da.queue.client import ClaimedTask, QueueClient
+from da.queue.models import Task
 from tcp_proxy import Proxy
 from tests_support import launch_serve, wait_serving
 from worker_support import WorkerProcess, wait_for_status
@@ -105,16 +106,22 @@ async def test_a_dead_worker_is_still_reaped_after_a_pause(make_server: Callable
         assert "was lost" in lost.notes
 
 
+async def reaped_task(client: QueueClient, script: str) -> tuple[Task, ClaimedTask]:
+    """A task started by mac-mini whose lease then ran out (the server's lease must be short)."""
+    task = await client.create_task("run_script", {"script": script})
+    held = await client.claim("mac-mini", RUN)
+    assert held is not None
+    await client.start(task.id, held.lease)
+    await wait_for_status(client, task.id, ("needs_human",))
+    return task, held
+
+
 @BOTH
 async def test_a_late_report_on_a_reaped_task_is_kept_for_whoever_resolves_it(
         make_server: Callable[..., Awaitable[QueueServer]]) -> None:
     server = await make_server(lease=0.3)
     async with QueueClient(server.url, SECRET) as client:
-        task = await client.create_task("run_script", {"script": "make deploy"})
-        held = await client.claim("mac-mini", RUN)
-        assert held is not None
-        await client.start(task.id, held.lease)
-        await wait_for_status(client, task.id, ("needs_human",))
+        task, held = await reaped_task(client, "make deploy")
         events_before = await client.task_events(task.id)
 
         late = await client.report(task.id, held.lease, "done", {"returncode": 0, "stdout": "deployed v2"},
@@ -142,11 +149,7 @@ async def test_a_late_report_after_the_task_ran_again_is_refused(
         make_server: Callable[..., Awaitable[QueueServer]]) -> None:
     server = await make_server(lease=0.3)
     async with QueueClient(server.url, SECRET) as client:
-        task = await client.create_task("run_script", {"script": "true"})
-        first = await client.claim("mac-mini", RUN)
-        assert first is not None
-        await client.start(task.id, first.lease)
-        await wait_for_status(client, task.id, ("needs_human",))
+        task, first = await reaped_task(client, "true")
         await client.resolve(task.id, "pending", by="ana")
         second = await client.claim("thinkpad", RUN, lease=60)
         assert second is not None and second.task.id == task.id
