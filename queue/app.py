@@ -473,6 +473,9 @@ async def reaper(app: web.Application) -> None:
             pass  # the store logged the outage; the gap it leaves is given back once it ends
         except QueueError as exc:
             logger.error("reaper: %s", exc.detail)
+        except Exception:
+            # A reaper that stopped would leave lost tasks claimed for ever: log and go on.
+            logger.exception("reaper: unexpected error; trying again in %g s", interval)
         await asyncio.sleep(interval)
 
 

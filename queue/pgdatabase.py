@@ -104,9 +104,10 @@ def describe(exc: BaseException) -> str:
 
 
 # What the driver raises: a statement the server refused, a connection that failed, or no host of a
-# multi-host URL that is a primary.
+# multi-host URL that is a primary. InternalClientError is a connection left mid-protocol when its
+# backend was terminated (seen after pg_terminate_backend): a broken connection, like the others.
 DRIVER_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                 asyncpg.TargetServerAttributeNotMatched)
+                 asyncpg.InternalClientError, asyncpg.TargetServerAttributeNotMatched)
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
