@@ -51,10 +51,7 @@ async def test_a_queue_paused_longer_than_a_lease_keeps_its_running_tasks(
         serve: tuple[subprocess.Popen[bytes], str, Path]) -> None:
     process, url, log = serve
     async with QueueClient(url, SECRET, timeout=30) as client:
-        task = await client.create_task("run_script", {"script": "sleep 60"})
-        held = await client.claim("mac-mini", RUN)
-        assert held is not None
-        await client.start(task.id, held.lease)
+        task, held = await started_task(client, "sleep 60")
         process.send_signal(signal.SIGSTOP)
         try:
             await asyncio.sleep(3.5)  # paused past the 2 s lease; the worker could not have heartbeat
@@ -78,10 +75,7 @@ async def test_a_clock_stepped_forward_past_the_lease_keeps_running_tasks(
     step = [0.0]
     server = await make_server(lease=2.0, clock=lambda: time.time() + step[0])
     async with QueueClient(server.url, SECRET) as client:
-        task = await client.create_task("run_script", {"script": "sleep 60"})
-        held = await client.claim("mac-mini", RUN)
-        assert held is not None
-        await client.start(task.id, held.lease)
+        task, held = await started_task(client, "sleep 60")
         step[0] = 3600.0  # NTP steps the queue's clock an hour forward
 
         async def reaper_looked() -> bool:
@@ -96,22 +90,25 @@ async def test_a_dead_worker_is_still_reaped_after_a_pause(make_server: Callable
     step = [0.0]
     server = await make_server(lease=1.0, clock=lambda: time.time() + step[0])
     async with QueueClient(server.url, SECRET) as client:
-        task = await client.create_task("run_script", {"script": "sleep 60"})
-        held = await client.claim("mac-mini", RUN)
-        assert held is not None
-        await client.start(task.id, held.lease)
+        task, _ = await started_task(client, "sleep 60")
         step[0] = 600.0
         # The step is given back once; the lease then runs down on the queue's watch, and nobody heartbeats.
         lost = await wait_for_status(client, task.id, ("needs_human",), timeout=20)
         assert "was lost" in lost.notes
 
 
-async def reaped_task(client: QueueClient, script: str) -> tuple[Task, ClaimedTask]:
-    """A task started by mac-mini whose lease then ran out (the server's lease must be short)."""
+async def started_task(client: QueueClient, script: str) -> tuple[Task, ClaimedTask]:
+    """A run_script task claimed and started by mac-mini."""
     task = await client.create_task("run_script", {"script": script})
     held = await client.claim("mac-mini", RUN)
     assert held is not None
     await client.start(task.id, held.lease)
+    return task, held
+
+
+async def reaped_task(client: QueueClient, script: str) -> tuple[Task, ClaimedTask]:
+    """A task started by mac-mini whose lease then ran out (the server's lease must be short)."""
+    task, held = await started_task(client, script)
     await wait_for_status(client, task.id, ("needs_human",))
     return task, held
 
