@@ -198,6 +198,9 @@ def up(argv: list[str] | None = None) -> int:
     cwd = Path.cwd()
     env = config.load_environment(cwd)
     env.update({k: str(v) for k, v in {"QUEUE_HOST": args.host, "QUEUE_PORT": args.port}.items() if v is not None})
+    # The quick start runs on a laptop, where power loss and OS crashes are likeliest and one
+    # person's load is far below what an fsync per group commit sustains: durable unless told.
+    env.setdefault("QUEUE_SYNC", "full")
     try:
         ensure_secret(env, cwd)
         queue_settings = QueueSettings.from_env(env, cwd=cwd)
@@ -222,8 +225,9 @@ def up(argv: list[str] | None = None) -> int:
         try:
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
+            sync = "" if queue_settings.db_url else f", QUEUE_SYNC={queue_settings.sync}"
             print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
-                  f"(database {queue_settings.database}); Ctrl-C stops", file=sys.stderr)
+                  f"(database {queue_settings.database}{sync}); Ctrl-C stops", file=sys.stderr)
             if bot_settings is not None:
                 from da.bot.slack.app import BotProcess
 
@@ -320,10 +324,19 @@ def backup(argv: list[str] | None = None) -> int:
     return 0
 
 
-def restore(argv: list[str] | None = None) -> int:
-    """Replace the queue database with a backup; the queue service must be stopped."""
+def queue_answers(settings: Any) -> bool:
+    """Whether a queue service answers at the configured address (then its database is in use)."""
     import httpx
 
+    try:
+        httpx.get(f"http://{settings.host}:{settings.port}/health", timeout=1.0)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def restore(argv: list[str] | None = None) -> int:
+    """Replace the queue database with a backup; the queue service must be stopped."""
     from da.queue import lockfile, postgres, sqlite
     from da.queue.errors import QueueError
     from da.queue.settings import QueueSettings
@@ -337,11 +350,8 @@ def restore(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     if settings.db_url:
         return on_postgres(settings, "restore", lambda url: postgres.restore_command(url, args.path))
-    try:
-        httpx.get(f"http://{settings.host}:{settings.port}/health", timeout=1.0)
+    if queue_answers(settings):
         return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before restoring.", FAILED)
-    except httpx.TransportError:
-        pass
     try:
         with lockfile.held(settings):
             kept = sqlite.restore_file(Path(args.path), settings.db_path)
@@ -350,6 +360,45 @@ def restore(argv: list[str] | None = None) -> int:
     except QueueError as exc:
         return fail(exc.detail)
     print(f"restored {settings.db_path} from {args.path} (the previous file is kept as {kept})")
+    return 0
+
+
+def migrate(argv: list[str] | None = None) -> int:
+    """Copy the SQLite queue database into an empty PostgreSQL database."""
+    import asyncio
+
+    from da.queue import lockfile, transfer
+    from da.queue.errors import QueueError
+    from da.queue.settings import QueueSettings, database_url, redact_url
+
+    parser = argparse.ArgumentParser(
+        prog="da migrate", description="Copy the queue's SQLite database (QUEUE_DB_PATH) into an empty PostgreSQL "
+                                       "database: every task, event and pruned count.",
+        epilog="Stop `da serve` first; afterwards set QUEUE_DB_URL to the same URL and start it again.")
+    parser.add_argument("--to", required=True, metavar="URL",
+                        help="the empty database, postgresql://user:password@host:5432/dbname")
+    args = parser.parse_args(argv)
+    try:
+        settings = QueueSettings.from_env(config.load_environment(), require_secret=False)
+        url = database_url({"--to": args.to}, "--to")
+    except ConfigError as exc:
+        return fail(str(exc))
+    if not url:
+        return fail("--to needs a PostgreSQL URL, e.g. postgresql://da:PASSWORD@db-host:5432/da")
+    if queue_answers(settings):
+        return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before migrating, so no "
+                    "task changes while it is copied.", FAILED)
+    try:
+        with lockfile.held(settings):
+            counts = asyncio.run(transfer.migrate(settings.db_path, url))
+    except lockfile.DatabaseInUse as exc:
+        return fail(exc.detail, FAILED)
+    except QueueError as exc:
+        return fail(exc.detail, FAILED)
+    print(f"copied {settings.db_path} into {redact_url(url)}:")
+    print("\n".join(counts.lines()))
+    print("checked: the PostgreSQL database holds the same tasks, events and pruned counts.")
+    print(f"next: set QUEUE_DB_URL={redact_url(url)} in the .env of every replica, then start `da serve`.")
     return 0
 
 
@@ -450,6 +499,7 @@ command("doctor", "check this machine's setup and say what to fix")(doctor)
 command("backup", "copy the queue database while it runs")(backup)
 command("restore", "replace the queue database with a backup (service stopped)")(restore)
 command("prune", "remove finished tasks older than --older-than (default 30d)")(prune)
+command("migrate", "copy the SQLite queue into an empty PostgreSQL database (--to URL)")(migrate)
 
 
 def bot(argv: list[str] | None = None) -> int:

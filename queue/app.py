@@ -22,7 +22,17 @@ from aiohttp.typedefs import Middleware
 from da import fleet as fleet_module
 from da.queue import metrics, models, openapi
 from da.queue import store as store_module
-from da.queue.errors import BadRequest, NotFound, QueueError, TooLarge, TooManyAttempts, Unauthorized
+from da.queue.continuity import Continuity
+from da.queue.errors import (
+    BadRequest,
+    DatabaseUnavailable,
+    NotFound,
+    QueueError,
+    StoreError,
+    TooLarge,
+    TooManyAttempts,
+    Unauthorized,
+)
 from da.queue.lockout import Lockout
 from da.queue.models import ClaimRequest, NewTask, Report
 from da.queue.roster import SHARE_INTERVAL, Roster
@@ -43,6 +53,8 @@ RECHECK_INTERVAL = 1.0
 CANCEL_RECHECK = 5.0
 # A bulk page of the event feed.
 EVENTS_PAGE = 500
+# Seconds a client is told to wait after a 503 for an unavailable database (a failover takes a few).
+RETRY_AFTER = 1
 DEFAULT_LIST_LIMIT = 50
 
 SETTINGS = web.AppKey("settings", QueueSettings)
@@ -83,6 +95,11 @@ def middleware(secret: str) -> Middleware:
             if request.path != "/health":
                 authenticate(request, expected, guard)
             return await handler(request)
+        except DatabaseUnavailable as exc:
+            # No primary answers: say so at once. The store logged the outage once, not per request.
+            response = error_response(exc)
+            response.headers["Retry-After"] = str(RETRY_AFTER)
+            return response
         except QueueError as exc:
             if exc.status >= 500:
                 logger.error("%s %s failed: %s", request.method, request.path, exc.detail)
@@ -188,8 +205,16 @@ async def wait_for_signal(waiter: asyncio.Future[None], timeout: float) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
+    """ok only when the database commits a write in time, so a load balancer can take a replica out."""
     only_query(request)
-    return json_response({"status": "ok", "version": __version__, "backend": request.app[STORE].backend})
+    store = request.app[STORE]
+    body = {"status": "ok", "version": __version__, "backend": store.backend}
+    try:
+        await store.check_writable()
+    except StoreError as exc:
+        body.update(status="unavailable", error=exc.code, detail=exc.detail)
+        return json_response(body, status=503)
+    return json_response(body)
 
 
 async def create_task(request: web.Request) -> web.Response:
@@ -234,10 +259,16 @@ async def claim(request: web.Request) -> web.Response:
     lease_seconds = spec.lease or settings.lease
     loop = asyncio.get_running_loop()
     deadline = loop.time() + spec.wait
+    parked = False
     while True:
         waiter = store.pending_changed.waiter()
         started = time.perf_counter()
-        claimed = await store.claim(spec, lease_seconds=lease_seconds, overflow_grace=settings.overflow_grace)
+        try:
+            claimed = await store.claim(spec, lease_seconds=lease_seconds, overflow_grace=settings.overflow_grace)
+        except DatabaseUnavailable:
+            if parked:
+                return web.Response(status=204)  # a waiting long-poll ends empty rather than hang on
+            raise
         request.app[CLAIM_LATENCY].observe(time.perf_counter() - started)
         if claimed is not None:
             if disconnected(request):
@@ -254,6 +285,7 @@ async def claim(request: web.Request) -> web.Response:
             roster.seen(spec.machine)
             return web.Response(status=204)
         await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
+        parked = True
         if disconnected(request):
             return web.Response(status=204)
 
@@ -402,10 +434,15 @@ async def events(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", EVENTS_PAGE, 1, EVENTS_PAGE) or EVENTS_PAGE
     wait = query_wait(request)
     deadline = asyncio.get_running_loop().time() + wait
-    checked_behind = False
+    checked_behind = parked = False
     while True:
         waiter = store.events_appended.waiter()
-        found = await store.events_after(after, limit)
+        try:
+            found = await store.events_after(after, limit)
+        except DatabaseUnavailable:
+            if not parked:
+                raise
+            return json_response({"events": [], "last": after})  # a waiting long-poll ends empty
         if not found and not checked_behind:
             checked_behind = True
             newest = await store.last_event_id()
@@ -418,6 +455,7 @@ async def events(request: web.Request) -> web.Response:
             last = found[-1].id if found else after
             return json_response({"events": [event.to_json() for event in found], "last": last})
         await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
+        parked = True
 
 
 async def named_lease(request: web.Request) -> web.Response:
@@ -486,16 +524,41 @@ ROUTES = [
 
 
 async def reaper(app: web.Application) -> None:
-    """Settle expired leases every `reap_interval` seconds for as long as the app runs."""
+    """Settle expired leases every `reap_interval` seconds for as long as the app runs.
+
+    Time the service did not watch (a stall, a clock step, a database outage; see `continuity`)
+    is given back to running leases first, so a pause never reads as every worker lost.
+    """
     store, interval = app[STORE], app[SETTINGS].reap_interval
+    watch = Continuity(interval, clock=store.clock)
     while True:
+        mark = watch.mark()
         try:
+            if await give_back_unwatched_time(store, watch.unwatched()):
+                watch.settled(mark)
             for task in await store.reap():
                 logger.warning("task %s (%s) lost its worker: now %s", task.short_id, task.type, task.status,
                                extra={"task_id": task.id, "type": task.type, "status": task.status, "by": "reaper"})
+            watch.settled(mark)
+        except DatabaseUnavailable:
+            pass  # the store logged the outage; the gap it leaves is given back once it ends
         except QueueError as exc:
             logger.error("reaper: %s", exc.detail)
+        except Exception:
+            # A reaper that stopped would leave lost tasks claimed for ever: log and go on.
+            logger.exception("reaper: unexpected error; trying again in %g s", interval)
         await asyncio.sleep(interval)
+
+
+async def give_back_unwatched_time(store: Store, seconds: float) -> bool:
+    """Add `seconds` to every running lease; False when there was nothing to give back."""
+    if seconds <= 0:
+        return False
+    shifted = await store.shift_leases(seconds)
+    if shifted:
+        logger.warning("the queue could not watch leases for %.1f s (paused, clock stepped or database unavailable); "
+                       "gave %d running task(s) that time back", seconds, shifted)
+    return True
 
 
 async def share_liveness(app: web.Application) -> None:
@@ -505,6 +568,8 @@ async def share_liveness(app: web.Application) -> None:
         await asyncio.sleep(SHARE_INTERVAL)
         try:
             await roster.share(store)
+        except DatabaseUnavailable:
+            pass  # the store logged the outage
         except QueueError as exc:
             logger.error("sharing machine liveness: %s", exc.detail)
 

@@ -68,6 +68,8 @@ def error_from(response: httpx.Response) -> QueueError:
         code, detail = "", response.text[:200] or response.reason_phrase
     if response.status_code == 409:
         cls: type[QueueError] = _CONFLICTS.get(code, errors.Conflict)
+    elif response.status_code == 503 and code == errors.DatabaseUnavailable.code:
+        cls = errors.DatabaseUnavailable
     else:
         cls = _BY_STATUS.get(response.status_code, QueueError)
     error = cls(detail)
@@ -114,6 +116,7 @@ class QueueClient:
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         delay = FIRST_BACKOFF
         last_error: Exception | None = None
+        unavailable: errors.DatabaseUnavailable | None = None
         for round_number in range(self.rounds):
             for offset in range(len(self.urls)):
                 index = (self._current + offset) % len(self.urls)
@@ -131,11 +134,18 @@ class QueueClient:
                     continue
                 self._current = index
                 if response.status_code >= 400:
-                    raise error_from(response)
+                    error = error_from(response)
+                    if isinstance(error, errors.DatabaseUnavailable) and idempotent:
+                        # That replica lost the database; another may still reach it (or a new primary).
+                        unavailable = error
+                        continue
+                    raise error
                 return response
             if round_number + 1 < self.rounds:
                 await asyncio.sleep(delay)
                 delay *= 2
+        if unavailable is not None:
+            raise unavailable
         raise QueueUnreachable(f"queue unreachable at {', '.join(self.urls)} ({type(last_error).__name__}).")
 
     # ---- API ---------------------------------------------------------------------

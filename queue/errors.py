@@ -78,6 +78,12 @@ class StoreError(QueueError):
     code = "store_error"
 
 
+class DatabaseUnavailable(StoreError):
+    """The queue's database is not answering (no primary reachable); nothing was changed, try again shortly."""
+
+    code = "database_unavailable"
+
+
 class QueueUnreachable(QueueError):
     """No queue URL answered."""
 

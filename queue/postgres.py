@@ -24,7 +24,7 @@ from typing import Any
 from da.queue.errors import StoreError
 from da.queue.models import Event, Row
 from da.queue.pgdatabase import PgDatabase
-from da.queue.store import Sighting, Store, new_token
+from da.queue.store import PROBE_TIMEOUT, Sighting, Store, new_token
 
 # How long a feed read waits for in-flight writers before answering from the last proven horizon.
 HORIZON_WAIT = 0.25
@@ -43,7 +43,8 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock=clock)
-        self.db = PgDatabase(url, replica=new_token(), on_wake=self._woken)
+        self._replica = new_token()
+        self.db = PgDatabase(url, replica=self._replica, on_wake=self._woken, on_availability=self._availability)
         self._horizon = 0
 
     async def open(self) -> None:
@@ -83,6 +84,15 @@ class PostgresStore(Store):
             self.events_appended.notify()
         if CANCELLED in kinds:
             self.task_cancelled.notify()
+
+    def _availability(self, available: bool) -> None:
+        """The database was lost or came back: parked long-polls re-check now (and answer empty while it is down)."""
+        # /health answers for the database as it is now, not with a probe from before the change.
+        self._probe = None
+        self._woken(PENDING + EVENTS)
+
+    async def _probe_once(self) -> None:
+        await self.db.write_probe(self._replica, self.clock(), PROBE_TIMEOUT)
 
     # ---- the event feed ------------------------------------------------------------
 
@@ -131,6 +141,17 @@ class PostgresStore(Store):
     async def sightings(self) -> list[Sighting]:
         return [Sighting(row["name"], row["seen_at"], tuple(row["capabilities"]), tuple(row["agents"]))
                 for row in await self._fetch("sightings")]
+
+
+    # ---- da migrate ----------------------------------------------------------------
+
+    async def column_types(self, table: str) -> dict[str, str]:
+        """Each column of `table` and its type."""
+        return {row["name"]: row["type"] for row in await self._fetch("table_columns", table=table)}
+
+    async def census(self) -> tuple[Row, list[Row]]:
+        """What a copy must agree on with its source: counts and id sums, and tasks per status."""
+        return (await self._fetch("transfer_counts"))[0], await self._fetch("transfer_statuses")
 
 
 def dump_command(url: str, destination: str) -> list[str]:

@@ -22,6 +22,8 @@ DEFAULT_OVERFLOW_GRACE = 20.0
 DEFAULT_MAX_BODY = 1024 * 1024
 # The reaper's period bounds how late an expired lease is noticed.
 DEFAULT_REAP_INTERVAL = 1.0
+# target_session_attrs values that only ever connect to a host that takes writes.
+WRITABLE_SESSIONS = ("read-write", "primary")
 
 
 @dataclass(frozen=True)
@@ -73,15 +75,30 @@ class QueueSettings:
         return str(self.db_path)
 
 
-def database_url(env: Mapping[str, str]) -> str | None:
-    """QUEUE_DB_URL if set: a postgresql:// URL, else a ConfigError that shows the form."""
-    url = env.get("QUEUE_DB_URL", "").strip()
+def database_url(env: Mapping[str, str], name: str = "QUEUE_DB_URL") -> str | None:
+    """The PostgreSQL URL in `env[name]` (QUEUE_DB_URL) if set, else a ConfigError that shows the form.
+
+    libpq's multi-host form (`postgresql://u@h1:5432,h2:5432/da`) names a primary and its
+    standbys; the queue writes, so such a URL always connects to whichever host is the primary
+    (`target_session_attrs=read-write` is added when the URL does not say).
+    """
+    url = env.get(name, "").strip()
     if not url:
         return None
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres") or not (parts.netloc or parts.query):
-        raise ConfigError(f"QUEUE_DB_URL={redact_url(url)!r} is not a PostgreSQL URL; use the form "
-                          "postgresql://user:password@host:5432/dbname (or unset it to use the SQLite file).")
+        raise ConfigError(f"{name}={redact_url(url)!r} is not a PostgreSQL URL; use the form "
+                          "postgresql://user:password@host:5432/dbname, or for a primary with standbys "
+                          "postgresql://user:password@host1:5432,host2:5432/dbname"
+                          + (" (or unset it to use the SQLite file)." if name == "QUEUE_DB_URL" else "."))
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    attrs = [value for key, value in query if key == "target_session_attrs"]
+    hosts = parts.netloc.rpartition("@")[2].count(",") + sum(value.count(",") for key, value in query if key == "host")
+    if hosts and not attrs:
+        return f"{url}{'&' if parts.query else '?'}target_session_attrs=read-write"
+    if hosts and attrs[-1] not in WRITABLE_SESSIONS:
+        raise ConfigError(f"{name} names several hosts with target_session_attrs={attrs[-1]}, which may pick a "
+                          "standby; the queue writes, so use target_session_attrs=read-write (or leave it out).")
     return url
 
 

@@ -24,9 +24,9 @@ import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from da.queue import models
 from da.queue.errors import BadRequest, Conflict, LeaseLost, LockHeld, NotFound, StoreError
@@ -40,7 +40,15 @@ logger = logging.getLogger(__name__)
 # A claim that lost a race for a lock to a claim on another replica tries again this often; each
 # retry sees the winner's lock and skips that task, so a second retry is already rare.
 CLAIM_RETRIES = 5
+# /health commits a probe row and answers within this bound whatever the database does, so a
+# frozen database reads as down rather than hanging the load balancer's check.
+PROBE_TIMEOUT = 2.0
+# Load balancers each poll /health every few seconds; one probe a second answers all of them.
+PROBE_REUSE = 1.0
+# Who settles expired leases; a task it handed to a person still carries the lost worker's lease.
+REAPER = "reaper"
 
+T = TypeVar("T")
 _HEADER = re.compile(r"^-- (\w+) --$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_\w+\.sql$")
 
@@ -83,6 +91,31 @@ def new_id() -> str:
 
 def new_token() -> str:
     return f"{_random.getrandbits(128):032x}"
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """Its result, or TimeoutError after `seconds` without waiting for it to stop.
+
+    asyncio.wait_for waits for the cancelled work to finish; a statement on a frozen database does
+    not finish, and cancelling it needs that database too. Work that overruns is left to end on its
+    own (its outcome dropped), so the caller is answered on time.
+    """
+    work = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({work}, timeout=seconds)
+    except asyncio.CancelledError:
+        work.cancel()
+        work.add_done_callback(_drop_outcome)
+        raise
+    if not done:
+        work.add_done_callback(_drop_outcome)
+        raise TimeoutError
+    return work.result()
+
+
+def _drop_outcome(work: asyncio.Future[Any]) -> None:
+    if not work.cancelled():
+        work.exception()
 
 
 class Signal:
@@ -147,6 +180,9 @@ class Store(ABC):
         self.events_appended = Signal()
         # Woken when a task was cancelled, so heartbeats held for its worker answer at once.
         self.task_cancelled = Signal()
+        # The health probe in flight or last finished, shared by concurrent /health requests.
+        self._probe: asyncio.Future[None] | None = None
+        self._probe_started = 0.0
 
     # ---- what a backend provides ---------------------------------------------------
 
@@ -197,6 +233,28 @@ class Store(ABC):
     async def sightings(self) -> list[Sighting]:
         """Liveness other replicas shared."""
         return []
+
+    # ---- health --------------------------------------------------------------------
+
+    async def check_writable(self) -> None:
+        """Raise a StoreError unless the database commits a write within PROBE_TIMEOUT seconds.
+
+        A read-only, frozen or unreachable database must not look healthy to a load balancer;
+        concurrent checks share one probe, and a probe's answer serves for PROBE_REUSE seconds.
+        """
+        loop = asyncio.get_running_loop()
+        if self._probe is None or (self._probe.done() and loop.time() - self._probe_started > PROBE_REUSE):
+            self._probe_started = loop.time()
+            self._probe = asyncio.ensure_future(self._probe_once())
+        await asyncio.shield(self._probe)
+
+    async def _probe_once(self) -> None:
+        """Commit the probe row in time."""
+        try:
+            await within(PROBE_TIMEOUT, self._write("probe", writer=self.backend, now=self.clock()))
+        except TimeoutError:
+            raise StoreError(f"the database did not commit a write within {PROBE_TIMEOUT:g} s "
+                             "(frozen, out of space or locked by another process).") from None
 
     # ---- creating and reading ------------------------------------------------------
 
@@ -422,9 +480,31 @@ class Store(ABC):
             self._changed(pending=True)
             return rows[0]
         task = await self._held(task_id, report.lease)
+        if task.status == models.NEEDS_HUMAN and task.changed_by == REAPER:
+            return await self._record_late_report(task, report.status, result, report.notes)
         if task.status == report.status and task.lease_expires_at is None:
             return task
         raise LeaseLost(f"task {task.short_id} is {task.status}; this report was not applied.")
+
+    async def _record_late_report(self, task: Task, status: str, result: dict[str, Any], notes: str | None) -> Task:
+        """Keep the outcome of a worker that came back after the reaper gave its task to a person.
+
+        The task stays needs_human (the worker was presumed lost, and someone may already be acting
+        on that), but whoever resolves it sees what really happened instead of guessing.
+        """
+        machine = task.assigned_to or "?"
+        late = {"status": status, "result": result, "notes": notes, "by": machine}
+        if isinstance(task.result, dict) and task.result.get("late_report") == late:
+            return task
+        said = f"worker {machine} was lost (lease expired), then reported {status} late"
+        rows = await self._write_tasks(
+            "record_late_report", id=task.id, lease=task.lease, late=json.dumps(late),
+            action=f"{machine} reported {status} after the queue had given the task up: check result.late_report, "
+                   f"then resolve it ({status} if that outcome stands, or pending to run it again)",
+            notes=(f"{said}: {notes}" if notes else said)[:models.MAX_NOTES], now=self.clock())
+        if not rows:
+            raise LeaseLost(f"task {task.short_id} changed while its late report arrived; this report was not applied.")
+        return rows[0]
 
     async def _current(self, task_id: str) -> Task:
         rows = await self._tasks("get_task", id=task_id)
@@ -449,6 +529,10 @@ class Store(ABC):
     async def extend_leases(self, seconds: float) -> int:
         """Give running tasks a fresh lease after a restart of the queue."""
         return len(await self._write("extend_leases", expires=self.clock() + seconds))
+
+    async def shift_leases(self, seconds: float) -> int:
+        """Give running leases back `seconds` the service could not watch (a stall, a clock jump, an outage)."""
+        return len(await self._write("shift_leases", seconds=seconds))
 
     # ---- people's side -------------------------------------------------------------
 

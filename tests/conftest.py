@@ -53,14 +53,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", marker.args, indirect=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[postgres_support.Cluster]:
-    """One PostgreSQL server for the whole session, with a migrated template database."""
+def need_postgres() -> None:
+    """Skip the test where PostgreSQL cannot run (fail it under DA_REQUIRE_POSTGRES=1)."""
     reason = postgres_support.unavailable()
     if reason is not None:
         if REQUIRE_POSTGRES:
             pytest.fail(f"DA_REQUIRE_POSTGRES=1 but {reason}; install the Debian package postgresql.")
         pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres_support.Cluster]:
+    """One PostgreSQL server for the whole session, with a migrated template database."""
+    need_postgres()
     cluster = postgres_support.Cluster().start()
     try:
         cluster.prepare_template()

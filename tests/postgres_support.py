@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,6 +100,15 @@ class Cluster:
     def start(self) -> Cluster:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", ADMIN, "--auth=trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
+        return self._launch()
+
+    def start_standby(self, primary: Cluster) -> Cluster:
+        """A streaming standby of `primary`: a base backup that follows it (`pg_basebackup -R`)."""
+        self._run(str(self.bin / "pg_basebackup"), "-D", str(self.data), "-R", "-X", "stream", "-h", "127.0.0.1",
+                  "-p", str(primary.port), "-U", ADMIN, "--no-sync", "--checkpoint=fast")
+        return self._launch()
+
+    def _launch(self) -> Cluster:
         speed = [] if self._durable else ["-c fsync=off", "-c full_page_writes=off"]
         options = " ".join([f"-p {self.port}", f"-k {self.folder}", "-c listen_addresses=127.0.0.1", *speed,
                             "-c max_connections=300", "-c shared_buffers=128MB"])
@@ -106,9 +116,36 @@ class Cluster:
                   "-o", options, "-w", "-t", "60", "start")
         return self
 
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    async def require_synchronous_standby(self, timeout: float = 30) -> None:
+        """From now on every commit waits until a standby has it (`synchronous_commit=on` is the default).
+
+        Set on the running primary rather than at start, since a synchronous primary without its
+        standby yet would hold every commit (even the CREATE DATABASE before the base backup); the
+        standby's copy of the settings predates it, so once promoted it commits alone.
+        """
+        await self._admin("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        await self._admin("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + timeout
+        while await self._fetch_values("SELECT sync_state FROM pg_stat_replication") != ["sync"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the standby did not turn synchronous within {timeout:g} s")
+            await asyncio.sleep(0.05)
+
+    def promote(self) -> None:
+        """A standby becomes the primary."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "promote")
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            try:
+                os.kill(self.postmaster_pid(), 0)
+            except (OSError, ValueError):
+                pass  # killed on purpose (the failover drill); its backends exit on their own
+            else:
+                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def url(self, database: str) -> str:
@@ -118,6 +155,13 @@ class Cluster:
         db = await asyncpg.connect(self.url("postgres"))
         try:
             await db.execute(statement)
+        finally:
+            await db.close()
+
+    async def _fetch_values(self, query: str) -> list[Any]:
+        db = await asyncpg.connect(self.url("postgres"))
+        try:
+            return [row[0] for row in await db.fetch(query)]
         finally:
             await db.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -16,16 +17,7 @@ from da.queue import pgdatabase
 from da.queue import sqlite as sqlite_store
 from da.queue.client import QueueClient
 from da.queue.sqlite import SqliteStore
-
-
-async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
-    import os
-
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "da.cli", *args, cwd=cwd, env={"PATH": os.environ["PATH"], **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode or 0, out.decode()
+from tests_support import run_da
 
 
 async def test_backup_while_serving_and_restore(server: QueueServer, client: QueueClient, tmp_path: Path) -> None:
@@ -215,6 +207,25 @@ async def test_up_on_a_busy_port_exits_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in out
 
 
+@pytest.mark.parametrize(("configured", "used"), [(None, "full"), ("normal", "normal")])
+async def test_up_says_how_durable_its_sqlite_commits_are(tmp_path: Path, configured: str | None, used: str) -> None:
+    env = {"PATH": os.environ["PATH"], "SECRET_KEY": SECRET, "QUEUE_DB_PATH": str(tmp_path / "q.db"),
+           "DA_CONFIG_DIR": str(tmp_path), **({"QUEUE_SYNC": configured} if configured else {})}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "da.cli", "up", "--no-worker", f"--port={free_port()}", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert process.stderr is not None
+    try:
+        line = ""
+        while "queue on" not in line:
+            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+            assert line, "da up exited before serving"
+    finally:
+        process.terminate()
+        await process.wait()
+    assert f"(database {tmp_path / 'q.db'}, QUEUE_SYNC={used})" in line
+
+
 @pytest.mark.parametrize("verb", [("queue",), ("prune",), ("doctor",)])
 async def test_a_bad_queue_url_is_one_line(tmp_path: Path, verb: tuple[str, ...]) -> None:
     code, out = await run_da(*verb, cwd=tmp_path, SECRET_KEY=SECRET, QUEUE_URL="http://127.0.0.1:99999")
@@ -267,7 +278,9 @@ async def test_a_database_url_that_is_not_postgresql_stops_serve_with_one_line(t
     code, out = await run_da("serve", cwd=tmp_path, SECRET_KEY=SECRET, QUEUE_DB_URL="mysql://root:pw@db/da")
     assert code == 2
     assert out.strip() == ("da: QUEUE_DB_URL='mysql://root:***@db/da' is not a PostgreSQL URL; use the form "
-                           "postgresql://user:password@host:5432/dbname (or unset it to use the SQLite file).")
+                           "postgresql://user:password@host:5432/dbname, or for a primary with standbys "
+                           "postgresql://user:password@host1:5432,host2:5432/dbname (or unset it to use the SQLite "
+                           "file).")
 
 
 async def test_doctor_checks_the_database_url(postgres_cluster, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -51,3 +52,12 @@ def wait_serving(url: str, log: Path, timeout: float = 20) -> None:
         except httpx.TransportError:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
+
+
+async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
+    """`da ARGS` as a subprocess with only `env` (and PATH); its exit status and output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "da.cli", *args, cwd=cwd, env={"PATH": os.environ["PATH"], **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 # Backoff while the queue is unreachable: start fast, cap so a restarted queue is found soon.
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 15.0
+# A queue whose database is failing over answers 503 at once (cheap to ask) and is back within
+# seconds of a promotion, so look again sooner than for a queue that does not answer at all.
+DATABASE_BACKOFF = 2.0
 # How long a claim in flight may still answer once the worker starts stopping.
 CLAIM_SETTLE = 1.0
 # Heartbeats never come faster than this, whatever lease the queue grants.
@@ -78,11 +81,11 @@ class Worker:
                     continue
                 try:
                     claimed = await self._claim(retry_safe)
-                except queue_errors.QueueUnreachable as exc:
+                except (queue_errors.QueueUnreachable, queue_errors.DatabaseUnavailable) as exc:
                     unreachable = True
                     logger.warning("queue unreachable (%s); retrying in %.1fs", exc.detail, backoff)
                     await self._wait_any(asyncio.sleep(backoff))
-                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    backoff = next_backoff(backoff, exc)
                     continue
                 except queue_errors.QueueError as exc:
                     logger.error("claim refused: %s; retrying in %.1fs", exc.detail, backoff)
@@ -265,7 +268,11 @@ class Worker:
             send = functools.partial(self.client.report, task_id, lease, delivery.status, delivery.result,
                                      notes=delivery.notes, action=delivery.action)
             try:
-                await self._until_acknowledged(send)
+                recorded = await self._until_acknowledged(send)
+                if recorded.status != delivery.status:
+                    logger.warning("the queue had given %s up (%s) before this report arrived; the outcome (%s) is "
+                                   "kept on the task for whoever resolves it", task_id[:8], recorded.status,
+                                   delivery.status, extra={"task_id": task_id})
                 return
             except LeaseGone as exc:
                 logger.warning("report for %s refused: %s", task_id[:8], exc)
@@ -313,7 +320,12 @@ class Worker:
                     raise LeaseGone(f"gave up while shutting down: {exc.detail}") from exc
                 logger.warning("queue did not take it (%s); retrying in %.1fs", exc.detail, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                backoff = next_backoff(backoff, exc)
+
+
+def next_backoff(backoff: float, error: queue_errors.QueueError) -> float:
+    """The pause after `backoff` failed again with `error`."""
+    return min(backoff * 2, DATABASE_BACKOFF if isinstance(error, queue_errors.DatabaseUnavailable) else MAX_BACKOFF)
 
 
 def resolved_checkout(payload: dict[str, Any]) -> str | None:

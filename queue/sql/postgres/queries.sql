@@ -109,7 +109,8 @@ RETURNING *;
 -- cannot have run) or its type is safe to run twice with attempts left; else to a human. Every
 -- replica runs it; SKIP LOCKED and the status filter settle each lease exactly once.
 WITH expired AS (
-    SELECT seq, status = 'claimed' OR (safe_to_retry AND attempts < max_attempts) AS again
+    SELECT seq, status = 'claimed' OR (safe_to_retry AND attempts < max_attempts) AS again,
+           status = 'claimed' AS never_started
     FROM tasks
     WHERE status IN ('claimed', 'in_progress') AND lease_expires_at < :now::float8
     FOR UPDATE SKIP LOCKED)
@@ -125,8 +126,12 @@ SET status = CASE WHEN again THEN 'pending' ELSE 'needs_human' END,
                            ELSE 'check whether it ran on ' || coalesce(assigned_to, '?')
                                 || ', then resolve it as done or retry it' END)::text END,
     finished_at = CASE WHEN again THEN NULL ELSE :now::float8 END,
+    -- A claim that expired before it started never ran, so it does not count as an attempt.
+    attempts = CASE WHEN never_started THEN attempts - 1 ELSE attempts END,
     lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper',
-    change_note = 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)'
+    change_note = CASE WHEN never_started
+                       THEN 'claim by ' || coalesce(assigned_to, '?') || ' expired before it started'
+                       ELSE 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)' END
 FROM expired
 WHERE tasks.seq = expired.seq
 RETURNING tasks.*;
@@ -137,6 +142,23 @@ RETURNING tasks.*;
 UPDATE tasks SET lease_expires_at = greatest(coalesce(lease_expires_at, 0), :expires)
 WHERE status IN ('claimed', 'in_progress')
 RETURNING id;
+
+-- shift_leases --
+-- The service lost time it could not watch (its loop stalled, its clock jumped, the database did
+-- not answer): running leases get that time back, so only time the queue saw counts against them.
+UPDATE tasks SET lease_expires_at = lease_expires_at + :seconds::float8
+WHERE status IN ('claimed', 'in_progress') AND lease_expires_at IS NOT NULL
+RETURNING id;
+
+-- record_late_report --
+-- A worker reports on a task the reaper already handed to a person (its lease, not re-run since):
+-- keep the outcome on the task for whoever resolves it; the status stays needs_human.
+UPDATE tasks
+SET result = (coalesce(result, '{}')::jsonb
+              || jsonb_build_object('late_report', :late::jsonb, 'action', :action::text))::text,
+    notes = :notes, updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'needs_human' AND changed_by = 'reaper'
+RETURNING *;
 
 -- resolve_task --
 -- A person settles a task that needs them; pending re-queues the same payload.
@@ -344,3 +366,45 @@ SELECT * FROM named_leases WHERE name = :lease_name;
 -- Let go of a named lease this holder has: it runs out now, its data stays for the next holder.
 UPDATE named_leases SET expires_at = least(expires_at, :now::float8)
 WHERE name = :lease_name AND holder = :holder AND expires_at > :now::float8 RETURNING name;
+
+-- probe --
+-- The health check's write: proves the database takes a commit now. One row per replica; rows of
+-- replicas that have not probed for a day (restarted under another name) go in the same statement.
+WITH forgotten AS (DELETE FROM probes WHERE at < :now::float8 - 86400 AND writer <> :writer)
+INSERT INTO probes (writer, at) VALUES (:writer, :now)
+ON CONFLICT (writer) DO UPDATE SET at = excluded.at;
+
+-- table_columns --
+-- `da migrate`: the columns of one table and their types.
+SELECT column_name AS name, data_type AS type FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = :table
+ORDER BY ordinal_position;
+
+-- transfer_lock --
+-- `da migrate`: nobody else writes while the copy runs (a replica started too early waits).
+LOCK TABLE tasks, events, pruned_counts IN ACCESS EXCLUSIVE MODE;
+
+-- transfer_counts --
+-- `da migrate`: what a copy must agree on, read from both databases.
+SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT coalesce(sum(seq), 0) FROM tasks) AS task_seq_sum,
+       (SELECT count(*) FROM events) AS events, (SELECT coalesce(max(id), 0) FROM events) AS last_event,
+       (SELECT coalesce(sum(id), 0) FROM events) AS event_id_sum,
+       (SELECT count(*) FROM pruned_counts) AS pruned_rows, (SELECT coalesce(sum(n), 0) FROM pruned_counts) AS pruned_tasks;
+
+-- transfer_statuses --
+-- `da migrate`: tasks per status, read from both databases.
+SELECT status, count(*) AS n FROM tasks GROUP BY status ORDER BY status;
+
+-- transfer_quiet --
+-- `da migrate`: copied rows keep the events they had; the triggers would invent new ones.
+ALTER TABLE tasks DISABLE TRIGGER USER;
+
+-- transfer_loud --
+-- `da migrate`: transitions are recorded again from here on.
+ALTER TABLE tasks ENABLE TRIGGER USER;
+
+-- transfer_sequences --
+-- `da migrate`: new tasks and events number after the copied ones (ids are never reused).
+SELECT setval(pg_get_serial_sequence('tasks', 'seq'), greatest(max(seq), 1), count(*) > 0) FROM tasks
+UNION ALL
+SELECT setval('event_ids', greatest(max(id), 1), count(*) > 0) FROM events;

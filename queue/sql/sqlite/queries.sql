@@ -113,8 +113,12 @@ SET status = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < m
                                 || ', then resolve it as done or retry it' END) END,
     finished_at = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < max_attempts)
                        THEN NULL ELSE :now END,
+    -- A claim that expired before it started never ran, so it does not count as an attempt.
+    attempts = CASE WHEN status = 'claimed' THEN attempts - 1 ELSE attempts END,
     lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper',
-    change_note = 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)'
+    change_note = CASE WHEN status = 'claimed'
+                       THEN 'claim by ' || coalesce(assigned_to, '?') || ' expired before it started'
+                       ELSE 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)' END
 WHERE status IN ('claimed', 'in_progress') AND lease_expires_at < :now
 RETURNING *;
 
@@ -124,6 +128,22 @@ RETURNING *;
 UPDATE tasks SET lease_expires_at = max(coalesce(lease_expires_at, 0), :expires)
 WHERE status IN ('claimed', 'in_progress')
 RETURNING id;
+
+-- shift_leases --
+-- The service lost time it could not watch (its loop stalled, its clock jumped, the database did
+-- not answer): running leases get that time back, so only time the queue saw counts against them.
+UPDATE tasks SET lease_expires_at = lease_expires_at + :seconds
+WHERE status IN ('claimed', 'in_progress') AND lease_expires_at IS NOT NULL
+RETURNING id;
+
+-- record_late_report --
+-- A worker reports on a task the reaper already handed to a person (its lease, not re-run since):
+-- keep the outcome on the task for whoever resolves it; the status stays needs_human.
+UPDATE tasks
+SET result = json_set(coalesce(result, '{}'), '$.late_report', json(:late), '$.action', :action),
+    notes = :notes, updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'needs_human' AND changed_by = 'reaper'
+RETURNING *;
 
 -- resolve_task --
 -- A person settles a task that needs them; pending re-queues the same payload.
@@ -267,3 +287,35 @@ SELECT * FROM named_leases WHERE name = :lease_name;
 -- Let go of a named lease this holder has: it runs out now, its data stays for the next holder.
 UPDATE named_leases SET expires_at = min(expires_at, :now)
 WHERE name = :lease_name AND holder = :holder AND expires_at > :now RETURNING name;
+
+-- probe --
+-- The health check's write: proves the database takes a commit now. One row per writer.
+INSERT INTO probes (writer, at) VALUES (:writer, :now)
+ON CONFLICT (writer) DO UPDATE SET at = excluded.at;
+
+-- table_columns --
+-- `da migrate`: the columns of one table, in order.
+SELECT name FROM pragma_table_info(:table) ORDER BY cid;
+
+-- export_tasks --
+-- `da migrate`: every task, in the order they were created.
+SELECT * FROM tasks ORDER BY seq;
+
+-- export_events --
+-- `da migrate`: every event, in id order.
+SELECT * FROM events ORDER BY id;
+
+-- export_pruned_counts --
+-- `da migrate`: the counts of pruned tasks.
+SELECT * FROM pruned_counts ORDER BY machine, agent, status;
+
+-- transfer_counts --
+-- `da migrate`: what a copy must agree on, read from both databases.
+SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT coalesce(sum(seq), 0) FROM tasks) AS task_seq_sum,
+       (SELECT count(*) FROM events) AS events, (SELECT coalesce(max(id), 0) FROM events) AS last_event,
+       (SELECT coalesce(sum(id), 0) FROM events) AS event_id_sum,
+       (SELECT count(*) FROM pruned_counts) AS pruned_rows, (SELECT coalesce(sum(n), 0) FROM pruned_counts) AS pruned_tasks;
+
+-- transfer_statuses --
+-- `da migrate`: tasks per status, read from both databases.
+SELECT status, count(*) AS n FROM tasks GROUP BY status ORDER BY status;
