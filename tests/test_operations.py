@@ -12,19 +12,11 @@ import pytest
 import postgres_support
 from conftest import SECRET, QueueServer
 from da import fleet as fleet_module
+from da.queue import pgdatabase
 from da.queue import sqlite as sqlite_store
 from da.queue.client import QueueClient
 from da.queue.sqlite import SqliteStore
-
-
-async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
-    import os
-
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "da.cli", *args, cwd=cwd, env={"PATH": os.environ["PATH"], **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode or 0, out.decode()
+from tests_support import run_da
 
 
 async def test_backup_while_serving_and_restore(server: QueueServer, client: QueueClient, tmp_path: Path) -> None:
@@ -273,7 +265,8 @@ async def test_doctor_checks_the_database_url(postgres_cluster, tmp_path: Path) 
     url = await postgres_cluster.create_database()
     try:
         code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=url, QUEUE_URL="http://127.0.0.1:9")
-        assert f"ok   database: {url} answers: PostgreSQL " in out and ", schema 1" in out
+        assert f"ok   database: {url} answers: PostgreSQL " in out
+        assert f", schema {pgdatabase.STATEMENTS.latest()}" in out
         closed = url.replace(f":{postgres_cluster.port}/", f":{postgres_support.free_port()}/")
         code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=closed, QUEUE_URL="http://127.0.0.1:9")
         assert code == 1 and "FAIL database: the queue database at" in out and "is not answering" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -13,6 +14,15 @@ from typing import Any
 import httpx
 
 from da.queue.client import ClaimedTask, QueueClient
+
+
+async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
+    """`da ARGS` as a subprocess with only PATH and `env`: its exit status and its stdout and stderr together."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "da.cli", *args, cwd=cwd, env={"PATH": os.environ["PATH"], **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
 
 
 async def claim_one(client: QueueClient, **worker: Any) -> ClaimedTask | None:

@@ -45,11 +45,14 @@ RETURNING tasks.*;
 
 -- release_task --
 -- Hand back a claim whose worker went away before receiving it; the attempt does not count.
+-- Here and in the three statements below, :machine is a worker token's machine (null for the admin
+-- secret), so a token only ever acts on its own machine's tasks.
 UPDATE tasks
 SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
     changed_by = 'queue', change_note = 'claim released: the worker disconnected before receiving it',
     updated_at = :now
 WHERE id = :id AND lease = :lease AND status = 'claimed'
+  AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
 -- start_task --
@@ -57,6 +60,7 @@ RETURNING *;
 UPDATE tasks
 SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL
 WHERE id = :id AND lease = :lease AND status = 'claimed'
+  AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
 -- heartbeat --
@@ -64,6 +68,7 @@ RETURNING *;
 UPDATE tasks
 SET lease_expires_at = :expires, progress = coalesce(:progress, progress), updated_at = :now
 WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+  AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
 -- report_task --
@@ -72,6 +77,7 @@ UPDATE tasks
 SET status = :status, result = :result, notes = coalesce(:notes, notes), lease_expires_at = NULL,
     finished_at = :now, updated_at = :now, changed_by = assigned_to, change_note = :notes
 WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+  AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
 -- reap_expired --
@@ -291,3 +297,27 @@ SELECT to_regclass('schema_version') IS NOT NULL AS migrated;
 -- Replicas connected to this database (each holds one bus connection), this one included.
 SELECT count(*) AS n FROM pg_stat_activity
 WHERE application_name = :bus_name AND datname = current_database();
+
+-- insert_token --
+-- A new scoped token; nothing when an active token already has this name.
+INSERT INTO tokens (id, digest, kind, name, machine, aliases, created_at)
+VALUES (:id, :digest, :kind, :token_name, :machine, :aliases, :now)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- find_token --
+-- The token with this digest, revoked or not (the log names a revoked one that is still in use).
+SELECT * FROM tokens WHERE digest = :digest;
+
+-- list_tokens --
+-- Every token, oldest first.
+SELECT * FROM tokens ORDER BY created_at, id;
+
+-- get_token --
+-- One token by id.
+SELECT * FROM tokens WHERE id = :id;
+
+-- revoke_token --
+-- Refuse a token from now on; the row stays for `da token list --all`.
+UPDATE tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL
+RETURNING *;
