@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,7 +36,8 @@ async def agent_answers(agent: str, commands: dict[str, agents.AgentCommand]) ->
     return Check(f"agent {agent} answers", smoke.ok, detail, smoke.action)
 
 
-async def queue_checks(http: httpx.AsyncClient, url: str, secret: str, machine: str = "") -> list[Check]:
+async def queue_checks(http: httpx.AsyncClient, url: str, secret: str, machine: str = "",
+                       aliases: tuple[str, ...] = ()) -> list[Check]:
     """The queue answers, accepts this machine's credential, and (on a worker machine) lets it claim here."""
     try:
         health = await http.get(f"{url}/health")
@@ -48,16 +50,26 @@ async def queue_checks(http: httpx.AsyncClient, url: str, secret: str, machine: 
             me = probe.json()
             who = "the admin secret" if me["kind"] == "admin" else f"{me['kind']} token {me['name']!r}"
             checks.append(Check("secret", True, f"accepted ({who})"))
-            if machine and me["kind"] not in ("admin", "worker"):
-                checks.append(Check("worker token", False, f"a {me['kind']} token cannot claim tasks",
-                                    f"make one with `da token create worker {machine}` on the queue host"))
-            elif machine and me["kind"] == "worker" and me["machine"] != machine:
-                checks.append(Check("worker token", False, f"the token is for {me['machine']}, not {machine}",
-                                    f"make one with `da token create worker {machine}` on the queue host"))
+            if machine and me["kind"] != "admin":
+                checks.append(worker_token_check(me, machine, aliases))
         return checks
     except httpx.HTTPError as exc:
         return [Check("queue", False, f"unreachable at {url} ({type(exc).__name__})",
                       "start `da serve` there or fix QUEUE_URL")]
+
+
+def worker_token_check(me: dict[str, Any], machine: str, aliases: tuple[str, ...]) -> Check:
+    """Whether this token lets the worker claim as it will: its machine, with every one of its aliases."""
+    fix = f"make one with `da token create worker {machine}` on the queue host (it takes the aliases in machines.yaml)"
+    if me["kind"] != "worker":
+        return Check("worker token", False, f"a {me['kind']} token cannot claim tasks", fix)
+    if me["machine"] != machine:
+        return Check("worker token", False, f"the token is for {me['machine']}, not {machine}", fix)
+    missing = [alias for alias in aliases if alias not in me["aliases"]]
+    if missing:
+        return Check("worker token", False, f"the token does not allow alias(es) {', '.join(missing)}, so every "
+                     "claim would be refused", fix + f" or with --aliases={','.join(aliases)}")
+    return Check("worker token", True, f"claims as {machine}" + (f" and {', '.join(aliases)}" if aliases else ""))
 
 
 async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = False) -> list[Check]:
@@ -100,7 +112,8 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
         checks.append(Check("queue", False, str(exc), "fix QUEUE_URL in .env"))
     async with httpx.AsyncClient(timeout=5) as http:
         if url is not None:
-            checks += await queue_checks(http, url, secret, env.get("MACHINE_NAME", ""))
+            aliases = tuple(config.env_list(env, "WORKER_ALIASES")) or (machine.aliases if machine else ())
+            checks += await queue_checks(http, url, secret, env.get("MACHINE_NAME", ""), aliases)
         for agent in (machine.agents if machine else ()):
             if agent == "groq":
                 checks.append(Check("agent groq", bool(env.get("GROQ_API_KEY")), "GROQ_API_KEY "

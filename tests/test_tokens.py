@@ -177,6 +177,11 @@ async def test_prune_and_doctor_on_a_machine_that_holds_a_token(server: QueueSer
     code, out = await run_da("doctor", cwd=tmp_path, DA_TOKEN=worker_token, QUEUE_URL=server.url,
                              MACHINE_NAME="box", PATH=path)
     assert "ok   credential: DA_TOKEN set" in out and "ok   secret: accepted (worker token 'box')" in out, out
+    assert "ok   worker token: claims as box" in out, out
+    code, out = await run_da("doctor", cwd=tmp_path, DA_TOKEN=worker_token, QUEUE_URL=server.url,
+                             MACHINE_NAME="box", WORKER_ALIASES="box.lan", PATH=path)
+    assert code == 1 and "FAIL worker token: the token does not allow alias(es) box.lan, so every claim would be " \
+        "refused" in out and "--aliases=box.lan" in out, out
     code, out = await run_da("doctor", cwd=tmp_path, DA_TOKEN=client_token, QUEUE_URL=server.url,
                              MACHINE_NAME="box", PATH=path)
     assert code == 1 and "FAIL worker token: a client token cannot claim tasks" in out
