@@ -149,6 +149,32 @@ def test_redaction_finds_the_credential_reversed_and_in_base64_at_any_offset() -
     assert redact(base64.b64encode(b"plain-only-secret").decode()) == base64.b64encode(b"plain-only-secret").decode()
 
 
+def test_redaction_finds_queue_credentials_in_the_forms_the_docs_show_them_in() -> None:
+    """Credentials this worker does not hold (another machine's token, the queue host's .env) are
+    unknown values; they are found by their shape and by the names they are written under."""
+    redact = Redactor.from_env({"DA_TOKEN": "daw_" + "a" * 43})
+    other = "dac_" + "B-9_" * 10 + "xyz"
+    shown = {
+        f"copied {other} from the wiki": "copied [redacted] from the wiki",
+        "SECRET_KEY=the-admins-secret\nQUEUE_PORT=8000": "SECRET_KEY=[redacted]\nQUEUE_PORT=8000",
+        "export DA_TOKEN='daw_whatever_it_is'": "export DA_TOKEN='[redacted]'",
+        '{"SECRET_KEY": "from-a-json-dump"}': '{"SECRET_KEY": "[redacted]"}',
+        "> X-Secret-Key: hunter2hunter2\r\n": "> X-Secret-Key: [redacted]\r\n",
+        "curl -H 'Authorization: Bearer abc.def-ghi' http://q": "curl -H 'Authorization: Bearer [redacted]' http://q",
+    }
+    for text, expected in shown.items():
+        assert redact(text) == expected, text
+    for ordinary in ("SECRET_KEY=$SECRET_KEY", "da: SECRET_KEY is not set", "the bearer of bad news",
+                     "x-secret-key: $SECRET_KEY", "DA_TOKEN=short", "da_x_" + "a" * 43):
+        assert redact(ordinary) == ordinary
+    # A long line is redacted piece by piece; a split never falls inside a value.
+    line = "y" * 3000 + " SECRET_KEY=" + "v" * 900 + " " + "z" * 300
+    cut = redact.safe_end(line)
+    assert cut == line.index(" z")  # the plain split would fall inside the value; it moves to its end
+    assert redact(line[:cut]) + redact(line[cut:]) == redact(line) == "y" * 3000 + " SECRET_KEY=[redacted] " + "z" * 300
+    assert Redactor(["plain-value"])("SECRET_KEY=other-value") == "SECRET_KEY=other-value"  # forms: workers only
+
+
 def test_every_front_end_and_the_worker_take_DA_TOKEN_before_SECRET_KEY(tmp_path: Path) -> None:
     env = {"DA_TOKEN": "dac_token", "SECRET_KEY": "admin", "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1",
            "MACHINE_NAME": "box", "WORKER_CAPABILITIES": "lint", "DA_CONFIG_DIR": str(tmp_path)}
