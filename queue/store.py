@@ -69,8 +69,9 @@ class Statements:
 
 
 # Ids and lease tokens come from a generator seeded once from the OS: os.urandom per call
-# (uuid4) measured 60 us under load here, a tenth of a claim's budget. Tokens only need to
-# be unique and unguessable by a worker that already holds the shared secret.
+# (uuid4) measured 60 us under load here, a tenth of a claim's budget. Lease tokens only need to
+# be unique: they are predictable from enough earlier ones, so a worker token's verbs also check
+# that the task is its machine's (`assigned_to` in the statements), and a lease alone proves nothing.
 _random = random.Random(os.urandom(32))
 
 
