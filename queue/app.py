@@ -72,8 +72,11 @@ def middleware(gate: auth.Gate) -> Middleware:
     @web.middleware
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if request.path != "/health":
-                request[auth.PRINCIPAL] = await gate.admit(request, request.app[STORE])
+            if request.path == "/health":
+                # Public, so it proves nothing about the connection: its next request is watched afresh.
+                with gate.guard.deciding(request.protocol):
+                    return await handler(request)
+            request[auth.PRINCIPAL] = await gate.admit(request, request.app[STORE])
             return await handler(request)
         except QueueError as exc:
             if exc.status >= 500:

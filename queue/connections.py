@@ -7,8 +7,12 @@ request on it presents a valid credential (`trust`); until then the connection i
 - it must deliver a complete request within `header_timeout` of opening (or of its last answer),
   else it is closed;
 - at most `max_unauthenticated` such connections are open at once, and a quarter of that per
-  address; over either limit the oldest idle one (of the address holding the most) is closed, or
-  the new one if every other is waiting for an answer.
+  address; over either limit the oldest idle ones (of the address holding the most) are closed.
+  *Idle* means it has not delivered a whole request head and is not waiting for an answer, and
+  is older than `GRACE`: a real client sends its request the moment it connects, so a burst of
+  them (a fleet behind one address, hundreds of requests at once) is not mistaken for a
+  flood. Over `FLOOD_FACTOR` times the total limit, the newest idle ones go too, so a flood
+  faster than the grace cannot take every file descriptor.
 
 Trusted connections are not watched (aiohttp's keep-alive timeout still ends idle ones). Request
 bodies are only read after authentication, under their own time limit (`app.read_json`). Closing
@@ -36,14 +40,27 @@ logger = logging.getLogger(__name__)
 KEEPALIVE_TIMEOUT = 75.0
 # Sweeps run this often at most (more often for short header timeouts, as in the tests).
 SWEEP_INTERVAL = 1.0
+# A new connection is not counted as idle for this long (at most half the header timeout).
+GRACE = 0.25
+FLOOD_FACTOR = 4
+HEAD_END = b"\r\n\r\n"
 
 
 @dataclass
 class _Entry:
     address: str
     transport: asyncio.BaseTransport
+    opened: float
     deadline: float
     busy: int = 0
+    # A whole request head arrived: it waits for the app now, not for the client.
+    delivered: bool = False
+    # The last bytes received, to see a head's end split across two reads.
+    tail: bytes = b""
+
+    def idle(self, settled: float) -> bool:
+        """Neither delivering nor being answered, and opened before `settled`."""
+        return not self.busy and not self.delivered and self.opened <= settled
 
 
 class _Deciding:
@@ -61,6 +78,8 @@ class _Deciding:
 
     def __exit__(self, *exc: object) -> None:
         self.entry.busy -= 1
+        self.entry.delivered = False
+        self.entry.tail = b""
         self.entry.deadline = self.guard.clock() + self.guard.header_timeout
 
 
@@ -70,6 +89,7 @@ class ConnectionGuard:
     def __init__(self, *, header_timeout: float, max_unauthenticated: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.header_timeout = header_timeout
+        self.grace = min(GRACE, header_timeout / 2)
         self.max_unauthenticated = max_unauthenticated
         self.per_address = max(1, max_unauthenticated // 4)
         self.clock = clock
@@ -98,34 +118,66 @@ class ConnectionGuard:
     def opened(self, protocol: object, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) else str(peer or "?")
-        self._watched[protocol] = _Entry(address, transport, self.clock() + self.header_timeout)
-        mine = [entry for entry in self._watched.values() if entry.address == address]
-        if len(mine) > self.per_address:
-            self._evict(mine, f"over the limit of {self.per_address} unauthenticated connections per address")
-        if len(self._watched) > self.max_unauthenticated:
-            by_address = Counter(entry.address for entry in self._watched.values())
-            crowded = by_address.most_common(1)[0][0]
-            self._evict([entry for entry in self._watched.values() if entry.address == crowded],
-                        f"over the limit of {self.max_unauthenticated} unauthenticated connections")
+        now = self.clock()
+        self._watched[protocol] = _Entry(address, transport, now, now + self.header_timeout)
+        self._limit(now, address)
+
+    def received(self, protocol: object, data: bytes) -> None:
+        entry = self._watched.get(protocol)
+        if entry is None or entry.delivered:
+            return
+        keep = len(HEAD_END) - 1
+        if HEAD_END in data or HEAD_END in entry.tail + data[:keep]:
+            entry.delivered = True
+        else:
+            entry.tail = (entry.tail + data[-keep:])[-keep:]
 
     def closed(self, protocol: object) -> None:
         self._watched.pop(protocol, None)
 
-    def _evict(self, candidates: list[_Entry], why: str) -> None:
-        """Close the oldest idle connection of these (the newest, if all others await an answer)."""
-        victim = next((entry for entry in candidates if not entry.busy), candidates[-1])
-        self._closed[(victim.address, why)] += 1
-        victim.transport.close()
+    # ---- limits --------------------------------------------------------------------------
+
+    def _limit(self, now: float, address: str | None = None) -> None:
+        """Close idle connections over the per-address limit (of `address`, or of every address) and the total one."""
+        by_address = Counter(entry.address for entry in self._watched.values())
+        crowded = [address] if address is not None else [a for a, n in by_address.items() if n > self.per_address]
+        for name in crowded:
+            self._close_over(now, by_address[name] - self.per_address, name,
+                             f"over the limit of {self.per_address} unauthenticated connections per address")
+        while len(self._watched) > self.max_unauthenticated:
+            name = Counter(entry.address for entry in self._watched.values()).most_common(1)[0][0]
+            if not self._close_over(now, len(self._watched) - self.max_unauthenticated, name,
+                                    f"over the limit of {self.max_unauthenticated} unauthenticated connections"):
+                break
+
+    def _close_over(self, now: float, excess: int, address: str, why: str) -> int:
+        """Close up to `excess` idle connections of this address, oldest first; how many were closed."""
+        if excess <= 0:
+            return 0
+        mine = [key for key, entry in self._watched.items() if entry.address == address]
+        victims = [key for key in mine if self._watched[key].idle(now - self.grace)][:excess]
+        flood = len(self._watched) - len(victims) - FLOOD_FACTOR * self.max_unauthenticated
+        if flood > 0:
+            chosen = set(victims)
+            fresh = [key for key in mine if key not in chosen and self._watched[key].idle(now)]
+            victims += fresh[-flood:]
+        for key in victims:
+            entry = self._watched.pop(key)
+            self._closed[(entry.address, why)] += 1
+            entry.transport.close()
+        return len(victims)
 
     # ---- the sweep -------------------------------------------------------------------
 
     def sweep(self) -> None:
-        """Close idle unauthenticated connections past their deadline, and log what was closed."""
+        """Close idle connections past their deadline or over a limit, and log what was closed."""
         now = self.clock()
-        for entry in list(self._watched.values()):
-            if not entry.busy and entry.deadline <= now:
+        for key, entry in list(self._watched.items()):
+            if not entry.busy and not entry.delivered and entry.deadline <= now:
                 self._closed[(entry.address, f"no complete request within {self.header_timeout:g} s")] += 1
+                del self._watched[key]
                 entry.transport.close()
+        self._limit(now)
         for (address, why), count in sorted(self._closed.items()):
             logger.warning("closed %d slow or surplus connection(s) from %s: %s", count, address, why)
         self._closed.clear()
@@ -155,6 +207,7 @@ class _Watched(asyncio.Protocol):
         self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self.guard.received(self.inner, data)
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
