@@ -30,6 +30,7 @@ import logging
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -243,12 +244,23 @@ def presented(request: web.Request) -> bytes | None:
 
 
 class Gate:
-    """Authenticates each request (admin secret or token), slows guessers, and authorizes the route."""
+    """Authenticates each request (admin secret or token), slows guessers, and authorizes the route.
+
+    A wrong answer that waits keeps its connection busy, and the connection guard never cuts a busy
+    one; so only as many wait at once as the guard lets connections be unauthenticated (a quarter
+    of that per address). Past that a wrong answer goes out at once: a guesser who sends in
+    parallel gains speed, but can never hold every file descriptor.
+    """
 
     def __init__(self, secret: str, *, lease: float, guard: connections.ConnectionGuard) -> None:
         self._secret = secret.encode()
         self.throttle = Throttle(lease=lease)
         self.guard = guard
+        self._waiting: Counter[str] = Counter()
+
+    def _may_wait(self, key: str) -> bool:
+        return (self._waiting[key] < self.guard.per_address
+                and self._waiting.total() < self.guard.max_unauthenticated)
 
     async def identify(self, credential: bytes, store: Store) -> tuple[Principal | None, str]:
         """Who this credential is, or None with the reason it is not valid."""
@@ -278,11 +290,23 @@ class Gate:
             if principal is None:
                 key = address_key(request.remote)
                 wait = self.throttle.failed(key, credential)
-                slowed = (f" (guess {self.throttle.guesses(key)} from {key} within a minute; answered after "
-                          f"{wait:.2f} s)" if wait else "")
+                slowed = ""
+                if wait and not self._may_wait(key):
+                    slowed = (f" (guess {self.throttle.guesses(key)} from {key} within a minute; answered at once: "
+                              f"{self._waiting[key]} wrong answers are waiting already)")
+                    wait = 0.0
+                elif wait:
+                    slowed = (f" (guess {self.throttle.guesses(key)} from {key} within a minute; answered after "
+                              f"{wait:.2f} s)")
                 logger.warning("refused %s %s from %s: %s%s", request.method, request.path, address, reason, slowed)
                 if wait:
-                    await asyncio.sleep(wait)
+                    self._waiting[key] += 1
+                    try:
+                        await asyncio.sleep(wait)
+                    finally:
+                        self._waiting[key] -= 1
+                        if not self._waiting[key]:
+                            del self._waiting[key]
                 raise Unauthorized()
             self.guard.trust(request.protocol)
         authorize(principal, request)

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import SECRET, wait_until
 from da.queue import app as queue_app
-from da.queue import connections
+from da.queue import auth, connections
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
 from tests_support import start_serve
@@ -125,6 +125,24 @@ async def test_a_burst_of_real_clients_from_one_address_is_not_taken_for_a_flood
         answers = await asyncio.gather(*[client.post("/v1/tasks", json={"type": "lint"}) for _ in range(300)])
     assert [answer.status_code for answer in answers] == [201] * 300
     assert "closed" not in caplog.text
+
+
+async def test_wrong_answers_waiting_at_once_are_bounded_per_address(make_guarded, caplog) -> None:
+    """A waiting wrong answer keeps its connection busy, and busy ones are never cut; so without a
+    bound a guesser sending in parallel could hold every file descriptor with the queue's own delay."""
+    caplog.set_level(logging.WARNING)
+    queue = await make_guarded()  # 8 unauthenticated connections, 2 per address
+    limits = httpx.Limits(max_connections=20)
+    async with httpx.AsyncClient(base_url=queue.url, timeout=60, limits=limits) as guesser:
+        for n in range(auth.FREE_GUESSES):
+            assert (await guesser.get("/v1/tasks", headers={"x-secret-key": f"free-{n}"})).status_code == 401
+        answers = await asyncio.gather(*[guesser.get("/v1/tasks", headers={"x-secret-key": f"guess-{n}"})
+                                         for n in range(12)])
+        assert {answer.status_code for answer in answers} == {401}
+        async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": SECRET}) as client:
+            assert (await client.get("/v1/tasks")).status_code == 200
+    assert "answered at once: 2 wrong answers are waiting already" in caplog.text
+    assert "answered after" in caplog.text
 
 
 async def test_a_public_request_does_not_exempt_its_connection(make_guarded) -> None:
