@@ -6,8 +6,9 @@ request on it presents a valid credential (`trust`); until then the connection i
 
 - it must deliver a complete request within `header_timeout` of opening (or of its last answer),
   else it is closed;
-- at most `max_unauthenticated` such connections are open at once, and a quarter of that per
-  address; over either limit the oldest idle ones (of the address holding the most) are closed.
+- at most `max_unauthenticated` such connections are open at once; over that, the oldest idle
+  ones of the address holding the most are closed (so a flood from one address pays for itself,
+  and one client's burst is not cut for being many: there is no smaller per-address limit).
   *Idle* means it has not delivered a whole request head and is not waiting for an answer, and
   is older than `GRACE`: a real client sends its request the moment it connects, so a burst of
   them (a fleet behind one address, hundreds of requests at once) is not mistaken for a
@@ -40,9 +41,10 @@ logger = logging.getLogger(__name__)
 KEEPALIVE_TIMEOUT = 75.0
 # Sweeps run this often at most (more often for short header timeouts, as in the tests).
 SWEEP_INTERVAL = 1.0
-# A new connection is not counted as idle for this long (at most half the header timeout).
-GRACE = 0.25
-FLOOD_FACTOR = 4
+# A new connection is not counted as idle for this long (at most half the header timeout): a
+# client busy with hundreds of requests of its own can take a while to write each one.
+GRACE = 2.0
+FLOOD_FACTOR = 2
 HEAD_END = b"\r\n\r\n"
 
 
@@ -91,6 +93,7 @@ class ConnectionGuard:
         self.header_timeout = header_timeout
         self.grace = min(GRACE, header_timeout / 2)
         self.max_unauthenticated = max_unauthenticated
+        # A share the gate uses for answers that wait (`auth.Gate`); connections have no per-address limit.
         self.per_address = max(1, max_unauthenticated // 4)
         self.clock = clock
         # Unauthenticated connections, oldest first, keyed by aiohttp's protocol (request.protocol).
@@ -120,7 +123,7 @@ class ConnectionGuard:
         address = str(peer[0]) if isinstance(peer, tuple) else str(peer or "?")
         now = self.clock()
         self._watched[protocol] = _Entry(address, transport, now, now + self.header_timeout)
-        self._limit(now, address)
+        self._limit(now)
 
     def received(self, protocol: object, data: bytes) -> None:
         entry = self._watched.get(protocol)
@@ -137,13 +140,8 @@ class ConnectionGuard:
 
     # ---- limits --------------------------------------------------------------------------
 
-    def _limit(self, now: float, address: str | None = None) -> None:
-        """Close idle connections over the per-address limit (of `address`, or of every address) and the total one."""
-        by_address = Counter(entry.address for entry in self._watched.values())
-        crowded = [address] if address is not None else [a for a, n in by_address.items() if n > self.per_address]
-        for name in crowded:
-            self._close_over(now, by_address[name] - self.per_address, name,
-                             f"over the limit of {self.per_address} unauthenticated connections per address")
+    def _limit(self, now: float) -> None:
+        """Close idle connections over the limit, from the address that holds the most."""
         while len(self._watched) > self.max_unauthenticated:
             name = Counter(entry.address for entry in self._watched.values()).most_common(1)[0][0]
             if not self._close_over(now, len(self._watched) - self.max_unauthenticated, name,

@@ -103,13 +103,13 @@ async def test_unauthenticated_connections_are_capped_and_a_real_client_still_ge
     caplog.set_level(logging.WARNING)
     queue = await make_guarded(header_timeout=60.0)
     idle = [await asyncio.open_connection("127.0.0.1", queue.port) for _ in range(20)]
-    await wait_until(lambda: asyncio.sleep(0, queue.guard.unauthenticated == 2), timeout=5)
-    assert [await at_eof(reader) for reader, _ in idle].count(True) == 18  # the per-address limit is 8 // 4
+    await wait_until(lambda: asyncio.sleep(0, queue.guard.unauthenticated == 8), timeout=10)
+    assert [await at_eof(reader) for reader, _ in idle].count(True) == 12
     async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": SECRET}) as client:
         assert (await client.get("/v1/tasks")).status_code == 200
-    assert queue.guard.unauthenticated <= 2  # the client's connection was trusted at once
+    assert queue.guard.unauthenticated <= 8  # the client's connection was trusted at once
     await asyncio.sleep(1.1)  # the sweep logs once a second at most
-    assert "over the limit of 2 unauthenticated connections per address" in caplog.text
+    assert "from 127.0.0.1: over the limit of 8 unauthenticated connections" in caplog.text
     for _, writer in idle:
         writer.close()
 
@@ -118,7 +118,7 @@ async def test_a_burst_of_real_clients_from_one_address_is_not_taken_for_a_flood
     """Hundreds of requests at once from one address (a test racing two replicas, a fleet behind one
     NAT): each new connection is unauthenticated until its request is read, and none may be cut."""
     caplog.set_level(logging.WARNING)
-    queue = await make_guarded(max_unauthenticated=40)  # 10 per address
+    queue = await make_guarded(max_unauthenticated=100)  # 200 before even the newest go
     limits = httpx.Limits(max_connections=150, max_keepalive_connections=150)
     async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": SECRET}, limits=limits,
                                  timeout=30) as client:
@@ -196,7 +196,8 @@ async def test_a_worker_keeps_running_tasks_while_slow_clients_flood_its_address
             writer.close()
     assert [task.status for task in tasks] == ["done"] * 3
     assert len(held) > 64  # the flood really went over the limit
-    assert queue.guard.unauthenticated <= 64
+    # Each flooding connection lives out its grace (1 s here), so the bound is the flood valve's.
+    assert queue.guard.unauthenticated <= connections.FLOOD_FACTOR * 64
 
 
 async def test_da_serve_cuts_off_slow_clients(tmp_path: Path) -> None:
