@@ -123,19 +123,21 @@ async def create_many(session: aiohttp.ClientSession, url: str, body: dict[str, 
     await asyncio.gather(*(pump() for _ in range(concurrency)))
 
 
-async def claim(session: aiohttp.ClientSession, url: str, wait: float = 0.0) -> dict[str, Any] | None:
-    async with session.post(url + "/v1/claim", json={**WORKER, "wait": wait}) as response:
+async def claim(session: aiohttp.ClientSession, url: str, wait: float = 0.0,
+                headers: dict[str, str] | None = None) -> dict[str, Any] | None:
+    async with session.post(url + "/v1/claim", json={**WORKER, "wait": wait}, headers=headers) as response:
         if response.status == 204:
             return None
         assert response.status == 200, await response.text()
         return dict(await response.json())
 
 
-async def finish(session: aiohttp.ClientSession, url: str, claimed: dict[str, Any]) -> None:
+async def finish(session: aiohttp.ClientSession, url: str, claimed: dict[str, Any],
+                 headers: dict[str, str] | None = None) -> None:
     task_id, lease = claimed["task"]["id"], claimed["lease"]
-    async with session.post(f"{url}/v1/tasks/{task_id}/start", json={"lease": lease}) as response:
+    async with session.post(f"{url}/v1/tasks/{task_id}/start", json={"lease": lease}, headers=headers) as response:
         assert response.status == 200
-    async with session.post(f"{url}/v1/tasks/{task_id}/report",
+    async with session.post(f"{url}/v1/tasks/{task_id}/report", headers=headers,
                             json={"lease": lease, "status": "done", "result": {"returncode": 0}}) as response:
         assert response.status == 200
 
@@ -155,15 +157,20 @@ async def dispatch_latency(session: aiohttp.ClientSession, creator: str, claimer
     return samples
 
 
-async def lifecycle(session: aiohttp.ClientSession, urls: list[str], count: int, workers: int = 8) -> float:
-    """Pre-created tasks run through claim, start and report by `workers` loops spread over `urls`; tasks/s."""
+async def lifecycle(session: aiohttp.ClientSession, urls: list[str], count: int, workers: int = 8,
+                    token: str | None = None) -> float:
+    """Pre-created tasks run through claim, start and report by `workers` loops spread over `urls`; tasks/s.
+
+    With `token`, the loops send that worker token instead of the admin secret, as a fleet does.
+    """
     await create_many(session, urls[0], {"type": "run_script", "payload": {"script": "true"}}, count)
     done = 0
+    headers = {"x-secret-key": token} if token else None
 
     async def loop(url: str) -> None:
         nonlocal done
-        while (claimed := await claim(session, url)) is not None:
-            await finish(session, url, claimed)
+        while (claimed := await claim(session, url, headers=headers)) is not None:
+            await finish(session, url, claimed, headers=headers)
             done += 1
 
     started = time.perf_counter()
@@ -249,6 +256,16 @@ async def measure_backend(session: aiohttp.ClientSession, backend: Backend, size
     async def lifecycles(urls: list[str]) -> list[float]:
         return sorted([await lifecycle(session, urls, sizes.count) for _ in range(3)])
 
+    async def token_lifecycles(urls: list[str]) -> list[list[float]]:
+        """Admin secret and worker token runs interleaved, so drift on this machine hits both alike."""
+        async with session.post(urls[0] + "/v1/tokens", json={"kind": "worker", "machine": WORKER["machine"]}) as made:
+            token = (await made.json())["token"]
+        runs: list[list[float]] = [[], []]
+        for _ in range(3):
+            runs[0].append(await lifecycle(session, urls, sizes.count))
+            runs[1].append(await lifecycle(session, urls, sizes.count, token=token))
+        return [sorted(runs[0]), sorted(runs[1])]
+
     if backend.replicas > 1:
         await backend.run(session, "dispatch across", lambda urls: dispatch_latency(session, urls[0], urls[1],
                                                                                     sizes.rounds))
@@ -256,6 +273,7 @@ async def measure_backend(session: aiohttp.ClientSession, backend: Backend, size
         return
     await backend.run(session, "dispatch", lambda urls: dispatch_latency(session, urls[0], urls[0], sizes.rounds))
     await backend.run(session, "lifecycle", lifecycles)
+    await backend.run(session, "lifecycle tokens", token_lifecycles)
     for kind in ("pinned elsewhere", "type it lacks"):
         await backend.run(session, kind, lambda urls, kind=kind: backlog_series(
             session, urls[0], kind, sizes.backlogs, sizes.claimable))
@@ -304,6 +322,11 @@ def table(backends: list[Backend], sizes: Sizes) -> tuple[list[tuple[str, ...]],
     if TWO in rates and sqlite_rate:
         row("  2 replicas lifecycle / sqlite", {TWO: f"x{rates[TWO][1] / sqlite_rate:.2f}"}, "(one core for all)",
             None)
+    for name in names:
+        pair = by_name[name].get("lifecycle tokens")
+        if pair:
+            share = pair[1][1] / pair[0][1]
+            row(f"  {name}: worker token / admin secret", {name: f"x{share:.2f}"}, ">= x0.80", share >= 0.8)
     for kind in ("pinned elsewhere", "type it lacks"):
         for size in sizes.backlogs:
             values, verdict = {}, True

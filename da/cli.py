@@ -51,10 +51,8 @@ def serve(argv: list[str] | None = None) -> int:
     import asyncio
     import logging
 
-    from aiohttp import web
-
     from da.queue import app as queue_app
-    from da.queue import lockfile
+    from da.queue import connections, lockfile
     from da.queue.settings import QueueSettings
 
     parser = argparse.ArgumentParser(
@@ -86,7 +84,7 @@ def serve(argv: list[str] | None = None) -> int:
             app = queue_app.make_app(settings, roster)
             logging.getLogger("da").info("queue on http://%s:%d, database %s", settings.host, settings.port,
                                          settings.database)
-            web.run_app(app, sock=sockets, print=None, access_log=None)
+            asyncio.run(connections.serve(app, sockets))
     except OSError as exc:
         return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", FAILED)
     except Exception as exc:  # noqa: BLE001 - a startup failure is one line, not a traceback
@@ -135,7 +133,9 @@ def load_worker(env: dict[str, str], *, local: bool = False) -> tuple[Any, Any]:
         env.setdefault("MACHINE_NAME", default_machine_name())
         if not env.get("WORKER_AGENTS"):
             env["WORKER_AGENTS"] = ",".join(agents.local_agents(env))
-    settings = WorkerSettings.from_env(env, default_capabilities=tuple(sorted(handlers)) if local else ())
+    # The local worker runs beside the queue, with its admin secret, whatever DA_TOKEN holds for the terminal.
+    settings = WorkerSettings.from_env(env, default_capabilities=tuple(sorted(handlers)) if local else (),
+                                       secret=env.get("SECRET_KEY") if local else None)
     return settings, handlers
 
 
@@ -181,10 +181,8 @@ def up(argv: list[str] | None = None) -> int:
     import contextlib
     import signal
 
-    from aiohttp import web
-
     from da.queue import app as queue_app
-    from da.queue import lockfile
+    from da.queue import connections, lockfile
     from da.queue.errors import QueueError
     from da.queue.settings import QueueSettings
     from da.worker import worker as worker_module
@@ -217,14 +215,14 @@ def up(argv: list[str] | None = None) -> int:
     configure_logging(env)
 
     async def run(sockets: list[Any]) -> None:
-        runner = web.AppRunner(queue_app.make_app(queue_settings, roster), access_log=None)
+        runner = connections.make_runner(queue_app.make_app(queue_settings, roster))
         await runner.setup()
         slack: asyncio.Task[None] | None = None
         # Whatever fails from here on (Slack refusing a token), the store and its threads are
         # closed, so the process exits instead of hanging on them.
         try:
             for sock in sockets:
-                await web.SockSite(runner, sock).start()
+                await connections.GuardedSite(runner, sock).start()
             sync = "" if queue_settings.db_url else f", QUEUE_SYNC={queue_settings.sync}"
             print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
                   f"(database {queue_settings.database}{sync}); Ctrl-C stops", file=sys.stderr)
@@ -423,6 +421,10 @@ def prune(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     print(prune_task_logs(env, seconds, args.older_than))
+    if not env.get("SECRET_KEY") and env.get("DA_TOKEN"):
+        # Removing history is the admin's: a worker machine holds only its token and prunes its logs.
+        print("finished tasks are pruned where the admin secret is: run `da prune` on the queue host too")
+        return 0
     if not env.get("SECRET_KEY"):
         return fail("SECRET_KEY is not set; put the queue's secret in .env.")
 
@@ -530,6 +532,24 @@ def bot(argv: list[str] | None = None) -> int:
 
 
 command("bot", "run the Slack bot (socket mode)")(bot)
+
+
+def token(argv: list[str] | None = None) -> int:
+    """Create, list and revoke scoped tokens (with the admin secret, so on the queue host)."""
+    from da import tokens
+    from da.queue.errors import QueueError
+
+    cwd = Path.cwd()
+    try:
+        tokens.main(sys.argv[2:] if argv is None else argv, config.load_environment(cwd), cwd)
+    except ConfigError as exc:
+        return fail(str(exc))
+    except QueueError as exc:
+        return fail(exc.detail, FAILED)
+    return 0
+
+
+command("token", "create, list and revoke scoped tokens (worker, client, reader) on the queue host")(token)
 
 
 def client(argv: list[str]) -> int:

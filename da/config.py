@@ -137,6 +137,19 @@ def queue_urls(env: Mapping[str, str]) -> tuple[str, ...]:
     return urls
 
 
+def credential(env: Mapping[str, str], kind: str) -> str:
+    """What this machine sends the queue: its scoped token (DA_TOKEN), else the admin secret (SECRET_KEY).
+
+    `kind` (worker or client) only shapes the message that says how to get a token.
+    """
+    value = env.get("DA_TOKEN", "").strip() or env.get("SECRET_KEY", "").strip()
+    if not value:
+        example = "worker $MACHINE_NAME" if kind == "worker" else f"{kind} NAME"
+        raise ConfigError(f"DA_TOKEN is not set; put this machine's {kind} token in .env (make one on the queue host "
+                          f"with `da token create {example}`), or SECRET_KEY (the admin secret) on the queue host.")
+    return value
+
+
 def handlers_path(env: Mapping[str, str]) -> tuple[Path, ...]:
     """Extra handler folders from `DA_HANDLERS_PATH`, separated like PATH (`:`, or `;` on Windows)."""
     return tuple(Path(part).expanduser() for part in env.get("DA_HANDLERS_PATH", "").split(os.pathsep) if part.strip())

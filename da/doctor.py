@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,20 +36,40 @@ async def agent_answers(agent: str, commands: dict[str, agents.AgentCommand]) ->
     return Check(f"agent {agent} answers", smoke.ok, detail, smoke.action)
 
 
-async def queue_checks(http: httpx.AsyncClient, url: str, secret: str) -> list[Check]:
-    """The queue answers, and accepts this machine's secret."""
+async def queue_checks(http: httpx.AsyncClient, url: str, secret: str, machine: str = "",
+                       aliases: tuple[str, ...] = ()) -> list[Check]:
+    """The queue answers, accepts this machine's credential, and (on a worker machine) lets it claim here."""
     try:
         health = await http.get(f"{url}/health")
         checks = [Check("queue", health.status_code == 200, f"{url} answers /health")]
         if secret:
-            probe = await http.get(f"{url}/v1/tasks", params={"limit": 1}, headers={"x-secret-key": secret})
-            checks.append(Check("secret", probe.status_code == 200,
-                                "accepted" if probe.status_code == 200 else f"refused ({probe.status_code})",
-                                "use the same SECRET_KEY as the queue service"))
+            probe = await http.get(f"{url}/v1/whoami", headers={"x-secret-key": secret})
+            if probe.status_code != 200:
+                return [*checks, Check("secret", False, f"refused ({probe.status_code})", "use the same SECRET_KEY "
+                                       "as the queue service, or a token from `da token create` as DA_TOKEN")]
+            me = probe.json()
+            who = "the admin secret" if me["kind"] == "admin" else f"{me['kind']} token {me['name']!r}"
+            checks.append(Check("secret", True, f"accepted ({who})"))
+            if machine and me["kind"] != "admin":
+                checks.append(worker_token_check(me, machine, aliases))
         return checks
     except httpx.HTTPError as exc:
         return [Check("queue", False, f"unreachable at {url} ({type(exc).__name__})",
                       "start `da serve` there or fix QUEUE_URL")]
+
+
+def worker_token_check(me: dict[str, Any], machine: str, aliases: tuple[str, ...]) -> Check:
+    """Whether this token lets the worker claim as it will: its machine, with every one of its aliases."""
+    fix = f"make one with `da token create worker {machine}` on the queue host (it takes the aliases in machines.yaml)"
+    if me["kind"] != "worker":
+        return Check("worker token", False, f"a {me['kind']} token cannot claim tasks", fix)
+    if me["machine"] != machine:
+        return Check("worker token", False, f"the token is for {me['machine']}, not {machine}", fix)
+    missing = [alias for alias in aliases if alias not in me["aliases"]]
+    if missing:
+        return Check("worker token", False, f"the token does not allow alias(es) {', '.join(missing)}, so every "
+                     "claim would be refused", fix + f" or with --aliases={','.join(aliases)}")
+    return Check("worker token", True, f"claims as {machine}" + (f" and {', '.join(aliases)}" if aliases else ""))
 
 
 async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = False) -> list[Check]:
@@ -80,9 +101,10 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
         checks.append(Check(skills.SKILLS_FILE, False, str(exc), "fix config/skills.yaml or delete it"))
     if env.get("QUEUE_DB_URL"):
         checks.append(await database_check(env))
-    secret = env.get("SECRET_KEY", "")
-    checks.append(Check("SECRET_KEY", bool(secret), "set" if secret else "not set",
-                        "put the queue's secret in .env (the same value on every machine)"))
+    secret = env.get("DA_TOKEN", "") or env.get("SECRET_KEY", "")
+    checks.append(Check("credential", bool(secret), ("DA_TOKEN" if env.get("DA_TOKEN") else "SECRET_KEY") + " set"
+                        if secret else "neither DA_TOKEN nor SECRET_KEY is set",
+                        "put this machine's token in .env as DA_TOKEN (`da token create` on the queue host)"))
     url: str | None = None
     try:
         url = config.queue_urls(env)[0]
@@ -90,7 +112,8 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
         checks.append(Check("queue", False, str(exc), "fix QUEUE_URL in .env"))
     async with httpx.AsyncClient(timeout=5) as http:
         if url is not None:
-            checks += await queue_checks(http, url, secret)
+            aliases = tuple(config.env_list(env, "WORKER_ALIASES")) or (machine.aliases if machine else ())
+            checks += await queue_checks(http, url, secret, env.get("MACHINE_NAME", ""), aliases)
         for agent in (machine.agents if machine else ()):
             if agent == "groq":
                 checks.append(Check("agent groq", bool(env.get("GROQ_API_KEY")), "GROQ_API_KEY "

@@ -1,14 +1,13 @@
 """The HTTP face of the queue: parse, call the store, answer JSON.
 
 Domain errors raised anywhere below become `{"error": code, "detail": sentence}` in one
-middleware; every route but /health needs the shared secret.
+middleware; every route but /health needs the admin secret or a token allowed there (`auth`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import socket
 import time
@@ -20,21 +19,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from da import fleet as fleet_module
-from da.queue import metrics, models, openapi
+from da.queue import auth, connections, metrics, models, openapi
 from da.queue import store as store_module
 from da.queue.continuity import Continuity
-from da.queue.errors import (
-    BadRequest,
-    DatabaseUnavailable,
-    NotFound,
-    QueueError,
-    StoreError,
-    TooLarge,
-    TooManyAttempts,
-    Unauthorized,
-)
-from da.queue.lockout import Lockout
-from da.queue.models import ClaimRequest, NewTask, Report
+from da.queue.errors import BadRequest, DatabaseUnavailable, NotFound, QueueError, RequestTimeout, StoreError, TooLarge
+from da.queue.models import ClaimRequest, NewTask, NewToken, Report
 from da.queue.roster import SHARE_INTERVAL, Roster
 from da.queue.settings import QueueSettings
 from da.queue.store import Store
@@ -80,20 +69,21 @@ def error_response(error: QueueError) -> web.Response:
     return json_response({"error": error.code, "detail": error.detail}, status=error.status)
 
 
-def middleware(secret: str) -> Middleware:
-    """Check the shared secret (constant time) and turn every error into the one JSON shape.
+def middleware(gate: auth.Gate) -> Middleware:
+    """Admit the request (credential and route, see `auth`) and turn every error into the one JSON shape.
 
     One middleware rather than two: it runs on every request, and each layer costs a
     coroutine frame on the hot path.
     """
-    expected = secret.encode()
-    guard = Lockout()
 
     @web.middleware
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if request.path != "/health":
-                authenticate(request, expected, guard)
+            if request.path == "/health":
+                # Public, so it proves nothing about the connection: its next request is watched afresh.
+                with gate.guard.deciding(request.protocol):
+                    return await handler(request)
+            request[auth.PRINCIPAL] = await gate.admit(request, request.app[STORE])
             return await handler(request)
         except DatabaseUnavailable as exc:
             # No primary answers: say so at once. The store logged the outage once, not per request.
@@ -124,31 +114,16 @@ def middleware(secret: str) -> Middleware:
     return handle
 
 
-def authenticate(request: web.Request, expected: bytes, guard: Lockout) -> None:
-    """Raise unless the x-secret-key header (or a Bearer token) matches and the address is not locked out.
-
-    The log names who was refused, never what they sent.
-    """
-    address = request.remote or "?"
-    locked = guard.remaining(address)
-    if locked:
-        raise TooManyAttempts(f"too many wrong secrets from {address}; try again in {locked:.0f} s.")
-    given = request.headers.get("x-secret-key")
-    if given is None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        given = token if scheme.lower() == "bearer" else ""
-    if not hmac.compare_digest(given.encode(), expected):
-        logger.warning("refused %s %s from %s: %s secret", request.method, request.path, address,
-                       "missing" if not given else "wrong")
-        if guard.failed(address):
-            logger.warning("locked out %s for %.0f s after repeated wrong secrets", address, guard.lockout)
-        raise Unauthorized()
-    guard.succeeded(address)
-
-
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON, or one sentence saying what is wrong with it."""
-    raw = await request.read()
+    """The body as JSON, or one sentence saying what is wrong with it (also when it arrives too slowly)."""
+    limit = request.app[SETTINGS].body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            raw = await request.read()
+    except TimeoutError:
+        logger.warning("%s %s from %s: the body did not arrive within %g s (slow client)", request.method,
+                       request.path, request.remote, limit)
+        raise RequestTimeout(f"the request body did not arrive within {limit:g} s; send it all at once.") from None
     if not raw:
         return {}
     try:
@@ -254,6 +229,7 @@ async def get_task(request: web.Request) -> web.Response:
 async def claim(request: web.Request) -> web.Response:
     """Long-poll for a task: answer at once if one is claimable, else wait until one is or `wait` ends."""
     spec = ClaimRequest.parse(await read_json(request))
+    auth.check_claim(request[auth.PRINCIPAL], spec)
     settings, store, roster = request.app[SETTINGS], request.app[STORE], request.app[ROSTER]
     roster.seen(spec.machine, spec.capabilities, spec.agents)
     lease_seconds = spec.lease or settings.lease
@@ -295,6 +271,11 @@ def disconnected(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+def only_machine(request: web.Request) -> str | None:
+    """The machine a worker token limits this request to (None: the admin may act on any task)."""
+    return request[auth.PRINCIPAL].only_machine
+
+
 def lease_of(body: Any, *also: str) -> str:
     body = models.require_object(body)
     models.reject_unknown(body, ("lease", *also))
@@ -305,7 +286,8 @@ async def start_task(request: web.Request) -> web.Response:
     body = await read_json(request)
     lease = lease_of(body, "checkout")
     checkout = models.get_str(body, "checkout", max_len=models.MAX_PATH)
-    task = await request.app[STORE].start(request.match_info["id"], lease, checkout=checkout)
+    task = await request.app[STORE].start(request.match_info["id"], lease, checkout=checkout,
+                                          machine=only_machine(request))
     log_transition(task)
     return json_response(task.to_json())
 
@@ -313,7 +295,8 @@ async def start_task(request: web.Request) -> web.Response:
 async def release(request: web.Request) -> web.Response:
     """A worker hands back a claim it will not start (it is shutting down)."""
     body = await read_json(request)
-    task = await request.app[STORE].release(request.match_info["id"], lease_of(body))
+    task = await request.app[STORE].release(request.match_info["id"], lease_of(body),
+                                            machine=only_machine(request))
     log_transition(task)
     return json_response(task.to_json())
 
@@ -332,7 +315,8 @@ async def heartbeat(request: web.Request) -> web.Response:
     began = asyncio.get_running_loop().time()
     # Taken before the lease is extended, so no cancel committed after the extension is missed.
     waiter = store.task_cancelled.waiter()
-    task, cancel = await store.heartbeat(request.match_info["id"], lease, lease_seconds=extend, progress=progress)
+    task, cancel = await store.heartbeat(request.match_info["id"], lease, lease_seconds=extend, progress=progress,
+                                         machine=only_machine(request))
     if task.assigned_to:
         request.app[ROSTER].seen(task.assigned_to)
     left = extend
@@ -362,7 +346,7 @@ async def cancel_within(request: web.Request, store: Store, task_id: str, lease:
 
 async def report(request: web.Request) -> web.Response:
     spec = Report.parse(await read_json(request))
-    task = await request.app[STORE].report(request.match_info["id"], spec)
+    task = await request.app[STORE].report(request.match_info["id"], spec, machine=only_machine(request))
     log_transition(task)
     return json_response(task.to_json())
 
@@ -495,6 +479,36 @@ async def metrics_page(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
+# ---- scoped tokens (the admin's) ----------------------------------------------------------
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """What the credential of this request is and may do (`da doctor` checks it)."""
+    only_query(request)
+    return json_response(request[auth.PRINCIPAL].to_json())
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    only_query(request)
+    return json_response({"tokens": [token.to_json() for token in await request.app[STORE].tokens()]})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    """A new token; its secret is in this answer and nowhere else, ever."""
+    spec = NewToken.parse(await read_json(request))
+    secret, digest, token_id = auth.mint(spec.kind)
+    token = await request.app[STORE].add_token(spec, token_id=token_id, digest=digest)
+    logger.info("created %s token %s (%s)", token.kind, token.id, token.name)
+    return json_response({**token.to_json(), "token": secret}, status=201)
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    only_query(request)
+    token = await request.app[STORE].revoke_token(request.match_info["id"].lower())
+    logger.info("revoked %s token %s (%s)", token.kind, token.id, token.name)
+    return json_response(token.to_json())
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     only_query(request)
     return json_response(openapi.document(__version__))
@@ -520,6 +534,10 @@ ROUTES = [
     web.delete("/v1/leases/{name}", named_lease),
     web.get("/metrics", metrics_page),
     web.get("/openapi.json", openapi_document),
+    web.get("/v1/whoami", whoami),
+    web.get("/v1/tokens", list_tokens),
+    web.post("/v1/tokens", create_token),
+    web.post("/v1/tokens/{id:[0-9a-fA-F]+}/revoke", revoke_token),
 ]
 
 
@@ -601,12 +619,15 @@ def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -
     """Build the queue service; the store opens and the reaper starts with the app."""
     if not settings.secret:
         raise ValueError("the queue service needs a secret")
-    app = web.Application(middlewares=[middleware(settings.secret)],
+    guard = connections.ConnectionGuard(header_timeout=settings.header_timeout,
+                                        max_unauthenticated=settings.max_unauthenticated)
+    app = web.Application(middlewares=[middleware(auth.Gate(settings.secret, lease=settings.lease, guard=guard))],
                           client_max_size=settings.max_body)
     app[SETTINGS] = settings
     app[ROSTER] = Roster(fleet or fleet_module.Fleet())
     app[CLAIM_LATENCY] = metrics.Histogram("da_claim_seconds", "Time to run one claim statement.")
     app[STORE] = store_module.create_store(settings)
+    app[connections.GUARD] = guard
     app.add_routes(ROUTES)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -627,4 +648,5 @@ def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -
         await store.close()
 
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(connections.watching)
     return app

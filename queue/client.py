@@ -17,7 +17,7 @@ import httpx
 from da import config
 from da.queue import errors
 from da.queue.errors import QueueError, QueueUnreachable
-from da.queue.models import ID_PREFIX_PATTERN, Event, Task, parse_iso
+from da.queue.models import ID_PREFIX_PATTERN, Event, Task, Token, parse_iso
 from da.queue.settings import DEFAULT_LEASE
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ FIRST_BACKOFF = 0.2
 
 _CONFLICTS: dict[str, type[QueueError]] = {"lease_lost": errors.LeaseLost, "lock_held": errors.LockHeld}
 _BY_STATUS: dict[int, type[QueueError]] = {
-    400: errors.BadRequest, 401: errors.Unauthorized, 404: errors.NotFound, 413: errors.TooLarge,
+    400: errors.BadRequest, 401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound,
+    408: errors.RequestTimeout, 413: errors.TooLarge,
 }
 
 
@@ -266,6 +267,23 @@ class QueueClient:
     async def release_lease(self, name: str, holder: str) -> bool:
         """Let go of a named lease; False when nobody held it."""
         return bool((await self.request("DELETE", f"/v1/leases/{name}", params={"holder": holder})).json()["released"])
+
+    async def whoami(self) -> dict[str, Any]:
+        """What this client's credential is (admin, or a token's kind, name and machine) and may do."""
+        return (await self.request("GET", "/v1/whoami")).json()
+
+    async def create_token(self, kind: str, *, name: str | None = None, machine: str | None = None,
+                           aliases: list[str] | None = None) -> tuple[Token, str]:
+        """A new scoped token and its secret (shown this once); needs the admin secret."""
+        body = {"kind": kind, **{k: v for k, v in {"name": name, "machine": machine, "aliases": aliases}.items() if v}}
+        data = (await self.request("POST", "/v1/tokens", json=body, idempotent=False)).json()
+        return Token.from_json(data), data["token"]
+
+    async def tokens(self) -> list[Token]:
+        return [Token.from_json(t) for t in (await self.request("GET", "/v1/tokens")).json()["tokens"]]
+
+    async def revoke_token(self, token_id: str) -> Token:
+        return Token.from_json((await self.request("POST", f"/v1/tokens/{token_id}/revoke")).json())
 
 
 def _event(data: dict[str, Any]) -> Event:

@@ -25,10 +25,17 @@ class BadRequest(QueueError):
 
 
 class Unauthorized(QueueError):
-    """Missing or wrong secret; send it in the x-secret-key header."""
+    """Missing, wrong or revoked credential; send the admin secret or a token in the x-secret-key header."""
 
     status = 401
     code = "unauthorized"
+
+
+class Forbidden(QueueError):
+    """This credential may not do that."""
+
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(QueueError):
@@ -64,11 +71,11 @@ class TooLarge(QueueError):
     code = "too_large"
 
 
-class TooManyAttempts(QueueError):
-    """Too many wrong secrets from this address; wait a minute."""
+class RequestTimeout(QueueError):
+    """The request body did not arrive in time."""
 
-    status = 429
-    code = "too_many_attempts"
+    status = 408
+    code = "request_timeout"
 
 
 class StoreError(QueueError):

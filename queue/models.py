@@ -261,6 +261,43 @@ class NamedLease:
                 "expires_at": iso(self.expires_at), "data": self.data}
 
 
+# The kinds of scoped token `da token create` makes; the admin secret (SECRET_KEY) is the fourth
+# credential and is never stored.
+ADMIN = "admin"
+CLIENT_TOKEN = "client"
+READER_TOKEN = "reader"
+WORKER_TOKEN = "worker"
+TOKEN_KINDS = (CLIENT_TOKEN, READER_TOKEN, WORKER_TOKEN)
+
+
+@dataclass(frozen=True)
+class Token:
+    """A scoped credential as stored: who holds it and what binds it, never the secret itself."""
+
+    id: str
+    kind: str
+    name: str
+    machine: str | None = None
+    aliases: tuple[str, ...] = ()
+    created_at: float = 0.0
+    revoked_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Row) -> Token:
+        # Aliases are names, which hold no commas, so both backends store them as one text column.
+        return cls(row["id"], row["kind"], row["name"], row["machine"],
+                   tuple(alias for alias in row["aliases"].split(",") if alias), row["created_at"], row["revoked_at"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "name": self.name, "machine": self.machine,
+                "aliases": list(self.aliases), "created_at": iso(self.created_at), "revoked_at": iso(self.revoked_at)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Token:
+        return cls(data["id"], data["kind"], data["name"], data.get("machine"), tuple(data.get("aliases") or ()),
+                   parse_iso(data.get("created_at")) or 0.0, parse_iso(data.get("revoked_at")))
+
+
 # ---- request parsing -------------------------------------------------------------
 
 
@@ -465,3 +502,27 @@ class Report:
             notes=get_str(body, "notes", max_len=MAX_NOTES),
             action=get_str(body, "action", max_len=MAX_NOTES),
         )
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A token as requested: a worker token is bound to a machine and its aliases, the others to nothing."""
+
+    kind: str
+    name: str
+    machine: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, body: Any) -> NewToken:
+        body = require_object(body)
+        reject_unknown(body, ("kind", "name", "machine", "aliases"))
+        kind = get_status(body, "kind", TOKEN_KINDS) or ""
+        machine = get_str(body, "machine", name=True)
+        aliases = get_names(body, "aliases")
+        if kind == WORKER_TOKEN and machine is None:
+            raise BadRequest("field 'machine' is required for a worker token (the machine it may claim for).")
+        if kind != WORKER_TOKEN and (machine or aliases):
+            raise BadRequest("only a worker token has a 'machine' and 'aliases'; leave them out.")
+        name = get_str(body, "name", required=kind != WORKER_TOKEN, name=True) or machine or ""
+        return cls(kind, name, machine, aliases)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from da.queue import models
+from da.queue import auth, models
 
 STR = {"type": "string"}
 # Free text people send: any characters but NUL, which PostgreSQL text cannot hold.
@@ -25,6 +25,7 @@ TIME = {"type": ["string", "null"], "format": "date-time"}
 STATUS = {"type": "string", "enum": list(models.STATUSES)}
 ERROR = {"$ref": "#/components/schemas/Error"}
 TASK = {"$ref": "#/components/schemas/Task"}
+TOKEN_SCHEMA = {"$ref": "#/components/schemas/Token"}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -32,11 +33,13 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Malformed input; the detail names the field.", 401: "Missing or wrong secret.",
-            404: "No such task.", 409: "The task's state does not allow this.", 413: "Body too large.",
-            429: "Too many wrong secrets from this address; locked out for a minute."}
+    text = {400: "Malformed input; the detail names the field.",
+            401: "Missing, wrong or revoked credential (after many wrong ones from an address, answered slowly).",
+            403: "This credential may not do that (see x-da-access); the detail says what it may do.",
+            404: "No such task.", 408: "The request body did not arrive in time.",
+            409: "The task's state does not allow this.", 413: "Body too large."}
     if 401 in codes:
-        codes = (*codes, 429)
+        codes = (*codes, 403)
     return {str(code): _json(ERROR, text[code]) for code in codes}
 
 
@@ -55,11 +58,18 @@ def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
 
 
+def _one_of(*bodies: dict[str, Any]) -> dict[str, Any]:
+    """A body that is exactly one of several shapes (a worker token has a machine, the others a name)."""
+    schemas = [body["content"]["application/json"]["schema"] for body in bodies]
+    return {"required": True, "content": {"application/json": {"schema": {"oneOf": schemas}}}}
+
+
 def _op(summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None,
         params: list[dict[str, Any]] | None = None, public: bool = False) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if body:
         operation["requestBody"] = body
+        responses.setdefault("408", _errors(408)["408"])
     if params:
         operation["parameters"] = params
     if public:
@@ -206,7 +216,40 @@ def document(version: str) -> dict[str, Any]:
             "text/plain": {"schema": STR}}}, **_errors(401)})},
         "/openapi.json": {"get": _op("This document.", {"200": _json({"type": "object"}, "OpenAPI 3."),
                                                         **_errors(401)})},
+        "/v1/whoami": {"get": _op("The credential of this request: its kind, name, machine and what it may do.", {
+            "200": _json({"type": "object", "properties": {
+                "kind": {"type": "string", "enum": [models.ADMIN, *models.TOKEN_KINDS]}, "name": STR,
+                "id": NULLABLE_STR, "machine": NULLABLE_STR, "aliases": {"type": "array", "items": STR},
+                "may": {"type": "array", "items": STR}}}, "Who you are."), **_errors(401)})},
+        "/v1/tokens": {
+            "get": _op("Every scoped token, revoked ones too (never their secrets).", {"200": _json(
+                {"type": "object", "properties": {"tokens": {"type": "array", "items": TOKEN_SCHEMA}}}, "Tokens."),
+                **_errors(401)}),
+            "post": _op("Create a scoped token; the answer holds its secret, shown this once.", {
+                "201": _json({"allOf": [TOKEN_SCHEMA, {"type": "object", "properties": {"token": STR},
+                                                       "required": ["token"]}]}, "Created."),
+                **_errors(400, 401, 409, 413)},
+                body=_one_of(
+                    _body({"kind": {"type": "string", "enum": [models.WORKER_TOKEN]}, "machine": NAME,
+                           "aliases": NAMES, "name": NAME}, ["kind", "machine"]),
+                    _body({"kind": {"type": "string", "enum": [models.CLIENT_TOKEN, models.READER_TOKEN]},
+                           "name": NAME}, ["kind", "name"]))),
+        },
+        "/v1/tokens/{id}/revoke": {"post": _op("Revoke a token: every replica refuses it from now on.", {
+            "200": _json(TOKEN_SCHEMA, "Revoked (or already was)."), **_errors(401, 404)},
+            params=[{"name": "id", "in": "path", "required": True,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[0-9a-fA-F]+$"},
+                     "description": "The token's id, as `da token list` shows it."}])},
     }
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            access = auth.ACCESS.get((method.upper(), path))
+            if access is not None:
+                kinds = sorted(access)
+                operation["x-da-access"] = kinds
+                operation["description"] = "Credentials allowed: " + ", ".join(kinds) + (
+                    "; a worker token only as its machine and for its machine's tasks." if "worker" in kinds
+                    and "client" not in kinds else ".")
     task_schema = {"type": "object", "properties": {
         "id": STR, "short_id": STR, "type": STR, "status": STATUS, "priority": {"type": "integer"},
         "payload": {"type": "object"}, "target_machine": NULLABLE_STR, "preferred_machine": NULLABLE_STR,
@@ -216,6 +259,10 @@ def document(version: str) -> dict[str, Any]:
         "changed_by": NULLABLE_STR, "created_at": TIME, "updated_at": TIME, "started_at": TIME,
         "finished_at": TIME, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
         "required": ["id", "type", "status"]}
+    token_schema = {"type": "object", "properties": {
+        "id": STR, "kind": {"type": "string", "enum": list(models.TOKEN_KINDS)}, "name": STR,
+        "machine": NULLABLE_STR, "aliases": {"type": "array", "items": STR}, "created_at": TIME,
+        "revoked_at": TIME}, "required": ["id", "kind", "name"]}
     event_schema = {"type": "object", "properties": {
         "id": {"type": "integer"}, "task_id": STR, "from": NULLABLE_STR, "to": STATUS, "by": NULLABLE_STR,
         "at": TIME, "note": NULLABLE_STR}}
@@ -224,9 +271,11 @@ def document(version: str) -> dict[str, Any]:
         "info": {"title": "da queue", "version": version},
         "paths": paths,
         "components": {
-            "schemas": {"Task": task_schema, "Event": event_schema, "Error": {
+            "schemas": {"Task": task_schema, "Event": event_schema, "Token": token_schema, "Error": {
                 "type": "object", "properties": {"error": STR, "detail": STR}, "required": ["error", "detail"]}},
-            "securitySchemes": {"secret": {"type": "apiKey", "in": "header", "name": "x-secret-key"}},
+            # The admin secret (SECRET_KEY) or a scoped token, in either header.
+            "securitySchemes": {"secret": {"type": "apiKey", "in": "header", "name": "x-secret-key"},
+                                "bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "security": [{"secret": []}],
+        "security": [{"secret": []}, {"bearer": []}],
     }

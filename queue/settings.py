@@ -24,11 +24,18 @@ DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_REAP_INTERVAL = 1.0
 # target_session_attrs values that only ever connect to a host that takes writes.
 WRITABLE_SESSIONS = ("read-write", "primary")
+# A client sends a whole request's headers in milliseconds; a slow-loris takes forever. Ten seconds
+# also covers a connection opened early and used a moment later.
+DEFAULT_HEADER_TIMEOUT = 10.0
+# A 1 MiB report crosses a slow link in well under this.
+DEFAULT_BODY_TIMEOUT = 30.0
+# Connections that have not shown a valid credential yet, at once; a fleet needs a handful.
+DEFAULT_MAX_UNAUTHENTICATED = 256
 
 
 @dataclass(frozen=True)
 class QueueSettings:
-    """Everything `da serve` needs; `secret` is required."""
+    """Everything `da serve` needs; `secret` (the admin secret) is required."""
 
     secret: str
     host: str = DEFAULT_HOST
@@ -42,6 +49,9 @@ class QueueSettings:
     sync: str = "normal"
     reap_interval: float = DEFAULT_REAP_INTERVAL
     config_dir: Path = Path("config")
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None, require_secret: bool = True) -> QueueSettings:
@@ -65,6 +75,10 @@ class QueueSettings:
             sync=sync,
             reap_interval=config.env_float(env, "QUEUE_REAP_INTERVAL", DEFAULT_REAP_INTERVAL, minimum=0.05),
             config_dir=config.config_dir(env, cwd),
+            header_timeout=config.env_float(env, "QUEUE_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, minimum=0.1),
+            body_timeout=config.env_float(env, "QUEUE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, minimum=0.1),
+            max_unauthenticated=config.env_int(env, "QUEUE_MAX_UNAUTHENTICATED", DEFAULT_MAX_UNAUTHENTICATED,
+                                               minimum=4),
         )
 
     @property

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from da.queue import models
-from da.queue.errors import BadRequest, Conflict, LeaseLost, LockHeld, NotFound, StoreError
-from da.queue.models import ClaimRequest, Event, NewTask, Report, Row, Task
+from da.queue.errors import BadRequest, Conflict, Forbidden, LeaseLost, LockHeld, NotFound, StoreError
+from da.queue.models import ClaimRequest, Event, NewTask, NewToken, Report, Row, Task, Token
 
 if TYPE_CHECKING:
     from da.queue.settings import QueueSettings
@@ -80,8 +80,9 @@ class Statements:
 
 
 # Ids and lease tokens come from a generator seeded once from the OS: os.urandom per call
-# (uuid4) measured 60 us under load here, a tenth of a claim's budget. Tokens only need to
-# be unique and unguessable by a worker that already holds the shared secret.
+# (uuid4) measured 60 us under load here, a tenth of a claim's budget. Lease tokens only need to
+# be unique: they are predictable from enough earlier ones, so a worker token's verbs also check
+# that the task is its machine's (`assigned_to` in the statements), and a lease alone proves nothing.
 _random = random.Random(os.urandom(32))
 
 
@@ -396,21 +397,27 @@ class Store(ABC):
             return Claim(tasks[0], lease, expires)
         return None
 
-    async def release(self, task_id: str, lease: str) -> Task:
-        """Hand back a claim that will not run (its worker is stopping or went away); repeating it is harmless."""
-        rows = await self._write_tasks("release_task", id=task_id, lease=lease, now=self.clock())
+    async def release(self, task_id: str, lease: str, *, machine: str | None = None) -> Task:
+        """Hand back a claim that will not run (its worker is stopping or went away); repeating it is harmless.
+
+        Here and in `start`, `heartbeat` and `report`, `machine` (a worker token's) limits the verb
+        to that machine's tasks; None (the admin secret) allows any.
+        """
+        rows = await self._write_tasks("release_task", id=task_id, lease=lease, machine=machine, now=self.clock())
         if rows:
             self._changed(pending=True)
             return rows[0]
         task = await self._current(task_id)
         if task.status == models.PENDING and task.lease is None:
             return task
+        _check_owner(task, lease, machine)
         if task.lease != lease:
             raise LeaseLost(f"task {task.short_id} is no longer held by this lease (it is {task.status}).")
         raise LeaseLost(f"task {task.short_id} is {task.status}; only a claimed task that has not started "
                         "can be released.")
 
-    async def start(self, task_id: str, lease: str, *, checkout: str | None = None) -> Task:
+    async def start(self, task_id: str, lease: str, *, checkout: str | None = None,
+                    machine: str | None = None) -> Task:
         """claimed → in_progress; repeating it is harmless.
 
         `checkout` is the task's folder as its worker resolved it on its machine (~, .., symlinks): a
@@ -421,7 +428,7 @@ class Store(ABC):
         for _ in range(CLAIM_RETRIES):
             try:
                 rows = await self._write_tasks("start_task", id=task_id, lease=lease, checkout=checkout,
-                                               now=self.clock())
+                                               machine=machine, now=self.clock())
             except LockRace:
                 await self._defer(task_id, lease, checkout or "")
                 continue
@@ -429,7 +436,7 @@ class Store(ABC):
                 self._changed(pending=False)
                 return rows[0]
             break
-        task = await self._held(task_id, lease)
+        task = await self._held(task_id, lease, machine)
         if task.status == models.IN_PROGRESS:
             return task
         raise LeaseLost(f"task {task.short_id} is {task.status}; it cannot be started.")
@@ -449,20 +456,20 @@ class Store(ABC):
         raise LockHeld(f"the folder {checkout} is in use on {task.assigned_to} by task {holder}; task "
                        f"{task.short_id} went back to the queue until it is free.")
 
-    async def heartbeat(self, task_id: str, lease: str, *, lease_seconds: float,
-                        progress: str | None) -> tuple[Task, bool]:
+    async def heartbeat(self, task_id: str, lease: str, *, lease_seconds: float, progress: str | None,
+                        machine: str | None = None) -> tuple[Task, bool]:
         """Extend the lease; returns the task and whether the worker should cancel it."""
         now = self.clock()
         rows = await self._write_tasks("heartbeat", id=task_id, lease=lease, expires=now + lease_seconds,
-                                       progress=progress, now=now)
+                                       progress=progress, machine=machine, now=now)
         if rows:
             return rows[0], False
-        task = await self._held(task_id, lease)
+        task = await self._held(task_id, lease, machine)
         if task.status == models.CANCELLED:
             return task, True
         raise LeaseLost(f"task {task.short_id} is {task.status}; stop running it.")
 
-    async def report(self, task_id: str, report: Report) -> Task:
+    async def report(self, task_id: str, report: Report, *, machine: str | None = None) -> Task:
         """Record the outcome once; the same report again returns the stored task unchanged."""
         result = dict(report.result)
         if report.action:
@@ -474,12 +481,13 @@ class Store(ABC):
             status=report.status,
             result=json.dumps(result),
             notes=report.notes,
+            machine=machine,
             now=self.clock(),
         )
         if rows:
             self._changed(pending=True)
             return rows[0]
-        task = await self._held(task_id, report.lease)
+        task = await self._held(task_id, report.lease, machine)
         if task.status == models.NEEDS_HUMAN and task.changed_by == REAPER:
             return await self._record_late_report(task, report.status, result, report.notes)
         if task.status == report.status and task.lease_expires_at is None:
@@ -512,9 +520,10 @@ class Store(ABC):
             raise NotFound(f"no task with id {task_id!r}.")
         return rows[0]
 
-    async def _held(self, task_id: str, lease: str) -> Task:
+    async def _held(self, task_id: str, lease: str, machine: str | None = None) -> Task:
         """The task, if this lease is (or was last) the one on it; else a lease-lost error."""
         task = await self._current(task_id)
+        _check_owner(task, lease, machine)
         if task.lease != lease:
             raise LeaseLost(f"task {task.short_id} is no longer held by this lease (it is {task.status}).")
         return task
@@ -578,6 +587,35 @@ class Store(ABC):
             return False
         raise LeaseLost(f"task {task.short_id} is {task.status}; stop running it.")
 
+    # ---- scoped tokens -------------------------------------------------------------
+
+    async def add_token(self, spec: NewToken, *, token_id: str, digest: str) -> Token:
+        """Store a new token by the digest of its secret; an active token's name is taken only once."""
+        rows = await self._write("insert_token", id=token_id, digest=digest, kind=spec.kind, token_name=spec.name,
+                                 machine=spec.machine, aliases=",".join(spec.aliases), now=self.clock())
+        if not rows:
+            raise Conflict(f"there is already an active token named {spec.name!r}; revoke it first "
+                           "(`da token revoke NAME`) or pick another --name.")
+        return Token.from_row(rows[0])
+
+    async def find_token(self, digest: str) -> Token | None:
+        """The token whose secret has this digest, revoked or not; read from the database every time,
+        so a revoke on any replica counts at once."""
+        rows = await self._fetch("find_token", digest=digest)
+        return Token.from_row(rows[0]) if rows else None
+
+    async def tokens(self) -> list[Token]:
+        return [Token.from_row(row) for row in await self._fetch("list_tokens")]
+
+    async def revoke_token(self, token_id: str) -> Token:
+        """Refuse a token from now on; revoking it again is harmless."""
+        rows = await self._write("revoke_token", id=token_id, now=self.clock())
+        if not rows:
+            rows = await self._fetch("get_token", id=token_id)
+            if not rows:
+                raise NotFound(f"no token with id {token_id!r}; `da token list` shows them.")
+        return Token.from_row(rows[0])
+
     # ---- reporting -----------------------------------------------------------------
 
     async def machine_counts(self) -> dict[str, MachineCounts]:
@@ -634,6 +672,12 @@ class Store(ABC):
         if held and held[0]["holder"] != holder and held[0]["expires_at"] > now:
             raise Conflict(f"lease {name!r} is held by {held[0]['holder']}, not {holder}; nothing released.")
         return False
+
+
+def _check_owner(task: Task, lease: str, machine: str | None) -> None:
+    """Refuse a worker token that holds another machine's lease (leases alone are not proof enough)."""
+    if machine is not None and task.lease == lease and task.assigned_to != machine:
+        raise Forbidden(f"task {task.short_id} is held by {task.assigned_to}; this token may only act for {machine}.")
 
 
 def create_store(settings: QueueSettings, *, clock: Callable[[], float] = time.time) -> Store:

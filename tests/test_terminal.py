@@ -162,7 +162,9 @@ async def test_unreachable_queue_is_one_line_with_the_url(tmp_path: Path) -> Non
 
 async def test_missing_secret_is_one_line(tmp_path: Path) -> None:
     run = await da("http://127.0.0.1:9", "queue", cwd=tmp_path, SECRET_KEY="")
-    assert run.code == 2 and run.err.startswith("da: SECRET_KEY is not set")
+    assert run.code == 2 and run.err.startswith("da: DA_TOKEN is not set; put this machine's client token in .env "
+                                                "(make one on the queue host with `da token create client NAME`)")
+    assert run.err.count("\n") == 1
 
 
 async def test_local_run_streams_the_agent_answer(tmp_path: Path) -> None:

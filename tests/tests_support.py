@@ -16,6 +16,15 @@ import httpx
 from da.queue.client import ClaimedTask, QueueClient
 
 
+async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
+    """`da ARGS` as a subprocess with only PATH and `env`: its exit status and its stdout and stderr together."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "da.cli", *args, cwd=cwd, env={"PATH": os.environ["PATH"], **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
+
+
 async def claim_one(client: QueueClient, **worker: Any) -> ClaimedTask | None:
     """One immediate claim as the given worker."""
     return await client.claim(worker.pop("machine"), worker.pop("capabilities"), **worker)
@@ -53,11 +62,3 @@ def wait_serving(url: str, log: Path, timeout: float = 20) -> None:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
 
-
-async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
-    """`da ARGS` as a subprocess with only `env` (and PATH); its exit status and output."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "da.cli", *args, cwd=cwd, env={"PATH": os.environ["PATH"], **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode or 0, out.decode()

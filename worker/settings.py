@@ -21,7 +21,7 @@ DEFAULT_LOG_DIR = "data/logs"
 GROQ_BASE_URL = "https://api.groq.com/openai/v1"
 GROQ_MODEL = "llama-3.3-70b-versatile"
 # Variables the worker needs but the processes it runs must not see.
-PRIVATE_VARIABLES = ("SECRET_KEY", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+PRIVATE_VARIABLES = ("DA_TOKEN", "SECRET_KEY", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class WorkerSettings:
     """Everything a worker needs, resolved at start."""
 
     machine: str
+    # The credential sent to the queue: this machine's worker token (DA_TOKEN), or the admin secret.
     secret: str
     queue_urls: tuple[str, ...] = (config.DEFAULT_QUEUE_URL,)
     capabilities: tuple[str, ...] = ()
@@ -47,12 +48,13 @@ class WorkerSettings:
     redactor: Redactor = field(default_factory=lambda: Redactor(()), repr=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None,
-                 default_capabilities: tuple[str, ...] = ()) -> WorkerSettings:
-        """Resolve the machine from MACHINE_NAME and machines.yaml; env lists override the file."""
-        secret = env.get("SECRET_KEY", "")
-        if not secret:
-            raise ConfigError("SECRET_KEY is not set; use the same value as the queue service (see .env).")
+    def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None, default_capabilities: tuple[str, ...] = (),
+                 secret: str | None = None) -> WorkerSettings:
+        """Resolve the machine from MACHINE_NAME and machines.yaml; env lists override the file.
+
+        The credential is DA_TOKEN, else SECRET_KEY, unless `secret` is given.
+        """
+        secret = secret or config.credential(env, "worker")
         config_dir = config.config_dir(env, cwd)
         roster = fleet.load_fleet(config_dir)
         name = env.get("MACHINE_NAME", "").strip()

@@ -35,11 +35,14 @@ RETURNING *;
 
 -- release_task --
 -- Hand back a claim whose worker went away before receiving it; the attempt does not count.
+-- Here and in the three statements below, :machine is a worker token's machine (null for the admin
+-- secret), so a token only ever acts on its own machine's tasks.
 UPDATE tasks
 SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
     changed_by = 'queue', change_note = 'claim released: the worker disconnected before receiving it',
     updated_at = :now
 WHERE id = :id AND lease = :lease AND status = 'claimed'
+  AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
 -- quarantine_task --
@@ -61,6 +64,7 @@ UPDATE tasks
 SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL,
     lock = CASE WHEN lock_per_machine AND :checkout IS NOT NULL THEN :checkout ELSE lock END
 WHERE id = :id AND lease = :lease AND status = 'claimed'
+  AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
 -- lock_holder --
@@ -84,6 +88,7 @@ RETURNING *;
 UPDATE tasks
 SET lease_expires_at = :expires, progress = coalesce(:progress, progress), updated_at = :now
 WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+  AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
 -- report_task --
@@ -92,6 +97,7 @@ UPDATE tasks
 SET status = :status, result = :result, notes = coalesce(:notes, notes), lease_expires_at = NULL,
     finished_at = :now, updated_at = :now, changed_by = assigned_to, change_note = :notes
 WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+  AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
 -- reap_expired --
@@ -319,3 +325,27 @@ SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT coalesce(sum(seq), 0) FROM
 -- transfer_statuses --
 -- `da migrate`: tasks per status, read from both databases.
 SELECT status, count(*) AS n FROM tasks GROUP BY status ORDER BY status;
+
+-- insert_token --
+-- A new scoped token; nothing when an active token already has this name.
+INSERT INTO tokens (id, digest, kind, name, machine, aliases, created_at)
+VALUES (:id, :digest, :kind, :token_name, :machine, :aliases, :now)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- find_token --
+-- The token with this digest, revoked or not (the log names a revoked one that is still in use).
+SELECT * FROM tokens WHERE digest = :digest;
+
+-- list_tokens --
+-- Every token, oldest first.
+SELECT * FROM tokens ORDER BY created_at, id;
+
+-- get_token --
+-- One token by id.
+SELECT * FROM tokens WHERE id = :id;
+
+-- revoke_token --
+-- Refuse a token from now on; the row stays for `da token list --all`.
+UPDATE tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL
+RETURNING *;
