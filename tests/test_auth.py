@@ -45,6 +45,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/prune"): {ADMIN},
     ("GET", "/v1/machines"): READERS,
     ("GET", "/v1/events"): READERS,
+    ("POST", "/v1/leases/{name}"): PEOPLE,
+    ("DELETE", "/v1/leases/{name}"): PEOPLE,
     ("GET", "/metrics"): READERS,
     ("GET", "/openapi.json"): EVERYONE,
     ("GET", "/v1/whoami"): EVERYONE,
@@ -108,7 +110,8 @@ def test_every_route_has_a_rule_and_the_table_is_the_documented_one() -> None:
 async def test_each_kind_of_token_may_use_exactly_its_routes(tokens: Tokens, kind: str) -> None:
     async with tokens.client(kind) as caller:
         for method, path in sorted(routed() - {("GET", "/health")}):
-            url = path.replace("/v1/tokens/{id}", f"/v1/tokens/{SAMPLE_TOKEN_ID}").replace("{id}", SAMPLE_ID)
+            url = path.replace("/v1/tokens/{id}", f"/v1/tokens/{SAMPLE_TOKEN_ID}").replace("{id}", SAMPLE_ID).replace(
+            "{name}", "slack:T1")
             response = await caller.request(method, url, json=BODIES.get(path) if method == "POST" else None)
             if kind in EXPECTED[(method, path)]:
                 assert response.status_code not in (401, 403), (kind, method, path, response.text)
