@@ -105,6 +105,8 @@ DEFAULT_SCOPES = MANIFEST_SCOPES
 # What an app made from the manifest before conversations had (slash commands only).
 LEGACY_SCOPES = frozenset({"commands", "chat:write", "chat:write.public"})
 
+# How late a `slow` fault answers: well inside the SDK's timeout, long enough to stop a bot meanwhile.
+SLOW_ANSWER = 1.0
 
 @dataclass
 class Channel:
@@ -339,7 +341,8 @@ class SlackEmulator:
     # ---- faults ------------------------------------------------------------------------
 
     def inject(self, method: str, kind: str, *, after: bool = False, times: int = 1) -> None:
-        """Make the next `times` calls of `method` fail: reset, stall, 500, 503, 429 or bad_json."""
+        """Make the next `times` calls of `method` fail: reset, stall, 500, 503, 429 or bad_json; or, with
+        `after`, answer `slow` (right, SLOW_ANSWER seconds late)."""
         self.faults.append(Fault(method, kind, after, times))
 
     def _take_fault(self, method: str) -> Fault | None:
@@ -397,7 +400,9 @@ class SlackEmulator:
                 headers["Retry-After"] = str(exc.extra.pop("retry_after"))
             return web.json_response({"ok": False, "error": exc.error, **exc.extra}, status=exc.status,
                                      headers=headers)
-        if fault is not None:
+        if fault is not None and fault.kind == "slow":
+            await asyncio.sleep(SLOW_ANSWER)  # a busy Slack: the work is done, the answer comes late
+        elif fault is not None:
             call.error = f"fault-after:{fault.kind}"
             return await self._fail(request, fault)
         return web.json_response({"ok": True, **answer}, headers=headers)

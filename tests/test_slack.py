@@ -165,6 +165,20 @@ async def test_restart_mid_feed_misses_nothing_and_repeats_nothing(make_bot, sla
         assert sum(task.short_id in texts(p) for p in posts) == 1
 
 
+async def test_a_bot_stopped_while_slack_takes_a_post_does_not_post_it_again(make_bot, slack: SlackEmulator,
+                                                                            queue_client: QueueClient) -> None:
+    first = await make_bot()
+    slack.inject("chat.postMessage", "slow", after=True)
+    task = await needs_human(queue_client, notes="posted as the bot stops")
+    await slack.wait_call("chat.postMessage", lambda b: task.short_id in texts(b))
+    await first.stop()  # while Slack's answer to that post is still on its way
+    await make_bot()
+    later = await needs_human(queue_client, notes="after the restart")
+    await slack.wait_call("chat.postMessage", lambda b: later.short_id in texts(b))
+    posts = [b for b in slack.named("chat.postMessage") if b.get("channel") == "CNOTIFY"]
+    assert sum(task.short_id in texts(p) for p in posts) == 1
+
+
 async def test_reconnects_after_a_dropped_socket_and_a_disconnect_notice(bot, slack: SlackEmulator) -> None:
     await slack.connected(1)
     await slack.drop()

@@ -213,6 +213,9 @@ class BotProcess:
     async def disconnect(self) -> None:
         """Stop whatever the followers are doing (a stalled Slack call, a backoff), leave Slack and
         let go of the workspace."""
+        held = self.holding.is_set()
+        self.holding.clear()
+        await self.notifier.settle(CLOSE_TIMEOUT)
         await self.supervisor.stop()
         if self.handler is not None:
             try:
@@ -220,8 +223,7 @@ class BotProcess:
             except (TimeoutError, OSError) as exc:
                 logger.warning("closing the socket-mode connection failed: %r", exc)
             self.handler = None
-        if self.holding.is_set():
-            self.holding.clear()
+        if held:
             try:
                 await self.client.acquire_lease(self.lease_name, self.holder, self.settings.lease_ttl,
                                                 self.lease_data())

@@ -102,6 +102,9 @@ class Notifier:
         self.verify_feed = True
         # Set while this bot holds its workspace's lease; nothing is posted without it.
         self.holding = holding or asyncio.Event()
+        # Set while no batch is being delivered.
+        self.settled = asyncio.Event()
+        self.settled.set()
         if holding is None:
             self.holding.set()
         # Threads that are conversations: a finished turn starts the next waiting reply.
@@ -120,7 +123,18 @@ class Notifier:
             events = await self.next_batch()
             await self.holding.wait()
             if events:
-                await self.deliver_batch(events)
+                self.settled.clear()
+                try:
+                    await self.deliver_batch(events)
+                finally:
+                    self.settled.set()
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (up to `timeout`) for the batch being delivered to finish, so a bot that stops does not
+        cut a post Slack has taken before its cursor is saved (the next bot would post it again).
+        Clear `holding` first so no new batch starts."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.settled.wait(), timeout)
 
     async def next_batch(self) -> list[Event]:
         """The next events, a burst gathered into one batch; waits for the queue when it is away."""
