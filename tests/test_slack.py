@@ -18,6 +18,7 @@ async def test_status_answers_within_three_seconds(bot, slack: SlackEmulator) ->
     assert await slack.wait_ack(envelope) < 3.0
     response = await slack.wait_response(lambda r: "mac-mini" in texts(r))
     assert response["response_type"] == "ephemeral" and "thinkpad-x1" in texts(response)
+    assert "lacks some scopes" not in texts(response), "the manifest's scopes are all granted"
 
 
 async def test_malformed_commands_answer_with_the_usage_line(bot, slack: SlackEmulator) -> None:

@@ -342,3 +342,6 @@ async def test_a_workspace_without_the_new_scopes_keeps_its_slash_commands_and_s
     await slack.slash(f"assign fix it {FLAGS}")
     await slack.wait_call("chat.postMessage", lambda b: "Cancel" in texts(b))
     assert len(await tasks_of(queue_client)) == 1
+    await slack.slash("status")
+    answer = await slack.wait_response(lambda r: "lacks some scopes" in texts(r))
+    assert "`im:history`: direct messages to the bot are not seen" in texts(answer) and "reinstall" in texts(answer)

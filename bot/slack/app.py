@@ -122,6 +122,7 @@ class BotProcess:
             raise ConfigError(f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error', 'error')}); "
                               "copy the Bot User OAuth Token again.") from exc
         self.missing_scopes = missing_scopes(identity.headers)
+        self.room.missing_scopes = {scope: CONVERSATION_SCOPES[scope] for scope in self.missing_scopes}
         if self.missing_scopes:
             logger.warning("the Slack app lacks %s; slash commands work, but %s. Add them under OAuth & Permissions "
                            "(or paste config/slack-manifest.yaml again) and reinstall the app.",

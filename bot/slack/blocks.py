@@ -80,6 +80,14 @@ def md(text: str) -> MarkdownTextObject:
     return MarkdownTextObject(text=clip(text) or " ", verbatim=True)
 
 
+def missing_scopes_note(missing: dict[str, str]) -> ContextBlock:
+    """What an app installed from an older manifest cannot do yet, and how to fix it."""
+    lost = "; ".join(f"`{scope}`: {effect}" for scope, effect in missing.items())
+    return ContextBlock(block_id="missing_scopes", elements=[md(
+        f":warning: This Slack app lacks some scopes, so {lost}. Add them under OAuth & Permissions (or paste "
+        "config/slack-manifest.yaml again) and reinstall the app.")])
+
+
 def button(label: str, action_id: str, value: dict[str, Any], style: str | None = None) -> ButtonElement:
     raw = json.dumps(value, separators=(",", ":"))
     if len(raw) > MAX_VALUE:

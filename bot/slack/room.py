@@ -47,6 +47,8 @@ class Room:
         # People who opened the Home tab since the bot started: their Home follows their tasks.
         self.home_users: set[str] = set()
         self.conversations = Conversations(layer, self.web, state, allowed_users=settings.allowed_users)
+        # Scopes the installed app lacks, and what each would give (shown with `/da status`).
+        self.missing_scopes: dict[str, str] = {}
 
     def reply_to(self, body: Mapping[str, Any]) -> Reply:
         return Reply.to(body, self.web, self.settings.slack_timeout)

@@ -56,6 +56,8 @@ async def da_command(ack: Any, command: dict[str, Any], context: Any) -> None:
         text, drawn = blocks.bulk_preview(view, room.remember_bulk(view) if view.count else "")
     else:
         text, drawn = blocks.render(view)
+    if isinstance(view, views.FleetStatus) and room.missing_scopes:
+        drawn = [*drawn, blocks.missing_scopes_note(room.missing_scopes)]
     await reply.send(text, drawn)
 
 
