@@ -22,7 +22,16 @@ from da import fleet as fleet_module
 from da.queue import auth, connections, metrics, models, openapi
 from da.queue import store as store_module
 from da.queue.continuity import Continuity
-from da.queue.errors import BadRequest, DatabaseUnavailable, NotFound, QueueError, RequestTimeout, StoreError, TooLarge
+from da.queue.errors import (
+    BadRequest,
+    DatabaseUnavailable,
+    NotFound,
+    QueueError,
+    RequestTimeout,
+    StoreError,
+    TooLarge,
+    Unauthorized,
+)
 from da.queue.models import ClaimRequest, NewTask, NewToken, Report
 from da.queue.roster import SHARE_INTERVAL, Roster
 from da.queue.settings import QueueSettings
@@ -236,8 +245,12 @@ async def claim(request: web.Request) -> web.Response:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + spec.wait
     parked = False
+    token_id = request[auth.PRINCIPAL].token_id
     while True:
         waiter = store.pending_changed.waiter()
+        if token_id is not None and await store.token_revoked(token_id):
+            raise Unauthorized("this token was revoked while its claim was under way; ask for a new one "
+                               "(`da token create`).")
         started = time.perf_counter()
         try:
             claimed = await store.claim(spec, lease_seconds=lease_seconds, overflow_grace=settings.overflow_grace)

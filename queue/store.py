@@ -408,7 +408,7 @@ class Store(ABC):
             self._changed(pending=True)
             return rows[0]
         task = await self._current(task_id)
-        if task.status == models.PENDING and task.lease is None:
+        if task.status == models.PENDING and task.lease is None and machine is None:
             return task
         _check_owner(task, lease, machine)
         if task.lease != lease:
@@ -603,6 +603,12 @@ class Store(ABC):
         so a revoke on any replica counts at once."""
         rows = await self._fetch("find_token", digest=digest)
         return Token.from_row(rows[0]) if rows else None
+
+    async def token_revoked(self, token_id: str) -> bool:
+        """Whether a token admitted earlier has been revoked (or removed) since; a long-poll asks again
+        before it hands out work."""
+        rows = await self._fetch("get_token", id=token_id)
+        return not rows or rows[0]["revoked_at"] is not None
 
     async def tokens(self) -> list[Token]:
         return [Token.from_row(row) for row in await self._fetch("list_tokens")]

@@ -172,6 +172,14 @@ async def test_a_worker_token_cannot_touch_another_machines_task(tokens: Tokens)
     assert await tokens.server.query("SELECT status, lease_expires_at, result FROM tasks") == before
 
 
+async def test_a_worker_token_reads_nothing_of_a_waiting_task_through_release(tokens: Tokens) -> None:
+    created = (await tokens.admin.post("/v1/tasks", json={"type": "lint", "target_machine": "box-2",
+                                                          "payload": {"prompt": "rotate the prod password"}})).json()
+    async with tokens.client(WORKER) as worker:
+        response = await worker.post(f"/v1/tasks/{created['id']}/release", json={"lease": "made-up"})
+    assert response.status_code == 409 and "prod password" not in response.text, response.text
+
+
 async def test_a_worker_token_runs_its_own_task_through(tokens: Tokens) -> None:
     created = (await tokens.admin.post("/v1/tasks", json={"type": "lint", "target_machine": "box-1.lan"})).json()
     async with tokens.client(WORKER) as worker:
@@ -196,6 +204,25 @@ async def test_a_revoked_token_is_refused_at_once(tokens: Tokens) -> None:
     assert refused.status_code == 401
     listed = {t["id"]: t for t in (await tokens.admin.get("/v1/tokens")).json()["tokens"]}
     assert listed[token["id"]]["revoked_at"]
+
+
+async def test_a_claim_waiting_when_its_token_is_revoked_gets_no_task(tokens: Tokens) -> None:
+    token = await create_token(tokens.admin, kind="worker", name="laptop", machine="laptop")
+    async with httpx.AsyncClient(base_url=tokens.server.url, headers={"x-secret-key": token["token"]},
+                                 timeout=30) as laptop:
+        parked = asyncio.ensure_future(laptop.post("/v1/claim", json={"machine": "laptop", "capabilities": ["lint"],
+                                                                       "wait": 20}))
+
+        async def seen() -> bool:
+            machines = (await tokens.admin.get("/v1/machines")).json()["machines"]
+            return any(m["name"] == "laptop" for m in machines)
+
+        await wait_until(seen)
+        await tokens.admin.post(f"/v1/tokens/{token['id']}/revoke")
+        created = (await tokens.admin.post("/v1/tasks", json={"type": "lint"})).json()
+        answer = await asyncio.wait_for(parked, 20)
+    assert answer.status_code == 401 and "revoked" in answer.json()["detail"], answer.text
+    assert (await tokens.admin.get(f"/v1/tasks/{created['id']}")).json()["status"] == "pending"
 
 
 @pytest.mark.backends("postgres")

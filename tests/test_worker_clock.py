@@ -68,3 +68,17 @@ async def test_a_skewed_worker_keeps_its_lease_at_the_normal_pace(make_server, t
     # Ahead: the old worker saw its lease already expired and heartbeat every 0.2 s (about 30 here).
     # At a third of the lease a 6 s task needs about 6; fewer when the machine is busy, never many more.
     assert 1 <= len(heartbeats) <= 10, len(heartbeats)
+
+
+async def test_a_lease_longer_than_the_longest_held_heartbeat_is_still_renewed(make_server, tmp_path: Path) -> None:
+    # A third of a 300 s lease (100 s) is past the 60 s the queue holds a heartbeat: such beats were refused.
+    server = await make_server()
+    process = WorkerProcess(server.url, tmp_path, WORKER_LEASE="300").start()
+    try:
+        async with QueueClient(server.url, SECRET) as client:
+            task = await client.create_task("run_script", {"script": "sleep 2; echo done"})
+            finished = await wait_for_status(client, task.id, timeout=40)
+    finally:
+        process.kill()
+    assert finished.status == "done", finished.notes
+    assert "heartbeat for" not in process.log, process.log

@@ -44,6 +44,12 @@ MIN_HEARTBEAT = 0.2
 TRACEBACK_TAIL = 4000
 
 
+
+def heartbeat_interval(seconds_left: float) -> float:
+    """A third of the lease left, and never longer than the queue will hold a heartbeat (its
+    `wait` limit): a long lease beats more often than it must rather than have every beat refused."""
+    return min(max(MIN_HEARTBEAT, seconds_left / 3), queue_models.MAX_WAIT)
+
 class LeaseGone(Exception):
     """The queue says this worker no longer holds the task."""
 
@@ -230,7 +236,7 @@ class Worker:
         machine's clock would be off by any skew between the two.
         """
         loop = asyncio.get_running_loop()
-        interval = max(MIN_HEARTBEAT, seconds_left / 3)
+        interval = heartbeat_interval(seconds_left)
         while not work.done():
             sent = loop.time()
             try:
@@ -249,7 +255,7 @@ class Worker:
                     return
                 if beat.lease_seconds is not None:
                     # The lease granted when this heartbeat arrived: what is left now plus the time it was held.
-                    interval = max(MIN_HEARTBEAT, (beat.lease_seconds + loop.time() - sent) / 3)
+                    interval = heartbeat_interval(beat.lease_seconds + loop.time() - sent)
             # Keep the pace when an answer came early (a failure, or a queue that does not hold heartbeats).
             await asyncio.sleep(max(0.0, sent + interval - loop.time()))
 
