@@ -396,7 +396,8 @@ def migrate(argv: list[str] | None = None) -> int:
     print(f"copied {settings.db_path} into {redact_url(url)}:")
     print("\n".join(counts.lines()))
     print("checked: the PostgreSQL database holds the same tasks, events and pruned counts.")
-    print(f"next: set QUEUE_DB_URL={redact_url(url)} in the .env of every replica, then start `da serve`.")
+    print(f"next: set QUEUE_DB_URL to the URL you gave --to ({redact_url(url)}) in the .env of every replica, "
+          "then start `da serve`.")
     return 0
 
 

@@ -3,7 +3,9 @@
 Everything is copied in one PostgreSQL transaction, so a failed move leaves the target as empty as
 it was: every task with all its columns (`seq` too, so listings and their cursors keep their order),
 every event with its id (the id sequence is then moved past the last one, so no id is ever handed
-out twice and a follower's saved position stays valid), and the counts of pruned tasks. The
+out twice and a follower's saved position stays valid), the counts of pruned tasks, and the scoped
+tokens (their digests: every `DA_TOKEN` in the fleet keeps working). Named leases, health probes
+and machine sightings are not copied: they are renewed within seconds by whoever uses them. The
 triggers that record transitions are off while the rows go in, so no event is invented. Afterwards
 the counts are read back from both databases and must agree.
 """
@@ -23,7 +25,8 @@ from da.queue.postgres import PostgresStore
 from da.queue.settings import redact_url
 
 # What is copied, in this order, and the SQLite statement that reads each table.
-TABLES = (("tasks", "export_tasks"), ("events", "export_events"), ("pruned_counts", "export_pruned_counts"))
+TABLES = (("tasks", "export_tasks"), ("events", "export_events"), ("pruned_counts", "export_pruned_counts"),
+          ("tokens", "export_tokens"))
 # How a SQLite value becomes the PostgreSQL column's type (SQLite keeps booleans as 0/1).
 CONVERT: dict[str, Callable[[Any], Any]] = {
     "boolean": bool, "double precision": float, "bigint": int, "integer": int, "text": str,
@@ -39,6 +42,7 @@ class Counts:
     last_event: int
     pruned_rows: int
     pruned_tasks: int
+    tokens: int
     statuses: tuple[tuple[str, int], ...]
     # Sums of task seqs and event ids: the same numbers, not only as many of them.
     task_seq_sum: int
@@ -48,7 +52,7 @@ class Counts:
     def of(cls, row: Any, statuses: list[Any]) -> Counts:
         return cls(tasks=int(row["tasks"]), events=int(row["events"]), last_event=int(row["last_event"]),
                    pruned_rows=int(row["pruned_rows"]), pruned_tasks=int(row["pruned_tasks"]),
-                   statuses=tuple((str(s["status"]), int(s["n"])) for s in statuses),
+                   tokens=int(row["tokens"]), statuses=tuple((str(s["status"]), int(s["n"])) for s in statuses),
                    task_seq_sum=int(row["task_seq_sum"]), event_id_sum=int(row["event_id_sum"]))
 
     def lines(self) -> list[str]:
@@ -57,7 +61,8 @@ class Counts:
         return [f"  tasks          {self.tasks}" + (f" ({statuses})" if statuses else ""),
                 f"  events         {self.events}" + (f" (ids up to {self.last_event}; new events start after it)"
                                                      if self.events else ""),
-                f"  pruned counts  {self.pruned_rows} row(s) covering {self.pruned_tasks} pruned task(s)"]
+                f"  pruned counts  {self.pruned_rows} row(s) covering {self.pruned_tasks} pruned task(s)",
+                f"  tokens         {self.tokens} (revoked ones too; da token list shows them)"]
 
 
 async def migrate(db_path: Path, url: str) -> Counts:
@@ -94,9 +99,10 @@ def _counts(read: Callable[[str], list[Any]]) -> Counts:
 
 
 def _not_empty(row: Any, url: str) -> str | None:
-    if row["tasks"] or row["events"] or row["pruned_rows"]:
-        return (f"the PostgreSQL database {redact_url(url)} already holds {row['tasks']} task(s) and "
-                f"{row['events']} event(s); da migrate only fills an empty database (create one with createdb).")
+    if row["tasks"] or row["events"] or row["pruned_rows"] or row["tokens"]:
+        return (f"the PostgreSQL database {redact_url(url)} already holds {row['tasks']} task(s), "
+                f"{row['events']} event(s) and {row['tokens']} token(s); da migrate only fills an empty database "
+                "(create one with createdb).")
     return None
 
 

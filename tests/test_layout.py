@@ -26,7 +26,7 @@ def test_sql_ships_as_package_data_for_both_dialects() -> None:
     # Both dialects name the same verbs; PostgreSQL adds its feed horizon, liveness and migration bookkeeping,
     # and SQLite its reads for `da migrate --to` (the copy into PostgreSQL).
     assert set(sqlite.STATEMENTS.queries) - set(pgdatabase.STATEMENTS.queries) == {
-        "last_event", "export_tasks", "export_events", "export_pruned_counts"}
+        "last_event", "export_tasks", "export_events", "export_pruned_counts", "export_tokens"}
 
 
 def test_json_logs_carry_each_transition(tmp_path: Path) -> None:

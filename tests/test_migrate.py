@@ -83,6 +83,7 @@ async def test_migrate_moves_every_task_event_and_count_and_the_queue_carries_on
     async with QueueClient(server.url, SECRET) as client:
         before = await fill(client)
         roster_before = {m["name"]: m for m in await client.machines()}
+        _, worker_token = await client.create_token("worker", machine="thinkpad")
     await server.stop()
     events_before = rows(path, "SELECT * FROM events ORDER BY id")
     last_event = events_before[-1][0]
@@ -96,7 +97,8 @@ async def test_migrate_moves_every_task_event_and_count_and_the_queue_carries_on
     assert f"  events         {len(events_before)} (ids up to {last_event}; new events start after it)" in out
     assert "  pruned counts  2 row(s) covering 3 pruned task(s)" in out
     assert "checked: the PostgreSQL database holds the same tasks, events and pruned counts." in out
-    assert f"next: set QUEUE_DB_URL={empty_database} in the .env" in out
+    assert f"next: set QUEUE_DB_URL to the URL you gave --to ({empty_database}) in the .env" in out
+    assert "  tokens         1 (revoked ones too" in out
 
     # Every column of every row, ids and order kept.
     assert await pg_rows(empty_database, "SELECT * FROM events ORDER BY id") == events_before
@@ -130,6 +132,8 @@ async def test_migrate_moves_every_task_event_and_count_and_the_queue_carries_on
         assert events[0].id > last_event and events[-1].task_id == fresh.id
         listed, _ = await client.list_tasks(limit=1)
         assert listed[0].id == fresh.id  # newest first: its seq follows the copied ones
+    async with QueueClient(moved.url, worker_token) as worker:
+        assert (await worker.whoami())["machine"] == "thinkpad", "the fleet's tokens moved too"
 
 
 async def test_migrate_refuses_a_database_that_holds_tasks(empty_database: str,
@@ -144,8 +148,8 @@ async def test_migrate_refuses_a_database_that_holds_tasks(empty_database: str,
     before = await pg_rows(empty_database, "SELECT id, status FROM tasks")
     code, out = await run_da("migrate", "--to", empty_database, cwd=tmp_path, **env)
     assert code == 1
-    assert out.strip() == (f"da: the PostgreSQL database {empty_database} already holds 1 task(s) and 1 event(s); "
-                           "da migrate only fills an empty database (create one with createdb).")
+    assert out.strip() == (f"da: the PostgreSQL database {empty_database} already holds 1 task(s), 1 event(s) "
+                           "and 0 token(s); da migrate only fills an empty database (create one with createdb).")
     assert await pg_rows(empty_database, "SELECT id, status FROM tasks") == before
 
 

@@ -388,14 +388,15 @@ ORDER BY ordinal_position;
 
 -- transfer_lock --
 -- `da migrate`: nobody else writes while the copy runs (a replica started too early waits).
-LOCK TABLE tasks, events, pruned_counts IN ACCESS EXCLUSIVE MODE;
+LOCK TABLE tasks, events, pruned_counts, tokens IN ACCESS EXCLUSIVE MODE;
 
 -- transfer_counts --
 -- `da migrate`: what a copy must agree on, read from both databases.
 SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT coalesce(sum(seq), 0) FROM tasks) AS task_seq_sum,
        (SELECT count(*) FROM events) AS events, (SELECT coalesce(max(id), 0) FROM events) AS last_event,
        (SELECT coalesce(sum(id), 0) FROM events) AS event_id_sum,
-       (SELECT count(*) FROM pruned_counts) AS pruned_rows, (SELECT coalesce(sum(n), 0) FROM pruned_counts) AS pruned_tasks;
+       (SELECT count(*) FROM pruned_counts) AS pruned_rows, (SELECT coalesce(sum(n), 0) FROM pruned_counts) AS pruned_tasks,
+       (SELECT count(*) FROM tokens) AS tokens;
 
 -- transfer_statuses --
 -- `da migrate`: tasks per status, read from both databases.
