@@ -326,8 +326,9 @@ def queue_answers(settings: Any) -> bool:
     """Whether a queue service answers at the configured address (then its database is in use)."""
     import httpx
 
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
     try:
-        httpx.get(f"http://{settings.host}:{settings.port}/health", timeout=1.0)
+        httpx.get(f"http://{host}:{settings.port}/health", timeout=1.0)
     except httpx.TransportError:
         return False
     return True

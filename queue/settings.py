@@ -117,9 +117,12 @@ def database_url(env: Mapping[str, str], name: str = "QUEUE_DB_URL") -> str | No
 
 
 def redact_url(url: str) -> str:
-    """A database URL with its password replaced by ***."""
+    """A database URL with its password (`user:password@` or `?password=`) replaced by ***."""
     parts = urllib.parse.urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "password" for key, _ in query):
+        hidden = [(key, "***" if key == "password" else value) for key, value in query]
+        parts = parts._replace(query=urllib.parse.urlencode(hidden, safe="*"))
+    return urllib.parse.urlunsplit(parts)

@@ -665,8 +665,8 @@ class Store(ABC):
             return await self.acquire_lease(name, holder, ttl, data)  # let go of in between: try again
         current = models.NamedLease.from_row(held[0])
         left = max(0.0, current.expires_at - self.clock())
-        raise Conflict(f"lease {name!r} is held by {current.holder} for {left:.0f} more second(s) unless it "
-                       "renews; try again later.")
+        raise Conflict(f"lease {name!r} is held by {shown_holder(current.holder)} for {left:.0f} more second(s) "
+                       "unless it renews; try again later.")
 
     async def release_lease(self, name: str, holder: str) -> bool:
         """Let go of `name` if `holder` has it (its data stays for the next holder); False when nobody
@@ -676,8 +676,15 @@ class Store(ABC):
             return True
         held = await self._fetch("named_lease", lease_name=name)
         if held and held[0]["holder"] != holder and held[0]["expires_at"] > now:
-            raise Conflict(f"lease {name!r} is held by {held[0]['holder']}, not {holder}; nothing released.")
+            raise Conflict(f"lease {name!r} is held by {shown_holder(held[0]['holder'])}, not {holder}; "
+                           "nothing released.")
         return False
+
+
+def shown_holder(holder: str) -> str:
+    """A named lease's holder as others may see it: without its last `:` part, which is what lets a
+    holder renew or release it (whoever reads a refusal must not be able to take the lease over)."""
+    return holder.rsplit(":", 1)[0] if ":" in holder else "another holder"
 
 
 def _check_owner(task: Task, lease: str, machine: str | None) -> None:

@@ -16,6 +16,7 @@ from da import fleet as fleet_module
 from da.queue import pgdatabase
 from da.queue import sqlite as sqlite_store
 from da.queue.client import QueueClient
+from da.queue.settings import redact_url
 from da.queue.sqlite import SqliteStore
 from tests_support import run_da
 
@@ -311,3 +312,20 @@ async def test_serve_on_postgres_leaves_the_sqlite_path_alone(postgres_cluster, 
         process.terminate()
         process.wait(10)
         await postgres_cluster.drop_database(url)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://da:pw@db:5432/da", "postgresql://da:***@db:5432/da"),
+    ("postgresql://da@db/da?password=pw&sslmode=require", "postgresql://da@db/da?password=***&sslmode=require"),
+    ("postgresql://da@db/da", "postgresql://da@db/da"),
+])
+def test_database_urls_are_logged_without_their_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+async def test_restore_and_migrate_answer_in_one_line_on_an_ipv6_listen_address(tmp_path: Path) -> None:
+    env = {"QUEUE_HOST": "::", "QUEUE_PORT": str(postgres_support.free_port()),
+           "QUEUE_DB_PATH": str(tmp_path / "queue.db")}
+    for args in (("restore", str(tmp_path / "missing.db")), ("migrate", "--to", "postgresql://da@127.0.0.1:1/da")):
+        code, out = await run_da(*args, cwd=tmp_path, **env)
+        assert code != 0 and "Traceback" not in out and len(out.strip().splitlines()) == 1, out

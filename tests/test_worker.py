@@ -210,12 +210,15 @@ async def _log_has(worker: WorkerProcess, text: str) -> bool:
 async def test_output_is_capped_and_secrets_redacted_everywhere(server: QueueServer, tmp_path: Path,
                                                                 client: QueueClient) -> None:
     token = "xoxb-planted-slack-token-42"
-    (tmp_path / "leak.txt").write_text(f"{SECRET}\n")
+    password = "planted-db-password-7"  # a queue host's .env may hold the database URL too
+    (tmp_path / "leak.txt").write_text(f"{SECRET}\n{password}\n")
     (tmp_path / "leak2.txt").write_text(f"{token}\n")
-    process = WorkerProcess(server.url, tmp_path, SLACK_BOT_TOKEN=token).start()
+    process = WorkerProcess(server.url, tmp_path, SLACK_BOT_TOKEN=token,
+                            QUEUE_DB_URL=f"postgresql://da:{password}@db-host:5432/da").start()
     try:
         script = ("python3 -c \"import sys; sys.stdout.write('x' * 200000)\"; "
-                  f"echo; cat {tmp_path / 'leak.txt'}; cat {tmp_path / 'leak2.txt'} >&2; echo token=$SLACK_BOT_TOKEN")
+                  f"echo; cat {tmp_path / 'leak.txt'}; cat {tmp_path / 'leak2.txt'} >&2; echo token=$SLACK_BOT_TOKEN; "
+                  "echo db=$QUEUE_DB_URL")
         task = await run_task(client, "run_script", {"script": script})
     finally:
         process.kill()
@@ -223,13 +226,13 @@ async def test_output_is_capped_and_secrets_redacted_everywhere(server: QueueSer
     assert len(task.result["stdout"].encode()) <= 64 * 1024
     assert "bytes cut" in task.result["stdout_truncated"]
     assert "[redacted]" in task.result["stdout"] and "[redacted]" in task.result["stderr"]
-    assert "token=\n" in task.result["stdout"]  # da's own tokens are not passed to processes
+    assert "token=\ndb=\n" in task.result["stdout"]  # da's own secrets are not passed to processes
     stored = [server.settings.db_path.read_bytes(), Path(task.result["log_path"]).read_bytes(),
               process.log.encode()]
     with sqlite3.connect(server.settings.db_path) as db:
         stored.append(json.dumps(db.execute("SELECT * FROM tasks").fetchall()).encode())
     for blob in stored:
-        assert SECRET.encode() not in blob and token.encode() not in blob
+        assert SECRET.encode() not in blob and token.encode() not in blob and password.encode() not in blob
 
 
 async def test_unknown_type_names_where_a_handler_would_go(server: QueueServer, tmp_path: Path,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 
 REDACTED = "[redacted]"
@@ -69,7 +70,8 @@ class Redactor:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Redactor:
-        return cls((value for key, value in env.items() if SECRET_NAME.search(key)),
+        database_password = urllib.parse.urlsplit(env.get("QUEUE_DB_URL", "")).password or ""
+        return cls([*(value for key, value in env.items() if SECRET_NAME.search(key)), database_password],
                    disguised=(env.get(key, "") for key in DISGUISED), forms=True)
 
     def __call__(self, text: str) -> str:

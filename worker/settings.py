@@ -21,7 +21,8 @@ DEFAULT_LOG_DIR = "data/logs"
 GROQ_BASE_URL = "https://api.groq.com/openai/v1"
 GROQ_MODEL = "llama-3.3-70b-versatile"
 # Variables the worker needs but the processes it runs must not see.
-PRIVATE_VARIABLES = ("DA_TOKEN", "SECRET_KEY", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+PRIVATE_VARIABLES = ("DA_TOKEN", "SECRET_KEY", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET",
+                     "QUEUE_DB_URL")
 
 
 @dataclass(frozen=True)
