@@ -40,7 +40,12 @@ def _errors(*codes: int) -> dict[str, Any]:
             409: "The task's state does not allow this.", 413: "Body too large."}
     if 401 in codes:
         codes = (*codes, 403)
-    return {str(code): _json(ERROR, text[code]) for code in codes}
+    answers = {str(code): _json(ERROR, text[code]) for code in codes}
+    # Every route that reads or writes the database may meet it unavailable (a failover under way).
+    answers["503"] = {**_json(ERROR, "database_unavailable: the database does not answer (a failover under way); "
+                                     "nothing changed, try again."),
+                      "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}}
+    return answers
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -106,10 +111,14 @@ def document(version: str) -> dict[str, Any]:
     """The whole document."""
     task_op = _errors(400, 401, 404, 409)
     paths = {
-        "/health": {"get": _op("Liveness, without auth.", {"200": _json(
+        "/health": {"get": _op("Health, without auth: the service commits a small write (bounded in time), so a "
+                               "load balancer sees a read-only, frozen or lost database.", {"200": _json(
             {"type": "object", "properties": {"status": STR, "version": STR,
                                               "backend": {"type": "string", "enum": ["sqlite", "postgresql"]}}},
-            "Up.")}, public=True)},
+            "Up, and the database took a write."), "503": _json(
+            {"type": "object", "properties": {"status": {"type": "string", "enum": ["unavailable"]}, "version": STR,
+                                              "backend": STR, "error": STR, "detail": STR}},
+            "The database did not take the write in time; `detail` says why.")}, public=True)},
         "/v1/tasks": {
             "post": _op("Create a task.", {"201": _json(TASK, "Created."), **_errors(400, 401, 413)},
                         body=_body({

@@ -22,7 +22,7 @@ import pytest
 
 import postgres_support
 from conftest import SECRET, QueueServer, wait_until
-from da.queue import errors
+from da.queue import errors, openapi
 from da.queue.client import QueueClient
 from tcp_proxy import Proxy
 from worker_support import WorkerProcess, wait_for_status
@@ -246,3 +246,10 @@ async def test_a_multi_host_url_writes_to_the_host_that_answers(
     async with QueueClient(server.url, SECRET) as client:
         task = await client.create_task("run_script", {"script": "true"})
     assert [tuple(row) for row in await server.query("SELECT id FROM tasks")] == [(task.id,)]
+
+
+def test_the_api_document_says_every_route_may_answer_503() -> None:
+    paths = openapi.document("test")["paths"]
+    missing = [f"{method.upper()} {path}" for path, operations in paths.items()
+               for method, operation in operations.items() if "503" not in operation["responses"]]
+    assert missing == []
