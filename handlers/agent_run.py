@@ -56,7 +56,7 @@ async def run(ctx: Context, payload: dict[str, Any]) -> Result:
     if session is not None and not spec.resume:
         raise cannot_resume(agent)
     cwd = ctx.check_cwd(text_field(payload, "cwd"))
-    prompt = prompt_with_context(prompt, turns)
+    prompt = prompt_with_context(prompt, turns, left_out_field(payload))
     book = agents.SessionBook(ctx.state_file(SESSIONS_FILE))
     resumed = book.newest(agent, session) if session is not None else None
     argv = spec.build(prompt, model, session=resumed, structured=True)
@@ -112,11 +112,20 @@ def context_field(payload: dict[str, Any]) -> list[agents.Turn]:
     return turns
 
 
-def prompt_with_context(prompt: str, turns: list[agents.Turn]) -> str:
+def left_out_field(payload: dict[str, Any]) -> int:
+    """Earlier turns the sender already left out of `context` (payload `context_left_out`), so the
+    agent is told the conversation is longer than what it sees."""
+    value = payload.get("context_left_out", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise NeedsHuman("payload field 'context_left_out' must be a whole number of turns (0 or more)", FIX_PAYLOAD)
+    return value
+
+
+def prompt_with_context(prompt: str, turns: list[agents.Turn], left_out_before: int = 0) -> str:
     """The prompt with as many of the newest turns as fit in one argv element ahead of it."""
     room = max(0, agents.MAX_PROMPT_BYTES - len(prompt.encode()) - 200)
     kept, left_out = agents.fit_context(turns, min(room, agents.MAX_CONTEXT_BYTES))
-    return agents.with_context(prompt, kept, left_out)
+    return agents.with_context(prompt, kept, left_out_before + left_out)
 
 
 def reply_fields(answer: str, session_id: str | None, log_path: str = "") -> dict[str, Any]:

@@ -565,7 +565,7 @@ async def reaper(app: web.Application) -> None:
     while True:
         mark = watch.mark()
         try:
-            if await give_back_unwatched_time(store, watch.unwatched()):
+            if await give_back_unwatched_time(store, watch):
                 watch.settled(mark)
             for task in await store.reap():
                 logger.warning("task %s (%s) lost its worker: now %s", task.short_id, task.type, task.status,
@@ -581,14 +581,18 @@ async def reaper(app: web.Application) -> None:
         await asyncio.sleep(interval)
 
 
-async def give_back_unwatched_time(store: Store, seconds: float) -> bool:
-    """Add `seconds` to every running lease; False when there was nothing to give back."""
+async def give_back_unwatched_time(store: Store, watch: Continuity) -> bool:
+    """Add the time this replica did not watch to every running lease (less what another replica
+    watched); False when there was nothing to give back."""
+    seconds = watch.unwatched()
     if seconds <= 0:
         return False
-    shifted = await store.shift_leases(seconds)
+    shifted = await store.shift_leases(seconds, period=watch.period, tolerance=watch.tolerance)
     if shifted:
         logger.warning("the queue could not watch leases for %.1f s (paused, clock stepped or database unavailable); "
-                       "gave %d running task(s) that time back", seconds, shifted)
+                       "gave %d running task(s) that time back (less any another replica watched)", seconds, shifted)
+    else:
+        logger.info("this replica did not watch leases for %.1f s; another one did, or no task was running", seconds)
     return True
 
 

@@ -539,9 +539,12 @@ class Store(ABC):
         """Give running tasks a fresh lease after a restart of the queue."""
         return len(await self._write("extend_leases", expires=self.clock() + seconds))
 
-    async def shift_leases(self, seconds: float) -> int:
-        """Give running leases back `seconds` the service could not watch (a stall, a clock jump, an outage)."""
-        return len(await self._write("shift_leases", seconds=seconds))
+    async def shift_leases(self, seconds: float, *, period: float, tolerance: float) -> int:
+        """Give running leases back `seconds` this replica could not watch (a stall, a clock jump, an
+        outage), less any of it another replica watched (it reaped every `period`); nothing when what
+        is left is within `tolerance`."""
+        return len(await self._write("shift_leases", seconds=seconds, period=period, tolerance=tolerance,
+                                     now=self.clock()))
 
     # ---- people's side -------------------------------------------------------------
 

@@ -139,6 +139,10 @@ async def test_context_too_long_for_one_argument_keeps_the_newest_turns(worker, 
     assert len(prompt.encode()) < 128 * 1024
     kept = re.findall(r'<turn role="\w+">\nturn (\d+) ', prompt)
     assert kept == ["5", "6", "7"] and "(5 earlier turns left out)" in prompt
+    told = await run_task(client, "agent_run", {"agent": "gemini", "prompt": "go on", "context": context[-2:],
+                                                "context_left_out": 12})
+    assert told.status == "done", told.notes
+    assert "(12 earlier turns left out)" in calls(tmp_path)[-1]["argv"][-1]
     huge = await run_task(client, "agent_run", {"agent": "gemini", "prompt": "shorter please",
                                                 "context": [{"role": "assistant", "text": "y" * 200_000}]})
     assert huge.status == "done", huge.notes

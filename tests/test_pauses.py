@@ -68,6 +68,45 @@ async def test_a_queue_paused_longer_than_a_lease_keeps_its_running_tasks(
         assert (await client.report(task.id, held.lease, "done", {"returncode": 0})).status == "done"
 
 
+@pytest.mark.backends("postgres")
+async def test_a_paused_replica_gives_back_only_time_no_replica_watched(
+        new_database: Callable[[], Awaitable[str]], tmp_path: Path) -> None:
+    url = await new_database()
+    replicas = []
+    for name in ("paused", "watching"):
+        (tmp_path / name).mkdir()
+        replicas.append(launch_serve(tmp_path / name, SECRET_KEY=SECRET, QUEUE_LEASE="2", QUEUE_REAP_INTERVAL="0.1",
+                                     LOG_LEVEL="INFO", QUEUE_DB_URL=url))
+    (paused, _, log), (_, watching_url, _) = replicas
+    try:
+        for _, replica_url, replica_log in replicas:
+            await asyncio.to_thread(wait_serving, replica_url, replica_log)
+        async with QueueClient(watching_url, SECRET, timeout=30) as client:
+            task = await client.create_task("run_script", {"script": "sleep 60"})
+            held = await client.claim("mac-mini", RUN, lease=30)
+            assert held is not None
+            await client.start(task.id, held.lease)
+            before = (await client.get_task(task.id)).lease_expires_at
+            paused.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(3.5)  # the other replica watched all along; nobody heartbeat
+            finally:
+                paused.send_signal(signal.SIGCONT)
+
+            async def looked() -> bool:
+                return "did not watch leases" in log.read_text() or "time back" in log.read_text()
+
+            await wait_until(looked, timeout=20)
+            after = (await client.get_task(task.id)).lease_expires_at
+    finally:
+        for process, _, _ in replicas:
+            process.send_signal(signal.SIGCONT)
+            process.terminate()
+            process.wait(10)
+    assert before is not None and after is not None
+    assert after - before < 1.0, f"the lease moved by {after - before:.1f} s while another replica watched"
+
+
 @BOTH
 async def test_a_clock_stepped_forward_past_the_lease_keeps_running_tasks(
         make_server: Callable[..., Awaitable[QueueServer]], caplog: pytest.LogCaptureFixture) -> None:

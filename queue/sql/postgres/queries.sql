@@ -113,8 +113,10 @@ RETURNING *;
 -- reap_expired --
 -- Settle expired leases in one statement: back to pending when the task never started (so it
 -- cannot have run) or its type is safe to run twice with attempts left; else to a human. Every
--- replica runs it; SKIP LOCKED and the status filter settle each lease exactly once.
-WITH expired AS (
+-- replica runs it; SKIP LOCKED and the status filter settle each lease exactly once. It also marks
+-- when leases were last settled by anyone (see shift_leases).
+WITH marked AS (UPDATE lease_watch SET settled_at = greatest(settled_at, :now::float8) WHERE id = 1),
+expired AS (
     SELECT seq, status = 'claimed' OR (safe_to_retry AND attempts < max_attempts) AS again,
            status = 'claimed' AS never_started
     FROM tasks
@@ -152,8 +154,14 @@ RETURNING id;
 -- shift_leases --
 -- The service lost time it could not watch (its loop stalled, its clock jumped, the database did
 -- not answer): running leases get that time back, so only time the queue saw counts against them.
-UPDATE tasks SET lease_expires_at = lease_expires_at + :seconds::float8
-WHERE status IN ('claimed', 'in_progress') AND lease_expires_at IS NOT NULL
+-- Only time no replica watched: the gap since any replica last settled leases (beyond one reap
+-- period) caps it, and the row lock makes replicas coming back together give it back once.
+WITH watch AS (SELECT settled_at FROM lease_watch WHERE id = 1 FOR UPDATE),
+gap AS (SELECT least(:seconds::float8, :now::float8 - settled_at - :period::float8) AS seconds FROM watch),
+marked AS (UPDATE lease_watch SET settled_at = greatest(settled_at, :now::float8) WHERE id = 1)
+UPDATE tasks SET lease_expires_at = lease_expires_at + gap.seconds
+FROM gap
+WHERE status IN ('claimed', 'in_progress') AND lease_expires_at IS NOT NULL AND gap.seconds > :tolerance::float8
 RETURNING id;
 
 -- record_late_report --

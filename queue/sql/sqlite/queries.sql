@@ -138,6 +138,7 @@ RETURNING id;
 -- shift_leases --
 -- The service lost time it could not watch (its loop stalled, its clock jumped, the database did
 -- not answer): running leases get that time back, so only time the queue saw counts against them.
+-- One process serves a SQLite file, so its own gap is all the unwatched time there is.
 UPDATE tasks SET lease_expires_at = lease_expires_at + :seconds
 WHERE status IN ('claimed', 'in_progress') AND lease_expires_at IS NOT NULL
 RETURNING id;
