@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from conftest import QueueServer, wait_until
-from da.queue.client import QueueClient
+from conftest import SECRET, QueueServer, wait_until
+from da import agents
+from da.queue.client import ClaimedTask, QueueClient
 from da.queue.models import Task
 from slack_emulator import LEGACY_SCOPES, Message, SlackEmulator
-from slack_support import ALLOWED, STRANGER, seen, texts
+from slack_support import ALLOWED, FLEET, STRANGER, needs_human, seen, texts
 from worker_support import WorkerProcess, wait_for_status
 
 FLAGS = "--machine=mac-mini --agent=claude --type=agent_run"
@@ -345,3 +346,105 @@ async def test_a_workspace_without_the_new_scopes_keeps_its_slash_commands_and_s
     await slack.slash("status")
     answer = await slack.wait_response(lambda r: "lacks some scopes" in texts(r))
     assert "`im:history`: direct messages to the bot are not seen" in texts(answer) and "reinstall" in texts(answer)
+
+
+GEMINI_FLAGS = "--machine=thinkpad-x1 --agent=gemini --type=agent_run"
+
+
+async def finish(queue_client: QueueClient, task: Task, answer: str = "done", *, hold: bool = False) -> ClaimedTask:
+    """Claim a gemini turn as the worker on thinkpad-x1 would, and (unless `hold`) report it done with `answer`."""
+    held = await queue_client.claim("thinkpad-x1", ["agent_run"], agents=["gemini"])
+    assert held is not None and held.task.id == task.id
+    if not hold:
+        await queue_client.report(task.id, held.lease, "done", {"answer": answer})
+    return held
+
+
+async def alert_in_notify_channel(slack: SlackEmulator, task: Task) -> Message:
+    async def posted() -> Message | None:
+        return next((m for m in slack.channel_messages("CNOTIFY") if task.short_id in m.text), None)
+    return await wait_until(posted, timeout=20)
+
+
+async def test_a_long_conversation_without_resume_sends_only_the_newest_turns_that_fit(
+        make_bot, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
+    bot = await make_bot()
+    await slack.slash(f"assign start {GEMINI_FLAGS}")
+    first = await wait_until(lambda: _newest(queue_client))
+    card = await card_of(slack, first)
+    await bot.stop()
+    # Twenty earlier turns of 64 KiB answers: told whole, they are past the queue's 1 MiB body limit.
+    earlier = []
+    for number in range(20):
+        earlier.append(await queue_client.create_task("agent_run", {"agent": "gemini", "prompt": f"turn {number}"},
+                                                      target_machine="thinkpad-x1", agent="gemini"))
+    for _ in range(21):
+        held = await queue_client.claim("thinkpad-x1", ["agent_run"], agents=["gemini"])
+        assert held is not None
+        await queue_client.report(held.task.id, held.lease, "done",
+                                  {"answer": f"answer of {held.task.short_id} " + "x" * 65000})
+    state = json.loads((tmp_path / "bot-state.json").read_text())
+    state["threads"][f"CGENERAL:{card.ts}"] = {"channel": "CGENERAL", "root": card.ts, "agent": "gemini",
+                                                "machine": "thinkpad-x1", "cwd": None, "waiting": [],
+                                                "turns": [t.id for t in earlier] + [first.id]}
+    (tmp_path / "bot-state.json").write_text(json.dumps(state))
+    await make_bot()
+
+    await slack.say("and now the summary", thread_ts=card.ts)
+    follow = await wait_until(lambda: _newest_other(queue_client, {first.id, *(t.id for t in earlier)}), timeout=20)
+    context = follow.payload["context"]
+    assert sum(len(turn["text"].encode()) for turn in context) <= agents.MAX_CONTEXT_BYTES
+    assert context[-1]["role"] == "assistant" and context[-1]["text"].startswith(f"answer of {first.short_id}")
+    assert follow.payload["context_left_out"] == 2 * 21 - len(context)
+    assert follow.payload["prompt"] == "and now the summary"
+    await card_of(slack, follow)
+    stuck = await needs_human(queue_client)
+    await alert_in_notify_channel(slack, stuck)
+
+
+async def test_a_reply_the_queue_refuses_is_dropped_with_a_sentence_and_alerts_keep_flowing(
+        make_bot, make_server, slack: SlackEmulator, tmp_path: Path) -> None:
+    small = await make_server(fleet=FLEET, max_body=8192)
+    async with QueueClient(small.url, SECRET) as client:
+        await make_bot(queue_urls=(small.url,))
+        await slack.slash(f"assign start {GEMINI_FLAGS}")
+        first = await wait_until(lambda: _newest(client))
+        card = await card_of(slack, first)
+        await finish(client, first, "first " + "x" * 5000)
+        await answer_in(slack, "CGENERAL", card.ts, await client.get_task(first.id))
+        await slack.say("second", thread_ts=card.ts)
+        second = await wait_until(lambda: _newest_other(client, {first.id}))
+        held = await finish(client, second, hold=True)
+        await slack.say("third", thread_ts=card.ts)
+        await slack.wait_call("chat.postEphemeral", lambda b: "Queued" in b.get("text", ""))
+        # Both answers as context are past the queue's 8 KiB body limit: the third cannot be queued.
+        await client.report(second.id, held.lease, "done", {"answer": "second " + "y" * 5000})
+        told = await slack.wait_call("chat.postMessage", lambda b: "was not started" in b.get("text", ""), timeout=20)
+        assert told["thread_ts"] == card.ts and '"third"' in told["text"] and "larger than 8192 bytes" in told["text"]
+        assert f"<@{ALLOWED}>" in told["text"]
+        stuck = await needs_human(client)
+        await alert_in_notify_channel(slack, stuck)
+        assert [t.payload["prompt"] for t in await tasks_of(client) if t.payload["agent"] == "gemini"] == [
+            "start", "second"]
+
+
+async def test_a_reply_while_the_queue_is_away_waits_and_starts_when_it_is_back(
+        bot, slack: SlackEmulator, queue: QueueServer, queue_client: QueueClient) -> None:
+    await slack.slash(f"assign start {GEMINI_FLAGS}")
+    first = await wait_until(lambda: _newest(queue_client))
+    card = await card_of(slack, first)
+    await finish(queue_client, first, "the first answer")
+    await slack.say("look again", thread_ts=card.ts)
+    second = await wait_until(lambda: _newest_other(queue_client, {first.id}))
+    await finish(queue_client, second, "the second answer")
+    await answer_in(slack, "CGENERAL", card.ts, await queue_client.get_task(second.id))
+    await queue.stop()
+    await slack.say("now fix it", thread_ts=card.ts)
+    told = await slack.wait_call("chat.postEphemeral", lambda b: "not answering" in b.get("text", ""), timeout=20)
+    assert told["thread_ts"] == card.ts and told["user"] == ALLOWED and "starts when the queue answers" in told["text"]
+    await queue.start()
+    follow = await wait_until(lambda: _newest_other(queue_client, {first.id, second.id}), timeout=40)
+    assert follow.payload["prompt"] == "now fix it" and follow.created_by == ALLOWED
+    assert follow.payload["context"][-1] == {"role": "assistant", "text": "the second answer"}
+    status_line = await card_of(slack, follow)
+    assert status_line.thread_ts == card.ts

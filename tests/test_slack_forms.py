@@ -114,3 +114,21 @@ async def test_app_home_lists_my_tasks_and_follows_them(bot, slack: SlackEmulato
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_send_to_agent_from_a_conversation_da_is_not_in_puts_the_card_in_my_dm_saying_why(
+        bot, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    message, _ = await slack.say("please fix the export", user="UOTHER", channel="DUSER")
+    await slack.message_shortcut("da_send_to_agent", message)
+    form = await opened_form(slack)
+    prompt = form["blocks"][0]["element"]["initial_value"]
+    submitted = await slack.submit(form, filled(prompt, "mac-mini", "claude", "agent_run"))
+    await slack.wait_ack(submitted)
+    task = await wait_until(lambda: only_task(queue_client))
+    card = await slack.wait_call("chat.postMessage", lambda b: "Cancel" in texts(b) and b["channel"] == ALLOWED)
+    assert "thread_ts" not in card or card["thread_ts"] is None
+    assert [c.error for c in slack.refused("chat.postMessage") if c.args.get("channel") == "DUSER"] == [
+        "channel_not_found"]
+    dm = slack.channel_messages(slack.im_of(ALLOWED))
+    assert any("cannot post in the conversation that message is in" in m.text and task.short_id in m.text for m in dm)
+    assert any(f"task:{task.id}:card" in json.dumps(m.blocks) for m in dm), "the card is in my DM"

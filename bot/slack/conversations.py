@@ -47,8 +47,10 @@ logger = logging.getLogger(__name__)
 # shared with a comment counts by its comment.
 PERSON_SUBTYPES = (None, "thread_broadcast", "file_share")
 # A resumed turn reads its earlier turns from the agent's own session; one told the turns as
-# context gets at most this many of the newest (agent_run fits them to its byte budget).
+# context gets at most this many of the newest, in at most the bytes agent_run passes on (so the
+# task stays far below the queue's body limit however long the answers were).
 MAX_CONTEXT_TURNS = 50
+CONTEXT_BYTES = agents.MAX_CONTEXT_BYTES
 # A bot restarted mid-start looks for the reply's task among this many newest agent tasks,
 # created at most CLOCK_SLACK seconds before it noted the start (the queue's clock may differ).
 RECENT_TASKS = 100
@@ -62,17 +64,19 @@ def resumable(agent: str) -> bool:
     return spec is not None and bool(spec.resume)
 
 
-def turn_context(tasks: list[Task]) -> list[dict[str, str]]:
-    """The earlier turns as `context`: each task's prompt and the agent's answer."""
-    turns: list[dict[str, str]] = []
+def turn_context(tasks: list[Task]) -> tuple[list[dict[str, str]], int]:
+    """The earlier turns as `context` (each task's prompt and the agent's answer), the newest that fit
+    in CONTEXT_BYTES, and how many older ones were left out."""
+    turns: list[agents.Turn] = []
     for task in tasks[-MAX_CONTEXT_TURNS:]:
         prompt = (task.payload or {}).get("prompt")
         if isinstance(prompt, str) and prompt:
-            turns.append({"role": "user", "text": prompt})
+            turns.append(agents.Turn("user", prompt))
         answer = (task.result or {}).get("answer")
         if isinstance(answer, str) and answer:
-            turns.append({"role": "assistant", "text": answer})
-    return turns
+            turns.append(agents.Turn("assistant", answer))
+    kept, left_out = agents.fit_context(turns, CONTEXT_BYTES)
+    return [{"role": turn.role, "text": turn.text} for turn in kept], left_out
 
 
 def latest_session(tasks: list[Task]) -> str | None:
@@ -96,6 +100,9 @@ class Conversations:
         self.allowed_users = allowed_users
         # One lock per thread: deciding "run now or wait" and starting a turn never interleave.
         self.locks: dict[str, asyncio.Lock] = {}
+        # Set while replies wait that no ending turn will start (the queue was away when they came,
+        # or the bot stopped meanwhile): the notifier calls `resume` once the queue answers.
+        self.stalled = any(thread.waiting for thread in state.threads.values())
 
     def lock(self, key: str) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
@@ -189,7 +196,14 @@ class Conversations:
                 return
             thread.waiting.append(Waiting(user, text, ts))
             self.state.save()
-            started = await self.next_turn(thread)
+            try:
+                started = await self.next_turn(thread)
+            except queue_errors.QueueError as exc:
+                self.stalled = True
+                await self.say_privately(channel, root, user,
+                                         f"The queue is not answering ({blocks.escape(exc.detail)}), so your reply "
+                                         "waits here and starts when the queue answers again.")
+                return
         if not started:
             running = thread.turns[-1][:models.SHORT_ID_LENGTH] if thread.turns else "?"
             await self.say_privately(channel, root, user, f"Queued: this runs when `{running}` has finished "
@@ -208,7 +222,8 @@ class Conversations:
                                           "there is no conversation to continue: mention @da to start a new task.")
             return None
         except queue_errors.QueueError as exc:
-            await self.say(channel, root, f"Nothing changed: {blocks.escape(exc.detail)}")
+            again = " when the queue answers again" if delivery.transient(exc) else ""
+            await self.say(channel, root, f"Nothing changed: {blocks.escape(exc.detail)}; send the reply again{again}.")
             return None
         if task.type != AGENT_RUN or not task.agent:
             await self.say(channel, root, f"`{task.short_id}` is a {blocks.escape(task.type)} task, not an agent: "
@@ -223,10 +238,27 @@ class Conversations:
     async def next_turn(self, thread: Thread) -> bool:
         """Start the first waiting reply when the thread's last turn has finished; True if one started.
 
-        Call with the thread's lock held.
+        A reply the queue refuses for good (too large, malformed) is dropped, saying why in the thread,
+        and the next one tried; a queue that is away raises (the reply keeps waiting). Call with the
+        thread's lock held.
         """
-        if not thread.waiting:
-            return False
+        while thread.waiting:
+            try:
+                return await self.start_first(thread)
+            except queue_errors.QueueError as exc:
+                if delivery.transient(exc):
+                    raise
+                dropped = thread.waiting.pop(0)
+                self.state.save()
+                logger.warning("the queue refused the reply %s in %s (%s); it is dropped", dropped.ts, thread.key,
+                               exc.detail)
+                await self.say(thread.channel, thread.root, f"<@{dropped.user}> your reply "
+                               f"\"{blocks.escape(dropped.text[:80])}\" was not started, because the queue refused it "
+                               f"({blocks.escape(exc.detail)}); send it again once that is fixed.")
+        return False
+
+    async def start_first(self, thread: Thread) -> bool:
+        """next_turn's one try: the first waiting reply's task and card, unless a turn still runs."""
         history: list[Task] = []
         for task_id in thread.turns[-MAX_CONTEXT_TURNS:]:
             try:
@@ -243,7 +275,9 @@ class Conversations:
         if session is not None:
             payload["resume"] = session
         elif history:
-            payload["context"] = turn_context(history)
+            payload["context"], left_out = turn_context(history)
+            if left_out:
+                payload["context_left_out"] = left_out
         machine = next((t.assigned_to for t in reversed(history) if t.assigned_to), None) or thread.machine
         task = await self.created_before(waiting) if waiting.started else None
         if task is None:
@@ -270,6 +304,19 @@ class Conversations:
                 async with self.lock(thread.key):
                     await self.next_turn(thread)
 
+    async def resume(self) -> None:
+        """Start the replies that stalled, in every thread whose last turn has ended; a queue still away
+        raises and leaves them stalled."""
+        self.stalled = False
+        try:
+            for thread in list(self.state.threads.values()):
+                if thread.waiting:
+                    async with self.lock(thread.key):
+                        await self.next_turn(thread)
+        except queue_errors.QueueError:
+            self.stalled = True
+            raise
+
     # ---- posting in the thread ---------------------------------------------------------
 
     async def post_card(self, channel: str, root: str | None, view: views.Created, requester: str) -> Card | None:
@@ -288,13 +335,15 @@ class Conversations:
         self.state.save()
         return card
 
-    async def say(self, channel: str, root: str, text: str, drawn: list[Block] | None = None) -> None:
-        """A message in the thread, for everyone in it."""
+    async def say(self, channel: str, root: str, text: str, drawn: list[Block] | None = None) -> bool:
+        """A message in the thread, for everyone in it; False when Slack did not take it."""
         try:
             await self.web.chat_postMessage(channel=channel, thread_ts=root, text=text,
                                             blocks=[b.to_dict() for b in drawn or [SectionBlock(text=blocks.md(text))]])
         except delivery.FAILURES as exc:
             logger.warning("answering in the thread %s of %s failed (%s)", root, channel, delivery.problem(exc))
+            return False
+        return True
 
     async def say_privately(self, channel: str, root: str, user: str, text: str) -> None:
         """A message only `user` sees (in a DM, where that is everyone, a plain one)."""

@@ -24,6 +24,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from da.queue import errors as queue_errors
+
 logger = logging.getLogger(__name__)
 
 # The SDK counts one attempt budget across its handlers: four retries of any kind per call,
@@ -80,6 +82,13 @@ def retry_after(exc: BaseException) -> float:
             except ValueError:
                 return 0.0
     return 0.0
+
+
+def transient(exc: queue_errors.QueueError) -> bool:
+    """True for a queue failure that passes by itself (queue or database away, a 5xx, a slow body), worth
+    retrying; the others (too large, malformed, refused) answer the same however often they are sent."""
+    return isinstance(exc, (queue_errors.QueueUnreachable, queue_errors.StoreError, queue_errors.RequestTimeout)) \
+        or exc.status >= 500
 
 
 def clip(text: str, limit: int = PLAIN_LIMIT) -> str:

@@ -147,6 +147,8 @@ class Notifier:
                 if self.verify_feed:
                     await self.check_feed()
                     self.verify_feed = False
+                if self.conversations is not None and self.conversations.stalled:
+                    await self.conversations.resume()
                 events, _ = await self.client.events(self.state.last_event, wait=self.wait)
                 if not events:
                     self.verify_feed = True
@@ -231,8 +233,11 @@ class Notifier:
 
     async def next_reply(self, task: Task) -> None:
         if self.conversations is not None:
-            await self.until(f"the reply waiting for {task.short_id}",
-                             functools.partial(self.conversations.finished, task))
+            try:
+                await self.until(f"the reply waiting for {task.short_id}",
+                                 functools.partial(self.conversations.finished, task))
+            except queue_errors.QueueError as exc:
+                logger.error("the reply waiting for %s was not started: %s", task.short_id, exc.detail)
 
     async def deliver_late(self, task: Task) -> None:
         """Tell the end of a task whose card was posted after the feed had passed that end (the
@@ -256,7 +261,13 @@ class Notifier:
         """The tasks the events are about, as they are now (a deleted one is left out)."""
         tasks: dict[str, Task] = {}
         for task_id in dict.fromkeys(e.task_id for e in events):
-            task = await self.until(f"reading task {task_id[:8]}", functools.partial(self.client.get_task, task_id))
+            try:
+                task = await self.until(f"reading task {task_id[:8]}",
+                                        functools.partial(self.client.get_task, task_id))
+            except queue_errors.QueueError as exc:
+                logger.error("task %s is left out of the alerts: the queue refused to read it (%s)", task_id[:8],
+                             exc.detail)
+                continue
             if task is not None:
                 tasks[task_id] = task
         return tasks
@@ -413,7 +424,8 @@ class Notifier:
         return f"{emoji} `{task.short_id}` *{escape(task.type)}* on {escape(task.assigned_to or '-')}: {notes}"
 
     async def until(self, what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
-        """Run `attempt` until it succeeds: Slack and queue failures are retried, honouring Retry-After.
+        """Run `attempt` until it succeeds: Slack failures and a queue that is away are retried, honouring
+        Retry-After; a queue error that would answer the same again (too large, refused) is raised.
 
         A task that no longer exists answers None.
         """
@@ -424,6 +436,8 @@ class Notifier:
             except queue_errors.NotFound:
                 return None
             except queue_errors.QueueError as exc:
+                if not delivery.transient(exc):
+                    raise
                 why = exc.detail
                 wait = pause
             except delivery.FAILURES as exc:

@@ -4,7 +4,8 @@ The form opens from the global shortcut, from the message shortcut (its prompt p
 the message and a link to it, its card then in that message's thread) and from the Home tab's
 button. Its submission is checked before the ack, so a mistake shows next to its field in
 the form; the task's card goes where the form came from (the user's DM for the global
-shortcut), and an agent task's thread is a conversation like any other.
+shortcut, or when da cannot post where the message is), and an agent task's thread is a
+conversation like any other.
 """
 
 from __future__ import annotations
@@ -120,12 +121,15 @@ async def submit_new_task(ack: Any, body: dict[str, Any], view: dict[str, Any], 
     channel, root = origin.get("channel") or user, origin.get("root") or ""
     if not isinstance(created, views.Created):
         text, drawn = blocks.render(created)
-        if root:
-            await room.conversations.say(channel, root, text, drawn)
-        else:
+        if not root or not await room.conversations.say(channel, root, text, drawn):
             await tell(room, user, text)
         return
     card = await room.conversations.post_card(channel, root or None, created, user)
+    if card is None and root:
+        await tell(room, user, f"da cannot post in the conversation that message is in (it is not a member there), "
+                               f"so the card of `{created.task.short_id}` is here and its thread is the conversation "
+                               "with the agent.")
+        card = await room.conversations.post_card(user, None, created, user)
     if card is not None:
         room.conversations.begin(card, created.task)
 
