@@ -119,6 +119,8 @@ def database_url(env: Mapping[str, str], name: str = "QUEUE_DB_URL") -> str | No
 def redact_url(url: str) -> str:
     """A database URL with its password (`user:password@` or `?password=`) replaced by ***."""
     parts = urllib.parse.urlsplit(url)
+    if not parts.password and "password=" not in parts.query:
+        return url
     if parts.password:
         parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)

@@ -156,6 +156,18 @@ async def test_a_command_missing_inside_a_script_is_the_scripts_failure(worker, 
     assert "install" not in task.result["action"]
 
 
+@pytest.mark.parametrize(("said", "status"), [
+    ("cannot read /tmp/pytest-403/build/out.txt", "failed"),  # a number in a path is no refusal
+    ("syntax error at line 401", "failed"),
+    ("npm ERR! code E403", "needs_human"),
+    ("Request failed with status code 401", "needs_human"),
+])
+async def test_only_a_401_or_403_status_reads_as_refused_credentials(worker, client: QueueClient, said: str,
+                                                                     status: str) -> None:
+    task = await run_task(client, "run_script", {"script": f"echo '{said}' >&2; exit 1"})
+    assert task.status == status, task.notes
+
+
 async def test_bad_payload_needs_a_human_with_the_field_named(worker, client: QueueClient) -> None:
     task = await run_task(client, "agent_run", {"agent": "claude"})
     assert task.status == "needs_human" and task.notes == "payload field 'prompt' is required"

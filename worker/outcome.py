@@ -12,8 +12,11 @@ from da import agents
 from da.queue.models import DONE, FAILED, NEEDS_HUMAN
 from da.worker.models import ProcessResult, Result
 
-AUTH_REFUSED = re.compile(r"\b(?:401|403)\b|unauthori[sz]ed|forbidden|invalid api key|invalid x-api-key",
-                          re.IGNORECASE)
+# A 401/403 counts only as a status (after HTTP/1.1, status, code or error, or before its reason), not
+# any "403" in the output: a path like /tmp/pytest-403/ or a line number is no refusal.
+AUTH_REFUSED = re.compile(r"(?:\bHTTP/[\d.]+|\bstatus(?: code)?|\bcode|\berror)\W{0,3}E?(?:401|403)\b"
+                          r"|\b(?:401|403)\W{0,3}(?:unauthori[sz]ed|forbidden)"
+                          r"|unauthori[sz]ed|forbidden|invalid api key|invalid x-api-key", re.IGNORECASE)
 
 
 def first_error_line(process: ProcessResult) -> str:
