@@ -284,11 +284,12 @@ async def test_a_bot_stopped_while_starting_a_reply_does_not_start_it_twice(
     await make_bot()
     await slack.say("and then this", thread_ts=card.ts)
     await card_of(slack, made)
-    assert {t.payload["prompt"] for t in await tasks_of(queue_client)} == {"begin", "carry on"}
-    await wait_for_status(queue_client, made.id)
+    made = await wait_for_status(queue_client, made.id)
     last = await wait_until(lambda: _newest_other(queue_client, {first.id, made.id}), timeout=20)
     assert last.payload["prompt"] == "and then this"
-    assert len(await tasks_of(queue_client)) == 3
+    assert made.finished_at is not None and last.created_at >= made.finished_at, "it waited for the adopted turn"
+    assert sorted(t.payload["prompt"] for t in await tasks_of(queue_client)) == ["and then this", "begin",
+                                                                                   "carry on"]
 
 
 async def test_an_agent_without_resume_gets_the_earlier_turns_as_context(
