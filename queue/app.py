@@ -248,9 +248,6 @@ async def claim(request: web.Request) -> web.Response:
     token_id = request[auth.PRINCIPAL].token_id
     while True:
         waiter = store.pending_changed.waiter()
-        if token_id is not None and await store.token_revoked(token_id):
-            raise Unauthorized("this token was revoked while its claim was under way; ask for a new one "
-                               "(`da token create`).")
         started = time.perf_counter()
         try:
             claimed = await store.claim(spec, lease_seconds=lease_seconds, overflow_grace=settings.overflow_grace)
@@ -260,6 +257,11 @@ async def claim(request: web.Request) -> web.Response:
             raise
         request.app[CLAIM_LATENCY].observe(time.perf_counter() - started)
         if claimed is not None:
+            if token_id is not None and await store.token_revoked(token_id):
+                # Revoked while this claim waited: the token may take nothing more.
+                await store.release(claimed.task.id, claimed.lease)
+                raise Unauthorized("this token was revoked while its claim was under way; ask for a new one "
+                                   "(`da token create`).")
             if disconnected(request):
                 # The worker gave up waiting (shutdown, restart): nobody would run this task.
                 await store.release(claimed.task.id, claimed.lease)
