@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,19 @@ from da.version import __version__
 
 FAILED = 1
 BAD_USAGE = 2
+
+
+# The modules whose warnings a user of `da` should see: its own. A dependency's deprecation notice
+# (cryptography's on asyncssh's import, say) says nothing the user can act on.
+OWN_MODULES = r"da(\.|$)"
+
+
+def quiet_dependency_warnings() -> None:
+    """Show da's own warnings only, unless the user asked for warnings with -W or PYTHONWARNINGS."""
+    if sys.warnoptions:
+        return
+    warnings.simplefilter("ignore")
+    warnings.filterwarnings("default", module=OWN_MODULES)
 
 
 def configure_logging(env: dict[str, str]) -> None:
@@ -593,6 +607,7 @@ def unknown_command(name: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `da <command> ...`."""
+    quiet_dependency_warnings()
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         return client([])

@@ -47,3 +47,42 @@ def test_json_logs_carry_each_transition(tmp_path: Path) -> None:
     assert transitions == [("pending", None), ("cancelled", "ada")]
     assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
     assert "s3cret-value-123" not in log.read_text()
+
+
+# Imports every module of the package in a fresh interpreter: a warning raised by da's own code fails, one raised
+# inside a dependency (an import-time deprecation, say) is printed and passes.
+IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, sys, warnings
+warnings.simplefilter("default")
+warnings.filterwarnings("error", module=r"da(\\.|$)")
+import da
+names = ["da"] + [m.name for m in pkgutil.walk_packages(da.__path__, "da.")]
+for package in ("da.queue", "da.worker", "da.handlers", "da.bot"):
+    module = importlib.import_module(package)
+    names += [m.name for m in pkgutil.walk_packages(module.__path__, package + ".")]
+for name in names:
+    importlib.import_module(name)
+print(len(set(names)))
+"""
+
+
+def test_every_module_imports_without_a_warning_of_its_own() -> None:
+    result = subprocess.run([sys.executable, "-c", IMPORT_EVERY_MODULE], cwd=ROOT, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 60
+
+
+def test_the_import_check_fails_on_a_warning_of_da_s_own(tmp_path: Path) -> None:
+    script = IMPORT_EVERY_MODULE + "\nwarnings.warn_explicit('stale', DeprecationWarning, 'x.py', 1, module='da.x')\n"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "DeprecationWarning: stale" in result.stderr
+
+
+def test_the_cli_hides_a_dependency_s_warning_and_shows_its_own() -> None:
+    script = ("import warnings\nfrom da import cli\ncli.quiet_dependency_warnings()\n"
+              "warnings.warn_explicit('from a dependency', DeprecationWarning, 'dsa.py', 1, module='cryptography.x')\n"
+              "warnings.warn_explicit('from da', UserWarning, 'cli.py', 1, module='da.cli')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "from a dependency" not in result.stderr and "UserWarning: from da" in result.stderr
