@@ -33,7 +33,7 @@ from da.queue.errors import QueueError
 SECRET = "chaos-secret-0123456789"
 HANDLER = '''
 import asyncio, os, random
-from da.worker.models import Result
+from da.handlers.api import Result
 SAFE_TO_RETRY = {safe}
 async def run(ctx, payload):
     with open({log!r}, "a") as log:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 
 from da import agents, config, fleet, skills
 from da.config import ConfigError
+from da.handlers import api
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,48 @@ class Check:
         return f"{mark} {self.name}: {self.detail}" + (f"\n     fix: {self.fix}" if self.fix and not self.ok else "")
 
 
+# A smoke test asks for one word; a logged-in agent answers well within this.
+SMOKE_TIMEOUT = 90.0
+SMOKE_PROMPT = "Reply with the single word OK."
+
+
+@dataclass(frozen=True)
+class Smoke:
+    """What one smoke test found: installed, answering, what it said (or what is wrong) and how fast."""
+
+    agent: str
+    installed: bool
+    ok: bool
+    detail: str
+    seconds: float = 0.0
+    action: str = ""
+
+
+async def smoke_test(agent: str, commands: Mapping[str, agents.AgentCommand], *,
+                     timeout: float = SMOKE_TIMEOUT) -> Smoke:
+    """Ask the agent a one-line prompt: proves it is installed, logged in and answering."""
+    command = commands.get(agent)
+    if command is None:
+        return Smoke(agent, False, False, f"unknown agent; known: {', '.join(commands)}")
+    argv = command.build(SMOKE_PROMPT)
+    if shutil.which(argv[0]) is None:
+        return Smoke(agent, False, False, "not installed", action=f"install {agent} on this machine")
+    started = time.monotonic()
+    finished = await agents.run_once(argv, timeout)
+    if finished is None:
+        return Smoke(agent, True, False, f"no answer within {timeout:g}s", timeout, "run it by hand")
+    took = time.monotonic() - started
+    returncode, answer, errors = finished
+    result = api.classify(api.ProcessResult(returncode, answer, errors, duration=took),
+                          machine="this machine", tool=argv[0], agent=agent)
+    if result.status != api.DONE:
+        return Smoke(agent, True, False, result.notes, took, result.action)
+    return Smoke(agent, True, True, " ".join(answer.split())[:40] or "(empty answer)", took)
+
+
 async def agent_answers(agent: str, commands: dict[str, agents.AgentCommand]) -> Check:
     """Ask the agent a one-line prompt: proves it is installed, logged in and answering."""
-    smoke = await agents.smoke_test(agent, commands)
+    smoke = await smoke_test(agent, commands)
     detail = f"answered in {smoke.seconds:.1f}s" if smoke.ok else smoke.detail
     return Check(f"agent {agent} answers", smoke.ok, detail, smoke.action)
 

@@ -1,7 +1,8 @@
 """The built-in task types: one module per type, discovered by file name.
 
 The worker's registry validates and runs them; the front ends read only what a module
-declares (its TYPE and the payload field that names its folder) to build payloads.
+declares (its TYPE and the payload field that names its folder) to build payloads. What a
+handler imports is `api` (not a task type), never the worker.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ import importlib
 import pkgutil
 from types import ModuleType
 
+# Modules here that are not task types: the API every handler imports.
+NOT_TASK_TYPES = frozenset({"api"})
+
 
 def module_names() -> list[str]:
-    """The built-in handler modules, by file name (private helpers like `_detect` excluded)."""
-    return sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+    """The built-in handler modules, by file name (the API and private helpers like `_detect` excluded)."""
+    return sorted(info.name for info in pkgutil.iter_modules(__path__)
+                  if not info.name.startswith("_") and info.name not in NOT_TASK_TYPES)
 
 
 def load(name: str) -> ModuleType:

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from da.worker.errors import NeedsHuman
+from da.handlers.api import Context, NeedsHuman, Result, text_field, timeout_field
 
 
 def command_field(command: str | None) -> list[str] | None:
@@ -76,10 +76,8 @@ def lint_command(folder: Path) -> tuple[list[str], str]:
                      "resubmit with a 'command', e.g. {\"command\": \"make lint\"}")
 
 
-async def run_in_project(ctx: Any, payload: dict[str, Any], detect: Any, default_timeout: float) -> Any:
+async def run_in_project(ctx: Context, payload: dict[str, Any], detect: Any, default_timeout: float) -> Result:
     """Run the payload's `command`, else the detected one, in the project folder `cwd`."""
-    from da.worker.models import text_field, timeout_field
-
     cwd = ctx.check_cwd(text_field(payload, "cwd", required=True))
     argv = command_field(text_field(payload, "command"))
     tool = argv[0] if argv else ""

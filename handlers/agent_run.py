@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 
 from da import agents
-from da.worker.errors import NeedsHuman
-from da.worker.models import DONE, FAILED, Context, Result, text_field, timeout_field
+from da.handlers import _agent_session
+from da.handlers.api import DONE, FAILED, Context, NeedsHuman, Result, text_field, timeout_field
 
 TYPE = "agent_run"
 # An agent edits files and may push: running it twice is not harmless.
@@ -57,10 +57,10 @@ async def run(ctx: Context, payload: dict[str, Any]) -> Result:
         raise cannot_resume(agent)
     cwd = ctx.check_cwd(text_field(payload, "cwd"))
     prompt = prompt_with_context(prompt, turns, left_out_field(payload))
-    book = agents.SessionBook(ctx.state_file(SESSIONS_FILE))
+    book = _agent_session.SessionBook(ctx.state_file(SESSIONS_FILE))
     resumed = book.newest(agent, session) if session is not None else None
     argv = spec.build(prompt, model, session=resumed, structured=True)
-    reader = agents.ReplyReader()
+    reader = _agent_session.ReplyReader()
     process = await ctx.run(argv, cwd=cwd, timeout=timeout, watch=reader.feed)
     reply = reader.finish(process.stdout)
     result = ctx.classify(process, tool=argv[0], agent=agent)

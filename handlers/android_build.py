@@ -6,8 +6,7 @@ import re
 from typing import Any
 
 from da.handlers import _detect
-from da.worker.errors import NeedsHuman
-from da.worker.models import Context, Result, text_field, timeout_field
+from da.handlers.api import Context, NeedsHuman, Result, text_field, timeout_field
 
 TYPE = "android_build"
 # A build writes only its own output folder.

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from da.worker.errors import NeedsHuman
-from da.worker.models import Context, Result, text_field, timeout_field
+from da.handlers.api import Context, NeedsHuman, Result, text_field, timeout_field
 
 TYPE = "git_pull"
 # Fetch and fast-forward change nothing a second run would not.

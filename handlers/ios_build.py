@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from da.handlers import _detect
-from da.worker.models import Context, Result, text_field, timeout_field
+from da.handlers.api import Context, Result, text_field, timeout_field
 
 TYPE = "ios_build"
 # A build writes only derived data.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from da.handlers import _detect
-from da.worker.models import Context, Result
+from da.handlers.api import Context, Result
 
 TYPE = "lint"
 # Linters only read (we never pass --fix).

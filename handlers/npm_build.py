@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from da.worker.models import Context, Result, text_field, timeout_field
+from da.handlers.api import Context, Result, text_field, timeout_field
 
 TYPE = "npm_build"
 # A build writes only its own output folder.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from da.handlers import _detect
-from da.worker.models import Context, Result
+from da.handlers.api import Context, Result
 
 TYPE = "test_run"
 # Tests read the tree; a rerun is what people do anyway.

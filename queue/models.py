@@ -57,6 +57,9 @@ MAX_NAMED_LEASE = 3600.0
 MAX_LEASE_DATA = 2000
 # A folder path as an operating system allows it (PATH_MAX on Linux).
 MAX_PATH = 4096
+# The payload fields that may name a task's folder, in the order the checkout lock reads them; a
+# handler's FOLDER_FIELD must be one (the worker's registry refuses another), or its task gets no lock.
+FOLDER_FIELDS = ("cwd", "repo_path")
 # Payloads and results nest at most this many levels of objects and arrays. Real ones use two or
 # three; the JSON encoder that answers every request stops at 255, and a stored task it cannot
 # encode would break every listing that includes it.
@@ -386,8 +389,8 @@ def get_status(body: dict[str, Any], key: str, allowed: tuple[str, ...], *, requ
 
 
 def checkout_of(payload: dict[str, Any]) -> str | None:
-    """The folder a task works in (`cwd`, or git_pull's `repo_path`): its lock, once per machine."""
-    folder = payload.get("cwd") or payload.get("repo_path")
+    """The folder a task works in (the first of FOLDER_FIELDS set): its lock, once per machine."""
+    folder = next((value for value in map(payload.get, FOLDER_FIELDS) if value), None)
     return folder if isinstance(folder, str) and folder else None
 
 

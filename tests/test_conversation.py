@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from conftest import QueueServer, wait_until
-from da import agents
+from da.handlers import _agent_session
 from da.queue.client import QueueClient
 from worker_support import WorkerProcess, run_task, wait_for_status
 
@@ -247,11 +247,12 @@ async def test_agents_yaml_resume_form_is_checked_and_an_override_without_one_ca
 
 
 def test_a_reply_is_read_from_stdout_when_its_lines_were_not_watched() -> None:
-    claude = agents.ReplyReader().finish(
+    claude = _agent_session.ReplyReader().finish(
         '{"type": "result", "subtype": "success", "is_error": false, "result": "hi", "session_id": "s-1"}\n')
     assert (claude.answer, claude.session_id, claude.error) == ("hi", "s-1", "")
-    codex = agents.ReplyReader().finish('{"type": "thread.started", "thread_id": "t-1"}\n'
-                                        '{"type": "item.completed", "item": {"type": "agent_message", "text": "ok"}}\n')
+    codex = _agent_session.ReplyReader().finish(
+        '{"type": "thread.started", "thread_id": "t-1"}\n'
+        '{"type": "item.completed", "item": {"type": "agent_message", "text": "ok"}}\n')
     assert (codex.answer, codex.session_id) == ("ok", "t-1")
-    plain = agents.ReplyReader().finish("Loaded cached credentials.\nAll good.\n")
+    plain = _agent_session.ReplyReader().finish("Loaded cached credentials.\nAll good.\n")
     assert (plain.answer, plain.session_id) == ("All good.", None)

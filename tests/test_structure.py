@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from da.bot import commands, router, views
 from da.bot.slack import blocks
 from da.bot.terminal import render as terminal_render
 from da.queue import models
+from da.worker import registry
+from da.worker.errors import HandlerError
 
 ROOT = Path(__file__).resolve().parent.parent
 # Folder -> import name, as pyproject's package-dir maps them.
@@ -59,8 +64,12 @@ def forbidden(module: str) -> tuple[str, ...]:
         return ("da.bot.slack", "da.bot.terminal")
     if within(module, "da.queue"):
         return ("da.bot", "da.worker", "da.handlers")
-    if within(module, "da.worker") or within(module, "da.handlers"):
+    if within(module, "da.worker"):
         return ("da.bot",)
+    if within(module, "da.handlers"):
+        return ("da.bot", "da.worker")
+    if module == "da.agents":
+        return ("da.bot", "da.worker", "da.handlers")
     if module == "da.cli":
         return ()
     return ("da.bot",)
@@ -71,6 +80,37 @@ def test_front_ends_and_packages_import_only_what_they_may() -> None:
               for module, path in modules() for name, line in imports(path)
               if any(within(name, rule) for rule in forbidden(module))]
     assert broken == []
+
+
+# Imports every module given (a name that is an attribute of its parent, not a module, is skipped),
+# then runs the paths that load modules by name at run time, then lists what is loaded.
+LOADED_BY_FRONT_ENDS = """
+import importlib, json, sys
+for name in json.loads(sys.argv[1]):
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        parent, _, attr = name.rpartition(".")
+        if exc.name != name or not hasattr(sys.modules.get(parent), attr):
+            raise
+from da.bot import commands, router
+from da.fleet import Fleet
+for task_type in router.known_types(Fleet()):
+    commands.build_payload(task_type, "work", "claude", "/src")
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_front_ends_load_no_worker_module_at_run_time() -> None:
+    front_ends = [(module, path) for module, path in modules() if within(module, "da.bot")]
+    names = {module for module, _ in front_ends} | {"da.cli"}
+    names |= {name for _, path in front_ends for name, _ in imports(path) if within(name, "da")}
+    result = subprocess.run([sys.executable, "-c", LOADED_BY_FRONT_ENDS, json.dumps(sorted(names))], cwd=ROOT,
+                            capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert "da.bot.slack.app" in loaded and "da.handlers.agent_run" in loaded and "da.doctor" in loaded
+    assert [name for name in loaded if within(name, "da.worker")] == []
 
 
 def test_the_import_rules_see_lazy_imports(tmp_path: Path) -> None:
@@ -145,3 +185,18 @@ def test_each_slack_listener_kind_registers_itself() -> None:
         module = __import__(f"da.bot.slack.listeners.{kind}", fromlist=["register"])
         assert callable(module.register), kind
         assert f"{kind}.register(app)" in registered, f"listeners.register does not call {kind}.register"
+
+
+def test_every_handler_s_folder_field_is_one_the_checkout_lock_reads() -> None:
+    discovered = registry.discover()
+    fields = {handler.folder_field for handler in discovered.values()} - {None}
+    assert fields and fields <= set(models.FOLDER_FIELDS)
+    assert fields == {field for field in handlers.folder_fields().values() if field}
+    for field in models.FOLDER_FIELDS:
+        assert models.checkout_of({field: "/src"}) == "/src"
+
+
+def test_a_handler_whose_folder_field_the_lock_cannot_read_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "deploy.py").write_text('FOLDER_FIELD = "project"\nasync def run(ctx, payload):\n    pass\n')
+    with pytest.raises(HandlerError, match=r"deploy.py: FOLDER_FIELD must be one of cwd, repo_path"):
+        registry.discover([tmp_path])

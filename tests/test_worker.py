@@ -264,7 +264,7 @@ async def test_user_handlers_are_discovered_and_exceptions_reported(server: Queu
     folder = tmp_path / "my_handlers"
     folder.mkdir()
     (folder / "greet.py").write_text(
-        "from da.worker.models import Result\n"
+        "from da.handlers.api import Result\n"
         "SAFE_TO_RETRY = True\n"
         "async def run(ctx, payload):\n"
         "    if payload.get('explode'):\n"

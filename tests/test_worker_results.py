@@ -14,11 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from conftest import SECRET, QueueServer
+from da.handlers.api import Result
 from da.queue import app as queue_app
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
 from da.worker import report
-from da.worker.models import Result
 from da.worker.redact import Redactor
 from worker_support import WorkerProcess, run_task
 
@@ -27,6 +27,7 @@ import datetime
 import math
 import pathlib
 
+# The name handlers imported before da.handlers.api: a handler written then still loads.
 from da.worker.models import Result
 
 SAFE_TO_RETRY = False

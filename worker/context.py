@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from da.agents import AgentCommand
-from da.worker import outcome, runner
-from da.worker.errors import NeedsHuman
-from da.worker.models import ProcessResult, Result
+from da.handlers import api
+from da.handlers.api import NeedsHuman, ProcessResult, Result
+from da.worker import runner
 from da.worker.settings import WorkerSettings
 
 # Progress lines are shown in Slack cards; one line is enough.
@@ -36,7 +36,7 @@ class TaskContext:
 
     def classify(self, process: ProcessResult, tool: str, agent: str | None = None) -> Result:
         """done / failed / needs_human for a finished process, with notes and an action."""
-        return outcome.classify(process, machine=self.machine, tool=tool, agent=agent)
+        return api.classify(process, machine=self.machine, tool=tool, agent=agent)
 
     def setting(self, key: str, default: str = "") -> str:
         """A value a handler may need (GROQ_API_KEY, GROQ_BASE_URL ...), read once at start."""

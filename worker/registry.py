@@ -2,8 +2,8 @@
 
 A handler module sets `TYPE` (defaults to its file name), `SAFE_TO_RETRY` (may it run twice
 if its worker is lost mid-run), optionally `DEFAULT_TIMEOUT`, and defines
-`async def run(ctx, payload) -> Result`; `FOLDER_FIELD` names the payload field holding
-its folder when it needs one.
+`async def run(ctx, payload) -> Result` (names from `da.handlers.api`); `FOLDER_FIELD` names
+the payload field holding its folder when it needs one (one of `FOLDER_FIELDS`, so its folder is locked).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from da import handlers as builtin_handlers
+from da.queue import models as queue_models
 from da.worker.errors import HandlerError
 
 # Used when a handler does not say: long enough for a script, short enough to notice a hang.
@@ -52,8 +53,9 @@ def validate(module: ModuleType, source: str) -> Handler:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise HandlerError(f"{source}: DEFAULT_TIMEOUT must be a positive number of seconds.")
     folder = getattr(module, "FOLDER_FIELD", None)
-    if folder is not None and (not isinstance(folder, str) or not folder):
-        raise HandlerError(f"{source}: FOLDER_FIELD must name a payload field, like \"cwd\".")
+    if folder is not None and folder not in queue_models.FOLDER_FIELDS:
+        raise HandlerError(f"{source}: FOLDER_FIELD must be one of {', '.join(queue_models.FOLDER_FIELDS)} "
+                           "(the payload fields the queue locks a folder by).")
     return Handler(name, run, safe, float(timeout), source, folder)
 
 

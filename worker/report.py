@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from da.handlers.api import FAILED, Result
 from da.queue import models as queue_models
-from da.worker.models import FAILED, Result
 from da.worker.redact import Redactor
 
 # The queue's default body limit is 1 MiB (QUEUE_MAX_BODY); a 413 halves the budget.

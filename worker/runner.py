@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from da.handlers.api import ProcessResult
 from da.worker import output
-from da.worker.models import ProcessResult
 from da.worker.redact import Redactor
 
 # Each stream keeps its last 64 KiB in the result; the log file has the rest (up to its cap).

@@ -18,13 +18,12 @@ import time
 import traceback
 from typing import Any
 
+from da.handlers.api import FAILED, NEEDS_HUMAN, NeedsHuman, Result
 from da.queue import errors as queue_errors
 from da.queue import models as queue_models
 from da.queue.client import ClaimedTask, QueueClient
 from da.worker import report
 from da.worker.context import TaskContext
-from da.worker.errors import NeedsHuman
-from da.worker.models import FAILED, NEEDS_HUMAN, Result
 from da.worker.registry import Handler
 from da.worker.settings import WorkerSettings
 

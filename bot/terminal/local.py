@@ -7,7 +7,7 @@ import os
 import shutil
 from typing import TYPE_CHECKING
 
-from da import agents
+from da import agents, doctor
 from da.bot.grammar import Command
 from da.bot.terminal.render import table
 from da.config import ConfigError
@@ -62,7 +62,7 @@ async def smoke_test(only: str | None, terminal: Terminal) -> int:
             rows.append((agent, "unknown", "-", "-"))
             worst = max(worst, 2)
             continue
-        smoke = await agents.smoke_test(agent, commands)
+        smoke = await doctor.smoke_test(agent, commands)
         took = f"{smoke.seconds:.1f}s" if smoke.installed else "-"
         rows.append((agent, "installed" if smoke.installed else "not installed",
                      smoke.detail if smoke.installed else "-", took))

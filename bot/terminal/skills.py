@@ -274,7 +274,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from da.worker.models import Context, Result, text_field, timeout_field
+from da.handlers.api import Context, Result, text_field, timeout_field
 
 TYPE = "{type}"
 # Change to True only if running this twice after a lost worker is harmless.
