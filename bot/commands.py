@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from da import handlers
 from da.bot import grammar, views
 from da.bot.grammar import Command, UsageError
 from da.bot.router import (
@@ -47,8 +48,6 @@ def build_payload(task_type: str, description: str, agent: str | None, cwd: str 
     A type whose handler names a folder field gets --cwd there, asked for up front rather
     than queued to come back as needs_human.
     """
-    from da import handlers
-
     folder = handlers.folder_fields().get(task_type)
     if folder:
         if not cwd:

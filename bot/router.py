@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from da import agents
+from da import agents, handlers
 from da.fleet import Fleet
 
 # The type of work with no build/test words, and the one a plain command falls back to.
@@ -32,8 +32,6 @@ LLM_TIMEOUT = 10.0
 
 def known_types(fleet: Fleet) -> tuple[str, ...]:
     """The built-in task types (from the handler modules) and every type a machine declares."""
-    from da import handlers
-
     return tuple(sorted(set(handlers.folder_fields()) | {t for m in fleet.machines for t in m.capabilities}))
 
 
