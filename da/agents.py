@@ -1,4 +1,4 @@
-"""The agents da knows: their names, how each CLI is started, how to log in, and the smoke test.
+"""The agents da knows: their names, how each CLI is started, how to log in, and conversation context.
 
 One module for the worker (`agent_run`), the LLM router, `da doctor --agents` and `da test`,
 so a changed flag or login hint is changed once. Prompts always reach a CLI as one argv
