@@ -54,8 +54,10 @@ VERB_FUNCTIONS: dict[str, VerbFunction] = {}
 def verb(name: str) -> Callable[[F], F]:
     """Make a function the one that runs `name`, a verb the grammar declares (and not a terminal-only one)."""
     declared = grammar.VERBS.get(name)
-    if declared is None or declared.local:
-        raise ValueError(f"{name!r} is not a verb the command layer runs: declare it in grammar.VERBS first.")
+    if declared is None:
+        raise ValueError(f"{name!r} is not a verb: declare it in grammar.VERBS first.")
+    if declared.local:
+        raise ValueError(f"{name!r} runs only in the terminal client: its function goes in terminal/local.py.")
 
     def register(function: F) -> F:
         if name in VERB_FUNCTIONS:
@@ -108,7 +110,7 @@ class CommandLayer:
         self.skills = skills
 
     async def run(self, command: Command, *, user: str | None = None, emit: Emit | None = None,
-                  ask: Ask | None = None) -> Any:
+                  ask: Ask | None = None) -> views.View:
         """Run a verb; a queue that does not answer becomes one plain sentence."""
         function = VERB_FUNCTIONS.get(command.verb)
         if function is None:

@@ -56,7 +56,7 @@ class Option:
 
     @property
     def usage(self) -> str:
-        return f"[--{self.name}={self.placeholder}]"
+        return f"[{dashed(self.name)}={self.placeholder}]"
 
     def problem(self, value: str) -> str | None:
         """Why `value` is refused, or None."""
@@ -66,7 +66,7 @@ class Option:
             low, high = self.number
             if not value.isdigit() or int(value) < low or (high is not None and int(value) > high):
                 span = f" from {low} to {high}" if high is not None else ""
-                return f"--{self.name} must be a number{span}, got {value!r}."
+                return f"{dashed(self.name)} must be a number{span}, got {value!r}."
         return None
 
 
@@ -79,7 +79,7 @@ class Flag:
 
     @property
     def usage(self) -> str:
-        return f"[--{self.name.replace('_', '-')}]"
+        return f"[{dashed(self.name)}]"
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,9 @@ class Verb:
 
     def with_subverb(self, sub: Verb) -> Verb:
         """The verb as `skills install` is: the sub-verb's words, both option sets, the sub-verb's effect."""
-        return Verb(f"{self.name} {sub.name}", sub.summary, sub.args, self.options + sub.options,
-                    self.flags + sub.flags, (), sub.changes_state, self.local or sub.local, sub.check)
+        return Verb(f"{self.name} {sub.name}", sub.summary, args=sub.args, options=self.options + sub.options,
+                    flags=self.flags + sub.flags, changes_state=sub.changes_state, local=self.local or sub.local,
+                    check=sub.check)
 
     def option(self, name: str) -> Option | None:
         return next((option for option in self.options if option.name == name), None)
@@ -145,40 +146,39 @@ YES = Flag("yes")
 YES_QUIET = Flag("yes", shown=False)
 NOTES = Option("notes", "...", sentence=True)
 VERBS: dict[str, Verb] = {verb.name: verb for verb in (
-    Verb("help", "this list, or one verb's usage", (Arg("verb", "one verb", optional=True),)),
+    Verb("help", "this list, or one verb's usage", args=(Arg("verb", "one verb", optional=True),)),
     Verb("assign", "queue work; missing flags are suggested by the router",
-         (Arg("description", "a description of the work", rest=True),),
-         (Option("machine"), Option("agent", "Y"), Option("type", "Z"), Option("cwd", "PATH", sentence=True),
-          Option("priority", "N", number=(0, 10))),
-         (YES, JSON_QUIET, Flag("wait_for_machine")), changes_state=True),
-    Verb("queue", "tasks, newest first", (),
-         (Option("status", "S", choices=STATUSES), Option("limit", "N", number=(0, None))), (JSON,)),
-    Verb("show", "one task with its output", (Arg("id", "one task id"),), (), (JSON,)),
-    Verb("review", "tasks that need a person", (), (), (JSON,)),
-    Verb("failures", "failed tasks with their errors", (), (), (JSON,)),
+         args=(Arg("description", "a description of the work", rest=True),),
+         options=(Option("machine"), Option("agent", "Y"), Option("type", "Z"), Option("cwd", "PATH", sentence=True),
+                  Option("priority", "N", number=(0, 10))),
+         flags=(YES, JSON_QUIET, Flag("wait_for_machine")), changes_state=True),
+    Verb("queue", "tasks, newest first",
+         options=(Option("status", "S", choices=STATUSES), Option("limit", "N", number=(0, None))), flags=(JSON,)),
+    Verb("show", "one task with its output", args=(Arg("id", "one task id"),), flags=(JSON,)),
+    Verb("review", "tasks that need a person", flags=(JSON,)),
+    Verb("failures", "failed tasks with their errors", flags=(JSON,)),
     Verb("resolve", "settle tasks that need a person (pending = run again)",
-         (Arg("id|all", "a task id (or all)"), Arg("status", "a status", optional=True, choices=RESOLVE_TO)),
-         (NOTES,), (YES, JSON_QUIET), changes_state=True, check=resolve_needs_a_status),
-    Verb("cancel", "stop a task that has not finished", (Arg("id", "one task id"),), (NOTES,), (JSON_QUIET,),
-         changes_state=True),
-    Verb("status", "each machine: online, active, done/failed, top agent", (), (), (JSON,)),
-    Verb("skills", "what each machine can do, and installing more", (), (), (JSON_QUIET, YES_QUIET),
-         subverbs=(
-             Verb("available", "the skills registry, checked on each machine over SSH",
-                  options=(Option("category", "C"),)),
-             Verb("list", "the skills registry, checked on one machine", (Arg("machine", "one machine"),)),
-             Verb("install", "run the skill's install recipe on the machine over SSH, streamed",
-                  (Arg("machine", "a machine"), Arg("skill", "a skill")), changes_state=True),
-             Verb("add", "add a capability to the machine in machines.yaml (comments kept)",
-                  (Arg("machine", "a machine"), Arg("capability", "a capability")), changes_state=True),
-             Verb("create", "write a new handler and register it as a skill, asking for its details",
-                  (Arg("name", "one handler name"),), changes_state=True),
-         )),
+         args=(Arg("id|all", "a task id (or all)"), Arg("status", "a status", optional=True, choices=RESOLVE_TO)),
+         options=(NOTES,), flags=(YES, JSON_QUIET), changes_state=True, check=resolve_needs_a_status),
+    Verb("cancel", "stop a task that has not finished", args=(Arg("id", "one task id"),), options=(NOTES,),
+         flags=(JSON_QUIET,), changes_state=True),
+    Verb("status", "each machine: online, active, done/failed, top agent", flags=(JSON,)),
+    Verb("skills", "what each machine can do, and installing more", flags=(JSON_QUIET, YES_QUIET), subverbs=(
+        Verb("available", "the skills registry, checked on each machine over SSH",
+             options=(Option("category", "C"),)),
+        Verb("list", "the skills registry, checked on one machine", args=(Arg("machine", "one machine"),)),
+        Verb("install", "run the skill's install recipe on the machine over SSH, streamed",
+             args=(Arg("machine", "a machine"), Arg("skill", "a skill")), changes_state=True),
+        Verb("add", "add a capability to the machine in machines.yaml (comments kept)",
+             args=(Arg("machine", "a machine"), Arg("capability", "a capability")), changes_state=True),
+        Verb("create", "write a new handler and register it as a skill, asking for its details",
+             args=(Arg("name", "one handler name"),), changes_state=True),
+    )),
     Verb("run", "run an agent on this machine and stream its answer",
-         (Arg("agent", "an agent"), Arg("prompt", "a prompt", rest=True)), local=True),
-    Verb("test", "smoke-test the agents on this machine", (Arg("agent", "one agent", optional=True),),
-         (), (JSON_QUIET,), local=True),
-    Verb("ssh", "open ssh to a machine of the fleet", (Arg("machine", "one machine name"),), local=True),
+         args=(Arg("agent", "an agent"), Arg("prompt", "a prompt", rest=True)), local=True),
+    Verb("test", "smoke-test the agents on this machine", args=(Arg("agent", "one agent", optional=True),),
+         flags=(JSON_QUIET,), local=True),
+    Verb("ssh", "open ssh to a machine of the fleet", args=(Arg("machine", "one machine name"),), local=True),
 )}
 
 
@@ -298,6 +298,11 @@ def key(raw: str) -> str:
     return raw.lower().replace("-", "_")
 
 
+def dashed(name: str) -> str:
+    """An option's name as people type it: wait_for_machine is --wait-for-machine."""
+    return "--" + name.replace("_", "-")
+
+
 def takes_value(verb: Verb, raw: str) -> bool:
     return verb.option(key(raw)) is not None
 
@@ -328,24 +333,25 @@ def build(verb_name: str, verb: Verb, text: str, trailing: list[tuple[str, str |
     flags: set[str] = set()
     for raw_key, value in trailing:
         name = key(raw_key)
+        typed = dashed(name)
         option = declared.option(name)
         if option is not None and value is not None:
             if not value:
-                raise UsageError(f"--{name} needs a value.", usage)
+                raise UsageError(f"{typed} needs a value.", usage)
             problem = option.problem(value)
             if problem:
                 raise UsageError(problem, usage)
             options[name] = value
         elif option is not None:
-            raise UsageError(f"--{name} needs a value, like --{name}=X.", usage)
+            raise UsageError(f"{typed} needs a value, like {typed}=X.", usage)
         elif declared.flag(name) is not None and value is None:
             flags.add(name)
         elif declared.flag(name) is not None:
-            raise UsageError(f"--{name} takes no value; use --{name} alone.", usage)
+            raise UsageError(f"{typed} takes no value; use {typed} alone.", usage)
         else:
             free = declared.free_text
             hint = f" (to keep it in the {free.name}, put the {free.name} in quotes)" if free else ""
-            raise UsageError(f"unknown option --{name} for {verb_name}{hint}.", usage)
+            raise UsageError(f"unknown option {typed} for {verb_name}{hint}.", usage)
     misplaced(declared, list(loose))
     command = Command(verb_name, words, options, frozenset(flags), text)
     check_words(command)
@@ -361,22 +367,23 @@ def misplaced(verb: Verb, loose: list[str]) -> None:
         if found is None:
             continue
         name, value = key(found.group(1)), found.group(2)
+        typed = dashed(name)
         option, flag = verb.option(name), verb.flag(name)
         if option is None and flag is None:
             if free is None:
-                raise UsageError(f"unknown option --{name} for {verb.name}.", verb.usage)
+                raise UsageError(f"unknown option {typed} for {verb.name}.", verb.usage)
             continue
         following = loose[at + 1:]
         opening = value[1:2] if value is not None else following[0][:1] if following else ""
         if opening in QUOTES:
-            raise UsageError(f"close the quote after --{name}{'=' if value is not None else ''}.", verb.usage)
+            raise UsageError(f"close the quote after {typed}{'=' if value is not None else ''}.", verb.usage)
         if value is not None or not following:
-            raise UsageError(f"put --{name} at the end: options come after {after}, and a value with spaces goes "
-                             f'in quotes (--{name}="two words").', verb.usage)
+            raise UsageError(f"put {typed} at the end: options come after {after}, and a value with spaces goes "
+                             f'in quotes ({typed}="two words").', verb.usage)
         if flag is not None:
             raise UsageError(flag_before_a_word(verb, name, following[0], after), verb.usage)
         assert option is not None
-        problem = (f"--{name} {following[0]} is followed by more words, so where its value ends is unclear: "
+        problem = (f"{typed} {following[0]} is followed by more words, so where its value ends is unclear: "
                    f"use {as_option(name, following[0])} after {after}")
         if option.sentence and len(following) > 1:
             problem += f", or {as_option(name, ' '.join(following))} for a value with spaces"
@@ -387,10 +394,11 @@ def misplaced(verb: Verb, loose: list[str]) -> None:
 
 def flag_before_a_word(verb: Verb, flag: str, word: str, after: str) -> str:
     """`queue --json done`: a switch takes no value, so say which option the word was probably for."""
+    typed = dashed(flag)
     meant = next((option for option in verb.options if word in option.choices), None)
     if meant is not None:
-        return f"--{flag} takes no value; if {word!r} is the {meant.name}, use {as_option(meant.name, word)}."
-    return f"--{flag} takes no value, so {word!r} after it is not one: put --{flag} at the end, after {after}."
+        return f"{typed} takes no value; if {word!r} is the {meant.name}, use {as_option(meant.name, word)}."
+    return f"{typed} takes no value, so {word!r} after it is not one: put {typed} at the end, after {after}."
 
 
 def joined(parts: Iterable[str]) -> str:
