@@ -106,7 +106,7 @@ def test_the_shell_split_words_of_the_terminal_parse_the_same_way() -> None:
         grammar.parse_argv(["assign", "fix it", "--colour=red"])
 
 
-def test_every_verb_takes_an_option() -> None:
+def test_the_declarations_give_options_and_flags_to_check() -> None:
     assert OPTIONS and FLAGS, "the declarations name options and flags"
 
 
