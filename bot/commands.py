@@ -7,7 +7,8 @@ Slack and the terminal only draw what it returns.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from da import handlers
 from da.bot import grammar, views
@@ -33,6 +34,38 @@ LIST_LIMIT = 20
 
 Emit = Callable[[str], None]
 Ask = Callable[[str], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One run of a verb: the parsed command, who asked, and how to talk back while it runs."""
+
+    command: Command
+    user: str | None = None
+    emit: Emit | None = None
+    ask: Ask | None = None
+
+
+VerbFunction = Callable[["CommandLayer", Call], Awaitable[views.View]]
+F = TypeVar("F", bound=VerbFunction)
+# Every verb the command layer runs, by name: filled by @verb, read by CommandLayer.run.
+VERB_FUNCTIONS: dict[str, VerbFunction] = {}
+
+
+def verb(name: str) -> Callable[[F], F]:
+    """Make a function the one that runs `name`, a verb the grammar declares (and not a terminal-only one)."""
+    declared = grammar.VERBS.get(name)
+    if declared is None:
+        raise ValueError(f"{name!r} is not a verb: declare it in grammar.VERBS first.")
+    if declared.local:
+        raise ValueError(f"{name!r} runs only in the terminal client: its function goes in terminal/local.py.")
+
+    def register(function: F) -> F:
+        if name in VERB_FUNCTIONS:
+            raise ValueError(f"verb {name!r} has two functions.")
+        VERB_FUNCTIONS[name] = function
+        return function
+    return register
 
 
 class SkillsRunner(Protocol):
@@ -76,13 +109,13 @@ class CommandLayer:
         self.skills = skills
 
     async def run(self, command: Command, *, user: str | None = None, emit: Emit | None = None,
-                  ask: Ask | None = None) -> Any:
+                  ask: Ask | None = None) -> views.View:
         """Run a verb; a queue that does not answer becomes one plain sentence."""
-        handler = getattr(self, f"verb_{command.verb}", None)
-        if handler is None:
+        function = VERB_FUNCTIONS.get(command.verb)
+        if function is None:
             return views.Message(f"{command.verb} runs only in the terminal client.", ok=False)
         try:
-            return await handler(command, user=user, emit=emit, ask=ask)
+            return await function(self, Call(command, user, emit, ask))
         except queue_errors.QueueUnreachable:
             return views.Message(f"queue unreachable at {', '.join(self.client.urls)}.", ok=False)
         except queue_errors.QueueError as exc:
@@ -93,27 +126,31 @@ class CommandLayer:
 
     # ---- read verbs ------------------------------------------------------------------
 
-    async def verb_help(self, command: Command, **_: Any) -> views.Help:
-        entries = tuple((verb.usage, verb.summary) for verb in grammar.VERBS.values())
-        if command.words:
-            verb = grammar.VERBS.get(command.words[0])
-            if verb is None:
-                raise UsageError(f"unknown command {command.words[0]!r}.", "help [verb]")
-            return views.Help(entries, detail=f"{verb.usage}\n{verb.summary}")
+    @verb("help")
+    async def help(self, call: Call) -> views.Help:
+        entries = tuple((declared.usage, declared.summary) for declared in grammar.VERBS.values())
+        if call.command.words:
+            declared = grammar.VERBS.get(call.command.words[0].lower())
+            if declared is None:
+                raise UsageError(f"unknown command {call.command.words[0]!r}.", call.command.usage())
+            return views.Help(entries, detail=declared.help)
         return views.Help(entries)
 
-    async def verb_queue(self, command: Command, **_: Any) -> views.TaskList:
-        status = command.options.get("status")
-        limit = int(command.options.get("limit", LIST_LIMIT))
+    @verb("queue")
+    async def queue(self, call: Call) -> views.TaskList:
+        status = call.command.options.get("status")
+        limit = int(call.command.options.get("limit", LIST_LIMIT))
         tasks = await self.tasks(status, max(1, min(limit, models.MAX_LIMIT)))
         title = f"Queue ({status})" if status else "Queue"
         return views.TaskList("queue", title, tasks, "No tasks" + (f" with status {status}." if status else "."))
 
-    async def verb_review(self, command: Command, **_: Any) -> views.TaskList:
+    @verb("review")
+    async def review(self, call: Call) -> views.TaskList:
         tasks = await self.tasks(models.NEEDS_HUMAN)
         return views.TaskList("review", "Needs a person", tasks, "Nothing needs a person.")
 
-    async def verb_failures(self, command: Command, **_: Any) -> views.TaskList:
+    @verb("failures")
+    async def failures(self, call: Call) -> views.TaskList:
         return views.TaskList("failures", "Failed", await self.tasks(models.FAILED), "No failed tasks.")
 
     async def tasks(self, status: str | None, limit: int = LIST_LIMIT) -> tuple[Task, ...]:
@@ -121,28 +158,31 @@ class CommandLayer:
         found, _cursor = await self.client.list_tasks(status=status, limit=limit)
         return tuple(found)
 
-    async def verb_show(self, command: Command, **_: Any) -> views.TaskDetail:
-        task, events = await self.client.task_with_events(command.words[0])
+    @verb("show")
+    async def show(self, call: Call) -> views.TaskDetail:
+        task, events = await self.client.task_with_events(call.command.words[0])
         return views.TaskDetail(task, tuple(events))
 
-    async def verb_status(self, command: Command, **_: Any) -> views.FleetStatus:
+    @verb("status")
+    async def status(self, call: Call) -> views.FleetStatus:
         return views.FleetStatus((await self.fleet()).machines, self.client.url)
 
-    async def verb_skills(self, command: Command, *, emit: Emit | None = None, ask: Ask | None = None,
-                          **_: Any) -> Any:
-        if not command.words:
+    @verb("skills")
+    async def skills_verb(self, call: Call) -> views.View:
+        if not call.command.words:
             return views.Skills((await self.fleet()).machines)
         if self.skills is None:
             return views.Message("skills commands need the skills registry (config/skills.yaml).", ok=False)
-        return await self.skills.run(command, await self.fleet(), emit=emit, ask=ask)
+        return await self.skills.run(call.command, await self.fleet(), emit=call.emit, ask=call.ask)
 
     # ---- verbs that change state ------------------------------------------------------
 
-    async def verb_assign(self, command: Command, *, user: str | None = None, **_: Any) -> Any:
+    @verb("assign")
+    async def assign(self, call: Call) -> views.View:
         """With machine, agent and type all given: validate and queue. Else: a suggestion to confirm."""
-        options = command.options
+        command, options = call.command, call.command.options
         request = views.AssignRequest(command.text, options.get("cwd"),
-                                      int(options["priority"]) if "priority" in options else None, user,
+                                      int(options["priority"]) if "priority" in options else None, call.user,
                                       "wait_for_machine" in command.flags)
         fleet = await self.fleet()
         machine, agent, task_type = options.get("machine"), options.get("agent"), options.get("type")
@@ -175,7 +215,9 @@ class CommandLayer:
             priority=request.priority, notes=request.description[:200])
         return views.Created(task, verdict.warnings + suggestion.warnings)
 
-    async def verb_resolve(self, command: Command, *, user: str | None = None, **_: Any) -> Any:
+    @verb("resolve")
+    async def resolve(self, call: Call) -> views.View:
+        command, user = call.command, call.user
         target = command.words[0]
         status = command.words[1] if len(command.words) > 1 else models.DONE
         notes = command.options.get("notes")
@@ -211,6 +253,8 @@ class CommandLayer:
             moved += 1
         return views.BulkResolved(moved, models.NEEDS_HUMAN, status, skipped)
 
-    async def verb_cancel(self, command: Command, *, user: str | None = None, **_: Any) -> views.TaskDetail:
-        task = await self.client.cancel(command.words[0], by=user, notes=command.options.get("notes"))
+    @verb("cancel")
+    async def cancel(self, call: Call) -> views.TaskDetail:
+        command = call.command
+        task = await self.client.cancel(command.words[0], by=call.user, notes=command.options.get("notes"))
         return views.TaskDetail(task)

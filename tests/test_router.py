@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from da.bot import grammar
-from da.bot.grammar import UsageError
 from da.bot.router import LlmRouter, RulesRouter, type_from_words, validate
 from da.fleet import Fleet, Machine
 
@@ -137,64 +135,3 @@ async def test_llm_router_without_the_cli_falls_back(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PATH", str(tmp_path))
     suggestion = await LlmRouter("claude").suggest("run the tests", FLEET)
     assert suggestion.router == "rules" and "claude is not installed here" in suggestion.reason
-
-
-@pytest.mark.parametrize(("line", "problem"), [
-    ("assign", "assign needs a description of the work."),
-    ("assign fix it --colour=red", "unknown option --colour for assign (to keep it in the description"),
-    ("assign fix it --machine", "--machine needs a value, like --machine=X."),
-    ("frobnicate", "unknown command 'frobnicate'"),
-    ("resolve abcd", "say how to resolve it: done, failed, pending."),
-    ("resolve abcd maybe", "unknown status 'maybe'"),
-    ("queue --status", "--status needs a value"),
-    ('resolve abcd done --notes="unclosed', "close the quote after --notes=."),
-    ("assign --machine=mac fix the login", "put --machine at the end: options come after the description"),
-    ("skills teleport", "unknown skills command 'teleport'."),
-    ("assign x --priority=99", "--priority must be a number from 0 to 10"),
-])
-def test_malformed_commands_answer_with_the_verbs_usage(line: str, problem: str) -> None:
-    with pytest.raises(UsageError) as caught:
-        grammar.parse(line)
-    assert caught.value.problem.startswith(problem)
-    assert "usage: " in str(caught.value)
-
-
-def test_parse_keeps_the_description_as_typed_and_options_at_the_end() -> None:
-    command = grammar.parse('assign "fix the login bug" now --machine=mac --agent=claude --yes')
-    assert command.text == '"fix the login bug" now'
-    assert command.options == {"machine": "mac", "agent": "claude"} and command.flags == {"yes"}
-    assert command.changes_state
-
-
-@pytest.mark.parametrize(("line", "text"), [
-    ("assign fix the user’s login page", "fix the user’s login page"),
-    ("assign fix the user's login page --machine=mac", "fix the user's login page"),
-    ('assign rename "Save" to “Keep” in the toolbar', 'rename "Save" to “Keep” in the toolbar'),
-    ("assign step one\nstep two\n  indented --yes", "step one\nstep two\n  indented"),
-    ('assign "run pytest --verbose"', "run pytest --verbose"),
-    ("assign “it’s all quoted” --yes", "it’s all quoted"),
-    ("assign explain --machine=X then stop there", None),
-])
-def test_prompts_reach_the_task_as_people_type_them(line: str, text: str | None) -> None:
-    if text is None:
-        with pytest.raises(UsageError, match="put --machine at the end"):
-            grammar.parse(line)
-        return
-    assert grammar.parse(line).text == text
-
-
-def test_option_values_may_be_quoted_and_dashes_may_be_autocorrected() -> None:
-    command = grammar.parse("resolve abcd done —notes=“it’s fixed, by hand”")
-    assert command.words == ("abcd", "done") and command.options == {"notes": "it’s fixed, by hand"}
-    assert grammar.parse("resolve abcd done --notes='logged in'").options == {"notes": "logged in"}
-    assert grammar.parse("queue –status=done").options == {"status": "done"}
-
-
-def test_the_shell_split_words_of_the_terminal_parse_the_same_way() -> None:
-    typed = grammar.parse("assign fix the user's login --machine=mac --yes")
-    split = grammar.parse_argv(["assign", "fix the user's login", "--machine=mac", "--yes"])
-    assert (split.text, split.options, split.flags) == (typed.text, typed.options, typed.flags)
-    notes = grammar.parse_argv(["resolve", "abcd", "done", "--notes=installed ruff by hand"])
-    assert notes.words == ("abcd", "done") and notes.options == {"notes": "installed ruff by hand"}
-    with pytest.raises(UsageError, match="unknown option --colour for assign"):
-        grammar.parse_argv(["assign", "fix it", "--colour=red"])

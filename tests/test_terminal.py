@@ -215,3 +215,28 @@ async def test_a_plain_command_runs_as_a_script_where_no_machine_has_an_agent(ma
     assert run.out.splitlines()[0].startswith("queued ") and "run_script on →vm" in run.out
     assert "warning: no machine lists an agent: this runs as a shell command (run_script)" in run.out
     assert [t.payload for t in await tasks_in(server)] == [{"script": "echo hello"}]
+
+
+async def test_flag_value_works_like_flag_equals_value(fleet_server: QueueServer, tmp_path: Path) -> None:
+    async with QueueClient(fleet_server.url, "test-secret-0123456789") as client:
+        stuck = await client.create_task("lint", {"cwd": "/src"}, target_machine="thinkpad-x1")
+        held = await client.claim("thinkpad-x1", ["lint"])
+        await client.report(stuck.id, held.lease, "needs_human", {}, notes="ruff is missing")
+        waiting = await client.create_task("run_script", {"script": "true"})
+    listed = await da(fleet_server.url, "queue", "--status", "needs_human", "--json", cwd=tmp_path)
+    assert listed.code == 0, listed.out
+    assert [t["id"] for t in json.loads(listed.out)["tasks"]] == [stuck.id]
+    resolved = await da(fleet_server.url, "resolve", stuck.short_id, "done", "--notes", "installed ruff by hand",
+                        cwd=tmp_path)
+    assert resolved.code == 0 and resolved.out.strip() == f"{stuck.short_id} is now done"
+    typed = await da(fleet_server.url, stdin="queue --status done\nexit\n", cwd=tmp_path)
+    assert stuck.short_id in typed.out and waiting.short_id not in typed.out
+    queued = await da(fleet_server.url, "assign", "fix the login", "--machine", "mac", "--agent", "claude", "--type",
+                      "agent_run", cwd=tmp_path)
+    assert queued.code == 0 and "agent_run on →mac-mini with claude" in queued.out, queued.out
+    ambiguous = await da(fleet_server.url, "queue", "--json", "done", cwd=tmp_path)
+    assert ambiguous.code == 2
+    assert ambiguous.out.startswith("--json takes no value; if 'done' is the status, use --status=done.")
+    tasks = {t.id: t for t in await tasks_in(fleet_server)}
+    assert tasks[stuck.id].status == "done" and "installed ruff by hand" in (tasks[stuck.id].notes or "")
+    assert len(tasks) == 3

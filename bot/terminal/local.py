@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from da import agents, doctor
@@ -18,12 +19,8 @@ if TYPE_CHECKING:
 
 
 async def run(command: Command, terminal: Terminal) -> int:
-    """Run a local verb; returns the exit status."""
-    if command.verb == "run":
-        return await run_agent(command.words[0], command.text.split(None, 1)[1], terminal)
-    if command.verb == "test":
-        return await smoke_test(command.words[0] if command.words else None, terminal)
-    return await ssh(command.words[0], terminal)
+    """Run a local verb (one the grammar declares `local`); returns the exit status."""
+    return await LOCAL_VERBS[command.verb](command, terminal)
 
 
 def commands_for(terminal: Terminal) -> dict[str, agents.AgentCommand]:
@@ -90,3 +87,11 @@ async def ssh(name: str, terminal: Terminal) -> int:
     terminal.print(f"$ {' '.join(argv)}")
     os.execvp("ssh", argv)
     return 0  # not reached
+
+
+# The terminal's own verbs, by name, as the command layer's table holds the shared ones.
+LOCAL_VERBS: dict[str, Callable[[Command, Terminal], Awaitable[int]]] = {
+    "run": lambda command, terminal: run_agent(command.words[0], command.text.split(None, 1)[1], terminal),
+    "test": lambda command, terminal: smoke_test(command.words[0] if command.words else None, terminal),
+    "ssh": lambda command, terminal: ssh(command.words[0], terminal),
+}
