@@ -32,3 +32,9 @@ class Asked:
     surface: Surface
     root: str | None = None
     reply: Reply | None = None
+
+
+def refusal(user: str) -> str:
+    """What someone not on SLACK_ALLOWED_USERS is told when they try to change something."""
+    return (f"<@{user}> is not on SLACK_ALLOWED_USERS, so you can look but not change anything; "
+            "ask whoever runs da to add your user id.")

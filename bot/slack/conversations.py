@@ -30,7 +30,7 @@ from da.bot import views
 from da.bot.commands import CommandLayer
 from da.bot.router import AGENT_RUN
 from da.bot.slack import blocks, delivery
-from da.bot.slack.asked import Asked, Surface
+from da.bot.slack.asked import Asked, Surface, refusal
 from da.bot.slack.delivery import Poster
 from da.bot.slack.state import BotState, Card, Thread, Waiting, thread_key
 from da.queue import errors as queue_errors
@@ -138,9 +138,7 @@ class Conversations:
         return self.state.threads.get(channel, root)
 
     async def refuse(self, channel: str, root: str, user: str) -> None:
-        await self.say_privately(channel, root, user,
-                                 f"<@{user}> is not on SLACK_ALLOWED_USERS, so you can look but not change "
-                                 "anything; ask whoever runs da to add your user id.")
+        await self.say_privately(channel, root, user, refusal(user))
 
     def begin(self, card: Card, task: Task) -> None:
         """An agent task's card makes its thread a conversation (other tasks' threads are not)."""

@@ -18,7 +18,7 @@ from slack_sdk.models.blocks import Block
 from da.bot import grammar, views
 from da.bot.commands import CommandLayer
 from da.bot.router import Suggestion
-from da.bot.slack import blocks, delivery, forms
+from da.bot.slack import asked, blocks, delivery, forms
 from da.bot.slack.conversations import Conversations
 from da.bot.slack.delivery import Reply
 from da.bot.slack.settings import BotSettings
@@ -59,8 +59,7 @@ class Room:
         return user in self.settings.allowed_users
 
     def refusal(self, user: str) -> str:
-        return (f"<@{user}> is not on SLACK_ALLOWED_USERS, so you can look but not change anything; "
-                "ask whoever runs da to add your user id.")
+        return asked.refusal(user)
 
     async def refused(self, user: str, reply: Reply) -> bool:
         """True (after telling the user, privately) when they may not change state."""
