@@ -8,7 +8,7 @@ channel, ephemeral or not, with generated block ids and entity-escaped plain tex
 is built from what the user really saw, with the payload Slack really sends (an ephemeral
 click carries no `message`).
 
-Strictness, with the facts in /work/brief/SLACK_FACTS.md:
+Strictness, each fact with where Slack documents it in tests/SLACK_FACTS.md:
 - slash text arrives with & < > escaped; slash envelopes carry no retry fields;
 - chat.update refuses unknown or ephemeral ts (`message_not_found`) and messages the bot did
   not post with chat.* (`cant_update_message`);

@@ -1,6 +1,6 @@
 """Slack's rules for what a message may hold, as the strict emulator enforces them.
 
-Sources are in /work/brief/SLACK_FACTS.md (sections 2, 4 and 11). Where Slack's behaviour is
+Sources are in tests/SLACK_FACTS.md (sections 2, 4 and 7). Where Slack's behaviour is
 UNCONFIRMED the stricter plausible rule is used and marked so.
 """
 

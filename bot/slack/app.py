@@ -104,7 +104,7 @@ class BotProcess:
         self.lease_lost = asyncio.Event()
         self.connected = False
         self.standing_by = False
-        self.notifier = Notifier(self.client, self.room.web, self.state, settings.notify_channel,
+        self.notifier = Notifier(self.client, self.room.poster, self.state, settings.notify_channel,
                                  progress_every=settings.progress_every, wait=settings.feed_wait,
                                  notify_done=settings.notify_done, burst_threshold=settings.burst_threshold,
                                  holding=self.holding, conversations=self.room.conversations,
@@ -141,7 +141,7 @@ class BotProcess:
         cursor = (data or {}).get("cursor")
         if isinstance(cursor, int) and (self.state.last_event is None or cursor > self.state.last_event):
             logger.info("carrying on from event %d, where the previous bot of this workspace stopped", cursor)
-            self.state.rewind(cursor)
+            self.state.cursor.rewind(cursor)
         self.holding.set()
 
     def lease_data(self) -> dict[str, int] | None:

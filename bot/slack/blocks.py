@@ -30,6 +30,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from da.bot import views
+from da.bot.slack import ids
 from da.bot.views import ago
 from da.queue import models
 from da.queue.models import Task
@@ -51,7 +52,6 @@ STATUS_EMOJI = {models.PENDING: ":hourglass:", models.CLAIMED: ":inbox_tray:", m
                 models.CANCELLED: ":no_entry_sign:"}
 # What a person's resolve did, in the words a channel reads.
 OUTCOME_WORDS = {models.DONE: "resolved as done", models.PENDING: "re-queued (retry)", models.FAILED: "marked failed"}
-RESOLVE_ACTIONS = {f"resolve_{status}": status for status in models.RESOLVE_TO}
 RESOLVE_LABELS = {models.DONE: "Done", models.PENDING: "Retry (run again)", models.FAILED: "Fail"}
 
 Drawn = tuple[str, list[Block]]
@@ -139,11 +139,12 @@ def review_card(task: Task, *, kind: str = "review", listed_in: str | None = Non
     if tail:
         blocks.append(SectionBlock(block_id=f"task:{task.id}:tail", text=md(code(tail))))
     value: dict[str, Any] = {"id": task.id, **({"in": listed_in} if listed_in else {})}
-    retry = f"resolve_{models.PENDING}"
+    retry = ids.RESOLVE[models.PENDING]
     buttons = [button("Retry", retry, value, "primary")]
     if kind == "review":
-        buttons = [button("Done", f"resolve_{models.DONE}", value, "primary"), button("Retry", retry, value),
-                   button("Fail", f"resolve_{models.FAILED}", value, "danger"), button("Add note…", "note_open", value)]
+        buttons = [button("Done", ids.RESOLVE[models.DONE], value, "primary"), button("Retry", retry, value),
+                   button("Fail", ids.RESOLVE[models.FAILED], value, "danger"),
+                   button("Add note…", ids.NOTE_OPEN, value)]
     blocks.append(ActionsBlock(block_id=f"task:{task.id}:actions", elements=buttons))
     return blocks
 
@@ -163,7 +164,7 @@ def task_card(task: Task) -> list[Block]:
     blocks: list[Block] = [SectionBlock(block_id=f"task:{task.id}:card", text=md(text))]
     if task.status not in models.TERMINAL:
         blocks.append(ActionsBlock(block_id=f"task:{task.id}:actions",
-                                   elements=[button("Cancel", "cancel_task", {"id": task.id}, "danger")]))
+                                   elements=[button("Cancel", ids.CANCEL_TASK, {"id": task.id}, "danger")]))
     return blocks
 
 
@@ -190,12 +191,12 @@ def suggestion_blocks(view: views.SuggestionView, token: str) -> list[Block]:
         if options:
             choices = [Option(text=PlainTextObject(text=clip(o, MAX_LABEL)), value=o) for o in options[:100]]
             initial = next((c for c in choices if c.value == current), None)
-            menus.append(StaticSelectElement(action_id=f"suggest_{name}", placeholder=PlainTextObject(text=name),
+            menus.append(StaticSelectElement(action_id=ids.SUGGEST_MENUS[name], placeholder=PlainTextObject(text=name),
                                              options=choices, initial_option=initial))
     if menus:
         blocks.append(ActionsBlock(block_id=f"suggest:{token}:menus", elements=menus))
     blocks.append(ActionsBlock(block_id=f"suggest:{token}:buttons", elements=[
-        button("Confirm", "suggest_confirm", state, "primary"), button("Cancel", "suggest_cancel", state)]))
+        button("Confirm", ids.SUGGEST_CONFIRM, state, "primary"), button("Cancel", ids.SUGGEST_CANCEL, state)]))
     return blocks
 
 
@@ -320,11 +321,11 @@ def bulk_preview(view: views.BulkPreview, token: str) -> Drawn:
     if not view.count:
         return section(f"No tasks in {view.from_status}; nothing to change.")
     text = f"{view.count} task(s) in {view.from_status} will become {view.status}."
-    ids = ", ".join(f"`{task_id[:8]}`" for task_id in view.task_ids)
+    listed = ", ".join(f"`{task_id[:8]}`" for task_id in view.task_ids)
     value = {"t": token}
-    return text, [SectionBlock(text=md(f"{text}\n{clip(ids, MAX_TEXT - len(text) - 1)}")), ActionsBlock(elements=[
-        button(f"Confirm: change {view.count}", "bulk_confirm", value, "danger"),
-        button("Cancel", "bulk_cancel", value)])]
+    return text, [SectionBlock(text=md(f"{text}\n{clip(listed, MAX_TEXT - len(text) - 1)}")), ActionsBlock(elements=[
+        button(f"Confirm: change {view.count}", ids.BULK_CONFIRM, value, "danger"),
+        button("Cancel", ids.BULK_CANCEL, value)])]
 
 
 @render.register
@@ -336,7 +337,7 @@ def _bulk_resolved(view: views.BulkResolved) -> Drawn:
 def note_modal(task_id: str, short_id: str, origin: dict[str, str]) -> View:
     """The modal of the "Add note…" button: a note and how to resolve."""
     choices = [Option(text=PlainTextObject(text=label), value=value) for value, label in RESOLVE_LABELS.items()]
-    return View(type="modal", callback_id="note_submit", title=PlainTextObject(text=f"Resolve {short_id}"),
+    return View(type="modal", callback_id=ids.NOTE_SUBMIT, title=PlainTextObject(text=f"Resolve {short_id}"),
                 submit=PlainTextObject(text="Resolve"), close=PlainTextObject(text="Cancel"),
                 private_metadata=json.dumps({"id": task_id, **origin}),
                 blocks=[InputBlock(block_id="note", label=PlainTextObject(text="Note"),
@@ -344,3 +345,53 @@ def note_modal(task_id: str, short_id: str, origin: dict[str, str]) -> View:
                         InputBlock(block_id="status", label=PlainTextObject(text="Resolve as"),
                                    element=StaticSelectElement(action_id="choice", options=choices,
                                                                initial_option=choices[0]))])
+
+
+# ---- the notifier's alerts ----------------------------------------------------------------
+
+def alert(task: Task, kind: str, *, threaded: bool, mention: str = "") -> Drawn:
+    """An alert about a task that reached `kind` (needs_human, failed, done): in its card's thread
+    (mentioning who asked) or at the top of a channel (with a title)."""
+    if kind == models.DONE:
+        notes = f": {escape(task.notes)}" if task.notes else ""
+        return f":white_check_mark: `{task.short_id}` {escape(task.type)} done on " \
+               f"{escape(task.assigned_to or '-')}{notes}", []
+    listed = "review" if kind == models.NEEDS_HUMAN else "failures"
+    card = review_card(task, kind=listed)
+    if threaded:
+        who = f"<@{mention}> " if mention.startswith(("U", "W")) else ""
+        verb = "needs you" if listed == "review" else "has failed"
+        text = f"{who}`{task.short_id}` {verb}: {escape(task.notes or '')}"
+        return text, [SectionBlock(block_id="mention", text=md(text)), *card]
+    title = "Needs a person" if listed == "review" else "Failed"
+    return (f"{title}: {task.short_id} {escape(task.notes or '')}",
+            [HeaderBlock(block_id="title", text=PlainTextObject(text=title)), *card])
+
+
+def alert_line(task: Task, kind: str) -> str:
+    """One task of a burst, as a line of the list in the summary's thread."""
+    notes = escape(views.preview(task, 120)) if kind == models.DONE else escape((task.notes or "")[:150])
+    return f"{STATUS_EMOJI.get(kind, '')} `{task.short_id}` *{escape(task.type)}* on " \
+           f"{escape(task.assigned_to or '-')}: {notes}"
+
+
+def burst_summary(total: int, counts: dict[str, int], words: dict[str, str], minutes: int,
+                  mentions: tuple[str, ...]) -> Drawn:
+    """One message for a burst of alerts: how many of each kind, with Review / Failures buttons."""
+    parts = [f"{n} {words[kind]}" for kind, n in counts.items() if n]
+    span = "the last minute" if minutes == 1 else f"the last {minutes} minutes"
+    who = " ".join(f"<@{user}>" for user in mentions)
+    text = f"{total} tasks in {span}: {', '.join(parts)}." + (f" {who}" if who else "")
+    buttons = [button("Review", ids.OPEN_REVIEW, {"kind": "review"}, "primary")] \
+        if counts.get(models.NEEDS_HUMAN) else []
+    if counts.get(models.FAILED):
+        buttons.append(button("Failures", ids.OPEN_REVIEW, {"kind": "failures"}))
+    drawn: list[Block] = [SectionBlock(block_id="summary", text=md(f"{text}\nThe list is in the thread."))]
+    if buttons:
+        drawn.append(ActionsBlock(block_id="summary_actions", elements=buttons))
+    return text, drawn
+
+
+def list_post(sections: list[str]) -> Drawn:
+    """One post of a summary's list (sections of lines already escaped)."""
+    return sections[0][:200], [SectionBlock(text=md(part)) for part in sections]

@@ -8,8 +8,8 @@ as an `app_mention`); Slack may deliver either again. Each message is acted on o
   other agents get the earlier turns as context. The thread is a lock: a reply that comes
   while a turn runs waits (kept in the bot's state, so a restart keeps it) and runs after, in
   order;
-- a mention of the bot, or a direct message, starts a task the way `/da` does (a plain prompt
-  is an `assign`), its card in the message's thread;
+- a mention of the bot, or a direct message, is asked of da the way `/da` is (`answering`: a
+  plain prompt is an `assign`), answered in the message's thread;
 - anything else in a channel is people talking, and is left alone.
 
 Each turn gets its card in the thread (progress edited, Cancel while it runs); when it
@@ -20,21 +20,18 @@ too long for a message) and starts the next waiting reply.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from slack_sdk.models.blocks import Block, SectionBlock
-from slack_sdk.web.async_client import AsyncWebClient
-
 from da import agents
-from da.bot import grammar, views
+from da.bot import views
 from da.bot.commands import CommandLayer
 from da.bot.router import AGENT_RUN
 from da.bot.slack import blocks, delivery
+from da.bot.slack.asked import Asked, Surface, refusal
+from da.bot.slack.delivery import Poster
 from da.bot.slack.state import BotState, Card, Thread, Waiting, thread_key
 from da.queue import errors as queue_errors
 from da.queue import models
@@ -91,28 +88,29 @@ def latest_session(tasks: list[Task]) -> str | None:
 class Conversations:
     """Acts on people's messages and keeps each thread's turns in order."""
 
-    def __init__(self, layer: CommandLayer, web: AsyncWebClient, state: BotState, *,
+    def __init__(self, layer: CommandLayer, poster: Poster, state: BotState, *,
                  allowed_users: frozenset[str]) -> None:
         self.layer = layer
         self.client: QueueClient = layer.client
-        self.web = web
+        self.poster = poster
         self.state = state
         self.allowed_users = allowed_users
         # One lock per thread: deciding "run now or wait" and starting a turn never interleave.
         self.locks: dict[str, asyncio.Lock] = {}
         # Set while replies wait that no ending turn will start (the queue was away when they came,
         # or the bot stopped meanwhile): the notifier calls `resume` once the queue answers.
-        self.stalled = any(thread.waiting for thread in state.threads.values())
+        self.stalled = any(thread.waiting for thread in state.threads)
 
     def lock(self, key: str) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
 
     # ---- a person's message ------------------------------------------------------------
 
-    async def heard(self, event: Mapping[str, Any], bot_user_id: str | None) -> None:
-        """Act once on a message event or an app_mention (whichever Slack delivers first)."""
+    async def heard(self, event: Mapping[str, Any], bot_user_id: str | None) -> Asked | None:
+        """Act once on a message event or an app_mention (whichever Slack delivers first): a reply in a
+        conversation is handled here; a mention or a DM comes back as a request for `answering`."""
         if event.get("subtype") not in PERSON_SUBTYPES or event.get("bot_id") or not event.get("user"):
-            return
+            return None
         channel, ts, user = str(event.get("channel", "")), str(event.get("ts", "")), str(event["user"])
         raw = str(event.get("text") or "")
         mentioned = bot_user_id is not None and f"<@{bot_user_id}" in raw
@@ -120,68 +118,33 @@ class Conversations:
         thread_ts = event.get("thread_ts")
         root = str(thread_ts) if thread_ts and thread_ts != ts else None
         if root is None and not (mentioned or direct):
-            return  # people talking in a channel the bot is in
+            return None  # people talking in a channel the bot is in
         if root is not None and not (mentioned or direct) and self.thread(channel, root) is None \
-                and self.state.thread_of_card(channel, root) is None:
-            return  # a thread da has no part in
-        if not self.state.first_time(channel, ts):
+                and self.state.cards.thread_of(channel, root) is None:
+            return None  # a thread da has no part in
+        if not self.state.threads.first_time(channel, ts):
             logger.info("message %s in %s was already acted on (Slack delivered it again)", ts, channel)
-            return
+            return None
         text = blocks.unescape(USER_MENTION.sub(
             lambda m: "" if m.group(1) == bot_user_id else m.group(0), raw)).strip()
         where = root or ts
         if root is not None and (self.thread(channel, root) is not None
-                                 or self.state.thread_of_card(channel, root) is not None):
+                                 or self.state.cards.thread_of(channel, root) is not None):
             await self.reply(channel, root, user, text, ts)
-            return
-        await self.start(channel, where, user, text)
+            return None
+        return Asked(user, channel, text, Surface.DM if direct else Surface.MENTION, root=where)
 
     def thread(self, channel: str, root: str) -> Thread | None:
-        return self.state.threads.get(thread_key(channel, root))
+        return self.state.threads.get(channel, root)
 
     async def refuse(self, channel: str, root: str, user: str) -> None:
-        await self.say_privately(channel, root, user,
-                                 f"<@{user}> is not on SLACK_ALLOWED_USERS, so you can look but not change "
-                                 "anything; ask whoever runs da to add your user id.")
-
-    async def start(self, channel: str, root: str, user: str, text: str) -> None:
-        """A mention or a DM: run it as `/da` would (a plain prompt is an assign), answered in the thread."""
-        if not text:
-            await self.say(channel, root, "Tell me what to do: `@da fix the flaky login test`, or "
-                                          "`@da help` for the commands.")
-            return
-        first = text.split(maxsplit=1)[0].lower()
-        line = text if first in grammar.VERBS else f"assign {text}"
-        try:
-            command = grammar.parse(line, allow_local=False)
-        except grammar.UsageError as exc:
-            await self.say(channel, root, f"{blocks.escape(exc.problem)}\nusage: `@da {blocks.escape(exc.usage)}`")
-            return
-        if command.changes_state and user not in self.allowed_users:
-            await self.refuse(channel, root, user)
-            return
-        if command.verb == "assign":
-            command = dataclasses.replace(command, flags=command.flags | {"yes"})
-        try:
-            view = await self.layer.run(command, user=user)
-        except grammar.UsageError as exc:
-            await self.say(channel, root, f"{blocks.escape(exc.problem)}\nusage: `@da {blocks.escape(exc.usage)}`")
-            return
-        if isinstance(view, views.Created):
-            card = await self.post_card(channel, root, view, user)
-            if card is not None:
-                self.begin(card, view.task)
-            return
-        text_out, drawn = blocks.render(view)
-        await self.say(channel, root, text_out, drawn)
+        await self.say_privately(channel, root, user, refusal(user))
 
     def begin(self, card: Card, task: Task) -> None:
         """An agent task's card makes its thread a conversation (other tasks' threads are not)."""
         if task.type == AGENT_RUN and task.agent:
-            thread = Thread(card.channel, card.root, task.agent, task.target_machine or "", task.payload.get("cwd"),
-                            [task.id])
-            self.state.threads[thread.key] = thread
-            self.state.save()
+            self.state.threads.keep(Thread(card.channel, card.root, task.agent, task.target_machine or "",
+                                           task.payload.get("cwd"), [task.id]))
 
     async def reply(self, channel: str, root: str, user: str, text: str, ts: str) -> None:
         """A reply in a task's thread: the agent's next turn, now or after the running one."""
@@ -194,8 +157,7 @@ class Conversations:
             thread = self.thread(channel, root) or await self.adopt(channel, root)
             if thread is None:
                 return
-            thread.waiting.append(Waiting(user, text, ts))
-            self.state.save()
+            self.state.threads.wait(thread, Waiting(user, text, ts))
             try:
                 started = await self.next_turn(thread)
             except queue_errors.QueueError as exc:
@@ -212,7 +174,7 @@ class Conversations:
     async def adopt(self, channel: str, root: str) -> Thread | None:
         """The conversation of a thread whose card da posted before it was one (a `/da` card);
         None, after saying why, when the thread's task is gone or is not an agent's."""
-        task_id = self.state.thread_of_card(channel, root)
+        task_id = self.state.cards.thread_of(channel, root)
         if task_id is None:
             return None
         try:
@@ -231,8 +193,7 @@ class Conversations:
             return None
         thread = Thread(channel, root, task.agent, task.assigned_to or task.target_machine or "",
                         task.payload.get("cwd"), [task.id])
-        self.state.threads[thread.key] = thread
-        self.state.save()
+        self.state.threads.keep(thread)
         return thread
 
     async def next_turn(self, thread: Thread) -> bool:
@@ -248,8 +209,7 @@ class Conversations:
             except queue_errors.QueueError as exc:
                 if delivery.transient(exc):
                     raise
-                dropped = thread.waiting.pop(0)
-                self.state.save()
+                dropped = self.state.threads.drop_first(thread)
                 logger.warning("the queue refused the reply %s in %s (%s); it is dropped", dropped.ts, thread.key,
                                exc.detail)
                 await self.say(thread.channel, thread.root, f"<@{dropped.user}> your reply "
@@ -281,14 +241,11 @@ class Conversations:
         machine = next((t.assigned_to for t in reversed(history) if t.assigned_to), None) or thread.machine
         task = await self.created_before(waiting) if waiting.started else None
         if task is None:
-            waiting.started = time.time()
-            self.state.save()
+            self.state.threads.starting(waiting)
             task = await self.client.create_task(AGENT_RUN, payload, target_machine=machine or None,
                                                  agent=thread.agent, created_by=waiting.user, notes=waiting.text[:200])
-        thread.turns.append(task.id)
-        thread.waiting.pop(0)
-        self.state.save()
-        await self.post_card(thread.channel, thread.root, views.Created(task), waiting.user)
+        self.state.threads.started(thread, task.id)
+        await self.poster.card(views.Created(task), waiting.user, [(thread.channel, thread.root)])
         return True
 
     async def created_before(self, waiting: Waiting) -> Task | None:
@@ -299,7 +256,7 @@ class Conversations:
 
     async def finished(self, task: Task) -> None:
         """A turn ended (done, failed, needs a person, cancelled): start the thread's next reply."""
-        for thread in list(self.state.threads.values()):
+        for thread in self.state.threads:
             if thread.turns and thread.turns[-1] == task.id and thread.waiting:
                 async with self.lock(thread.key):
                     await self.next_turn(thread)
@@ -309,7 +266,7 @@ class Conversations:
         raises and leaves them stalled."""
         self.stalled = False
         try:
-            for thread in list(self.state.threads.values()):
+            for thread in self.state.threads:
                 if thread.waiting:
                     async with self.lock(thread.key):
                         await self.next_turn(thread)
@@ -319,38 +276,10 @@ class Conversations:
 
     # ---- posting in the thread ---------------------------------------------------------
 
-    async def post_card(self, channel: str, root: str | None, view: views.Created, requester: str) -> Card | None:
-        """A task's card in the thread `root` (None: a card that starts its own thread): its status
-        line, edited while it runs, with Cancel."""
-        text, drawn = blocks.render(view)
-        try:
-            posted = await self.web.chat_postMessage(channel=channel, thread_ts=root, text=text,
-                                                     blocks=[b.to_dict() for b in drawn])
-        except delivery.FAILURES as exc:
-            logger.warning("posting the card of %s in its thread failed (%s)", view.task.short_id,
-                           delivery.problem(exc))
-            return None
-        card = Card(posted["channel"], posted["ts"], view.task.status, requester=requester, thread=root or "")
-        self.state.cards[view.task.id] = card
-        self.state.save()
-        return card
-
-    async def say(self, channel: str, root: str, text: str, drawn: list[Block] | None = None) -> bool:
+    async def say(self, channel: str, root: str, text: str) -> bool:
         """A message in the thread, for everyone in it; False when Slack did not take it."""
-        try:
-            await self.web.chat_postMessage(channel=channel, thread_ts=root, text=text,
-                                            blocks=[b.to_dict() for b in drawn or [SectionBlock(text=blocks.md(text))]])
-        except delivery.FAILURES as exc:
-            logger.warning("answering in the thread %s of %s failed (%s)", root, channel, delivery.problem(exc))
-            return False
-        return True
+        return await self.poster.say(channel, root, text)
 
     async def say_privately(self, channel: str, root: str, user: str, text: str) -> None:
         """A message only `user` sees (in a DM, where that is everyone, a plain one)."""
-        if channel.startswith("D"):
-            await self.say(channel, root, text)
-            return
-        try:
-            await self.web.chat_postEphemeral(channel=channel, user=user, thread_ts=root, text=text)
-        except delivery.FAILURES as exc:
-            logger.warning("answering %s privately in %s failed (%s)", user, channel, delivery.problem(exc))
+        await self.poster.say_privately(channel, root, user, text)

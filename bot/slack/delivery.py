@@ -1,16 +1,25 @@
-"""Getting a message to Slack when every call can fail.
+"""The one poster: every message the bot shows in Slack goes through here, when every call can fail.
 
-The Web client retries what Slack says to retry (HTTP 429 after `Retry-After`, 500/503,
-connection resets) with the SDK's own handlers. `response_url` posts get the same handlers
-but never raise on an HTTP error, so `Reply` checks each answer and, when Slack refuses it,
-falls back to a form Slack accepts: the text without blocks, then a private message.
+Only this module calls `chat.postMessage`, `chat.update`, `chat.postEphemeral`, the files upload
+and the streaming methods (a structure test fails if another module of `da.bot.slack` does), so
+retries, fallbacks and remembering what was posted live in one place:
+
+- retries: the Web client retries what Slack says to retry (HTTP 429 after `Retry-After`,
+  500/503, connection resets) with the SDK's own handlers; `until` keeps trying a delivery that
+  must happen (an alert) with backoff, forever;
+- fallbacks: a refused message is sent again as plain text (`CONTENT_ERRORS`); a place that
+  refuses (`PLACE_ERRORS`) passes the message to the next place (the notify channel, or the
+  person's DM with a sentence saying why); `response_url` posts get the SDK's handlers but never
+  raise on an HTTP error, so `Reply` checks each answer and falls back to the text without
+  blocks, then a private message;
+- persistence: a task's card, once Slack took it, is kept in the bot's state (`Poster.card`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -21,10 +30,15 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.models.blocks import Block, SectionBlock
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from da.bot import views
+from da.bot.slack import blocks as drawing
+from da.bot.slack.state import BotState, Card
 from da.queue import errors as queue_errors
+from da.queue import models
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +57,11 @@ PLACE_ERRORS = frozenset({"channel_not_found", "not_in_channel", "is_archived", 
                           "restricted_action_thread_only_channel", "team_access_not_granted"})
 # A fallback plain text stays well inside every text limit.
 PLAIN_LIMIT = 3000
+# Tries of one delivery that must happen: 0.5 s, doubling to 30 s between them (longer if Slack asks), forever.
+RETRY_FIRST = 0.5
+RETRY_MAX = 30.0
+# A card Slack no longer has: stop editing it.
+GONE = frozenset({"message_not_found", "cant_update_message", "channel_not_found"})
 
 
 def retry_handlers() -> list[AsyncRetryHandler]:
@@ -162,3 +181,184 @@ class Reply:
                 logger.warning("chat.postEphemeral to %s in %s failed (%s)", self.user, self.channel, problem(exc))
         logger.error("could not answer %s in %s (%s): %s", self.user, self.channel, why, clip(text, 200))
         return False
+
+
+def dicts(drawn: Sequence[Block | dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Blocks as Slack's JSON (None for none)."""
+    return [b if isinstance(b, dict) else b.to_dict() for b in drawn] if drawn else None
+
+
+async def until(what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
+    """Run `attempt` until it succeeds: Slack failures and a queue that is away are retried, honouring
+    Retry-After; a queue error that would answer the same again (too large, refused) is raised.
+
+    A task that no longer exists answers None.
+    """
+    pause = RETRY_FIRST
+    while True:
+        try:
+            return await attempt()
+        except queue_errors.NotFound:
+            return None
+        except queue_errors.QueueError as exc:
+            if not transient(exc):
+                raise
+            why = exc.detail
+            wait = pause
+        except FAILURES as exc:
+            why = problem(exc)
+            wait = max(pause, retry_after(exc))
+        log = logger.error if why in PLACE_ERRORS else logger.warning
+        log("%s was not delivered (%s); trying again in %.1fs", what, why, wait)
+        await asyncio.sleep(wait)
+        pause = min(pause * 2, RETRY_MAX)
+
+
+class Poster:
+    """Every post, edit, private message and upload of the bot, with its retries and fallbacks."""
+
+    def __init__(self, web: AsyncWebClient, state: BotState, *, notify_channel: str, timeout: float) -> None:
+        self.web = web
+        self.state = state
+        self.notify_channel = notify_channel
+        self.timeout = timeout
+
+    def reply(self, body: Mapping[str, Any]) -> Reply:
+        """Answers to the person behind a slash command or a click."""
+        return Reply.to(body, self.web, self.timeout)
+
+    def reply_to(self, user: str, *, url: str | None, channel: str | None) -> Reply:
+        return Reply(self.web, url=url, channel=channel, user=user, timeout=self.timeout)
+
+    # ---- one call each (raising FAILURES) ----------------------------------------------
+
+    async def post(self, channel: str, text: str, drawn: Sequence[Block | dict[str, Any]] | None = None, *,
+                   thread_ts: str | None = None) -> tuple[str, str]:
+        """chat.postMessage; (channel, ts) of the message Slack stored."""
+        posted = await self.web.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text, blocks=dicts(drawn))
+        return str(posted["channel"]), str(posted["ts"])
+
+    async def update(self, channel: str, ts: str, text: str, drawn: Sequence[Block | dict[str, Any]]) -> None:
+        """chat.update of a message the bot posted."""
+        await self.web.chat_update(channel=channel, ts=ts, text=text, blocks=dicts(drawn))
+
+    # ---- with fallbacks ----------------------------------------------------------------
+
+    async def post_or_plain(self, channel: str, text: str, drawn: Sequence[Block] | None, *,
+                            thread_ts: str | None = None, elsewhere: tuple[str, str, list[Block]] | None = None,
+                            what: str = "a message") -> str:
+        """Post once Slack takes it: as drawn, else (content refused) as plain text, else (place refused)
+        as `elsewhere` (channel, text, blocks) when given; raises what Slack or the network raised.
+        Returns the channel it landed in."""
+        try:
+            await self.post(channel, text, drawn, thread_ts=thread_ts)
+            return channel
+        except SlackApiError as exc:
+            why = problem(exc)
+            if why in CONTENT_ERRORS and drawn:
+                logger.warning("Slack refused %s (%s); posting it as text", what, why)
+                await self.post(channel, clip(text), thread_ts=thread_ts)
+                return channel
+            if why in PLACE_ERRORS and elsewhere is not None:
+                other, other_text, other_blocks = elsewhere
+                logger.warning("cannot post in %s (%s); %s goes to %s instead", channel, why, what, other)
+                await self.post(other, other_text, other_blocks)
+                return other
+            raise
+
+    async def card(self, view: views.Created, requester: str,
+                   places: Sequence[tuple[str, str | None]]) -> tuple[Card | None, list[str]]:
+        """Post a task's card in the first of `places` (channel, thread) that takes it and keep it in the
+        state; the card (None when none took it) and why each refused. A refusal about the card itself
+        or the network stops there: another place would not help."""
+        text, drawn = drawing.render(view)
+        refused: list[str] = []
+        for channel, root in dict.fromkeys(p for p in places if p[0]):
+            try:
+                where, ts = await self.post(channel, text, drawn, thread_ts=root)
+            except FAILURES as exc:
+                why = problem(exc)
+                logger.warning("posting the card of %s in %s failed (%s)", view.task.short_id, channel, why)
+                refused.append(why)
+                if why not in PLACE_ERRORS:
+                    break
+                continue
+            card = Card(where, ts, view.task.status, requester=requester, thread=root or "")
+            self.state.cards.keep(view.task.id, card)
+            return card, refused
+        return None, refused
+
+    async def edit_card(self, task_id: str, card: Card, text: str, drawn: list[Block], status: str,
+                        progress: str) -> None:
+        """Show a card's new state; a card Slack lost is marked so nothing edits it again, another
+        failure waits for the next round."""
+        try:
+            await self.update(card.channel, card.ts, text, drawn)
+        except FAILURES as exc:
+            why = problem(exc)
+            if why in GONE:
+                logger.warning("the card of %s is gone (%s); no more edits", task_id[:8], why)
+                self.state.cards.shown(card, models.CANCELLED, card.progress)
+                return
+            logger.warning("editing the card of %s failed (%s); the next round tries again", task_id[:8], why)
+            return
+        self.state.cards.shown(card, status, progress)
+
+    async def redraw(self, body: Mapping[str, Any], reply: Reply, text: str, drawn: list[Block]) -> bool:
+        """Show the new state of a clicked channel message (chat.update), else through the click's
+        response_url (an ephemeral message, or an update Slack refused). False when it was not a
+        channel message the bot could edit and the caller should answer another way."""
+        container = body.get("container") or {}
+        if container.get("message_ts") and container.get("channel_id") and not container.get("is_ephemeral"):
+            try:
+                await self.update(container["channel_id"], container["message_ts"], text, drawn)
+                return True
+            except FAILURES as exc:
+                logger.warning("chat.update of the clicked message failed (%s); answering through response_url",
+                               problem(exc))
+        return await reply.send(text, drawn, replace=True)
+
+    async def say(self, channel: str, root: str | None, text: str, drawn: Sequence[Block] | None = None) -> bool:
+        """A message in the thread `root` (None: the channel), for everyone in it; False when Slack did not take it."""
+        try:
+            await self.post(channel, text, drawn or [SectionBlock(text=drawing.md(text))], thread_ts=root)
+        except FAILURES as exc:
+            logger.warning("answering in the thread %s of %s failed (%s)", root, channel, problem(exc))
+            return False
+        return True
+
+    async def say_privately(self, channel: str, root: str | None, user: str, text: str,
+                            drawn: Sequence[Block] | None = None) -> bool:
+        """A message only `user` sees (in a DM, where that is everyone, a plain one)."""
+        if channel.startswith("D"):
+            return await self.say(channel, root, text, drawn)
+        try:
+            await self.web.chat_postEphemeral(channel=channel, user=user, thread_ts=root, text=clip(text),
+                                              blocks=dicts(drawn))
+            return True
+        except FAILURES as exc:
+            logger.warning("answering %s privately in %s failed (%s)", user, channel, problem(exc))
+            return False
+
+    async def tell(self, user: str, text: str, drawn: Sequence[Block] | None = None) -> bool:
+        """A message in the person's DM with the bot."""
+        try:
+            await self.post(user, text, drawn)
+            return True
+        except FAILURES as exc:
+            logger.warning("telling %s failed (%s): %s", user, problem(exc), text[:200])
+            return False
+
+    async def attach(self, channel: str, thread_ts: str | None, uploads: list[dict[str, str]], short_id: str) -> None:
+        """Files in a thread (files_upload_v2); a refusal is said there, not retried forever (the SDK
+        already retried what Slack asks to retry)."""
+        if not uploads:
+            return
+        try:
+            await self.web.files_upload_v2(channel=channel, thread_ts=thread_ts, file_uploads=uploads)
+        except FAILURES as exc:
+            why = problem(exc)
+            logger.warning("uploading the answer and log of %s failed (%s)", short_id, why)
+            hint = " (add the files:write scope to the Slack app and reinstall it)" if why == "missing_scope" else ""
+            await self.say(channel, thread_ts, f"I could not attach the answer and log files: {why}{hint}. "
+                                               f"`/da show {short_id}` has it.")

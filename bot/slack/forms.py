@@ -28,11 +28,10 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from da.bot import views
-from da.bot.slack import blocks
+from da.bot.slack import blocks, ids
 from da.queue import models
 from da.queue.models import Task
 
-NEW_TASK = "new_task_submit"
 # Slack keeps 3,000 characters in a plain_text_input and 100 options in a select.
 MAX_INPUT = 3000
 MAX_OPTIONS = 100
@@ -66,7 +65,7 @@ def new_task_modal(machines: tuple[str, ...], agents: tuple[str, ...], types: tu
     form.append(InputBlock(block_id=FOLDER, label=PlainTextObject(text="Folder"), optional=True,
                            element=PlainTextInputElement(action_id="text", max_length=1000,
                                                          placeholder=PlainTextObject(text="/path/to/the/project"))))
-    return View(type="modal", callback_id=NEW_TASK, title=PlainTextObject(text="New task"),
+    return View(type="modal", callback_id=ids.NEW_TASK_SUBMIT, title=PlainTextObject(text="New task"),
                 submit=PlainTextObject(text="Queue it"), close=PlainTextObject(text="Cancel"),
                 private_metadata=json.dumps(origin or {}), blocks=form)
 
@@ -89,7 +88,7 @@ def home_view(user: str, tasks: list[Task], fleet: views.FleetStatus | None) -> 
     waiting = [t for t in mine if t.status == models.NEEDS_HUMAN][:HOME_TASKS]
     recent = [t for t in mine if t.status in (models.DONE, models.FAILED, models.CANCELLED)][:HOME_TASKS]
     drawn: list[Block] = [ActionsBlock(block_id="home_actions", elements=[
-        blocks.button("New task", "home_new_task", {}, "primary")])]
+        blocks.button("New task", ids.HOME_NEW_TASK, {}, "primary")])]
     drawn += [HeaderBlock(block_id="home_running", text=PlainTextObject(text="Running"))]
     drawn += [b for t in running for b in blocks.task_card(t)] or [_empty("running", "Nothing of yours is running.")]
     drawn += [HeaderBlock(block_id="home_waiting", text=PlainTextObject(text="Waiting for you"))]

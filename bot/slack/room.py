@@ -1,5 +1,5 @@
 """What every Slack listener shares: settings, the command layer, the bot's state, the Web
-client and the suggestions awaiting Confirm, with the helpers that use them.
+client and its poster, and the suggestions awaiting Confirm, with the helpers that use them.
 
 The app puts the one Room into each request's context (`room_of(context)`), so listeners
 stay plain functions registered the way bolt-python's app template registers them.
@@ -18,11 +18,11 @@ from slack_sdk.models.blocks import Block
 from da.bot import grammar, views
 from da.bot.commands import CommandLayer
 from da.bot.router import Suggestion
-from da.bot.slack import blocks, delivery, forms
+from da.bot.slack import asked, blocks, delivery, forms
 from da.bot.slack.conversations import Conversations
 from da.bot.slack.delivery import Reply
 from da.bot.slack.settings import BotSettings
-from da.bot.slack.state import BotState, BulkConfirmation, Card
+from da.bot.slack.state import BotState
 from da.queue import errors as queue_errors
 from da.queue.models import Task
 
@@ -43,22 +43,23 @@ class Room:
         self.layer = layer
         self.state = state
         self.web = delivery.web_client(settings.bot_token, settings.api_url, settings.slack_timeout)
+        self.poster = delivery.Poster(self.web, state, notify_channel=settings.notify_channel,
+                                      timeout=settings.slack_timeout)
         self.suggestions: OrderedDict[str, tuple[Suggestion, views.SuggestionView]] = OrderedDict()
         # People who opened the Home tab since the bot started: their Home follows their tasks.
         self.home_users: set[str] = set()
-        self.conversations = Conversations(layer, self.web, state, allowed_users=settings.allowed_users)
+        self.conversations = Conversations(layer, self.poster, state, allowed_users=settings.allowed_users)
         # Scopes the installed app lacks, and what each would give (shown with `/da status`).
         self.missing_scopes: dict[str, str] = {}
 
     def reply_to(self, body: Mapping[str, Any]) -> Reply:
-        return Reply.to(body, self.web, self.settings.slack_timeout)
+        return self.poster.reply(body)
 
     def allowed(self, user: str) -> bool:
         return user in self.settings.allowed_users
 
     def refusal(self, user: str) -> str:
-        return (f"<@{user}> is not on SLACK_ALLOWED_USERS, so you can look but not change anything; "
-                "ask whoever runs da to add your user id.")
+        return asked.refusal(user)
 
     async def refused(self, user: str, reply: Reply) -> bool:
         """True (after telling the user, privately) when they may not change state."""
@@ -74,51 +75,13 @@ class Room:
         return blocks.escape(exc.detail)
 
     async def redraw(self, body: Mapping[str, Any], reply: Reply, text: str, drawn: list[Block]) -> None:
-        """Show the new state of the clicked message: chat.update on a channel message, else (an
-        ephemeral one, or an update Slack refused) through the click's response_url."""
+        """Show the new state of the clicked message: the Home tab redrawn, a channel message edited,
+        else (an ephemeral one, or an edit Slack refused) through the click's response_url."""
         container = body.get("container") or {}
         if container.get("type") == "view" and (body.get("view") or {}).get("type") == "home":
             await self.publish_home(reply.user)
             return
-        if container.get("message_ts") and container.get("channel_id") and not container.get("is_ephemeral"):
-            try:
-                await self.web.chat_update(channel=container["channel_id"], ts=container["message_ts"], text=text,
-                                           blocks=[b.to_dict() for b in drawn])
-                return
-            except delivery.FAILURES as exc:
-                logger.warning("chat.update of the clicked message failed (%s); answering through response_url",
-                               delivery.problem(exc))
-        await reply.send(text, drawn, replace=True)
-
-    async def post_card(self, channel: str, view: views.Created, requester: str) -> str:
-        """Post an assigned task's card (in `channel`, else the notify channel) and remember it.
-
-        Returns what to tell the requester: "" when the card is where they asked, else one
-        sentence saying where it is or why it could not be posted; the task is queued either way.
-        """
-        text, card_blocks = blocks.render(view)
-        short = f"`{view.task.short_id}`"
-        tried: list[str] = []
-        for place in dict.fromkeys(c for c in (channel, self.settings.notify_channel) if c):
-            try:
-                posted = await self.web.chat_postMessage(channel=place, text=text,
-                                                         blocks=[b.to_dict() for b in card_blocks])
-            except delivery.FAILURES as exc:
-                why = delivery.problem(exc)
-                logger.warning("posting the card of %s in %s failed (%s)", view.task.short_id, place, why)
-                tried.append(why)
-                if why not in delivery.PLACE_ERRORS:
-                    break  # Slack did not answer or refused the card itself: another channel will not help
-                continue
-            self.state.cards[view.task.id] = Card(posted["channel"], posted["ts"], view.task.status,
-                                                  requester=requester)
-            self.state.save()
-            if place == channel:
-                return ""
-            return (f"Queued {short}. I cannot post in this channel ({tried[0]}; `/invite @da` to let me), "
-                    f"so its card is in <#{place}>.")
-        return (f"Queued {short}, but I could not post its card ({', '.join(tried) or 'no channel'}); "
-                f"`/da show {view.task.short_id}` shows how it is doing.")
+        await self.poster.redraw(body, reply, text, drawn)
 
     async def publish_home(self, user: str) -> None:
         """Draw `user`'s Home tab as it is now (views.publish); a failure is logged, the next change retries."""
@@ -148,13 +111,6 @@ class Room:
         while len(self.suggestions) > MAX_PENDING_SUGGESTIONS:
             self.suggestions.popitem(last=False)
         return kept
-
-    def remember_bulk(self, view: views.BulkPreview) -> str:
-        """Keep the task ids a bulk preview showed until its Confirm; returns the token its buttons carry."""
-        token = uuid.uuid4().hex[:16]
-        self.state.bulk[token] = BulkConfirmation(view.status, list(view.task_ids))
-        self.state.save()
-        return token
 
 
 def room_of(context: Mapping[str, Any]) -> Room:

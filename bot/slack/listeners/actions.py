@@ -15,38 +15,41 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.models.blocks import Block, ContextBlock
+from slack_sdk.web.async_client import AsyncWebClient
 
 from da.bot import grammar, views
 from da.bot.grammar import UsageError
-from da.bot.slack import blocks, delivery
+from da.bot.slack import answering, blocks, delivery, ids
 from da.bot.slack.delivery import Reply
 from da.bot.slack.room import Room, room_of
 from da.queue import errors as queue_errors
 from da.queue.models import Task
 
 logger = logging.getLogger(__name__)
-SUGGESTION_MENUS = ("machine", "agent", "type")
 # The private lists a card can be drawn in, redrawn after a click.
 LISTS = ("review", "failures")
+# Which field each suggestion menu changes, and the status each resolve button sets, by action id.
+MENU_FIELDS = {action_id: name for name, action_id in ids.SUGGEST_MENUS.items()}
+RESOLVE_STATUS = {action_id: status for status, action_id in ids.RESOLVE.items()}
 
 
 def register(app: AsyncApp) -> None:
-    app.action("suggest_confirm")(confirm_suggestion)
-    app.action("suggest_cancel")(cancel_suggestion)
-    for name in SUGGESTION_MENUS:
-        app.action(f"suggest_{name}")(change_suggestion)
-    for action_id in blocks.RESOLVE_ACTIONS:
+    app.action(ids.SUGGEST_CONFIRM)(confirm_suggestion)
+    app.action(ids.SUGGEST_CANCEL)(cancel_suggestion)
+    for action_id in MENU_FIELDS:
+        app.action(action_id)(change_suggestion)
+    for action_id in RESOLVE_STATUS:
         app.action(action_id)(resolve_task)
-    app.action("note_open")(open_note)
-    app.action("cancel_task")(cancel_task)
-    app.action("bulk_confirm")(confirm_bulk)
-    app.action("bulk_cancel")(cancel_bulk)
-    app.action("open_review")(open_review)
+    app.action(ids.NOTE_OPEN)(open_note)
+    app.action(ids.CANCEL_TASK)(cancel_task)
+    app.action(ids.BULK_CONFIRM)(confirm_bulk)
+    app.action(ids.BULK_CANCEL)(cancel_bulk)
+    app.action(ids.OPEN_REVIEW)(open_review)
 
 
-async def acting(ack: Any, body: dict[str, Any], context: Any) -> tuple[Room, Reply, str] | None:
+async def acting(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> tuple[Room, Reply, str] | None:
     """Ack the click; the room, a reply to the clicker and who they are, or None (after telling
     them why) when they may not change state."""
     await ack()
@@ -64,7 +67,8 @@ def value_of(action: Mapping[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-async def confirm_suggestion(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+async def confirm_suggestion(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                             context: AsyncBoltContext) -> None:
     acted = await acting(ack, body, context)
     if acted is None:
         return
@@ -88,18 +92,20 @@ async def confirm_suggestion(ack: Any, body: dict[str, Any], action: dict[str, A
     if isinstance(created, views.Message):
         await reply.send(blocks.escape(created.text), replace=True)
         return
-    where = await room.post_card(reply.channel or "", created, user)
+    where = await answering.channel_card(room, created, user, reply.channel or "")
     await reply.send(where or f"Queued `{created.task.short_id}` by <@{user}>.", replace=True)
 
 
-async def cancel_suggestion(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+async def cancel_suggestion(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                            context: AsyncBoltContext) -> None:
     await ack()
     room = room_of(context)
     room.suggestions.pop(value_of(action).get("t", ""), None)
     await room.reply_to(body).send("Cancelled; nothing queued.", replace=True)
 
 
-async def change_suggestion(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+async def change_suggestion(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                            context: AsyncBoltContext) -> None:
     """A menu changed machine, agent or type: keep the new choice for Confirm and redraw."""
     await ack()
     room = room_of(context)
@@ -109,7 +115,7 @@ async def change_suggestion(ack: Any, body: dict[str, Any], action: dict[str, An
         await reply.send("This suggestion is no longer open; run `/da assign` again.")
         return
     suggestion, view = room.suggestions[token]
-    field = action["action_id"].removeprefix("suggest_")
+    field = MENU_FIELDS[action["action_id"]]
     chosen = (action.get("selected_option") or {}).get("value")
     if not chosen:
         return
@@ -120,13 +126,14 @@ async def change_suggestion(ack: Any, body: dict[str, Any], action: dict[str, An
     await reply.send(text, drawn, replace=True)
 
 
-async def resolve_task(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+async def resolve_task(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                       context: AsyncBoltContext) -> None:
     acted = await acting(ack, body, context)
     if acted is None:
         return
     room, reply, user = acted
     value = value_of(action)
-    await resolve(room, body, reply, value.get("id", ""), blocks.RESOLVE_ACTIONS[action["action_id"]],
+    await resolve(room, body, reply, value.get("id", ""), RESOLVE_STATUS[action["action_id"]],
                   listed_in=value.get("in"), user=user)
 
 
@@ -161,12 +168,13 @@ async def settled_view(room: Room, task: Task, outcome: str, listed_in: str | No
     return outcome, blocks.settled_card(task, outcome)
 
 
-async def open_note(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+async def open_note(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
+                    context: AsyncBoltContext) -> None:
     """Open the note modal; it remembers where the click came from, to answer there after Submit."""
     acted = await acting(ack, body, context)
     if acted is None:
         return
-    room, reply, _ = acted
+    _, reply, _ = acted
     value = value_of(action)
     container = body.get("container") or {}
     origin = {"channel": container.get("channel_id", ""), "url": body.get("response_url", ""),
@@ -175,13 +183,14 @@ async def open_note(ack: Any, body: dict[str, Any], action: dict[str, Any], cont
         origin["ts"] = container.get("message_ts", "")
     task_id = value.get("id", "")
     try:
-        await room.web.views_open(trigger_id=body["trigger_id"], view=blocks.note_modal(task_id, task_id[:8], origin))
+        await client.views_open(trigger_id=body["trigger_id"], view=blocks.note_modal(task_id, task_id[:8], origin))
     except delivery.FAILURES as exc:
         logger.warning("views.open for a note failed (%s)", delivery.problem(exc))
         await reply.send(f"Slack would not open the note form ({delivery.problem(exc)}); click Add note… again.")
 
 
-async def cancel_task(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+async def cancel_task(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                      context: AsyncBoltContext) -> None:
     acted = await acting(ack, body, context)
     if acted is None:
         return
@@ -196,39 +205,39 @@ async def cancel_task(ack: Any, body: dict[str, Any], action: dict[str, Any], co
     await room.redraw(body, reply, text, card)
 
 
-async def confirm_bulk(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+async def confirm_bulk(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                       context: AsyncBoltContext) -> None:
     """Resolve exactly the tasks the confirmation listed, once."""
     acted = await acting(ack, body, context)
     if acted is None:
         return
     room, reply, user = acted
     token = value_of(action).get("t", "")
-    pending = room.state.bulk.pop(token, None)
+    pending = room.state.confirmations.take(token)
     if pending is None:
         await reply.send("This confirmation is no longer open (it was used or cancelled); run "
                          "`/da resolve all` again to see what it would change now.")
         return
-    room.state.save()
     try:
         done = await room.layer.resolve_exact(pending.task_ids, pending.status, user=user)
     except queue_errors.QueueError as exc:
-        room.state.bulk[token] = pending  # nothing or part was done; Confirm again finishes the rest
-        room.state.save()
+        room.state.confirmations.put_back(token, pending)  # nothing or part was done; Confirm again finishes the rest
         await reply.send(room.queue_error(exc))
         return
     text, _ = blocks.render(done)
     await reply.send(f"{text} (by <@{user}>)", replace=True)
 
 
-async def cancel_bulk(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+async def cancel_bulk(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                      context: AsyncBoltContext) -> None:
     await ack()
     room = room_of(context)
-    if room.state.bulk.pop(value_of(action).get("t", ""), None) is not None:
-        room.state.save()
+    room.state.confirmations.take(value_of(action).get("t", ""))
     await room.reply_to(body).send("Cancelled; nothing changed.", replace=True)
 
 
-async def open_review(ack: Any, body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
+async def open_review(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                      context: AsyncBoltContext) -> None:
     """The Review button of a burst summary: the list, privately, for the clicker."""
     await ack()
     room = room_of(context)

@@ -2,15 +2,16 @@
 
 Bolt acks events before the listener runs. One mention arrives as both events, and Slack
 delivers an event again when an ack is late; the conversations module acts on each message
-once, whichever comes first.
+once, whichever comes first, and hands a mention or a DM to `answering`'s one path.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
+from da.bot.slack import answering
 from da.bot.slack.room import room_of
 
 
@@ -19,5 +20,8 @@ def register(app: AsyncApp) -> None:
     app.event("app_mention")(on_message)
 
 
-async def on_message(event: dict[str, Any], context: Any) -> None:
-    await room_of(context).conversations.heard(event, context.get("bot_user_id"))
+async def on_message(event: dict[str, Any], context: AsyncBoltContext) -> None:
+    room = room_of(context)
+    asked = await room.conversations.heard(event, context.get("bot_user_id"))
+    if asked is not None:
+        await answering.answer(room, asked)

@@ -14,25 +14,24 @@ import json
 import logging
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
 
-from da.bot import grammar, views
+from da.bot import grammar
 from da.bot.router import AGENT_RUN, known_agents, known_types, name_errors, validate
-from da.bot.slack import blocks, delivery, forms
+from da.bot.slack import answering, blocks, delivery, forms, ids
+from da.bot.slack.asked import Asked, Surface
 from da.bot.slack.room import Room, room_of
 from da.queue import errors as queue_errors
 
 logger = logging.getLogger(__name__)
 
-GLOBAL_SHORTCUT = "da_new_task"
-MESSAGE_SHORTCUT = "da_send_to_agent"
-
 
 def register(app: AsyncApp) -> None:
-    app.global_shortcut(GLOBAL_SHORTCUT)(new_task_shortcut)
-    app.message_shortcut(MESSAGE_SHORTCUT)(send_to_agent)
-    app.action("home_new_task")(new_task_shortcut)
-    app.view(forms.NEW_TASK)(submit_new_task)
+    app.global_shortcut(ids.GLOBAL_SHORTCUT)(new_task_shortcut)
+    app.message_shortcut(ids.MESSAGE_SHORTCUT)(send_to_agent)
+    app.action(ids.HOME_NEW_TASK)(new_task_shortcut)
+    app.view(ids.NEW_TASK_SUBMIT)(submit_new_task)
     app.event("app_home_opened")(home_opened)
 
 
@@ -52,12 +51,13 @@ async def open_form(room: Room, trigger_id: str, user: str, *, prompt: str = "",
         logger.warning("opening the New task form for %s failed (%s)", user, delivery.problem(exc))
 
 
-async def new_task_shortcut(ack: Any, body: dict[str, Any], context: Any) -> None:
+async def new_task_shortcut(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
     await ack()
     await open_form(room_of(context), body["trigger_id"], body["user"]["id"])
 
 
-async def send_to_agent(ack: Any, body: dict[str, Any], context: Any) -> None:
+async def send_to_agent(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient,
+                        context: AsyncBoltContext) -> None:
     """The message shortcut: the form with the message's text and its link as the prompt."""
     await ack()
     room = room_of(context)
@@ -66,7 +66,7 @@ async def send_to_agent(ack: Any, body: dict[str, Any], context: Any) -> None:
     ts = str(message.get("ts") or body.get("message_ts") or "")
     prompt = blocks.unescape(str(message.get("text") or ""))
     try:
-        link = await room.web.chat_getPermalink(channel=channel, message_ts=ts)
+        link = await client.chat_getPermalink(channel=channel, message_ts=ts)
         prompt += f"\n\n(from {link['permalink']})"
     except delivery.FAILURES as exc:
         logger.info("no permalink for the message sent to an agent (%s)", delivery.problem(exc))
@@ -94,7 +94,8 @@ def form_errors(values: dict[str, str], fleet: Any) -> dict[str, str]:
     return {field: blocks.clip(text, 2000) for field, text in errors.items()}
 
 
-async def submit_new_task(ack: Any, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
+async def submit_new_task(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                          context: AsyncBoltContext) -> None:
     """Check the form (mistakes shown in it), then queue the task and post its card."""
     room = room_of(context)
     user = body["user"]["id"]
@@ -117,30 +118,10 @@ async def submit_new_task(ack: Any, body: dict[str, Any], view: dict[str, Any], 
                                                      ("type", forms.TYPE), ("cwd", forms.FOLDER)) if values[field]}
     command = grammar.Command("assign", tuple(values[forms.PROMPT].split()), options, frozenset({"yes"}),
                               values[forms.PROMPT])
-    created = await room.layer.run(command, user=user)
-    channel, root = origin.get("channel") or user, origin.get("root") or ""
-    if not isinstance(created, views.Created):
-        text, drawn = blocks.render(created)
-        if not root or not await room.conversations.say(channel, root, text, drawn):
-            await tell(room, user, text)
-        return
-    card = await room.conversations.post_card(channel, root or None, created, user)
-    if card is None and root:
-        await tell(room, user, f"da cannot post in the conversation that message is in (it is not a member there), "
-                               f"so the card of `{created.task.short_id}` is here and its thread is the conversation "
-                               "with the agent.")
-        card = await room.conversations.post_card(user, None, created, user)
-    if card is not None:
-        room.conversations.begin(card, created.task)
+    await answering.answer(room, Asked(user, origin.get("channel") or user, command, Surface.FORM,
+                                       root=origin.get("root") or None))
 
 
-async def tell(room: Room, user: str, text: str) -> None:
-    try:
-        await room.web.chat_postMessage(channel=user, text=text)
-    except delivery.FAILURES as exc:
-        logger.warning("telling %s failed (%s): %s", user, delivery.problem(exc), text[:200])
-
-
-async def home_opened(event: dict[str, Any], context: Any) -> None:
+async def home_opened(event: dict[str, Any], context: AsyncBoltContext) -> None:
     if event.get("tab") == "home":
         await room_of(context).publish_home(str(event.get("user", "")))

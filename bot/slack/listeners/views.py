@@ -9,18 +9,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
-from da.bot.slack.delivery import Reply
+from da.bot.slack import ids
 from da.bot.slack.listeners.actions import resolve
 from da.bot.slack.room import room_of
 
 
 def register(app: AsyncApp) -> None:
-    app.view("note_submit")(submit_note)
+    app.view(ids.NOTE_SUBMIT)(submit_note)
 
 
-async def submit_note(ack: Any, body: dict[str, Any], view: dict[str, Any], context: Any) -> None:
+async def submit_note(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext) -> None:
     room = room_of(context)
     user = body["user"]["id"]
     if not room.allowed(user):
@@ -32,8 +32,7 @@ async def submit_note(ack: Any, body: dict[str, Any], view: dict[str, Any], cont
     note = values["note"]["text"]["value"]
     status = values["status"]["choice"]["selected_option"]["value"]
     channel = meta.get("channel") or room.settings.notify_channel
-    reply = Reply(room.web, url=meta.get("url") or None, channel=channel, user=user,
-                  timeout=room.settings.slack_timeout)
+    reply = room.poster.reply_to(user, url=meta.get("url") or None, channel=channel)
     # The clicked message, as `redraw` expects it: a channel message by its ts, else ephemeral.
     origin = {"container": {"channel_id": channel, "message_ts": meta.get("ts", ""),
                             "is_ephemeral": not meta.get("ts")}}
