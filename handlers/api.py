@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from da import agents
+from da.agents import AgentCommand
 
 # Handlers return these; the queue's models are the one place statuses are spelled.
 from da.queue.models import DONE as DONE
@@ -84,7 +85,7 @@ class Context(Protocol):
 
     def check_cwd(self, cwd: str | None, field_name: str = "cwd") -> Path | None: ...
 
-    def agent_command(self, agent: str) -> agents.AgentCommand | None: ...
+    def agent_command(self, agent: str) -> AgentCommand | None: ...
 
     def setting(self, key: str, default: str = "") -> str: ...
 
