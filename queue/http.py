@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +60,11 @@ class Route:
         return _TYPED_SEGMENT.sub(r"{\1}", self.path)
 
     def definition(self) -> web.RouteDef:
+        """What aiohttp's router takes (a GET also answers HEAD)."""
         return web.route(self.method, self.path, self.handler)
 
 
-def access_table(routes: list[Route]) -> dict[tuple[str, str], frozenset[str]]:
+def access_table(routes: Iterable[Route]) -> dict[tuple[str, str], frozenset[str]]:
     """Who may call each route that asks for a credential, by method and path."""
     return {(route.method, route.template): route.access for route in routes if route.access is not None}
 
@@ -197,5 +198,6 @@ def only_machine(request: web.Request) -> str | None:
 
 
 def disconnected(request: web.Request) -> bool:
+    """Whether the client hung up (a long-poll then answers nobody)."""
     transport = request.transport
     return transport is None or transport.is_closing()
