@@ -31,7 +31,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -50,33 +50,9 @@ READERS = frozenset({ADMIN, CLIENT_TOKEN, READER_TOKEN})
 PEOPLE = frozenset({ADMIN, CLIENT_TOKEN})
 MACHINES = frozenset({ADMIN, WORKER_TOKEN})
 ADMIN_ONLY = frozenset({ADMIN})
-# Every route but /health, by method and path; a route missing here is the admin's alone (and a
-# test fails until it is listed). Worker routes are further limited to the token's machine.
-ACCESS: dict[tuple[str, str], frozenset[str]] = {
-    ("POST", "/v1/tasks"): PEOPLE,
-    ("GET", "/v1/tasks"): READERS,
-    ("POST", "/v1/tasks/resolve"): PEOPLE,
-    ("GET", "/v1/tasks/{id}"): READERS,
-    ("POST", "/v1/tasks/{id}/start"): MACHINES,
-    ("POST", "/v1/tasks/{id}/release"): MACHINES,
-    ("POST", "/v1/tasks/{id}/heartbeat"): MACHINES,
-    ("POST", "/v1/tasks/{id}/report"): MACHINES,
-    ("POST", "/v1/tasks/{id}/resolve"): PEOPLE,
-    ("POST", "/v1/tasks/{id}/cancel"): PEOPLE,
-    ("POST", "/v1/claim"): MACHINES,
-    ("POST", "/v1/prune"): ADMIN_ONLY,
-    ("GET", "/v1/machines"): READERS,
-    ("GET", "/v1/events"): READERS,
-    # The Slack bot holds its workspace's lease (slack:<team id>) with a client token.
-    ("POST", "/v1/leases/{name}"): PEOPLE,
-    ("DELETE", "/v1/leases/{name}"): PEOPLE,
-    ("GET", "/metrics"): READERS,
-    ("GET", "/openapi.json"): EVERYONE,
-    ("GET", "/v1/whoami"): EVERYONE,
-    ("GET", "/v1/tokens"): ADMIN_ONLY,
-    ("POST", "/v1/tokens"): ADMIN_ONLY,
-    ("POST", "/v1/tokens/{id}/revoke"): ADMIN_ONLY,
-}
+# Who may call each route that asks for a credential, by method and path: derived from the routes'
+# declarations (`routes.ACCESS`), and handed to the Gate.
+Access = Mapping[tuple[str, str], frozenset[str]]
 SCOPES = {
     ADMIN: "the admin secret may do anything",
     CLIENT_TOKEN: "a client token may create, read, resolve and cancel tasks",
@@ -104,8 +80,9 @@ class Principal:
         """The machine whose tasks this credential is limited to (None: any)."""
         return self.machine if self.kind == WORKER_TOKEN else None
 
-    def to_json(self) -> dict[str, object]:
-        may = sorted(f"{method} {path}" for (method, path), kinds in ACCESS.items() if self.kind in kinds)
+    def to_json(self, access: Access) -> dict[str, object]:
+        """Who this is and what it may call (`may`: method and path of each route its kind is allowed)."""
+        may = sorted(f"{method} {path}" for (method, path), kinds in access.items() if self.kind in kinds)
         return {"kind": self.kind, "name": self.name, "id": self.token_id, "machine": self.machine,
                 "aliases": list(self.aliases), "may": may}
 
@@ -114,13 +91,14 @@ ADMIN_PRINCIPAL = Principal(ADMIN, "SECRET_KEY")
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
-def authorize(principal: Principal, request: web.Request) -> None:
-    """Raise Forbidden unless this kind of credential may use the route (unknown routes 404 later)."""
+def authorize(principal: Principal, request: web.Request, access: Access) -> None:
+    """Raise Forbidden unless this kind of credential may use the route (unknown routes 404 later); a route
+    missing from `access` is the admin's alone."""
     resource = request.match_info.route.resource
     if resource is None or request.match_info.http_exception is not None:
         return
     method = "GET" if request.method == "HEAD" else request.method
-    allowed = ACCESS.get((method, resource.canonical), ADMIN_ONLY)
+    allowed = access.get((method, resource.canonical), ADMIN_ONLY)
     if principal.kind not in allowed:
         scope = SCOPES[principal.kind] + (f" ({principal.machine})" if principal.machine else "")
         only = "; only the admin secret (SECRET_KEY, on the queue host) may" if allowed == ADMIN_ONLY else ""
@@ -255,8 +233,9 @@ class Gate:
     parallel gains speed, but can never hold every file descriptor.
     """
 
-    def __init__(self, secret: str, *, lease: float, guard: connections.ConnectionGuard) -> None:
+    def __init__(self, secret: str, *, lease: float, guard: connections.ConnectionGuard, access: Access) -> None:
         self._secret = secret.encode()
+        self.access = access
         self.throttle = Throttle(lease=lease)
         self.guard = guard
         self._waiting: Counter[str] = Counter()
@@ -312,6 +291,6 @@ class Gate:
                             del self._waiting[key]
                 raise Unauthorized()
             self.guard.trust(request.protocol)
-        authorize(principal, request)
+        authorize(principal, request, self.access)
         return principal
 

@@ -91,6 +91,10 @@ class DatabaseUnavailable(StoreError):
     code = "database_unavailable"
 
 
+class LockRace(StoreError):
+    """A concurrent claim took this task's lock first."""
+
+
 class QueueUnreachable(QueueError):
     """No queue URL answered."""
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import asyncpg
 
-from da.queue.errors import DatabaseUnavailable, StoreError
+from da.queue.errors import DatabaseUnavailable, LockRace, StoreError
 from da.queue.settings import redact_url
-from da.queue.store import LockRace, Statements, within
+from da.queue.signals import within
+from da.queue.statements import COMMENT, PLACEHOLDER, Statements, placeholders
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +66,13 @@ HELLO = "h"
 UNAVAILABLE_CLASSES = ("08", "53", "57")
 # read_only_sql_transaction: we reached a standby or a read-only database, so no primary is answering.
 READ_ONLY = "25006"
-_PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_]\w*)")
-_COMMENT = re.compile(r"--[^\n]*")
 
 
 def compile_statement(sql: str) -> tuple[str, tuple[str, ...]]:
     """`:name` placeholders to `$n`, with the parameter names in order."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    return _PLACEHOLDER.sub(number, _COMMENT.sub("", sql)).strip(), tuple(names)
+    names = placeholders(sql)
+    sql = COMMENT.sub("", sql)
+    return PLACEHOLDER.sub(lambda match: f"${names.index(match.group(1)) + 1}", sql).strip(), names
 
 
 COMPILED = {name: compile_statement(sql) for name, sql in STATEMENTS.queries.items()}

@@ -56,6 +56,8 @@ class PostgresStore(Store):
     async def schema_version(self) -> int:
         return int((await self._fetch("schema_version"))[0]["version"])
 
+    # Lists go to asyncpg as they are: it sends them as arrays, which the statements read with ANY().
+
     async def _fetch(self, name: str, **params: Any) -> list[Row]:
         return list(await self.db.fetch(name, params))
 
@@ -64,9 +66,6 @@ class PostgresStore(Store):
 
     async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
         return list(await self.db.fetch_together(names, params))
-
-    def _names(self, values: Sequence[str]) -> list[str]:
-        return list(values)
 
     def _claimable(self, types: Sequence[str], pins: Sequence[str], agents: Sequence[str]) -> dict[str, Any]:
         # Every (type, pin, agent) key of the tasks_claim index the worker may take.

@@ -11,16 +11,17 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from da.queue.errors import StoreError
+from da.queue.errors import LockRace, StoreError
 from da.queue.groupcommit import GroupCommit
 from da.queue.models import Row
-from da.queue.store import LockRace, Statements, Store
+from da.queue.statements import Statements
+from da.queue.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -109,22 +110,24 @@ class SqliteStore(Store):
             raise StoreError(f"database error: {exc}") from exc
 
     async def _fetch(self, name: str, **params: Any) -> list[Row]:
-        return list(await self._read(STATEMENTS[name], params))
+        return list(await self._read(STATEMENTS[name], encoded(params)))
 
     async def _write(self, name: str, **params: Any) -> list[Row]:
         try:
-            return list(await self._writer.run(STATEMENTS[name], params))
+            return list(await self._writer.run(STATEMENTS[name], encoded(params)))
         except StoreError as exc:
             raise _lock_race(exc) from exc.__cause__
 
     async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
         try:
-            return list(await self._writer.run([STATEMENTS[name] for name in names], params))
+            return list(await self._writer.run([STATEMENTS[name] for name in names], encoded(params)))
         except StoreError as exc:
             raise _lock_race(exc) from exc.__cause__
 
-    def _names(self, values: Sequence[str]) -> str:
-        return json.dumps(list(values))
+
+def encoded(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as SQLite binds them: a list (of names) as JSON text, which statements read with json_each."""
+    return {key: json.dumps(value) if isinstance(value, (list, tuple)) else value for key, value in params.items()}
 
 
 def _lock_race(error: StoreError) -> StoreError:

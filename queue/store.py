@@ -15,22 +15,21 @@ after its COMMIT returned.
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
 import json
 import logging
 import os
 import random
-import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from da.queue import models
-from da.queue.errors import BadRequest, Conflict, Forbidden, LeaseLost, LockHeld, NotFound, StoreError
+from da.queue.errors import BadRequest, Conflict, Forbidden, LeaseLost, LockHeld, LockRace, NotFound, StoreError
 from da.queue.models import ClaimRequest, Event, NewTask, NewToken, Report, Row, Task, Token
+from da.queue.signals import Signal, within
 
 if TYPE_CHECKING:
     from da.queue.settings import QueueSettings
@@ -48,37 +47,6 @@ PROBE_REUSE = 1.0
 # Who settles expired leases; a task it handed to a person still carries the lost worker's lease.
 REAPER = "reaper"
 
-T = TypeVar("T")
-_HEADER = re.compile(r"^-- (\w+) --$", re.MULTILINE)
-_MIGRATION = re.compile(r"^(\d{4})_\w+\.sql$")
-
-
-class Statements:
-    """The named statements (`queries.sql`) and numbered migrations of one SQL dialect."""
-
-    def __init__(self, package: str) -> None:
-        self.package = package
-        text = importlib.resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8")
-        parts = _HEADER.split(text)
-        self.queries = {name: body.strip().rstrip(";")
-                        for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-    def __getitem__(self, name: str) -> str:
-        return self.queries[name]
-
-    def migrations(self) -> list[tuple[int, str]]:
-        """Numbered migration scripts (`0001_initial.sql` ...) in order."""
-        found = []
-        for entry in importlib.resources.files(self.package).iterdir():
-            match = _MIGRATION.match(entry.name)
-            if match:
-                found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
-        return sorted(found)
-
-    def latest(self) -> int:
-        return max(number for number, _ in self.migrations())
-
-
 # Ids and lease tokens come from a generator seeded once from the OS: os.urandom per call
 # (uuid4) measured 60 us under load here, a tenth of a claim's budget. Lease tokens only need to
 # be unique: they are predictable from enough earlier ones, so a worker token's verbs also check
@@ -92,47 +60,6 @@ def new_id() -> str:
 
 def new_token() -> str:
     return f"{_random.getrandbits(128):032x}"
-
-
-async def within(seconds: float, awaitable: Awaitable[T]) -> T:
-    """Its result, or TimeoutError after `seconds` without waiting for it to stop.
-
-    asyncio.wait_for waits for the cancelled work to finish; a statement on a frozen database does
-    not finish, and cancelling it needs that database too. Work that overruns is left to end on its
-    own (its outcome dropped), so the caller is answered on time.
-    """
-    work = asyncio.ensure_future(awaitable)
-    try:
-        done, _ = await asyncio.wait({work}, timeout=seconds)
-    except asyncio.CancelledError:
-        work.cancel()
-        work.add_done_callback(_drop_outcome)
-        raise
-    if not done:
-        work.add_done_callback(_drop_outcome)
-        raise TimeoutError
-    return work.result()
-
-
-def _drop_outcome(work: asyncio.Future[Any]) -> None:
-    if not work.cancelled():
-        work.exception()
-
-
-class Signal:
-    """A broadcast wake-up: waiters take `waiter()` before checking, so no notify is missed."""
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
-
-    def waiter(self) -> asyncio.Future[None]:
-        if self._future is None or self._future.done():
-            self._future = asyncio.get_running_loop().create_future()
-        return self._future
-
-    def notify(self) -> None:
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -162,10 +89,6 @@ class Sighting:
     at: float
     capabilities: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()
-
-
-class LockRace(StoreError):
-    """A concurrent claim took this task's lock first."""
 
 
 class Store(ABC):
@@ -199,6 +122,9 @@ class Store(ABC):
     async def schema_version(self) -> int:
         """The number of the newest migration applied."""
 
+    # The runners below take parameters as Python values, a list of names as a list; each backend
+    # encodes them for its dialect (SQLite: JSON text for json_each, PostgreSQL: an array).
+
     @abstractmethod
     async def _fetch(self, name: str, **params: Any) -> list[Row]:
         """Run a named read; it sees only committed state."""
@@ -211,13 +137,9 @@ class Store(ABC):
     async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
         """Several named statements in one transaction; returns the rows of the last."""
 
-    @abstractmethod
-    def _names(self, values: Sequence[str]) -> Any:
-        """A list of names in the form this backend's statements take it."""
-
     def _claimable(self, types: Sequence[str], pins: Sequence[str], agents: Sequence[str]) -> dict[str, Any]:
         """The claim statement's parameters for the types, pins ('' for none) and agents a worker takes."""
-        return {"capabilities": self._names(types), "pins": self._names(pins), "agents": self._names(agents)}
+        return {"capabilities": list(types), "pins": list(pins), "agents": list(agents)}
 
     def _changed(self, *, pending: bool, cancelled: bool = False) -> None:
         """A transition was committed: wake event followers, claimers when `pending`, and held
@@ -331,7 +253,7 @@ class Store(ABC):
         attention = bool(statuses) and set(statuses) <= {models.NEEDS_HUMAN, models.FAILED}
         rows = await self._fetch(
             "list_attention" if attention else "list_tasks",
-            status=self._names(statuses) if statuses else None,
+            status=list(statuses) if statuses else None,
             type=task_type,
             machine=machine,
             before=before,
@@ -378,8 +300,8 @@ class Store(ABC):
                     machine=request.machine,
                     lease=lease,
                     expires=expires,
-                    retry_safe=self._names(request.retry_safe),
-                    names=self._names(names),
+                    retry_safe=list(request.retry_safe),
+                    names=names,
                     **self._claimable(request.capabilities, ("", *names), ("", *request.agents)),
                     overflow_before=now - overflow_grace,
                     now=now,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,17 +13,18 @@ import httpx
 import pytest
 
 from conftest import SECRET, QueueServer, wait_until
-from da.queue import app as queue_app
-from da.queue import auth
+from da.queue import auth, routes
 from da.queue.client import QueueClient
+from tests_support import served_routes as routed
 from worker_support import WorkerProcess, wait_for_status
 
 SAMPLE_ID = "00000000-0000-0000-0000-000000000000"
 SAMPLE_TOKEN_ID = "0123456789ab"
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
-# What each kind of credential may do: the README's table, route by route. "own" means a worker
-# token may use the route for its own machine's tasks only.
+# What each kind of credential may do: the README's table, route by route (worker routes further limited to the
+# token's own machine). The golden copy: the routes' declarations (queue/routes.py) must derive exactly this, so a
+# change of who may call a route shows here as a change to this table.
 ADMIN, CLIENT, READER, WORKER = "admin", "client", "reader", "worker"
 EVERYONE = {ADMIN, CLIENT, READER, WORKER}
 READERS = {ADMIN, CLIENT, READER}
@@ -70,10 +70,6 @@ BODIES = {
 }
 
 
-def routed() -> set[tuple[str, str]]:
-    return {(route.method, re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)) for route in queue_app.ROUTES}
-
-
 @dataclass
 class Tokens:
     """One credential of every kind, against one server."""
@@ -103,7 +99,16 @@ async def tokens(server: QueueServer, http: httpx.AsyncClient) -> AsyncIterator[
 
 def test_every_route_has_a_rule_and_the_table_is_the_documented_one() -> None:
     assert set(EXPECTED) == routed() - {("GET", "/health")}
-    assert {key: set(kinds) for key, kinds in auth.ACCESS.items()} == EXPECTED
+    assert {key: set(kinds) for key, kinds in routes.ACCESS.items()} == EXPECTED
+    assert {"/health"} == routes.PUBLIC
+
+
+def test_the_api_document_says_who_may_call_each_route() -> None:
+    paths = routes.document("x")["paths"]
+    documented = {(method.upper(), path): set(operation["x-da-access"]) for path, operations in paths.items()
+                  for method, operation in operations.items() if "x-da-access" in operation}
+    assert documented == EXPECTED
+    assert paths["/health"]["get"]["security"] == []
 
 
 @pytest.mark.parametrize("kind", [ADMIN, CLIENT, READER, WORKER])

@@ -22,7 +22,7 @@ import pytest
 
 import postgres_support
 from conftest import SECRET, QueueServer, wait_until
-from da.queue import errors, openapi
+from da.queue import errors, routes
 from da.queue.client import QueueClient
 from tcp_proxy import Proxy
 from worker_support import WorkerProcess, wait_for_status
@@ -139,7 +139,7 @@ async def _healthy(server: QueueServer) -> bool:
 async def test_a_running_task_keeps_its_lease_through_an_outage_longer_than_the_lease(
         database: Database, make_server: Callable[..., Awaitable[QueueServer]],
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="da.queue.app")
+    caplog.set_level(logging.WARNING, logger="da.queue.upkeep")
     server = await make_server(db_url=database.proxied, lease=2.0)
     async with QueueClient(server.url, SECRET, timeout=30) as client:
         task = await client.create_task("run_script", {"script": "sleep 60"})
@@ -249,7 +249,7 @@ async def test_a_multi_host_url_writes_to_the_host_that_answers(
 
 
 def test_the_api_document_says_every_route_may_answer_503() -> None:
-    paths = openapi.document("test")["paths"]
+    paths = routes.document("test")["paths"]
     missing = [f"{method.upper()} {path}" for path, operations in paths.items()
                for method, operation in operations.items() if "503" not in operation["responses"]]
     assert missing == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,78 @@ def test_the_cli_hides_a_dependency_s_warning_and_shows_its_own() -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "from a dependency" not in result.stderr and "UserWarning: from da" in result.stderr
+
+
+# Statements both dialects have but that take different parameters, and why; any other difference is a bug (a
+# parameter one backend's store code passes that the other's statement never reads, or a typo in one of them).
+DIALECT_PARAMETERS = {
+    # SQLite reads the claimable (type, pin, agent) ranges as three lists; PostgreSQL as one list of index keys.
+    "claim_task": ({"capabilities", "pins", "agents"}, {"keys"}),
+    # Only PostgreSQL's feed stops at the proven horizon (sequence values commit out of order).
+    "events_after": (set(), {"horizon"}),
+    # Only a shared database subtracts the time another replica watched.
+    "shift_leases": (set(), {"now", "period", "tolerance"}),
+}
+
+
+def test_statements_shared_by_both_dialects_take_the_same_parameters() -> None:
+    from da.queue import pgdatabase, sqlite
+
+    shared = set(sqlite.STATEMENTS.queries) & set(pgdatabase.STATEMENTS.queries)
+    differ = {}
+    for name in shared:
+        lite, pg = set(sqlite.STATEMENTS.parameters(name)), set(pgdatabase.STATEMENTS.parameters(name))
+        if lite != pg:
+            differ[name] = (lite - pg, pg - lite)
+    assert differ == DIALECT_PARAMETERS
+    assert {"claim_task", "report_task", "reap_expired"} <= shared
+
+
+def test_the_parameter_check_sees_a_parameter_one_dialect_lacks() -> None:
+    from da.queue import statements
+
+    assert statements.placeholders("SELECT :a, x::text, ':b' -- :c\nFROM t WHERE y = :a AND z = :d") == ("a", "b", "d")
+
+
+# One-word literals in SQL that are not task statuses: who made a change, token kinds, JSON keys, catalog names
+# and a regexp flag. Any other one-word literal must be a status, so a misspelt status fails here.
+NOT_STATUSES = {"queue", "reaper", "client", "reader", "worker", "action", "error", "late_report", "event_ids",
+                "schema_version", "seq", "server_version", "tasks", "g"}
+# A literal compared with, listed against or assigned to a status column.
+STATUS_COMPARED = re.compile(r"\b(?:status|to_status|from_status)\s*(?:=|<>|!=)\s*'([^']*)'")
+STATUS_LISTED = re.compile(r"\b(?:status|to_status|from_status)\s+(?:NOT\s+)?IN\s*\(([^()]*)\)", re.IGNORECASE)
+STATUS_CASE = re.compile(r"\bstatus\s*=\s*CASE\b(.*?)\bEND\b", re.DOTALL)
+LITERAL = re.compile(r"'([^']*)'")
+
+
+def status_literals(sql: str) -> set[str]:
+    """The literals this SQL uses as statuses: compared with, listed against or set on a status column, and every
+    other one-word literal that is not a known non-status."""
+    sql = re.sub(r"--[^\n]*", "", sql)
+    found = set(STATUS_COMPARED.findall(sql))
+    for listed in STATUS_LISTED.findall(sql):
+        found.update(LITERAL.findall(listed))
+    for case in STATUS_CASE.findall(sql):
+        found.update(re.findall(r"\b(?:THEN|ELSE)\s+'([^']*)'", case))
+    words = {word for word in LITERAL.findall(sql) if re.fullmatch(r"[a-z][a-z_]*", word)}
+    return found | (words - NOT_STATUSES)
+
+
+def test_every_status_literal_in_sql_is_a_real_status() -> None:
+    from da.queue import models
+
+    used = {str(path.relative_to(ROOT)): status_literals(path.read_text())
+            for path in sorted((ROOT / "queue" / "sql").rglob("*.sql"))}
+    statuses = set(models.STATUSES)
+    unknown = {name: sorted(words - statuses) for name, words in used.items() if words - statuses}
+    assert unknown == {}
+    # The check reads what it should: every status appears in each dialect's statements.
+    assert used["queue/sql/sqlite/queries.sql"] == used["queue/sql/postgres/queries.sql"] == statuses
+
+
+def test_the_status_check_catches_a_misspelt_status() -> None:
+    from da.queue import models
+
+    sql = ("UPDATE tasks SET status = CASE WHEN x THEN 'pendng' ELSE 'done ' END, changed_by = 'reaper' "
+           "WHERE status IN ('claimed', 'in_progres') AND kind = 'worker' OR status <> 'canceled'")
+    assert status_literals(sql) - set(models.STATUSES) == {"pendng", "done ", "in_progres", "canceled"}

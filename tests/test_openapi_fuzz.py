@@ -9,11 +9,11 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from conftest import SECRET
-from da.queue import openapi
+from da.queue import routes
 from da.version import __version__
 from tests_support import start_serve
 
-schema = schemathesis.openapi.from_dict(openapi.document(__version__))
+schema = schemathesis.openapi.from_dict(routes.document(__version__))
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -110,7 +110,7 @@ async def test_a_paused_replica_gives_back_only_time_no_replica_watched(
 @BOTH
 async def test_a_clock_stepped_forward_past_the_lease_keeps_running_tasks(
         make_server: Callable[..., Awaitable[QueueServer]], caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="da.queue.app")
+    caplog.set_level(logging.WARNING, logger="da.queue.upkeep")
     step = [0.0]
     server = await make_server(lease=2.0, clock=lambda: time.time() + step[0])
     async with QueueClient(server.url, SECRET) as client:

@@ -13,7 +13,9 @@ from typing import Any
 
 import httpx
 
+from da.queue import app as queue_app
 from da.queue.client import ClaimedTask, QueueClient
+from da.queue.settings import QueueSettings
 
 
 async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
@@ -62,3 +64,10 @@ def wait_serving(url: str, log: Path, timeout: float = 20) -> None:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
 
+
+
+def served_routes() -> set[tuple[str, str]]:
+    """What the queue app really serves, by method and path (without the HEAD aiohttp adds to each GET)."""
+    app = queue_app.make_app(QueueSettings(secret="s"))
+    return {(route.method, route.resource.canonical) for route in app.router.routes()
+            if route.method != "HEAD" and route.resource is not None}

@@ -1,0 +1,62 @@
+"""Waiting inside the queue service: broadcast wake-ups, and waits that end on time.
+
+A long-poll takes a `Signal.waiter()` before it checks the database, so a change committed between
+its check and its wait still wakes it; `within` answers on time even when the work it waits for
+(a statement on a frozen database) never ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Signal:
+    """A broadcast wake-up: waiters take `waiter()` before checking, so no notify is missed."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def waiter(self) -> asyncio.Future[None]:
+        if self._future is None or self._future.done():
+            self._future = asyncio.get_running_loop().create_future()
+        return self._future
+
+    def notify(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+
+async def wait_for_signal(waiter: asyncio.Future[None], timeout: float) -> None:
+    """Sleep until the signal fires or the timeout passes, without cancelling the shared future."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(waiter), timeout)
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """Its result, or TimeoutError after `seconds` without waiting for it to stop.
+
+    asyncio.wait_for waits for the cancelled work to finish; a statement on a frozen database does
+    not finish, and cancelling it needs that database too. Work that overruns is left to end on its
+    own (its outcome dropped), so the caller is answered on time.
+    """
+    work = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({work}, timeout=seconds)
+    except asyncio.CancelledError:
+        work.cancel()
+        work.add_done_callback(_drop_outcome)
+        raise
+    if not done:
+        work.add_done_callback(_drop_outcome)
+        raise TimeoutError
+    return work.result()
+
+
+def _drop_outcome(work: asyncio.Future[Any]) -> None:
+    if not work.cancelled():
+        work.exception()
