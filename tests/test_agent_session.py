@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +20,10 @@ from da.worker import agent_session
 from da.worker.agent_session import AcpCommand, AgentSession, Answer, Ask, Policy, TurnRequest
 
 FAKE_AGENT = Path(__file__).parent / "fakes" / "fake_acp_agent.py"
+# The real adapter's path; .ci/run installs it and sets this, so its test never skips there. Read
+# at import, before the autouse fixture clears DA_* variables.
+CLAUDE_ACP = os.environ.get("DA_TEST_CLAUDE_ACP", "")
+CLAUDE_ACP_PACKAGE = "@zed-industries/claude-agent-acp"
 
 
 class Recorder:
@@ -379,6 +385,54 @@ async def test_a_missing_adapter_fails_with_a_sentence(fake: Fake) -> None:
     result = await asyncio.wait_for(AgentSession(request, Recorder()).run(), 30)
     assert result.status == "failed"
     assert "cannot start no-such-acp-adapter for claude" in result.reason
+
+
+def real_claude_acp(request: pytest.FixtureRequest) -> Path:
+    """The real adapter: DA_TEST_CLAUDE_ACP, else on PATH, else installed with npm into pytest's cache."""
+    if CLAUDE_ACP:
+        if not Path(CLAUDE_ACP).is_file():
+            pytest.fail(f"DA_TEST_CLAUDE_ACP={CLAUDE_ACP} is not a file; install the adapter with "
+                        f"`npm install --prefix <dir> {CLAUDE_ACP_PACKAGE}` and name <dir>/node_modules/.bin/"
+                        "claude-agent-acp")
+        return Path(CLAUDE_ACP)
+    if found := shutil.which("claude-agent-acp"):
+        return Path(found)
+    npm = shutil.which("npm")
+    if not shutil.which("node") or not npm:
+        pytest.skip("node and npm are not installed (DA_TEST_CLAUDE_ACP names the adapter in CI)")
+    folder = request.config.cache.mkdir("claude-agent-acp")
+    adapter = folder / "node_modules" / ".bin" / "claude-agent-acp"
+    if not adapter.is_file():
+        installed = subprocess.run([npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund",
+                                    CLAUDE_ACP_PACKAGE], capture_output=True, text=True, timeout=300)
+        if installed.returncode != 0:
+            pytest.skip(f"npm could not install {CLAUDE_ACP_PACKAGE}: {installed.stderr.strip()[-300:]}")
+    return adapter
+
+
+@pytest.mark.timeout(400)
+async def test_the_real_claude_agent_acp_answers_das_initialize(request: pytest.FixtureRequest,
+                                                                 tmp_path: Path) -> None:
+    adapter = real_claude_acp(request)
+    # Its own HOME: initialize must need no login, and the developer's Claude settings stay untouched.
+    home = tmp_path / "home"
+    home.mkdir()
+    answer = await asyncio.wait_for(agent_session.handshake(
+        AcpCommand("claude", (str(adapter),)), cwd=tmp_path, env={**os.environ, "HOME": str(home)}), 120)
+    assert answer.ok, answer.reason
+    assert answer.name == CLAUDE_ACP_PACKAGE
+    assert answer.protocol_version == 1
+    assert answer.load_session is True
+    assert answer.capabilities["promptCapabilities"]["image"] is True
+
+
+async def test_a_handshake_with_a_broken_adapter_says_why(fake: Fake) -> None:
+    fake.env["FAKE_ACP_MODE"] = "broken_init"
+    command = agent_session.acp_command("claude", path=fake.path)
+    assert command is not None
+    answer = await asyncio.wait_for(agent_session.handshake(command, cwd=fake.cwd, env=fake.env), 30)
+    assert not answer.ok
+    assert "broken JSON-RPC during initialize" in answer.reason
 
 
 async def _async(value: Any) -> Any:

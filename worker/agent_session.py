@@ -19,7 +19,7 @@ import logging
 import shlex
 import shutil
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
@@ -284,6 +284,7 @@ class AgentSession:
         self._process: asyncio.subprocess.Process | None = None
         self._killed = False
         self._stderr_pump: asyncio.Task[None] | None = None
+        self.initialized: schema.InitializeResponse | None = None
 
     def say(self, text: str, *, interrupt: bool = False) -> None:
         """A steering message: the next prompt at the turn boundary, or at once with `interrupt`."""
@@ -304,6 +305,11 @@ class AgentSession:
 
     async def run(self) -> TurnResult:
         """Start the adapter, run the prompt and the steering messages, and stop it again."""
+        return await self._with_adapter(self._drive)
+
+    async def _with_adapter(self, body: Callable[[ClientSideConnection], Awaitable[tuple[str, str, str | None]]]
+                            ) -> TurnResult:
+        """Start the adapter, run `body` on the connection, and stop the adapter whatever happened."""
         request = self.request
         try:
             process = await asyncio.create_subprocess_exec(
@@ -323,7 +329,7 @@ class AgentSession:
                     if request.timeout else None)
         conn = acp.connect_to_agent(cast(acp.Client, _Client(self)), process.stdin, messages)
         try:
-            status, reason, stop_reason = await self._drive(conn)
+            status, reason, stop_reason = await body(conn)
         except _Failed as exc:
             status, reason, stop_reason = exc.status, str(exc), None
         finally:
@@ -344,18 +350,26 @@ class AgentSession:
                           output=self._redact(self._stderr.text()) if status != models.DONE else "", asks=self._asks,
                           notes=self._notes)
 
-    async def _drive(self, conn: ClientSideConnection) -> tuple[str, str, str | None]:
-        request = self.request
-        agent = request.command.agent
+    async def _initialize(self, conn: ClientSideConnection) -> schema.InitializeResponse:
+        agent = self.request.command.agent
         try:
-            init = await asyncio.wait_for(conn.initialize(
+            self.initialized = await asyncio.wait_for(conn.initialize(
                 protocol_version=acp.PROTOCOL_VERSION, client_capabilities=schema.ClientCapabilities(),
                 client_info=schema.Implementation(name="da", version="1")), INITIALIZE_TIMEOUT)
         except TimeoutError as exc:
             raise _Failed(f"{agent}'s adapter did not answer `initialize` within {INITIALIZE_TIMEOUT:g}s") from exc
         except (ConnectionError, acp.RequestError) as exc:
             raise await self._broken_run("initialize", exc) from exc
-        capabilities = init.agent_capabilities
+        return self.initialized
+
+    async def _initialize_only(self, conn: ClientSideConnection) -> tuple[str, str, str | None]:
+        await self._initialize(conn)
+        return models.DONE, "", None
+
+    async def _drive(self, conn: ClientSideConnection) -> tuple[str, str, str | None]:
+        request = self.request
+        agent = request.command.agent
+        capabilities = (await self._initialize(conn)).agent_capabilities
         session_caps = getattr(capabilities, "session_capabilities", None)
         directories = list(request.additional_directories)
         if directories and getattr(session_caps, "additional_directories", None) is None:
@@ -747,6 +761,49 @@ class _Client:
     async def request_permission(self, session_id: str, tool_call: Any, options: list[Any],
                                  **kwargs: Any) -> schema.RequestPermissionResponse:
         return await self._session.on_permission(tool_call, options)
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What an adapter answered to `initialize` (who it is, what it can do), or why it did not."""
+
+    agent: str
+    ok: bool
+    reason: str = ""
+    name: str | None = None
+    version: str | None = None
+    protocol_version: int | None = None
+    load_session: bool = False
+    capabilities: dict[str, Any] = field(default_factory=dict)
+
+
+class _Unattended:
+    """A reporter for a run that reports nothing and asks nobody (a handshake)."""
+
+    async def progress(self, progress: dict[str, Any]) -> None:
+        return None
+
+    async def ask(self, ask: Ask) -> Answer:
+        return Answer("")
+
+    async def expired(self, ask: Ask) -> None:
+        return None
+
+
+async def handshake(command: AcpCommand, *, cwd: Path, env: Mapping[str, str] | None = None) -> Handshake:
+    """Start the adapter and ask only `initialize`, which needs no login or network: whether an
+    agent can run supervised (`da doctor --agents`, `da test`)."""
+    session = AgentSession(TurnRequest(command=command, cwd=cwd, prompt="", env=env), _Unattended())
+    result = await session._with_adapter(session._initialize_only)
+    init = session.initialized
+    if result.status != models.DONE or init is None:
+        return Handshake(command.agent, False, result.reason)
+    info = init.agent_info
+    return Handshake(command.agent, True, name=info.name if info else None, version=info.version if info else None,
+                     protocol_version=init.protocol_version,
+                     load_session=bool(getattr(init.agent_capabilities, "load_session", False)),
+                     capabilities=init.agent_capabilities.model_dump(mode="json", by_alias=True, exclude_none=True)
+                     if init.agent_capabilities else {})
 
 
 async def run_turn(request: TurnRequest, reporter: Reporter) -> TurnResult:
