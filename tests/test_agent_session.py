@@ -18,6 +18,7 @@ import pytest
 from conftest import wait_until
 from da.worker import agent_session
 from da.worker.agent_session import AcpCommand, AgentSession, Answer, Ask, Policy, TurnRequest
+from da.worker.redact import Redactor
 
 FAKE_AGENT = Path(__file__).parent / "fakes" / "fake_acp_agent.py"
 # The real adapter's path; .ci/run installs it and sets this, so its test never skips there. Read
@@ -378,6 +379,50 @@ async def test_a_permission_flood_is_bounded(fake: Fake) -> None:
     assert len(reporter.asks) == agent_session.MAX_ASKS
     assert 'flood outcomes: {"reject": 1000}' in result.answer
     assert any(f"more than {agent_session.MAX_ASKS} times" in note for note in result.notes)
+
+
+async def test_an_edit_is_asked_with_its_diff_and_secrets_are_redacted_everywhere(fake: Fake) -> None:
+    secret = "hunter2-very-secret"
+    fake.env["FAKE_ACP_SECRET"] = secret
+    reporter = Recorder(Answer("allow"))
+    result = await run(fake, f"EDIT the token {secret}", reporter, redact=Redactor.from_env({"API_TOKEN": secret}))
+    [ask] = reporter.asks
+    assert (ask.kind, ask.tool_kind, ask.title) == ("permission", "edit", "Edit config.py")
+    assert f"--- {fake.cwd}/config.py" in ask.detail and "TOKEN = '[redacted]'" in ask.detail
+    assert "edit: allow" in result.answer
+    assert secret not in json.dumps([ask.to_dict(), result.to_details(), reporter.updates])
+    assert "[redacted]" in result.answer
+
+
+async def test_a_long_answer_keeps_its_end_and_says_how_much_was_cut(fake: Fake) -> None:
+    reporter = Recorder()
+    result = await run(fake, "LONG", reporter)
+    details = result.to_details()
+    assert len(details["answer"]) == agent_session.MAX_ANSWER
+    assert "Done: LONG (turn 1)" in details["answer"]
+    assert details["answer_truncated"].startswith("first ") and result.answer_cut > 130_000
+    assert all(len(update["answer_tail"]) <= agent_session.PROGRESS_CHARS for update in reporter.updates)
+
+
+async def test_a_run_past_its_timeout_is_stopped_and_fails(fake: Fake) -> None:
+    result = await run(fake, "SLOW", timeout=5.0)
+    assert result.status == "failed"
+    assert "past the task's timeout of 5s" in result.reason
+    assert len(fake.events("prompt")) == len(fake.events("cancel")) == 1
+    assert "line 1" in result.answer
+
+
+async def test_messages_not_sent_before_a_cancel_are_handed_back(fake: Fake) -> None:
+    reporter = Recorder()
+    session = AgentSession(fake.request("SLOW"), reporter)
+    running = asyncio.create_task(session.run())
+    await wait_until(lambda: _async("line 1" in reporter.latest.get("answer_tail", "")), timeout=20)
+    session.say("later, please")
+    session.cancel()
+    result = await asyncio.wait_for(running, 30)
+    assert result.status == "cancelled"
+    assert result.to_details()["undelivered_messages"] == ["later, please"]
+    assert len(fake.events("prompt")) == 1
 
 
 async def test_a_missing_adapter_fails_with_a_sentence(fake: Fake) -> None:

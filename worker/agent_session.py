@@ -63,6 +63,8 @@ MAX_ASKS = 100
 MAX_DETAIL = 4000
 # The answer kept in a result, as agent_run keeps it.
 MAX_ANSWER = 64 * 1024
+# Raw text kept beyond MAX_ANSWER so a secret at the cut is still redacted whole.
+REDACT_MARGIN = 4096
 # The adapter's stderr kept for a failed run.
 STDERR_TAIL = 16 * 1024
 # One JSON-RPC line may carry a whole file's diff; longer than this is not a message.
@@ -223,15 +225,21 @@ class TurnResult:
     output: str = ""
     asks: int = 0
     notes: list[str] = field(default_factory=list)
+    # The answer's end is kept (MAX_ANSWER characters); this many were cut before it.
+    answer_cut: int = 0
+    # Steering messages the run stopped before sending, so the queue can keep them.
+    undelivered: list[str] = field(default_factory=list)
     supervised: bool = True
 
     def to_details(self) -> dict[str, Any]:
         """The fields a task's result carries."""
         details: dict[str, Any] = {
-            "answer": self.answer[-MAX_ANSWER:], "stop_reason": self.stop_reason, "usage": self.usage.to_dict(),
+            "answer": self.answer, "stop_reason": self.stop_reason, "usage": self.usage.to_dict(),
             "turns": [turn.to_dict() for turn in self.turns], "asks": self.asks, "supervised": self.supervised}
-        if len(self.answer) > MAX_ANSWER:
-            details["answer_truncated"] = f"first {len(self.answer) - MAX_ANSWER} characters cut"
+        if self.answer_cut:
+            details["answer_truncated"] = f"first {self.answer_cut} characters cut"
+        if self.undelivered:
+            details["undelivered_messages"] = self.undelivered
         if self.session_id:
             details["session_id"] = self.session_id
         if self.output:
@@ -271,6 +279,8 @@ class AgentSession:
         self._plan_asked = False
         self._plan_approved = False
         self._answer: list[str] = []
+        self._answer_size = 0
+        self._answer_cut = 0
         self._plan: list[dict[str, str]] = []
         self._tools: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._context: dict[str, int] = {}
@@ -345,7 +355,10 @@ class AgentSession:
         return self._result(status, reason, stop_reason)
 
     def _result(self, status: str, reason: str, stop_reason: str | None = None) -> TurnResult:
-        return TurnResult(status=status, answer=self._redact("".join(self._answer)), stop_reason=stop_reason,
+        full = self._redact("".join(self._answer))
+        return TurnResult(status=status, answer=full[-MAX_ANSWER:], stop_reason=stop_reason,
+                          answer_cut=self._answer_cut + max(0, len(full) - MAX_ANSWER),
+                          undelivered=list(self._messages),
                           session_id=self._session_id, usage=self._run_usage, turns=self._turns, reason=reason,
                           output=self._redact(self._stderr.text()) if status != models.DONE else "", asks=self._asks,
                           notes=self._notes)
@@ -516,7 +529,7 @@ class AgentSession:
 
     def _plan_text(self) -> str:
         entries = "\n".join(f"{number}. {entry['content']}" for number, entry in enumerate(self._plan, 1))
-        return entries or "".join(self._answer)[-MAX_DETAIL:]
+        return entries or self._answer_text()[-MAX_DETAIL:]
 
     async def _broken_run(self, during: str, exc: Exception) -> _Failed:
         """Why the connection ended: broken JSON-RPC, or the adapter's exit and its last words."""
@@ -582,7 +595,7 @@ class AgentSession:
         if kind == "agent_message_chunk":
             text = getattr(update.content, "text", None)
             if isinstance(text, str):
-                self._answer.append(text)
+                self._add_answer(text)
         elif kind == "plan":
             self._plan = [{"content": self._short(entry.content), "status": entry.status}
                           for entry in update.entries[:PROGRESS_PLAN]]
@@ -622,12 +635,27 @@ class AgentSession:
         if budget is not None and (self._run_usage.cost_usd or 0.0) > budget:
             self._stop_run("budget")
 
+    def _add_answer(self, text: str) -> None:
+        """Keep the answer's end, with room for a secret cut at the edge to be redacted whole."""
+        self._answer.append(text)
+        self._answer_size += len(text)
+        if self._answer_size > 2 * (MAX_ANSWER + REDACT_MARGIN):
+            kept = "".join(self._answer)[-(MAX_ANSWER + REDACT_MARGIN):]
+            self._answer_cut += self._answer_size - len(kept)
+            self._answer, self._answer_size = [kept], len(kept)
+
+    def _answer_text(self) -> str:
+        text = self._redact("".join(self._answer))
+        if self._answer_cut or len(text) > MAX_ANSWER:
+            return text[-MAX_ANSWER:]
+        return text
+
     def _short(self, text: str) -> str:
         return self._redact(str(text))[:FIELD_CHARS]
 
     def progress(self) -> dict[str, Any]:
         """The bounded progress record: plan, the last tool calls, the answer's last lines, usage."""
-        text = self._redact("".join(self._answer)[-PROGRESS_CHARS * 2:])
+        text = self._answer_text()[-PROGRESS_CHARS * 2:]
         lines = "\n".join(text.splitlines()[-PROGRESS_LINES:])[-PROGRESS_CHARS:]
         return {"plan": list(self._plan), "tools": [dict(tool) for tool in self._tools.values()],
                 "answer_tail": lines, "mode": self._mode, "usage": self._run_usage.to_dict(),

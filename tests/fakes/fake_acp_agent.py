@@ -9,6 +9,8 @@ Every prompt streams an answer that names the prompt and the session's turn numb
   execute tool call, each from pending to completed.
 - EXECUTE: asks permission to run `make test` (allow once / allow always / reject); EXECUTE2 asks
   twice. The answer says which option it got.
+- EDIT: asks permission for an edit of config.py, with its diff (it writes FAKE_ACP_SECRET into it).
+- LONG: streams 200,000 characters of answer in 1,000-character chunks.
 - QUESTION: asks which colour, as a permission request whose options are the choices.
 - PLANMODE (in the `plan` mode): a plan, then asks to leave plan mode (kind switch_mode) as
   Claude's ExitPlanMode does; approval switches to `default` and the turn goes on.
@@ -216,6 +218,16 @@ class FakeAgent:
                     if chosen == "cancelled":
                         return "cancelled"
                     await self.say(session, acp.update_agent_message_text(f"\npermission {number + 1}: {chosen}"))
+        if "EDIT" in words:
+            secret = os.environ.get("FAKE_ACP_SECRET", "")
+            chosen = await self.ask(session, schema.ToolCallUpdate(
+                tool_call_id="edit", title="Edit config.py", kind="edit", status="pending",
+                content=[acp.tool_diff_content(f"{session.cwd}/config.py", f"TOKEN = '{secret}'\n", "TOKEN = ''\n")]),
+                PERMISSION_OPTIONS)
+            await self.say(session, acp.update_agent_message_text(f"\nedit: {chosen}"))
+        if "LONG" in words:
+            for number in range(200):
+                await self.say(session, acp.update_agent_message_text(f"{number:04d}" + "x" * 996))
         if "QUESTION" in words:
             chosen = await self.ask(session, schema.ToolCallUpdate(
                 tool_call_id="question", title="Which colour?", kind="other"), COLOURS)
