@@ -205,6 +205,20 @@ async def test_a_plan_change_request_is_the_next_prompt_and_the_revised_plan_is_
     assert [event["mode"] for event in fake.events("set_mode")] == ["plan", "default"]
 
 
+async def test_a_cancel_withdraws_the_plan_asked_at_the_turns_end(fake: Fake) -> None:
+    reporter = Recorder(None)
+    session = AgentSession(fake.request("PLAN", plan=True), reporter)
+    running = asyncio.create_task(session.run())
+    await wait_until(lambda: _async(bool(reporter.asks)), timeout=20)
+    assert reporter.asks[0].kind == "plan"
+    assert "1. Read the code\n2. Change it" in reporter.asks[0].detail
+    session.cancel()
+    result = await asyncio.wait_for(running, 30)
+    assert result.status == "cancelled"
+    assert reporter.expired_asks == []
+    assert len(fake.events("prompt")) == 1
+
+
 async def test_the_agents_question_is_asked_with_its_choices(fake: Fake) -> None:
     reporter = Recorder(Answer("green"))
     result = await run(fake, "QUESTION", reporter)

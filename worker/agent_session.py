@@ -312,6 +312,8 @@ class AgentSession:
         if self._stop is None:
             self._stop = cause
         self._interrupt.set()
+        # An ask open between turns (a plan at the turn's end) is withdrawn as well.
+        self._turn_cancelled.set()
 
     async def run(self) -> TurnResult:
         """Start the adapter, run the prompt and the steering messages, and stop it again."""
