@@ -379,6 +379,13 @@ async def test_broken_json_rpc_fails_the_run_and_stops_the_adapter(fake: Fake) -
     assert "Working on: BROKEN" in result.answer
 
 
+async def test_a_malformed_answer_fails_the_run_saying_what_was_wrong(fake: Fake) -> None:
+    result = await run(fake, "MALFORMED")
+    assert result.status == "failed"
+    assert "sent a message that is not ACP (PromptResponse stopReason" in result.reason
+    assert "Working on: MALFORMED" in result.answer
+
+
 async def test_broken_json_rpc_before_initialize_fails_the_run(fake: Fake) -> None:
     fake.env["FAKE_ACP_MODE"] = "broken_init"
     result = await run(fake, "hello")

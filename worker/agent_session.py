@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
 import acp
+import pydantic
 from acp import schema
 from acp.client.connection import ClientSideConnection
 
@@ -344,6 +345,12 @@ class AgentSession:
             status, reason, stop_reason = await body(conn)
         except _Failed as exc:
             status, reason, stop_reason = exc.status, str(exc), None
+        except pydantic.ValidationError as exc:
+            problems = exc.errors()
+            where = ".".join(str(part) for part in problems[0]["loc"]) if problems else ""
+            status, stop_reason = models.FAILED, None
+            reason = (f"{request.command.agent}'s adapter sent a message that is not ACP ({exc.title}"
+                      f"{' ' + where if where else ''}: {problems[0]['msg'] if problems else exc})")
         finally:
             if deadline:
                 deadline.cancel()

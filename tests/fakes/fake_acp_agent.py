@@ -18,6 +18,7 @@ Every prompt streams an answer that names the prompt and the session's turn numb
   STUBBORN: the same, ignoring session/cancel.
 - BUDGET: reports a rising cost every 0.05 s for up to 30 s.
 - FLOOD: asks permission for an execute, 1000 times in a row.
+- MALFORMED: answers the prompt with a stop reason that is not one.
 - CRASH: exits with status 3 mid-turn, saying why on stderr. BROKEN: writes a line that is not
   JSON-RPC, then hangs.
 FAKE_ACP_MODE=broken_init answers `initialize` with a line that is not JSON.
@@ -165,6 +166,8 @@ class FakeAgent:
         record("prompt", session=session_id, text=text, mode=session.mode)
         turn = len(session.prompts)
         stop = await self.turn(session, text, words)
+        if "MALFORMED" in words:
+            return {"stopReason": 42}  # type: ignore[return-value]
         if stop != "cancelled":
             await self.say(session, acp.update_agent_message_text(f"\nDone: {text} (turn {turn})"))
         session.cost += COST_PER_TURN
