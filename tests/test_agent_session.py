@@ -296,6 +296,17 @@ async def test_cancel_sends_session_cancel_and_the_agent_ends_its_turn_without_a
     assert fake.events("sigterm") == []
 
 
+async def test_a_cancel_before_the_session_is_open_stops_at_once(fake: Fake) -> None:
+    fake.env["FAKE_ACP_MODE"] = "slow_init"
+    session = AgentSession(fake.request("hello"), Recorder())
+    running = asyncio.create_task(session.run())
+    await wait_until(lambda: _async(bool(fake.events("initialize"))), timeout=20)
+    session.cancel()
+    result = await asyncio.wait_for(running, 15)
+    assert result.status == "cancelled"
+    assert fake.events("prompt") == []
+
+
 async def test_an_agent_that_ignores_cancel_is_stopped_after_the_grace_period(fake: Fake) -> None:
     reporter = Recorder()
     session = AgentSession(fake.request("STUBBORN", cancel_grace=0.5), reporter)

@@ -22,7 +22,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import acp
 import pydantic
@@ -50,6 +50,8 @@ DEFAULT_ASK_TIMEOUT = 15 * 60.0
 DEFAULT_CANCEL_GRACE = 10.0
 # An adapter that has not answered `initialize` by then is not going to.
 INITIALIZE_TIMEOUT = 60.0
+# Opening or loading a session (a long one is replayed) and switching modes take no longer than this.
+OPEN_TIMEOUT = 300.0
 # Progress goes out at most this often (a few updates a second at most).
 PROGRESS_INTERVAL = 0.3
 # Bounds of the progress record, so a chatty agent cannot grow it.
@@ -83,6 +85,7 @@ CHANGES_PROMPT = "Revise the plan."
 # The answer ACP requires to a pending permission request once the client has cancelled the turn.
 CANCELLED_OUTCOME = schema.RequestPermissionResponse.model_validate_json('{"outcome": {"outcome": "cancelled"}}')
 
+T = TypeVar("T")
 AskKind = Literal["permission", "plan", "question"]
 StopCause = Literal["cancel", "budget", "timeout"]
 
@@ -250,6 +253,10 @@ class TurnResult:
         return details
 
 
+class _Stopped(Exception):
+    """The run was stopped (cancel, budget, timeout) while waiting for the adapter."""
+
+
 class _Failed(Exception):
     """The run cannot go on; the message is the result's one sentence."""
 
@@ -268,6 +275,7 @@ class AgentSession:
         self._messages: deque[str] = deque()
         self._interrupt = asyncio.Event()
         self._stop: StopCause | None = None
+        self._stopped = asyncio.Event()
         self._turn_cancelled = asyncio.Event()
         self._granted: set[str] = set()
         self._asks = 0
@@ -313,6 +321,7 @@ class AgentSession:
         if self._stop is None:
             self._stop = cause
         self._interrupt.set()
+        self._stopped.set()
         # An ask open between turns (a plan at the turn's end) is withdrawn as well.
         self._turn_cancelled.set()
 
@@ -375,7 +384,7 @@ class AgentSession:
     async def _initialize(self, conn: ClientSideConnection) -> schema.InitializeResponse:
         agent = self.request.command.agent
         try:
-            self.initialized = await asyncio.wait_for(conn.initialize(
+            self.initialized = await self._unless_stopped(conn.initialize(
                 protocol_version=acp.PROTOCOL_VERSION, client_capabilities=schema.ClientCapabilities(),
                 client_info=schema.Implementation(name="da", version="1")), INITIALIZE_TIMEOUT)
         except TimeoutError as exc:
@@ -384,6 +393,24 @@ class AgentSession:
             raise await self._broken_run("initialize", exc) from exc
         return self.initialized
 
+    async def _unless_stopped(self, request: Awaitable[T], timeout: float) -> T:
+        """A request's answer; _Stopped when the run is stopped first, TimeoutError after `timeout`."""
+        answer = asyncio.ensure_future(request)
+        stopped = asyncio.create_task(self._stopped.wait())
+        try:
+            done, _ = await asyncio.wait({answer, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not answer.done():
+                answer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await answer
+        if answer in done:
+            return answer.result()
+        if stopped in done:
+            raise _Stopped
+        raise TimeoutError
+
     async def _initialize_only(self, conn: ClientSideConnection) -> tuple[str, str, str | None]:
         await self._initialize(conn)
         return models.DONE, "", None
@@ -391,23 +418,24 @@ class AgentSession:
     async def _drive(self, conn: ClientSideConnection) -> tuple[str, str, str | None]:
         request = self.request
         agent = request.command.agent
-        capabilities = (await self._initialize(conn)).agent_capabilities
-        session_caps = getattr(capabilities, "session_capabilities", None)
-        directories = list(request.additional_directories)
-        if directories and getattr(session_caps, "additional_directories", None) is None:
-            self._notes.append(f"{agent}'s adapter cannot open more than one folder; it sees only {request.cwd}")
-            directories = []
-        modes = await self._open_session(conn, capabilities, directories)
-        if request.plan:
-            await self._enter_plan_mode(conn, modes)
-        text: str | None = request.prompt
         stop_reason: str | None = None
-        while text is not None:
-            if self._stop is not None:
-                break
-            self._interrupt.clear()
-            stop_reason = await self._prompt(conn, text)
-            text = await self._next_prompt(conn, stop_reason)
+        try:
+            capabilities = (await self._initialize(conn)).agent_capabilities
+            session_caps = getattr(capabilities, "session_capabilities", None)
+            directories = list(request.additional_directories)
+            if directories and getattr(session_caps, "additional_directories", None) is None:
+                self._notes.append(f"{agent}'s adapter cannot open more than one folder; it sees only {request.cwd}")
+                directories = []
+            modes = await self._open_session(conn, capabilities, directories)
+            if request.plan:
+                await self._enter_plan_mode(conn, modes)
+            text: str | None = request.prompt
+            while text is not None and self._stop is None:
+                self._interrupt.clear()
+                stop_reason = await self._prompt(conn, text)
+                text = await self._next_prompt(conn, stop_reason)
+        except _Stopped:
+            pass
         if self._stop == "budget":
             spent = self._run_usage.cost_usd or 0.0
             return (models.NEEDS_HUMAN, f"the agent's cost reached ${spent:.2f}, past the task's budget of "
@@ -429,15 +457,16 @@ class AgentSession:
         cwd = str(request.cwd)
         try:
             if request.session_id is None:
-                session = await conn.new_session(cwd=cwd, additional_directories=directories or None)
+                session = await self._unless_stopped(
+                    conn.new_session(cwd=cwd, additional_directories=directories or None), OPEN_TIMEOUT)
                 self._session_id = session.session_id
                 return session.modes
             if not getattr(capabilities, "load_session", False):
                 raise _Failed(f"{agent}'s adapter cannot load an earlier session", models.NEEDS_HUMAN)
             self._loading = True
             try:
-                loaded = await conn.load_session(cwd=cwd, session_id=request.session_id,
-                                                 additional_directories=directories or None)
+                loaded = await self._unless_stopped(conn.load_session(
+                    cwd=cwd, session_id=request.session_id, additional_directories=directories or None), OPEN_TIMEOUT)
             finally:
                 # Let the replayed history already received be handled (and ignored) as history.
                 await asyncio.sleep(0)
@@ -451,6 +480,8 @@ class AgentSession:
             raise _Failed(f"{agent}'s adapter refused to open a session: {exc}") from exc
         except ConnectionError as exc:
             raise await self._broken_run("opening the session", exc) from exc
+        except TimeoutError as exc:
+            raise _Failed(f"{agent}'s adapter did not open the session within {OPEN_TIMEOUT:g}s") from exc
 
     async def _enter_plan_mode(self, conn: ClientSideConnection, modes: Any) -> None:
         available = [mode.id for mode in getattr(modes, "available_modes", None) or []]
@@ -465,11 +496,15 @@ class AgentSession:
     async def _set_mode(self, conn: ClientSideConnection, mode: str) -> None:
         assert self._session_id is not None
         try:
-            await conn.set_session_mode(session_id=self._session_id, mode_id=mode)
+            await self._unless_stopped(conn.set_session_mode(session_id=self._session_id, mode_id=mode),
+                                       OPEN_TIMEOUT)
         except acp.RequestError as exc:
             raise _Failed(f"{self.request.command.agent} refused to switch to its {mode} mode: {exc}") from exc
         except ConnectionError as exc:
             raise await self._broken_run(f"switching to {mode} mode", exc) from exc
+        except TimeoutError as exc:
+            raise _Failed(f"{self.request.command.agent} did not switch to its {mode} mode within "
+                          f"{OPEN_TIMEOUT:g}s") from exc
         self._mode = mode
         self._dirty.set()
 

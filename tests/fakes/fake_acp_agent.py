@@ -21,7 +21,8 @@ Every prompt streams an answer that names the prompt and the session's turn numb
 - MALFORMED: answers the prompt with a stop reason that is not one.
 - CRASH: exits with status 3 mid-turn, saying why on stderr. BROKEN: writes a line that is not
   JSON-RPC, then hangs.
-FAKE_ACP_MODE=broken_init answers `initialize` with a line that is not JSON.
+FAKE_ACP_MODE=broken_init answers `initialize` with a line that is not JSON; slow_init answers it after
+a minute.
 
 Sessions are kept in FAKE_ACP_STATE/sessions.json (id → folder and prompts), so another process
 can `session/load` one: it replays the earlier turns as user/agent message chunks. Everything the
@@ -100,6 +101,8 @@ class FakeAgent:
     async def initialize(self, protocol_version: int, client_capabilities: Any = None, client_info: Any = None,
                          **kwargs: Any) -> schema.InitializeResponse:
         record("initialize", client=client_info.name if client_info else None)
+        if os.environ.get("FAKE_ACP_MODE") == "slow_init":
+            await asyncio.sleep(60)
         if os.environ.get("FAKE_ACP_MODE") == "broken_init":
             sys.stdout.write("this is not JSON-RPC\n")
             sys.stdout.flush()
