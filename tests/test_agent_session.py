@@ -464,7 +464,7 @@ async def test_a_missing_adapter_fails_with_a_sentence(fake: Fake) -> None:
     assert "cannot start no-such-acp-adapter for claude" in result.reason
 
 
-def real_claude_acp(request: pytest.FixtureRequest) -> Path:
+def real_claude_acp(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """The real adapter: DA_TEST_CLAUDE_ACP, else on PATH, else installed with npm into pytest's cache."""
     if CLAUDE_ACP:
         if not Path(CLAUDE_ACP).is_file():
@@ -477,7 +477,9 @@ def real_claude_acp(request: pytest.FixtureRequest) -> Path:
     npm = shutil.which("npm")
     if not shutil.which("node") or not npm:
         pytest.skip("node and npm are not installed (DA_TEST_CLAUDE_ACP names the adapter in CI)")
-    folder = request.config.cache.mkdir("claude-agent-acp")
+    cache = getattr(request.config, "cache", None)
+    # Without pytest's cache (-p no:cacheprovider) it is installed for this test alone.
+    folder = cache.mkdir("claude-agent-acp") if cache is not None else tmp_path / "claude-agent-acp"
     adapter = folder / "node_modules" / ".bin" / "claude-agent-acp"
     if not adapter.is_file():
         installed = subprocess.run([npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund",
@@ -490,7 +492,7 @@ def real_claude_acp(request: pytest.FixtureRequest) -> Path:
 @pytest.mark.timeout(400)
 async def test_the_real_claude_agent_acp_answers_das_initialize(request: pytest.FixtureRequest,
                                                                  tmp_path: Path) -> None:
-    adapter = real_claude_acp(request)
+    adapter = real_claude_acp(request, tmp_path)
     # Its own HOME: initialize must need no login, and the developer's Claude settings stay untouched.
     home = tmp_path / "home"
     home.mkdir()
