@@ -307,6 +307,19 @@ async def test_a_cancel_before_the_session_is_open_stops_at_once(fake: Fake) -> 
     assert fake.events("prompt") == []
 
 
+@pytest.mark.parametrize(("prompt", "signalled"), [("SLOW", []), ("STUBBORN", ["sigterm"])])
+async def test_cancelling_the_worker_task_still_sends_session_cancel_before_any_signal(
+        fake: Fake, prompt: str, signalled: list[str]) -> None:
+    reporter = Recorder()
+    running = asyncio.create_task(AgentSession(fake.request(prompt, cancel_grace=0.5), reporter).run())
+    await wait_until(lambda: _async("line 1" in reporter.latest.get("answer_tail", "")), timeout=20)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 30)
+    assert [event["event"] for event in fake.events() if event["event"] in ("cancel", "sigterm")] == [
+        "cancel", *signalled]
+
+
 async def test_an_agent_that_ignores_cancel_is_stopped_after_the_grace_period(fake: Fake) -> None:
     reporter = Recorder()
     session = AgentSession(fake.request("STUBBORN", cancel_grace=0.5), reporter)

@@ -518,20 +518,17 @@ class AgentSession:
         interrupted = asyncio.create_task(self._interrupt.wait())
         try:
             await asyncio.wait({turn, interrupted}, return_when=asyncio.FIRST_COMPLETED)
-            if not turn.done():
-                self._turn_cancelled.set()
-                with contextlib.suppress(ConnectionError):
-                    await conn.cancel(session_id=self._session_id)
-                done, _ = await asyncio.wait({turn}, timeout=self.request.cancel_grace)
-                if not done:
-                    self._killed = True
-                    assert self._process is not None
-                    await runner.terminate_group(self._process)
-                    self._notes.append(f"the agent did not end its turn within {self.request.cancel_grace:g}s of "
-                                       "session/cancel and was stopped")
-                    self._stop_run("cancel")
+        except asyncio.CancelledError:
+            # The worker cancelled the task running this: still session/cancel first, then the tree.
+            self._stop_run("cancel")
+            await self._cancel_turn(conn, turn)
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, acp.RequestError):
+                await turn
+            raise
         finally:
             interrupted.cancel()
+        if not turn.done():
+            await self._cancel_turn(conn, turn)
         try:
             response = await turn
         except acp.RequestError as exc:
@@ -543,6 +540,20 @@ class AgentSession:
         self._turns.append(self._turn_usage(response))
         self._dirty.set()
         return str(response.stop_reason)
+
+    async def _cancel_turn(self, conn: ClientSideConnection, turn: asyncio.Task[Any]) -> None:
+        """session/cancel, then the grace period for the agent to end its turn, then its process tree."""
+        assert self._session_id is not None and self._process is not None
+        self._turn_cancelled.set()
+        with contextlib.suppress(ConnectionError):
+            await conn.cancel(session_id=self._session_id)
+        done, _ = await asyncio.wait({turn}, timeout=self.request.cancel_grace)
+        if not done:
+            self._killed = True
+            await runner.terminate_group(self._process)
+            self._notes.append(f"the agent did not end its turn within {self.request.cancel_grace:g}s of "
+                               "session/cancel and was stopped")
+            self._stop_run("cancel")
 
     def _turn_usage(self, response: Any) -> Usage:
         usage = Usage()
