@@ -6,8 +6,10 @@ in its own process group; da is the ACP client. A run opens a session (new, or t
 loaded for a follow-up), sends the prompt, then any steering messages at the turn boundaries, and
 reports through a `Reporter`: coalesced progress, asks that wait for a person (or expire as a
 reject), and the agent's permission requests decided by a `Policy` first. Stopping sends
-`session/cancel`, waits a grace period, then stops the process tree. An adapter that dies or
-speaks broken JSON-RPC ends the run as failed with the last output kept.
+`session/cancel`, waits a grace period, then stops the process tree: `AgentSession.cancel()`
+returns a cancelled result with the answer so far; cancelling the asyncio task running `run()`
+does the same and then raises CancelledError. An adapter that dies or speaks broken JSON-RPC
+ends the run as failed with the last output kept.
 """
 
 from __future__ import annotations
