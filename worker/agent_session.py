@@ -172,7 +172,8 @@ class Reporter(Protocol):
         """The compact progress record; called at most every PROGRESS_INTERVAL seconds."""
 
     async def ask(self, ask: Ask) -> Answer:
-        """Wait for a person's answer; the run times it out and cancels it when the turn stops."""
+        """Wait for a person's answer (several asks may be open at once); the run times it out,
+        and cancels the wait when the turn stops."""
 
     async def expired(self, ask: Ask) -> None:
         """Nobody answered in time: the run rejected it."""
