@@ -1,0 +1,376 @@
+"""Workspaces on real git: a bare repository in tmp_path is the remote (a github.com/gitlab.com URL
+maps to it through `url.<path>.insteadOf`), gh and glab are fakes on PATH that record their argv."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from da.worker import workspace
+from da.worker.workspace import WorkspaceSettings
+
+FAKES = Path(__file__).parent / "fakes"
+TASK_A = "a1b2c3d4-0000-4000-8000-000000000001"
+TASK_B = "b1b2c3d4-0000-4000-8000-000000000002"
+GITHUB_URL = "https://github.com/acme/app.git"
+
+
+class Lab:
+    """A remote, the user's clone of it, and the settings a worker would pass in."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.bin = tmp / "bin"
+        self.bin.mkdir()
+        for tool in ("gh", "glab"):
+            (self.bin / tool).symlink_to(FAKES / "fake_forge.py")
+        self.gitconfig = tmp / "gitconfig"
+        self.gitconfig.write_text("[user]\n\tname = Person\n\temail = person@example.com\n"
+                                  "[init]\n\tdefaultBranch = main\n")
+        self.env = {"PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp),
+                    "GIT_CONFIG_GLOBAL": str(self.gitconfig), "GIT_CONFIG_NOSYSTEM": "1"}
+        self.settings = WorkspaceSettings(root=tmp / "workspaces", env=self.env)
+        self.remote = self.bare("app", GITHUB_URL)
+        self.user = self.clone(GITHUB_URL, tmp / "src" / "app")
+
+    def git(self, cwd: Path, *args: str, check: bool = True) -> str:
+        run = subprocess.run(["git", "-C", str(cwd), *args], env=self.env, capture_output=True, text=True)
+        if check and run.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)} failed: {run.stderr}")
+        return run.stdout
+
+    def bare(self, name: str, url: str, files: dict[str, str] | None = None) -> Path:
+        """A bare repository with one commit on main, reachable as `url`."""
+        remote = self.tmp / "remotes" / f"{name}.git"
+        seed = self.tmp / "seeds" / name
+        seed.mkdir(parents=True)
+        self.git(seed, "init", "-q")
+        for file, text in (files or {"README.md": "hello\n", "app.py": "one\ntwo\nthree\n"}).items():
+            (seed / file).write_text(text)
+        self.git(seed, "add", "-A")
+        self.git(seed, "commit", "-q", "-m", "first")
+        self.git(self.tmp, "clone", "-q", "--bare", str(seed), str(remote))
+        self.git(self.tmp, "config", "--file", str(self.gitconfig), f"url.{remote}.insteadOf", url)
+        return remote
+
+    def clone(self, url: str, where: Path) -> Path:
+        self.git(self.tmp, "clone", "-q", url, str(where))
+        return where
+
+    def forge_calls(self) -> list[dict]:
+        log = self.bin / "forge-calls.jsonl"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Lab:
+    return Lab(tmp_path)
+
+
+def user_state(lab: Lab) -> dict[str, str]:
+    """Everything of the user's checkout a workspace must leave alone."""
+    return {"branch": lab.git(lab.user, "symbolic-ref", "HEAD"), "status": lab.git(lab.user, "status", "--porcelain"),
+            "index": lab.git(lab.user, "diff", "--cached"), "worktree": lab.git(lab.user, "diff"),
+            "stash": lab.git(lab.user, "stash", "list"), "head": lab.git(lab.user, "rev-parse", "HEAD"),
+            "untracked": (lab.user / "notes.txt").read_text()}
+
+
+async def test_two_tasks_on_one_repository_each_see_only_their_own_edits(lab: Lab) -> None:
+    first = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    second = await workspace.prepare(lab.settings, str(lab.user), TASK_B)
+    assert (first.branch, second.branch) == ("da/a1b2c3d4", "da/b1b2c3d4")
+    assert first.path == (lab.tmp / "workspaces" / "app" / "a1b2c3d4").resolve()
+    assert first.path != second.path and first.base == second.base == "main"
+    (first.path / "a.txt").write_text("from a\n")
+    (second.path / "b.txt").write_text("from b\n")
+    assert not (first.path / "b.txt").exists() and not (second.path / "a.txt").exists()
+    assert await workspace.commit_leftovers(lab.settings, first, "add a")
+    assert await workspace.commit_leftovers(lab.settings, second, "add b")
+    assert lab.git(lab.user, "show", "--name-only", "--format=", first.branch).split() == ["a.txt"]
+    assert lab.git(lab.user, "show", "--name-only", "--format=", second.branch).split() == ["b.txt"]
+
+
+async def test_the_users_checkout_is_never_touched(lab: Lab) -> None:
+    lab.git(lab.user, "checkout", "-q", "-b", "my-feature")
+    (lab.user / "README.md").write_text("stashed\n")
+    lab.git(lab.user, "stash", "-q")
+    (lab.user / "app.py").write_text("staged\n")
+    lab.git(lab.user, "add", "app.py")
+    (lab.user / "README.md").write_text("edited, not staged\n")
+    (lab.user / "notes.txt").write_text("untracked\n")
+    before = user_state(lab)
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    (made.path / "app.py").write_text("the agent's version\n")
+    await workspace.commit_leftovers(lab.settings, made, "change app")
+    await workspace.push(lab.settings, made)
+    assert user_state(lab) == before
+    assert (made.path / "README.md").read_text() == "hello\n"  # cut from main, not from the user's edits
+
+
+async def test_leftovers_are_committed_with_the_prompts_first_line_and_the_task_id(lab: Lab) -> None:
+    prompt = "\n  Fix the flaky login test; rm -rf / `$(whoami)` ../..\nthen run it twice"
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    assert not await workspace.commit_leftovers(lab.settings, made, prompt)  # nothing yet
+    (made.path / "login.py").write_text("fixed\n")
+    assert await workspace.commit_leftovers(lab.settings, made, prompt)
+    message = lab.git(made.path, "log", "-1", "--format=%B")
+    assert message.splitlines()[0] == "Fix the flaky login test; rm -rf / `$(whoami)` ../.."
+    assert f"Da-Task: {TASK_A}" in message
+    assert made.branch == "da/a1b2c3d4"
+    assert lab.git(made.path, "status", "--porcelain") == ""
+
+
+async def test_the_summary_counts_commits_files_and_lines(lab: Lab) -> None:
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    empty = await workspace.summary(lab.settings, made)
+    assert not empty.changed and empty.text == "no changes on da/a1b2c3d4 (base main)"
+    (made.path / "app.py").write_text("one\nTWO\nthree\nfour\n")
+    lab.git(made.path, "commit", "-q", "-am", "the agent's own commit")
+    (made.path / "new.txt").write_text("a\nb\n")
+    await workspace.commit_leftovers(lab.settings, made, "second step")
+    found = (await workspace.summary(lab.settings, made)).to_json()
+    assert [line.split(" ", 1)[1] for line in found["commits"]] == ["second step", "the agent's own commit"]
+    assert (found["files_changed"], found["insertions"], found["deletions"]) == (2, 4, 1)
+    assert found["branch"] == "da/a1b2c3d4" and found["base"] == "main" and found["pushed"] is False
+    assert found["path"] == str(made.path) and found["changed"] is True
+    assert found["summary"] == "2 commit(s) on da/a1b2c3d4 (base main): 2 file(s), +4 -1"
+
+
+async def test_the_diff_is_against_the_commit_the_branch_was_cut_from(lab: Lab) -> None:
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    (made.path / "app.py").write_text("one\ntwo\nthree\nfour\n")
+    await workspace.commit_leftovers(lab.settings, made, "add four")
+    # The base moving on later does not show up in the task's diff.
+    other = lab.clone(GITHUB_URL, lab.tmp / "other")
+    (other / "README.md").write_text("changed upstream\n")
+    lab.git(other, "commit", "-q", "-am", "upstream")
+    lab.git(other, "push", "-q", "origin", "main")
+    lab.git(lab.user, "fetch", "-q")
+    text = await workspace.diff(lab.settings, made)
+    assert "+four" in text and "README" not in text
+    assert "\x1b[" in await workspace.diff(lab.settings, made, color=True)
+
+
+async def test_a_retry_reuses_the_worktree_and_branch(lab: Lab) -> None:
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    (made.path / "half.txt").write_text("half done\n")  # the worker was killed here
+    again = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    assert again.reused and again.path == made.path and again.branch == made.branch
+    assert again.base_commit == made.base_commit and (again.path / "half.txt").exists()
+    await workspace.commit_leftovers(lab.settings, again, "finish")
+    # The worktree folder gone but the branch kept: the retry checks the branch out again.
+    shutil.rmtree(made.path)
+    third = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    assert third.reused and (third.path / "half.txt").read_text() == "half done\n"
+    assert len((await workspace.summary(lab.settings, third)).commits) == 1
+
+
+async def test_several_repositories_get_one_branch_name(lab: Lab) -> None:
+    lab.bare("lib", "https://gitlab.com/acme/lib.git", {"lib.py": "x\n"})
+    lib = lab.clone("https://gitlab.com/acme/lib.git", lab.tmp / "src" / "lib")
+    made = await workspace.prepare_all(lab.settings, [str(lab.user), str(lib), str(lab.user / ".")], TASK_A)
+    assert [m.repo.name for m in made] == ["app", "lib"]
+    assert {m.branch for m in made} == {"da/a1b2c3d4"}
+    assert made[1].path == (lab.tmp / "workspaces" / "lib" / "a1b2c3d4").resolve()
+    assert (made[1].path / "lib.py").exists()
+
+
+async def test_push_and_pull_request_on_github(lab: Lab) -> None:
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    (made.path / "x.txt").write_text("x\n")
+    await workspace.commit_leftovers(lab.settings, made, "add x")
+    await workspace.push(lab.settings, made)
+    assert lab.git(lab.remote, "rev-parse", "refs/heads/da/a1b2c3d4") == lab.git(made.path, "rev-parse", "HEAD")
+    assert (await workspace.summary(lab.settings, made)).pushed
+    url = await workspace.open_request(lab.settings, made, title="add x", body="The agent said: done.")
+    assert url == "https://github.com/acme/app/pull/7"
+    create = lab.forge_calls()[-1]
+    assert create["tool"] == "gh" and create["cwd"] == str(made.path)
+    assert create["argv"] == ["pr", "create", "--head", "da/a1b2c3d4", "--base", "main", "--title", "add x",
+                              "--body", "The agent said: done."]
+    assert lab.forge_calls()[0]["argv"] == ["auth", "status", "--hostname", "github.com"]
+
+
+async def test_merge_request_on_gitlab(lab: Lab) -> None:
+    lab.bare("lib", "git@gitlab.com:acme/lib.git", {"lib.py": "x\n"})
+    lib = lab.clone("git@gitlab.com:acme/lib.git", lab.tmp / "src" / "lib")
+    made = await workspace.prepare(lab.settings, lib, TASK_A)
+    await workspace.push(lab.settings, made)
+    url = await workspace.open_request(lab.settings, made, title="t", body="b")
+    assert url == "https://gitlab.com/acme/lib/-/merge_requests/7"
+    assert lab.forge_calls()[-1]["argv"] == ["mr", "create", "--source-branch", "da/a1b2c3d4", "--target-branch",
+                                             "main", "--title", "t", "--description", "b", "--yes"]
+
+
+# ---- faults: one sentence each, and the work is kept -------------------------------------------
+
+async def test_a_folder_that_is_not_a_repository(lab: Lab) -> None:
+    plain = lab.tmp / "plain"
+    plain.mkdir()
+    with pytest.raises(workspace.NotARepository, match=r"plain is not a git repository$"):
+        await workspace.prepare(lab.settings, plain, TASK_A)
+    with pytest.raises(workspace.NotARepository, match="does not exist"):
+        await workspace.prepare(lab.settings, lab.tmp / "missing", TASK_A)
+    assert not await workspace.is_repository(lab.settings, plain)
+    assert not (lab.tmp / "workspaces").exists()
+
+
+async def test_a_base_that_does_not_exist(lab: Lab) -> None:
+    with pytest.raises(workspace.NoSuchBase, match="the base branch nope does not exist in") as caught:
+        await workspace.prepare(lab.settings, lab.user, TASK_A, base="nope")
+    assert "--base" in caught.value.action
+    with pytest.raises(workspace.NoSuchBase, match="is not a branch name"):
+        await workspace.prepare(lab.settings, lab.user, TASK_A, base="--upload-pack=evil")
+    named = await workspace.prepare(lab.settings, lab.user, TASK_A, base="origin/main")
+    assert named.base == "main"
+
+
+async def test_a_detached_or_dirty_checkout_without_a_remote_default(lab: Lab) -> None:
+    lab.git(lab.user, "remote", "set-head", "origin", "--delete")
+    lab.git(lab.user, "checkout", "-q", "--detach")
+    with pytest.raises(workspace.DetachedBase, match="detached HEAD"):
+        await workspace.prepare(lab.settings, lab.user, TASK_A)
+    lab.git(lab.user, "checkout", "-q", "main")
+    (lab.user / "app.py").write_text("unsaved work\n")
+    with pytest.raises(workspace.DirtyBase, match="has uncommitted changes on main"):
+        await workspace.prepare(lab.settings, lab.user, TASK_A)
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A, base="main")
+    assert made.base == "main" and (lab.user / "app.py").read_text() == "unsaved work\n"
+
+
+async def test_a_repository_mid_rebase(lab: Lab) -> None:
+    lab.git(lab.user, "checkout", "-q", "-b", "side")
+    (lab.user / "app.py").write_text("side\n")
+    lab.git(lab.user, "commit", "-q", "-am", "side")
+    lab.git(lab.user, "checkout", "-q", "main")
+    (lab.user / "app.py").write_text("main\n")
+    lab.git(lab.user, "commit", "-q", "-am", "main")
+    lab.git(lab.user, "rebase", "side", check=False)
+    with pytest.raises(workspace.RepositoryBusy, match="in the middle of a rebase") as caught:
+        await workspace.prepare(lab.settings, lab.user, TASK_A)
+    assert "git rebase --continue or --abort" in caught.value.action
+
+
+async def test_a_full_disk(lab: Lab) -> None:
+    full = lab.tmp / "full-bin"
+    full.mkdir()
+    (full / "git").symlink_to(FAKES / "full_disk_git.py")
+    env = {**lab.env, "PATH": f"{full}{os.pathsep}{lab.env['PATH']}", "REAL_GIT": shutil.which("git") or "git"}
+    settings = WorkspaceSettings(root=lab.settings.root, env=env)
+    with pytest.raises(workspace.DiskFull, match=r"^the disk is full: git could not add a worktree"):
+        await workspace.prepare(settings, lab.user, TASK_A)
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    (made.path / "kept.txt").write_text("work\n")
+    with pytest.raises(workspace.DiskFull, match="commit the agent's changes"):
+        await workspace.commit_leftovers(settings, made, "t")
+    assert (made.path / "kept.txt").read_text() == "work\n"
+
+
+async def test_a_push_the_remote_refuses(lab: Lab) -> None:
+    hook = lab.remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'da/* branches are protected here' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    (made.path / "x.txt").write_text("x\n")
+    await workspace.commit_leftovers(lab.settings, made, "x")
+    with pytest.raises(workspace.PushRefused,
+                       match=r"^the remote refused the push of da/a1b2c3d4: da/\* branches are protected here$"):
+        await workspace.push(lab.settings, made)
+    assert not (await workspace.summary(lab.settings, made)).pushed
+    assert len((await workspace.summary(lab.settings, made)).commits) == 1
+
+
+async def test_a_push_without_credentials(lab: Lab) -> None:
+    async def ask_for_password(request: web.Request) -> web.Response:
+        return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="git"'})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ask_for_password)
+    async with TestServer(app, host="127.0.0.1") as server:
+        made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+        lab.git(lab.user, "remote", "set-url", "--push", "origin", str(server.make_url("/acme/app.git")))
+        with pytest.raises(workspace.PushRefused, match="refused for lack of credentials") as caught:
+            await workspace.push(lab.settings, made)
+    assert "log in to the remote" in caught.value.action
+
+
+async def test_a_remote_that_is_neither_github_nor_gitlab(lab: Lab) -> None:
+    lab.bare("tool", "https://git.example.org/acme/tool.git")
+    tool = lab.clone("https://git.example.org/acme/tool.git", lab.tmp / "src" / "tool")
+    made = await workspace.prepare(lab.settings, tool, TASK_A)
+    await workspace.push(lab.settings, made)
+    with pytest.raises(workspace.UnsupportedHost, match=r"\(git.example.org\) is neither GitHub nor GitLab"):
+        await workspace.open_request(lab.settings, made, title="t", body="b")
+    assert lab.forge_calls() == []
+
+
+async def test_gh_not_logged_in_or_not_installed(lab: Lab) -> None:
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    await workspace.push(lab.settings, made)
+    logged_out = WorkspaceSettings(root=lab.settings.root, env={**lab.env, "FAKE_FORGE_LOGGED_OUT": "1"})
+    with pytest.raises(workspace.ToolMissing, match=r"^gh is not logged in to github.com") as caught:
+        await workspace.open_request(logged_out, made, title="t", body="b")
+    assert caught.value.action.startswith("run `gh auth login --hostname github.com`")
+    assert [call["argv"][:2] for call in lab.forge_calls()] == [["auth", "status"]]
+    (lab.bin / "gh").unlink()
+    with pytest.raises(workspace.ToolMissing, match=r"^gh is not installed on this machine") as caught:
+        await workspace.open_request(lab.settings, made, title="t", body="b")
+    assert "https://cli.github.com" in caught.value.action
+    assert lab.git(lab.remote, "rev-parse", "--verify", "refs/heads/da/a1b2c3d4")
+
+
+def test_branch_names_and_hosts() -> None:
+    assert workspace.branch_name("ABCDEF12-rest") == "da/abcdef12"
+    assert workspace.branch_name("../../x y;z").startswith("da/") and \
+        len(workspace.branch_name("../../x y;z")) == len("da/") + 8
+    assert workspace.forge_of("git@github.com:acme/app.git") == ("gh", "github.com")
+    assert workspace.forge_of("ssh://git@gitlab.example.com:2222/a/b") == ("glab", "gitlab.example.com")
+    assert workspace.forge_of("/srv/git/app.git") is None
+    assert workspace.commit_subject("x" * 100, TASK_A).endswith("…")
+    assert workspace.commit_subject("\n \n", TASK_A) == "da task a1b2c3d4"
+
+
+# ---- listing and pruning ---------------------------------------------------------------------------
+
+async def test_prune_never_loses_unpushed_commits(lab: Lab) -> None:
+    unpushed = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    (unpushed.path / "only-here.txt").write_text("precious\n")
+    await workspace.commit_leftovers(lab.settings, unpushed, "precious work")
+    pushed = await workspace.prepare(lab.settings, lab.user, TASK_B)
+    (pushed.path / "p.txt").write_text("p\n")
+    await workspace.commit_leftovers(lab.settings, pushed, "pushed work")
+    await workspace.push(lab.settings, pushed)
+    empty = await workspace.prepare(lab.settings, lab.user, "c1b2c3d4-0000")
+    listed = {item.task: item for item in await workspace.list_workspaces(lab.settings)}
+    assert {t: (i.pushed, i.empty, i.unpushed) for t, i in listed.items()} == {
+        "a1b2c3d4": (False, False, 1), "b1b2c3d4": (True, False, 0), "c1b2c3d4": (True, True, 0)}
+
+    assert (await workspace.prune(lab.settings, older_than=3600)).removed == []
+    first = await workspace.prune(lab.settings, finished={"a1b2c3d4", "b1b2c3d4", "c1b2c3d4"})
+    assert sorted(first.removed) == sorted([str(pushed.path), str(empty.path)])
+    assert "has 1 unpushed change(s)" in first.kept[str(unpushed.path)]
+    assert (unpushed.path / "only-here.txt").exists()
+    assert lab.git(lab.user, "branch", "--format=%(refname:short)", "--list", "da/*").split() == ["da/a1b2c3d4"]
+    assert lab.git(lab.remote, "rev-parse", "--verify", "refs/heads/da/b1b2c3d4")
+
+    forced = await workspace.prune(lab.settings, force={"da/a1b2c3d4"})
+    assert forced.removed == [str(unpushed.path)]
+    assert lab.git(lab.user, "branch", "--format=%(refname:short)", "--list", "da/*") == ""
+    assert lab.git(lab.user, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+async def test_a_cancelled_task_that_changed_nothing_leaves_nothing(lab: Lab) -> None:
+    made = await workspace.prepare(lab.settings, lab.user, TASK_A)
+    assert await workspace.discard_if_empty(lab.settings, made)
+    assert not made.path.exists() and lab.git(lab.user, "branch", "--format=%(refname:short)", "--list", "da/*") == ""
+    kept = await workspace.prepare(lab.settings, lab.user, TASK_B)
+    (kept.path / "draft.txt").write_text("draft\n")
+    assert not await workspace.discard_if_empty(lab.settings, kept)
+    assert (kept.path / "draft.txt").exists()
