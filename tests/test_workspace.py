@@ -13,8 +13,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from conftest import QueueServer, wait_until
+from da.queue.client import QueueClient
 from da.worker import workspace
 from da.worker.workspace import WorkspaceSettings
+from worker_support import WorkerProcess, wait_for_status
 
 FAKES = Path(__file__).parent / "fakes"
 TASK_A = "a1b2c3d4-0000-4000-8000-000000000001"
@@ -374,3 +377,52 @@ async def test_a_cancelled_task_that_changed_nothing_leaves_nothing(lab: Lab) ->
     (kept.path / "draft.txt").write_text("draft\n")
     assert not await workspace.discard_if_empty(lab.settings, kept)
     assert (kept.path / "draft.txt").exists()
+
+
+# ---- end to end: a real queue, a real worker process, the fake claude editing files ----------------
+
+async def test_two_agent_tasks_on_one_repository_run_at_once_each_on_its_own_branch(
+        lab: Lab, server: QueueServer, client: QueueClient) -> None:
+    lab.git(lab.user, "checkout", "-q", "-b", "my-feature")
+    (lab.user / "notes.txt").write_text("untracked\n")
+    (lab.user / "README.md").write_text("my unsaved edit\n")
+    before = user_state(lab)
+    release = lab.tmp / "release"
+    worker = WorkerProcess(server.url, lab.tmp, HOME=str(lab.tmp), GIT_CONFIG_GLOBAL=str(lab.gitconfig),
+                           GIT_CONFIG_NOSYSTEM="1", DA_WORKSPACES=str(lab.tmp / "workspaces"),
+                           WORKER_POLL_WAIT="0.5").start()
+    try:
+        first = await client.create_task("agent_run", {
+            "agent": "claude", "prompt": f"Fix the README\nWRITE=README.md HOLD_UNTIL={release}",
+            "cwd": str(lab.user)})
+        second = await client.create_task("agent_run", {
+            "agent": "claude", "prompt": f"Add a changelog WRITE=CHANGES.md HOLD_UNTIL={release}",
+            "cwd": str(lab.user), "push": True, "pr": True})
+
+        async def both_running() -> list[dict]:
+            calls = lab.bin / "calls.jsonl"
+            started = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+            return [call for call in started if call["event"] == "start"] if len(started) >= 2 else []
+
+        running = await wait_until(both_running, timeout=20)
+        assert sorted(call["cwd"] for call in running) == sorted(
+            str((lab.tmp / "workspaces" / "app" / task.short_id).resolve()) for task in (first, second))
+        release.write_text("go")
+        done = [await wait_for_status(client, task.id) for task in (first, second)]
+    finally:
+        worker.kill()
+    assert [task.status for task in done] == ["done", "done"], [task.notes for task in done]
+    one, two = (task.result["workspace"] for task in done)
+    assert (one["branch"], two["branch"]) == (f"da/{first.short_id}", f"da/{second.short_id}")
+    assert one["base"] == "main" and one["files_changed"] == 1 and one["commits"][0].endswith(" Fix the README")
+    assert one["pushed"] is False and "pr_url" not in one
+    assert two["pushed"] is True and two["pr_url"] == "https://github.com/acme/app/pull/7"
+    assert "+edited by claude" in done[0].result["diff"] and "CHANGES.md" not in done[0].result["diff"]
+    assert "CHANGES.md" in done[1].result["diff"] and "README" not in done[1].result["diff"]
+    assert lab.git(lab.remote, "rev-parse", f"refs/heads/da/{second.short_id}").strip()
+    assert lab.git(lab.remote, "branch", "--list", f"da/{first.short_id}") == ""
+    pr = lab.forge_calls()[-1]["argv"]
+    assert pr[:6] == ["pr", "create", "--head", f"da/{second.short_id}", "--base", "main"]
+    assert pr[7].startswith("Add a changelog WRITE=CHANGES.md") and len(pr[7]) <= workspace.MAX_SUBJECT
+    assert pr[9].endswith(f"da task {second.id}") and "edited" not in pr[9]
+    assert user_state(lab) == before

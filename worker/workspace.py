@@ -657,3 +657,132 @@ async def _remove(settings: WorkspaceSettings, repo: Path, path: Path, branch: s
         await _git(settings, repo, "config", "--remove-section", f"branch.{branch}")
     with contextlib.suppress(OSError):
         path.parent.rmdir()  # only when no other task's worktree of this repository is left
+
+
+# ---- around an agent task: what the worker does before and after the handler ----------------------
+
+AGENT_TASK = "agent_run"
+# The diff kept in the result, so `da diff` prints it from any machine; the branch has all of it.
+MAX_DIFF = 200 * 1024
+# The agent's answer quoted in a pull request's body.
+MAX_BODY_ANSWER = 8000
+
+
+@dataclass
+class TaskWorkspaces:
+    """The worktrees an agent task gets: planned before its start, made before its handler runs."""
+
+    key: str
+    repo: Path
+    folders: list[str]
+    base: str | None
+    push: bool
+    pr: bool
+    lock: str
+    made: list[Workspace] = field(default_factory=list)
+
+
+def task_folders(payload: Mapping[str, Any]) -> list[str]:
+    """The repositories a task names: `repos`, else `repo`, else its checkout (`cwd` / `repo_path`)."""
+    repos = payload.get("repos")
+    if isinstance(repos, list) and repos and all(isinstance(item, str) and item for item in repos):
+        return list(repos)
+    for key in ("repo", "cwd", "repo_path"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return [value]
+    return []
+
+
+async def plan(settings: WorkspaceSettings, task_type: str, task_id: str,
+               payload: Mapping[str, Any]) -> TaskWorkspaces | None:
+    """The workspaces of an agent task whose folder is a git repository; None runs it in its folder as before.
+
+    A follow-up names the task it continues (`continue`) and gets that task's worktree and branch.
+    """
+    if task_type != AGENT_TASK or payload.get("workspace") is False:
+        return None
+    folders = task_folders(payload)
+    if not folders or any("\x00" in folder for folder in folders):
+        return None
+    try:
+        repo = await repository(settings, folders[0])
+    except WorkspaceError:
+        return None  # not a repository (or unreadable): the task runs where it said, as before
+    follows = payload.get("continue")
+    key = follows if isinstance(follows, str) and follows.strip() else task_id
+    base = payload.get("base")
+    existing = await _worktree_of(settings, repo, branch_name(key))
+    lock = existing if existing is not None else workspace_path(settings, repo, key)
+    return TaskWorkspaces(key=key, repo=repo, folders=folders, base=base if isinstance(base, str) else None,
+                          push=payload.get("push") is True or payload.get("pr") is True, pr=payload.get("pr") is True,
+                          lock=os.path.realpath(lock))
+
+
+async def enter(settings: WorkspaceSettings, spaces: TaskWorkspaces, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Make (or reuse) the worktrees; the handler's payload then names the first as its folder."""
+    spaces.made = await prepare_all(settings, spaces.folders, spaces.key, base=spaces.base)
+    given = {key: value for key, value in payload.items() if key not in ("repo_path", "repos", "repo")}
+    given["cwd"] = str(spaces.made[0].path)
+    if len(spaces.made) > 1:
+        given["additional_dirs"] = [str(made.path) for made in spaces.made[1:]]
+    return given
+
+
+async def finish(settings: WorkspaceSettings, spaces: TaskWorkspaces, details: dict[str, Any], *, prompt: str,
+                 task_id: str, answer: str = "", link: str = "") -> WorkspaceError | None:
+    """Commit leftovers, summarise, push and open requests when asked; facts go in `details`.
+
+    Returns the fault a person must act on (the work stays on the branch), else None.
+    """
+    summaries: list[Summary] = []
+    fault: WorkspaceError | None = None
+    try:
+        for made in spaces.made:
+            await commit_leftovers(settings, made, prompt)
+            summaries.append(await summary(settings, made))
+        if spaces.push:
+            for made, found in zip(spaces.made, summaries, strict=True):
+                if found.changed:
+                    await push(settings, made)
+                    found.pushed = True
+        if spaces.pr:
+            changed = [(made, found) for made, found in zip(spaces.made, summaries, strict=True) if found.changed]
+            others = ", ".join(f"{made.repo.name} ({made.branch})" for made, _ in changed)
+            for made, found in changed:
+                body = _request_body(answer, task_id, link, others if len(changed) > 1 else "")
+                found.pr_url = await open_request(settings, made, title=commit_subject(prompt, task_id), body=body)
+    except WorkspaceError as exc:
+        fault = exc
+    if not summaries and spaces.made:
+        with contextlib.suppress(WorkspaceError):
+            summaries = [await summary(settings, made) for made in spaces.made]
+    if summaries:
+        details["workspace"] = summaries[0].to_json()
+        if len(summaries) > 1:
+            details["workspaces"] = [found.to_json() for found in summaries]
+        with contextlib.suppress(WorkspaceError):
+            text = "".join([await diff(settings, made) for made in spaces.made])
+            details["diff"] = text[:MAX_DIFF]
+            if len(text) > MAX_DIFF:
+                details["diff_truncated"] = (f"first {MAX_DIFF} of {len(text)} characters; the whole diff is on "
+                                             f"{spaces.made[0].branch}")
+    if fault is not None:
+        details["workspace_error"] = fault.sentence
+    return fault
+
+
+def _request_body(answer: str, task_id: str, link: str, others: str) -> str:
+    parts = [answer.strip()[:MAX_BODY_ANSWER] or "(the agent gave no answer)", f"da task {task_id}"]
+    if link:
+        parts.append(f"Thread: {link}")
+    if others:
+        parts.append(f"One change across several repositories: {others}")
+    return "\n\n".join(parts)
+
+
+async def discard_unchanged(settings: WorkspaceSettings, spaces: TaskWorkspaces) -> None:
+    """After a cancel: remove the worktrees that hold nothing; any with work stay."""
+    for made in spaces.made:
+        with contextlib.suppress(WorkspaceError):
+            await discard_if_empty(settings, made)
