@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import QueueServer, wait_until
+from conftest import SECRET, QueueServer, wait_until
 from da.queue.client import QueueClient
 from da.worker import workspace
 from da.worker.workspace import WorkspaceSettings
@@ -381,6 +381,19 @@ async def test_a_cancelled_task_that_changed_nothing_leaves_nothing(lab: Lab) ->
 
 # ---- end to end: a real queue, a real worker process, the fake claude editing files ----------------
 
+def workspace_worker(lab: Lab, url: str, **env: str) -> WorkerProcess:
+    """A real `da worker` with the lab's git settings and its workspaces in the test's folder."""
+    return WorkerProcess(url, lab.tmp, HOME=str(lab.tmp), GIT_CONFIG_GLOBAL=str(lab.gitconfig),
+                         GIT_CONFIG_NOSYSTEM="1", DA_WORKSPACES=str(lab.tmp / "workspaces"), WORKER_POLL_WAIT="0.5",
+                         **env).start()
+
+
+def agent_starts(lab: Lab) -> list[dict]:
+    calls = lab.bin / "calls.jsonl"
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return [call for call in map(json.loads, lines) if call["event"] == "start"]
+
+
 async def test_two_agent_tasks_on_one_repository_run_at_once_each_on_its_own_branch(
         lab: Lab, server: QueueServer, client: QueueClient) -> None:
     lab.git(lab.user, "checkout", "-q", "-b", "my-feature")
@@ -388,9 +401,7 @@ async def test_two_agent_tasks_on_one_repository_run_at_once_each_on_its_own_bra
     (lab.user / "README.md").write_text("my unsaved edit\n")
     before = user_state(lab)
     release = lab.tmp / "release"
-    worker = WorkerProcess(server.url, lab.tmp, HOME=str(lab.tmp), GIT_CONFIG_GLOBAL=str(lab.gitconfig),
-                           GIT_CONFIG_NOSYSTEM="1", DA_WORKSPACES=str(lab.tmp / "workspaces"),
-                           WORKER_POLL_WAIT="0.5").start()
+    worker = workspace_worker(lab, server.url)
     try:
         first = await client.create_task("agent_run", {
             "agent": "claude", "prompt": f"Fix the README\nWRITE=README.md HOLD_UNTIL={release}",
@@ -400,9 +411,8 @@ async def test_two_agent_tasks_on_one_repository_run_at_once_each_on_its_own_bra
             "cwd": str(lab.user), "push": True, "pr": True})
 
         async def both_running() -> list[dict]:
-            calls = lab.bin / "calls.jsonl"
-            started = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
-            return [call for call in started if call["event"] == "start"] if len(started) >= 2 else []
+            started = agent_starts(lab)
+            return started if len(started) == 2 else []
 
         running = await wait_until(both_running, timeout=20)
         assert sorted(call["cwd"] for call in running) == sorted(
@@ -426,3 +436,62 @@ async def test_two_agent_tasks_on_one_repository_run_at_once_each_on_its_own_bra
     assert pr[7].startswith("Add a changelog WRITE=CHANGES.md") and len(pr[7]) <= workspace.MAX_SUBJECT
     assert pr[9].endswith(f"da task {second.id}") and "edited" not in pr[9]
     assert user_state(lab) == before
+
+
+async def test_max_parallel_bounds_agent_tasks_and_other_work_still_runs(
+        lab: Lab, server: QueueServer, client: QueueClient) -> None:
+    release = lab.tmp / "release"
+    worker = workspace_worker(lab, server.url, WORKER_MAX_PARALLEL="1")
+    try:
+        first = await client.create_task("agent_run", {"agent": "claude", "prompt": f"one HOLD_UNTIL={release}",
+                                                       "cwd": str(lab.user)})
+        await wait_until(lambda: _true(len(agent_starts(lab)) == 1), timeout=20)
+        second = await client.create_task("agent_run", {"agent": "claude", "prompt": "two", "cwd": str(lab.user)})
+        script = await client.create_task("run_script", {"script": "echo other work"})
+        assert (await wait_for_status(client, script.id)).status == "done"
+        assert (await client.get_task(second.id)).status == "pending" and len(agent_starts(lab)) == 1
+        release.write_text("go")
+        assert (await wait_for_status(client, second.id)).status == "done"
+        # A fault is one sentence in the result, for a person to act on.
+        bad = await client.create_task("agent_run", {"agent": "claude", "prompt": "p", "cwd": str(lab.user),
+                                                     "base": "no-such-branch"})
+        failed = await wait_for_status(client, bad.id)
+    finally:
+        worker.kill()
+    assert failed.status == "needs_human"
+    assert failed.notes == f"the base branch no-such-branch does not exist in {lab.user}"
+    assert "--base" in failed.result["action"]
+
+
+async def test_a_killed_worker_and_a_retry_carry_on_on_the_same_branch(
+        lab: Lab, make_server) -> None:
+    server = await make_server(lease=1.5)
+    release = lab.tmp / "release"
+    async with QueueClient(server.url, SECRET) as client:
+        worker = workspace_worker(lab, server.url)
+        try:
+            task = await client.create_task("agent_run", {
+                "agent": "claude", "prompt": f"WRITE=app.py HOLD_UNTIL={release}", "cwd": str(lab.user)})
+            await wait_until(lambda: _true(len(agent_starts(lab)) == 1), timeout=20)
+        finally:
+            worker.kill()
+        os.kill(agent_starts(lab)[0]["pid"], 9)
+        lost = await wait_for_status(client, task.id, ("needs_human",))
+        assert "was lost" in (lost.notes or "")
+        await client.resolve(task.id, "pending")
+        release.write_text("go")
+        worker = workspace_worker(lab, server.url)
+        try:
+            done = await wait_for_status(client, task.id)
+        finally:
+            worker.kill()
+    assert done.status == "done", done.notes
+    summary = done.result["workspace"]
+    assert summary["branch"] == f"da/{task.short_id}" and len(summary["commits"]) == 1
+    # Both runs' edits are on the one branch: the retry started from the first run's leftovers.
+    assert done.result["diff"].count("+edited by claude") == 2
+    assert [call["cwd"] for call in agent_starts(lab)] == [summary["path"]] * 2
+
+
+async def _true(value: bool) -> bool:
+    return value
