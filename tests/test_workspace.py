@@ -446,6 +446,7 @@ async def test_max_parallel_bounds_agent_tasks_and_other_work_still_runs(
         first = await client.create_task("agent_run", {"agent": "claude", "prompt": f"one HOLD_UNTIL={release}",
                                                        "cwd": str(lab.user)})
         await wait_until(lambda: _true(len(agent_starts(lab)) == 1), timeout=20)
+        assert (await client.get_task(first.id)).status == "in_progress"
         second = await client.create_task("agent_run", {"agent": "claude", "prompt": "two", "cwd": str(lab.user)})
         script = await client.create_task("run_script", {"script": "echo other work"})
         assert (await wait_for_status(client, script.id)).status == "done"
