@@ -39,11 +39,13 @@ READ_FLAGS = ("json",)
 VERBS: dict[str, Verb] = {
     "help": Verb("help [verb]", "this list, or one verb's usage"),
     "assign": Verb("assign <description> [--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] [--priority=N] [--yes] "
-                   "[--wait-for-machine]", "queue work; missing flags are suggested by the router",
-                   ("machine", "agent", "type", "cwd", "priority"), ("yes", "json", "wait_for_machine"),
-                   changes_state=True),
+                   "[--wait-for-machine] [--repo=PATH] [--base=BRANCH] [--push] [--pr]",
+                   "queue work; missing flags are suggested by the router",
+                   ("machine", "agent", "type", "cwd", "priority", "repo", "base"),
+                   ("yes", "json", "wait_for_machine", "push", "pr"), changes_state=True),
     "queue": Verb("queue [--status=S] [--limit=N] [--json]", "tasks, newest first", ("status", "limit"), READ_FLAGS),
     "show": Verb("show <id> [--json]", "one task with its output", (), READ_FLAGS),
+    "diff": Verb("diff <id> [--json]", "an agent task's changes against its base branch", (), READ_FLAGS),
     "review": Verb("review [--json]", "tasks that need a person", (), READ_FLAGS),
     "failures": Verb("failures [--json]", "failed tasks with their errors", (), READ_FLAGS),
     "resolve": Verb(f"resolve <id|all> [{'|'.join(RESOLVE_TO)}] [--notes=...] [--yes]",
@@ -184,7 +186,7 @@ def check_arity(command: Command) -> None:
     verb = command.verb
     if verb == "assign" and not command.text:
         raise UsageError("assign needs a description of the work.", usage)
-    if verb in ("show", "cancel") and len(words) != 1:
+    if verb in ("show", "cancel", "diff") and len(words) != 1:
         raise UsageError(f"{verb} takes one task id.", usage)
     if verb == "resolve":
         if not 1 <= len(words) <= 2:

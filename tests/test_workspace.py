@@ -14,9 +14,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from conftest import SECRET, QueueServer, wait_until
+from da import fleet as fleet_module
+from da.bot import views
+from da.bot.terminal import render
 from da.queue.client import QueueClient
+from da.queue.models import Task
 from da.worker import workspace
 from da.worker.workspace import WorkspaceSettings
+from terminal_support import da
 from worker_support import WorkerProcess, wait_for_status
 
 FAKES = Path(__file__).parent / "fakes"
@@ -496,3 +501,52 @@ async def test_a_killed_worker_and_a_retry_carry_on_on_the_same_branch(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_da_assign_with_a_repository_then_da_diff_from_any_machine(lab: Lab, make_server) -> None:
+    box = {"capabilities": ["agent_run"], "agents": ["claude"]}
+    server = await make_server(fleet=fleet_module.parse_fleet({"machines": {"test-box": box}}, "test"))
+    (lab.user / "notes.txt").write_text("untracked\n")
+    worker = workspace_worker(lab, server.url)
+    try:
+        run = await da(server.url, "assign", "Tidy the app WRITE=app.py", "--machine=test-box", "--agent=claude",
+                       "--type=agent_run", f"--repo={lab.user}", "--base=main", "--push", "--pr", cwd=lab.tmp)
+        assert run.code == 0, run.out + run.err
+        async with QueueClient(server.url, SECRET) as client:
+            task = (await client.list_tasks())[0][0]
+            assert task.payload == {"agent": "claude", "prompt": "Tidy the app WRITE=app.py", "cwd": str(lab.user),
+                                    "base": "main", "push": True, "pr": True}
+            done = await wait_for_status(client, task.id)
+    finally:
+        worker.kill()
+    assert done.status == "done", done.notes
+    shown = await da(server.url, "diff", task.short_id, cwd=lab.tmp)
+    assert shown.code == 0, shown.err
+    assert shown.out.startswith(f"{task.short_id}: 1 commit(s) on da/{task.short_id} (base main): 1 file(s), +1 -0, "
+                                "pushed")
+    assert "+edited by claude" in shown.out and "\x1b[" not in shown.out
+    detail = await da(server.url, "show", task.short_id, cwd=lab.tmp)
+    assert f"https://github.com/acme/app/pull/7 (da diff {task.short_id})" in detail.out
+    plain = await da(server.url, "diff", task.short_id, "--json", cwd=lab.tmp)
+    assert "+edited by claude" in json.loads(plain.out)["diff"]
+
+
+async def test_da_diff_of_a_task_without_a_workspace_says_so(server: QueueServer, client: QueueClient,
+                                                              lab: Lab) -> None:
+    task = await client.create_task("run_script", {"script": "true"})
+    run = await da(server.url, "diff", task.short_id, cwd=lab.tmp)
+    assert run.code == 1
+    assert f"task {task.short_id} has no workspace diff (it is pending" in run.out + run.err
+
+
+def test_the_diff_is_coloured_on_a_terminal() -> None:
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    shown = Task.from_json({"id": "a1b2c3d4-0000", "type": "agent_run", "status": "done", "payload": {},
+                            "result": {"workspace": {"summary": "1 commit(s)"}}})
+    text = render.render(views.TaskDiff(shown, "@@ -1 +1 @@\n-old\n+new\n"), style=render.Style(Terminal(), {}),
+                         width=80)
+    assert text.splitlines() == ["a1b2c3d4: 1 commit(s)", "\x1b[36m@@ -1 +1 @@\x1b[0m", "\x1b[31m-old\x1b[0m",
+                                 "\x1b[32m+new\x1b[0m"]
