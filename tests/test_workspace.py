@@ -517,8 +517,19 @@ async def test_da_assign_with_a_repository_then_da_diff_from_any_machine(lab: La
             assert task.payload == {"agent": "claude", "prompt": "Tidy the app WRITE=app.py", "cwd": str(lab.user),
                                     "base": "main", "push": True, "pr": True}
             done = await wait_for_status(client, task.id)
+            # A follow-up continues in the same worktree and branch, with the first turn's work there.
+            follow = await client.create_task("agent_run", {"agent": "claude", "prompt": "And more WRITE=app.py",
+                                                            "cwd": str(lab.user), "continue": task.id},
+                                              target_machine="test-box")
+            followed = await wait_for_status(client, follow.id)
     finally:
         worker.kill()
+    assert followed.status == "done", followed.notes
+    more = followed.result["workspace"]
+    assert more["branch"] == f"da/{task.short_id}" and more["path"] == done.result["workspace"]["path"]
+    assert [line.split(" ", 1)[1] for line in more["commits"]] == ["And more WRITE=app.py",
+                                                                   "Tidy the app WRITE=app.py"]
+    assert followed.result["diff"].count("+edited by claude") == 2
     assert done.status == "done", done.notes
     shown = await da(server.url, "diff", task.short_id, cwd=lab.tmp)
     assert shown.code == 0, shown.err

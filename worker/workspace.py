@@ -32,6 +32,8 @@ REMOTE = "origin"
 GIT_TIMEOUT = 60.0
 # Network calls (fetch, push, gh, glab) get longer, and never a prompt for a password.
 NETWORK_TIMEOUT = 300.0
+# Refreshing the base is only a courtesy: offline, the branch is cut from what was last fetched.
+FETCH_TIMEOUT = 30.0
 # A commit subject longer than this is cut: what `git log --oneline` and PR titles show well.
 MAX_SUBJECT = 72
 TASK_TRAILER = "Da-Task"
@@ -212,22 +214,24 @@ def _env(settings: WorkspaceSettings) -> dict[str, str]:
 
 async def _exec(settings: WorkspaceSettings, argv: list[str], *, cwd: Path | None = None,
                 timeout: float = GIT_TIMEOUT) -> _Run:
-    """Run argv to completion; a missing program is returncode 127, a timeout kills it."""
+    """Run argv to completion; a program that cannot start or does not finish in time is a failed run."""
     try:
         process = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=_env(settings), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True)
     except FileNotFoundError:
         return _Run(127, "", f"{argv[0]}: command not found")
-    except NotADirectoryError as exc:
-        return _Run(128, "", str(exc))
+    except OSError as exc:
+        return _Run(126, "", f"{argv[0]} could not start: {exc.strerror or exc}")
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except (TimeoutError, asyncio.CancelledError):
+    except (TimeoutError, asyncio.CancelledError) as exc:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
-        raise
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return _Run(124, "", f"{argv[0]} did not finish within {timeout:g}s")
     return _Run(process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
@@ -378,8 +382,7 @@ async def _base(settings: WorkspaceSettings, repo: Path, base: str | None) -> tu
         ref = remote_head.stdout.strip()
         name = ref.removeprefix(f"refs/remotes/{REMOTE}/")
         # Best effort: cut from what the remote has now; offline, what it had when last fetched.
-        with contextlib.suppress(TimeoutError):
-            await _git(settings, repo, "fetch", "--quiet", REMOTE, name, timeout=NETWORK_TIMEOUT)
+        await _git(settings, repo, "fetch", "--quiet", REMOTE, name, timeout=FETCH_TIMEOUT)
         return name, ref
     current = await _git(settings, repo, "symbolic-ref", "--quiet", "--short", "HEAD")
     if not current.ok or not current.stdout.strip():
