@@ -561,3 +561,27 @@ def test_the_diff_is_coloured_on_a_terminal() -> None:
                          width=80)
     assert text.splitlines() == ["a1b2c3d4: 1 commit(s)", "\x1b[36m@@ -1 +1 @@\x1b[0m", "\x1b[31m-old\x1b[0m",
                                  "\x1b[32m+new\x1b[0m"]
+
+
+async def test_a_cancelled_agent_task_leaves_a_worktree_only_when_it_changed_something(
+        lab: Lab, server: QueueServer, client: QueueClient) -> None:
+    release = lab.tmp / "never"
+    worker = workspace_worker(lab, server.url)
+    try:
+        idle = await client.create_task("agent_run", {"agent": "claude", "prompt": f"think HOLD_UNTIL={release}",
+                                                      "cwd": str(lab.user)})
+        busy = await client.create_task("agent_run", {"agent": "claude", "cwd": str(lab.user),
+                                                      "prompt": f"WRITE=app.py HOLD_UNTIL={release}"})
+        await wait_until(lambda: _true(len(agent_starts(lab)) == 2), timeout=20)
+        for task in (idle, busy):
+            await client.cancel(task.id)
+
+        async def cleaned() -> bool:
+            branches = lab.git(lab.user, "branch", "--format=%(refname:short)", "--list", "da/*").split()
+            return branches == [f"da/{busy.short_id}"]
+
+        await wait_until(cleaned, timeout=20)
+    finally:
+        worker.kill()
+    assert not (lab.tmp / "workspaces" / "app" / idle.short_id).exists()
+    assert "edited by claude" in (lab.tmp / "workspaces" / "app" / busy.short_id / "app.py").read_text()
