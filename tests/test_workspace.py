@@ -585,3 +585,40 @@ async def test_a_cancelled_agent_task_leaves_a_worktree_only_when_it_changed_som
         worker.kill()
     assert not (lab.tmp / "workspaces" / "app" / idle.short_id).exists()
     assert "edited by claude" in (lab.tmp / "workspaces" / "app" / busy.short_id / "app.py").read_text()
+
+
+async def test_da_workspaces_lists_and_prunes_only_finished_pushed_work(
+        lab: Lab, server: QueueServer, client: QueueClient) -> None:
+    unpushed, pushed, running = [await client.create_task("agent_run", {"agent": "claude", "prompt": "p"})
+                                 for _ in range(3)]
+    for task in (unpushed, pushed):
+        await client.cancel(task.id)
+    made = {task.id: await workspace.prepare(lab.settings, lab.user, task.id) for task in (unpushed, pushed, running)}
+    for task in (unpushed, pushed):
+        (made[task.id].path / "work.txt").write_text("work\n")
+        await workspace.commit_leftovers(lab.settings, made[task.id], "work")
+    await workspace.push(lab.settings, made[pushed.id])
+    env = {"DA_WORKSPACES": str(lab.settings.root), "GIT_CONFIG_GLOBAL": str(lab.gitconfig),
+           "GIT_CONFIG_NOSYSTEM": "1"}
+
+    listed = await da(server.url, "workspaces", "--json", cwd=lab.tmp, **env)
+    assert listed.code == 0, listed.err
+    rows = {row["task"]: row for row in json.loads(listed.out)}
+    assert {short: (row["status"], row["pushed"], row["empty"]) for short, row in rows.items()} == {
+        unpushed.short_id: ("cancelled", False, False), pushed.short_id: ("cancelled", True, False),
+        running.short_id: ("pending", True, True)}
+    table = await da(server.url, "workspaces", cwd=lab.tmp, **env)
+    assert f"{unpushed.short_id}  cancelled" in table.out and "1 unpushed" in table.out
+
+    pruned = await da(server.url, "workspaces", "prune", "--older-than=0s", cwd=lab.tmp, **env)
+    assert pruned.code == 0, pruned.err
+    assert f"removed {made[pushed.id].path}" in pruned.out
+    assert f"kept {made[unpushed.id].path}: da/{unpushed.short_id} has 1 unpushed change(s)" in pruned.out
+    assert f"kept {made[running.id].path}: its task is not finished" in pruned.out
+    assert (made[unpushed.id].path / "work.txt").exists() and not made[pushed.id].path.exists()
+
+    forced = await da(server.url, "workspaces", "prune", "--older-than=0s", f"--force=da/{unpushed.short_id}",
+                      cwd=lab.tmp, **env)
+    assert f"removed {made[unpushed.id].path}" in forced.out
+    assert lab.git(lab.user, "branch", "--format=%(refname:short)", "--list", "da/*").split() == [
+        f"da/{running.short_id}"]

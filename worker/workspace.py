@@ -180,10 +180,12 @@ class Listed:
     pushed: bool
     empty: bool
     unpushed: int
+    size: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "repo": str(self.repo), "branch": self.branch, "task": self.task,
-                "age": round(self.age), "pushed": self.pushed, "empty": self.empty, "unpushed": self.unpushed}
+                "age": round(self.age), "pushed": self.pushed, "empty": self.empty, "unpushed": self.unpushed,
+                "size": self.size}
 
 
 @dataclass
@@ -620,8 +622,19 @@ async def list_workspaces(settings: WorkspaceSettings) -> list[Listed]:
             head = (await _git(settings, path, "rev-parse", "HEAD")).stdout.strip()
             found.append(Listed(path=path, repo=repo, branch=branch, task=path.name,
                                 age=now - path.stat().st_mtime, pushed=unpushed == 0 and not dirty,
-                                empty=(head == base and not dirty), unpushed=unpushed + (1 if dirty else 0)))
+                                empty=(head == base and not dirty), unpushed=unpushed + (1 if dirty else 0),
+                                size=_size(path)))
     return found
+
+
+def _size(path: Path) -> int:
+    """Bytes of the worktree's files (its objects live in the repository, not here)."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
 
 
 async def _unpushed(settings: WorkspaceSettings, path: Path, branch: str) -> int:
