@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import os
 import re
@@ -326,7 +327,7 @@ async def prepare(settings: WorkspaceSettings, folder: str | Path, task_id: str,
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        if exc.errno == 28:
+        if exc.errno == errno.ENOSPC:
             raise DiskFull(f"the disk is full: cannot create {path.parent}",
                            "free some space, then retry") from exc
         raise GitFailed(f"cannot create {path.parent}: {exc.strerror}",
