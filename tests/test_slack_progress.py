@@ -211,3 +211,18 @@ async def test_thread_and_session_status_are_best_effort(slack: SlackEmulator, p
 
 async def test_a_place_that_refuses_shows_nothing(slack: SlackEmulator, poster: Poster) -> None:
     assert await poster.start_live("GPRIVATE", "1.000001", [], ("t", []), user=ASKER, team=TEAM) is None
+
+
+async def test_a_rate_limit_or_a_5xx_on_the_stream_is_retried_not_lost(slack: SlackEmulator, poster: Poster) -> None:
+    thread = await request(slack)
+    slack.inject("chat.startStream", "503")
+    live, first = await a_turn(poster, thread)
+    assert live.streaming
+    slack.inject("chat.appendStream", "429")
+    later = Progress.of(record(plan=[("Find it", "completed")], answer="Looking\nthere"))
+    assert await poster.append_live(live, progress.chunks(first, later, title=TITLE), progress.card(later,
+                                                                                                    title=TITLE))
+    stream = slack.streams[("CGENERAL", live.ts)]
+    assert stream.text == "Looking\nthere" and stream.tasks["plan-0"]["status"] == "complete"
+    assert len(slack.streams) == 1 and [c.error for c in slack.calls if c.method == "chat.appendStream"] == \
+        ["fault:429", None]
