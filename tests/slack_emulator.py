@@ -299,8 +299,8 @@ class Stream:
     display_mode: str = "timeline"
     # streaming | stopped | stopped_by_user (Stop pressed) | expired (Slack ended it)
     state: str = "streaming"
-    # How it was opened (markdown_text or chunks): later calls must keep to it (UNCONFIRMED).
-    shape: str = "chunks"
+    # How it was opened (markdown_text or chunks; "" until the first content): later calls keep to it.
+    shape: str = ""
     text: str = ""
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     plan_title: str = ""
@@ -765,8 +765,8 @@ class SlackEmulator:
                 "[ERROR] task_display_mode must be timeline or plan"]})
         text, chunks = self._content_of(args, required=False)
         message = self._store(channel.id, "", None, thread_ts=str(thread_ts))
-        stream = Stream(channel.id, message.ts, str(thread_ts), self.now(), display_mode=str(mode),
-                        shape="markdown_text" if text is not None else "chunks")
+        stream = Stream(channel.id, message.ts, str(thread_ts), self.now(), display_mode=str(mode))
+        self._keeps_shape(stream, text, chunks)
         self.streams[(channel.id, message.ts)] = stream
         self._show_stream(stream, text, chunks)
         self.thread_statuses.pop((channel.id, str(thread_ts)), None)
@@ -774,9 +774,11 @@ class SlackEmulator:
         return {"channel": channel.id, "ts": message.ts}
 
     def _keeps_shape(self, stream: Stream, text: str | None, chunks: list[dict[str, Any]] | None) -> None:
-        # A stream opened with markdown_text takes no chunks afterwards (UNCONFIRMED, measured by others).
-        if stream.shape == "markdown_text" and chunks:
+        # A stream stays in the shape it opened with: markdown_text or chunks (UNCONFIRMED, measured by others).
+        shape = "markdown_text" if text is not None else "chunks" if chunks else ""
+        if shape and stream.shape and shape != stream.shape:
             raise SlackError("streaming_mode_mismatch")
+        stream.shape = stream.shape or shape
 
     def m_chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
         stream = self._stream_of(args)

@@ -133,6 +133,10 @@ async def test_a_stream_keeps_its_shape_and_append_needs_content(slack: SlackEmu
         "streaming_mode_mismatch"
     await web.chat_appendStream(channel="CGENERAL", ts=ts, markdown_text="b")
     assert slack.streams[("CGENERAL", ts)].text == "ab"
+    chunked = (await web.chat_startStream(channel="CGENERAL", thread_ts=thread.ts, chunks=[
+        MarkdownTextChunk(text="a")], **recipient()))["ts"]
+    assert await refused(web.chat_appendStream(channel="CGENERAL", ts=chunked, markdown_text="b")) == \
+        "streaming_mode_mismatch"
     posted = await web.chat_postMessage(channel="CGENERAL", text="not a stream")
     assert await refused(web.chat_appendStream(channel="CGENERAL", ts=posted["ts"], markdown_text="x")) == \
         "message_not_in_streaming_state"
