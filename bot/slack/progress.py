@@ -16,11 +16,16 @@ from typing import Any
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, PlainTextObject, SectionBlock
 
 from da.bot.slack import blocks as drawing
+from da.queue import models
 
-# ACP's statuses (plan entries and tool calls) in Slack's task_update vocabulary.
-TASK_STATUS = {"pending": "pending", "in_progress": "in_progress", "completed": "complete", "failed": "error"}
-STATUS_EMOJI = {"pending": ":white_circle:", "in_progress": ":arrows_counterclockwise:",
-                "complete": ":white_check_mark:", "error": ":x:"}
+# Slack's task statuses (task_update) and ACP's plan and tool statuses. Three words are spelled as the
+# queue's task statuses (pending, in_progress, failed): those come from the models, where the structure
+# rule keeps every spelling of them.
+PENDING, RUNNING, COMPLETE, ERROR = models.PENDING, models.IN_PROGRESS, "complete", "error"
+ACP_COMPLETED, ACP_FAILED = "completed", models.FAILED
+TASK_STATUS = {PENDING: PENDING, RUNNING: RUNNING, ACP_COMPLETED: COMPLETE, ACP_FAILED: ERROR}
+STATUS_EMOJI = {PENDING: ":white_circle:", RUNNING: ":arrows_counterclockwise:", COMPLETE: ":white_check_mark:",
+                ERROR: ":x:"}
 # A task's title is cut near 256 characters by Slack; ours stay well inside.
 MAX_TITLE = 200
 # One markdown_text chunk holds 12,000 characters.
@@ -89,7 +94,7 @@ def _int(value: Any) -> int:
 
 def task_status(status: Any) -> str:
     """An ACP status as Slack's task status (an unknown or missing one is still running)."""
-    return TASK_STATUS.get(status, "in_progress") if isinstance(status, str) else "in_progress"
+    return TASK_STATUS.get(status, RUNNING) if isinstance(status, str) else RUNNING
 
 
 def inert(text: str) -> str:
@@ -138,7 +143,7 @@ def finishing(before: Progress | None, after: Progress, *, title: str) -> list[d
 
 
 def _settled(step: Step) -> Step:
-    return Step(step.id, step.title, "complete") if step.status in ("pending", "in_progress") else step
+    return Step(step.id, step.title, COMPLETE) if step.status in (PENDING, RUNNING) else step
 
 
 def usage_line(progress: Progress) -> str:
@@ -165,6 +170,6 @@ def card(progress: Progress, *, title: str) -> drawing.Drawn:
         drawn.append(SectionBlock(text=drawing.md(drawing.escape(tail))))
     if used := usage_line(progress):
         drawn.append(ContextBlock(elements=[drawing.md(used)]))
-    running = next((step.title for step in reversed(progress.steps) if step.status == "in_progress"), "")
+    running = next((step.title for step in reversed(progress.steps) if step.status == RUNNING), "")
     text = f"{title}: {running}" if running else title
     return drawing.clip(text, 300), drawn
