@@ -39,7 +39,15 @@ Strictness, each fact with where Slack documents it in tests/SLACK_FACTS.md:
 - shortcuts (global: no channel, no response_url; message: the stored message) and clicks in
   modals and the App Home (`container.type` view, no response_url, no channel);
 - faults on demand: a connection reset or a stall, before or after Slack did the work, a 5xx,
-  a 429, or a body that is not JSON.
+  a 429, or a body that is not JSON;
+- the agent surfaces: chat.startStream / appendStream / stopStream (chunks validated, markdown_text
+  and chunks exclusive, recipients required outside a DM, `message_not_in_streaming_state` once a
+  stream ended, `stopped_by_user` after Stop, chat.update/chat.delete refused while it streams),
+  assistant.threads.setStatus (cleared by the app's next reply or after 2 minutes) and
+  agents.sessions.setStatus (`invalid_status`, title and initiator on creation only, the
+  `missing_agent_session_stopped_event_subscription` warning); `press_stop()` is a person pressing
+  Slack's own Stop button: the app's open streams in that thread stop and `agent_session_stopped`
+  is delivered, the session's status untouched.
 """
 
 from __future__ import annotations
@@ -75,7 +83,8 @@ HOME_TAB = bool(MANIFEST["features"]["app_home"]["home_tab_enabled"])
 MESSAGES_TAB = bool(MANIFEST["features"]["app_home"]["messages_tab_enabled"])
 # The scope each subscription needs; without it Slack never delivers the event.
 EVENT_SCOPES = {"app_mention": "app_mentions:read", "message.channels": "channels:history",
-                "message.groups": "groups:history", "message.im": "im:history", "app_home_opened": None}
+                "message.groups": "groups:history", "message.im": "im:history", "app_home_opened": None,
+                "agent_session_stopped": None}
 # The message subscription and history scope of each conversation kind.
 MESSAGE_EVENT = {"channel": "message.channels", "group": "message.groups", "im": "message.im"}
 HISTORY_SCOPE = {"channel": "channels:history", "group": "groups:history", "im": "im:history"}
@@ -99,11 +108,30 @@ TIERS: dict[str, tuple[int, float]] = {
     "chat.postEphemeral": (100, 60.0), "views.open": (100, 60.0), "views.update": (100, 60.0),
     "views.publish": (100, 60.0), "files.getUploadURLExternal": (100, 60.0),
     "files.completeUploadExternal": (100, 60.0),
+    # The agent surfaces: startStream and stopStream Tier 2, appendStream Tier 4, sessions Tier 3;
+    # assistant.threads.setStatus has a "special" limit Slack does not state (none is enforced).
+    "chat.startStream": (20, 60.0), "chat.stopStream": (20, 60.0), "chat.appendStream": (100, 60.0),
+    "agents.sessions.setStatus": (50, 60.0),
 }
 POST_INTERVAL = 1.0
 DEFAULT_SCOPES = MANIFEST_SCOPES
 # What an app made from the manifest before conversations had (slash commands only).
 LEGACY_SCOPES = frozenset({"commands", "chat:write", "chat:write.public"})
+
+# Streaming (tests/SLACK_FACTS.md section 10).
+CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+DISPLAY_MODES = frozenset({"timeline", "plan"})
+# markdown_text holds 12,000 characters per call; a task's title about 256 (UNCONFIRMED, measured by others).
+MAX_MARKDOWN = 12_000
+MAX_TASK_TITLE = 256
+# A stream ends by itself about 5 minutes after it started (UNCONFIRMED: others measured ~306 s).
+STREAM_LIFETIME = 300.0
+# Thread status: at most 10 loading messages; cleared after 2 minutes without a message.
+MAX_LOADING_MESSAGES = 10
+THREAD_STATUS_LIFETIME = 120.0
+SESSION_STATUSES = frozenset({"active", "processing", "suspended", "closed"})
+MAX_SESSION_TITLE = 200
 
 # How late a `slow` fault answers: well inside the SDK's timeout, long enough to stop a bot meanwhile.
 SLOW_ANSWER = 1.0
@@ -261,6 +289,49 @@ class Upload:
 
 
 @dataclass
+class Stream:
+    """A streamed message as the person sees it: its text, its tasks by id, the plan's title."""
+
+    channel: str
+    ts: str
+    thread_ts: str
+    started: float
+    display_mode: str = "timeline"
+    # streaming | stopped | stopped_by_user (Stop pressed) | expired (Slack ended it)
+    state: str = "streaming"
+    # How it was opened (markdown_text or chunks; "" until the first content): later calls keep to it.
+    shape: str = ""
+    text: str = ""
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plan_title: str = ""
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0
+
+    @property
+    def open(self) -> bool:
+        return self.state == "streaming"
+
+
+@dataclass
+class ThreadStatus:
+    status: str
+    loading_messages: list[str]
+    since: float
+
+
+@dataclass
+class AgentSession:
+    """An agent session of one thread: created by the first setStatus, title and initiator kept from then."""
+
+    channel: str
+    thread_ts: str
+    status: str
+    title: str = ""
+    initiator: str = ""
+    history: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SlackEmulator:
     bot_token: str = "xoxb-test-bot-token"
     app_token: str = "xapp-test-app-token"
@@ -293,6 +364,11 @@ class SlackEmulator:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _on_socket: list[Envelope] = field(default_factory=list)
+    streams: dict[tuple[str, str], Stream] = field(default_factory=dict)
+    thread_statuses: dict[tuple[str, str], ThreadStatus] = field(default_factory=dict)
+    sessions: dict[tuple[str, str], AgentSession] = field(default_factory=dict)
+    # Method names this workspace does not offer (answered `unknown_method`), e.g. the streaming ones.
+    unknown_methods: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         for channel in (Channel("CGENERAL", "general"), Channel("CNOTIFY", "da-alerts"),
@@ -418,7 +494,7 @@ class SlackEmulator:
         if token != self.bot_token or self.refuse_auth:
             raise SlackError("invalid_auth")
         handler = getattr(self, "m_" + method.replace(".", "_"), None)
-        if handler is None:
+        if handler is None or method in self.unknown_methods:
             raise SlackError("unknown_method")
         if verb != "POST" and method not in GET_METHODS:
             raise SlackError("invalid_post_type")
@@ -505,6 +581,8 @@ class SlackEmulator:
         message = self._store(channel.id, text, args.get("blocks"), thread_ts=thread_ts)
         self._shows(args, message)
         args["ts"] = message.ts
+        if thread_ts is not None:
+            self.thread_statuses.pop((channel.id, str(thread_ts)), None)
         self._echo(message)
         return {"channel": channel.id, "ts": message.ts, "message": message.stored()}
 
@@ -517,6 +595,7 @@ class SlackEmulator:
             raise SlackError("message_not_found")
         if not message.by_bot_token:
             raise SlackError("cant_update_message")
+        self._not_streaming(channel.id, message.ts)
         self._check_content(args)
         text = args.get("text")
         if text is not None and len(str(text)) > slack_limits.UPDATE_TEXT_MAX:
@@ -538,6 +617,7 @@ class SlackEmulator:
             raise SlackError("message_not_found")
         if not message.by_bot_token:
             raise SlackError("cant_delete_message")
+        self._not_streaming(channel.id, message.ts)
         message.deleted = True
         return {"channel": channel.id, "ts": message.ts}
 
@@ -595,6 +675,228 @@ class SlackEmulator:
         self.homes[user] = stored
         self.views[stored["id"]] = stored
         return {"view": stored}
+
+    # ---- streaming, thread status, agent sessions (tests/SLACK_FACTS.md section 10) ---
+
+    def _not_streaming(self, channel: str, ts: str) -> None:
+        """chat.update and chat.delete refuse a message that is still streaming (code UNCONFIRMED)."""
+        stream = self.streams.get((channel, ts))
+        if stream is not None and self._stream_open(stream):
+            raise SlackError("streaming_state_conflict")
+
+    def _stream_open(self, stream: Stream) -> bool:
+        if stream.open and self.now() - stream.started > STREAM_LIFETIME:
+            stream.state = "expired"
+        return stream.open
+
+    def _content_of(self, args: dict[str, Any], *, required: bool) -> tuple[str | None, list[dict[str, Any]] | None]:
+        """The markdown_text or chunks of a streaming call, validated; both at once is refused."""
+        text, chunks = args.get("markdown_text"), args.get("chunks")
+        if isinstance(chunks, str):
+            try:
+                chunks = json.loads(chunks)
+            except ValueError:
+                raise SlackError("invalid_chunks") from None
+        if text is not None and chunks is not None:
+            raise SlackError("cannot_provide_both_markdown_text_and_chunks")
+        if required and not text and not chunks:
+            raise SlackError("invalid_arguments", response_metadata={"messages": [
+                "[ERROR] markdown_text or chunks is required"]})
+        if text is not None and len(str(text)) > MAX_MARKDOWN:
+            raise SlackError("msg_too_long")
+        if chunks is not None:
+            errors = chunk_errors(chunks)
+            if errors:
+                raise SlackError("invalid_chunks", response_metadata={"messages": [f"[ERROR] {e}" for e in errors]})
+        return (str(text) if text is not None else None), chunks
+
+    def _show_stream(self, stream: Stream, text: str | None, chunks: list[dict[str, Any]] | None) -> None:
+        """What the person sees grow: text appended, a task's title and status replaced (details appended)."""
+        stream.calls += 1
+        for chunk in [{"type": "markdown_text", "text": text}] if text else chunks or []:
+            stream.chunks.append(chunk)
+            if chunk["type"] == "markdown_text":
+                stream.text += chunk["text"]
+            elif chunk["type"] == "plan_update":
+                stream.plan_title = chunk["title"]
+            elif chunk["type"] == "task_update":
+                task = stream.tasks.setdefault(chunk["id"], {"id": chunk["id"], "details": ""})
+                task.update(title=chunk["title"], status=chunk["status"])
+                task["details"] += chunk.get("details") or ""
+                if chunk.get("output") is not None:
+                    task["output"] = chunk["output"]
+        message = self.messages[(stream.channel, stream.ts)]
+        message.text = stream.text
+
+    def _stream_of(self, args: dict[str, Any]) -> Stream:
+        """The stream a call names; the Stop button and Slack's own end answer as Slack does."""
+        self._need_scope("chat:write")
+        channel = self._postable(str(args.get("channel") or ""))
+        ts = str(args.get("ts") or "")
+        message = self.messages.get((channel.id, ts))
+        if message is None or message.deleted or message.ephemeral:
+            raise SlackError("message_not_found")
+        stream = self.streams.get((channel.id, ts))
+        if stream is None:
+            raise SlackError("message_not_in_streaming_state")
+        if not self._stream_open(stream):
+            stopped = stream.state == "stopped_by_user"
+            raise SlackError("stopped_by_user" if stopped else "message_not_in_streaming_state")
+        return stream
+
+    def m_chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._need_scope("chat:write")
+        channel = self._postable(str(args.get("channel") or ""))
+        thread_ts = args.get("thread_ts")
+        # The SDK requires thread_ts and Slack says streams "should always be replies": required here (stricter).
+        if not thread_ts:
+            raise SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] thread_ts is required"]})
+        self._thread_parent(channel.id, str(thread_ts))
+        if channel.kind != "im":
+            if not args.get("recipient_user_id"):
+                raise SlackError("missing_recipient_user_id")
+            if not args.get("recipient_team_id"):
+                raise SlackError("missing_recipient_team_id")
+            if args["recipient_user_id"] not in channel.members:
+                raise SlackError("user_not_in_channel")
+        mode = args.get("task_display_mode", "timeline")
+        if mode not in DISPLAY_MODES:
+            raise SlackError("invalid_arguments", response_metadata={"messages": [
+                "[ERROR] task_display_mode must be timeline or plan"]})
+        text, chunks = self._content_of(args, required=False)
+        message = self._store(channel.id, "", None, thread_ts=str(thread_ts))
+        stream = Stream(channel.id, message.ts, str(thread_ts), self.now(), display_mode=str(mode))
+        self._keeps_shape(stream, text, chunks)
+        self.streams[(channel.id, message.ts)] = stream
+        self._show_stream(stream, text, chunks)
+        self.thread_statuses.pop((channel.id, str(thread_ts)), None)
+        self._echo(message)
+        return {"channel": channel.id, "ts": message.ts}
+
+    def _keeps_shape(self, stream: Stream, text: str | None, chunks: list[dict[str, Any]] | None) -> None:
+        # A stream stays in the shape it opened with: markdown_text or chunks (UNCONFIRMED, measured by others).
+        shape = "markdown_text" if text is not None else "chunks" if chunks else ""
+        if shape and stream.shape and shape != stream.shape:
+            raise SlackError("streaming_mode_mismatch")
+        stream.shape = stream.shape or shape
+
+    def m_chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        stream = self._stream_of(args)
+        text, chunks = self._content_of(args, required=True)
+        self._keeps_shape(stream, text, chunks)
+        self._show_stream(stream, text, chunks)
+        return {"channel": stream.channel, "ts": stream.ts}
+
+    def m_chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        stream = self._stream_of(args)
+        text, chunks = self._content_of(args, required=False)
+        self._keeps_shape(stream, text, chunks)
+        blocks = args.get("blocks")
+        if blocks is not None:
+            errors = slack_limits.block_errors(blocks)
+            if errors:
+                raise SlackError("invalid_blocks", errors=errors)
+        session_status = args.get("session_status")
+        if session_status is not None and session_status not in SESSION_STATUSES:
+            raise SlackError("invalid_status")
+        self._show_stream(stream, text, chunks)
+        stream.state = "stopped"
+        message = self.messages[(stream.channel, stream.ts)]
+        if blocks:
+            message.blocks = normalise(blocks)
+            message.versions.append(message.blocks)
+            self._shows(args, message)
+        session = self.sessions.get((stream.channel, stream.thread_ts))
+        # stopStream moves a processing session on (to session_status; `active` when none is named: UNCONFIRMED).
+        if session is not None and (session_status or session.status == "processing"):
+            self._set_session(session, str(session_status or "active"))
+        return {"channel": stream.channel, "ts": stream.ts, "message": message.stored()}
+
+    def m_assistant_threads_setStatus(self, args: dict[str, Any]) -> dict[str, Any]:
+        if "chat:write" not in self.scopes and "assistant:write" not in self.scopes:
+            self._need_scope("chat:write")
+        for name in ("channel_id", "thread_ts", "status"):
+            if args.get(name) is None:
+                raise SlackError("invalid_arguments", response_metadata={"messages": [
+                    f"[ERROR] missing required field: {name}"]})
+        channel = self.channels.get(str(args["channel_id"]))
+        if channel is None or not channel.bot_member:
+            raise SlackError("channel_not_found")
+        parent = self.messages.get((channel.id, str(args["thread_ts"])))
+        if parent is None or parent.deleted or parent.ephemeral or (parent.thread_ts and parent.thread_ts != parent.ts):
+            raise SlackError("invalid_thread_ts")
+        loading = args.get("loading_messages") or []
+        if not isinstance(loading, list) or len(loading) > MAX_LOADING_MESSAGES:
+            raise SlackError("invalid_arguments", response_metadata={"messages": [
+                f"[ERROR] loading_messages holds at most {MAX_LOADING_MESSAGES} messages"]})
+        key = (channel.id, parent.ts)
+        if args["status"]:
+            self.thread_statuses[key] = ThreadStatus(str(args["status"]), [str(m) for m in loading], self.now())
+        else:
+            self.thread_statuses.pop(key, None)
+        return {}
+
+    def thread_status(self, channel: str, thread_ts: str) -> str:
+        """The status line a person sees under the thread now ("" when none)."""
+        found = self.thread_statuses.get((channel, thread_ts))
+        if found is None or self.now() - found.since > THREAD_STATUS_LIFETIME:
+            return ""
+        return found.status
+
+    def _set_session(self, session: AgentSession, status: str) -> None:
+        session.status = status
+        session.history.append(status)
+
+    def m_agents_sessions_setStatus(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._need_scope("chat:write")
+        # Only apps declared as agents (which adds assistant:write) create sessions.
+        self._need_scope("assistant:write")
+        status = args.get("status")
+        if status not in SESSION_STATUSES:
+            raise SlackError("invalid_status")
+        channel_id, thread_ts = args.get("channel_id"), args.get("thread_ts")
+        if not channel_id or not thread_ts:
+            raise SlackError("invalid_arguments", response_metadata={"messages": [
+                "[ERROR] channel_id and thread_ts are required for a thread-based session"]})
+        channel = self.channels.get(str(channel_id))
+        if channel is None or not channel.bot_member:
+            raise SlackError("channel_not_found")
+        parent = self._thread_parent(channel.id, str(thread_ts))
+        key = (channel.id, parent.ts)
+        session = self.sessions.get(key)
+        if session is None:
+            title = str(args.get("title") or "")
+            if len(title) > MAX_SESSION_TITLE:
+                raise SlackError("invalid_arguments", response_metadata={"messages": [
+                    f"[ERROR] title must be at most {MAX_SESSION_TITLE} characters"]})
+            initiator = str(args.get("initiator_user_id") or "")
+            if initiator and initiator not in channel.members:
+                raise SlackError("user_not_in_channel")
+            session = self.sessions[key] = AgentSession(channel.id, parent.ts, str(status), title, initiator)
+            session.history.append(str(status))
+        else:
+            self._set_session(session, str(status))
+        answer: dict[str, Any] = {"status": session.status, "title": session.title}
+        if "agent_session_stopped" not in self.events:
+            warning = "missing_agent_session_stopped_event_subscription"
+            answer.update(warning=warning, response_metadata={"warnings": [warning]})
+        return answer
+
+    async def press_stop(self, channel: str, thread_ts: str, *, user: str = "UALLOWED") -> Envelope | None:
+        """A person presses Slack's own Stop button on a processing session: the app's open streams in the
+        thread stop (later appends answer `stopped_by_user`), `agent_session_stopped` is delivered when
+        subscribed (None otherwise), and the session's status stays what it was."""
+        session = self.sessions.get((channel, thread_ts))
+        assert session is not None and session.status == "processing", "Slack shows Stop only while processing"
+        assert "agent_session_stopped" in self.events, "without the subscription Slack shows no Stop button"
+        stopped = []
+        for stream in self.streams.values():
+            if stream.channel == channel and stream.thread_ts == thread_ts and self._stream_open(stream):
+                stream.state = "stopped_by_user"
+                stopped.append(stream.ts)
+        return await self.event({"type": "agent_session_stopped", "channel": channel, "user": user,
+                                 "thread_ts": thread_ts, "streaming_message_ts": stopped,
+                                 "event_ts": f"{time.time():.6f}"})
 
     # ---- files (files_upload_v2) -----------------------------------------------------
 
@@ -1102,6 +1404,32 @@ class SlackEmulator:
     def bad_acks(self) -> list[tuple[Envelope, str]]:
         """Acks whose answer Slack would refuse or ignore."""
         return [(e, problem) for e in self.envelopes.values() if (problem := e.ack_problem())]
+
+
+def chunk_errors(chunks: Any) -> list[str]:
+    """Why Slack would answer invalid_chunks: each chunk's type and the fields it needs."""
+    if not isinstance(chunks, list):
+        return ["must be an array [json-pointer:/chunks]"]
+    errors: list[str] = []
+    for n, chunk in enumerate(chunks):
+        where = f"[json-pointer:/chunks/{n}]"
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        if kind not in CHUNK_TYPES:
+            errors.append(f"unsupported chunk type {kind!r} {where}")
+        elif kind == "markdown_text" and (not isinstance(chunk.get("text"), str) or len(chunk["text"]) > MAX_MARKDOWN):
+            errors.append(f"text must be a string of at most {MAX_MARKDOWN} characters {where}")
+        elif kind == "plan_update" and not isinstance(chunk.get("title"), str):
+            errors.append(f"title is required {where}")
+        elif kind == "task_update":
+            if not chunk.get("id") or not isinstance(chunk.get("title"), str) or not chunk["title"]:
+                errors.append(f"id and title are required {where}")
+            elif len(chunk["title"]) > MAX_TASK_TITLE:
+                errors.append(f"title must be at most {MAX_TASK_TITLE} characters {where}")
+            if chunk.get("status") not in TASK_STATUSES:
+                errors.append(f"status must be one of {sorted(TASK_STATUSES)} {where}")
+        elif kind == "blocks":
+            errors += slack_limits.block_errors(chunk.get("blocks"), root=f"/chunks/{n}/blocks")
+    return errors
 
 
 def stored_view(view: dict[str, Any], *, view_id: str | None = None) -> dict[str, Any]:

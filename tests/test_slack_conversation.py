@@ -337,7 +337,7 @@ async def test_a_workspace_without_the_new_scopes_keeps_its_slash_commands_and_s
     slack.scopes.update(LEGACY_SCOPES)
     bot = await make_bot()
     assert bot.missing_scopes == ["app_mentions:read", "channels:history", "groups:history", "im:history",
-                                  "files:write"]
+                                  "files:write", "files:read", "assistant:write"]
     assert "the Slack app lacks app_mentions:read" in caplog.text and "reinstall" in caplog.text
     _, envelopes = await slack.say(f"@da fix it {FLAGS}")
     assert envelopes == [], "Slack delivers no event the app has no scope for"
@@ -347,6 +347,7 @@ async def test_a_workspace_without_the_new_scopes_keeps_its_slash_commands_and_s
     await slack.slash("status")
     answer = await slack.wait_response(lambda r: "lacks some scopes" in texts(r))
     assert "`im:history`: direct messages to the bot are not seen" in texts(answer) and "reinstall" in texts(answer)
+    assert "`assistant:write`: agents at work show no agent session and no Stop button" in texts(answer)
 
 
 GEMINI_FLAGS = "--machine=thinkpad-x1 --agent=gemini --type=agent_run"

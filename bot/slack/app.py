@@ -45,13 +45,16 @@ SILENT_PERIODS = 3
 CLOSE_TIMEOUT = 5.0
 
 
-# What each scope added for conversations gives; an app made from an older manifest lacks them.
+# What each scope added since the first manifest gives (what is lost without it); an app made from an
+# older manifest lacks them.
 CONVERSATION_SCOPES = {
     "app_mentions:read": "`@da ...` in a channel starts nothing",
     "channels:history": "replies in a card's thread in public channels are not seen",
     "groups:history": "replies in private channels are not seen",
     "im:history": "direct messages to the bot are not seen",
     "files:write": "long answers cannot be attached as files",
+    "files:read": "files attached to a request or a thread reply do not reach the task",
+    "assistant:write": "agents at work show no agent session and no Stop button in their thread",
 }
 
 

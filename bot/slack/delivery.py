@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -62,6 +64,18 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 # A card Slack no longer has: stop editing it.
 GONE = frozenset({"message_not_found", "cant_update_message", "channel_not_found"})
+# A workspace, token or SDK without streamed messages: show progress as one card edited in place.
+NO_STREAMING = frozenset({"unknown_method", "not_allowed", "not_allowed_token_type", "not_enabled",
+                          "feature_not_enabled", "channel_type_not_supported", "method_not_supported_for_channel_type",
+                          "invalid_stream_arguments", "no_sdk_support"})
+# A stream that takes no more: it ended (Slack ends one left open after minutes) or is not ours.
+STREAM_ENDED = frozenset({"message_not_in_streaming_state", "message_not_owned_by_app"})
+# Someone pressed Stop on the streamed message (or the agent session's native Stop).
+STOPPED_BY_USER = "stopped_by_user"
+# chat.update is Tier 3 (50+ a minute for the workspace): one edit a second per progress card at most.
+EDIT_INTERVAL = 1.0
+# Slack's name for the agent session method; slack_sdk 3.48 has no wrapper for it.
+SESSION_STATUS_METHOD = "agents.sessions.setStatus"
 
 
 def retry_handlers() -> list[AsyncRetryHandler]:
@@ -214,6 +228,46 @@ async def until(what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
         pause = min(pause * 2, RETRY_MAX)
 
 
+@dataclass
+class Live:
+    """One turn's progress message in a thread: a Slack stream where the workspace has streaming, else a
+    card edited in place (at most one edit a second); its own methods change it."""
+
+    channel: str
+    thread_ts: str
+    ts: str
+    streaming: bool
+    stopped_by_user: bool = False
+    ended: bool = False
+    last_edit: float = 0.0
+    waiting: tuple[str, list[Block]] | None = None
+    edit_later: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def as_card(self) -> None:
+        """The stream ended before the turn did: its message is edited from now on."""
+        self.streaming = False
+
+    def stopped(self) -> None:
+        self.stopped_by_user = True
+        self.ended = True
+
+    def finished(self) -> None:
+        self.ended = True
+        self.waiting = None
+        if self.edit_later is not None and self.edit_later is not asyncio.current_task():
+            self.edit_later.cancel()
+        self.edit_later = None
+
+    def edited(self, now: float) -> None:
+        self.last_edit = now
+        self.waiting = None
+
+    def wait(self, drawn: tuple[str, list[Block]], later: asyncio.Task[None] | None) -> None:
+        self.waiting = drawn
+        if later is not None:
+            self.edit_later = later
+
+
 class Poster:
     """Every post, edit, private message and upload of the bot, with its retries and fallbacks."""
 
@@ -362,3 +416,146 @@ class Poster:
             hint = " (add the files:write scope to the Slack app and reinstall it)" if why == "missing_scope" else ""
             await self.say(channel, thread_ts, f"I could not attach the answer and log files: {why}{hint}. "
                                                f"`/da show {short_id}` has it.")
+
+    # ---- an agent at work: streams, thread status, agent sessions ------------------------
+
+    async def start_live(self, channel: str, thread_ts: str, chunks: list[dict[str, Any]],
+                         card: tuple[str, list[Block]], *, user: str, team: str,
+                         display_mode: str = "plan") -> Live | None:
+        """Open a turn's progress message in the thread: a stream (chunks), else the card; None when Slack
+        took neither (logged)."""
+        recipient = {} if channel.startswith("D") else {"recipient_user_id": user, "recipient_team_id": team}
+        try:
+            start = getattr(self.web, "chat_startStream", None)
+            if start is None:
+                raise _NoStreaming()
+            started = await start(channel=channel, thread_ts=thread_ts, chunks=chunks,
+                                  task_display_mode=display_mode, **recipient)
+            return Live(str(started["channel"]), thread_ts, str(started["ts"]), streaming=True)
+        except (*FAILURES, _NoStreaming) as exc:
+            why = "no_sdk_support" if isinstance(exc, _NoStreaming) else problem(exc)
+            if why in PLACE_ERRORS:
+                logger.warning("cannot show progress in the thread %s of %s (%s)", thread_ts, channel, why)
+                return None
+            log = logger.info if why in NO_STREAMING else logger.warning
+            log("streaming progress in %s failed (%s); showing it as a card edited in place", channel, why)
+        text, drawn = card
+        try:
+            where, ts = await self.post(channel, text, drawn, thread_ts=thread_ts)
+        except FAILURES as exc:
+            logger.warning("posting the progress card in %s failed (%s)", channel, problem(exc))
+            return None
+        return Live(where, thread_ts, ts, streaming=False, last_edit=time.monotonic())
+
+    async def append_live(self, live: Live, chunks: list[dict[str, Any]], card: tuple[str, list[Block]]) -> bool:
+        """Show more progress; True when Slack took it (or a card edit is due within a second), False when
+        it did not (the caller keeps the chunks for the next try) or someone pressed Stop (`live.stopped_by_user`)."""
+        if live.ended:
+            return False
+        if live.streaming:
+            if not chunks:
+                return True
+            try:
+                await self.web.chat_appendStream(channel=live.channel, ts=live.ts, chunks=chunks)
+                return True
+            except FAILURES as exc:
+                why = problem(exc)
+                if why == STOPPED_BY_USER:
+                    live.stopped()
+                    return False
+                if why not in STREAM_ENDED:
+                    logger.warning("appending progress to %s failed (%s); the next update tries again", live.ts, why)
+                    return False
+                logger.info("the progress stream %s ended (%s); editing it as a card from now on", live.ts, why)
+                live.as_card()
+        return await self._edit_live(live, card)
+
+    async def _edit_live(self, live: Live, card: tuple[str, list[Block]]) -> bool:
+        now = time.monotonic()
+        due = live.last_edit + EDIT_INTERVAL - now
+        if due > 0:
+            later = None
+            if live.edit_later is None or live.edit_later.done():
+                later = asyncio.create_task(self._edit_when_due(live, due))
+            live.wait(card, later)
+            return True
+        return await self._update_live(live, card)
+
+    async def _edit_when_due(self, live: Live, due: float) -> None:
+        await asyncio.sleep(due)
+        if live.waiting is not None and not live.ended:
+            await self._update_live(live, live.waiting)
+
+    async def _update_live(self, live: Live, card: tuple[str, list[Block]]) -> bool:
+        text, drawn = card
+        try:
+            await self.update(live.channel, live.ts, text, drawn)
+        except FAILURES as exc:
+            why = problem(exc)
+            if why in GONE:
+                logger.warning("the progress card %s is gone (%s); no more edits", live.ts, why)
+                live.finished()
+            else:
+                logger.warning("editing the progress card %s failed (%s)", live.ts, why)
+            return False
+        live.edited(time.monotonic())
+        return True
+
+    async def stop_live(self, live: Live, chunks: list[dict[str, Any]], card: tuple[str, list[Block]],
+                        drawn: Sequence[Block] | None = None, *, session_status: str | None = None) -> bool:
+        """End the turn's message: the last chunks and `drawn` (result buttons) at its bottom; a card gets its
+        final state at once. True when Slack showed the end."""
+        if live.streaming and not live.stopped_by_user:
+            try:
+                await self.web.chat_stopStream(channel=live.channel, ts=live.ts, chunks=chunks, blocks=dicts(drawn),
+                                               session_status=session_status)
+                live.finished()
+                return True
+            except FAILURES as exc:
+                why = problem(exc)
+                if why == STOPPED_BY_USER:
+                    live.stopped()
+                elif why not in STREAM_ENDED:
+                    logger.warning("ending the progress stream %s failed (%s); showing the end as an edit",
+                                   live.ts, why)
+                live.as_card()
+        live.finished()
+        text, card_blocks = card
+        due = live.last_edit + EDIT_INTERVAL - time.monotonic()
+        if due > 0:
+            await asyncio.sleep(due)
+        return await self._update_live(live, (text, [*card_blocks, *(drawn or [])]))
+
+    async def thread_status(self, channel: str, thread_ts: str, status: str,
+                            loading: Sequence[str] | None = None) -> bool:
+        """The status line under the thread ("" clears it); False when Slack did not take it (logged)."""
+        try:
+            await self.web.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=status,
+                                                       loading_messages=list(loading)[:10] if loading else None)
+            return True
+        except FAILURES as exc:
+            logger.info("the thread status in %s was not set (%s)", channel, problem(exc))
+            return False
+
+    async def session_status(self, channel: str, thread_ts: str, status: str, *, title: str | None = None,
+                             initiator: str | None = None) -> bool:
+        """The thread's agent session status (`processing` shows Slack's Stop button); title and initiator
+        count only when it creates the session. False when Slack did not take it (logged)."""
+        body: dict[str, Any] = {"channel_id": channel, "thread_ts": thread_ts, "status": status}
+        if title:
+            body["title"] = clip(title, 200)
+        if initiator:
+            body["initiator_user_id"] = initiator
+        try:
+            answer = await self.web.api_call(SESSION_STATUS_METHOD, json=body)
+        except FAILURES as exc:
+            logger.info("the agent session in %s was not set to %s (%s)", channel, status, problem(exc))
+            return False
+        if answer.get("warning"):
+            logger.warning("Slack warns about the agent session: %s (subscribe the app to agent_session_stopped "
+                           "so people can press Stop)", answer["warning"])
+        return True
+
+
+class _NoStreaming(Exception):
+    """The installed slack_sdk has no streaming methods."""
