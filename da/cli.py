@@ -11,6 +11,7 @@ the worker, SSH or Slack, and `da --help` for none of them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from da.version import __version__
 
 FAILED = 1
 BAD_USAGE = 2
+# As a shell reports a process ended by SIGINT (Ctrl-C) and by SIGPIPE (its reader went away).
+INTERRUPTED = 130
+CLOSED_PIPE = 141
 
 
 # The modules whose warnings a user of `da` should see: its own. A dependency's deprecation notice
@@ -570,7 +574,6 @@ command("token", "create, list and revoke scoped tokens (worker, client, reader)
 
 def client(argv: list[str]) -> int:
     """The terminal client: one verb, or the REPL when argv is empty."""
-    import asyncio
     import logging
 
     from da.bot.settings import ClientSettings
@@ -583,7 +586,7 @@ def client(argv: list[str]) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return asyncio.run(session.main_async(argv, settings, env))
+    return session.main(argv, settings, env)
 
 
 def usage() -> str:
@@ -606,9 +609,24 @@ def unknown_command(name: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch `da <command> ...`."""
+    """Dispatch `da <command> ...`; Ctrl-C ends it with 130, a reader that stops reading (`| head`) quietly."""
     quiet_dependency_warnings()
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = dispatch(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return code
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except BrokenPipeError:
+        # Nothing more can be written; point stdout at /dev/null so the exit's final flush cannot
+        # fail again, and end as a tool killed by SIGPIPE would (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return CLOSED_PIPE
+
+
+def dispatch(argv: list[str]) -> int:
+    """Run the command or client verb that argv names."""
     if not argv:
         return client([])
     if argv[0] in ("-h", "--help"):
@@ -622,10 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         from da.bot import grammar
 
         return client(argv) if argv[0].lower() in grammar.VERBS else unknown_command(argv[0])
-    try:
-        return entry[1](argv[1:])
-    except KeyboardInterrupt:
-        return 130
+    return entry[1](argv[1:])
 
 
 if __name__ == "__main__":

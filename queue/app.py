@@ -59,6 +59,8 @@ SETTINGS = web.AppKey("settings", QueueSettings)
 STORE: web.AppKey[Store] = web.AppKey("store")
 ROSTER = web.AppKey("roster", Roster)
 CLAIM_LATENCY = web.AppKey("claim_latency", metrics.Histogram)
+# Set when the service shuts down: parked long-polls (claims, feeds, heartbeats) answer at once.
+CLOSING = web.AppKey("closing", asyncio.Event)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -282,8 +284,17 @@ async def claim(request: web.Request) -> web.Response:
 
 
 def disconnected(request: web.Request) -> bool:
+    """The client went away, or the service is shutting down: a waiting answer ends now."""
     transport = request.transport
-    return transport is None or transport.is_closing()
+    return transport is None or transport.is_closing() or request.app[CLOSING].is_set()
+
+
+async def closing(app: web.Application) -> None:
+    """on_shutdown: wake every parked long-poll so it answers before the server waits for handlers."""
+    app[CLOSING].set()
+    store = app[STORE]
+    for signal in (store.pending_changed, store.events_appended, store.task_cancelled):
+        signal.notify()
 
 
 def only_machine(request: web.Request) -> str | None:
@@ -450,7 +461,7 @@ async def events(request: web.Request) -> web.Response:
                 # rather than leave the follower waiting for ids it has already seen.
                 return json_response({"events": [], "last": newest})
         remaining = deadline - asyncio.get_running_loop().time()
-        if found or remaining <= 0:
+        if found or remaining <= 0 or disconnected(request):
             last = found[-1].id if found else after
             return json_response({"events": [event.to_json() for event in found], "last": last})
         await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
@@ -647,6 +658,8 @@ def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -
     app[CLAIM_LATENCY] = metrics.Histogram("da_claim_seconds", "Time to run one claim statement.")
     app[STORE] = store_module.create_store(settings)
     app[connections.GUARD] = guard
+    app[CLOSING] = asyncio.Event()
+    app.on_shutdown.append(closing)
     app.add_routes(ROUTES)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -362,8 +362,13 @@ def install_signal_handlers(worker: Worker) -> None:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
-            logger.info("%s: finishing running tasks (up to %.0fs); send again to exit now",
-                        signal.Signals(signum).name, worker.settings.shutdown_grace)
+            name = signal.Signals(signum).name
+            if worker.running:
+                logger.warning("%s: waiting up to %.0fs for %d running task(s): %s; send %s again to stop them now",
+                               name, worker.settings.shutdown_grace, len(worker.running),
+                               ", ".join(task_id[:8] for task_id in worker.running), name)
+            else:
+                logger.info("%s: stopping (no task running)", name)
             worker.stop()
         else:
             logger.warning("second %s: exiting now", signal.Signals(signum).name)
