@@ -142,19 +142,17 @@ command("serve", "run the queue service")(serve)
 
 def load_worker(env: dict[str, str], *, local: bool = False) -> tuple[Any, Any]:
     """Worker settings and handlers; `local` (da up) fills gaps with this machine's defaults."""
-    from da import agents
+    import asyncio
+
     from da.worker import registry
-    from da.worker.settings import WorkerSettings, default_machine_name
+    from da.worker import settings as worker_settings
 
     handlers = registry.discover(config.handlers_path(env))
     if local:
-        env.setdefault("MACHINE_NAME", default_machine_name())
-        if not env.get("WORKER_AGENTS"):
-            env["WORKER_AGENTS"] = ",".join(agents.local_agents(env))
-    # The local worker runs beside the queue, with its admin secret, whatever DA_TOKEN holds for the terminal.
-    settings = WorkerSettings.from_env(env, default_capabilities=tuple(sorted(handlers)) if local else (),
-                                       secret=env.get("SECRET_KEY") if local else None)
-    return settings, handlers
+        settings = worker_settings.local(env, handlers)
+        env.setdefault("MACHINE_NAME", settings.machine)
+        return settings, handlers
+    return asyncio.run(worker_settings.resolve(env, handlers)), handlers
 
 
 def worker(argv: list[str] | None = None) -> int:

@@ -509,9 +509,14 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    """What the credential of this request is and may do (`da doctor` checks it)."""
+    """What the credential of this request is and may do (`da doctor` checks it); a worker token also gets its
+    machine's entry in this host's fleet file, so a worker without one of its own runs what is declared here."""
     only_query(request)
-    return json_response(request[auth.PRINCIPAL].to_json())
+    principal = request[auth.PRINCIPAL]
+    body: dict[str, Any] = principal.to_json()
+    machine = request.app[ROSTER].fleet.find(principal.only_machine) if principal.only_machine else None
+    body["declared"] = machine.to_json() if machine else None
+    return json_response(body)
 
 
 async def list_tokens(request: web.Request) -> web.Response:

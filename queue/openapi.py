@@ -229,7 +229,9 @@ def document(version: str) -> dict[str, Any]:
             "200": _json({"type": "object", "properties": {
                 "kind": {"type": "string", "enum": [models.ADMIN, *models.TOKEN_KINDS]}, "name": STR,
                 "id": NULLABLE_STR, "machine": NULLABLE_STR, "aliases": {"type": "array", "items": STR},
-                "may": {"type": "array", "items": STR}}}, "Who you are."), **_errors(401)})},
+                "may": {"type": "array", "items": STR},
+                "declared": {"type": ["object", "null"], "description": "A worker token's machine as the fleet "
+                             "file on the queue host declares it."}}}, "Who you are."), **_errors(401)})},
         "/v1/tokens": {
             "get": _op("Every scoped token, revoked ones too (never their secrets).", {"200": _json(
                 {"type": "object", "properties": {"tokens": {"type": "array", "items": TOKEN_SCHEMA}}}, "Tokens."),

@@ -73,9 +73,10 @@ class Worker:
 
     async def async_run(self) -> None:
         """Claim and run tasks until stopped, then drain within the shutdown grace."""
-        logger.info("worker %s: capabilities %s, agents %s, up to %d at once, queue %s", self.settings.machine,
-                    ",".join(self.settings.capabilities) or "-", ",".join(self.settings.agents) or "-",
-                    self.settings.max_concurrent, ", ".join(self.settings.queue_urls))
+        logger.info("worker %s: capabilities %s, agents %s (from %s), up to %d at once, queue %s",
+                    self.settings.machine, ",".join(self.settings.capabilities) or "-",
+                    ",".join(self.settings.agents) or "-", self.settings.source, self.settings.max_concurrent,
+                    ", ".join(self.settings.queue_urls))
         retry_safe = [t for t, h in self.handlers.items() if h.safe_to_retry and t in self.settings.capabilities]
         backoff = FIRST_BACKOFF
         unreachable = False
