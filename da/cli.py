@@ -85,6 +85,7 @@ def serve(argv: list[str] | None = None) -> int:
     overrides = {"QUEUE_HOST": args.host, "QUEUE_PORT": args.port, "QUEUE_DB_PATH": args.db}
     env.update({k: str(v) for k, v in overrides.items() if v is not None})
     try:
+        config.refuse_example_secret(env)
         settings = QueueSettings.from_env(env)
         roster = load_fleet(settings.config_dir)
     except ConfigError as exc:
@@ -114,6 +115,7 @@ def ensure_secret(env: dict[str, str], cwd: Path) -> str:
     """The SECRET_KEY to use locally: the configured one, or a new one saved to .env."""
     import secrets
 
+    config.refuse_example_secret(env)
     if env.get("SECRET_KEY"):
         return env["SECRET_KEY"]
     secret = secrets.token_urlsafe(32)

@@ -137,6 +137,18 @@ def queue_urls(env: Mapping[str, str]) -> tuple[str, ...]:
     return urls
 
 
+# The placeholder in config/env.example: a queue started with it would accept a secret anyone can read.
+EXAMPLE_SECRET_PREFIX = "change-me"
+MAKE_A_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def refuse_example_secret(env: Mapping[str, str]) -> None:
+    """Stop a queue service whose SECRET_KEY is still env.example's placeholder, saying how to make a real one."""
+    if env.get("SECRET_KEY", "").strip().lower().startswith(EXAMPLE_SECRET_PREFIX):
+        raise ConfigError(f"SECRET_KEY is still the example from config/env.example; put a real one in .env "
+                          f"(make it with `{MAKE_A_SECRET}`).")
+
+
 def credential(env: Mapping[str, str], kind: str) -> str:
     """What this machine sends the queue: its scoped token (DA_TOKEN), else the admin secret (SECRET_KEY).
 

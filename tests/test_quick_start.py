@@ -104,3 +104,39 @@ async def test_doctor_tries_every_replica_and_checks_the_agents_da_up_would_run(
     assert "(the worker `da up` runs here) runs agent_run, " in out and "agents claude, gemini, codex (from detected" \
            in out
     assert f"ok   agent claude: {bin_dir / 'claude'}" in out
+
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "env.example"
+
+
+async def test_the_example_secret_is_refused_by_serve_and_up(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(EXAMPLE.read_text())
+    for verb in ("serve", "up"):
+        code, out = await run_da(verb, cwd=tmp_path, QUEUE_PORT="9", HOME=str(tmp_path))
+        assert code == 2, out
+        assert out == ("da: SECRET_KEY is still the example from config/env.example; put a real one in .env (make it "
+                       "with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`).\n")
+    assert not (tmp_path / "data").exists()
+
+
+async def test_a_copied_env_example_leaves_up_durable(tmp_path: Path) -> None:
+    import socket
+
+    (tmp_path / ".env").write_text(EXAMPLE.read_text().replace("change-me-to-a-long-random-string", SECRET))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "da.cli", "up", "--no-worker", f"--port={port}", cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)}, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    assert process.stderr is not None
+    try:
+        line = ""
+        while "queue on" not in line:
+            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+            assert line, "da up exited before serving"
+    finally:
+        process.terminate()
+        await process.wait()
+    assert "(database data/queue.db, QUEUE_SYNC=full)" in line
