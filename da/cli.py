@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,8 @@ def quiet_dependency_warnings() -> None:
 
 
 def configure_logging(env: dict[str, str]) -> None:
+    import logging
+
     from da import logs
 
     try:
@@ -50,6 +53,9 @@ def configure_logging(env: dict[str, str]) -> None:
     except ConfigError as exc:
         print(f"da: {exc}", file=sys.stderr)
         raise SystemExit(BAD_USAGE) from exc
+    if logging.getLogger().level > logging.DEBUG:
+        # slack_sdk logs every retry of a failed call at INFO: four lines for an outage da says in one.
+        logging.getLogger("slack_sdk.web.async_base_client").setLevel(logging.WARNING)
 
 
 def fail(message: str, code: int = BAD_USAGE) -> int:
@@ -199,6 +205,8 @@ def up(argv: list[str] | None = None) -> int:
     import contextlib
     import signal
 
+    import aiohttp
+
     from da.queue import app as queue_app
     from da.queue import connections, lockfile
     from da.queue.errors import QueueError
@@ -250,6 +258,9 @@ def up(argv: list[str] | None = None) -> int:
                 bot_process, ready = BotProcess(bot_settings), asyncio.Event()
                 slack = asyncio.create_task(bot_process.run(ready))
                 await asyncio.wait([slack, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+                failure = slack.exception() if slack.done() else None
+                if isinstance(failure, (*SLACK_NETWORK_ERRORS, aiohttp.ClientError)):
+                    raise SlackUnreachable(slack_unreachable(failure, bot_settings.api_url))
                 if slack.done():
                     slack.result()  # a refused token stops `da up` with its one line
                 print("da: Slack bot " + ("connected (socket mode)" if bot_process.connected else
@@ -267,7 +278,8 @@ def up(argv: list[str] | None = None) -> int:
         finally:
             if slack is not None:
                 slack.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # Its failure, if any, was raised above; here it must not skip closing the store.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await slack
             await runner.cleanup()
 
@@ -277,11 +289,17 @@ def up(argv: list[str] | None = None) -> int:
             asyncio.run(run(queue_app.bind(queue_settings.host, queue_settings.port)))
     except ConfigError as exc:
         return fail(str(exc))
+    except SlackUnreachable as exc:
+        return fail(str(exc), FAILED)
     except OSError as exc:
         return fail(f"cannot listen on {queue_settings.host}:{queue_settings.port}: {exc.strerror or exc}", FAILED)
     except QueueError as exc:
         return fail(exc.detail, FAILED)
     return 0
+
+
+class SlackUnreachable(Exception):
+    """`da up` could not reach Slack to start its bot; the message is the one line to show."""
 
 
 command("up", "run the queue and a local worker (the quick start)")(up)
@@ -528,6 +546,8 @@ def bot(argv: list[str] | None = None) -> int:
     """Run the Slack bot in socket mode."""
     import asyncio
 
+    import aiohttp
+
     from da.bot.slack.app import BotProcess
     from da.bot.slack.settings import BotSettings
 
@@ -544,11 +564,42 @@ def bot(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     configure_logging(env)
-    try:
-        asyncio.run(BotProcess(settings).run())
-    except ConfigError as exc:
-        return fail(str(exc))
-    return 0
+    # A bot that reached Slack before (its state file, or this process) is a service started while the
+    # network is away: it waits for Slack. A first start that cannot reach it says so and stops.
+    reached_before = settings.state_path.exists()
+    pause = SLACK_RETRY_FIRST
+    while True:
+        process = BotProcess(settings)
+        try:
+            asyncio.run(process.run())
+            return 0
+        except ConfigError as exc:
+            return fail(str(exc))
+        except (*SLACK_NETWORK_ERRORS, aiohttp.ClientError) as exc:
+            line = slack_unreachable(exc, settings.api_url)
+            reached_before = reached_before or bool(process.lease_name)
+            if not reached_before:
+                return fail(line, FAILED)
+            print(f"da: {line}; trying again in {pause:.0f}s", file=sys.stderr, flush=True)
+        time.sleep(pause)
+        pause = min(pause * 2, SLACK_RETRY_MAX)
+
+
+# A bot that ran before tries Slack again after these pauses, doubling (a laptop waking, a router restarting).
+SLACK_RETRY_FIRST = 2.0
+SLACK_RETRY_MAX = 300.0
+# What failing to reach Slack raises: aiohttp's connection errors are OSErrors too.
+SLACK_NETWORK_ERRORS = (OSError, TimeoutError, ConnectionError)
+
+
+def slack_unreachable(exc: BaseException, api_url: str) -> str:
+    """One line for a network failure on the way to Slack."""
+    import aiohttp
+
+    why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientError) and not isinstance(exc, OSError):
+        why = type(exc).__name__
+    return f"cannot reach Slack at {api_url} ({why}); check this machine's network, or SLACK_API_URL"
 
 
 command("bot", "run the Slack bot (socket mode)")(bot)
