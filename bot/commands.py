@@ -20,6 +20,7 @@ from da.bot.router import (
     known_agents,
     known_types,
     name_errors,
+    unclaimable,
     validate,
 )
 from da.fleet import Fleet
@@ -124,7 +125,10 @@ class CommandLayer:
 
     async def verb_show(self, command: Command, **_: Any) -> views.TaskDetail:
         task, events = await self.client.task_with_events(command.words[0])
-        return views.TaskDetail(task, tuple(events))
+        waiting = None
+        if task.status == models.PENDING:
+            waiting = unclaimable(await self.fleet(), task.type, task.agent, task.target_machine)
+        return views.TaskDetail(task, tuple(events), waiting)
 
     async def verb_status(self, command: Command, **_: Any) -> views.FleetStatus:
         return views.FleetStatus((await self.fleet()).machines, self.client.url)

@@ -95,6 +95,9 @@ class Roster:
             count = merged.get(entry["name"], MachineCounts())
             entry.setdefault("declared", True)
             entry.update(
+                # What its worker said it runs when it last polled: routing goes by it while it is online.
+                offered={"capabilities": list(seen.capabilities), "agents": list(seen.agents)}
+                if seen and seen.capabilities else None,
                 online=bool(seen and now - seen.at <= ONLINE_WINDOW),
                 last_seen=iso(seen.at) if seen else None,
                 active=count.active,
