@@ -160,7 +160,7 @@ class CommandLayer:
                                                task_type=task_type)
         if not suggestion.machine:
             return views.Message(f"No machine can take this: {'; '.join(suggestion.warnings)}.", ok=False)
-        if "yes" in command.flags:
+        if "yes" in command.flags and not suggestion.ask:
             return await self.create(suggestion, request, fleet)
         return views.SuggestionView(suggestion, request, fleet.names, known_agents(fleet), known_types(fleet))
 

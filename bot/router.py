@@ -28,6 +28,26 @@ TYPE_RULES: tuple[tuple[str, str], ...] = (
 )
 # The LLM router gets this long before the rules answer instead.
 LLM_TIMEOUT = 10.0
+# Text that is shell, whatever its words: pipes, redirections, variables, paths, options.
+SHELL_SYNTAX = re.compile(r"[|;&<>`$]|(^|\s)\.{0,2}/|\s--?[A-Za-z]")
+# Words a sentence has and a command line rarely does.
+SENTENCE_WORDS = frozenset({"the", "a", "an", "please", "to", "my", "our", "this", "that", "it", "is", "are", "and",
+                            "for", "of", "in", "with", "why", "what", "how", "so", "can", "you", "we", "i"})
+
+
+def looks_like_command(text: str) -> bool:
+    """Whether text reads as a command line rather than a sentence: only then do the rules send it to a shell
+    without asking."""
+    words = text.split()
+    if not words:
+        return False
+    if SHELL_SYNTAX.search(text):
+        return True
+    if text.rstrip()[-1] in ".?!" or not re.fullmatch(r"[a-z0-9][a-z0-9._+-]*", words[0]):
+        return False
+    if any(word.lower().strip(",.!?:;'\"") in SENTENCE_WORDS for word in words[1:]):
+        return False
+    return shutil.which(words[0]) is not None
 
 
 def known_types(fleet: Fleet) -> tuple[str, ...]:
@@ -53,6 +73,8 @@ class Suggestion:
     reason: str
     router: str = "rules"
     warnings: tuple[str, ...] = ()
+    # Asked even with --yes: a sentence about to run in a shell as typed.
+    ask: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,8 +207,12 @@ class RulesRouter:
         if task_type == AGENT_RUN and agent is None and chosen.runs_agents:
             agent = chosen.runs_agents[0]
             reasons.append(f"agent {agent} is its first listed")
+        ask = task_type == RUN_SCRIPT and not looks_like_command(description)
+        if ask:
+            warnings += ("this reads as a sentence, not a command, and would run in a shell as typed; confirm only "
+                         "if that is meant (an agent needs a machine that lists one: --agent=NAME).",)
         return Suggestion(task_type, chosen.name, agent if task_type == AGENT_RUN or agent else None,
-                          "; ".join(reasons) or "as given", self.name, warnings)
+                          "; ".join(reasons) or "as given", self.name, warnings, ask)
 
 
 class LlmRouter:

@@ -107,9 +107,13 @@ def serve(argv: list[str] | None = None) -> int:
         with lockfile.held(settings):
             sockets = queue_app.bind(settings.host, settings.port)
             app = queue_app.make_app(settings, roster)
-            logging.getLogger("da").info("queue on http://%s:%d, database %s", settings.host, settings.port,
-                                         settings.database)
-            asyncio.run(connections.serve(app, sockets))
+
+            def ready() -> None:
+                # Said once the store opened (the database answered, migrations ran) and the port serves.
+                logging.getLogger("da").info("queue on http://%s:%d, database %s", settings.host, settings.port,
+                                             settings.database)
+
+            asyncio.run(connections.serve(app, sockets, ready=ready))
     except OSError as exc:
         return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", FAILED)
     except Exception as exc:  # noqa: BLE001 - a startup failure is one line, not a traceback
@@ -172,7 +176,8 @@ def worker(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="da worker", description="Claim and run tasks on this machine.",
-        epilog="Environment: MACHINE_NAME, QUEUE_URL (comma-separated for failover), SECRET_KEY, MAX_CONCURRENT "
+        epilog="Environment: DA_TOKEN (this machine's worker token; SECRET_KEY instead only on the queue host), "
+               "MACHINE_NAME, QUEUE_URL (comma-separated for failover), MAX_CONCURRENT "
                "(default 2), SHUTDOWN_GRACE (default 30 s), DA_HANDLERS_PATH, DA_LOG_DIR (default data/logs).")
     parser.add_argument("--machine", help="this machine's name in machines.yaml (env MACHINE_NAME)")
     parser.add_argument("--queue-url", help="queue URL(s), comma-separated (env QUEUE_URL)")
@@ -214,7 +219,12 @@ def up(argv: list[str] | None = None) -> int:
     from da.worker import worker as worker_module
     from da.worker.errors import HandlerError
 
-    parser = argparse.ArgumentParser(prog="da up", description="Run the queue and a local worker in one process.")
+    parser = argparse.ArgumentParser(
+        prog="da up", description="Run the queue and a local worker in one process, and the Slack bot when "
+                                  "SLACK_BOT_TOKEN and SLACK_APP_TOKEN are set.",
+        epilog="Environment: SECRET_KEY (generated into .env when unset), QUEUE_HOST, QUEUE_PORT, QUEUE_DB_PATH, "
+               "QUEUE_SYNC (default full here), MACHINE_NAME (default this host's name), SHUTDOWN_GRACE, "
+               "SLACK_BOT_TOKEN and SLACK_APP_TOKEN (start the bot too).")
     parser.add_argument("--host", help="address to listen on (env QUEUE_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (env QUEUE_PORT, default 8000)")
     parser.add_argument("--no-worker", action="store_true", help="run only the queue")
@@ -302,7 +312,7 @@ class SlackUnreachable(Exception):
     """`da up` could not reach Slack to start its bot; the message is the one line to show."""
 
 
-command("up", "run the queue and a local worker (the quick start)")(up)
+command("up", "run the queue and a local worker (the quick start), and the Slack bot when its tokens are set")(up)
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -341,7 +351,7 @@ def backup(argv: list[str] | None = None) -> int:
     from da.queue.settings import QueueSettings
 
     parser = argparse.ArgumentParser(prog="da backup", description="Back up the queue database (online).")
-    parser.add_argument("path", help="where to write the copy")
+    parser.add_argument("path", help="the file to write, or a folder to write a dated copy into")
     args = parser.parse_args(argv)
     try:
         env = config.load_environment()
@@ -350,11 +360,15 @@ def backup(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     if settings.db_url:
         return on_postgres(settings, "backup", lambda url: postgres.dump_command(url, args.path))
+    target = Path(args.path)
+    if target.is_dir() or args.path.endswith(("/", os.sep)):
+        # A folder: a new, dated file in it, never the folder itself.
+        target = target / f"{settings.db_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.db"
     try:
-        sqlite.backup_file(settings.db_path, Path(args.path))
+        sqlite.backup_file(settings.db_path, target)
     except QueueError as exc:
         return fail(exc.detail)
-    print(f"backed up {settings.db_path} to {args.path}")
+    print(f"backed up {settings.db_path} to {target}")
     return 0
 
 
@@ -387,6 +401,7 @@ def restore(argv: list[str] | None = None) -> int:
         return on_postgres(settings, "restore", lambda url: postgres.restore_command(url, args.path))
     if queue_answers(settings):
         return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before restoring.", FAILED)
+    had_database = settings.db_path.exists()
     try:
         with lockfile.held(settings):
             kept = sqlite.restore_file(Path(args.path), settings.db_path)
@@ -394,7 +409,8 @@ def restore(argv: list[str] | None = None) -> int:
         return fail(exc.detail, FAILED)
     except QueueError as exc:
         return fail(exc.detail)
-    print(f"restored {settings.db_path} from {args.path} (the previous file is kept as {kept})")
+    print(f"restored {settings.db_path} from {args.path}"
+          + (f" (the previous file is kept as {kept})" if had_database else ""))
     return 0
 
 
@@ -555,7 +571,8 @@ def bot(argv: list[str] | None = None) -> int:
         prog="da bot", description="Run the Slack bot (socket mode).",
         epilog="Environment: SLACK_BOT_TOKEN (xoxb-), SLACK_APP_TOKEN (xapp-), SLACK_ALLOWED_USERS, "
                "SLACK_NOTIFY_CHANNEL, SLACK_NOTIFY_DONE, SLACK_BURST_THRESHOLD, SLACK_TIMEOUT, SLACK_STATE_PATH, "
-               "SLACK_API_URL, QUEUE_URL, SECRET_KEY, ROUTER. One bot runs per workspace: a second one stands "
+               "SLACK_API_URL, QUEUE_URL, DA_TOKEN (a client token; SECRET_KEY on the queue host), ROUTER. One bot "
+               "runs per workspace: a second one stands "
                "by.").parse_args(argv)
     cwd = Path.cwd()
     env = config.load_environment(cwd)
@@ -647,7 +664,10 @@ def usage() -> str:
     lines += [f"  {name:<10} {summary}" for name, (summary, _) in COMMANDS.items()]
     lines += ["", "client verbs (against QUEUE_URL; `da` alone opens a prompt):"]
     lines += [f"  {verb.usage}" for verb in grammar.VERBS.values()]
-    lines += ["", "`da <command> --help` describes each service command."]
+    lines += ["", "Settings come from .env in the working folder (the environment wins): QUEUE_URL, and DA_TOKEN (this "
+              "machine's token from `da token create` on the queue host) or SECRET_KEY (the admin secret, on the "
+              "queue host only).",
+              "`da <command> --help` describes each service command."]
     return "\n".join(lines)
 
 

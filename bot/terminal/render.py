@@ -124,6 +124,12 @@ def _task_detail(view: views.TaskDetail, *, style: Style, width: int) -> str:
     if task.progress and task.status in models.ACTIVE:
         lines.append(f"progress: {task.progress}")
     lines.append("payload: " + json.dumps(task.payload))
+    if result.get("session_id"):
+        lines.append(f"session: {result['session_id']} (a follow-up can resume it)")
+    if result.get("answer"):
+        lines += ["--- answer ---", str(result["answer"]).rstrip()]
+        if result.get("answer_truncated"):
+            lines.append(f"({result['answer_truncated']})")
     for stream in ("stdout", "stderr"):
         if result.get(stream):
             lines += [f"--- {stream} ---", str(result[stream]).rstrip()]

@@ -140,19 +140,22 @@ class Terminal:
             self.print(render(view, style=self.style, width=self.width))
         return 1 if failed(view) else 0
 
-    async def yes(self, question: str, command: grammar.Command) -> bool:
-        """Ask on the terminal (Enter is yes, end of input is no); with no terminal, refuse: --yes is needed."""
-        if "yes" in command.flags:
+    async def yes(self, question: str, command: grammar.Command, *, always_ask: bool = False) -> bool:
+        """Ask on the terminal (Enter is yes, end of input is no); with no terminal, refuse: --yes is needed.
+        `always_ask`: --yes does not answer, and only a typed yes does."""
+        if "yes" in command.flags and not always_ask:
             return True
         if not self.interactive:
+            fix = "add --type=run_script to run it in a shell as typed" if always_ask else "add --yes to go ahead"
             raise UsageError(f"{command.verb} asks before it changes anything and there is no terminal to ask "
-                             "on; add --yes to go ahead.", command.usage())
-        line = await self.read_line(f"{question} [Y/n] ")
-        return line.endswith("\n") and line.strip().lower() in ("", "y", "yes")
+                             f"on; {fix}.", command.usage())
+        line = await self.read_line(f"{question} [y/N] " if always_ask else f"{question} [Y/n] ")
+        answers = ("y", "yes") if always_ask else ("", "y", "yes")
+        return line.endswith("\n") and line.strip().lower() in answers
 
     async def confirm(self, view: views.SuggestionView, command: grammar.Command) -> Any:
         self.print(render(view, style=self.style, width=self.width))
-        if not await self.yes("Confirm?", command):
+        if not await self.yes("Confirm?", command, always_ask=view.suggestion.ask):
             return views.Message("cancelled; nothing queued.")
         return await self.layer.create(view.suggestion, view.request)
 
