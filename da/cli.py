@@ -464,6 +464,8 @@ def prune(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="da prune", description="Remove finished tasks and their events, "
                                      "and task logs in DA_LOG_DIR on this machine.")
     parser.add_argument("--older-than", default="30d", help="age of finished tasks and logs to remove (default 30d)")
+    parser.add_argument("--include-open", action="store_true",
+                        help="also remove needs_human and failed tasks without asking (they may still want a person)")
     args = parser.parse_args(argv)
     try:
         seconds = parse_duration(args.older_than)
@@ -474,24 +476,64 @@ def prune(argv: list[str] | None = None) -> int:
         urls = config.queue_urls(env)
     except ConfigError as exc:
         return fail(str(exc))
-    print(prune_task_logs(env, seconds, args.older_than))
     if not env.get("SECRET_KEY") and env.get("DA_TOKEN"):
         # Removing history is the admin's: a worker machine holds only its token and prunes its logs.
+        print(prune_task_logs(env, seconds, args.older_than))
         print("finished tasks are pruned where the admin secret is: run `da prune` on the queue host too")
         return 0
     if not env.get("SECRET_KEY"):
         return fail("SECRET_KEY is not set; put the queue's secret in .env.")
 
-    async def run() -> int:
+    async def run() -> int | None:
         async with QueueClient(list(urls), env["SECRET_KEY"]) as client:
+            if not args.include_open:
+                open_ones = await unsettled_before(client, time.time() - seconds)
+                if open_ones and not agree_to_prune(open_ones, args.older_than):
+                    return None
             return await client.prune(seconds)
 
     try:
         removed = asyncio.run(run())
     except QueueError as exc:
         return fail(exc.detail, FAILED)
+    if removed is None:
+        return BAD_USAGE
+    print(prune_task_logs(env, seconds, args.older_than))
     print(f"removed {removed} finished task(s) older than {args.older_than}")
     return 0
+
+
+# Finished, but perhaps not settled: a person may still want to read, retry or resolve them.
+UNSETTLED = ("needs_human", "failed")
+
+
+async def unsettled_before(client: Any, cutoff: float) -> dict[str, int]:
+    """How many needs_human and failed tasks finished before `cutoff` (what a prune would also remove)."""
+    counts: dict[str, int] = {}
+    for status in UNSETTLED:
+        before: int | None = None
+        while True:
+            tasks, before = await client.list_tasks(status=status, limit=500, before=before)
+            counts[status] = counts.get(status, 0) + sum(
+                1 for task in tasks if task.finished_at is not None and task.finished_at < cutoff)
+            if before is None:
+                break
+    return {status: n for status, n in counts.items() if n}
+
+
+def agree_to_prune(unsettled: dict[str, int], age: str) -> bool:
+    """Ask on a terminal (only a typed yes goes ahead); without one, say how to include them and stop."""
+    what = " and ".join(f"{n} {status}" for status, n in unsettled.items())
+    if not sys.stdin.isatty():
+        print(f"da: {what} task(s) older than {age} would be removed too, and may still want a person; nothing "
+              "removed. Resolve them first, or add --include-open to remove them as well.", file=sys.stderr)
+        return False
+    answer = input(f"{what} task(s) older than {age} would be removed too (they may still want a person). "
+                   "Remove them? [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("nothing removed.")
+    return False
 
 
 def prune_task_logs(env: dict[str, str], seconds: float, age: str) -> str:

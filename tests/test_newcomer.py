@@ -100,3 +100,25 @@ async def test_a_sentence_is_not_sent_to_a_shell_without_asking(make_server, tmp
         assert (await client.list_tasks())[0] == []
     command = await da(server.url, "assign", "uname -a", "--yes", cwd=tmp_path)
     assert command.code == 0 and "run_script on →vm" in command.out
+
+
+async def test_prune_asks_before_removing_tasks_that_may_want_a_person(server: QueueServer, client: QueueClient,
+                                                                       tmp_path: Path) -> None:
+    for status in ("done", "needs_human", "failed"):
+        task = await client.create_task("lint", {"cwd": "/x"})
+        held = await client.claim("box", ["lint"])
+        assert held is not None and held.task.id == task.id
+        await client.report(task.id, held.lease, status, {"returncode": 0 if status == "done" else 1})
+    scripted = await da(server.url, "prune", "--older-than=0", cwd=tmp_path, DA_LOG_DIR=str(tmp_path / "logs"))
+    assert scripted.code == 2
+    assert scripted.err.strip() == ("da: 1 needs_human and 1 failed task(s) older than 0 would be removed too, and may "
+                                    "still want a person; nothing removed. Resolve them first, or add --include-open "
+                                    "to remove them as well.")
+    declined = await da(server.url, "prune", "--older-than=0", stdin="\n", tty=True, cwd=tmp_path,
+                        DA_LOG_DIR=str(tmp_path / "logs"))
+    assert declined.code == 2 and "Remove them? [y/N]" in declined.out and "nothing removed." in declined.out
+    assert len((await client.list_tasks())[0]) == 3
+    included = await da(server.url, "prune", "--older-than=0", "--include-open", cwd=tmp_path,
+                        DA_LOG_DIR=str(tmp_path / "logs"))
+    assert included.code == 0 and "removed 3 finished task(s) older than 0" in included.out
+    assert (await client.list_tasks())[0] == []
