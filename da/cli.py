@@ -192,13 +192,14 @@ def worker(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     configure_logging(env)
 
+    instance = worker_module.Worker(settings, handlers)
+
     async def run() -> None:
-        instance = worker_module.Worker(settings, handlers)
         worker_module.install_signal_handlers(instance)
         await instance.async_run()
 
     asyncio.run(run())
-    return 0
+    return FAILED if instance.gave_up else 0
 
 
 command("worker", "run this machine's worker")(worker)

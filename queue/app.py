@@ -275,7 +275,8 @@ async def claim(request: web.Request) -> web.Response:
                                   "lease_seconds": lease_seconds})
         remaining = deadline - loop.time()
         if remaining <= 0 or disconnected(request):
-            roster.seen(spec.machine)
+            if token_id is None or not await store.token_revoked(token_id):
+                roster.seen(spec.machine)  # a token revoked while it waited does not keep its machine online
             return web.Response(status=204)
         await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
         parked = True
@@ -537,6 +538,8 @@ async def revoke_token(request: web.Request) -> web.Response:
     only_query(request)
     token = await request.app[STORE].revoke_token(request.match_info["id"].lower())
     logger.info("revoked %s token %s (%s)", token.kind, token.id, token.name)
+    if token.machine:
+        request.app[ROSTER].forget(token.machine)  # its worker is refused from now on: not online either
     return json_response(token.to_json())
 
 

@@ -43,6 +43,12 @@ class Roster:
         self.sightings[canonical] = Sighting(canonical, self.clock(), capabilities, agents)
         self.unshared.add(canonical)
 
+    def forget(self, name: str) -> None:
+        """The machine's worker lost its credential: offline here now, until it polls again with a good one."""
+        canonical = self.fleet.canonical(name)
+        self.sightings.pop(canonical, None)
+        self.unshared.discard(canonical)
+
     async def share(self, store: Store) -> None:
         """Hand the store the sightings it has not had yet."""
         if not self.unshared:

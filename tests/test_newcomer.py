@@ -122,3 +122,40 @@ async def test_prune_asks_before_removing_tasks_that_may_want_a_person(server: Q
                         DA_LOG_DIR=str(tmp_path / "logs"))
     assert included.code == 0 and "removed 3 finished task(s) older than 0" in included.out
     assert (await client.list_tasks())[0] == []
+
+
+async def test_a_refused_worker_names_its_credential_and_stops_after_a_while(server: QueueServer,
+                                                                             client: QueueClient,
+                                                                             tmp_path: Path) -> None:
+    from conftest import wait_until
+    from worker_support import WorkerProcess
+
+    token, secret = await client.create_token("worker", machine="test-box")
+    worker = WorkerProcess(server.url, tmp_path, SECRET_KEY="", DA_TOKEN=secret, WORKER_POLL_WAIT="1",
+                           WORKER_GIVE_UP_AFTER="3").start()
+    try:
+        async def online() -> bool:
+            return any(m["name"] == "test-box" and m["online"] for m in await client.machines())
+
+        await wait_until(online, timeout=20)
+        await client.revoke_token(token.id)
+        # Out of the roster at once, not after the online window.
+        assert not await online()
+        assert await worker.wait_exit(timeout=30) == 1
+    finally:
+        worker.kill()
+    refused = [line for line in worker.log.splitlines() if "refused this worker's credential" in line]
+    assert "claim refused: the queue refused this worker's credential, DA_TOKEN in the environment (" in refused[0]
+    assert "put a token for test-box there as DA_TOKEN (`da token create worker test-box` on the queue host)" \
+           in refused[0]
+    assert "stopping: refused for 3s: the queue refused this worker's credential" in refused[-1]
+    assert not await online()
+
+
+def test_the_readme_walks_a_newcomer_through_postgres_and_slack_ids() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for createdb in [i for i in range(len(readme)) if readme.startswith("createdb -O da", i)]:
+        # The role a database is created for exists first.
+        assert "createuser --pwprompt da" in readme[max(0, createdb - 300):createdb]
+    assert "*Copy member ID*" in readme and "bottom of the channel's details" in readme
+    assert "the bot must be a member to see replies: `/invite @da` there" in readme

@@ -24,6 +24,8 @@ DEFAULT_MAX_CONCURRENT = 2
 DEFAULT_SHUTDOWN_GRACE = 30.0
 # A claim waits this long for work before asking again; well under proxies' idle limits.
 DEFAULT_POLL_WAIT = 30.0
+# A credential the queue refuses this long is not coming back by itself (revoked, mistyped): stop.
+DEFAULT_GIVE_UP_AFTER = 300.0
 DEFAULT_LOG_DIR = "data/logs"
 GROQ_BASE_URL = "https://api.groq.com/openai/v1"
 GROQ_MODEL = "llama-3.3-70b-versatile"
@@ -73,6 +75,9 @@ class WorkerSettings:
     redactor: Redactor = field(default_factory=lambda: Redactor(()), repr=False)
     # Where the capabilities and agents came from (one of FROM_ENV, FROM_LOCAL_FILE, FROM_QUEUE, DETECTED).
     source: str = FROM_LOCAL_FILE
+    # Which setting holds the credential and where, for the line that says it was refused.
+    credential_source: str = "DA_TOKEN"
+    give_up_after: float = DEFAULT_GIVE_UP_AFTER
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None, default_capabilities: tuple[str, ...] = (),
@@ -82,7 +87,9 @@ class WorkerSettings:
         The credential is DA_TOKEN, else SECRET_KEY, unless `secret` is given. Without an entry in
         machines.yaml, `declaration` (see `declare`) or `default_capabilities` say what it runs.
         """
+        key = "SECRET_KEY" if secret or not env.get("DA_TOKEN", "").strip() else "DA_TOKEN"
         secret = secret or config.credential(env, "worker")
+        env_file = (cwd or Path.cwd()) / ".env"
         config_dir = config.config_dir(env, cwd)
         roster = fleet.load_fleet(config_dir)
         name = env.get("MACHINE_NAME", "").strip()
@@ -109,6 +116,8 @@ class WorkerSettings:
             aliases=overrides["WORKER_ALIASES"] or entry.aliases,
             source=(FROM_ENV if overrides["WORKER_CAPABILITIES"] else FROM_LOCAL_FILE if machine
                     else declaration.source if declaration else DETECTED),
+            credential_source=f"{key} in {env_file}" if env_file.is_file() else f"{key} in the environment",
+            give_up_after=config.env_float(env, "WORKER_GIVE_UP_AFTER", DEFAULT_GIVE_UP_AFTER, minimum=1.0),
             max_concurrent=config.env_int(env, "MAX_CONCURRENT", DEFAULT_MAX_CONCURRENT, minimum=1, maximum=64),
             shutdown_grace=config.env_float(env, "SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
             poll_wait=min(config.env_float(env, "WORKER_POLL_WAIT", DEFAULT_POLL_WAIT), 60.0),

@@ -68,6 +68,8 @@ class Worker:
         self._shutdown_note: str | None = None
         # Why a task was stopped from the queue's side (cancel, lost lease): nothing to report then.
         self._cancel_reason: dict[str, str] = {}
+        # Set when the worker stopped because the queue kept refusing its credential: why.
+        self.gave_up: str | None = None
 
     # ---- the claim loop --------------------------------------------------------------
 
@@ -80,6 +82,7 @@ class Worker:
         retry_safe = [t for t, h in self.handlers.items() if h.safe_to_retry and t in self.settings.capabilities]
         backoff = FIRST_BACKOFF
         unreachable = False
+        refused_since: float | None = None
         try:
             while not self.stopping.is_set():
                 if len(self.running) >= self.settings.max_concurrent:
@@ -94,6 +97,16 @@ class Worker:
                     await self._wait_any(asyncio.sleep(backoff))
                     backoff = next_backoff(backoff, exc)
                     continue
+                except (queue_errors.Unauthorized, queue_errors.Forbidden) as exc:
+                    refused_since = refused_since or time.monotonic()
+                    if time.monotonic() - refused_since >= self.settings.give_up_after:
+                        self.gave_up = self._refused(exc, f"stopping: refused for {self.settings.give_up_after:.0f}s")
+                        logger.error("%s", self.gave_up)
+                        break
+                    logger.error("%s; retrying in %.1fs", self._refused(exc, "claim refused"), backoff)
+                    await self._wait_any(asyncio.sleep(backoff))
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
                 except queue_errors.QueueError as exc:
                     logger.error("claim refused: %s; retrying in %.1fs", exc.detail, backoff)
                     await self._wait_any(asyncio.sleep(backoff))
@@ -102,6 +115,7 @@ class Worker:
                 if unreachable:
                     logger.info("queue reachable again at %s", self.client.url)
                     unreachable = False
+                refused_since = None
                 backoff = FIRST_BACKOFF
                 if claimed is not None:
                     task = asyncio.create_task(self._execute(claimed))
@@ -110,6 +124,12 @@ class Worker:
         finally:
             await self._drain()
             await self.client.close()
+
+    def _refused(self, exc: queue_errors.QueueError, what: str) -> str:
+        """One line naming the credential the queue refused and how to get a good one."""
+        return (f"{what}: the queue refused this worker's credential, {self.settings.credential_source} "
+                f"({exc.detail}); put a token for {self.settings.machine} there as DA_TOKEN (`da token create worker "
+                f"{self.settings.machine}` on the queue host)")
 
     async def _claim(self, retry_safe: list[str]) -> ClaimedTask | None:
         """One long-poll; if the worker starts stopping meanwhile, a task that still arrives is handed back."""
