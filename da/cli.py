@@ -64,12 +64,35 @@ def fail(message: str, code: int = BAD_USAGE) -> int:
     return code
 
 
+COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {}
+
+
+def command(name: str, summary: str) -> Callable[[Callable[[list[str]], int]], Callable[[list[str]], int]]:
+    """Declare `da NAME` (listed by --help in the order declared); the function is `main(argv) -> int`."""
+    def register(function: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+        COMMANDS[name] = (summary, function)
+        return function
+    return register
+
+
+def use_uvloop() -> None:
+    """The queue service's event loop: uvloop where it is installed (faster sockets), else asyncio's."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def load_fleet(config_dir: Path) -> Any:
     from da import fleet
 
     return fleet.load_fleet(config_dir)
 
 
+@command("serve", "run the queue service")
 def serve(argv: list[str] | None = None) -> int:
     """Run the queue service in the foreground."""
     import asyncio
@@ -97,11 +120,7 @@ def serve(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     configure_logging(env)
-    try:
-        import uvloop
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
+    use_uvloop()
     # Nothing touches the database before this process is its only user and holds its port.
     try:
         with lockfile.held(settings):
@@ -139,19 +158,6 @@ def ensure_secret(env: dict[str, str], cwd: Path) -> str:
     return secret
 
 
-COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {}
-
-
-def command(name: str, summary: str) -> Callable[[Callable[[list[str]], int]], Callable[[list[str]], int]]:
-    def register(function: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
-        COMMANDS[name] = (summary, function)
-        return function
-    return register
-
-
-command("serve", "run the queue service")(serve)
-
-
 def load_worker(env: dict[str, str], *, local: bool = False) -> tuple[Any, Any]:
     """Worker settings and handlers; `local` (da up) fills gaps with this machine's defaults."""
     import asyncio
@@ -167,6 +173,7 @@ def load_worker(env: dict[str, str], *, local: bool = False) -> tuple[Any, Any]:
     return asyncio.run(worker_settings.resolve(env, handlers)), handlers
 
 
+@command("worker", "run this machine's worker")
 def worker(argv: list[str] | None = None) -> int:
     """Run this machine's worker in the foreground."""
     import asyncio
@@ -202,22 +209,16 @@ def worker(argv: list[str] | None = None) -> int:
     return FAILED if instance.gave_up else 0
 
 
-command("worker", "run this machine's worker")(worker)
-
-
+@command("up", "run the queue and a local worker (the quick start), and the Slack bot when its tokens are set")
 def up(argv: list[str] | None = None) -> int:
     """The queue and a local worker in one process, on the embedded SQLite default."""
     import asyncio
-    import contextlib
-    import signal
 
-    import aiohttp
-
+    from da import up as up_module
     from da.queue import app as queue_app
-    from da.queue import connections, lockfile
+    from da.queue import lockfile
     from da.queue.errors import QueueError
     from da.queue.settings import QueueSettings
-    from da.worker import worker as worker_module
     from da.worker.errors import HandlerError
 
     parser = argparse.ArgumentParser(
@@ -251,56 +252,16 @@ def up(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     configure_logging(env)
 
-    async def run(sockets: list[Any]) -> None:
-        runner = connections.make_runner(queue_app.make_app(queue_settings, roster))
-        await runner.setup()
-        slack: asyncio.Task[None] | None = None
-        # Whatever fails from here on (Slack refusing a token), the store and its threads are
-        # closed, so the process exits instead of hanging on them.
-        try:
-            for sock in sockets:
-                await connections.GuardedSite(runner, sock).start()
-            sync = "" if queue_settings.db_url else f", QUEUE_SYNC={queue_settings.sync}"
-            print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
-                  f"(database {queue_settings.database}{sync}); Ctrl-C stops", file=sys.stderr)
-            if bot_settings is not None:
-                from da.bot.slack.app import BotProcess
-
-                bot_process, ready = BotProcess(bot_settings), asyncio.Event()
-                slack = asyncio.create_task(bot_process.run(ready))
-                await asyncio.wait([slack, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
-                failure = slack.exception() if slack.done() else None
-                if isinstance(failure, (*SLACK_NETWORK_ERRORS, aiohttp.ClientError)):
-                    raise SlackUnreachable(slack_unreachable(failure, bot_settings.api_url))
-                if slack.done():
-                    slack.result()  # a refused token stops `da up` with its one line
-                print("da: Slack bot " + ("connected (socket mode)" if bot_process.connected else
-                                          "standing by: another da bot runs for this workspace"), file=sys.stderr)
-            if worker_parts is None:
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(signum, stop.set)
-                await stop.wait()
-            else:
-                instance = worker_module.Worker(*worker_parts)
-                worker_module.install_signal_handlers(instance)
-                await instance.async_run()
-        finally:
-            if slack is not None:
-                slack.cancel()
-                # Its failure, if any, was raised above; here it must not skip closing the store.
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await slack
-            await runner.cleanup()
-
     # As in `da serve`: the database's only user and the port's holder before anything is opened.
     try:
         with lockfile.held(queue_settings):
-            asyncio.run(run(queue_app.bind(queue_settings.host, queue_settings.port)))
+            sockets = queue_app.bind(queue_settings.host, queue_settings.port)
+            use_uvloop()
+            asyncio.run(up_module.run(queue_settings, roster, sockets, worker_parts=worker_parts,
+                                      bot_settings=bot_settings))
     except ConfigError as exc:
         return fail(str(exc))
-    except SlackUnreachable as exc:
+    except up_module.SlackUnreachable as exc:
         return fail(str(exc), FAILED)
     except OSError as exc:
         return fail(f"cannot listen on {queue_settings.host}:{queue_settings.port}: {exc.strerror or exc}", FAILED)
@@ -308,12 +269,6 @@ def up(argv: list[str] | None = None) -> int:
         return fail(exc.detail, FAILED)
     return 0
 
-
-class SlackUnreachable(Exception):
-    """`da up` could not reach Slack to start its bot; the message is the one line to show."""
-
-
-command("up", "run the queue and a local worker (the quick start), and the Slack bot when its tokens are set")(up)
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -345,6 +300,7 @@ def on_postgres(settings: Any, verb: str, build: Callable[[str], list[str]]) -> 
     return FAILED
 
 
+@command("backup", "copy the queue database while it runs")
 def backup(argv: list[str] | None = None) -> int:
     """Copy the queue database while the service runs."""
     from da.queue import postgres, sqlite
@@ -385,6 +341,7 @@ def queue_answers(settings: Any) -> bool:
     return True
 
 
+@command("restore", "replace the queue database with a backup (service stopped)")
 def restore(argv: list[str] | None = None) -> int:
     """Replace the queue database with a backup; the queue service must be stopped."""
     from da.queue import lockfile, postgres, sqlite
@@ -415,6 +372,7 @@ def restore(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command("migrate", "copy the SQLite queue into an empty PostgreSQL database (--to URL)")
 def migrate(argv: list[str] | None = None) -> int:
     """Copy the SQLite queue database into an empty PostgreSQL database."""
     import asyncio
@@ -455,6 +413,7 @@ def migrate(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command("prune", "remove finished tasks older than --older-than (default 30d)")
 def prune(argv: list[str] | None = None) -> int:
     """Ask the queue to remove finished tasks older than a duration."""
     import asyncio
@@ -504,14 +463,13 @@ def prune(argv: list[str] | None = None) -> int:
     return 0
 
 
-# Finished, but perhaps not settled: a person may still want to read, retry or resolve them.
-UNSETTLED = ("needs_human", "failed")
-
-
 async def unsettled_before(client: Any, cutoff: float) -> dict[str, int]:
-    """How many needs_human and failed tasks finished before `cutoff` (what a prune would also remove)."""
+    """How many needs_human and failed tasks finished before `cutoff` (what a prune would also remove): finished,
+    but perhaps not settled, since a person may still want to read, retry or resolve them."""
+    from da.queue import models
+
     counts: dict[str, int] = {}
-    for status in UNSETTLED:
+    for status in (models.NEEDS_HUMAN, models.FAILED):
         before: int | None = None
         while True:
             tasks, before = await client.list_tasks(status=status, limit=500, before=before)
@@ -546,6 +504,7 @@ def prune_task_logs(env: dict[str, str], seconds: float, age: str) -> str:
     return f"removed {removed} task log file(s) older than {age} from {folder} on this machine ({size} bytes)"
 
 
+@command("service", "install a systemd/launchd unit for queue, worker or bot")
 def service(argv: list[str] | None = None) -> int:
     """Write a systemd user unit or a launchd agent for one da process."""
     import shutil
@@ -575,6 +534,7 @@ def service(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command("doctor", "check this machine's setup and say what to fix")
 def doctor(argv: list[str] | None = None) -> int:
     """Check this machine's setup, line by line."""
     from da import doctor as doctor_module
@@ -593,20 +553,12 @@ def doctor(argv: list[str] | None = None) -> int:
     return 0 if ok else FAILED
 
 
-command("service", "install a systemd/launchd unit for queue, worker or bot")(service)
-command("doctor", "check this machine's setup and say what to fix")(doctor)
-command("backup", "copy the queue database while it runs")(backup)
-command("restore", "replace the queue database with a backup (service stopped)")(restore)
-command("prune", "remove finished tasks older than --older-than (default 30d)")(prune)
-command("migrate", "copy the SQLite queue into an empty PostgreSQL database (--to URL)")(migrate)
-
-
+@command("bot", "run the Slack bot (socket mode)")
 def bot(argv: list[str] | None = None) -> int:
     """Run the Slack bot in socket mode."""
     import asyncio
 
-    import aiohttp
-
+    from da import up as up_module
     from da.bot.slack.app import BotProcess
     from da.bot.slack.settings import BotSettings
 
@@ -627,7 +579,7 @@ def bot(argv: list[str] | None = None) -> int:
     # A bot that reached Slack before (its state file, or this process) is a service started while the
     # network is away: it waits for Slack. A first start that cannot reach it says so and stops.
     reached_before = settings.state_path.exists()
-    pause = SLACK_RETRY_FIRST
+    pause = up_module.SLACK_RETRY_FIRST
     while True:
         process = BotProcess(settings)
         try:
@@ -635,36 +587,17 @@ def bot(argv: list[str] | None = None) -> int:
             return 0
         except ConfigError as exc:
             return fail(str(exc))
-        except (*SLACK_NETWORK_ERRORS, aiohttp.ClientError) as exc:
-            line = slack_unreachable(exc, settings.api_url)
+        except up_module.SLACK_NETWORK_ERRORS as exc:
+            line = up_module.slack_unreachable(exc, settings.api_url)
             reached_before = reached_before or bool(process.lease_name)
             if not reached_before:
                 return fail(line, FAILED)
             print(f"da: {line}; trying again in {pause:.0f}s", file=sys.stderr, flush=True)
         time.sleep(pause)
-        pause = min(pause * 2, SLACK_RETRY_MAX)
+        pause = min(pause * 2, up_module.SLACK_RETRY_MAX)
 
 
-# A bot that ran before tries Slack again after these pauses, doubling (a laptop waking, a router restarting).
-SLACK_RETRY_FIRST = 2.0
-SLACK_RETRY_MAX = 300.0
-# What failing to reach Slack raises: aiohttp's connection errors are OSErrors too.
-SLACK_NETWORK_ERRORS = (OSError, TimeoutError, ConnectionError)
-
-
-def slack_unreachable(exc: BaseException, api_url: str) -> str:
-    """One line for a network failure on the way to Slack."""
-    import aiohttp
-
-    why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    if isinstance(exc, aiohttp.ClientError) and not isinstance(exc, OSError):
-        why = type(exc).__name__
-    return f"cannot reach Slack at {api_url} ({why}); check this machine's network, or SLACK_API_URL"
-
-
-command("bot", "run the Slack bot (socket mode)")(bot)
-
-
+@command("token", "create, list and revoke scoped tokens (worker, client, reader) on the queue host")
 def token(argv: list[str] | None = None) -> int:
     """Create, list and revoke scoped tokens (with the admin secret, so on the queue host)."""
     from da import tokens
@@ -678,9 +611,6 @@ def token(argv: list[str] | None = None) -> int:
     except QueueError as exc:
         return fail(exc.detail, FAILED)
     return 0
-
-
-command("token", "create, list and revoke scoped tokens (worker, client, reader) on the queue host")(token)
 
 
 def client(argv: list[str]) -> int:

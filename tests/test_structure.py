@@ -61,7 +61,7 @@ def forbidden(module: str) -> tuple[str, ...]:
         return ("da.bot", "da.worker", "da.handlers")
     if within(module, "da.worker") or within(module, "da.handlers"):
         return ("da.bot",)
-    if module == "da.cli":
+    if module in ("da.cli", "da.up"):  # the composition roots: `da` and `da up` put the parts together
         return ()
     return ("da.bot",)
 
