@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -23,8 +24,9 @@ from da.queue.settings import QueueSettings
 # A bot that ran before tries Slack again after these pauses, doubling (a laptop waking, a router restarting).
 SLACK_RETRY_FIRST = 2.0
 SLACK_RETRY_MAX = 300.0
-# What failing to reach Slack raises (aiohttp's connection errors are OSErrors too).
-SLACK_NETWORK_ERRORS = (OSError, TimeoutError, aiohttp.ClientError)
+# What failing to reach Slack raises: aiohttp's errors (a refused connection, a failed name lookup, a
+# websocket handshake) and the socket's own; not every OSError (a state file it cannot write is no outage).
+SLACK_NETWORK_ERRORS = (aiohttp.ClientError, ConnectionError, TimeoutError, socket.gaierror)
 
 
 class SlackUnreachable(Exception):
