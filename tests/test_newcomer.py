@@ -159,3 +159,12 @@ def test_the_readme_walks_a_newcomer_through_postgres_and_slack_ids() -> None:
         assert "createuser --pwprompt da" in readme[max(0, createdb - 300):createdb]
     assert "*Copy member ID*" in readme and "bottom of the channel's details" in readme
     assert "the bot must be a member to see replies: `/invite @da` there" in readme
+
+
+async def test_on_the_queue_host_da_finds_the_queue_on_its_own_port(server: QueueServer, tmp_path: Path) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    (tmp_path / ".env").write_text(f"SECRET_KEY={SECRET}\nQUEUE_HOST=0.0.0.0\nQUEUE_PORT={port}\n")
+    code, out = await run_da("token", "list", cwd=tmp_path)
+    assert code == 0 and out.startswith("no tokens"), out
+    code, out = await run_da("queue", cwd=tmp_path)
+    assert code == 0 and out.strip() == "No tasks.", out
