@@ -22,6 +22,7 @@ from da.bot.router import (
     known_agents,
     known_types,
     name_errors,
+    unclaimable,
     validate,
 )
 from da.fleet import Fleet
@@ -161,7 +162,10 @@ class CommandLayer:
     @verb("show")
     async def show(self, call: Call) -> views.TaskDetail:
         task, events = await self.client.task_with_events(call.command.words[0])
-        return views.TaskDetail(task, tuple(events))
+        waiting = None
+        if task.status == models.PENDING:
+            waiting = unclaimable(await self.fleet(), task.type, task.agent, task.target_machine)
+        return views.TaskDetail(task, tuple(events), waiting)
 
     @verb("diff")
     async def diff(self, call: Call) -> views.TaskDiff | views.Message:
@@ -205,7 +209,7 @@ class CommandLayer:
                                                task_type=task_type)
         if not suggestion.machine:
             return views.Message(f"No machine can take this: {'; '.join(suggestion.warnings)}.", ok=False)
-        if "yes" in command.flags:
+        if "yes" in command.flags and not suggestion.ask:
             return await self.create(suggestion, request, fleet)
         return views.SuggestionView(suggestion, request, fleet.names, known_agents(fleet), known_types(fleet))
 

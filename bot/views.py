@@ -88,6 +88,8 @@ class TaskList(View):
 class TaskDetail(View):
     task: Task
     events: tuple[Any, ...] = ()
+    # For a pending task no online worker would take: why (router.unclaimable).
+    waiting: str | None = None
 
 
 @dataclass(frozen=True)

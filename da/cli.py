@@ -11,7 +11,9 @@ the worker, SSH or Slack, and `da --help` for none of them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,9 @@ from da.version import __version__
 
 FAILED = 1
 BAD_USAGE = 2
+# As a shell reports a process ended by SIGINT (Ctrl-C) and by SIGPIPE (its reader went away).
+INTERRUPTED = 130
+CLOSED_PIPE = 141
 
 
 # The modules whose warnings a user of `da` should see: its own. A dependency's deprecation notice
@@ -39,6 +44,8 @@ def quiet_dependency_warnings() -> None:
 
 
 def configure_logging(env: dict[str, str]) -> None:
+    import logging
+
     from da import logs
 
     try:
@@ -46,6 +53,9 @@ def configure_logging(env: dict[str, str]) -> None:
     except ConfigError as exc:
         print(f"da: {exc}", file=sys.stderr)
         raise SystemExit(BAD_USAGE) from exc
+    if logging.getLogger().level > logging.DEBUG:
+        # slack_sdk logs every retry of a failed call at INFO: four lines for an outage da says in one.
+        logging.getLogger("slack_sdk.web.async_base_client").setLevel(logging.WARNING)
 
 
 def fail(message: str, code: int = BAD_USAGE) -> int:
@@ -54,12 +64,35 @@ def fail(message: str, code: int = BAD_USAGE) -> int:
     return code
 
 
+COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {}
+
+
+def command(name: str, summary: str) -> Callable[[Callable[[list[str]], int]], Callable[[list[str]], int]]:
+    """Declare `da NAME` (listed by --help in the order declared); the function is `main(argv) -> int`."""
+    def register(function: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+        COMMANDS[name] = (summary, function)
+        return function
+    return register
+
+
+def use_uvloop() -> None:
+    """The queue service's event loop: uvloop where it is installed (faster sockets), else asyncio's."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def load_fleet(config_dir: Path) -> Any:
     from da import fleet
 
     return fleet.load_fleet(config_dir)
 
 
+@command("serve", "run the queue service")
 def serve(argv: list[str] | None = None) -> int:
     """Run the queue service in the foreground."""
     import asyncio
@@ -81,24 +114,25 @@ def serve(argv: list[str] | None = None) -> int:
     overrides = {"QUEUE_HOST": args.host, "QUEUE_PORT": args.port, "QUEUE_DB_PATH": args.db}
     env.update({k: str(v) for k, v in overrides.items() if v is not None})
     try:
+        config.refuse_example_secret(env)
         settings = QueueSettings.from_env(env)
         roster = load_fleet(settings.config_dir)
     except ConfigError as exc:
         return fail(str(exc))
     configure_logging(env)
-    try:
-        import uvloop
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
+    use_uvloop()
     # Nothing touches the database before this process is its only user and holds its port.
     try:
         with lockfile.held(settings):
             sockets = queue_app.bind(settings.host, settings.port)
             app = queue_app.make_app(settings, roster)
-            logging.getLogger("da").info("queue on http://%s:%d, database %s", settings.host, settings.port,
-                                         settings.database)
-            asyncio.run(connections.serve(app, sockets))
+
+            def ready() -> None:
+                # Said once the store opened (the database answered, migrations ran) and the port serves.
+                logging.getLogger("da").info("queue on http://%s:%d, database %s", settings.host, settings.port,
+                                             settings.database)
+
+            asyncio.run(connections.serve(app, sockets, ready=ready))
     except OSError as exc:
         return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", FAILED)
     except Exception as exc:  # noqa: BLE001 - a startup failure is one line, not a traceback
@@ -110,6 +144,7 @@ def ensure_secret(env: dict[str, str], cwd: Path) -> str:
     """The SECRET_KEY to use locally: the configured one, or a new one saved to .env."""
     import secrets
 
+    config.refuse_example_secret(env)
     if env.get("SECRET_KEY"):
         return env["SECRET_KEY"]
     secret = secrets.token_urlsafe(32)
@@ -123,36 +158,22 @@ def ensure_secret(env: dict[str, str], cwd: Path) -> str:
     return secret
 
 
-COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {}
-
-
-def command(name: str, summary: str) -> Callable[[Callable[[list[str]], int]], Callable[[list[str]], int]]:
-    def register(function: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
-        COMMANDS[name] = (summary, function)
-        return function
-    return register
-
-
-command("serve", "run the queue service")(serve)
-
-
 def load_worker(env: dict[str, str], *, local: bool = False) -> tuple[Any, Any]:
     """Worker settings and handlers; `local` (da up) fills gaps with this machine's defaults."""
-    from da import agents
+    import asyncio
+
     from da.worker import registry
-    from da.worker.settings import WorkerSettings, default_machine_name
+    from da.worker import settings as worker_settings
 
     handlers = registry.discover(config.handlers_path(env))
     if local:
-        env.setdefault("MACHINE_NAME", default_machine_name())
-        if not env.get("WORKER_AGENTS"):
-            env["WORKER_AGENTS"] = ",".join(agents.local_agents(env))
-    # The local worker runs beside the queue, with its admin secret, whatever DA_TOKEN holds for the terminal.
-    settings = WorkerSettings.from_env(env, default_capabilities=tuple(sorted(handlers)) if local else (),
-                                       secret=env.get("SECRET_KEY") if local else None)
-    return settings, handlers
+        settings = worker_settings.local(env, handlers)
+        env.setdefault("MACHINE_NAME", settings.machine)
+        return settings, handlers
+    return asyncio.run(worker_settings.resolve(env, handlers)), handlers
 
 
+@command("worker", "run this machine's worker")
 def worker(argv: list[str] | None = None) -> int:
     """Run this machine's worker in the foreground."""
     import asyncio
@@ -162,7 +183,8 @@ def worker(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="da worker", description="Claim and run tasks on this machine.",
-        epilog="Environment: MACHINE_NAME, QUEUE_URL (comma-separated for failover), SECRET_KEY, MAX_CONCURRENT "
+        epilog="Environment: DA_TOKEN (this machine's worker token; SECRET_KEY instead only on the queue host), "
+               "MACHINE_NAME, QUEUE_URL (comma-separated for failover), MAX_CONCURRENT "
                "(default 2), SHUTDOWN_GRACE (default 30 s), DA_HANDLERS_PATH, DA_LOG_DIR (default data/logs).")
     parser.add_argument("--machine", help="this machine's name in machines.yaml (env MACHINE_NAME)")
     parser.add_argument("--queue-url", help="queue URL(s), comma-separated (env QUEUE_URL)")
@@ -177,32 +199,34 @@ def worker(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     configure_logging(env)
 
+    instance = worker_module.Worker(settings, handlers)
+
     async def run() -> None:
-        instance = worker_module.Worker(settings, handlers)
         worker_module.install_signal_handlers(instance)
         await instance.async_run()
 
     asyncio.run(run())
-    return 0
+    return FAILED if instance.gave_up else 0
 
 
-command("worker", "run this machine's worker")(worker)
-
-
+@command("up", "run the queue and a local worker (the quick start), and the Slack bot when its tokens are set")
 def up(argv: list[str] | None = None) -> int:
     """The queue and a local worker in one process, on the embedded SQLite default."""
     import asyncio
-    import contextlib
-    import signal
 
+    from da import up as up_module
     from da.queue import app as queue_app
-    from da.queue import connections, lockfile
+    from da.queue import lockfile
     from da.queue.errors import QueueError
     from da.queue.settings import QueueSettings
-    from da.worker import worker as worker_module
     from da.worker.errors import HandlerError
 
-    parser = argparse.ArgumentParser(prog="da up", description="Run the queue and a local worker in one process.")
+    parser = argparse.ArgumentParser(
+        prog="da up", description="Run the queue and a local worker in one process, and the Slack bot when "
+                                  "SLACK_BOT_TOKEN and SLACK_APP_TOKEN are set.",
+        epilog="Environment: SECRET_KEY (generated into .env when unset), QUEUE_HOST, QUEUE_PORT, QUEUE_DB_PATH, "
+               "QUEUE_SYNC (default full here), MACHINE_NAME (default this host's name), SHUTDOWN_GRACE, "
+               "SLACK_BOT_TOKEN and SLACK_APP_TOKEN (start the bot too).")
     parser.add_argument("--host", help="address to listen on (env QUEUE_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (env QUEUE_PORT, default 8000)")
     parser.add_argument("--no-worker", action="store_true", help="run only the queue")
@@ -228,59 +252,23 @@ def up(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     configure_logging(env)
 
-    async def run(sockets: list[Any]) -> None:
-        runner = connections.make_runner(queue_app.make_app(queue_settings, roster))
-        await runner.setup()
-        slack: asyncio.Task[None] | None = None
-        # Whatever fails from here on (Slack refusing a token), the store and its threads are
-        # closed, so the process exits instead of hanging on them.
-        try:
-            for sock in sockets:
-                await connections.GuardedSite(runner, sock).start()
-            sync = "" if queue_settings.db_url else f", QUEUE_SYNC={queue_settings.sync}"
-            print(f"da: queue on http://{queue_settings.host}:{queue_settings.port} "
-                  f"(database {queue_settings.database}{sync}); Ctrl-C stops", file=sys.stderr)
-            if bot_settings is not None:
-                from da.bot.slack.app import BotProcess
-
-                bot_process, ready = BotProcess(bot_settings), asyncio.Event()
-                slack = asyncio.create_task(bot_process.run(ready))
-                await asyncio.wait([slack, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
-                if slack.done():
-                    slack.result()  # a refused token stops `da up` with its one line
-                print("da: Slack bot " + ("connected (socket mode)" if bot_process.connected else
-                                          "standing by: another da bot runs for this workspace"), file=sys.stderr)
-            if worker_parts is None:
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(signum, stop.set)
-                await stop.wait()
-            else:
-                instance = worker_module.Worker(*worker_parts)
-                worker_module.install_signal_handlers(instance)
-                await instance.async_run()
-        finally:
-            if slack is not None:
-                slack.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await slack
-            await runner.cleanup()
-
     # As in `da serve`: the database's only user and the port's holder before anything is opened.
     try:
         with lockfile.held(queue_settings):
-            asyncio.run(run(queue_app.bind(queue_settings.host, queue_settings.port)))
+            sockets = queue_app.bind(queue_settings.host, queue_settings.port)
+            use_uvloop()
+            asyncio.run(up_module.run(queue_settings, roster, sockets, worker_parts=worker_parts,
+                                      bot_settings=bot_settings))
     except ConfigError as exc:
         return fail(str(exc))
+    except up_module.SlackUnreachable as exc:
+        return fail(str(exc), FAILED)
     except OSError as exc:
         return fail(f"cannot listen on {queue_settings.host}:{queue_settings.port}: {exc.strerror or exc}", FAILED)
     except QueueError as exc:
         return fail(exc.detail, FAILED)
     return 0
 
-
-command("up", "run the queue and a local worker (the quick start)")(up)
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -312,6 +300,7 @@ def on_postgres(settings: Any, verb: str, build: Callable[[str], list[str]]) -> 
     return FAILED
 
 
+@command("backup", "copy the queue database while it runs")
 def backup(argv: list[str] | None = None) -> int:
     """Copy the queue database while the service runs."""
     from da.queue import postgres, sqlite
@@ -319,7 +308,7 @@ def backup(argv: list[str] | None = None) -> int:
     from da.queue.settings import QueueSettings
 
     parser = argparse.ArgumentParser(prog="da backup", description="Back up the queue database (online).")
-    parser.add_argument("path", help="where to write the copy")
+    parser.add_argument("path", help="the file to write, or a folder to write a dated copy into")
     args = parser.parse_args(argv)
     try:
         env = config.load_environment()
@@ -328,11 +317,15 @@ def backup(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     if settings.db_url:
         return on_postgres(settings, "backup", lambda url: postgres.dump_command(url, args.path))
+    target = Path(args.path)
+    if target.is_dir() or args.path.endswith(("/", os.sep)):
+        # A folder: a new, dated file in it, never the folder itself.
+        target = target / f"{settings.db_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.db"
     try:
-        sqlite.backup_file(settings.db_path, Path(args.path))
+        sqlite.backup_file(settings.db_path, target)
     except QueueError as exc:
         return fail(exc.detail)
-    print(f"backed up {settings.db_path} to {args.path}")
+    print(f"backed up {settings.db_path} to {target}")
     return 0
 
 
@@ -348,6 +341,7 @@ def queue_answers(settings: Any) -> bool:
     return True
 
 
+@command("restore", "replace the queue database with a backup (service stopped)")
 def restore(argv: list[str] | None = None) -> int:
     """Replace the queue database with a backup; the queue service must be stopped."""
     from da.queue import lockfile, postgres, sqlite
@@ -365,6 +359,7 @@ def restore(argv: list[str] | None = None) -> int:
         return on_postgres(settings, "restore", lambda url: postgres.restore_command(url, args.path))
     if queue_answers(settings):
         return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before restoring.", FAILED)
+    had_database = settings.db_path.exists()
     try:
         with lockfile.held(settings):
             kept = sqlite.restore_file(Path(args.path), settings.db_path)
@@ -372,10 +367,12 @@ def restore(argv: list[str] | None = None) -> int:
         return fail(exc.detail, FAILED)
     except QueueError as exc:
         return fail(exc.detail)
-    print(f"restored {settings.db_path} from {args.path} (the previous file is kept as {kept})")
+    print(f"restored {settings.db_path} from {args.path}"
+          + (f" (the previous file is kept as {kept})" if had_database else ""))
     return 0
 
 
+@command("migrate", "copy the SQLite queue into an empty PostgreSQL database (--to URL)")
 def migrate(argv: list[str] | None = None) -> int:
     """Copy the SQLite queue database into an empty PostgreSQL database."""
     import asyncio
@@ -416,6 +413,7 @@ def migrate(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command("prune", "remove finished tasks older than --older-than (default 30d)")
 def prune(argv: list[str] | None = None) -> int:
     """Ask the queue to remove finished tasks older than a duration."""
     import asyncio
@@ -426,6 +424,8 @@ def prune(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="da prune", description="Remove finished tasks and their events, "
                                      "and task logs in DA_LOG_DIR on this machine.")
     parser.add_argument("--older-than", default="30d", help="age of finished tasks and logs to remove (default 30d)")
+    parser.add_argument("--include-open", action="store_true",
+                        help="also remove needs_human and failed tasks without asking (they may still want a person)")
     args = parser.parse_args(argv)
     try:
         seconds = parse_duration(args.older_than)
@@ -436,24 +436,63 @@ def prune(argv: list[str] | None = None) -> int:
         urls = config.queue_urls(env)
     except ConfigError as exc:
         return fail(str(exc))
-    print(prune_task_logs(env, seconds, args.older_than))
     if not env.get("SECRET_KEY") and env.get("DA_TOKEN"):
         # Removing history is the admin's: a worker machine holds only its token and prunes its logs.
+        print(prune_task_logs(env, seconds, args.older_than))
         print("finished tasks are pruned where the admin secret is: run `da prune` on the queue host too")
         return 0
     if not env.get("SECRET_KEY"):
         return fail("SECRET_KEY is not set; put the queue's secret in .env.")
 
-    async def run() -> int:
+    async def run() -> int | None:
         async with QueueClient(list(urls), env["SECRET_KEY"]) as client:
+            if not args.include_open:
+                open_ones = await unsettled_before(client, time.time() - seconds)
+                if open_ones and not agree_to_prune(open_ones, args.older_than):
+                    return None
             return await client.prune(seconds)
 
     try:
         removed = asyncio.run(run())
     except QueueError as exc:
         return fail(exc.detail, FAILED)
+    if removed is None:
+        return BAD_USAGE
+    print(prune_task_logs(env, seconds, args.older_than))
     print(f"removed {removed} finished task(s) older than {args.older_than}")
     return 0
+
+
+async def unsettled_before(client: Any, cutoff: float) -> dict[str, int]:
+    """How many needs_human and failed tasks finished before `cutoff` (what a prune would also remove): finished,
+    but perhaps not settled, since a person may still want to read, retry or resolve them."""
+    from da.queue import models
+
+    counts: dict[str, int] = {}
+    for status in (models.NEEDS_HUMAN, models.FAILED):
+        before: int | None = None
+        while True:
+            tasks, before = await client.list_tasks(status=status, limit=500, before=before)
+            counts[status] = counts.get(status, 0) + sum(
+                1 for task in tasks if task.finished_at is not None and task.finished_at < cutoff)
+            if before is None:
+                break
+    return {status: n for status, n in counts.items() if n}
+
+
+def agree_to_prune(unsettled: dict[str, int], age: str) -> bool:
+    """Ask on a terminal (only a typed yes goes ahead); without one, say how to include them and stop."""
+    what = " and ".join(f"{n} {status}" for status, n in unsettled.items())
+    if not sys.stdin.isatty():
+        print(f"da: {what} task(s) older than {age} would be removed too, and may still want a person; nothing "
+              "removed. Resolve them first, or add --include-open to remove them as well.", file=sys.stderr)
+        return False
+    answer = input(f"{what} task(s) older than {age} would be removed too (they may still want a person). "
+                   "Remove them? [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("nothing removed.")
+    return False
 
 
 def prune_task_logs(env: dict[str, str], seconds: float, age: str) -> str:
@@ -465,6 +504,7 @@ def prune_task_logs(env: dict[str, str], seconds: float, age: str) -> str:
     return f"removed {removed} task log file(s) older than {age} from {folder} on this machine ({size} bytes)"
 
 
+@command("workspaces", "this machine's task worktrees; `prune` removes finished ones whose work is pushed")
 def workspaces(argv: list[str] | None = None) -> int:
     """List this machine's task worktrees, or prune those of finished tasks whose work is pushed or empty."""
     import asyncio
@@ -528,6 +568,7 @@ def workspaces(argv: list[str] | None = None) -> int:
         return fail(f"cannot read the tasks' statuses: {exc.detail}", FAILED)
 
 
+@command("service", "install a systemd/launchd unit for queue, worker or bot")
 def service(argv: list[str] | None = None) -> int:
     """Write a systemd user unit or a launchd agent for one da process."""
     import shutil
@@ -557,6 +598,7 @@ def service(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command("doctor", "check this machine's setup and say what to fix")
 def doctor(argv: list[str] | None = None) -> int:
     """Check this machine's setup, line by line."""
     from da import doctor as doctor_module
@@ -575,19 +617,12 @@ def doctor(argv: list[str] | None = None) -> int:
     return 0 if ok else FAILED
 
 
-command("service", "install a systemd/launchd unit for queue, worker or bot")(service)
-command("doctor", "check this machine's setup and say what to fix")(doctor)
-command("backup", "copy the queue database while it runs")(backup)
-command("restore", "replace the queue database with a backup (service stopped)")(restore)
-command("prune", "remove finished tasks older than --older-than (default 30d)")(prune)
-command("workspaces", "this machine's task worktrees; `prune` removes finished ones whose work is pushed")(workspaces)
-command("migrate", "copy the SQLite queue into an empty PostgreSQL database (--to URL)")(migrate)
-
-
+@command("bot", "run the Slack bot (socket mode)")
 def bot(argv: list[str] | None = None) -> int:
     """Run the Slack bot in socket mode."""
     import asyncio
 
+    from da import up as up_module
     from da.bot.slack.app import BotProcess
     from da.bot.slack.settings import BotSettings
 
@@ -595,7 +630,8 @@ def bot(argv: list[str] | None = None) -> int:
         prog="da bot", description="Run the Slack bot (socket mode).",
         epilog="Environment: SLACK_BOT_TOKEN (xoxb-), SLACK_APP_TOKEN (xapp-), SLACK_ALLOWED_USERS, "
                "SLACK_NOTIFY_CHANNEL, SLACK_NOTIFY_DONE, SLACK_BURST_THRESHOLD, SLACK_TIMEOUT, SLACK_STATE_PATH, "
-               "SLACK_API_URL, QUEUE_URL, SECRET_KEY, ROUTER. One bot runs per workspace: a second one stands "
+               "SLACK_API_URL, QUEUE_URL, DA_TOKEN (a client token; SECRET_KEY on the queue host), ROUTER. One bot "
+               "runs per workspace: a second one stands "
                "by.").parse_args(argv)
     cwd = Path.cwd()
     env = config.load_environment(cwd)
@@ -604,16 +640,28 @@ def bot(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     configure_logging(env)
-    try:
-        asyncio.run(BotProcess(settings).run())
-    except ConfigError as exc:
-        return fail(str(exc))
-    return 0
+    # A bot that reached Slack before (its state file, or this process) is a service started while the
+    # network is away: it waits for Slack. A first start that cannot reach it says so and stops.
+    reached_before = settings.state_path.exists()
+    pause = up_module.SLACK_RETRY_FIRST
+    while True:
+        process = BotProcess(settings)
+        try:
+            asyncio.run(process.run())
+            return 0
+        except ConfigError as exc:
+            return fail(str(exc))
+        except up_module.SLACK_NETWORK_ERRORS as exc:
+            line = up_module.slack_unreachable(exc, settings.api_url)
+            reached_before = reached_before or bool(process.lease_name)
+            if not reached_before:
+                return fail(line, FAILED)
+            print(f"da: {line}; trying again in {pause:.0f}s", file=sys.stderr, flush=True)
+        time.sleep(pause)
+        pause = min(pause * 2, up_module.SLACK_RETRY_MAX)
 
 
-command("bot", "run the Slack bot (socket mode)")(bot)
-
-
+@command("token", "create, list and revoke scoped tokens (worker, client, reader) on the queue host")
 def token(argv: list[str] | None = None) -> int:
     """Create, list and revoke scoped tokens (with the admin secret, so on the queue host)."""
     from da import tokens
@@ -629,12 +677,8 @@ def token(argv: list[str] | None = None) -> int:
     return 0
 
 
-command("token", "create, list and revoke scoped tokens (worker, client, reader) on the queue host")(token)
-
-
 def client(argv: list[str]) -> int:
     """The terminal client: one verb, or the REPL when argv is empty."""
-    import asyncio
     import logging
 
     from da.bot.settings import ClientSettings
@@ -647,7 +691,7 @@ def client(argv: list[str]) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return asyncio.run(session.main_async(argv, settings, env))
+    return session.main(argv, settings, env)
 
 
 def usage() -> str:
@@ -657,7 +701,10 @@ def usage() -> str:
     lines += [f"  {name:<10} {summary}" for name, (summary, _) in COMMANDS.items()]
     lines += ["", "client verbs (against QUEUE_URL; `da` alone opens a prompt):"]
     lines += [f"  {verb.usage}" for verb in grammar.VERBS.values()]
-    lines += ["", "`da <command> --help` describes each service command."]
+    lines += ["", "Settings come from .env in the working folder (the environment wins): QUEUE_URL, and DA_TOKEN (this "
+              "machine's token from `da token create` on the queue host) or SECRET_KEY (the admin secret, on the "
+              "queue host only).",
+              "`da <command> --help` describes each service command."]
     return "\n".join(lines)
 
 
@@ -670,9 +717,24 @@ def unknown_command(name: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch `da <command> ...`."""
+    """Dispatch `da <command> ...`; Ctrl-C ends it with 130, a reader that stops reading (`| head`) quietly."""
     quiet_dependency_warnings()
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = dispatch(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return code
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except BrokenPipeError:
+        # Nothing more can be written; point stdout at /dev/null so the exit's final flush cannot
+        # fail again, and end as a tool killed by SIGPIPE would (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return CLOSED_PIPE
+
+
+def dispatch(argv: list[str]) -> int:
+    """Run the command or client verb that argv names."""
     if not argv:
         return client([])
     if argv[0] in ("-h", "--help"):
@@ -686,10 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         from da.bot import grammar
 
         return client(argv) if argv[0].lower() in grammar.VERBS else unknown_command(argv[0])
-    try:
-        return entry[1](argv[1:])
-    except KeyboardInterrupt:
-        return 130
+    return entry[1](argv[1:])
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def queue_urls(env: Mapping[str, str]) -> tuple[str, ...]:
     from urllib.parse import urlsplit
 
     key = "QUEUE_URLS" if env.get("QUEUE_URLS", "").strip() else "QUEUE_URL"
-    urls = tuple(env_list(env, key)) or (DEFAULT_QUEUE_URL,)
+    urls = tuple(env_list(env, key)) or (local_queue_url(env),)
     for url in urls:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -135,6 +135,30 @@ def queue_urls(env: Mapping[str, str]) -> tuple[str, ...]:
             raise ConfigError(f"{key} entry {url!r} has an invalid port; use a number from 1 to 65535, "
                               f"like {DEFAULT_QUEUE_URL}.")
     return urls
+
+
+# The placeholder in config/env.example: a queue started with it would accept a secret anyone can read.
+EXAMPLE_SECRET_PREFIX = "change-me"
+MAKE_A_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def refuse_example_secret(env: Mapping[str, str]) -> None:
+    """Stop a queue service whose SECRET_KEY is still env.example's placeholder, saying how to make a real one."""
+    if env.get("SECRET_KEY", "").strip().lower().startswith(EXAMPLE_SECRET_PREFIX):
+        raise ConfigError(f"SECRET_KEY is still the example from config/env.example; put a real one in .env "
+                          f"(make it with `{MAKE_A_SECRET}`).")
+
+
+def local_queue_url(env: Mapping[str, str]) -> str:
+    """Without QUEUE_URL: the queue this machine serves (QUEUE_HOST and QUEUE_PORT, as in its .env), so `da token`
+    and the terminal on the queue host find it on a port other than the default."""
+    host = env.get("QUEUE_HOST", "").strip() or "127.0.0.1"
+    if not env.get("QUEUE_PORT", "").strip():
+        return DEFAULT_QUEUE_URL
+    port = env_int(env, "QUEUE_PORT", 8000, minimum=1, maximum=65535)
+    # Listening on every address: this machine reaches it on loopback.
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def credential(env: Mapping[str, str], kind: str) -> str:

@@ -8,13 +8,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from da import agents, config, fleet, skills
 from da.config import ConfigError
 from da.handlers import api
+
+if TYPE_CHECKING:
+    from da.worker.settings import WorkerSettings
 
 
 @dataclass(frozen=True)
@@ -117,17 +120,14 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
     """Every check that applies to what this machine is configured to run."""
     checks: list[Check] = []
     config_dir = config.config_dir(env, cwd)
-    machine = None
     try:
         roster = fleet.load_fleet(config_dir)
         checks.append(Check("machines.yaml", True, f"{len(roster.machines)} machine(s) in {config_dir}"))
-        if env.get("MACHINE_NAME"):
-            machine = roster.find(env["MACHINE_NAME"])
-            checks.append(Check("machine", machine is not None, f"MACHINE_NAME={env['MACHINE_NAME']}"
-                                + (" is declared" if machine else " is not in machines.yaml"),
-                                "add it to config/machines.yaml or fix MACHINE_NAME"))
     except ConfigError as exc:
         checks.append(Check("machines.yaml", False, str(exc), "fix the file; see machines.yaml.example"))
+    check, worker = await worker_check(env, cwd)
+    if check is not None:
+        checks.append(check)
     commands = dict(agents.DEFAULT_COMMANDS)
     try:
         commands = agents.load_commands(config_dir)
@@ -146,23 +146,24 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
     checks.append(Check("credential", bool(secret), ("DA_TOKEN" if env.get("DA_TOKEN") else "SECRET_KEY") + " set"
                         if secret else "neither DA_TOKEN nor SECRET_KEY is set",
                         "put this machine's token in .env as DA_TOKEN (`da token create` on the queue host)"))
-    url: str | None = None
+    urls: tuple[str, ...] = ()
     try:
-        url = config.queue_urls(env)[0]
+        urls = config.queue_urls(env)
     except ConfigError as exc:
         checks.append(Check("queue", False, str(exc), "fix QUEUE_URL in .env"))
     async with httpx.AsyncClient(timeout=5) as http:
-        if url is not None:
-            aliases = tuple(config.env_list(env, "WORKER_ALIASES")) or (machine.aliases if machine else ())
+        # Every replica: a worker fails over to each in turn, so each must answer and take the credential.
+        aliases = worker.aliases if worker else tuple(config.env_list(env, "WORKER_ALIASES"))
+        for url in urls:
             checks += await queue_checks(http, url, secret, env.get("MACHINE_NAME", ""), aliases)
-        for agent in (machine.agents if machine else ()):
+        for agent in (worker.agents if worker else ()):
             if agent == "groq":
                 checks.append(Check("agent groq", bool(env.get("GROQ_API_KEY")), "GROQ_API_KEY "
                                     + ("set" if env.get("GROQ_API_KEY") else "not set"), "add GROQ_API_KEY to .env"))
                 continue
             found = shutil.which(agent)
             checks.append(Check(f"agent {agent}", found is not None, found or "not on PATH",
-                                f"install it: da skills install {machine.name} {agent}" if machine else ""))
+                                f"install it: da skills install {worker.machine if worker else ''} {agent}"))
             if found and ask_agents:
                 checks.append(await agent_answers(agent, commands))
         api = (env.get("SLACK_API_URL") or "https://slack.com/api/").rstrip("/")
@@ -181,20 +182,46 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
     return checks
 
 
+async def worker_check(env: Mapping[str, str], cwd: Path) -> tuple[Check | None, WorkerSettings | None]:
+    """What this machine's worker runs, resolved as `da worker` (MACHINE_NAME set) or `da up` (the admin
+    secret and no MACHINE_NAME) resolve it, so doctor and worker agree; a client-only machine has none."""
+    from da.worker import registry
+    from da.worker import settings as worker_settings
+    from da.worker.errors import HandlerError
+
+    up_host = not env.get("MACHINE_NAME") and bool(env.get("SECRET_KEY")) and not env.get("DA_TOKEN")
+    if not env.get("MACHINE_NAME") and not up_host:
+        return None, None
+    try:
+        handlers = registry.discover(config.handlers_path(env))
+        worker = (worker_settings.local(env, handlers) if up_host
+                  else await worker_settings.resolve(env, handlers, cwd))
+    except (ConfigError, HandlerError) as exc:
+        return Check("worker", False, str(exc), "fix MACHINE_NAME, machines.yaml or the handlers it names"), None
+    who = f"{worker.machine} (the worker `da up` runs here)" if up_host else worker.machine
+    return Check("worker", True, f"{who} runs {', '.join(worker.capabilities) or 'nothing'}; agents "
+                 f"{', '.join(worker.agents) or 'none'} (from {worker.source})"), worker
+
+
 async def database_check(env: Mapping[str, str]) -> Check:
     """QUEUE_DB_URL parses, and a PostgreSQL server answers there with a schema this da can run."""
     from da.queue import pgdatabase
-    from da.queue.errors import QueueError
+    from da.queue.errors import DatabaseUnavailable, QueueError
     from da.queue.settings import database_url, redact_url
 
+    fix = "start PostgreSQL there, create the database (createdb), or fix QUEUE_DB_URL"
+    url = ""
     try:
         url = database_url(env) or ""
         return Check("database", True, f"{redact_url(url)} answers: {await pgdatabase.probe(url)}")
     except ConfigError as exc:
         return Check("database", False, str(exc), "fix QUEUE_DB_URL in .env")
+    except DatabaseUnavailable as exc:
+        # Said for itself, without the store's warning about changes: doctor only reads.
+        why = pgdatabase.describe(exc.__cause__) if exc.__cause__ else "no answer"
+        return Check("database", False, f"the queue database at {redact_url(url)} is not answering ({why})", fix)
     except QueueError as exc:
-        return Check("database", False, exc.detail,
-                     "start PostgreSQL there, create the database (createdb), or fix QUEUE_DB_URL")
+        return Check("database", False, exc.detail, fix)
 
 
 def doctor(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = False) -> tuple[list[str], bool]:

@@ -1,7 +1,9 @@
 """The fleet: machines, their capabilities, agents and aliases.
 
 Declared in `config/machines.yaml` (read by the queue and workers) and reported with
-liveness by the queue's `/v1/machines` (read by the front ends): one type for both.
+liveness by the queue's `/v1/machines` (read by the front ends): one type for both. An online
+worker also says what it offers each time it polls; routing goes by that (`runs`,
+`runs_agents`), since it is what the worker will claim, whatever the file on the queue host says.
 """
 
 from __future__ import annotations
@@ -36,10 +38,27 @@ class Machine:
     done: int = 0
     failed: int = 0
     top_agent: str | None = None
+    # What its worker offered when it last polled (capabilities, agents); None when no worker said.
+    offered: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    @property
+    def offering(self) -> bool:
+        """An online worker said what it runs."""
+        return self.online and self.offered is not None
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """The task types it takes: its online worker's offer, else what the fleet file declares."""
+        return self.offered[0] if self.offering and self.offered else self.capabilities
+
+    @property
+    def runs_agents(self) -> tuple[str, ...]:
+        """The agents it runs: its online worker's offer, else what the fleet file declares."""
+        return self.offered[1] if self.offering and self.offered else self.agents
 
     @property
     def address(self) -> str:
@@ -55,7 +74,7 @@ class Machine:
                    agents=tuple(data.get("agents") or ()), aliases=tuple(data.get("aliases") or ()),
                    online=bool(data.get("online")), active=int(data.get("active") or 0),
                    done=int(data.get("done") or 0), failed=int(data.get("failed") or 0),
-                   top_agent=data.get("top_agent"))
+                   top_agent=data.get("top_agent"), offered=_offer(data.get("offered")))
 
     def to_json(self) -> dict[str, Any]:
         """The declared part (the queue adds liveness to it)."""
@@ -99,17 +118,23 @@ class Fleet:
         return tuple(machine.name for machine in self.machines)
 
     def capable(self, task_type: str) -> list[Machine]:
-        """The machines that declare this task type."""
-        return [machine for machine in self.machines if task_type in machine.capabilities]
+        """The machines that run this task type (by their online worker's offer, else the file)."""
+        return [machine for machine in self.machines if task_type in machine.runs]
 
     def with_agent(self, agent: str) -> list[Machine]:
-        """The machines that list this agent."""
-        return [machine for machine in self.machines if agent in machine.agents]
+        """The machines that run this agent (by their online worker's offer, else the file)."""
+        return [machine for machine in self.machines if agent in machine.runs_agents]
 
     @classmethod
     def from_json(cls, entries: list[dict[str, Any]]) -> Fleet:
         """The queue's `/v1/machines` answer."""
         return cls(tuple(Machine.from_json(entry) for entry in entries))
+
+
+def _offer(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    if not isinstance(value, dict):
+        return None
+    return tuple(value.get("capabilities") or ()), tuple(value.get("agents") or ())
 
 
 def _string_list(value: Any, where: str) -> tuple[str, ...]:

@@ -59,9 +59,16 @@ def worker_aliases(args: argparse.Namespace, env: Mapping[str, str], cwd: Path) 
             raise ConfigError(f"--aliases and --name are for worker tokens; a {args.kind} token is named by its "
                               "argument.")
         return []
+    roster = fleet.load_fleet(config.config_dir(env, cwd))
+    machine = roster.find(args.target)
+    if machine is None:
+        # Often a typo; otherwise the worker runs whatever it detects there, which may not be what was meant.
+        known = ", ".join(roster.names) or "none"
+        print(f"da: warning: {args.target} is not in {roster.source} (known: {known}); its worker will run what it "
+              "detects on that machine (every handler, the agents on its PATH) until you add it there.",
+              file=sys.stderr)
     if args.aliases is not None:
         return config.env_list({"aliases": args.aliases}, "aliases")
-    machine = fleet.load_fleet(config.config_dir(env, cwd)).find(args.target)
     return list(machine.aliases) if machine else []
 
 

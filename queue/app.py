@@ -7,6 +7,7 @@ give-back, liveness sharing) is in `upkeep`.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from aiohttp import web
@@ -14,7 +15,7 @@ from aiohttp import web
 from da import fleet as fleet_module
 from da.queue import auth, connections, metrics, routes, upkeep
 from da.queue import store as store_module
-from da.queue.http import CLAIM_LATENCY, ROSTER, SETTINGS, STORE, middleware
+from da.queue.http import CLAIM_LATENCY, CLOSING, ROSTER, SETTINGS, STORE, middleware
 from da.queue.roster import Roster
 from da.queue.settings import QueueSettings
 
@@ -32,10 +33,20 @@ def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -
     app[CLAIM_LATENCY] = metrics.Histogram("da_claim_seconds", "Time to run one claim statement.")
     app[STORE] = store_module.create_store(settings)
     app[connections.GUARD] = guard
+    app[CLOSING] = asyncio.Event()
+    app.on_shutdown.append(closing)
     app.add_routes([route.definition() for route in routes.ROUTES])
     app.cleanup_ctx.append(upkeep.running)
     app.cleanup_ctx.append(connections.watching)
     return app
+
+
+async def closing(app: web.Application) -> None:
+    """on_shutdown: wake every parked long-poll so it answers before the server waits for handlers."""
+    app[CLOSING].set()
+    store = app[STORE]
+    for signal in (store.pending_changed, store.events_appended, store.task_cancelled):
+        signal.notify()
 
 
 def bind(host: str, port: int) -> list[socket.socket]:

@@ -35,6 +35,8 @@ SETTINGS = web.AppKey("settings", QueueSettings)
 STORE: web.AppKey[Store] = web.AppKey("store")
 ROSTER = web.AppKey("roster", Roster)
 CLAIM_LATENCY = web.AppKey("claim_latency", metrics.Histogram)
+# Set when the service shuts down: parked long-polls (claims, feeds, heartbeats) answer at once.
+CLOSING = web.AppKey("closing", asyncio.Event)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A typed path segment, `{id:[0-9a-fA-F-]+}`, as documents and the access table name it: `{id}`.
@@ -198,6 +200,6 @@ def only_machine(request: web.Request) -> str | None:
 
 
 def disconnected(request: web.Request) -> bool:
-    """Whether the client hung up (a long-poll then answers nobody)."""
+    """The client went away, or the service is shutting down: a waiting answer ends now."""
     transport = request.transport
-    return transport is None or transport.is_closing()
+    return transport is None or transport.is_closing() or request.app[CLOSING].is_set()

@@ -43,6 +43,12 @@ class Roster:
         self.sightings[canonical] = Sighting(canonical, self.clock(), capabilities, agents)
         self.unshared.add(canonical)
 
+    def forget(self, name: str) -> None:
+        """The machine's worker lost its credential: offline here now, until it polls again with a good one."""
+        canonical = self.fleet.canonical(name)
+        self.sightings.pop(canonical, None)
+        self.unshared.discard(canonical)
+
     async def share(self, store: Store) -> None:
         """Hand the store the sightings it has not had yet."""
         if not self.unshared:
@@ -95,6 +101,9 @@ class Roster:
             count = merged.get(entry["name"], MachineCounts())
             entry.setdefault("declared", True)
             entry.update(
+                # What its worker said it runs when it last polled: routing goes by it while it is online.
+                offered={"capabilities": list(seen.capabilities), "agents": list(seen.agents)}
+                if seen and seen.capabilities else None,
                 online=bool(seen and now - seen.at <= ONLINE_WINDOW),
                 last_seen=iso(seen.at) if seen else None,
                 active=count.active,

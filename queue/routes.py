@@ -234,9 +234,14 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    """What the credential of this request is and may do (`da doctor` checks it)."""
+    """What the credential of this request is and may do (`da doctor` checks it); a worker token also gets its
+    machine's entry in this host's fleet file, so a worker without one of its own runs what is declared here."""
     only_query(request)
-    return json_response(request[auth.PRINCIPAL].to_json(ACCESS))
+    principal = request[auth.PRINCIPAL]
+    body: dict[str, Any] = principal.to_json(ACCESS)
+    machine = request.app[ROSTER].fleet.find(principal.only_machine) if principal.only_machine else None
+    body["declared"] = machine.to_json() if machine else None
+    return json_response(body)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
@@ -257,6 +262,8 @@ async def revoke_token(request: web.Request) -> web.Response:
     only_query(request)
     token = await request.app[STORE].revoke_token(request.match_info["id"].lower())
     logger.info("revoked %s token %s (%s)", token.kind, token.id, token.name)
+    if token.machine:
+        request.app[ROSTER].forget(token.machine)  # its worker is refused from now on: not online either
     return json_response(token.to_json())
 
 
@@ -409,7 +416,9 @@ ROUTES: list[Route] = [
             "200": json_answer({"type": "object", "properties": {
                 "kind": {"type": "string", "enum": [models.ADMIN, *models.TOKEN_KINDS]}, "name": STR,
                 "id": NULLABLE_STR, "machine": NULLABLE_STR, "aliases": {"type": "array", "items": STR},
-                "may": {"type": "array", "items": STR}}}, "Who you are."),
+                "may": {"type": "array", "items": STR},
+                "declared": {"type": ["object", "null"], "description": "A worker token's machine as the fleet "
+                             "file on the queue host declares it."}}}, "Who you are."),
             **error_answers(401)})),
     Route("GET", "/v1/tokens", list_tokens, ADMIN_ONLY, operation(
         "Every scoped token, revoked ones too (never their secrets).", {

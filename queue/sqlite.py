@@ -147,6 +147,8 @@ def backup_file(db_path: Path, destination: Path) -> None:
     try:
         with sqlite3.connect(destination) as copy:
             source.backup(copy)
+            # One self-contained file: a WAL-mode copy would grow -wal/-shm files beside it when read.
+            copy.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error as exc:
         raise StoreError(f"backup of {db_path} failed: {exc}") from exc
     finally:
@@ -154,9 +156,11 @@ def backup_file(db_path: Path, destination: Path) -> None:
 
 
 def restore_file(backup: Path, db_path: Path) -> Path:
-    """Put a backup in place of the database (service stopped); the old file is kept beside it."""
+    """Put a backup in place of the database (service stopped); the old file is kept beside it.
+
+    The backup is read as immutable, so nothing (no -wal or -shm file) is left beside it."""
     try:
-        with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as check:
+        with sqlite3.connect(f"file:{backup}?mode=ro&immutable=1", uri=True) as check:
             if check.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 raise StoreError(f"{backup} fails SQLite's integrity check; pick another backup.")
             check.execute("SELECT count(*) FROM tasks").fetchone()
@@ -169,6 +173,7 @@ def restore_file(backup: Path, db_path: Path) -> Path:
     for suffix in ("-wal", "-shm"):
         db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as source, sqlite3.connect(db_path) as target:
+    with sqlite3.connect(f"file:{backup}?mode=ro&immutable=1", uri=True) as source, \
+            sqlite3.connect(db_path) as target:
         source.backup(target)
     return kept

@@ -83,7 +83,8 @@ async def claim(request: web.Request) -> web.Response:
                                   "lease_seconds": lease_seconds})
         remaining = deadline - loop.time()
         if remaining <= 0 or disconnected(request):
-            roster.seen(spec.machine)
+            if token_id is None or not await store.token_revoked(token_id):
+                roster.seen(spec.machine)  # a token revoked while it waited does not keep its machine online
             return web.Response(status=204)
         await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
         parked = True
@@ -162,7 +163,7 @@ async def events(request: web.Request) -> web.Response:
                 # rather than leave the follower waiting for ids it has already seen.
                 return json_response({"events": [], "last": newest})
         remaining = deadline - asyncio.get_running_loop().time()
-        if found or remaining <= 0:
+        if found or remaining <= 0 or disconnected(request):
             last = found[-1].id if found else after
             return json_response({"events": [event.to_json() for event in found], "last": last})
         await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))

@@ -147,7 +147,8 @@ async def test_doctor_says_what_to_fix(server: QueueServer, tmp_path: Path) -> N
     assert "FAIL agent no-such-agent-cli: not on PATH" in out
     code, out = await run_da("doctor", cwd=tmp_path, SECRET_KEY=SECRET, QUEUE_URL=server.url, MACHINE_NAME="box",
                              PATH=f"{tmp_path}:{__import__('os').environ['PATH']}")
-    assert "ok   secret: accepted" in out and "ok   machine: MACHINE_NAME=box is declared" in out
+    assert "ok   secret: accepted" in out
+    assert "ok   worker: box runs run_script; agents no-such-agent-cli (from machines.yaml on this machine)" in out
 
 
 async def test_doctor_asks_agents_and_checks_slack_tokens(server: QueueServer, tmp_path: Path) -> None:
@@ -293,6 +294,7 @@ async def test_doctor_checks_the_database_url(postgres_cluster, tmp_path: Path) 
         closed = url.replace(f":{postgres_cluster.port}/", f":{postgres_support.free_port()}/")
         code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=closed, QUEUE_URL="http://127.0.0.1:9")
         assert code == 1 and "FAIL database: the queue database at" in out and "is not answering" in out
+        assert "applied" not in out  # doctor only reads: no word of a change that may have happened
         assert "fix: start PostgreSQL there, create the database (createdb), or fix QUEUE_DB_URL" in out
     finally:
         await postgres_cluster.drop_database(url)

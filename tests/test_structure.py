@@ -70,7 +70,7 @@ def forbidden(module: str) -> tuple[str, ...]:
         return ("da.bot", "da.worker")
     if module == "da.agents":
         return ("da.bot", "da.worker", "da.handlers")
-    if module == "da.cli":
+    if module in ("da.cli", "da.up"):  # the composition roots: `da` and `da up` put the parts together
         return ()
     return ("da.bot",)
 

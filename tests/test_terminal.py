@@ -240,3 +240,33 @@ async def test_flag_value_works_like_flag_equals_value(fleet_server: QueueServer
     tasks = {t.id: t for t in await tasks_in(fleet_server)}
     assert tasks[stuck.id].status == "done" and "installed ruff by hand" in (tasks[stuck.id].notes or "")
     assert len(tasks) == 3
+
+
+async def test_routing_and_status_go_by_what_an_online_worker_offers(fleet_server: QueueServer,
+                                                                     tmp_path: Path) -> None:
+    async with QueueClient(fleet_server.url, "test-secret-0123456789") as worker:
+        # thinkpad-x1's worker polls offering codex, not the gemini the queue host's machines.yaml lists.
+        assert await worker.claim("thinkpad-x1", ["agent_run", "lint"], agents=["codex"]) is None
+    status = await da(fleet_server.url, "status", cwd=tmp_path)
+    row = next(line for line in status.out.splitlines() if line.startswith("thinkpad-x1"))
+    assert row.split()[1:3] == ["online", "codex"], status.out
+
+    routed = await da(fleet_server.url, "assign", "review the login code", "--yes", cwd=tmp_path)
+    assert routed.code == 0 and "agent_run on →thinkpad-x1 with codex" in routed.out, routed.out
+    offered = await da(fleet_server.url, "assign", "x", "--machine=thinkpad-x1", "--agent=codex", "--type=agent_run",
+                       cwd=tmp_path)
+    assert offered.code == 0 and "queued " in offered.out, offered.out
+    declared = await da(fleet_server.url, "assign", "x", "--machine=thinkpad-x1", "--agent=gemini",
+                        "--type=agent_run", cwd=tmp_path)
+    assert declared.code == 0, declared.out
+    assert "thinkpad-x1's online worker does not offer agent gemini (it offers codex); the task waits until it " \
+           "does." in declared.out
+
+    pinned = await da(fleet_server.url, "assign", "x", "--machine=mac-mini", "--agent=claude", "--type=agent_run",
+                      cwd=tmp_path)
+    short_id = pinned.out.split()[1].rstrip(":")
+    show = await da(fleet_server.url, "show", short_id, cwd=tmp_path)
+    assert "waiting: no online worker can run it now (it needs agent_run with agent claude on mac-mini); it waits " \
+           "until one that can polls the queue." in show.out, show.out
+    runnable = await da(fleet_server.url, "show", offered.out.split()[1].rstrip(":"), cwd=tmp_path)
+    assert "waiting:" not in runnable.out

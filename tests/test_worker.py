@@ -293,7 +293,6 @@ async def test_malformed_handler_stops_the_worker_naming_the_file(server: QueueS
 
 @pytest.mark.parametrize(("env", "message"), [
     ({"MACHINE_NAME": ""}, "da: MACHINE_NAME is not set"),
-    ({"MACHINE_NAME": "ghost", "WORKER_CAPABILITIES": ""}, "da: MACHINE_NAME='ghost' is not in"),
     ({"SECRET_KEY": ""}, "da: DA_TOKEN is not set; put this machine's worker token in .env"),
     ({"MAX_CONCURRENT": "lots"}, "da: MAX_CONCURRENT='lots' is not a whole number"),
 ])

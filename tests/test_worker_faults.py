@@ -78,7 +78,7 @@ async def test_second_signal_exits_at_once(make_server, tmp_path: Path) -> None:
         task = await client.create_task("run_script", {"script": "sleep 60"})
         await wait_for_status(client, task.id, ("in_progress",))
         process.signal(signal.SIGTERM)
-        await wait_until(lambda: _log_has(process, "send again to exit now"))
+        await wait_until(lambda: _log_has(process, "send SIGTERM again to stop them now"))
         process.signal(signal.SIGTERM)
         assert await process.wait_exit(timeout=15) == 0
         stopped = await client.get_task(task.id)

@@ -68,17 +68,21 @@ class Worker:
         # Why a task was stopped from the queue's side (cancel, lost lease): nothing to report then.
         self._cancel_reason: dict[str, str] = {}
         self._agents_running: set[str] = set()
+        # Set when the worker stopped because the queue kept refusing its credential: why.
+        self.gave_up: str | None = None
 
     # ---- the claim loop --------------------------------------------------------------
 
     async def async_run(self) -> None:
         """Claim and run tasks until stopped, then drain within the shutdown grace."""
-        logger.info("worker %s: capabilities %s, agents %s, up to %d at once, queue %s", self.settings.machine,
-                    ",".join(self.settings.capabilities) or "-", ",".join(self.settings.agents) or "-",
-                    self.settings.max_concurrent, ", ".join(self.settings.queue_urls))
+        logger.info("worker %s: capabilities %s, agents %s (from %s), up to %d at once, queue %s",
+                    self.settings.machine, ",".join(self.settings.capabilities) or "-",
+                    ",".join(self.settings.agents) or "-", self.settings.source, self.settings.max_concurrent,
+                    ", ".join(self.settings.queue_urls))
         retry_safe = [t for t, h in self.handlers.items() if h.safe_to_retry and t in self.settings.capabilities]
         backoff = FIRST_BACKOFF
         unreachable = False
+        refused_since: float | None = None
         try:
             while not self.stopping.is_set():
                 capabilities = self._claimable()
@@ -94,6 +98,16 @@ class Worker:
                     await self._wait_any(asyncio.sleep(backoff))
                     backoff = next_backoff(backoff, exc)
                     continue
+                except (queue_errors.Unauthorized, queue_errors.Forbidden) as exc:
+                    refused_since = refused_since or time.monotonic()
+                    if time.monotonic() - refused_since >= self.settings.give_up_after:
+                        self.gave_up = self._refused(exc, f"stopping: refused for {self.settings.give_up_after:.0f}s")
+                        logger.error("%s", self.gave_up)
+                        break
+                    logger.error("%s; retrying in %.1fs", self._refused(exc, "claim refused"), backoff)
+                    await self._wait_any(asyncio.sleep(backoff))
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
                 except queue_errors.QueueError as exc:
                     logger.error("claim refused: %s; retrying in %.1fs", exc.detail, backoff)
                     await self._wait_any(asyncio.sleep(backoff))
@@ -102,6 +116,7 @@ class Worker:
                 if unreachable:
                     logger.info("queue reachable again at %s", self.client.url)
                     unreachable = False
+                refused_since = None
                 backoff = FIRST_BACKOFF
                 if claimed is not None:
                     if claimed.task.type == workspace.AGENT_TASK:
@@ -118,6 +133,12 @@ class Worker:
         if len(self._agents_running) < self.settings.max_parallel:
             return list(self.settings.capabilities)
         return [kind for kind in self.settings.capabilities if kind != workspace.AGENT_TASK]
+
+    def _refused(self, exc: queue_errors.QueueError, what: str) -> str:
+        """One line naming the credential the queue refused and how to get a good one."""
+        return (f"{what}: the queue refused this worker's credential, {self.settings.credential_source} "
+                f"({exc.detail}); put a token for {self.settings.machine} there as DA_TOKEN (`da token create worker "
+                f"{self.settings.machine}` on the queue host)")
 
     async def _claim(self, retry_safe: list[str], capabilities: list[str]) -> ClaimedTask | None:
         """One long-poll; if the worker starts stopping meanwhile, a task that still arrives is handed back."""
@@ -397,8 +418,13 @@ def install_signal_handlers(worker: Worker) -> None:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
-            logger.info("%s: finishing running tasks (up to %.0fs); send again to exit now",
-                        signal.Signals(signum).name, worker.settings.shutdown_grace)
+            name = signal.Signals(signum).name
+            if worker.running:
+                logger.warning("%s: waiting up to %.0fs for %d running task(s): %s; send %s again to stop them now",
+                               name, worker.settings.shutdown_grace, len(worker.running),
+                               ", ".join(task_id[:8] for task_id in worker.running), name)
+            else:
+                logger.info("%s: stopping (no task running)", name)
             worker.stop()
         else:
             logger.warning("second %s: exiting now", signal.Signals(signum).name)

@@ -117,11 +117,19 @@ def _task_detail(view: views.TaskDetail, *, style: Style, width: int) -> str:
              f"id: {task.id}", f"created {ago(task.created_at)} by {task.created_by or '-'}"]
     if task.notes:
         lines.append(f"notes: {task.notes}")
+    if view.waiting:
+        lines.append(f"waiting: {view.waiting}")
     if result.get("action"):
         lines.append(f"action: {result['action']}")
     if task.progress and task.status in models.ACTIVE:
         lines.append(f"progress: {task.progress}")
     lines.append("payload: " + json.dumps(task.payload))
+    if result.get("session_id"):
+        lines.append(f"session: {result['session_id']} (a follow-up can resume it)")
+    if result.get("answer"):
+        lines += ["--- answer ---", str(result["answer"]).rstrip()]
+        if result.get("answer_truncated"):
+            lines.append(f"({result['answer_truncated']})")
     for stream in ("stdout", "stderr"):
         if result.get(stream):
             lines += [f"--- {stream} ---", str(result[stream]).rstrip()]
@@ -157,9 +165,10 @@ def _task_diff(view: views.TaskDiff, *, style: Style, width: int) -> str:
 def _fleet_status(view: views.FleetStatus, *, style: Style, width: int) -> str:
     if not view.machines:
         return "No machines yet: add them to config/machines.yaml or start a worker."
-    rows = [(m.name, "online" if m.online else "offline", str(m.active), str(m.done), str(m.failed),
-             m.top_agent or "-") for m in view.machines]
-    return table(("MACHINE", "STATE", "ACTIVE", "DONE", "FAILED", "TOP AGENT"), rows, width)
+    # An online worker's own offer (what it polled with) is what it takes; else the fleet file's.
+    rows = [(m.name, "online" if m.online else "offline", ", ".join(m.runs_agents) or "-", str(m.active),
+             str(m.done), str(m.failed), m.top_agent or "-") for m in view.machines]
+    return table(("MACHINE", "STATE", "AGENTS", "ACTIVE", "DONE", "FAILED", "TOP AGENT"), rows, width)
 
 
 @render.register

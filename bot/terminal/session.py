@@ -1,8 +1,12 @@
 """The terminal front end: `da VERB ...` once, or `da` alone for a small REPL.
 
-Exit status: 0 ok, 1 the verb failed, 2 bad usage. Colour only on a TTY without NO_COLOR.
-A question that changes something (`Confirm? [Y/n]`) is asked only on a terminal; without
-one the verb needs `--yes`, so a script's closed stdin never counts as a yes.
+Exit status: 0 ok, 1 the verb failed, 2 bad usage, 130 interrupted (Ctrl-C). Colour only on
+a TTY without NO_COLOR. A question that changes something (`Confirm? [Y/n]`) is asked only on
+a terminal; without one the verb needs `--yes`, so a script's closed stdin never counts as a yes.
+
+Input is read on the main thread, never in an executor: Ctrl-C then interrupts the read itself
+(at the prompt it clears the line; at a question it stops the verb with nothing changed),
+instead of leaving a thread blocked on stdin that the process must wait for before it exits.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,6 +33,26 @@ from da.queue import errors as queue_errors
 from da.queue.client import QueueClient
 
 HISTORY_FILE = "~/.da_history"
+# The exit status of a verb stopped with Ctrl-C, as a shell reports a process ended by SIGINT.
+INTERRUPTED = 130
+
+
+class Interrupted(Exception):
+    """Ctrl-C at a question: the verb stops before it changes anything."""
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Let Ctrl-C raise KeyboardInterrupt here, where asyncio's runner would only cancel the task
+    (which a blocking read never notices)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class LazySkills:
@@ -67,10 +93,15 @@ class Terminal:
         print(text, file=self.out, flush=True)
 
     async def read_line(self, question: str) -> str:
-        """One line of input as typed, newline included; "" means end of input."""
+        """One line of input as typed, newline included; "" means end of input. Nothing else runs while a
+        person answers, so the read blocks the loop on purpose."""
         self.out.write(question)
         self.out.flush()
-        return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        try:
+            with interruptible():
+                return sys.stdin.readline()
+        except KeyboardInterrupt:
+            raise Interrupted from None
 
     async def ask(self, question: str) -> str:
         return (await self.read_line(question)).rstrip("\n")
@@ -99,25 +130,32 @@ class Terminal:
         except UsageError as exc:
             self.print(str(exc))
             return 2
+        except Interrupted:
+            # The terminal echoed ^C on the question's line: the answer starts a line of its own.
+            self.print("\nnothing changed.")
+            return INTERRUPTED
         if "json" in command.flags:
             self.print(json.dumps(to_json(view), indent=2))
         else:
             self.print(render(view, style=self.style, width=self.width))
         return 1 if failed(view) else 0
 
-    async def yes(self, question: str, command: grammar.Command) -> bool:
-        """Ask on the terminal (Enter is yes, end of input is no); with no terminal, refuse: --yes is needed."""
-        if "yes" in command.flags:
+    async def yes(self, question: str, command: grammar.Command, *, always_ask: bool = False) -> bool:
+        """Ask on the terminal (Enter is yes, end of input is no); with no terminal, refuse: --yes is needed.
+        `always_ask`: --yes does not answer, and only a typed yes does."""
+        if "yes" in command.flags and not always_ask:
             return True
         if not self.interactive:
+            fix = "add --type=run_script to run it in a shell as typed" if always_ask else "add --yes to go ahead"
             raise UsageError(f"{command.verb} asks before it changes anything and there is no terminal to ask "
-                             "on; add --yes to go ahead.", command.usage())
-        line = await self.read_line(f"{question} [Y/n] ")
-        return line.endswith("\n") and line.strip().lower() in ("", "y", "yes")
+                             f"on; {fix}.", command.usage())
+        line = await self.read_line(f"{question} [y/N] " if always_ask else f"{question} [Y/n] ")
+        answers = ("y", "yes") if always_ask else ("", "y", "yes")
+        return line.endswith("\n") and line.strip().lower() in answers
 
     async def confirm(self, view: views.SuggestionView, command: grammar.Command) -> Any:
         self.print(render(view, style=self.style, width=self.width))
-        if not await self.yes("Confirm?", command):
+        if not await self.yes("Confirm?", command, always_ask=view.suggestion.ask):
             return views.Message("cancelled; nothing queued.")
         return await self.layer.create(view.suggestion, view.request)
 
@@ -135,26 +173,54 @@ class Terminal:
                    "Type help, or exit to leave.")
         return True
 
-    async def repl(self) -> int:
-        """The interactive loop: `da ›` prompt with history."""
-        if not await self.banner():
+    def repl(self, runner: asyncio.Runner) -> int:
+        """The interactive loop: `da ›` prompt with history. Ctrl-C clears the line (a second one on an
+        empty line leaves), Ctrl-C while a verb runs stops that verb, Ctrl-D leaves."""
+        if not runner.run(self.banner()):
             return 1
         history = _enable_history()
-        loop = asyncio.get_running_loop()
+        interrupted_empty = False
         try:
             while True:
                 try:
-                    line = await loop.run_in_executor(None, input, "da › ")
+                    with interruptible():
+                        line = input("da › ")
                 except EOFError:
                     self.print("")
                     return 0
+                except KeyboardInterrupt:
+                    # The next prompt starts on a line of its own, whatever was typed is dropped.
+                    if typed_so_far():
+                        self.print("")
+                        interrupted_empty = False
+                        continue
+                    if interrupted_empty:
+                        self.print("")
+                        return 0
+                    self.print("\n(Ctrl-C again or Ctrl-D to leave)")
+                    interrupted_empty = True
+                    continue
+                interrupted_empty = False
                 if line.strip() in ("exit", "quit"):
                     return 0
-                if line.strip():
-                    await self.execute(line)
+                if not line.strip():
+                    continue
+                try:
+                    runner.run(self.execute(line))
+                except KeyboardInterrupt:
+                    self.print("\ninterrupted.")
         finally:
             if history:
                 history()
+
+
+def typed_so_far() -> str:
+    """What was on the prompt's line when Ctrl-C came (readline keeps it until the next prompt)."""
+    try:
+        import readline
+    except ImportError:
+        return ""
+    return readline.get_line_buffer()
 
 
 def _enable_history() -> Any:
@@ -168,14 +234,18 @@ def _enable_history() -> Any:
     return lambda: readline.write_history_file(path)
 
 
-async def main_async(argv: list[str], settings: ClientSettings, env: Mapping[str, str]) -> int:
-    """Run one verb (argv) or the REPL (no argv) against the queue in `settings`."""
+def main(argv: list[str], settings: ClientSettings, env: Mapping[str, str]) -> int:
+    """Run one verb (argv) or the REPL (no argv) against the queue in `settings`; Ctrl-C during a
+    one-shot verb ends it with 130."""
     from da.bot.router import make_router
 
-    client = QueueClient(list(settings.queue_urls), settings.secret, rounds=1)
-    layer = CommandLayer(client, router=make_router(settings.router), skills=LazySkills(settings.config_dir, env))
-    terminal = Terminal(layer, settings, env=env)
-    try:
-        return await (terminal.repl() if not argv else terminal.execute(argv))
-    finally:
-        await client.close()
+    with asyncio.Runner() as runner:
+        client = QueueClient(list(settings.queue_urls), settings.secret, rounds=1)
+        layer = CommandLayer(client, router=make_router(settings.router), skills=LazySkills(settings.config_dir, env))
+        terminal = Terminal(layer, settings, env=env)
+        try:
+            return terminal.repl(runner) if not argv else runner.run(terminal.execute(argv))
+        except KeyboardInterrupt:
+            return INTERRUPTED
+        finally:
+            runner.run(client.close())
