@@ -8,7 +8,7 @@ from pathlib import Path
 from da.agents import AgentCommand
 from da.handlers import api
 from da.handlers.api import NeedsHuman, ProcessResult, Result
-from da.worker import runner
+from da.worker import report, runner
 from da.worker.settings import WorkerSettings
 
 # Progress lines are shown in Slack cards; one line is enough.
@@ -28,7 +28,8 @@ class TaskContext:
         self.runs = 0
 
     def _note_line(self, line: str) -> None:
-        self.progress = line[:MAX_PROGRESS]
+        # Sent with every heartbeat: a NUL would make the queue's database refuse it.
+        self.progress = report.storable(line[:MAX_PROGRESS])
 
     def state_file(self, name: str) -> Path:
         """A file a handler keeps between tasks on this machine (beside the task logs)."""
