@@ -5,6 +5,8 @@ task's real process tree.
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,62 @@ async def _logged(worker: WorkerProcess, text: str) -> bool:
     return text in worker.log
 
 
+
+
+ORPHAN_JOB = '''
+from da.handlers.api import Result
+
+SAFE_TO_RETRY = True
+
+
+async def run(ctx, payload):
+    process = await ctx.run(payload["script"], shell=True, timeout=600)
+    return Result("done" if process.returncode == 0 else "failed", process.stdout.strip(), "", {})
+'''
+
+
+async def test_a_restarted_worker_stops_what_its_killed_life_left_before_it_claims(make_server,
+                                                                                    tmp_path: Path) -> None:
+    server = await make_server(lease=1.5)
+    handlers = tmp_path / "handlers"
+    handlers.mkdir()
+    (handlers / "orphan_job.py").write_text(ORPHAN_JOB)
+    pids, overlap = tmp_path / "pids", tmp_path / "overlap"
+    # The first run leaves a child and waits; the run after it checks nothing of the first still runs.
+    script = (f"if [ -s {pids} ]; then for p in $(cat {pids}); do kill -0 $p 2>/dev/null && echo $p >> {overlap}; "
+              f"done; echo second run; exit 0; fi; sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait")
+    env = {"DA_HANDLERS_PATH": str(handlers), "WORKER_CAPABILITIES": "orphan_job"}
+    first = WorkerProcess(server.url, tmp_path, **env).start()
+    second: WorkerProcess | None = None
+    left: list[int] = []
+    try:
+        async with QueueClient(server.url, SECRET) as client:
+            task = await client.create_task("orphan_job", {"script": script})
+            await wait_for_status(client, task.id, ("in_progress",))
+
+            async def both_pids() -> list[int] | None:
+                text = pids.read_text().split() if pids.exists() else []
+                return [int(p) for p in text] if len(text) == 2 else None
+
+            left = await wait_until(both_pids)
+            first.kill()  # SIGKILL: the task's process group lives on
+            assert all(alive(pid) for pid in left)
+            second = WorkerProcess(server.url, tmp_path, **env).start()
+
+            async def all_stopped() -> bool:
+                return not any(alive(pid) for pid in left)
+
+            await wait_until(all_stopped, timeout=15)
+            done = await wait_for_status(client, task.id, timeout=30)  # reaped, then run again by the new life
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+        for pid in left:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert second is not None
+    assert done.status == "done" and done.notes == "second run", (done.notes, second.log)
+    assert not overlap.exists(), f"the first run's processes {overlap.read_text()} still ran during the second"
+    assert "left running by this worker's previous run" in second.log
+    assert second.log.index("left running by this worker's previous run") < second.log.index("claimed")

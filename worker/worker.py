@@ -23,7 +23,7 @@ from da.queue import errors as queue_errors
 from da.queue import models as queue_models
 from da.queue.client import ClaimedTask, QueueClient
 from da.worker import lease as leases
-from da.worker import report
+from da.worker import orphans, report
 from da.worker.context import TaskContext
 from da.worker.errors import CredentialRefused
 from da.worker.registry import Handler
@@ -72,6 +72,8 @@ class Worker:
                     ",".join(self.settings.capabilities) or "-", ",".join(self.settings.agents) or "-",
                     self.settings.max_concurrent, ", ".join(self.settings.queue_urls))
         retry_safe = [t for t, h in self.handlers.items() if h.safe_to_retry and t in self.settings.capabilities]
+        # Before any claim: a task run again must not overlap what a killed worker left running.
+        await orphans.ProcessBook.of(self.settings.log_dir, self.settings.machine).stop_leftovers()
         backoff = FIRST_BACKOFF
         unreachable = False
         try:
