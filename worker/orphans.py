@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -49,6 +50,12 @@ def start_time(pid: int) -> str | None:
     return out.stdout.strip() or None
 
 
+@functools.cache
+def own_start_time() -> str | None:
+    """This worker's own start time, asked once (elsewhere than Linux it costs a `ps`)."""
+    return start_time(os.getpid())
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any process is left in the group."""
     try:
@@ -83,7 +90,7 @@ class ProcessBook:
     def record(self, pid: int, task_id: str) -> None:
         """Note a group just started (its leader is `pid`); written whole or not at all."""
         entry = {"pgid": pid, "started": start_time(pid), "task": task_id,
-                 "worker": os.getpid(), "worker_started": start_time(os.getpid())}
+                 "worker": os.getpid(), "worker_started": own_start_time()}
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             partial = self.folder / f".{pid}.tmp"
