@@ -4,7 +4,10 @@ Pushes tasks of a retry-safe and a non-retry-safe type whose handlers record eve
 in a side file, kills the queue and random workers (restarting each), then checks: every
 acknowledged task reached a terminal state, none was reported done twice, none is missing,
 and no non-retry-safe task ran twice (those that lost their worker are in needs_human with a
-note). Prints a table; exits 1 if a check fails.
+note). Two tasks in a hundred run a child process that outlives its lease, and worker kills go first
+to workers running one: no task may run again while a killed worker's child of its earlier run
+still runs (all workers share one host here, as if one checkout). Every seventh task reports
+text holding NUL characters: it must be stored (NUL replaced), not lost. Prints a table; exits 1 if a check fails.
 
     python bench/chaos.py                      # 5,000 tasks, 5 queue kills, 10 worker kills
     python bench/chaos.py --tasks 300 --queue-kills 2 --worker-kills 2
@@ -33,14 +36,46 @@ from da.queue.errors import QueueError
 SECRET = "chaos-secret-0123456789"
 HANDLER = '''
 import asyncio, os, random
+from pathlib import Path
 from da.handlers.api import Result
 SAFE_TO_RETRY = {safe}
+ROOT = Path({root!r})
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        return Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): the signal is all there is to go by
+
+
 async def run(ctx, payload):
-    with open({log!r}, "a") as log:
+    with open(ROOT / "executions.log", "a") as log:
         log.write(f"{{ctx.task_id}} {{os.getpid()}}\\n")
+    if payload.get("child"):
+        children = ROOT / "children.log"
+        earlier = children.read_text().splitlines() if children.exists() else []
+        for line in earlier:
+            task_id, pid, machine, _ = line.split()
+            if task_id == ctx.task_id and alive(int(pid)):
+                with open(ROOT / "overlaps.log", "a") as out:
+                    out.write(line + "\\n")
+        line = f"{{ctx.task_id}} $! {{ctx.machine}} $(date +%s)"
+        await ctx.run(f"sleep {{payload['child']}} & echo {{line}} >> {{children}}; wait", shell=True, timeout=120)
     await asyncio.sleep(random.uniform(0.0, {max_sleep}))
+    if payload.get("nul"):
+        return Result("done", "ran\\x00with a NUL", "", {{"stdout": "first\\x00line"}})
     return Result("done", "ran")
 '''
+# Every CHILD_EVERY-th task runs a child this many leases long; every NUL_EVERY-th reports NUL characters.
+# Tasks come in pairs of the two types, so children run in tasks of both (the pair at each CHILD_EVERY).
+# Five leases: a queue restart gives leases time back, so a killed task may be reaped late.
+CHILD_EVERY, CHILD_LEASES = 100, 5.0
+NUL_EVERY = 7
 TERMINAL = ("done", "failed", "needs_human", "cancelled")
 
 
@@ -103,13 +138,21 @@ class Fleet:
                     self.kill(process)
 
 
-async def push(client: QueueClient, count: int, acknowledged: dict[str, str]) -> None:
+async def push(client: QueueClient, count: int, acknowledged: dict[str, str], lease: float,
+               nul_tasks: set[str]) -> None:
     """Create tasks, alternating types; only answered creates count as acknowledged."""
     for number in range(count):
         task_type = "chaos_safe" if number % 2 else "chaos_unsafe"
+        payload: dict[str, object] = {"n": number}
+        if number % CHILD_EVERY < 2:
+            payload["child"] = round(lease * CHILD_LEASES, 1)
+        if number % NUL_EVERY == 3:
+            payload["nul"] = True
         while True:
             try:
-                task = await client.create_task(task_type, {"n": number}, max_attempts=20)
+                task = await client.create_task(task_type, payload, max_attempts=20)
+                if payload.get("nul"):
+                    nul_tasks.add(task.id)
                 acknowledged[task.id] = task_type
                 break
             except QueueError:
@@ -136,21 +179,22 @@ async def run(tasks: int, queue_kills: int, worker_kills: int, *, lease: float =
     root = Path(own.name) if own else folder
     assert root is not None
     (root / "handlers").mkdir(parents=True, exist_ok=True)
-    executions = root / "executions.log"
     for name, safe in (("chaos_safe", True), ("chaos_unsafe", False)):
-        (root / "handlers" / f"{name}.py").write_text(HANDLER.format(safe=safe, log=str(executions),
-                                                                      max_sleep=max_sleep))
+        (root / "handlers" / f"{name}.py").write_text(HANDLER.format(safe=safe, root=str(root), max_sleep=max_sleep))
     fleet = Fleet(root, free_port(), lease)
     fleet.start_queue()
     for index in range(4):
         fleet.start_worker(index)
     acknowledged: dict[str, str] = {}
+    nul_tasks: set[str] = set()
+    kills_with_children = 0
+    killed_workers: set[int] = set()
     rng = random.Random(7)
     started = time.monotonic()
     try:
         async with QueueClient(fleet.url, SECRET, rounds=50) as client:
             await client.health()
-            pusher = asyncio.create_task(push(client, tasks, acknowledged))
+            pusher = asyncio.create_task(push(client, tasks, acknowledged, lease, nul_tasks))
             kills = ["queue"] * queue_kills + ["worker"] * worker_kills
             rng.shuffle(kills)
             last_kill = time.monotonic()
@@ -161,7 +205,10 @@ async def run(tasks: int, queue_kills: int, worker_kills: int, *, lease: float =
                     await asyncio.sleep(0.3)
                     fleet.start_queue()
                 else:
-                    index = rng.randrange(len(fleet.workers))
+                    busy = workers_with_children(root, acknowledged)
+                    index = busy[0] if busy else rng.randrange(len(fleet.workers))
+                    kills_with_children += bool(busy)
+                    killed_workers.add(fleet.workers[index].pid if fleet.workers[index] else 0)
                     fleet.kill(fleet.workers[index])
                     fleet.start_worker(index)
                 last_kill = time.monotonic()
@@ -178,18 +225,48 @@ async def run(tasks: int, queue_kills: int, worker_kills: int, *, lease: float =
             drained = time.monotonic() - last_kill
     finally:
         fleet.stop_all()
-    figures = check(root / "queue.db", executions, acknowledged)
+    figures = check(root, acknowledged, nul_tasks, killed_workers)
     figures.update(tasks=len(acknowledged), queue_kills=queue_kills, worker_kills=worker_kills,
+                   worker_kills_with_children_alive=kills_with_children,
                    drain_after_last_kill=round(drained, 1), total_seconds=round(time.monotonic() - started, 1))
     if own:
         own.cleanup()
     return figures
 
 
-def check(db_path: Path, executions: Path, acknowledged: dict[str, str]) -> dict[str, object]:
-    """The promises, read from the database and the side file."""
-    runs = Counter(line.split()[0] for line in executions.read_text().splitlines() if line.strip())
-    with sqlite3.connect(db_path) as db:
+def workers_with_children(root: Path, acknowledged: dict[str, str]) -> list[int]:
+    """The workers (by index) running a task whose child process is alive now: those of a retry-safe
+    task first (it runs again once its lease is reaped), youngest child first (it outlives that)."""
+    children = root / "children.log"
+    lines = [line.split() for line in (children.read_text().splitlines() if children.exists() else []) if line.strip()]
+    running = sorted(((acknowledged.get(task_id) != "chaos_safe", -int(started), int(machine.rsplit("-", 1)[1]))
+                      for task_id, pid, machine, started in lines if alive(int(pid))))
+    return [index for *_, index in running]
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def check(root: Path, acknowledged: dict[str, str], nul_tasks: set[str], killed_workers: set[int]
+          ) -> dict[str, object]:
+    """The promises, read from the database and the side files."""
+    executions, overlaps = root / "executions.log", root / "overlaps.log"
+    lines = [line.split() for line in executions.read_text().splitlines() if line.strip()]
+    runs = Counter(task_id for task_id, _ in lines)
+    # A run in a worker that was never SIGKILLed must get its outcome stored.
+    ran_in_surviving_worker = {task_id for task_id, pid in lines if int(pid) not in killed_workers}
+    overlapping = overlaps.read_text().splitlines() if overlaps.exists() else []
+    with sqlite3.connect(root / "queue.db") as db:
         rows = {row[0]: row[1:] for row in db.execute("SELECT id, status, notes FROM tasks")}
         done_twice = [row[0] for row in db.execute(
             "SELECT task_id FROM events WHERE to_status = 'done' GROUP BY task_id HAVING count(*) > 1")]
@@ -201,6 +278,9 @@ def check(db_path: Path, executions: Path, acknowledged: dict[str, str]) -> dict
     lost_without_note = [task_id for task_id in lost if "lost" not in (rows[task_id][1] or "")]
     statuses = Counter(rows[task_id][0] for task_id in acknowledged if task_id in rows)
     safe_reruns = sum(max(0, runs[t] - 1) for t, kind in acknowledged.items() if kind == "chaos_safe")
+    # A NUL-bearing report is stored with the NUL replaced; only a killed worker may keep it from being done.
+    nul_not_stored = [t for t in nul_tasks if t in ran_in_surviving_worker
+                      and not (rows.get(t, ("",))[0] == "done" and "\ufffd" in (rows[t][1] or ""))]
     return {
         "statuses": dict(statuses),
         "missing": len(missing),
@@ -210,7 +290,11 @@ def check(db_path: Path, executions: Path, acknowledged: dict[str, str]) -> dict
         "unsafe_lost_to_needs_human": len(lost),
         "lost_without_note": len(lost_without_note),
         "safe_reruns": safe_reruns,
-        "ok": not (missing or unfinished or done_twice or unsafe_twice or lost_without_note),
+        "runs_overlapping_an_orphan": len(overlapping),
+        "nul_reports": len(nul_tasks),
+        "nul_reports_not_stored": len(nul_not_stored),
+        "ok": not (missing or unfinished or done_twice or unsafe_twice or lost_without_note or overlapping
+                   or nul_not_stored),
     }
 
 

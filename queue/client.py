@@ -32,6 +32,8 @@ _CONFLICTS: dict[str, type[QueueError]] = {"lease_lost": errors.LeaseLost, "lock
 _BY_STATUS: dict[int, type[QueueError]] = {
     400: errors.BadRequest, 401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound,
     408: errors.RequestTimeout, 413: errors.TooLarge,
+    # A body the queue understood but holds invalid: the same request would be refused again, like a 400.
+    422: errors.BadRequest,
 }
 
 
@@ -119,15 +121,20 @@ class QueueClient:
         last_error: Exception | None = None
         unavailable: errors.DatabaseUnavailable | None = None
         for round_number in range(self.rounds):
+            first = self._current
             for offset in range(len(self.urls)):
-                index = (self._current + offset) % len(self.urls)
+                index = (first + offset) % len(self.urls)
                 try:
                     response = await self._http.request(method, self.urls[index] + path, json=json,
                                                         params=params, **extra)
                 except httpx.ConnectError as exc:
                     last_error = exc
+                    self._passed(index)
                     continue
                 except (httpx.TransportError, httpx.TimeoutException) as exc:
+                    # A replica that hangs (paused, overloaded) is not asked first again: the next
+                    # request, and this one's retry, go to the next URL.
+                    self._passed(index)
                     if not idempotent:
                         raise QueueUnreachable(f"queue at {self.urls[index]} did not answer ({type(exc).__name__})"
                                                "; the request may or may not have been applied.") from exc
@@ -148,6 +155,11 @@ class QueueClient:
         if unavailable is not None:
             raise unavailable
         raise QueueUnreachable(f"queue unreachable at {', '.join(self.urls)} ({type(last_error).__name__}).")
+
+    def _passed(self, index: int) -> None:
+        """The URL at `index` did not answer: the next request starts at the one after it."""
+        if index == self._current:
+            self._current = (index + 1) % len(self.urls)
 
     # ---- API ---------------------------------------------------------------------
 
@@ -180,14 +192,14 @@ class QueueClient:
 
     async def claim(self, machine: str, capabilities: list[str], *, agents: list[str] | None = None,
                     aliases: list[str] | None = None, retry_safe: list[str] | None = None, wait: float = 0.0,
-                    lease: float | None = None) -> ClaimedTask | None:
-        """Wait up to `wait` seconds for a task; None when there was nothing to take."""
+                    lease: float | None = None, timeout: float = DEFAULT_TIMEOUT) -> ClaimedTask | None:
+        """Wait up to `wait` seconds for a task; None when there was nothing to take. A URL that has not
+        answered `timeout` seconds after the wait is given up for the next one."""
         body: dict[str, Any] = {"machine": machine, "capabilities": capabilities, "agents": agents or [],
                                 "aliases": aliases or [], "retry_safe": retry_safe or [], "wait": wait}
         if lease is not None:
             body["lease"] = lease
-        response = await self.request("POST", "/v1/claim", json=body, idempotent=False,
-                                      timeout=DEFAULT_TIMEOUT + wait)
+        response = await self.request("POST", "/v1/claim", json=body, idempotent=False, timeout=timeout + wait)
         if response.status_code == 204:
             return None
         data = response.json()
@@ -196,36 +208,41 @@ class QueueClient:
         return ClaimedTask(Task.from_json(data["task"]), data["lease"], parse_iso(data["lease_expires_at"]) or 0.0,
                            float(seconds))
 
-    async def start(self, task_id: str, lease: str, *, checkout: str | None = None) -> Task:
+    async def start(self, task_id: str, lease: str, *, checkout: str | None = None,
+                    timeout: float | None = None) -> Task:
         """Record the start; `checkout` is the task's folder resolved on this machine (its lock's key)."""
         body = {"lease": lease, **({"checkout": checkout} if checkout else {})}
-        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/start", json=body)).json())
+        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/start", json=body,
+                                                  timeout=timeout)).json())
 
-    async def release(self, task_id: str, lease: str) -> Task:
+    async def release(self, task_id: str, lease: str, *, timeout: float | None = None) -> Task:
         """Hand back a claim this worker will not start."""
         return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/release",
-                                                  json={"lease": lease})).json())
+                                                  json={"lease": lease}, timeout=timeout)).json())
 
     async def heartbeat(self, task_id: str, lease: str, progress: str | None = None, *,
-                        lease_seconds: float | None = None, wait: float = 0.0) -> Heartbeat:
+                        lease_seconds: float | None = None, wait: float = 0.0, timeout: float | None = None
+                        ) -> Heartbeat:
         """Extend the lease (by `lease_seconds`, else the queue's default) and report progress; the
-        answer comes after `wait` seconds, or as soon as the task is cancelled."""
+        answer comes after `wait` seconds, or as soon as the task is cancelled. Each URL gets `timeout`
+        seconds in all (the wait included; by default the wait plus DEFAULT_TIMEOUT) before the next."""
         body: dict[str, Any] = {"lease": lease, **({"progress": progress} if progress else {})}
         if lease_seconds is not None:
             body["extend"] = lease_seconds
         if wait:
             body["wait"] = wait
         data = (await self.request("POST", f"/v1/tasks/{task_id}/heartbeat", json=body,
-                                   timeout=DEFAULT_TIMEOUT + wait)).json()
+                                   timeout=DEFAULT_TIMEOUT + wait if timeout is None else timeout)).json()
         seconds = data.get("lease_seconds")
         return Heartbeat(bool(data["cancel"]), data["status"], None if seconds is None else float(seconds))
 
     async def report(self, task_id: str, lease: str, status: str, result: dict[str, Any], *,
-                     notes: str | None = None, action: str | None = None) -> Task:
+                     notes: str | None = None, action: str | None = None, timeout: float | None = None) -> Task:
         """Report an outcome; safe to repeat until it is acknowledged."""
         body = {"lease": lease, "status": status, "result": result,
                 **({"notes": notes} if notes else {}), **({"action": action} if action else {})}
-        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/report", json=body)).json())
+        return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/report", json=body,
+                                                  timeout=timeout)).json())
 
     async def resolve(self, task_id: str, status: str, *, notes: str | None = None, by: str | None = None) -> Task:
         body = {"status": status, **({"notes": notes} if notes else {}), **({"by": by} if by else {})}

@@ -1,4 +1,5 @@
-"""The short chaos run: real queue and worker processes SIGKILLed mid-work lose and repeat nothing."""
+"""The short chaos run: real queue and worker processes SIGKILLed mid-work (workers with task children
+alive), and reports holding NUL characters, lose and repeat nothing."""
 
 from __future__ import annotations
 
@@ -16,4 +17,7 @@ async def test_kills_lose_nothing_and_run_nothing_twice(tmp_path: Path) -> None:
     assert figures["missing"] == 0 and figures["not_terminal"] == 0
     assert figures["done_twice"] == 0 and figures["unsafe_run_twice"] == 0
     assert figures["lost_without_note"] == 0
+    # Workers killed with task children alive: nothing ran again beside an orphan; NUL text was stored.
+    assert figures["worker_kills_with_children_alive"] >= 1 and figures["runs_overlapping_an_orphan"] == 0
+    assert figures["nul_reports"] > 0 and figures["nul_reports_not_stored"] == 0
     assert figures["ok"] is True

@@ -8,7 +8,7 @@ from pathlib import Path
 from da.agents import AgentCommand
 from da.handlers import api
 from da.handlers.api import NeedsHuman, ProcessResult, Result
-from da.worker import runner
+from da.worker import orphans, report, runner
 from da.worker.settings import WorkerSettings
 
 # Progress lines are shown in Slack cards; one line is enough.
@@ -28,7 +28,8 @@ class TaskContext:
         self.runs = 0
 
     def _note_line(self, line: str) -> None:
-        self.progress = line[:MAX_PROGRESS]
+        # Sent with every heartbeat: a NUL would make the queue's database refuse it.
+        self.progress = report.storable(line[:MAX_PROGRESS])
 
     def state_file(self, name: str) -> Path:
         """A file a handler keeps between tasks on this machine (beside the task logs)."""
@@ -76,7 +77,9 @@ class TaskContext:
                                         log_path=log_path, redact=self.settings.redactor, shell=shell,
                                         on_line=self._note_line if watch is None else None,
                                         on_stdout_line=None if watch is None else self._watched(watch),
-                                        log_max_bytes=self.settings.log_max_bytes)
+                                        log_max_bytes=self.settings.log_max_bytes,
+                                        book=orphans.ProcessBook.of(self.settings.log_dir, self.machine),
+                                        task_id=self.task_id)
 
     def _watched(self, watch: Callable[[str], str | None]) -> Callable[[str], None]:
         def note(line: str) -> None:

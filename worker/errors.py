@@ -11,3 +11,7 @@ class WorkerError(Exception):
 
 class HandlerError(WorkerError):
     """A handler module does not follow the contract; the message names the file."""
+
+
+class CredentialRefused(WorkerError):
+    """The queue refused this worker's credential (a revoked or wrong DA_TOKEN); retrying cannot help."""

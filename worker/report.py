@@ -5,7 +5,12 @@ status the queue does not know. Sent as it is, the report would never be accepte
 task would end as "worker lost". Here every value becomes JSON (each change noted in the
 result's `delivery_notes`), secrets are redacted at every depth, the longest strings are cut
 (head and tail kept, the cut marked) until the report fits the budget, and what cannot be
-made to fit is reported `failed` with the reason.
+made to fit is reported `failed` with the reason. Text is made storable on every database: a
+NUL character (which PostgreSQL's text cannot hold, and SQLite's JSON refuses) is replaced with
+U+FFFD, noted like every other change.
+
+A report the queue still refuses as invalid is reduced step by step (`reduced`): outputs
+trimmed, then only the status and the error, then `failed` with the queue's reason.
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ FIT_ROUNDS = 4
 # Upper bound of the encoded length of a cut marker, so a cut string lands within its share.
 MARKER_ROOM = 80
 SURROGATE = re.compile("[\ud800-\udfff]")
+NUL = "\x00"
+REPLACEMENT = "\ufffd"
+# A report the queue refused as invalid is sent again with its strings cut to fit this many bytes.
+TRIMMED_BUDGET = 16 * 1024
+# In a report reduced to its status and error, the error keeps this many characters.
+ESSENTIAL_TEXT = 1000
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 STATUSES = ", ".join(queue_models.REPORTABLE[:-1]) + " or " + queue_models.REPORTABLE[-1]
 
@@ -107,16 +118,62 @@ def failure(result: Result, *, task_type: str, redact: Redactor, reason: str, ac
     cleaner = _Cleaner(redact, [])
     said = cleaner.text_field(result.notes, "notes")[:300]
     status = result.status if isinstance(result.status, str) else _shown(result.status, redact)
-    status = redact(SURROGATE.sub("\ufffd", status))[:80]
+    status = redact(storable(SURROGATE.sub(REPLACEMENT, status)))[:80]
     notes = f"{reason}; the handler reported {status}: {said or '-'}"
     return Delivery(FAILED, {"handler_status": status, "delivery_notes": [reason]}, _clip(notes), action,
                     [reason])
 
 
+def storable(text: str) -> str:
+    """`text` without NUL characters, which no database text column takes."""
+    return text.replace(NUL, REPLACEMENT)
+
+
+def reduced(result: Result, *, task_type: str, lease: str, redact: Redactor, refusals: list[str]) -> Delivery | None:
+    """The next smaller report after the queue refused the last one as invalid (`refusals` holds its
+    reasons, oldest first): outputs trimmed, then only the status and the error, then `failed` with
+    the queue's reason; None once even that was refused."""
+    reason = f"the queue refused the result: {refusals[-1]}"
+    if len(refusals) == 1:
+        delivery = prepare(result, task_type=task_type, lease=lease, redact=redact, budget=TRIMMED_BUDGET)
+        step = f"{reason}; outputs trimmed to {TRIMMED_BUDGET // 1024} KiB"
+    elif len(refusals) == 2:
+        delivery = essentials(result, task_type=task_type, redact=redact)
+        step = f"{reason}; only the status and the error are kept (the worker's log has the rest)"
+    elif len(refusals) == 3:
+        return failure(result, task_type=task_type, redact=redact, reason=reason,
+                       action=f"fix the handler {task_type} so its result is plain JSON, then retry")
+    else:
+        return None
+    delivery.result["delivery_notes"] = [_clip(step, ESSENTIAL_TEXT), *delivery.result.get("delivery_notes", [])]
+    return delivery
+
+
+def essentials(result: Result, *, task_type: str, redact: Redactor) -> Delivery:
+    """The handler's status, notes, action and error, each short; nothing else of the result."""
+    cleaner = _Cleaner(redact, [])
+    notes = cleaner.text_field(result.notes, "notes")[:ESSENTIAL_TEXT]
+    action = cleaner.text_field(result.action, "action")[:ESSENTIAL_TEXT]
+    error = result.details.get("error") if isinstance(result.details, dict) else None
+    kept: dict[str, Any] = {"error": cleaner.text_field(error, "error")[:ESSENTIAL_TEXT]} if error else {}
+    status = result.status if isinstance(result.status, str) and result.status in queue_models.REPORTABLE else FAILED
+    if status != result.status:
+        kept["handler_status"] = _shown(result.status, redact)
+        notes = f"handler {task_type} returned status {kept['handler_status']}, not {STATUSES}; its notes: {notes}"
+    return Delivery(status, kept, _clip(notes) or None, action or None)
+
+
+def summary(delivery: Delivery, limit: int = 2000) -> str:
+    """One line for the worker's log: the outcome a queue could not be given."""
+    result = json.dumps(delivery.result, ensure_ascii=False, default=str)
+    return _clip(f"status={delivery.status} notes={delivery.notes or '-'} action={delivery.action or '-'} "
+                 f"result={result}", limit)
+
+
 def _shown(value: Any, redact: Redactor) -> str:
     """A short, safe rendering of a value a handler should not have returned."""
     if isinstance(value, (str, int, float, type(None))) and not (isinstance(value, int) and value.bit_length() > 64):
-        return redact(repr(value))[:80]
+        return redact(storable(repr(value)))[:80]
     return f"a {type(value).__name__}"
 
 
@@ -143,8 +200,11 @@ class _Cleaner:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            value = SURROGATE.sub("\ufffd", value)
+            value = SURROGATE.sub(REPLACEMENT, value)
             self.note(path, "text held characters UTF-8 cannot carry (lone surrogates); replaced with \ufffd")
+        if NUL in value:
+            value = storable(value)
+            self.note(path, "text held NUL characters, which the queue's database cannot store; replaced with \ufffd")
         return self.redact(value)
 
     def text_field(self, value: Any, path: str) -> str:
@@ -179,7 +239,7 @@ class _Cleaner:
             return None
         if isinstance(value, (bytes, bytearray, memoryview)):
             self.note(path, "bytes; sent as UTF-8 text (invalid bytes replaced with \ufffd)")
-            return self.redact(bytes(value).decode("utf-8", errors="replace"))
+            return self.text(bytes(value).decode("utf-8", errors="replace"), path)
         if not isinstance(value, (Mapping, list, tuple, set, frozenset)):
             self.note(path, f"a {type(value).__name__}; sent as its text")
             return self.text(_as_text(value), path)

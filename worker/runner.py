@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from da.handlers.api import ProcessResult
-from da.worker import output
+from da.worker import orphans, output
 from da.worker.redact import Redactor
 
 # Each stream keeps its last 64 KiB in the result; the log file has the rest (up to its cap).
@@ -45,8 +45,10 @@ async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str,
                       log_path: Path, redact: Redactor, shell: bool = False,
                       on_line: Callable[[str], None] | None = None,
                       on_stdout_line: Callable[[str], None] | None = None,
-                      log_max_bytes: int = output.DEFAULT_LOG_MAX_BYTES) -> ProcessResult:
-    """Run to completion, timeout or cancellation; the process tree never outlives this call.
+                      log_max_bytes: int = output.DEFAULT_LOG_MAX_BYTES,
+                      book: orphans.ProcessBook | None = None, task_id: str = "") -> ProcessResult:
+    """Run to completion, timeout or cancellation; the process tree never outlives this call (nor,
+    through `book`, the worker: its next start stops a group this one could not).
 
     `on_line` hears the latest non-empty line of output (as progress), at most once per read;
     `on_stdout_line` hears every whole line of stdout (pieces of over-long lines are skipped),
@@ -73,6 +75,20 @@ async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str,
         return ProcessResult(returncode=126, stdout="", stderr=f"cannot execute: {exc}",
                              duration=time.monotonic() - started, log_path=str(log_path))
 
+    if book is not None:
+        book.record(process.pid, task_id)
+    try:
+        return await _supervise(process, started=started, timeout=timeout, log_path=log_path, redact=redact,
+                                on_line=on_line, on_stdout_line=on_stdout_line, log_max_bytes=log_max_bytes)
+    finally:
+        if book is not None:
+            book.forget(process.pid)
+
+
+async def _supervise(process: asyncio.subprocess.Process, *, started: float, timeout: float, log_path: Path,
+                     redact: Redactor, on_line: Callable[[str], None] | None,
+                     on_stdout_line: Callable[[str], None] | None, log_max_bytes: int) -> ProcessResult:
+    """Collect a started process's output until it ends, times out or is cancelled; then kill its group."""
     tails = {"stdout": output.Tail(TAIL_BYTES), "stderr": output.Tail(TAIL_BYTES)}
     with output.TaskLog(log_path, log_max_bytes) as log:
 

@@ -22,8 +22,10 @@ from da.handlers.api import DONE, FAILED, NEEDS_HUMAN, NeedsHuman, Result
 from da.queue import errors as queue_errors
 from da.queue import models as queue_models
 from da.queue.client import ClaimedTask, QueueClient
-from da.worker import report, workspace
+from da.worker import lease as leases
+from da.worker import orphans, report, workspace
 from da.worker.context import TaskContext
+from da.worker.errors import CredentialRefused
 from da.worker.registry import Handler
 from da.worker.settings import WorkerSettings
 
@@ -37,17 +39,9 @@ MAX_BACKOFF = 15.0
 DATABASE_BACKOFF = 2.0
 # How long a claim in flight may still answer once the worker starts stopping.
 CLAIM_SETTLE = 1.0
-# Heartbeats never come faster than this, whatever lease the queue grants.
-MIN_HEARTBEAT = 0.2
 # Keep this many trailing characters of a handler's traceback in the result.
 TRACEBACK_TAIL = 4000
 
-
-
-def heartbeat_interval(seconds_left: float) -> float:
-    """A third of the lease left, and never longer than the queue will hold a heartbeat (its
-    `wait` limit): a long lease beats more often than it must rather than have every beat refused."""
-    return min(max(MIN_HEARTBEAT, seconds_left / 3), queue_models.MAX_WAIT)
 
 class LeaseGone(Exception):
     """The queue says this worker no longer holds the task."""
@@ -70,6 +64,8 @@ class Worker:
         self._agents_running: set[str] = set()
         # Set when the worker stopped because the queue kept refusing its credential: why.
         self.gave_up: str | None = None
+        # The lease the queue grants, once known: every request's timeout is bounded by it.
+        self._lease_hint: float | None = settings.lease
 
     # ---- the claim loop --------------------------------------------------------------
 
@@ -80,6 +76,8 @@ class Worker:
                     ",".join(self.settings.agents) or "-", self.settings.source, self.settings.max_concurrent,
                     ", ".join(self.settings.queue_urls))
         retry_safe = [t for t, h in self.handlers.items() if h.safe_to_retry and t in self.settings.capabilities]
+        # Before any claim: a task run again must not overlap what a killed worker left running.
+        await orphans.ProcessBook.of(self.settings.log_dir, self.settings.machine).stop_leftovers()
         backoff = FIRST_BACKOFF
         unreachable = False
         refused_since: float | None = None
@@ -145,7 +143,7 @@ class Worker:
         request = asyncio.ensure_future(self.client.claim(
             self.settings.machine, capabilities, agents=list(self.settings.agents),
             aliases=list(self.settings.aliases), retry_safe=retry_safe, wait=self.settings.poll_wait,
-            lease=self.settings.lease))
+            lease=self.settings.lease, timeout=leases.request_timeout(self._lease_hint)))
         await self._until_stopping(request)
         if not request.done():
             # An answer may already be on its way; give it a moment rather than drop it on the floor.
@@ -154,6 +152,8 @@ class Worker:
             await _cancel(request)
             return None
         claimed = request.result()
+        if claimed is not None:
+            self._lease_hint = self.settings.lease or claimed.lease_seconds
         if claimed is not None and self.stopping.is_set():
             with contextlib.suppress(Exception):
                 await self.client.release(claimed.task.id, claimed.lease)
@@ -212,8 +212,9 @@ class Worker:
         if spaces is not None:
             checkout = spaces.lock  # the worktree is the task's folder: tasks on one repository run at once
         try:
-            await self._until_acknowledged(lambda: self.client.start(task.id, lease, checkout=checkout))
-        except LeaseGone as exc:
+            await self._until_acknowledged(lambda: self.client.start(
+                task.id, lease, checkout=checkout, timeout=leases.request_timeout(claimed.lease_seconds)))
+        except (LeaseGone, CredentialRefused) as exc:
             logger.warning("task %s was not started: %s", task.short_id, exc, extra={"task_id": task.id})
             return
         ctx = TaskContext(self.settings, task.id, task.type)
@@ -284,51 +285,74 @@ class Worker:
 
     async def _heartbeat(self, task_id: str, lease: str, seconds_left: float, ctx: TaskContext,
                          work: asyncio.Task[Result]) -> None:
-        """Extend the lease every third of its length; stop the work on cancel or a lost lease.
+        """Extend the lease every third of its length; stop the work on cancel, a lost lease, a refused
+        credential, or a lease that could not be renewed for as long as it lasts.
 
         Each heartbeat is held by the queue until the next one is due, or answered at once when the
-        task is cancelled, so a cancel stops the work within moments. Timed only by durations (the
-        queue's answers, this machine's monotonic clock): the queue's timestamps against this
-        machine's clock would be off by any skew between the two.
+        task is cancelled, so a cancel stops the work within moments. Timed by `lease.LeaseClock`.
         """
         loop = asyncio.get_running_loop()
-        interval = heartbeat_interval(seconds_left)
+        clock = leases.LeaseClock.granted(self.settings.lease or seconds_left, loop.time(), seconds_left)
+        failure = "no answer from the queue"
         while not work.done():
             sent = loop.time()
+            if clock.expired(sent):
+                # The queue has given the task up (or soon will) and may hand it to another worker.
+                self._stop_work(task_id, work, f"its lease could not be renewed for {clock.length:.1f}s ({failure}); "
+                                f"stopped so that it cannot run twice")
+                return
+            wait = clock.wait()
+            call = self.client.heartbeat(task_id, lease, progress=ctx.progress, lease_seconds=self.settings.lease,
+                                         wait=wait, timeout=clock.attempt_timeout(sent, wait))
             try:
-                beat = await self.client.heartbeat(task_id, lease, progress=ctx.progress,
-                                                   lease_seconds=self.settings.lease, wait=interval)
+                # A renewal that arrived in time is answered at most `wait` after the old lease ran out.
+                beat = await asyncio.wait_for(call, clock.expires + wait - sent)
+            except TimeoutError:
+                failure = "no answer from the queue"
+                continue
             except (queue_errors.LeaseLost, queue_errors.NotFound) as exc:
-                self._cancel_reason[task_id] = f"lease lost ({exc.detail})"
-                work.cancel()
+                self._stop_work(task_id, work, f"lease lost ({exc.detail})")
+                return
+            except (queue_errors.Unauthorized, queue_errors.Forbidden) as exc:
+                self._stop_work(task_id, work, credential_refused(exc, self.settings.machine))
                 return
             except queue_errors.QueueError as exc:
+                failure = exc.detail
                 logger.warning("heartbeat for %s failed: %s", task_id[:8], exc.detail)
             else:
                 if beat.cancel:
-                    self._cancel_reason[task_id] = "cancelled in the queue"
-                    work.cancel()
+                    self._stop_work(task_id, work, "cancelled in the queue")
                     return
-                if beat.lease_seconds is not None:
-                    # The lease granted when this heartbeat arrived: what is left now plus the time it was held.
-                    interval = heartbeat_interval(beat.lease_seconds + loop.time() - sent)
+                answered = loop.time()
+                # A queue that does not say what is left renewed the lease it was asked for, on arrival.
+                left = beat.lease_seconds if beat.lease_seconds is not None else clock.length - (answered - sent)
+                clock.renewed(sent, answered, left, wait)
             # Keep the pace when an answer came early (a failure, or a queue that does not hold heartbeats).
-            await asyncio.sleep(max(0.0, sent + interval - loop.time()))
+            await asyncio.sleep(max(0.0, min(sent + wait, clock.expires) - loop.time()))
+
+    def _stop_work(self, task_id: str, work: asyncio.Task[Result], reason: str) -> None:
+        """Stop a task from the queue's side (or for want of it): nothing is reported then, the log says why."""
+        if reason != "cancelled in the queue":
+            logger.warning("stopping %s: %s", task_id[:8], reason, extra={"task_id": task_id})
+        self._cancel_reason[task_id] = reason
+        work.cancel()
 
     async def _report(self, task_id: str, lease: str, task_type: str, result: Result) -> None:
         """Deliver the outcome until acknowledged, reduced to what the queue accepts.
 
-        A 413 halves the report's budget and sends again; a report the queue refuses as
-        malformed is replaced by a `failed` one quoting its reason. Only when even that is
-        refused is the outcome left to the reaper, and the log says so.
+        A 413 halves the report's budget and sends again; a report the queue refuses as invalid
+        (400, 422) is reduced step by step (`report.reduced`) and sent again, and the smallest is
+        retried until taken, never dropped. A refused credential ends the delivery: the outcome is
+        then kept in this log, with what to fix.
         """
         redact = self.settings.redactor
         budget = report.FIRST_BUDGET
         delivery = report.prepare(result, task_type=task_type, lease=lease, redact=redact, budget=budget)
-        refused = False
+        refusals: list[str] = []
         while True:
             send = functools.partial(self.client.report, task_id, lease, delivery.status, delivery.result,
-                                     notes=delivery.notes, action=delivery.action)
+                                     notes=delivery.notes, action=delivery.action,
+                                     timeout=leases.request_timeout(self._lease_hint))
             try:
                 recorded = await self._until_acknowledged(send)
                 if recorded.status != delivery.status:
@@ -338,6 +362,10 @@ class Worker:
                 return
             except LeaseGone as exc:
                 logger.warning("report for %s refused: %s", task_id[:8], exc)
+                return
+            except CredentialRefused as exc:
+                logger.error("could not report %s, so its outcome is kept here: %s; %s", task_id[:8],
+                             report.summary(delivery), exc, extra={"task_id": task_id})
                 return
             except queue_errors.TooLarge as exc:
                 if budget <= report.MIN_BUDGET:
@@ -349,16 +377,22 @@ class Worker:
                                "%d bytes", task_id[:8], exc.detail, budget, extra={"task_id": task_id})
                 delivery = report.prepare(result, task_type=task_type, lease=lease, redact=redact, budget=budget)
             except queue_errors.BadRequest as exc:
-                if refused:
-                    logger.error("report for %s refused by the queue: %s; giving up", task_id[:8], exc.detail,
-                                 extra={"task_id": task_id})
-                    return
-                refused = True
-                logger.warning("report for %s refused by the queue (%s); reporting it failed instead", task_id[:8],
-                               exc.detail, extra={"task_id": task_id})
-                delivery = report.failure(result, task_type=task_type, redact=redact,
-                                          reason=f"the queue refused the result: {exc.detail}",
-                                          action=f"fix the handler {task_type} so its result is plain JSON, then retry")
+                refusals.append(exc.detail)
+                smaller = report.reduced(result, task_type=task_type, lease=lease, redact=redact, refusals=refusals)
+                if smaller is None:
+                    if self.stopping.is_set():
+                        logger.error("report for %s refused by the queue (%s) and the worker is stopping; its outcome "
+                                     "is kept here: %s", task_id[:8], exc.detail, report.summary(delivery),
+                                     extra={"task_id": task_id})
+                        return
+                    logger.error("report for %s refused by the queue even reduced to its reason (%s); sending it "
+                                 "again in %.0fs. Its outcome: %s", task_id[:8], exc.detail, MAX_BACKOFF,
+                                 report.summary(delivery), extra={"task_id": task_id})
+                    await self._wait_any(asyncio.sleep(MAX_BACKOFF))
+                    continue
+                logger.warning("report for %s refused by the queue (%s); sending it reduced. Its outcome: %s",
+                               task_id[:8], exc.detail, report.summary(delivery), extra={"task_id": task_id})
+                delivery = smaller
 
     async def _until_acknowledged(self, send: Any) -> Any:
         """Retry an idempotent call with backoff until the queue answers it.
@@ -375,6 +409,8 @@ class Worker:
                 return await send()
             except (queue_errors.LeaseLost, queue_errors.NotFound, queue_errors.Conflict) as exc:
                 raise LeaseGone(exc.detail) from exc
+            except (queue_errors.Unauthorized, queue_errors.Forbidden) as exc:
+                raise CredentialRefused(credential_refused(exc, self.settings.machine)) from exc
             except (queue_errors.BadRequest, queue_errors.TooLarge):
                 raise  # the same request would be refused again
             except queue_errors.QueueError as exc:
@@ -383,6 +419,13 @@ class Worker:
                 logger.warning("queue did not take it (%s); retrying in %.1fs", exc.detail, backoff)
                 await asyncio.sleep(backoff)
                 backoff = next_backoff(backoff, exc)
+
+
+def credential_refused(error: queue_errors.QueueError, machine: str) -> str:
+    """What to fix when the queue refuses this worker's credential (revoked, or never valid)."""
+    return (f"the queue refused this worker's credential ({error.detail.rstrip('.')}); if its token was revoked, "
+            f"make a new one on the queue host with `da token create worker {machine}`, put it in this "
+            f"machine's .env as DA_TOKEN and restart the worker")
 
 
 def next_backoff(backoff: float, error: queue_errors.QueueError) -> float:
