@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue import auth, routes
 from da.queue.client import QueueClient
-from tests_support import served_routes as routed
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.processes import served_routes as routed
+from tests.support.server import SECRET, QueueServer
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, wait_for_status
 
 SAMPLE_ID = "00000000-0000-0000-0000-000000000000"
 SAMPLE_TOKEN_ID = "0123456789ab"
@@ -330,11 +331,11 @@ def test_wrong_answers_slow_down_one_after_another_and_never_wait_half_a_lease()
 async def test_a_secret_header_that_is_not_utf8_is_401_and_counted(server: QueueServer) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as guesser:
         for n in range(auth.FREE_GUESSES):
-            response = await guesser.get("/v1/tasks", headers={"x-secret-key": b"\xff\xfe" + bytes([0x80 + n])})
+            response = await guesser.get("/v1/tasks", headers={"x-secret-key": b"\xff\xfe" + bytes([0x80 + n])})  # type: ignore[arg-type]
             assert response.status_code == 401, response.text
             assert response.json()["error"] == "unauthorized"
         started = time.monotonic()
-        slowed = await guesser.get("/v1/tasks", headers={"x-secret-key": b"\xc3\x28"})
+        slowed = await guesser.get("/v1/tasks", headers={"x-secret-key": b"\xc3\x28"})  # type: ignore[arg-type]
     assert slowed.status_code == 401 and time.monotonic() - started >= auth.FIRST_DELAY
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, cancel_and_watch, kill_leftover, start_long_task
+from tests.support.server import SECRET, QueueServer
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, cancel_and_watch, kill_leftover, start_long_task
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 # The worker's lease: it heartbeats every 20 s, so only a cancel that wakes it stops the task within seconds.

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
 from da.queue.client import QueueClient
-from tests_support import claim_one
+from tests.support.processes import claim_one
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
-MAC = {"machine": "mac-mini", "capabilities": ["agent_run", "ios_build"], "agents": ["claude", "codex"],
+MAC: dict[str, Any] = {"machine": "mac-mini", "capabilities": ["agent_run", "ios_build"], "agents": ["claude", "codex"],
        "aliases": ["mac"]}
-LINUX = {"machine": "thinkpad", "capabilities": ["agent_run", "android_build"], "agents": ["gemini"]}
+LINUX: dict[str, Any] = {"machine": "thinkpad", "capabilities": ["agent_run", "android_build"], "agents": ["gemini"]}
 
 
 async def test_sixteen_concurrent_claimers_take_each_of_500_tasks_exactly_once(client: QueueClient) -> None:
@@ -138,7 +139,8 @@ async def test_empty_wait_answers_no_content(client: QueueClient) -> None:
 async def test_a_claim_whose_worker_hung_up_is_handed_back(server, client: QueueClient) -> None:
     import httpx
 
-    from conftest import SECRET, wait_until
+    from tests.support.server import SECRET
+    from tests.support.waiting import wait_until
 
     async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}) as worker:
         waiting = asyncio.create_task(worker.post("/v1/claim", json={"machine": "w", "capabilities": ["lint"],

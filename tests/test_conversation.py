@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from conftest import QueueServer, wait_until
 from da.handlers import _agent_session
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, run_task, wait_for_status
+from tests.support.server import QueueServer
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, run_task, wait_for_status
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MACHINE = "test-box"
@@ -27,8 +28,9 @@ async def worker(server: QueueServer, tmp_path: Path) -> AsyncIterator[WorkerPro
     process.kill()
 
 
-def answer_of(result: dict[str, Any]) -> dict[str, Any]:
+def answer_of(result: dict[str, Any] | None) -> dict[str, Any]:
     """What the fake agent says it was asked: argv, prompt, the session's earlier turns."""
+    assert result is not None
     return json.loads(result["answer"])
 
 

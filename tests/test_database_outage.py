@@ -20,12 +20,13 @@ import asyncpg
 import httpx
 import pytest
 
-import postgres_support
-from conftest import SECRET, QueueServer, wait_until
 from da.queue import errors, routes
 from da.queue.client import QueueClient
-from tcp_proxy import Proxy
-from worker_support import WorkerProcess, wait_for_status
+from tests.support import postgres
+from tests.support.server import SECRET, QueueServer
+from tests.support.tcp_proxy import Proxy
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, wait_for_status
 
 pytestmark = pytest.mark.backends("postgres")
 RUN = ["run_script"]
@@ -50,7 +51,7 @@ class Database:
 
 
 @pytest.fixture
-async def database(postgres_cluster: postgres_support.Cluster,
+async def database(postgres_cluster: postgres.Cluster,
                    new_database: Callable[[], Awaitable[str]]) -> AsyncIterator[Database]:
     url = await new_database()
     proxy = await Proxy("127.0.0.1", postgres_cluster.port).start()
@@ -232,12 +233,12 @@ async def test_a_read_only_database_is_not_healthy(
 
 
 async def test_a_multi_host_url_writes_to_the_host_that_answers(
-        postgres_cluster: postgres_support.Cluster, new_database: Callable[[], Awaitable[str]],
+        postgres_cluster: postgres.Cluster, new_database: Callable[[], Awaitable[str]],
         make_server: Callable[..., Awaitable[QueueServer]]) -> None:
     url = await new_database()
-    dead = postgres_support.free_port()
+    dead = postgres.free_port()
     name = url.rsplit("/", 1)[1]
-    multi = f"postgresql://{postgres_support.ADMIN}@127.0.0.1:{dead},127.0.0.1:{postgres_cluster.port}/{name}"
+    multi = f"postgresql://{postgres.ADMIN}@127.0.0.1:{dead},127.0.0.1:{postgres_cluster.port}/{name}"
     from da.queue.settings import QueueSettings
 
     settings = QueueSettings.from_env({"SECRET_KEY": SECRET, "QUEUE_DB_URL": multi})

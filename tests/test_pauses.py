@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue import errors
 from da.queue.client import ClaimedTask, QueueClient
 from da.queue.models import Task
-from tcp_proxy import Proxy
-from tests_support import launch_serve, wait_serving
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.processes import launch_serve, wait_serving
+from tests.support.server import SECRET, QueueServer
+from tests.support.tcp_proxy import Proxy
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, wait_for_status
 
 RUN = ["run_script"]
 BOTH = pytest.mark.backends("sqlite", "postgres")

@@ -15,11 +15,12 @@ import asyncpg
 import httpx
 import pytest
 
-import postgres_support
-from conftest import SECRET, wait_until
 from da.queue.client import QueueClient
-from tests_support import launch_serve, wait_serving
-from worker_support import WorkerProcess, cancel_and_watch, kill_leftover, start_long_task, wait_for_status
+from tests.support import postgres
+from tests.support.processes import launch_serve, wait_serving
+from tests.support.server import SECRET
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, cancel_and_watch, kill_leftover, start_long_task, wait_for_status
 
 RUN = ["run_script"]
 
@@ -44,7 +45,7 @@ class Replicas:
 
 
 @pytest.fixture
-async def replicas(postgres_cluster: postgres_support.Cluster, tmp_path: Path) -> AsyncIterator[Replicas]:
+async def replicas(postgres_cluster: postgres.Cluster, tmp_path: Path) -> AsyncIterator[Replicas]:
     # An empty database: both replicas start at the same moment and must not race to migrate it.
     url = await postgres_cluster.create_database(migrated=False)
     processes, urls, logs = [], [], []

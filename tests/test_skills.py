@@ -12,15 +12,15 @@ import asyncssh
 import pytest
 import yaml
 
-from conftest import SECRET
 from da import fleet as fleet_module
 from da.bot import views
 from da.bot.grammar import parse
 from da.bot.terminal.skills import SkillsService, SshOptions, add_capability
 from da.fleet import Fleet, Machine
 from da.queue.client import QueueClient
-from terminal_support import da
-from worker_support import WorkerProcess, run_task
+from tests.support.server import SECRET
+from tests.support.terminal import da
+from tests.support.workers import WorkerProcess, run_task
 
 REGISTRY = """skills:
   shell:

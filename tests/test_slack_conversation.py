@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da import agents
 from da.queue.client import ClaimedTask, QueueClient
 from da.queue.models import Task
-from slack_emulator import LEGACY_SCOPES, Message, SlackEmulator
-from slack_support import ALLOWED, FLEET, STRANGER, needs_human, seen, texts
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.server import SECRET, QueueServer
+from tests.support.slack import ALLOWED, FLEET, STRANGER, needs_human, seen, texts
+from tests.support.slack_emulator import LEGACY_SCOPES, Message, SlackEmulator
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, wait_for_status
 
 FLAGS = "--machine=mac-mini --agent=claude --type=agent_run"
 

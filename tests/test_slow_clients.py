@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SECRET, wait_until
 from da.queue import app as queue_app
 from da.queue import auth, connections
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
-from tests_support import start_serve
-from worker_support import WorkerProcess, run_task
+from tests.support.processes import start_serve
+from tests.support.server import SECRET
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, run_task
 
 HEADER_TIMEOUT = 0.5
 

@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SECRET, QueueServer
 from da.queue.client import QueueClient
 from da.worker import output, runner
 from da.worker.redact import Redactor
-from worker_support import WorkerProcess, run_task
+from tests.support.server import SECRET, QueueServer
+from tests.support.workers import WorkerProcess, run_task
 
 DAY = 86400
 

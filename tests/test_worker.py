@@ -13,9 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, run_task, wait_for_status
+from tests.support.server import SECRET, QueueServer
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, run_task, wait_for_status
 
 GROQ_KEY = "gsk_test_groq_key_123456"
 

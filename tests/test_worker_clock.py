@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SECRET
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.server import SECRET
+from tests.support.workers import WorkerProcess, wait_for_status
 
 HOUR = 3600.0
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from conftest import SECRET, wait_until
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.server import SECRET
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, wait_for_status
 
 
 async def test_sigkilled_worker_task_is_reaped_by_type(make_server, tmp_path: Path) -> None:

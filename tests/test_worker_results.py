@@ -13,14 +13,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import SECRET, QueueServer
 from da.handlers.api import Result
 from da.queue import app as queue_app
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
 from da.worker import report
 from da.worker.redact import Redactor
-from worker_support import WorkerProcess, run_task
+from tests.support.server import SECRET, QueueServer
+from tests.support.workers import WorkerProcess, run_task
 
 ODD_HANDLER = '''
 import datetime
@@ -123,6 +123,7 @@ async def test_a_result_too_large_is_cut_keeping_head_and_tail(worker: WorkerPro
     assert blob.startswith("HEAD") and blob.endswith("TAIL") and len(blob) < 1024 * 1024
     assert "characters cut" in blob
     assert task.result["small"] == "keep me"
+    assert task.notes is not None
     assert len(task.notes) <= 4000 and "characters cut" in task.notes
     assert any("blob" in note and "cut" in note for note in task.result["delivery_notes"])
 
