@@ -22,6 +22,7 @@ from da.queue.settings import QueueSettings
 from tests.support import postgres
 from tests.support.postgres import need_postgres
 from tests.support.server import SECRET, QueueServer
+from tests.support.workers import WorkerProcess
 
 # The Slack tests' fixtures (emulator, bot, fleet queue) live in their own module.
 pytest_plugins = ("tests.support.slack",)
@@ -129,3 +130,18 @@ async def http(server: QueueServer) -> AsyncIterator[httpx.AsyncClient]:
 async def client(server: QueueServer) -> AsyncIterator[QueueClient]:
     async with QueueClient(server.url, SECRET, timeout=30) as queue_client:
         yield queue_client
+
+
+@pytest.fixture
+def make_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts real `da worker` processes (`make_worker(url, folder=tmp_path, **env)`); all are killed at teardown."""
+    started: list[WorkerProcess] = []
+
+    def factory(url: str, folder: Path | None = None, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(url, folder or tmp_path, **env)
+        started.append(worker)
+        return worker.start()
+
+    yield factory
+    for worker in started:
+        worker.kill()

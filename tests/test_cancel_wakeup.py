@@ -18,9 +18,9 @@ pytestmark = pytest.mark.backends("sqlite", "postgres")
 LEASE = "60"
 
 
-async def test_a_cancel_stops_the_running_process_at_once(server: QueueServer, tmp_path: Path) -> None:
-    worker = WorkerProcess(server.url, tmp_path, WORKER_LEASE=LEASE, WORKER_CAPABILITIES="run_script",
-                           WORKER_AGENTS="").start()
+async def test_a_cancel_stops_the_running_process_at_once(server: QueueServer, tmp_path: Path, make_worker) -> None:
+    worker = make_worker(server.url, tmp_path, WORKER_LEASE=LEASE, WORKER_CAPABILITIES="run_script",
+                         WORKER_AGENTS="")
     try:
         async with QueueClient(server.url, SECRET) as client:
             task_id, pid = await start_long_task(client, tmp_path)
