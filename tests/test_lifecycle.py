@@ -12,7 +12,7 @@ import pytest
 from da.queue import errors
 from da.queue.client import QueueClient
 from tests.support.server import SECRET, QueueServer
-from tests.support.waiting import wait_until
+from tests.support.waiting import until_parked, wait_until
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -217,7 +217,7 @@ async def test_restart_keeps_every_task(server: QueueServer, client: QueueClient
 async def test_event_feed_long_polls_and_resumes_by_id(client: QueueClient) -> None:
     _, last = await client.events(0)
     waiting = asyncio.create_task(client.events(last, wait=10))
-    await asyncio.sleep(0.05)
+    await until_parked(client.url, "events")
     assert not waiting.done()
     task = await client.create_task("run_script", {})
     events, newest = await asyncio.wait_for(waiting, 5)
