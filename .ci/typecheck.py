@@ -1,4 +1,4 @@
-"""Run mypy on the `da` package as pyproject's package-dir lays it out.
+"""Run mypy on the `da` package as pyproject's package-dir lays it out, and on the tests.
 
 mypy finds modules by folder, and our folders are mapped (`queue/` is `da.queue`, ...);
 the editable install's import hook is invisible to it. So every file is handed to mypy with
@@ -34,6 +34,13 @@ def sources() -> list[BuildSource]:
         for path in sorted(folder.glob("*.py")):
             name = package if path.stem == "__init__" else f"{package}.{path.stem}"
             found[name] = BuildSource(str(path.relative_to(ROOT)), name)
+    for folder in (ROOT / "tests", ROOT / "tests" / "support"):
+        # The tests are a plain package; mypy reads them under their import names, with the relaxed
+        # rules of `[[tool.mypy.overrides]] module = "tests.*"`.
+        package = ".".join(folder.relative_to(ROOT).parts)
+        for path in sorted(folder.glob("*.py")):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            found[name] = BuildSource(str(path.relative_to(ROOT)), name)
     return list(found.values())
 
 
@@ -47,7 +54,7 @@ def main(argv: list[str]) -> int:
     for line in result.errors:
         print(line)
     files = len(result.files)
-    print(f"mypy: {len(result.errors)} error line(s) in the da package ({files} modules read)")
+    print(f"mypy: {len(result.errors)} error line(s) in the da package and its tests ({files} modules read)")
     return 1 if result.errors else 0
 
 

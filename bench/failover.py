@@ -1,6 +1,6 @@
 """Failover drill, long version: the PostgreSQL primary dies mid-run and its synchronous standby is promoted.
 
-Runs tests/failover_drill.py (a primary and a `pg_basebackup -R` standby with synchronous
+Runs tests/support/failover_drill.py (a primary and a `pg_basebackup -R` standby with synchronous
 replication, two `da serve` replicas on the multi-host URL, two real `da worker` processes, N
 run_script tasks that append their index to a side file; SIGKILL of the primary's postmaster
 once a third ran, `pg_ctl promote` of the standby two seconds later) and prints a table: the
@@ -20,10 +20,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import failover_drill
-import postgres_support
+from tests.support import failover_drill, postgres
 
 
 def main() -> int:
@@ -33,7 +32,7 @@ def main() -> int:
     parser.add_argument("--promote-after", type=float, default=2.0, help="seconds from the kill to the promotion")
     parser.add_argument("--durable", action="store_true", help="fsync on in both PostgreSQL servers")
     args = parser.parse_args()
-    if (reason := postgres_support.unavailable()) is not None:
+    if (reason := postgres.unavailable()) is not None:
         print(f"failover: {reason}", file=sys.stderr)
         return 2
     outcome = asyncio.run(failover_drill.run(args.tasks, lease=args.lease, promote_after=args.promote_after,

@@ -9,7 +9,7 @@ each backlog with the 1k baseline of the same run, and PostgreSQL with SQLite of
     python bench/queue_bench.py --backend postgres   # SQLite, then PostgreSQL with one and two replicas
     python bench/queue_bench.py --quick              # smaller counts, for a smoke check
 
-PostgreSQL runs in a throwaway cluster (tests/postgres_support.py) with its durable defaults
+PostgreSQL runs in a throwaway cluster (tests/support/postgres.py) with its durable defaults
 (fsync on, synchronous_commit on): an answered write there survives a power loss, which SQLite
 gives only with QUEUE_SYNC=full (the SQLite figures are for the default, normal).
 """
@@ -33,9 +33,9 @@ from typing import Any
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import postgres_support
+from tests.support import postgres
 
 SECRET = "bench-secret"
 HEADERS = {"x-secret-key": SECRET}
@@ -220,7 +220,7 @@ class Backend:
 
     name: str
     folder: Path
-    cluster: postgres_support.Cluster | None = None
+    cluster: postgres.Cluster | None = None
     replicas: int = 1
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -357,13 +357,13 @@ async def run(quick: bool, backend_choice: str) -> int:
     with tempfile.TemporaryDirectory() as folder:
         backends = [Backend(SQLITE, Path(folder))]
         if backend_choice == POSTGRES:
-            reason = postgres_support.unavailable()
+            reason = postgres.unavailable()
             if reason:
                 print(f"queue_bench: {reason}", file=sys.stderr)
                 return 2
             # The database server gets no core of its own to share with the replicas: it is left to
             # the scheduler, as it would run on its own machine in production.
-            cluster = postgres_support.Cluster(durable=True).start()
+            cluster = postgres.Cluster(durable=True).start()
             backends += [Backend(POSTGRES, Path(folder), cluster), Backend(TWO, Path(folder), cluster, replicas=2)]
         try:
             async with aiohttp.ClientSession(headers=HEADERS, connector=aiohttp.TCPConnector(limit=64)) as session:

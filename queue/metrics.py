@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # Claim statements take well under a millisecond on an idle queue; buckets resolve that
 # range and still show a pathological 100 ms.
@@ -42,7 +42,7 @@ def _label(value: str) -> str:
 
 
 def render(status_counts: Iterable[tuple[str, str, int]], online: int, claim_latency: Histogram, *,
-           backend: str) -> str:
+           backend: str, parked: Mapping[str, int]) -> str:
     """The whole /metrics page: task counts and liveness are the database's, claim latency this replica's."""
     lines = ["# HELP da_replica_info The database this replica of the queue runs on.",
              "# TYPE da_replica_info gauge", f'da_replica_info{{backend="{_label(backend)}"}} 1',
@@ -50,6 +50,9 @@ def render(status_counts: Iterable[tuple[str, str, int]], online: int, claim_lat
     for status, task_type, count in status_counts:
         lines.append(f'da_tasks{{status="{_label(status)}",type="{_label(task_type)}"}} {count}')
     lines += ["# HELP da_machines_online Machines that polled or heartbeated recently.",
-              "# TYPE da_machines_online gauge", f"da_machines_online {online}"]
+              "# TYPE da_machines_online gauge", f"da_machines_online {online}",
+              "# HELP da_long_polls_parked Long-polls this replica holds open right now, by route.",
+              "# TYPE da_long_polls_parked gauge"]
+    lines += [f'da_long_polls_parked{{route="{_label(route)}"}} {count}' for route, count in sorted(parked.items())]
     lines += claim_latency.render()
     return "\n".join(lines) + "\n"

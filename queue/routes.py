@@ -229,7 +229,9 @@ async def metrics_page(request: web.Request) -> web.Response:
     store = request.app[STORE]
     counts = await store.status_counts()
     online = request.app[ROSTER].online(await store.sightings())
-    text = metrics.render(counts, len(online), request.app[CLAIM_LATENCY], backend=store.backend)
+    parked = {"claim": store.pending_changed.parked, "events": store.events_appended.parked,
+              "heartbeat": store.task_cancelled.parked}
+    text = metrics.render(counts, len(online), request.app[CLAIM_LATENCY], backend=store.backend, parked=parked)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 

@@ -20,6 +20,8 @@ class Signal:
 
     def __init__(self) -> None:
         self._future: asyncio.Future[None] | None = None
+        # Long-polls waiting on this signal right now (after their check): /metrics shows it, tests wait on it.
+        self.parked = 0
 
     def waiter(self) -> asyncio.Future[None]:
         if self._future is None or self._future.done():
@@ -29,6 +31,14 @@ class Signal:
     def notify(self) -> None:
         if self._future is not None and not self._future.done():
             self._future.set_result(None)
+
+    async def wait(self, waiter: asyncio.Future[None], timeout: float) -> None:
+        """`wait_for_signal`, counted in `parked` while it waits."""
+        self.parked += 1
+        try:
+            await wait_for_signal(waiter, timeout)
+        finally:
+            self.parked -= 1
 
 
 async def wait_for_signal(waiter: asyncio.Future[None], timeout: float) -> None:

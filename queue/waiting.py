@@ -31,7 +31,6 @@ from da.queue.http import (
     read_json,
 )
 from da.queue.models import ClaimRequest
-from da.queue.signals import wait_for_signal
 from da.queue.store import Store
 
 # A waiting claim or event follower re-checks at least this often, for tasks that become
@@ -86,7 +85,7 @@ async def claim(request: web.Request) -> web.Response:
             if token_id is None or not await store.token_revoked(token_id):
                 roster.seen(spec.machine)  # a token revoked while it waited does not keep its machine online
             return web.Response(status=204)
-        await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
+        await store.pending_changed.wait(waiter, min(remaining, RECHECK_INTERVAL))
         parked = True
         if disconnected(request):
             return web.Response(status=204)
@@ -127,7 +126,7 @@ async def cancel_within(request: web.Request, store: Store, task_id: str, lease:
         remaining = deadline - loop.time()
         if remaining <= 0 or disconnected(request):
             return False
-        await wait_for_signal(waiter, min(remaining, CANCEL_RECHECK))
+        await store.task_cancelled.wait(waiter, min(remaining, CANCEL_RECHECK))
         if not waiter.done() and loop.time() >= deadline:
             return False
         waiter = store.task_cancelled.waiter()
@@ -166,5 +165,5 @@ async def events(request: web.Request) -> web.Response:
         if found or remaining <= 0 or disconnected(request):
             last = found[-1].id if found else after
             return json_response({"events": [event.to_json() for event in found], "last": last})
-        await wait_for_signal(waiter, min(remaining, RECHECK_INTERVAL))
+        await store.events_appended.wait(waiter, min(remaining, RECHECK_INTERVAL))
         parked = True

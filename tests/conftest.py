@@ -8,30 +8,25 @@ unless DA_REQUIRE_POSTGRES=1 (CI), where a missing PostgreSQL fails them.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp.test_utils import TestServer
 
-import postgres_support
 from da import fleet as fleet_module
-from da.queue import app as queue_app
-from da.queue import store as store_module
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
+from tests.support import postgres
+from tests.support.postgres import need_postgres
+from tests.support.server import SECRET, QueueServer
+from tests.support.workers import WorkerProcess
 
 # The Slack tests' fixtures (emulator, bot, fleet queue) live in their own module.
-pytest_plugins = ("slack_support",)
+pytest_plugins = ("tests.support.slack",)
 
-SECRET = "test-secret-0123456789"
-# Read at import: the autouse fixture below clears DA_* variables before each test.
-REQUIRE_POSTGRES = os.environ.get("DA_REQUIRE_POSTGRES") == "1"
 PROJECT_VARIABLES = ("SECRET_KEY", "QUEUE_", "MACHINE_NAME", "MAX_CONCURRENT", "SHUTDOWN_GRACE", "SLACK_",
                      "DA_", "ROUTER", "GROQ_", "LOG_")
 
@@ -42,7 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say why PostgreSQL tests were skipped, even under -q."""
-    reason = postgres_support.unavailable()
+    reason = postgres.unavailable()
     if reason is not None and terminalreporter.stats.get("skipped"):
         terminalreporter.write_line(f"PostgreSQL tests skipped: {reason} (DA_REQUIRE_POSTGRES=1 makes that a failure)")
 
@@ -53,20 +48,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", marker.args, indirect=True)
 
 
-def need_postgres() -> None:
-    """Skip the test where PostgreSQL cannot run (fail it under DA_REQUIRE_POSTGRES=1)."""
-    reason = postgres_support.unavailable()
-    if reason is not None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"DA_REQUIRE_POSTGRES=1 but {reason}; install the Debian package postgresql.")
-        pytest.skip(f"PostgreSQL tests skipped: {reason}")
-
-
 @pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[postgres_support.Cluster]:
+def postgres_cluster() -> Iterator[postgres.Cluster]:
     """One PostgreSQL server for the whole session, with a migrated template database."""
     need_postgres()
-    cluster = postgres_support.Cluster().start()
+    cluster = postgres.Cluster().start()
     try:
         cluster.prepare_template()
         yield cluster
@@ -105,67 +91,6 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-async def wait_until(condition: Callable[[], Awaitable[Any]], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll an async condition until it is truthy; fail with a clear message on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-class QueueServer:
-    """A running queue service; `restart()` keeps the database file."""
-
-    def __init__(self, settings: QueueSettings, fleet: fleet_module.Fleet,
-                 clock: Callable[[], float] | None = None) -> None:
-        self.settings = settings
-        self.fleet = fleet
-        self.clock = clock
-        self.server: TestServer | None = None
-        self.port: int | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def query(self, sql: str) -> list[tuple[Any, ...]]:
-        """Run SQL straight on the service's database (either backend), for asserting stored state."""
-        if self.settings.db_url:
-            import asyncpg
-
-            db = await asyncpg.connect(self.settings.db_url)
-            try:
-                return [tuple(row) for row in await db.fetch(sql)]
-            finally:
-                await db.close()
-        import sqlite3
-
-        with sqlite3.connect(self.settings.db_path) as db:
-            return db.execute(sql).fetchall()
-
-    async def start(self) -> None:
-        app = queue_app.make_app(self.settings, self.fleet)
-        if self.clock is not None:
-            # The store's clock: how tests put the queue's time off the workers' (clock skew).
-            app[queue_app.STORE] = store_module.create_store(self.settings, clock=self.clock)
-        self.server = TestServer(app, host="127.0.0.1", port=self.port)
-        await self.server.start_server()
-        self.port = self.server.port
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.close()
-            self.server = None
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
-
-
 @pytest.fixture
 async def make_server(tmp_path: Path, backend: str, new_database: Callable[[], Awaitable[str]]
                       ) -> AsyncIterator[Callable[..., Awaitable[QueueServer]]]:
@@ -174,8 +99,8 @@ async def make_server(tmp_path: Path, backend: str, new_database: Callable[[], A
 
     async def factory(fleet: fleet_module.Fleet | None = None, clock: Callable[[], float] | None = None,
                       **overrides: Any) -> QueueServer:
-        values = {"secret": SECRET, "db_path": tmp_path / f"queue{len(servers)}.db", "reap_interval": 0.1,
-                  "config_dir": tmp_path / "config"}
+        values: dict[str, Any] = {"secret": SECRET, "db_path": tmp_path / f"queue{len(servers)}.db",
+                                  "reap_interval": 0.1, "config_dir": tmp_path / "config"}
         if backend == "postgres" and "db_url" not in overrides:
             values["db_url"] = await new_database()
         values.update(overrides)
@@ -205,3 +130,18 @@ async def http(server: QueueServer) -> AsyncIterator[httpx.AsyncClient]:
 async def client(server: QueueServer) -> AsyncIterator[QueueClient]:
     async with QueueClient(server.url, SECRET, timeout=30) as queue_client:
         yield queue_client
+
+
+@pytest.fixture
+def make_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts real `da worker` processes (`make_worker(url, folder=tmp_path, **env)`); all are killed at teardown."""
+    started: list[WorkerProcess] = []
+
+    def factory(url: str, folder: Path | None = None, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(url, folder or tmp_path, **env)
+        started.append(worker)
+        return worker.start()
+
+    yield factory
+    for worker in started:
+        worker.kill()

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_until
 from da.worker import agent_session
 from da.worker.agent_session import AcpCommand, AgentSession, Answer, Ask, Policy, TurnRequest
 from da.worker.redact import Redactor
+from tests.support.waiting import wait_until
 
 FAKE_AGENT = Path(__file__).parent / "fakes" / "fake_acp_agent.py"
 # The real adapter's path; .ci/run installs it and sets this, so its test never skips there. Read

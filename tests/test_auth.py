@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue import auth, routes
 from da.queue.client import QueueClient
-from tests_support import served_routes as routed
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.processes import served_routes as routed
+from tests.support.server import SECRET, QueueServer
+from tests.support.waiting import wait_until
+from tests.support.workers import wait_for_status
 
 SAMPLE_ID = "00000000-0000-0000-0000-000000000000"
 SAMPLE_TOKEN_ID = "0123456789ab"
@@ -262,21 +263,19 @@ async def test_token_requests_that_are_wrong_get_one_sentence_and_change_nothing
 # ---- slowing guessers down ---------------------------------------------------------------
 
 
-async def test_guesses_from_the_workers_address_never_refuse_its_valid_requests(make_server, tmp_path) -> None:
+async def test_guesses_from_the_workers_address_never_refuse_its_valid_requests(make_server, tmp_path,
+                                                                                make_worker) -> None:
     """The old lockout: 20 wrong secrets from an address refused the real worker there for a minute,
     so its heartbeats failed and its running task was killed."""
     server = await make_server(lease=2.0)
-    worker = WorkerProcess(server.url, tmp_path).start()
-    try:
-        async with QueueClient(server.url, SECRET) as client, \
-                httpx.AsyncClient(base_url=server.url, timeout=60) as guesser:
-            task = await client.create_task("run_script", {"script": "sleep 3; echo survived"})
-            await wait_for_status(client, task.id, ("in_progress",))
-            answers = await asyncio.gather(*[guesser.get("/v1/tasks", headers={"x-secret-key": f"guess-{n}"})
-                                             for n in range(40)])
-            finished = await wait_for_status(client, task.id)
-    finally:
-        worker.kill()
+    worker = make_worker(server.url, tmp_path)
+    async with QueueClient(server.url, SECRET) as client, \
+            httpx.AsyncClient(base_url=server.url, timeout=60) as guesser:
+        task = await client.create_task("run_script", {"script": "sleep 3; echo survived"})
+        await wait_for_status(client, task.id, ("in_progress",))
+        answers = await asyncio.gather(*[guesser.get("/v1/tasks", headers={"x-secret-key": f"guess-{n}"})
+                                         for n in range(40)])
+        finished = await wait_for_status(client, task.id)
     assert {response.status_code for response in answers} == {401}
     assert finished.status == "done" and "survived" in finished.result["stdout"]
     assert "lost" not in worker.log and "refused" not in worker.log
@@ -330,11 +329,11 @@ def test_wrong_answers_slow_down_one_after_another_and_never_wait_half_a_lease()
 async def test_a_secret_header_that_is_not_utf8_is_401_and_counted(server: QueueServer) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as guesser:
         for n in range(auth.FREE_GUESSES):
-            response = await guesser.get("/v1/tasks", headers={"x-secret-key": b"\xff\xfe" + bytes([0x80 + n])})
+            response = await guesser.get("/v1/tasks", headers={"x-secret-key": b"\xff\xfe" + bytes([0x80 + n])})  # type: ignore[arg-type]
             assert response.status_code == 401, response.text
             assert response.json()["error"] == "unauthorized"
         started = time.monotonic()
-        slowed = await guesser.get("/v1/tasks", headers={"x-secret-key": b"\xc3\x28"})
+        slowed = await guesser.get("/v1/tasks", headers={"x-secret-key": b"\xc3\x28"})  # type: ignore[arg-type]
     assert slowed.status_code == 401 and time.monotonic() - started >= auth.FIRST_DELAY
 
 

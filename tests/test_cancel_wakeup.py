@@ -8,18 +8,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, cancel_and_watch, kill_leftover, start_long_task
+from tests.support.server import SECRET, QueueServer
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, cancel_and_watch, kill_leftover, start_long_task
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 # The worker's lease: it heartbeats every 20 s, so only a cancel that wakes it stops the task within seconds.
 LEASE = "60"
 
 
-async def test_a_cancel_stops_the_running_process_at_once(server: QueueServer, tmp_path: Path) -> None:
-    worker = WorkerProcess(server.url, tmp_path, WORKER_LEASE=LEASE, WORKER_CAPABILITIES="run_script",
-                           WORKER_AGENTS="").start()
+async def test_a_cancel_stops_the_running_process_at_once(server: QueueServer, tmp_path: Path, make_worker) -> None:
+    worker = make_worker(server.url, tmp_path, WORKER_LEASE=LEASE, WORKER_CAPABILITIES="run_script",
+                         WORKER_AGENTS="")
     try:
         async with QueueClient(server.url, SECRET) as client:
             task_id, pid = await start_long_task(client, tmp_path)

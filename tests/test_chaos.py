@@ -3,12 +3,9 @@ alive), and reports holding NUL characters, lose and repeat nothing."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import chaos
+from bench import chaos
 
 
 async def test_kills_lose_nothing_and_run_nothing_twice(tmp_path: Path) -> None:

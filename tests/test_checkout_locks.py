@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SECRET, QueueServer
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.server import SECRET, QueueServer
+from tests.support.workers import WorkerProcess, wait_for_status
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import httpx
 import pytest
 
 from da.queue.client import QueueClient
-from tests_support import claim_one
+from tests.support.processes import claim_one
+from tests.support.server import SECRET
+from tests.support.waiting import until_parked, wait_until
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
-MAC = {"machine": "mac-mini", "capabilities": ["agent_run", "ios_build"], "agents": ["claude", "codex"],
+MAC: dict[str, Any] = {"machine": "mac-mini", "capabilities": ["agent_run", "ios_build"], "agents": ["claude", "codex"],
        "aliases": ["mac"]}
-LINUX = {"machine": "thinkpad", "capabilities": ["agent_run", "android_build"], "agents": ["gemini"]}
+LINUX: dict[str, Any] = {"machine": "thinkpad", "capabilities": ["agent_run", "android_build"], "agents": ["gemini"]}
 
 
 async def test_sixteen_concurrent_claimers_take_each_of_500_tasks_exactly_once(client: QueueClient) -> None:
@@ -97,7 +101,7 @@ async def test_lock_holds_a_checkout_until_the_holder_finishes(client: QueueClie
     assert (await claim_one(client, **MAC)).task.id == other.id
     assert await claim_one(client, **MAC) is None
     waiting = asyncio.create_task(client.claim(wait=10, **MAC))
-    await asyncio.sleep(0.05)
+    await until_parked(client.url)
     assert not waiting.done()
     await client.report(first.id, held.lease, "done", {"returncode": 0})
     claim = await asyncio.wait_for(waiting, 5)
@@ -120,7 +124,7 @@ async def test_named_lock_is_global(client: QueueClient) -> None:
 
 async def test_waiting_claim_wakes_the_moment_a_task_is_created(client: QueueClient) -> None:
     waiting = asyncio.create_task(client.claim("w", ["run_script"], wait=30))
-    await asyncio.sleep(0.1)
+    await until_parked(client.url)
     assert not waiting.done()
     created_at = time.monotonic()
     task = await client.create_task("run_script", {"script": "true"})
@@ -136,14 +140,10 @@ async def test_empty_wait_answers_no_content(client: QueueClient) -> None:
 
 
 async def test_a_claim_whose_worker_hung_up_is_handed_back(server, client: QueueClient) -> None:
-    import httpx
-
-    from conftest import SECRET, wait_until
-
     async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}) as worker:
         waiting = asyncio.create_task(worker.post("/v1/claim", json={"machine": "w", "capabilities": ["lint"],
                                                                     "wait": 30}, timeout=60))
-        await asyncio.sleep(0.1)
+        await until_parked(server.url)
         waiting.cancel()  # the worker goes away mid long-poll
     task = await client.create_task("lint", {"cwd": "/x"})
 

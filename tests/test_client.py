@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SECRET, QueueServer
 from da.queue import errors
 from da.queue.client import QueueClient
+from tests.support.server import SECRET, QueueServer
 
 DEAD = "http://127.0.0.1:9"
 

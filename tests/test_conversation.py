@@ -5,30 +5,29 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import QueueServer, wait_until
 from da.handlers import _agent_session
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, run_task, wait_for_status
+from tests.support.server import QueueServer
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, run_task, wait_for_status
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MACHINE = "test-box"
 
 
 @pytest.fixture
-async def worker(server: QueueServer, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
-    process = WorkerProcess(server.url, tmp_path).start()
-    yield process
-    process.kill()
+async def worker(server: QueueServer, tmp_path: Path, make_worker) -> WorkerProcess:
+    return make_worker(server.url, tmp_path)
 
 
-def answer_of(result: dict[str, Any]) -> dict[str, Any]:
+def answer_of(result: dict[str, Any] | None) -> dict[str, Any]:
     """What the fake agent says it was asked: argv, prompt, the session's earlier turns."""
+    assert result is not None
     return json.loads(result["answer"])
 
 
@@ -89,20 +88,17 @@ async def test_an_error_the_agent_reports_in_json_is_the_failure_note(worker, cl
 
 
 async def test_codex_progress_names_the_command_it_runs(server: QueueServer, client: QueueClient,
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, make_worker) -> None:
     release = tmp_path / "release"
-    process = WorkerProcess(server.url, tmp_path, WORKER_LEASE="1").start()
-    try:
-        task = await client.create_task("agent_run", {"agent": "codex", "prompt": f"HOLD_UNTIL={release} go"})
+    make_worker(server.url, tmp_path, WORKER_LEASE="1")
+    task = await client.create_task("agent_run", {"agent": "codex", "prompt": f"HOLD_UNTIL={release} go"})
 
-        async def progress() -> str | None:
-            return (await client.get_task(task.id)).progress
+    async def progress() -> str | None:
+        return (await client.get_task(task.id)).progress
 
-        assert await wait_until(progress, timeout=20) == "running bash -lc ls"
-        release.touch()
-        finished = await wait_for_status(client, task.id)
-    finally:
-        process.kill()
+    assert await wait_until(progress, timeout=20) == "running bash -lc ls"
+    release.touch()
+    finished = await wait_for_status(client, task.id)
     assert finished.status == "done" and answer_of(finished.result)["prompt"] == f"HOLD_UNTIL={release} go"
 
 
@@ -176,17 +172,14 @@ async def test_bad_resume_or_context_needs_a_human_in_one_sentence(worker, clien
 
 
 async def test_a_forked_session_is_followed_to_its_newest_turn(server: QueueServer, client: QueueClient,
-                                                               tmp_path: Path) -> None:
-    process = WorkerProcess(server.url, tmp_path, FAKE_CLAUDE_FORK="1").start()
-    try:
-        first = await run_task(client, "agent_run", {"agent": "claude", "prompt": "one"})
-        second = await run_task(client, "agent_run", {"agent": "claude", "prompt": "two",
-                                                      "resume": first.result["session_id"]})
-        # Queued as a quick second reply would be: naming the session the thread knew of.
-        third = await run_task(client, "agent_run", {"agent": "claude", "prompt": "three",
-                                                     "resume": first.result["session_id"]})
-    finally:
-        process.kill()
+                                                               tmp_path: Path, make_worker) -> None:
+    make_worker(server.url, tmp_path, FAKE_CLAUDE_FORK="1")
+    first = await run_task(client, "agent_run", {"agent": "claude", "prompt": "one"})
+    second = await run_task(client, "agent_run", {"agent": "claude", "prompt": "two",
+                                                  "resume": first.result["session_id"]})
+    # Queued as a quick second reply would be: naming the session the thread knew of.
+    third = await run_task(client, "agent_run", {"agent": "claude", "prompt": "three",
+                                                 "resume": first.result["session_id"]})
     assert second.status == third.status == "done", (second.notes, third.notes)
     assert second.result["session_id"] != first.result["session_id"]
     assert third.result["resumed"] == second.result["session_id"]
@@ -224,7 +217,7 @@ async def test_follow_ups_sharing_a_lock_run_one_after_the_other(worker, client:
 
 
 async def test_agents_yaml_resume_form_is_checked_and_an_override_without_one_cannot_resume(
-        server: QueueServer, client: QueueClient, tmp_path: Path) -> None:
+        server: QueueServer, client: QueueClient, tmp_path: Path, make_worker) -> None:
     config = tmp_path / "config"
     config.mkdir()
     (config / "agents.yaml").write_text('agents:\n  claude:\n    command: [claude, -p, --, "{prompt}"]\n'
@@ -235,12 +228,9 @@ async def test_agents_yaml_resume_form_is_checked_and_an_override_without_one_ca
     assert ('agents.claude.resume must be a list of strings with one "{session}" element, like '
             '[--resume, "{session}"].') in bad.log
     (config / "agents.yaml").write_text('agents:\n  codex:\n    command: [codex, exec, --, "{prompt}"]\n')
-    process = WorkerProcess(server.url, tmp_path).start()
-    try:
-        plain = await run_task(client, "agent_run", {"agent": "codex", "prompt": "hi"})
-        refused = await run_task(client, "agent_run", {"agent": "codex", "prompt": "again", "resume": "5e0c-77"})
-    finally:
-        process.kill()
+    make_worker(server.url, tmp_path)
+    plain = await run_task(client, "agent_run", {"agent": "codex", "prompt": "hi"})
+    refused = await run_task(client, "agent_run", {"agent": "codex", "prompt": "again", "resume": "5e0c-77"})
     assert plain.status == "done" and "session_id" not in plain.result
     assert answer_of(plain.result)["argv"] == ["exec", "--", "hi"]
     assert refused.status == "needs_human" and refused.notes == "agent codex cannot resume a session"

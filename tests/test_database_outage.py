@@ -20,12 +20,13 @@ import asyncpg
 import httpx
 import pytest
 
-import postgres_support
-from conftest import SECRET, QueueServer, wait_until
 from da.queue import errors, routes
 from da.queue.client import QueueClient
-from tcp_proxy import Proxy
-from worker_support import WorkerProcess, wait_for_status
+from tests.support import postgres
+from tests.support.server import SECRET, QueueServer
+from tests.support.tcp_proxy import Proxy
+from tests.support.waiting import until_parked, wait_until
+from tests.support.workers import WorkerProcess, wait_for_status
 
 pytestmark = pytest.mark.backends("postgres")
 RUN = ["run_script"]
@@ -50,7 +51,7 @@ class Database:
 
 
 @pytest.fixture
-async def database(postgres_cluster: postgres_support.Cluster,
+async def database(postgres_cluster: postgres.Cluster,
                    new_database: Callable[[], Awaitable[str]]) -> AsyncIterator[Database]:
     url = await new_database()
     proxy = await Proxy("127.0.0.1", postgres_cluster.port).start()
@@ -80,7 +81,8 @@ async def test_without_a_database_every_route_answers_503_at_once_and_the_queue_
                                         "AND datname = current_database()")
         parked_claim = asyncio.create_task(client.claim("w", ["lint"], wait=30))
         parked_feed = asyncio.create_task(client.events(last, wait=30))
-        await asyncio.sleep(0.3)
+        await until_parked(server.url, "claim")
+        await until_parked(server.url, "events")
         assert not parked_claim.done() and not parked_feed.done()
 
         assert (await health(server)).status_code == 200
@@ -164,11 +166,11 @@ async def test_a_running_task_keeps_its_lease_through_an_outage_longer_than_the_
 
 
 async def test_a_task_that_finishes_during_an_outage_ends_done_once(
-        database: Database, make_server: Callable[..., Awaitable[QueueServer]], tmp_path: Path) -> None:
+        database: Database, make_server: Callable[..., Awaitable[QueueServer]], tmp_path: Path, make_worker) -> None:
     server = await make_server(db_url=database.proxied, lease=2.0)
     finished = tmp_path / "finished"
     async with QueueClient(server.url, SECRET, timeout=30) as client:
-        worker = WorkerProcess(server.url, tmp_path, WORKER_CAPABILITIES="run_script").start()
+        worker = make_worker(server.url, tmp_path, WORKER_CAPABILITIES="run_script")
         try:
             task = await client.create_task("run_script", {"script": f"sleep 1; touch {finished}; echo ran"})
             await wait_for_status(client, task.id, ("in_progress",))
@@ -232,12 +234,12 @@ async def test_a_read_only_database_is_not_healthy(
 
 
 async def test_a_multi_host_url_writes_to_the_host_that_answers(
-        postgres_cluster: postgres_support.Cluster, new_database: Callable[[], Awaitable[str]],
+        postgres_cluster: postgres.Cluster, new_database: Callable[[], Awaitable[str]],
         make_server: Callable[..., Awaitable[QueueServer]]) -> None:
     url = await new_database()
-    dead = postgres_support.free_port()
+    dead = postgres.free_port()
     name = url.rsplit("/", 1)[1]
-    multi = f"postgresql://{postgres_support.ADMIN}@127.0.0.1:{dead},127.0.0.1:{postgres_cluster.port}/{name}"
+    multi = f"postgresql://{postgres.ADMIN}@127.0.0.1:{dead},127.0.0.1:{postgres_cluster.port}/{name}"
     from da.queue.settings import QueueSettings
 
     settings = QueueSettings.from_env({"SECRET_KEY": SECRET, "QUEUE_DB_URL": multi})

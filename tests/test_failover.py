@@ -1,7 +1,7 @@
 """The failover drill, short: the PostgreSQL primary is SIGKILLed mid-run and its synchronous standby promoted.
 
 Two PostgreSQL servers of its own (the session's cluster cannot lose its primary), two `da serve`
-replicas on the multi-host URL and two real workers; see failover_drill.py. The long version
+replicas on the multi-host URL and two real workers; see support/failover_drill.py. The long version
 with a table of figures is bench/failover.py.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import failover_drill
-from conftest import need_postgres
+from tests.support import failover_drill
+from tests.support.postgres import need_postgres
 
 
 async def test_a_promoted_standby_takes_over_without_losing_or_repeating_a_task() -> None:

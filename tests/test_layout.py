@@ -33,7 +33,7 @@ def test_sql_ships_as_package_data_for_both_dialects() -> None:
 def test_json_logs_carry_each_transition(tmp_path: Path) -> None:
     import httpx
 
-    from tests_support import start_serve
+    from tests.support.processes import start_serve
 
     process, url, log = start_serve(tmp_path, SECRET_KEY="s3cret-value-123", LOG_FORMAT="json")
     try:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from typing import Any
 
 import httpx
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue import errors
 from da.queue.client import QueueClient
+from tests.support.server import SECRET, QueueServer
+from tests.support.waiting import until_parked, wait_until
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
-RUNNER = {"machine": "mac-mini", "capabilities": ["agent_run", "run_script", "git_pull"], "agents": ["claude"]}
+RUNNER: dict[str, Any] = {"machine": "mac-mini", "capabilities": ["agent_run", "run_script", "git_pull"],
+                          "agents": ["claude"]}
 
 
 async def claim(client: QueueClient, **extra):
@@ -75,7 +79,7 @@ async def test_expired_lease_of_retry_safe_type_goes_back_to_pending(make_server
             assert held.task.id == task.id and held.task.attempts == attempt
             await client.start(task.id, held.lease)
             expected = "needs_human" if attempt == 2 else "pending"
-            await wait_until(lambda expected=expected: _status_is(client, task.id, expected))
+            await wait_until(functools.partial(_status_is, client, task.id, expected))
         final = await client.get_task(task.id)
         assert "lost" in final.notes and final.result["error"] == "worker lost"
 
@@ -213,7 +217,7 @@ async def test_restart_keeps_every_task(server: QueueServer, client: QueueClient
 async def test_event_feed_long_polls_and_resumes_by_id(client: QueueClient) -> None:
     _, last = await client.events(0)
     waiting = asyncio.create_task(client.events(last, wait=10))
-    await asyncio.sleep(0.05)
+    await until_parked(client.url, "events")
     assert not waiting.done()
     task = await client.create_task("run_script", {})
     events, newest = await asyncio.wait_for(waiting, 5)

@@ -10,14 +10,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-import postgres_support
-from conftest import SECRET, QueueServer
 from da.queue.client import QueueClient
-from tests_support import run_da
+from tests.support import postgres
+from tests.support.processes import run_da
+from tests.support.server import SECRET, QueueServer
 
 
 @pytest.fixture
-async def empty_database(postgres_cluster: postgres_support.Cluster) -> AsyncIterator[str]:
+async def empty_database(postgres_cluster: postgres.Cluster) -> AsyncIterator[str]:
     """A new database with nothing in it, not even the schema."""
     url = await postgres_cluster.create_database(migrated=False)
     yield url
@@ -89,7 +89,7 @@ async def test_migrate_moves_every_task_event_and_count_and_the_queue_carries_on
     last_event = events_before[-1][0]
 
     code, out = await run_da("migrate", "--to", empty_database, cwd=tmp_path, QUEUE_DB_PATH=str(path),
-                             QUEUE_PORT=str(postgres_support.free_port()))
+                             QUEUE_PORT=str(postgres.free_port()))
     assert code == 0, out
     assert out.splitlines()[0] == f"copied {path} into {empty_database}:"
     assert (f"  tasks          {len(before)} (cancelled 1, claimed 1, done 1, failed 1, in_progress 1, "
@@ -143,7 +143,7 @@ async def test_migrate_refuses_a_database_that_holds_tasks(empty_database: str,
     async with QueueClient(server.url, SECRET) as client:
         await client.create_task("lint", {"cwd": "/x"})
     await server.stop()
-    env = {"QUEUE_DB_PATH": str(server.settings.db_path), "QUEUE_PORT": str(postgres_support.free_port())}
+    env = {"QUEUE_DB_PATH": str(server.settings.db_path), "QUEUE_PORT": str(postgres.free_port())}
     assert (await run_da("migrate", "--to", empty_database, cwd=tmp_path, **env))[0] == 0
     before = await pg_rows(empty_database, "SELECT id, status FROM tasks")
     code, out = await run_da("migrate", "--to", empty_database, cwd=tmp_path, **env)
@@ -166,7 +166,7 @@ async def test_migrate_refuses_while_the_sqlite_service_answers(empty_database: 
 
 async def test_migrate_names_what_is_wrong_in_one_line(tmp_path: Path) -> None:
     code, out = await run_da("migrate", "--to", "postgresql://da@127.0.0.1:1/da", cwd=tmp_path,
-                             QUEUE_DB_PATH=str(tmp_path / "missing.db"), QUEUE_PORT=str(postgres_support.free_port()))
+                             QUEUE_DB_PATH=str(tmp_path / "missing.db"), QUEUE_PORT=str(postgres.free_port()))
     assert code == 1 and out.strip() == (f"da: no queue database at {tmp_path / 'missing.db'}; set QUEUE_DB_PATH to "
                                          "the file `da serve` used.")
     code, out = await run_da("migrate", "--to", "sqlite:///x.db", cwd=tmp_path)

@@ -8,10 +8,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from conftest import SECRET
 from da.queue import routes
 from da.version import __version__
-from tests_support import start_serve
+from tests.support.processes import start_serve
+from tests.support.server import SECRET
 
 schema = schemathesis.openapi.from_dict(routes.document(__version__))
 

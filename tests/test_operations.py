@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-import postgres_support
-from conftest import SECRET, QueueServer
 from da import fleet as fleet_module
 from da.queue import pgdatabase
 from da.queue import sqlite as sqlite_store
 from da.queue.client import QueueClient
 from da.queue.settings import redact_url
 from da.queue.sqlite import SqliteStore
-from tests_support import run_da
+from tests.support import postgres
+from tests.support.processes import run_da
+from tests.support.server import SECRET, QueueServer
 
 
 async def test_backup_while_serving_and_restore(server: QueueServer, client: QueueClient, tmp_path: Path) -> None:
@@ -154,8 +154,8 @@ async def test_doctor_says_what_to_fix(server: QueueServer, tmp_path: Path) -> N
 async def test_doctor_asks_agents_and_checks_slack_tokens(server: QueueServer, tmp_path: Path) -> None:
     import os
 
-    from slack_emulator import SlackEmulator
-    from worker_support import fake_bin
+    from tests.support.slack_emulator import SlackEmulator
+    from tests.support.workers import fake_bin
 
     bin_dir = fake_bin(tmp_path / "bin")
     (tmp_path / "config").mkdir()
@@ -291,7 +291,7 @@ async def test_doctor_checks_the_database_url(postgres_cluster, tmp_path: Path) 
         code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=url, QUEUE_URL="http://127.0.0.1:9")
         latest = pgdatabase.STATEMENTS.latest()
         assert f"ok   database: {url} answers: PostgreSQL " in out and f", schema {latest}" in out
-        closed = url.replace(f":{postgres_cluster.port}/", f":{postgres_support.free_port()}/")
+        closed = url.replace(f":{postgres_cluster.port}/", f":{postgres.free_port()}/")
         code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=closed, QUEUE_URL="http://127.0.0.1:9")
         assert code == 1 and "FAIL database: the queue database at" in out and "is not answering" in out
         assert "applied" not in out  # doctor only reads: no word of a change that may have happened
@@ -301,7 +301,7 @@ async def test_doctor_checks_the_database_url(postgres_cluster, tmp_path: Path) 
 
 
 async def test_serve_on_postgres_leaves_the_sqlite_path_alone(postgres_cluster, tmp_path: Path) -> None:
-    from tests_support import start_serve
+    from tests.support.processes import start_serve
 
     url = await postgres_cluster.create_database()
     process, queue_url, _ = start_serve(tmp_path, SECRET_KEY=SECRET, QUEUE_DB_URL=url, LOG_LEVEL="WARNING")
@@ -326,7 +326,7 @@ def test_database_urls_are_logged_without_their_password(url: str, shown: str) -
 
 
 async def test_restore_and_migrate_answer_in_one_line_on_an_ipv6_listen_address(tmp_path: Path) -> None:
-    env = {"QUEUE_HOST": "::", "QUEUE_PORT": str(postgres_support.free_port()),
+    env = {"QUEUE_HOST": "::", "QUEUE_PORT": str(postgres.free_port()),
            "QUEUE_DB_PATH": str(tmp_path / "queue.db")}
     for args in (("restore", str(tmp_path / "missing.db")), ("migrate", "--to", "postgresql://da@127.0.0.1:1/da")):
         code, out = await run_da(*args, cwd=tmp_path, **env)

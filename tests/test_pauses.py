@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue import errors
 from da.queue.client import ClaimedTask, QueueClient
 from da.queue.models import Task
-from tcp_proxy import Proxy
-from tests_support import launch_serve, wait_serving
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.processes import launch_serve, wait_serving
+from tests.support.server import SECRET, QueueServer
+from tests.support.tcp_proxy import Proxy
+from tests.support.waiting import wait_until
+from tests.support.workers import wait_for_status
 
 RUN = ["run_script"]
 BOTH = pytest.mark.backends("sqlite", "postgres")
@@ -197,11 +198,11 @@ async def test_a_late_report_after_the_task_ran_again_is_refused(
 
 
 async def test_a_worker_cut_off_from_the_queue_delivers_its_outcome_when_it_comes_back(
-        make_server: Callable[..., Awaitable[QueueServer]], tmp_path: Path) -> None:
+        make_server: Callable[..., Awaitable[QueueServer]], tmp_path: Path, make_worker) -> None:
     server = await make_server(lease=3.0)
     network = await Proxy("127.0.0.1", server.port or 0).start()
     go, finished = tmp_path / "go", tmp_path / "finished"
-    worker = WorkerProcess(f"http://127.0.0.1:{network.port}", tmp_path, WORKER_CAPABILITIES="run_script").start()
+    worker = make_worker(f"http://127.0.0.1:{network.port}", tmp_path, WORKER_CAPABILITIES="run_script")
     try:
         async with QueueClient(server.url, SECRET) as client:
             task = await client.create_task("run_script", {

@@ -7,8 +7,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import QueueServer
 from da.queue import models
+from tests.support.server import QueueServer
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 

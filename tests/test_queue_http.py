@@ -8,9 +8,9 @@ import re
 import httpx
 import pytest
 
-from conftest import SECRET, QueueServer
 from da.queue import routes
-from tests_support import served_routes as routed
+from tests.support.processes import served_routes as routed
+from tests.support.server import SECRET, QueueServer
 
 SAMPLE_ID = "00000000-0000-0000-0000-000000000000"
 pytestmark = pytest.mark.backends("sqlite", "postgres")

@@ -15,11 +15,12 @@ import asyncpg
 import httpx
 import pytest
 
-import postgres_support
-from conftest import SECRET, wait_until
 from da.queue.client import QueueClient
-from tests_support import launch_serve, wait_serving
-from worker_support import WorkerProcess, cancel_and_watch, kill_leftover, start_long_task, wait_for_status
+from tests.support import postgres
+from tests.support.processes import launch_serve, wait_serving
+from tests.support.server import SECRET
+from tests.support.waiting import until_parked, wait_until
+from tests.support.workers import cancel_and_watch, kill_leftover, start_long_task, wait_for_status
 
 RUN = ["run_script"]
 
@@ -44,7 +45,7 @@ class Replicas:
 
 
 @pytest.fixture
-async def replicas(postgres_cluster: postgres_support.Cluster, tmp_path: Path) -> AsyncIterator[Replicas]:
+async def replicas(postgres_cluster: postgres.Cluster, tmp_path: Path) -> AsyncIterator[Replicas]:
     # An empty database: both replicas start at the same moment and must not race to migrate it.
     url = await postgres_cluster.create_database(migrated=False)
     processes, urls, logs = [], [], []
@@ -101,7 +102,8 @@ async def test_a_claim_parked_on_one_replica_wakes_on_a_create_through_the_other
     waiting = asyncio.create_task(replicas.b.claim("w", RUN, wait=30))
     _, last = await replicas.b.events(-1)
     following = asyncio.create_task(replicas.b.events(last, wait=30))
-    await asyncio.sleep(0.2)
+    await until_parked(replicas.b.url, "claim")
+    await until_parked(replicas.b.url, "events")
     assert not waiting.done() and not following.done()
     created_at = time.monotonic()
     task = await replicas.a.create_task("run_script", {"script": "true"})
@@ -242,13 +244,14 @@ async def test_the_feed_never_steps_past_an_event_that_commits_later(replicas: R
     assert [(e.task_id, e.to_status) for e in events] == [(early.id, "cancelled"), (late.id, "pending")]
 
 
-async def test_killing_one_replica_under_real_workers_loses_nothing(replicas: Replicas, tmp_path: Path) -> None:
+async def test_killing_one_replica_under_real_workers_loses_nothing(replicas: Replicas, tmp_path: Path,
+                                                                    make_worker) -> None:
     marks = tmp_path / "ran.txt"
     tasks = [await replicas.b.create_task("run_script", {"script": f"sleep 0.05; echo {n} >> {marks}"})
              for n in range(80)]
     urls = ",".join(replicas.urls)
-    workers = [WorkerProcess(urls, tmp_path / f"w{n}", MACHINE_NAME=f"box-{n}", WORKER_CAPABILITIES="run_script",
-                             WORKER_AGENTS="", MAX_CONCURRENT="4", WORKER_POLL_WAIT="2").start() for n in range(2)]
+    workers = [make_worker(urls, tmp_path / f"w{n}", MACHINE_NAME=f"box-{n}", WORKER_CAPABILITIES="run_script",
+                           WORKER_AGENTS="", MAX_CONCURRENT="4", WORKER_POLL_WAIT="2") for n in range(2)]
     try:
         await wait_until(lambda: _finished_at_least(replicas.b, 15), timeout=60)
         replicas.processes[0].send_signal(signal.SIGKILL)
@@ -280,9 +283,9 @@ async def test_both_reapers_settle_each_expired_lease_once(replicas: Replicas) -
 
 
 async def test_a_cancel_through_one_replica_stops_a_worker_heartbeating_on_the_other(
-        replicas: Replicas, tmp_path: Path) -> None:
-    worker = WorkerProcess(replicas.urls[1], tmp_path, WORKER_LEASE="60", WORKER_CAPABILITIES="run_script",
-                           WORKER_AGENTS="").start()
+        replicas: Replicas, tmp_path: Path, make_worker) -> None:
+    worker = make_worker(replicas.urls[1], tmp_path, WORKER_LEASE="60", WORKER_CAPABILITIES="run_script",
+                         WORKER_AGENTS="")
     try:
         task_id, pid = await start_long_task(replicas.b, tmp_path)
         await cancel_and_watch(replicas.a, task_id, pid)

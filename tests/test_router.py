@@ -113,7 +113,7 @@ async def test_llm_router_timeout_holds_for_a_wrapper_with_children(fake_claude,
                                                                    tmp_path: Path) -> None:
     import time
 
-    from conftest import wait_until
+    from tests.support.waiting import wait_until
 
     monkeypatch.setenv("ROUTER_MODE", "wrapper")
     monkeypatch.setenv("CHILD_PID_FILE", str(tmp_path / "child.pid"))

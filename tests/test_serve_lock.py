@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from conftest import SECRET, wait_until
 from da.queue.client import QueueClient
-from tests_support import launch_serve, start_serve
+from tests.support.processes import launch_serve, start_serve
+from tests.support.server import SECRET
+from tests.support.waiting import wait_until
 
 
 async def _exit_of(process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> tuple[int, str]:

@@ -12,15 +12,15 @@ import asyncssh
 import pytest
 import yaml
 
-from conftest import SECRET
 from da import fleet as fleet_module
 from da.bot import views
 from da.bot.grammar import parse
 from da.bot.terminal.skills import SkillsService, SshOptions, add_capability
 from da.fleet import Fleet, Machine
 from da.queue.client import QueueClient
-from terminal_support import da
-from worker_support import WorkerProcess, run_task
+from tests.support.server import SECRET
+from tests.support.terminal import da
+from tests.support.workers import run_task
 
 REGISTRY = """skills:
   shell:
@@ -173,7 +173,7 @@ def answers(*values: str):
 
 
 async def test_create_writes_a_handler_a_real_worker_runs(tmp_path: Path, ssh_server: SshServer,
-                                                          make_server) -> None:
+                                                          make_server, make_worker) -> None:
     skills = service(tmp_path, ssh_server)
     view = await skills.run(parse("skills create hello_tool"), Fleet(()),
                             ask=answers("says hello", "backend", "echo hello from the skill", "", "", ""))
@@ -185,13 +185,10 @@ async def test_create_writes_a_handler_a_real_worker_runs(tmp_path: Path, ssh_se
     evil = await skills.run(parse("skills create ../../etc/evil"), Fleet(()), ask=answers())
     assert not evil.ok and "is not a skill name" in evil.text
     server = await make_server()
-    worker = WorkerProcess(server.url, tmp_path, DA_HANDLERS_PATH=str(tmp_path / "handlers"),
-                           WORKER_CAPABILITIES="hello_tool").start()
-    try:
-        async with QueueClient(server.url, SECRET) as client:
-            task = await run_task(client, "hello_tool", {})
-    finally:
-        worker.kill()
+    make_worker(server.url, tmp_path, DA_HANDLERS_PATH=str(tmp_path / "handlers"),
+                WORKER_CAPABILITIES="hello_tool")
+    async with QueueClient(server.url, SECRET) as client:
+        task = await run_task(client, "hello_tool", {})
     assert task.status == "done", task.notes
     assert task.result["stdout"] == "hello from the skill\n"
 

@@ -7,10 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue.client import QueueClient
-from slack_emulator import SlackEmulator
-from slack_support import ALLOWED, STRANGER, button_value, needs_human, note_form_from_review, note_values, seen, texts
+from tests.support.server import SECRET, QueueServer
+from tests.support.slack import (
+    ALLOWED,
+    STRANGER,
+    button_value,
+    needs_human,
+    note_form_from_review,
+    note_values,
+    seen,
+    texts,
+)
+from tests.support.slack_emulator import SlackEmulator
+from tests.support.waiting import wait_until
 
 
 async def test_status_answers_within_three_seconds(bot, slack: SlackEmulator) -> None:
@@ -263,7 +273,7 @@ async def test_watchdog_rebuilds_a_wedged_client(bot, slack: SlackEmulator) -> N
 
 async def test_secrets_never_reach_slack(bot, slack: SlackEmulator, queue: QueueServer, queue_client: QueueClient,
                                          tmp_path: Path) -> None:
-    from worker_support import WorkerProcess, wait_for_status
+    from tests.support.workers import WorkerProcess, wait_for_status
 
     leak = tmp_path / "leak.txt"
     leak.write_text(f"{SECRET}\n{slack.bot_token}\n{slack.app_token}\n")

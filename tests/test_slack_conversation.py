@@ -6,29 +6,27 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da import agents
 from da.queue.client import ClaimedTask, QueueClient
 from da.queue.models import Task
-from slack_emulator import LEGACY_SCOPES, Message, SlackEmulator
-from slack_support import ALLOWED, FLEET, STRANGER, needs_human, seen, texts
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.server import SECRET, QueueServer
+from tests.support.slack import ALLOWED, FLEET, STRANGER, needs_human, seen, texts
+from tests.support.slack_emulator import LEGACY_SCOPES, Message, SlackEmulator
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, wait_for_status
 
 FLAGS = "--machine=mac-mini --agent=claude --type=agent_run"
 
 
 @pytest.fixture
-async def worker(queue: QueueServer, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
-    process = WorkerProcess(queue.url, tmp_path, MACHINE_NAME="mac-mini", WORKER_AGENTS="claude,codex",
-                            WORKER_CAPABILITIES="agent_run,run_script").start()
-    yield process
-    process.kill()
+async def worker(queue: QueueServer, tmp_path: Path, make_worker) -> WorkerProcess:
+    return make_worker(queue.url, tmp_path, MACHINE_NAME="mac-mini", WORKER_AGENTS="claude,codex",
+                       WORKER_CAPABILITIES="agent_run,run_script")
 
 
 def calls(tmp_path: Path) -> list[dict[str, Any]]:
@@ -293,27 +291,24 @@ async def test_a_bot_stopped_while_starting_a_reply_does_not_start_it_twice(
 
 
 async def test_an_agent_without_resume_gets_the_earlier_turns_as_context(
-        bot, queue: QueueServer, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path) -> None:
-    gemini = WorkerProcess(queue.url, tmp_path, MACHINE_NAME="thinkpad-x1", WORKER_AGENTS="gemini",
-                           WORKER_CAPABILITIES="agent_run").start()
-    try:
-        await slack.slash("assign name three colours --machine=thinkpad-x1 --agent=gemini --type=agent_run")
-        first = await wait_until(lambda: _newest(queue_client))
-        first = await wait_for_status(queue_client, first.id)
-        assert first.status == "done", first.notes
-        card = await card_of(slack, first)
-        await answer_in(slack, "CGENERAL", card.ts, first)
-        await slack.say("now a fourth", thread_ts=card.ts)
-        follow = await wait_until(lambda: _newest_other(queue_client, {first.id}))
-        assert "resume" not in follow.payload and follow.target_machine == "thinkpad-x1"
-        assert follow.payload["context"] == [{"role": "user", "text": "name three colours"},
-                                             {"role": "assistant", "text": first.result["answer"]}]  # type: ignore[index]
-        follow = await wait_for_status(queue_client, follow.id)
-        assert follow.status == "done", follow.notes
-        assert "<conversation>" in said(follow)["prompt"] and "name three colours" in said(follow)["prompt"]
-        await answer_in(slack, "CGENERAL", card.ts, follow)
-    finally:
-        gemini.kill()
+        bot, queue: QueueServer, slack: SlackEmulator, queue_client: QueueClient, tmp_path: Path, make_worker) -> None:
+    make_worker(queue.url, tmp_path, MACHINE_NAME="thinkpad-x1", WORKER_AGENTS="gemini",
+                WORKER_CAPABILITIES="agent_run")
+    await slack.slash("assign name three colours --machine=thinkpad-x1 --agent=gemini --type=agent_run")
+    first = await wait_until(lambda: _newest(queue_client))
+    first = await wait_for_status(queue_client, first.id)
+    assert first.status == "done", first.notes
+    card = await card_of(slack, first)
+    await answer_in(slack, "CGENERAL", card.ts, first)
+    await slack.say("now a fourth", thread_ts=card.ts)
+    follow = await wait_until(lambda: _newest_other(queue_client, {first.id}))
+    assert "resume" not in follow.payload and follow.target_machine == "thinkpad-x1"
+    assert follow.payload["context"] == [{"role": "user", "text": "name three colours"},
+                                         {"role": "assistant", "text": first.result["answer"]}]  # type: ignore[index]
+    follow = await wait_for_status(queue_client, follow.id)
+    assert follow.status == "done", follow.notes
+    assert "<conversation>" in said(follow)["prompt"] and "name three colours" in said(follow)["prompt"]
+    await answer_in(slack, "CGENERAL", card.ts, follow)
 
 
 async def test_a_running_turn_shows_its_status_line_with_cancel_in_the_thread(

@@ -9,12 +9,12 @@ import json
 
 import pytest
 
-import slack_limits
 from da.bot import grammar
 from da.bot.commands import CommandLayer
 from da.queue.client import QueueClient
-from slack_emulator import SlackEmulator
-from slack_support import ALLOWED, button_value, needs_human, note_form_from_review, note_values, seen, texts
+from tests.support import slack_limits
+from tests.support.slack import ALLOWED, button_value, needs_human, note_form_from_review, note_values, seen, texts
+from tests.support.slack_emulator import SlackEmulator
 
 FLAGS = "--machine=mac-mini --agent=claude --type=agent_run"
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import wait_until
 from da.queue.client import QueueClient
 from da.queue.models import Task
-from slack_emulator import SlackEmulator
-from slack_support import ALLOWED, STRANGER, texts
+from tests.support.slack import ALLOWED, STRANGER, texts
+from tests.support.slack_emulator import SlackEmulator
+from tests.support.waiting import wait_until
 
 
 def filled(prompt: str, machine: str = "", agent: str = "", task_type: str = "", folder: str = "") -> dict[str, Any]:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QueueServer, wait_until
 from da.bot.slack.app import BotProcess, WorkspaceTaken
 from da.queue.client import QueueClient
-from slack_emulator import SlackEmulator
-from slack_support import bot_settings, needs_human, texts
+from tests.support.server import QueueServer
+from tests.support.slack import bot_settings, needs_human, texts
+from tests.support.slack_emulator import SlackEmulator
+from tests.support.waiting import wait_until
 
 
 def posts_of(slack: SlackEmulator, short_id: str) -> int:

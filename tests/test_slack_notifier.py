@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QueueServer, wait_until
 from da.bot.slack.app import BotProcess
 from da.bot.slack.settings import BotSettings
 from da.bot.slack.state import BotState
 from da.queue.client import QueueClient
-from slack_emulator import SlackEmulator
-from slack_support import needs_human, seen, texts
+from tests.support.server import QueueServer
+from tests.support.slack import needs_human, seen, texts
+from tests.support.slack_emulator import SlackEmulator
+from tests.support.waiting import wait_until
 
 
 def has(slack: SlackEmulator, short_id: str) -> Callable[[], Awaitable[bool]]:

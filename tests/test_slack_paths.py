@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-import slack_limits
-from conftest import wait_until
 from da.bot.slack import ids
 from da.queue.client import QueueClient
-from slack_emulator import Message, SlackEmulator
-from slack_support import ALLOWED, STRANGER, needs_human, seen
+from tests.support import slack_limits
+from tests.support.slack import ALLOWED, STRANGER, needs_human, seen
+from tests.support.slack_emulator import Message, SlackEmulator
+from tests.support.waiting import wait_until
 
 Ask = Callable[[str], Awaitable[str]]
 

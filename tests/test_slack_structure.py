@@ -127,7 +127,7 @@ def test_the_emulators_facts_are_written_in_the_repository() -> None:
     tests = Path(__file__).resolve().parent
     facts = (tests / "SLACK_FACTS.md").read_text(encoding="utf-8")
     for name in ("slack_emulator.py", "slack_limits.py"):
-        source = (tests / name).read_text(encoding="utf-8")
+        source = (tests / "support" / name).read_text(encoding="utf-8")
         assert "tests/SLACK_FACTS.md" in source and "/work/" not in source, name
     for fact in ("response_url", "Retry-After", "msg_blocks_too_long", "envelope_id", "missing_scope",
                  "files.completeUploadExternal", "UNCONFIRMED"):

@@ -64,7 +64,7 @@ def test_an_event_is_told_only_while_it_is_the_tasks_status_once_per_place() -> 
 def test_alerts_go_out_most_urgent_first_per_channel() -> None:
     done, failed, stuck = task(models.DONE), task(models.FAILED), task(models.NEEDS_HUMAN)
     events = [event(1, done), event(2, failed), event(3, stuck)]
-    alerts = telling.alerts_for(events, {t.id: t for t in (done, failed, stuck)}, {}.get, notify_channel=NOTIFY,
+    alerts = telling.alerts_for(events, {t.id: t for t in (done, failed, stuck)}, lambda _: None, notify_channel=NOTIFY,
                                 notify_done=True, delivered=set())
     grouped = telling.by_channel(alerts)
     assert list(grouped) == [NOTIFY]

@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SECRET, wait_until
 from da.queue import app as queue_app
 from da.queue import auth, connections
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
-from tests_support import start_serve
-from worker_support import WorkerProcess, run_task
+from tests.support.processes import start_serve
+from tests.support.server import SECRET
+from tests.support.waiting import wait_until
+from tests.support.workers import run_task
 
 HEADER_TIMEOUT = 0.5
 
@@ -170,7 +171,8 @@ async def test_a_body_that_dribbles_gets_408_and_is_logged(make_guarded, caplog)
     assert "POST /v1/tasks from 127.0.0.1: the body did not arrive within 0.5 s (slow client)" in caplog.text
 
 
-async def test_a_worker_keeps_running_tasks_while_slow_clients_flood_its_address(make_guarded, tmp_path) -> None:
+async def test_a_worker_keeps_running_tasks_while_slow_clients_flood_its_address(make_guarded, tmp_path,
+                                                                                 make_worker) -> None:
     queue = await make_guarded(header_timeout=2.0, max_unauthenticated=64)
     stop = asyncio.Event()
     held: list[asyncio.StreamWriter] = []
@@ -184,7 +186,7 @@ async def test_a_worker_keeps_running_tasks_while_slow_clients_flood_its_address
             await asyncio.sleep(0.01)
 
     flooding = asyncio.create_task(flood())
-    worker = WorkerProcess(queue.url, tmp_path).start()
+    worker = make_worker(queue.url, tmp_path)
     try:
         async with QueueClient(queue.url, SECRET) as client:
             tasks = [await run_task(client, "run_script", {"script": f"sleep 0.5; echo run {n}"}) for n in range(3)]

@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SECRET, QueueServer
 from da.queue.client import QueueClient
 from da.worker import output, runner
 from da.worker.redact import Redactor
-from worker_support import WorkerProcess, run_task
+from tests.support.server import SECRET, QueueServer
+from tests.support.workers import run_task
 
 DAY = 86400
 
@@ -55,13 +55,10 @@ async def test_secrets_split_across_reads_and_cuts_are_still_redacted(tmp_path: 
 
 
 async def test_each_task_log_is_capped_keeping_head_and_tail(server: QueueServer, tmp_path: Path,
-                                                            client: QueueClient) -> None:
-    process = WorkerProcess(server.url, tmp_path, DA_LOG_MAX_BYTES="100000").start()
-    try:
-        script = "echo first-line; seq 1 100000; echo last-line"
-        task = await run_task(client, "run_script", {"script": script})
-    finally:
-        process.kill()
+                                                            client: QueueClient, make_worker) -> None:
+    process = make_worker(server.url, tmp_path, DA_LOG_MAX_BYTES="100000")
+    script = "echo first-line; seq 1 100000; echo last-line"
+    task = await run_task(client, "run_script", {"script": script})
     assert task.status == "done", (task.notes, process.log)
     log = Path(task.result["log_path"]).read_text()
     assert len(log.encode()) <= 100000
@@ -72,8 +69,8 @@ async def test_each_task_log_is_capped_keeping_head_and_tail(server: QueueServer
     assert tail.endswith("[stdout] 100000\n[stdout] last-line\n")
 
 
-async def test_bad_log_cap_is_one_line_and_exit_2(server: QueueServer, tmp_path: Path) -> None:
-    process = WorkerProcess(server.url, tmp_path, DA_LOG_MAX_BYTES="lots").start()
+async def test_bad_log_cap_is_one_line_and_exit_2(server: QueueServer, tmp_path: Path, make_worker) -> None:
+    process = make_worker(server.url, tmp_path, DA_LOG_MAX_BYTES="lots")
     assert await process.wait_exit() == 2
     assert "DA_LOG_MAX_BYTES" in process.log and "Traceback" not in process.log
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QueueServer
 from da import fleet as fleet_module
 from da.queue.client import QueueClient
-from terminal_support import END_OF_INPUT, da
-from worker_support import fake_bin
+from tests.support.server import QueueServer
+from tests.support.terminal import END_OF_INPUT, da
+from tests.support.workers import fake_bin
 
 FLEET = fleet_module.parse_fleet({"machines": {
     "mac-mini": {"os": "macos", "capabilities": ["ios_build", "agent_run", "run_script"], "agents": ["claude"],

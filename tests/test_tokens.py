@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SECRET, QueueServer
 from da import config
 from da.bot.settings import ClientSettings
 from da.bot.slack.settings import BotSettings
@@ -20,8 +19,9 @@ from da.config import ConfigError
 from da.queue.client import QueueClient
 from da.worker.redact import Redactor
 from da.worker.settings import WorkerSettings
-from tests_support import run_da
-from worker_support import WorkerProcess, run_task
+from tests.support.processes import run_da
+from tests.support.server import SECRET, QueueServer
+from tests.support.workers import WorkerProcess, run_task
 
 
 def token_from(out: str) -> str:

@@ -13,9 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, run_task, wait_for_status
+from tests.support.server import SECRET, QueueServer
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, run_task, wait_for_status
 
 GROQ_KEY = "gsk_test_groq_key_123456"
 
@@ -42,11 +43,9 @@ async def groq() -> AsyncIterator[TestServer]:
 
 
 @pytest.fixture
-async def worker(server: QueueServer, tmp_path: Path, groq: TestServer) -> AsyncIterator[WorkerProcess]:
-    process = WorkerProcess(server.url, tmp_path, GROQ_API_KEY=GROQ_KEY,
-                            GROQ_BASE_URL=f"http://127.0.0.1:{groq.port}/openai/v1").start()
-    yield process
-    process.kill()
+async def worker(server: QueueServer, tmp_path: Path, groq: TestServer, make_worker) -> WorkerProcess:
+    return make_worker(server.url, tmp_path, GROQ_API_KEY=GROQ_KEY,
+                       GROQ_BASE_URL=f"http://127.0.0.1:{groq.port}/openai/v1")
 
 
 async def test_claude_gets_the_prompt_as_one_argument(worker, client: QueueClient, tmp_path: Path) -> None:
@@ -93,31 +92,25 @@ async def test_refused_token_needs_a_human(worker, client: QueueClient) -> None:
     assert "check the token" in task.result["action"]
 
 
-async def test_agent_not_listed_for_the_machine(server: QueueServer, tmp_path: Path, client: QueueClient) -> None:
-    process = WorkerProcess(server.url, tmp_path, WORKER_AGENTS="claude").start()
-    try:
-        task = await run_task(client, "agent_run", {"agent": "gemini", "prompt": "x"})
-    finally:
-        process.kill()
+async def test_agent_not_listed_for_the_machine(server: QueueServer, tmp_path: Path, client: QueueClient,
+                                                make_worker) -> None:
+    make_worker(server.url, tmp_path, WORKER_AGENTS="claude")
+    task = await run_task(client, "agent_run", {"agent": "gemini", "prompt": "x"})
     assert task.status == "needs_human"
     assert task.notes == "agent gemini is not available on test-box (it has claude)"
 
 
 async def test_groq_answers_over_http_and_a_bad_key_needs_a_human(server: QueueServer, tmp_path: Path,
-                                                                  groq: TestServer, client: QueueClient) -> None:
+                                                                  groq: TestServer, client: QueueClient,
+                                                                  make_worker) -> None:
     base = f"http://127.0.0.1:{groq.port}/openai/v1"
-    good = WorkerProcess(server.url, tmp_path, GROQ_API_KEY=GROQ_KEY, GROQ_BASE_URL=base).start()
-    try:
-        task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "hi", "model": "llama-test"})
-    finally:
-        good.kill()
+    good = make_worker(server.url, tmp_path, GROQ_API_KEY=GROQ_KEY, GROQ_BASE_URL=base)
+    task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "hi", "model": "llama-test"})
+    good.kill()
     assert task.status == "done" and task.result["stdout"] == "groq says: hi (llama-test)"
     assert task.result["answer"] == task.result["stdout"] and "session_id" not in task.result
-    bad = WorkerProcess(server.url, tmp_path, GROQ_API_KEY="gsk_wrong_key_99999", GROQ_BASE_URL=base).start()
-    try:
-        task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "hi"})
-    finally:
-        bad.kill()
+    make_worker(server.url, tmp_path, GROQ_API_KEY="gsk_wrong_key_99999", GROQ_BASE_URL=base)
+    task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "hi"})
     assert task.status == "needs_human" and "refused the API key" in task.notes
 
 
@@ -220,20 +213,17 @@ async def _log_has(worker: WorkerProcess, text: str) -> bool:
 
 
 async def test_output_is_capped_and_secrets_redacted_everywhere(server: QueueServer, tmp_path: Path,
-                                                                client: QueueClient) -> None:
+                                                                client: QueueClient, make_worker) -> None:
     token = "xoxb-planted-slack-token-42"
     password = "planted-db-password-7"  # a queue host's .env may hold the database URL too
     (tmp_path / "leak.txt").write_text(f"{SECRET}\n{password}\n")
     (tmp_path / "leak2.txt").write_text(f"{token}\n")
-    process = WorkerProcess(server.url, tmp_path, SLACK_BOT_TOKEN=token,
-                            QUEUE_DB_URL=f"postgresql://da:{password}@db-host:5432/da").start()
-    try:
-        script = ("python3 -c \"import sys; sys.stdout.write('x' * 200000)\"; "
-                  f"echo; cat {tmp_path / 'leak.txt'}; cat {tmp_path / 'leak2.txt'} >&2; echo token=$SLACK_BOT_TOKEN; "
-                  "echo db=$QUEUE_DB_URL")
-        task = await run_task(client, "run_script", {"script": script})
-    finally:
-        process.kill()
+    process = make_worker(server.url, tmp_path, SLACK_BOT_TOKEN=token,
+                          QUEUE_DB_URL=f"postgresql://da:{password}@db-host:5432/da")
+    script = ("python3 -c \"import sys; sys.stdout.write('x' * 200000)\"; "
+              f"echo; cat {tmp_path / 'leak.txt'}; cat {tmp_path / 'leak2.txt'} >&2; echo token=$SLACK_BOT_TOKEN; "
+              "echo db=$QUEUE_DB_URL")
+    task = await run_task(client, "run_script", {"script": script})
     assert task.status == "done"
     assert len(task.result["stdout"].encode()) <= 64 * 1024
     assert "bytes cut" in task.result["stdout_truncated"]
@@ -248,19 +238,16 @@ async def test_output_is_capped_and_secrets_redacted_everywhere(server: QueueSer
 
 
 async def test_unknown_type_names_where_a_handler_would_go(server: QueueServer, tmp_path: Path,
-                                                           client: QueueClient) -> None:
-    process = WorkerProcess(server.url, tmp_path, WORKER_CAPABILITIES="deploy_rocket").start()
-    try:
-        task = await run_task(client, "deploy_rocket", {})
-    finally:
-        process.kill()
+                                                           client: QueueClient, make_worker) -> None:
+    make_worker(server.url, tmp_path, WORKER_CAPABILITIES="deploy_rocket")
+    task = await run_task(client, "deploy_rocket", {})
     assert task.status == "needs_human"
     assert task.notes == "no handler for task type 'deploy_rocket' on test-box"
     assert "handlers/deploy_rocket.py" in task.result["action"]
 
 
 async def test_user_handlers_are_discovered_and_exceptions_reported(server: QueueServer, tmp_path: Path,
-                                                                    client: QueueClient) -> None:
+                                                                    client: QueueClient, make_worker) -> None:
     folder = tmp_path / "my_handlers"
     folder.mkdir()
     (folder / "greet.py").write_text(
@@ -270,23 +257,21 @@ async def test_user_handlers_are_discovered_and_exceptions_reported(server: Queu
         "    if payload.get('explode'):\n"
         "        raise ValueError('the widget is missing')\n"
         "    return Result('done', f\"hello {payload['name']} from {ctx.machine}\")\n")
-    process = WorkerProcess(server.url, tmp_path, DA_HANDLERS_PATH=str(folder), WORKER_CAPABILITIES="greet").start()
-    try:
-        greeted = await run_task(client, "greet", {"name": "ada"})
-        exploded = await run_task(client, "greet", {"explode": True})
-    finally:
-        process.kill()
+    make_worker(server.url, tmp_path, DA_HANDLERS_PATH=str(folder), WORKER_CAPABILITIES="greet")
+    greeted = await run_task(client, "greet", {"name": "ada"})
+    exploded = await run_task(client, "greet", {"explode": True})
     assert greeted.status == "done" and greeted.notes == "hello ada from test-box"
     assert exploded.status == "needs_human"
     assert exploded.notes == "handler greet raised ValueError: the widget is missing"
     assert "Traceback" in exploded.result["traceback"] and "greet.py" in exploded.result["traceback"]
 
 
-async def test_malformed_handler_stops_the_worker_naming_the_file(server: QueueServer, tmp_path: Path) -> None:
+async def test_malformed_handler_stops_the_worker_naming_the_file(server: QueueServer, tmp_path: Path,
+                                                                  make_worker) -> None:
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "oops.py").write_text("def run(ctx, payload):\n    return None\n")
-    process = WorkerProcess(server.url, tmp_path, DA_HANDLERS_PATH=str(folder)).start()
+    process = make_worker(server.url, tmp_path, DA_HANDLERS_PATH=str(folder))
     assert await process.wait_exit() == 2
     assert process.log.strip() == f"da: {folder / 'oops.py'}: define `async def run(ctx, payload) -> Result`."
 
@@ -296,31 +281,29 @@ async def test_malformed_handler_stops_the_worker_naming_the_file(server: QueueS
     ({"SECRET_KEY": ""}, "da: DA_TOKEN is not set; put this machine's worker token in .env"),
     ({"MAX_CONCURRENT": "lots"}, "da: MAX_CONCURRENT='lots' is not a whole number"),
 ])
-async def test_bad_settings_are_one_line_and_exit_2(server: QueueServer, tmp_path: Path, env, message) -> None:
-    process = WorkerProcess(server.url, tmp_path, **env).start()
+async def test_bad_settings_are_one_line_and_exit_2(server: QueueServer, tmp_path: Path, env, message,
+                                                    make_worker) -> None:
+    process = make_worker(server.url, tmp_path, **env)
     assert await process.wait_exit() == 2
     assert process.log.startswith(message) and process.log.count("\n") == 1
 
 
-async def test_bad_machines_yaml_is_one_line(server: QueueServer, tmp_path: Path) -> None:
+async def test_bad_machines_yaml_is_one_line(server: QueueServer, tmp_path: Path, make_worker) -> None:
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "machines.yaml").write_text("machines:\n  box: [unclosed\n")
-    process = WorkerProcess(server.url, tmp_path).start()
+    process = make_worker(server.url, tmp_path)
     assert await process.wait_exit() == 2
     assert "machines.yaml: not valid YAML at line" in process.log and process.log.count("\n") == 1
 
 
 async def test_machine_entry_gives_capabilities_and_aliases(server: QueueServer, tmp_path: Path,
-                                                            client: QueueClient) -> None:
+                                                            client: QueueClient, make_worker) -> None:
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "machines.yaml").write_text(
         "machines:\n  mac-mini:\n    capabilities: [run_script]\n    agents: [claude]\n    aliases: [mac]\n")
-    process = WorkerProcess(server.url, tmp_path, MACHINE_NAME="mac-mini", WORKER_CAPABILITIES="",
-                            WORKER_AGENTS="").start()
-    try:
-        task = await run_task(client, "run_script", {"script": "echo pinned"}, target_machine="mac")
-    finally:
-        process.kill()
+    make_worker(server.url, tmp_path, MACHINE_NAME="mac-mini", WORKER_CAPABILITIES="",
+                WORKER_AGENTS="")
+    task = await run_task(client, "run_script", {"script": "echo pinned"}, target_machine="mac")
     assert task.status == "done" and task.assigned_to == "mac-mini"
 
 
@@ -415,11 +398,11 @@ async def test_hostile_paths_and_bytes_are_handled(worker, client: QueueClient, 
     assert binary.status == "done" and binary.result["stdout"] == "ok \ufffd\ufffd bytes\n"
 
 
-async def test_yaml_tags_never_run(server: QueueServer, tmp_path: Path) -> None:
+async def test_yaml_tags_never_run(server: QueueServer, tmp_path: Path, make_worker) -> None:
     (tmp_path / "config").mkdir()
     marker = tmp_path / "pwned"
     (tmp_path / "config" / "machines.yaml").write_text(
         f'machines: !!python/object/apply:os.system ["touch {marker}"]\n')
-    process = WorkerProcess(server.url, tmp_path).start()
+    process = make_worker(server.url, tmp_path)
     assert await process.wait_exit() == 2
     assert "machines.yaml: not valid YAML" in process.log and not marker.exists()

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SECRET
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.server import SECRET
+from tests.support.workers import wait_for_status
 
 HOUR = 3600.0
 
@@ -48,19 +48,17 @@ async def test_claim_and_heartbeat_answer_the_seconds_left(make_server) -> None:
 
 @pytest.mark.parametrize("skew", [HOUR, -HOUR], ids=["worker-an-hour-behind", "worker-an-hour-ahead"])
 async def test_a_skewed_worker_keeps_its_lease_at_the_normal_pace(make_server, tmp_path: Path, skew: float,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+                                                                  caplog: pytest.LogCaptureFixture,
+                                                                  make_worker) -> None:
     # The queue's own access log counts the heartbeats it served.
     caplog.set_level(logging.INFO, logger="aiohttp.access")
     lease = 3.0
     server = await make_server(clock=skewed(skew))
-    process = WorkerProcess(server.url, tmp_path, WORKER_LEASE=str(lease)).start()
-    try:
-        async with QueueClient(server.url, SECRET) as client:
-            task = await client.create_task("run_script", {"script": "sleep 6; echo outlived the lease"})
-            finished = await wait_for_status(client, task.id, timeout=40)
-            trail = [(e.to_status, e.by) for e in await client.task_events(task.id)]
-    finally:
-        process.kill()
+    process = make_worker(server.url, tmp_path, WORKER_LEASE=str(lease))
+    async with QueueClient(server.url, SECRET) as client:
+        task = await client.create_task("run_script", {"script": "sleep 6; echo outlived the lease"})
+        finished = await wait_for_status(client, task.id, timeout=40)
+        trail = [(e.to_status, e.by) for e in await client.task_events(task.id)]
     # Behind: the old worker waited a third of "an hour and 3 s" before its first heartbeat.
     assert finished.status == "done", (finished.notes, trail, process.log)
     assert finished.attempts == 1 and ("needs_human", "reaper") not in trail
@@ -70,15 +68,13 @@ async def test_a_skewed_worker_keeps_its_lease_at_the_normal_pace(make_server, t
     assert 1 <= len(heartbeats) <= 10, len(heartbeats)
 
 
-async def test_a_lease_longer_than_the_longest_held_heartbeat_is_still_renewed(make_server, tmp_path: Path) -> None:
+async def test_a_lease_longer_than_the_longest_held_heartbeat_is_still_renewed(make_server, tmp_path: Path,
+                                                                               make_worker) -> None:
     # A third of a 300 s lease (100 s) is past the 60 s the queue holds a heartbeat: such beats were refused.
     server = await make_server()
-    process = WorkerProcess(server.url, tmp_path, WORKER_LEASE="300").start()
-    try:
-        async with QueueClient(server.url, SECRET) as client:
-            task = await client.create_task("run_script", {"script": "sleep 2; echo done"})
-            finished = await wait_for_status(client, task.id, timeout=40)
-    finally:
-        process.kill()
+    process = make_worker(server.url, tmp_path, WORKER_LEASE="300")
+    async with QueueClient(server.url, SECRET) as client:
+        task = await client.create_task("run_script", {"script": "sleep 2; echo done"})
+        finished = await wait_for_status(client, task.id, timeout=40)
     assert finished.status == "done", finished.notes
     assert "heartbeat for" not in process.log, process.log

@@ -5,17 +5,18 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from conftest import SECRET, wait_until
 from da.queue.client import QueueClient
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.server import SECRET
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, wait_for_status
 
 
-async def test_sigkilled_worker_task_is_reaped_by_type(make_server, tmp_path: Path) -> None:
+async def test_sigkilled_worker_task_is_reaped_by_type(make_server, tmp_path: Path, make_worker) -> None:
     server = await make_server(lease=1.5)
     async with QueueClient(server.url, SECRET) as client:
         unsafe = await client.create_task("run_script", {"script": "sleep 20"})
         safe = await client.create_task("test_run", {"cwd": str(tmp_path), "command": "sleep 20"})
-        process = WorkerProcess(server.url, tmp_path).start()
+        process = make_worker(server.url, tmp_path)
         await wait_for_status(client, unsafe.id, ("in_progress",))
         await wait_for_status(client, safe.id, ("in_progress",))
         process.kill()
@@ -25,28 +26,25 @@ async def test_sigkilled_worker_task_is_reaped_by_type(make_server, tmp_path: Pa
         assert retried.attempts == 1 and retried.assigned_to is None
 
 
-async def test_queue_restart_mid_task_loses_no_report(make_server, tmp_path: Path) -> None:
+async def test_queue_restart_mid_task_loses_no_report(make_server, tmp_path: Path, make_worker) -> None:
     server = await make_server()
     async with QueueClient(server.url, SECRET) as client:
-        process = WorkerProcess(server.url, tmp_path).start()
-        try:
-            finished = tmp_path / "finished"
-            task = await client.create_task("run_script", {"script": f"sleep 1; echo survived; touch {finished}"})
-            await wait_for_status(client, task.id, ("in_progress",))
-            await server.stop()
-            await wait_until(lambda: _exists(finished))  # the script finishes while the queue is down
-            await wait_until(lambda: _log_has(process, "queue did not take it"), timeout=20)
-            await server.start()
-            done = await wait_for_status(client, task.id, timeout=30)
-        finally:
-            process.kill()
+        process = make_worker(server.url, tmp_path)
+        finished = tmp_path / "finished"
+        task = await client.create_task("run_script", {"script": f"sleep 1; echo survived; touch {finished}"})
+        await wait_for_status(client, task.id, ("in_progress",))
+        await server.stop()
+        await wait_until(lambda: _exists(finished))  # the script finishes while the queue is down
+        await wait_until(lambda: _log_has(process, "queue did not take it"), timeout=20)
+        await server.start()
+        done = await wait_for_status(client, task.id, timeout=30)
         assert done.status == "done" and done.result["stdout"] == "survived\n"
 
 
-async def test_sigterm_lets_running_tasks_finish_within_the_grace(make_server, tmp_path: Path) -> None:
+async def test_sigterm_lets_running_tasks_finish_within_the_grace(make_server, tmp_path: Path, make_worker) -> None:
     server = await make_server()
     async with QueueClient(server.url, SECRET) as client:
-        process = WorkerProcess(server.url, tmp_path, SHUTDOWN_GRACE="20").start()
+        process = make_worker(server.url, tmp_path, SHUTDOWN_GRACE="20")
         task = await client.create_task("run_script", {"script": "sleep 1; echo finished"})
         await wait_for_status(client, task.id, ("in_progress",))
         process.signal(signal.SIGTERM)
@@ -58,10 +56,10 @@ async def test_sigterm_lets_running_tasks_finish_within_the_grace(make_server, t
         assert "in_progress" not in [e.to_status for e in await client.task_events(later.id)]
 
 
-async def test_sigterm_past_the_grace_kills_and_reports_failed(make_server, tmp_path: Path) -> None:
+async def test_sigterm_past_the_grace_kills_and_reports_failed(make_server, tmp_path: Path, make_worker) -> None:
     server = await make_server()
     async with QueueClient(server.url, SECRET) as client:
-        process = WorkerProcess(server.url, tmp_path, SHUTDOWN_GRACE="0.5").start()
+        process = make_worker(server.url, tmp_path, SHUTDOWN_GRACE="0.5")
         task = await client.create_task("run_script", {"script": "sleep 60"})
         await wait_for_status(client, task.id, ("in_progress",))
         process.signal(signal.SIGTERM)
@@ -71,10 +69,10 @@ async def test_sigterm_past_the_grace_kills_and_reports_failed(make_server, tmp_
         assert stopped.notes == "the worker shut down before the task finished"
 
 
-async def test_second_signal_exits_at_once(make_server, tmp_path: Path) -> None:
+async def test_second_signal_exits_at_once(make_server, tmp_path: Path, make_worker) -> None:
     server = await make_server()
     async with QueueClient(server.url, SECRET) as client:
-        process = WorkerProcess(server.url, tmp_path, SHUTDOWN_GRACE="300").start()
+        process = make_worker(server.url, tmp_path, SHUTDOWN_GRACE="300")
         task = await client.create_task("run_script", {"script": "sleep 60"})
         await wait_for_status(client, task.id, ("in_progress",))
         process.signal(signal.SIGTERM)
@@ -85,13 +83,10 @@ async def test_second_signal_exits_at_once(make_server, tmp_path: Path) -> None:
         assert stopped.status == "failed" and "second signal" in stopped.notes
 
 
-async def test_unreachable_queue_is_retried_not_fatal(tmp_path: Path) -> None:
-    process = WorkerProcess("http://127.0.0.1:9", tmp_path).start()
-    try:
-        await wait_until(lambda: _log_has(process, "queue unreachable"), timeout=15)
-        assert process.process is not None and process.process.poll() is None
-    finally:
-        process.kill()
+async def test_unreachable_queue_is_retried_not_fatal(tmp_path: Path, make_worker) -> None:
+    process = make_worker("http://127.0.0.1:9", tmp_path)
+    await wait_until(lambda: _log_has(process, "queue unreachable"), timeout=15)
+    assert process.process is not None and process.process.poll() is None
 
 
 async def _exists(path: Path) -> bool:
@@ -102,27 +97,21 @@ async def _log_has(process: WorkerProcess, text: str) -> bool:
     return text in process.log
 
 
-async def test_heartbeats_carry_the_last_output_line_as_progress(make_server, tmp_path: Path) -> None:
+async def test_heartbeats_carry_the_last_output_line_as_progress(make_server, tmp_path: Path, make_worker) -> None:
     server = await make_server(lease=1.5)
     async with QueueClient(server.url, SECRET) as client:
-        process = WorkerProcess(server.url, tmp_path).start()
-        try:
-            task = await client.create_task("run_script", {"script": "echo step 1; echo 'step 2 of 3'; sleep 3"})
+        make_worker(server.url, tmp_path)
+        task = await client.create_task("run_script", {"script": "echo step 1; echo 'step 2 of 3'; sleep 3"})
 
-            async def progressed() -> bool:
-                return (await client.get_task(task.id)).progress == "step 2 of 3"
+        async def progressed() -> bool:
+            return (await client.get_task(task.id)).progress == "step 2 of 3"
 
-            await wait_until(progressed, timeout=10)
-            assert (await wait_for_status(client, task.id)).status == "done"
-        finally:
-            process.kill()
+        await wait_until(progressed, timeout=10)
+        assert (await wait_for_status(client, task.id)).status == "done"
 
 
-async def test_worker_fails_over_across_queue_urls(server, tmp_path: Path) -> None:
+async def test_worker_fails_over_across_queue_urls(server, tmp_path: Path, make_worker) -> None:
     async with QueueClient(server.url, SECRET) as client:
-        process = WorkerProcess(f"http://127.0.0.1:9,{server.url}", tmp_path).start()
-        try:
-            task = await client.create_task("run_script", {"script": "echo via failover"})
-            assert (await wait_for_status(client, task.id)).status == "done"
-        finally:
-            process.kill()
+        make_worker(f"http://127.0.0.1:9,{server.url}", tmp_path)
+        task = await client.create_task("run_script", {"script": "echo via failover"})
+        assert (await wait_for_status(client, task.id)).status == "done"

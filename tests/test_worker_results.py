@@ -6,21 +6,21 @@ Real drop-in handlers (DA_HANDLERS_PATH) run in a real `da worker` against the r
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import SECRET, QueueServer
 from da.handlers.api import Result
 from da.queue import app as queue_app
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
 from da.worker import report
 from da.worker.redact import Redactor
-from worker_support import WorkerProcess, run_task
+from tests.support.server import SECRET, QueueServer
+from tests.support.workers import WorkerProcess, run_task
 
 ODD_HANDLER = '''
 import datetime
@@ -75,10 +75,8 @@ def handlers(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def worker(server: QueueServer, tmp_path: Path, handlers: Path) -> AsyncIterator[WorkerProcess]:
-    process = WorkerProcess(server.url, tmp_path, DA_HANDLERS_PATH=str(handlers), WORKER_CAPABILITIES="odd").start()
-    yield process
-    process.kill()
+async def worker(server: QueueServer, tmp_path: Path, handlers: Path, make_worker) -> WorkerProcess:
+    return make_worker(server.url, tmp_path, DA_HANDLERS_PATH=str(handlers), WORKER_CAPABILITIES="odd")
 
 
 async def test_values_json_cannot_hold_are_converted_and_noted(worker: WorkerProcess, client: QueueClient) -> None:
@@ -123,6 +121,7 @@ async def test_a_result_too_large_is_cut_keeping_head_and_tail(worker: WorkerPro
     assert blob.startswith("HEAD") and blob.endswith("TAIL") and len(blob) < 1024 * 1024
     assert "characters cut" in blob
     assert task.result["small"] == "keep me"
+    assert task.notes is not None
     assert len(task.notes) <= 4000 and "characters cut" in task.notes
     assert any("blob" in note and "cut" in note for note in task.result["delivery_notes"])
 
@@ -135,14 +134,12 @@ async def test_a_result_that_cannot_be_cut_enough_is_failed_with_why(worker: Wor
     assert task.result["handler_status"] == "done"
 
 
-async def test_a_413_from_the_queue_leads_to_a_smaller_report(make_server, tmp_path: Path, handlers: Path) -> None:
+async def test_a_413_from_the_queue_leads_to_a_smaller_report(make_server, tmp_path: Path, handlers: Path,
+                                                              make_worker) -> None:
     server = await make_server(max_body=64 * 1024)
-    process = WorkerProcess(server.url, tmp_path, DA_HANDLERS_PATH=str(handlers), WORKER_CAPABILITIES="odd").start()
-    try:
-        async with QueueClient(server.url, SECRET) as client:
-            task = await run_task(client, "odd", {"kind": "huge", "size": 500_000})
-    finally:
-        process.kill()
+    process = make_worker(server.url, tmp_path, DA_HANDLERS_PATH=str(handlers), WORKER_CAPABILITIES="odd")
+    async with QueueClient(server.url, SECRET) as client:
+        task = await run_task(client, "odd", {"kind": "huge", "size": 500_000})
     assert task.status == "done", (task.notes, process.log)
     assert task.result["blob"].startswith("HEAD") and task.result["blob"].endswith("TAIL")
     assert len(json.dumps(task.result)) < 64 * 1024
@@ -163,7 +160,8 @@ def test_every_budget_is_kept_whatever_the_text(budget: int, status: str) -> Non
         assert "too large to deliver" in delivery.notes
 
 
-async def test_a_report_the_queue_refuses_is_reduced_and_sent_again(tmp_path: Path, handlers: Path) -> None:
+async def test_a_report_the_queue_refuses_is_reduced_and_sent_again(tmp_path: Path, handlers: Path,
+                                                                    make_worker) -> None:
     # A queue stricter than this worker knows (a newer rule on results): the real service with
     # one more check in front of its report route.
     @web.middleware
@@ -180,7 +178,7 @@ async def test_a_report_the_queue_refuses_is_reduced_and_sent_again(tmp_path: Pa
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     url = f"http://127.0.0.1:{server.port}"
-    process = WorkerProcess(url, tmp_path, DA_HANDLERS_PATH=str(handlers), WORKER_CAPABILITIES="odd").start()
+    process = make_worker(url, tmp_path, DA_HANDLERS_PATH=str(handlers), WORKER_CAPABILITIES="odd")
     try:
         async with QueueClient(url, SECRET) as client:
             task = await run_task(client, "odd", {"kind": "refused"})

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import SECRET
+from tests.support.server import SECRET
 
 # Typed at the start of a line on a terminal, this is end of input (Ctrl-D).
 END_OF_INPUT = "\x04"

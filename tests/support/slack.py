@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-import slack_limits
-from conftest import SECRET, QueueServer
 from da import fleet as fleet_module
 from da.bot.slack.app import BotProcess
 from da.bot.slack.settings import BotSettings
 from da.queue.client import QueueClient
 from da.queue.models import Task
-from slack_emulator import Message, SlackEmulator
+from tests.support import slack_limits
+from tests.support.server import SECRET, QueueServer
+from tests.support.slack_emulator import Message, SlackEmulator
 
 FLEET = fleet_module.parse_fleet({"machines": {
     "mac-mini": {"os": "macos", "capabilities": ["ios_build", "agent_run", "run_script"], "agents": ["claude"]},

@@ -69,10 +69,10 @@ import yaml
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-import slack_limits
-from conftest import wait_until
+from tests.support import slack_limits
+from tests.support.waiting import wait_until
 
-MANIFEST = yaml.safe_load((Path(__file__).parent.parent / "config" / "slack-manifest.yaml").read_text())
+MANIFEST = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "slack-manifest.yaml").read_text())
 TEAM, APP_ID, BOT_USER, BOT_ID = "T1", "A1", "UBOT", "BBOT"
 USERS = ("UALLOWED", "USTRANGER", "UOTHER")
 # What the manifest grants and subscribes to.

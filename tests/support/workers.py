@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import SECRET, wait_until
 from da.queue.client import QueueClient
 from da.queue.models import Task
+from tests.support.server import SECRET
+from tests.support.waiting import wait_until
 
-FAKES = Path(__file__).parent / "fakes"
+FAKES = Path(__file__).resolve().parent.parent / "fakes"
 FAKE_TOOLS = ("claude", "gemini", "codex", "npm", "gradle", "ruff", "xcodebuild", "flutter", "eslint", "swiftlint",
               "ktlint")
 TERMINAL = ("done", "failed", "needs_human", "cancelled")

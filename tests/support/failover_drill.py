@@ -28,9 +28,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-import postgres_support
-import tests_support
 from da.queue.client import QueueClient
+from tests.support import postgres
+from tests.support import processes as tests_support
 
 SECRET = "failover-secret-0123456789"
 # "Answered within seconds": no request during the outage may take longer than this.
@@ -275,8 +275,8 @@ async def run(tasks: int = 200, *, lease: float = 10.0, task_seconds: float = 0.
     """The whole drill in a temporary folder, its own two PostgreSQL servers torn down at the end."""
     with tempfile.TemporaryDirectory(prefix="da-failover-") as name:
         root = Path(name)
-        primary = postgres_support.Cluster(durable=durable)
-        standby = postgres_support.Cluster(durable=durable)
+        primary = postgres.Cluster(durable=durable)
+        standby = postgres.Cluster(durable=durable)
         fleet = Fleet(root)
         stop_watching = asyncio.Event()
         try:
@@ -284,7 +284,7 @@ async def run(tasks: int = 200, *, lease: float = 10.0, task_seconds: float = 0.
             database = (await primary.create_database(migrated=False)).rsplit("/", 1)[1]
             await asyncio.to_thread(standby.start_standby, primary)
             await primary.require_synchronous_standby()
-            db_url = (f"postgresql://{postgres_support.ADMIN}@127.0.0.1:{primary.port},"
+            db_url = (f"postgresql://{postgres.ADMIN}@127.0.0.1:{primary.port},"
                       f"127.0.0.1:{standby.port}/{database}")
             await asyncio.to_thread(fleet.start, db_url, lease)
             return await _drill(fleet, primary, standby, database, root / "ran.txt", stop_watching, tasks=tasks,
@@ -297,7 +297,7 @@ async def run(tasks: int = 200, *, lease: float = 10.0, task_seconds: float = 0.
             await asyncio.to_thread(primary.stop)
 
 
-async def _drill(fleet: Fleet, primary: postgres_support.Cluster, standby: postgres_support.Cluster, database: str,
+async def _drill(fleet: Fleet, primary: postgres.Cluster, standby: postgres.Cluster, database: str,
                  side: Path, stop_watching: asyncio.Event, *, tasks: int, task_seconds: float, kill_after: float,
                  promote_after: float, timeout: float) -> Outcome:
     probes: list[Probe] = []

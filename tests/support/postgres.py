@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import pytest
 
 from da.queue.postgres import PostgresStore
 
 T = TypeVar("T")
+# Read at import: the tests' autouse fixture clears DA_* variables before each test.
+REQUIRE_POSTGRES = os.environ.get("DA_REQUIRE_POSTGRES") == "1"
 ADMIN = "da"
 TEMPLATE = "da_template"
 
@@ -189,3 +192,12 @@ class Cluster:
     async def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
         await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def need_postgres() -> None:
+    """Skip the test where PostgreSQL cannot run (fail it under DA_REQUIRE_POSTGRES=1)."""
+    reason = unavailable()
+    if reason is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"DA_REQUIRE_POSTGRES=1 but {reason}; install the Debian package postgresql.")
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
