@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SECRET, QueueServer, wait_until
-from slack_emulator import SlackEmulator
-from tcp_proxy import Proxy
-from tests_support import run_da
+from tests.support.processes import run_da
+from tests.support.server import SECRET, QueueServer
+from tests.support.slack_emulator import SlackEmulator
+from tests.support.tcp_proxy import Proxy
+from tests.support.waiting import wait_until
 
 
 def bot_env(slack_api: str, queue_url: str, home: Path) -> dict[str, str]:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SECRET, QueueServer
 from da import fleet as fleet_module
 from da.queue.client import QueueClient
-from terminal_support import CTRL_C, END_OF_INPUT, PtyTerminal
-from tests_support import wait_serving
-from worker_support import kill_leftover, start_long_task
+from tests.support.processes import wait_serving
+from tests.support.server import SECRET, QueueServer
+from tests.support.terminal import CTRL_C, END_OF_INPUT, PtyTerminal
+from tests.support.workers import kill_leftover, start_long_task
 
 FLEET = fleet_module.parse_fleet({"machines": {
     "thinkpad-x1": {"os": "linux", "capabilities": ["android_build", "agent_run", "lint"], "agents": ["gemini"]},

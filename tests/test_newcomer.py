@@ -5,12 +5,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from conftest import SECRET, QueueServer
 from da import fleet as fleet_module
 from da import handlers
 from da.queue.client import QueueClient
-from terminal_support import da
-from tests_support import run_da
+from tests.support.processes import run_da
+from tests.support.server import SECRET, QueueServer
+from tests.support.terminal import da
 
 FLEET = fleet_module.parse_fleet({"machines": {"mac-mini": {"capabilities": ["run_script"], "aliases": ["mm"]}}},
                                  "test")
@@ -127,8 +127,8 @@ async def test_prune_asks_before_removing_tasks_that_may_want_a_person(server: Q
 async def test_a_refused_worker_names_its_credential_and_stops_after_a_while(server: QueueServer,
                                                                              client: QueueClient,
                                                                              tmp_path: Path) -> None:
-    from conftest import wait_until
-    from worker_support import WorkerProcess
+    from tests.support.waiting import wait_until
+    from tests.support.workers import WorkerProcess
 
     token, secret = await client.create_token("worker", machine="test-box")
     worker = WorkerProcess(server.url, tmp_path, SECRET_KEY="", DA_TOKEN=secret, WORKER_POLL_WAIT="1",

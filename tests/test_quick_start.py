@@ -9,11 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SECRET, wait_until
 from da import fleet as fleet_module
 from da.queue.client import QueueClient
-from tests_support import run_da
-from worker_support import wait_for_status
+from tests.support.processes import run_da
+from tests.support.server import SECRET
+from tests.support.waiting import wait_until
+from tests.support.workers import wait_for_status
 
 FLEET = fleet_module.parse_fleet({"machines": {
     "vm1": {"os": "linux", "capabilities": ["lint", "run_script"], "agents": ["gemini"], "aliases": ["box"]},
@@ -93,7 +94,7 @@ async def test_without_machine_name_the_worker_says_which_setting_is_missing(tmp
 
 
 async def test_doctor_tries_every_replica_and_checks_the_agents_da_up_would_run(server, tmp_path: Path) -> None:
-    from worker_support import fake_bin
+    from tests.support.workers import fake_bin
 
     bin_dir = fake_bin(tmp_path / "bin")
     code, out = await run_da("doctor", cwd=tmp_path, SECRET_KEY=SECRET, QUEUE_URL=f"{server.url},http://127.0.0.1:9",

@@ -14,9 +14,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.models.messages.chunk import MarkdownTextChunk, PlanUpdateChunk, TaskUpdateChunk
 from slack_sdk.web.async_client import AsyncWebClient
 
-import slack_emulator
-from conftest import wait_until
-from slack_emulator import TEAM, Message, SlackEmulator
+from tests.support import slack_emulator
+from tests.support.slack_emulator import TEAM, Message, SlackEmulator
+from tests.support.waiting import wait_until
 
 ASKER = "UALLOWED"
 

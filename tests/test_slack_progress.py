@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-import slack_limits
-from conftest import wait_until
 from da.bot.slack import delivery, progress
 from da.bot.slack.delivery import Poster
 from da.bot.slack.progress import Progress, Step
 from da.bot.slack.state import BotState
-from slack_emulator import TEAM, Message, SlackEmulator, chunk_errors
+from tests.support import slack_limits
+from tests.support.slack_emulator import TEAM, Message, SlackEmulator, chunk_errors
+from tests.support.waiting import wait_until
 
 ASKER = "UALLOWED"
 TITLE = "Fix the flaky test"

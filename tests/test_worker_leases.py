@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SECRET, QueueServer, wait_until
 from da.queue.client import QueueClient
 from da.worker import lease as leases
-from tcp_proxy import Proxy
-from worker_support import WorkerProcess, alive, kill_leftover, start_long_task, wait_for_status
+from tests.support.server import SECRET, QueueServer
+from tests.support.tcp_proxy import Proxy
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, alive, kill_leftover, start_long_task, wait_for_status
 
 
 async def test_a_hanging_first_queue_url_costs_no_lease_and_no_claim(make_server, tmp_path: Path) -> None:

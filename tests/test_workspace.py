@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import SECRET, QueueServer, wait_until
 from da import fleet as fleet_module
 from da.bot import views
 from da.bot.terminal import render
@@ -21,8 +20,10 @@ from da.queue.client import QueueClient
 from da.queue.models import Task
 from da.worker import workspace
 from da.worker.workspace import WorkspaceSettings
-from terminal_support import da
-from worker_support import WorkerProcess, wait_for_status
+from tests.support.server import SECRET, QueueServer
+from tests.support.terminal import da
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, wait_for_status
 
 FAKES = Path(__file__).parent / "fakes"
 TASK_A = "a1b2c3d4-0000-4000-8000-000000000001"
