@@ -447,3 +447,16 @@ SELECT * FROM tokens WHERE id = :id;
 -- Refuse a token from now on; the row stays for `da token list --all`.
 UPDATE tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL
 RETURNING *;
+
+-- insert_tasks --
+-- Create several pending tasks in one statement (all or none); :tasks is a JSON list of their fields.
+INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
+                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   created_at, updated_at)
+SELECT e.item->>'id', e.item->>'type', 'pending', (e.item->>'priority')::integer, e.item->>'payload',
+       e.item->>'target_machine', e.item->>'preferred_machine', e.item->>'agent', e.item->>'lock',
+       (e.item->>'lock_per_machine')::boolean, e.item->>'created_by', (e.item->>'max_attempts')::integer,
+       e.item->>'notes', e.item->>'created_by', e.item->>'notes', :now::float8, :now::float8
+FROM jsonb_array_elements(:tasks::jsonb) WITH ORDINALITY AS e(item, ord)
+ORDER BY e.ord
+RETURNING *;
