@@ -453,10 +453,12 @@ RETURNING *;
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
                    lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
                    created_at, updated_at)
-SELECT e.item->>'id', e.item->>'type', 'pending', (e.item->>'priority')::integer, e.item->>'payload',
-       e.item->>'target_machine', e.item->>'preferred_machine', e.item->>'agent', e.item->>'lock',
-       (e.item->>'lock_per_machine')::boolean, e.item->>'created_by', (e.item->>'max_attempts')::integer,
-       e.item->>'notes', e.item->>'created_by', e.item->>'notes', :now::float8, :now::float8
+SELECT n.id, n.type, 'pending', n.priority, n.payload, n.target_machine, n.preferred_machine, n.agent,
+       n.lock, n.lock_per_machine, n.created_by, n.max_attempts, n.notes, n.created_by, n.notes,
+       :now::float8, :now::float8
 FROM jsonb_array_elements(:tasks::jsonb) WITH ORDINALITY AS e(item, ord)
+CROSS JOIN LATERAL jsonb_to_record(e.item) AS n(
+    id text, type text, priority integer, payload text, target_machine text, preferred_machine text,
+    agent text, lock text, lock_per_machine boolean, created_by text, max_attempts integer, notes text)
 ORDER BY e.ord
 RETURNING *;
