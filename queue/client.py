@@ -202,11 +202,7 @@ class QueueClient:
         response = await self.request("POST", "/v1/claim", json=body, idempotent=False, timeout=timeout + wait)
         if response.status_code == 204:
             return None
-        data = response.json()
-        # A queue older than `lease_seconds` granted what was asked, else its default lease.
-        seconds = data.get("lease_seconds", lease or DEFAULT_LEASE)
-        return ClaimedTask(Task.from_json(data["task"]), data["lease"], parse_iso(data["lease_expires_at"]) or 0.0,
-                           float(seconds))
+        return _claimed(response.json(), lease)
 
     async def start(self, task_id: str, lease: str, *, checkout: str | None = None,
                     timeout: float | None = None) -> Task:
@@ -243,6 +239,18 @@ class QueueClient:
                 **({"notes": notes} if notes else {}), **({"action": action} if action else {})}
         return Task.from_json((await self.request("POST", f"/v1/tasks/{task_id}/report", json=body,
                                                   timeout=timeout)).json())
+
+    async def report_and_claim(self, task_id: str, lease: str, status: str, result: dict[str, Any],
+                               claim: dict[str, Any], *, notes: str | None = None,
+                               action: str | None = None,
+                               timeout: float | None = None) -> tuple[Task, ClaimedTask | None]:
+        """Report an outcome and claim the next task (`claim`: /v1/claim's fields without `wait`) in one
+        request; safe to repeat until acknowledged (a repeat claims nothing). None: nothing was ready."""
+        body = {"lease": lease, "status": status, "result": result, "claim": claim,
+                **({"notes": notes} if notes else {}), **({"action": action} if action else {})}
+        data = (await self.request("POST", f"/v1/tasks/{task_id}/report", json=body, timeout=timeout)).json()
+        handed = data.pop("next", None)
+        return Task.from_json(data), None if handed is None else _claimed(handed, claim.get("lease"))
 
     async def resolve(self, task_id: str, status: str, *, notes: str | None = None, by: str | None = None) -> Task:
         body = {"status": status, **({"notes": notes} if notes else {}), **({"by": by} if by else {})}
@@ -301,6 +309,13 @@ class QueueClient:
 
     async def revoke_token(self, token_id: str) -> Token:
         return Token.from_json((await self.request("POST", f"/v1/tokens/{token_id}/revoke")).json())
+
+
+def _claimed(data: dict[str, Any], lease: float | None) -> ClaimedTask:
+    """A claim's answer; a queue older than `lease_seconds` granted what was asked, else its default lease."""
+    seconds = data.get("lease_seconds", lease or DEFAULT_LEASE)
+    return ClaimedTask(Task.from_json(data["task"]), data["lease"], parse_iso(data["lease_expires_at"]) or 0.0,
+                       float(seconds))
 
 
 def _event(data: dict[str, Any]) -> Event:

@@ -18,6 +18,7 @@ from da.queue.errors import BadRequest, StoreError
 from da.queue.http import (
     CLAIM_LATENCY,
     ROSTER,
+    SETTINGS,
     STORE,
     Route,
     access_table,
@@ -29,7 +30,7 @@ from da.queue.http import (
     query_int,
     read_json,
 )
-from da.queue.models import NewTask, NewToken, Report
+from da.queue.models import ClaimRequest, NewTask, NewToken, Report
 from da.queue.openapi import (
     ERROR,
     LEASE,
@@ -65,6 +66,9 @@ from da.version import __version__
 logger = logging.getLogger(__name__)
 
 DEFAULT_LIST_LIMIT = 50
+# Tasks one bulk create may hold: a fan-out over a fleet is tens; a thousand small tasks still fit the
+# default 1 MiB body limit and commit in one statement within milliseconds.
+MAX_BULK = 1000
 
 
 async def health(request: web.Request) -> web.Response:
@@ -81,10 +85,26 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def create_task(request: web.Request) -> web.Response:
-    spec = NewTask.parse(await read_json(request))
-    task = await request.app[STORE].create(spec)
-    log_transition(task)
-    return json_response(task.to_json(), status=201)
+    """One task from a JSON object, or several from a JSON list of them: all created or none."""
+    body = await read_json(request)
+    store = request.app[STORE]
+    if not isinstance(body, list):
+        task = await store.create(NewTask.parse(body))
+        log_transition(task)
+        return json_response(task.to_json(), status=201)
+    if not 1 <= len(body) <= MAX_BULK:
+        raise BadRequest(f"a list of tasks must hold 1 to {MAX_BULK} of them, got {len(body)}; "
+                         "send the rest in another request.")
+    specs = []
+    for index, item in enumerate(body):
+        try:
+            specs.append(NewTask.parse(item))
+        except BadRequest as exc:
+            raise BadRequest(f"task {index} of the list (counting from 0): {exc.detail} Nothing was created.") from None
+    tasks = await store.create_many(specs)
+    for task in tasks:
+        log_transition(task)
+    return json_response({"tasks": [task.to_json() for task in tasks]}, status=201)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -134,10 +154,39 @@ async def release(request: web.Request) -> web.Response:
 
 
 async def report(request: web.Request) -> web.Response:
-    spec = Report.parse(await read_json(request))
-    task = await request.app[STORE].report(request.match_info["id"], spec, machine=only_machine(request))
+    """Record a worker's outcome; with `claim`, also hand it its next task (`next`) in the same answer."""
+    body = models.require_object(await read_json(request))
+    wanted = claim_filter(request, body.get("claim"))
+    spec = Report.parse({key: value for key, value in body.items() if key != "claim"})
+    store, machine = request.app[STORE], only_machine(request)
+    if wanted is None:
+        task = await store.report(request.match_info["id"], spec, machine=machine)
+        log_transition(task)
+        return json_response(task.to_json())
+    settings = request.app[SETTINGS]
+    request.app[ROSTER].seen(wanted.machine, wanted.capabilities, wanted.agents)
+    lease_seconds = wanted.lease or settings.lease
+    task, claimed = await store.report_and_claim(request.match_info["id"], spec, wanted, lease_seconds=lease_seconds,
+                                                 overflow_grace=settings.overflow_grace, machine=machine)
     log_transition(task)
-    return json_response(task.to_json())
+    handed = None if claimed is None else await waiting.hand_over(request, claimed, lease_seconds)
+    return json_response({**task.to_json(), "next": handed})
+
+
+def claim_filter(request: web.Request, body: Any) -> ClaimRequest | None:
+    """A report's `claim` part: what /v1/claim takes but `wait`, under the same token rules; None when absent."""
+    if body is None:
+        return None
+    body = models.require_object(body, "field 'claim'")
+    if "wait" in body:
+        raise BadRequest("field 'claim' takes no 'wait': a report hands over a task only if one is ready; "
+                         "long-poll /v1/claim when `next` is null.")
+    try:
+        wanted = ClaimRequest.parse(body)
+    except BadRequest as exc:
+        raise BadRequest(f"in field 'claim': {exc.detail}") from None
+    auth.check_claim(request[auth.PRINCIPAL], wanted)
+    return wanted
 
 
 def resolution(body: Any, *also: str) -> tuple[str, str | None, str | None]:
@@ -280,6 +329,19 @@ def document(version: str) -> dict[str, Any]:
 
 
 TASK_PATH = "/v1/tasks/{id:[0-9a-fA-F-]+}"
+NEW_TASK = json_body({
+    "type": NAME, "payload": PAYLOAD,
+    "priority": {"type": "integer", "minimum": 0, "maximum": models.MAX_PRIORITY},
+    "target_machine": OPT_NAME, "preferred_machine": OPT_NAME, "agent": OPT_NAME,
+    "notes": NOTES, "created_by": WHO, "lock": {**TEXT, "maxLength": 1000},
+    "max_attempts": {"type": "integer", "minimum": 1, "maximum": models.MAX_ATTEMPTS_LIMIT}}, ["type"])
+# What a worker can take (/v1/claim, and a report's `claim`), and what it is handed.
+CLAIM_FILTER = json_body({
+    "machine": NAME, "capabilities": NAMES, "agents": NAMES, "aliases": NAMES, "retry_safe": NAMES,
+    "lease": {"type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}},
+    ["machine", "capabilities"])["content"]["application/json"]["schema"]
+CLAIMED = {"type": "object", "properties": {"task": TASK, "lease": STR, "lease_expires_at": TIME,
+                                            "lease_seconds": LEASE_LEFT}}
 # Who may call a route: ADMIN_ONLY, MACHINES (worker tokens, each only as its machine and for its
 # machine's tasks), PEOPLE (client tokens: the Slack bot, a terminal), READERS, EVERYONE; None is
 # public (no credential). A change here is a change of who may do what: tests/test_auth.py keeps the
@@ -295,13 +357,14 @@ ROUTES: list[Route] = [
                 "status": {"type": "string", "enum": ["unavailable"]}, "version": STR, "backend": STR, "error": STR,
                 "detail": STR}}, "The database did not take the write in time; `detail` says why.")})),
     Route("POST", "/v1/tasks", create_task, PEOPLE, operation(
-        "Create a task.", {"201": json_answer(TASK, "Created."), **error_answers(400, 401, 413)},
-        body=json_body({
-            "type": NAME, "payload": PAYLOAD,
-            "priority": {"type": "integer", "minimum": 0, "maximum": models.MAX_PRIORITY},
-            "target_machine": OPT_NAME, "preferred_machine": OPT_NAME, "agent": OPT_NAME,
-            "notes": NOTES, "created_by": WHO, "lock": {**TEXT, "maxLength": 1000},
-            "max_attempts": {"type": "integer", "minimum": 1, "maximum": models.MAX_ATTEMPTS_LIMIT}}, ["type"]))),
+        f"Create a task; or, given a list of 1 to {MAX_BULK} tasks, create them all in one transaction (a bad one "
+        "is a 400 naming its index, and nothing is created).", {
+            "201": json_answer({"oneOf": [TASK, {"type": "object", "properties": {
+                "tasks": {"type": "array", "items": TASK}}, "required": ["tasks"]}]},
+                "Created: the task, or `tasks` in the order given."), **error_answers(400, 401, 413)},
+        body=one_of(NEW_TASK, {"content": {"application/json": {"schema": {
+            "type": "array", "items": NEW_TASK["content"]["application/json"]["schema"],
+            "minItems": 1, "maxItems": MAX_BULK}}}}))),
     Route("GET", "/v1/tasks", list_tasks, READERS, operation(
         "List tasks, newest first.", {
             "200": json_answer({"type": "object", "properties": {
@@ -347,10 +410,16 @@ ROUTES: list[Route] = [
                         "wait": {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT}}, ["lease"]),
         params=[TASK_ID])),
     Route("POST", f"{TASK_PATH}/report", report, MACHINES, operation(
-        "Report the outcome; repeating it is harmless.", {
-            "200": json_answer(TASK, "Recorded."), **TASK_ERRORS, **error_answers(413)},
+        "Report the outcome; repeating it is harmless. With `claim` (what /v1/claim takes, without `wait`, under "
+        "the same token rules), the answer's `next` also hands over the worker's next task, or is null when none "
+        "is ready, when the report was refused (nothing claimed) or was a repeat; then long-poll /v1/claim.", {
+            "200": json_answer({"allOf": [TASK, {"type": "object", "properties": {"next": {
+                "oneOf": [CLAIMED, {"type": "null"}], "description": "Only when `claim` was sent."}}}]}, "Recorded."),
+            **TASK_ERRORS, **error_answers(413)},
         body=json_body({**LEASE_BODY, "status": {"type": "string", "enum": list(models.REPORTABLE)},
-                        "result": RESULT, "notes": NOTES, "action": NOTES}, ["lease", "status"]),
+                        "result": RESULT, "notes": NOTES, "action": NOTES, "claim": {
+                            **CLAIM_FILTER, "description": "Also claim the next task, as /v1/claim would."}},
+                       ["lease", "status"]),
         params=[TASK_ID])),
     Route("POST", f"{TASK_PATH}/resolve", resolve, PEOPLE, operation(
         "Settle a needs_human or failed task.", {"200": json_answer(TASK, "Resolved."), **TASK_ERRORS},
@@ -360,13 +429,10 @@ ROUTES: list[Route] = [
         body=json_body({"by": WHO, "notes": NOTES}, []), params=[TASK_ID])),
     Route("POST", "/v1/claim", waiting.claim, MACHINES, operation(
         "Claim the best task this worker may take, waiting up to `wait` seconds.", {
-            "200": json_answer({"type": "object", "properties": {
-                "task": TASK, "lease": STR, "lease_expires_at": TIME, "lease_seconds": LEASE_LEFT}}, "Claimed."),
+            "200": json_answer(CLAIMED, "Claimed."),
             "204": {"description": "Nothing to claim within `wait`."}, **error_answers(400, 401)},
-        body=json_body({"machine": NAME, "capabilities": NAMES, "agents": NAMES, "aliases": NAMES,
-                        "retry_safe": NAMES,
-                        "wait": {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT},
-                        "lease": {"type": "number", "minimum": models.MIN_LEASE, "maximum": models.MAX_LEASE}},
+        body=json_body({**CLAIM_FILTER["properties"],
+                        "wait": {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT}},
                        ["machine", "capabilities"]))),
     Route("POST", "/v1/prune", prune, ADMIN_ONLY, operation(
         "Remove finished tasks older than `older_than` seconds (counts are kept).", {

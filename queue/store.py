@@ -210,24 +210,17 @@ class Store(ABC):
 
     async def create(self, spec: NewTask) -> Task:
         """Insert a pending task and wake the claimers that wait for work."""
-        (task,) = await self._write_tasks(
-            "insert_task",
-            id=new_id(),
-            type=spec.type,
-            priority=spec.priority,
-            payload=json.dumps(spec.payload),
-            target_machine=spec.target_machine,
-            preferred_machine=spec.preferred_machine,
-            agent=spec.agent,
-            lock=spec.lock,
-            lock_per_machine=spec.lock_per_machine,
-            created_by=spec.created_by,
-            max_attempts=spec.max_attempts,
-            notes=spec.notes,
-            now=self.clock(),
-        )
+        (task,) = await self._write_tasks("insert_task", **_new_task_fields(spec), now=self.clock())
         self._changed(pending=True)
         return task
+
+    async def create_many(self, specs: Sequence[NewTask]) -> list[Task]:
+        """Insert pending tasks in one statement, all or none, in the order given, and wake the claimers once."""
+        fields = [_new_task_fields(spec) for spec in specs]
+        tasks = await self._write_tasks("insert_tasks", tasks=json.dumps(fields), now=self.clock())
+        self._changed(pending=True)
+        order = {field["id"]: index for index, field in enumerate(fields)}
+        return sorted(tasks, key=lambda task: order[task.id])
 
     async def get(self, task_id: str) -> Task:
         """A task by full id or by a unique prefix of at least 4 characters."""
@@ -393,6 +386,23 @@ class Store(ABC):
 
     async def report(self, task_id: str, report: Report, *, machine: str | None = None) -> Task:
         """Record the outcome once; the same report again returns the stored task unchanged."""
+        return (await self._report(task_id, report, machine))[0]
+
+    async def report_and_claim(self, task_id: str, report: Report, claim: ClaimRequest, *, lease_seconds: float,
+                               overflow_grace: float, machine: str | None = None) -> tuple[Task, Claim | None]:
+        """Record the outcome, then claim the next task as `claim` would: one round trip for a worker.
+
+        The same statements as `report` and `claim`, one after the other: a report that fails raises and
+        claims nothing, and only a report applied now claims (a repeated one, or a late one kept for a
+        person, answers None), so a worker retrying a report whose answer was lost never holds two tasks.
+        """
+        task, applied = await self._report(task_id, report, machine)
+        if not applied:
+            return task, None
+        return task, await self.claim(claim, lease_seconds=lease_seconds, overflow_grace=overflow_grace)
+
+    async def _report(self, task_id: str, report: Report, machine: str | None) -> tuple[Task, bool]:
+        """The task after the report, and whether this report changed it now."""
         result = dict(report.result)
         if report.action:
             result["action"] = report.action
@@ -408,12 +418,12 @@ class Store(ABC):
         )
         if rows:
             self._changed(pending=True)
-            return rows[0]
+            return rows[0], True
         task = await self._held(task_id, report.lease, machine)
         if task.status == models.NEEDS_HUMAN and task.changed_by == REAPER:
-            return await self._record_late_report(task, report.status, result, report.notes)
+            return await self._record_late_report(task, report.status, result, report.notes), False
         if task.status == report.status and task.lease_expires_at is None:
-            return task
+            return task, False
         raise LeaseLost(f"task {task.short_id} is {task.status}; this report was not applied.")
 
     async def _record_late_report(self, task: Task, status: str, result: dict[str, Any], notes: str | None) -> Task:
@@ -604,6 +614,14 @@ class Store(ABC):
             raise Conflict(f"lease {name!r} is held by {shown_holder(held[0]['holder'])}, not {holder}; "
                            "nothing released.")
         return False
+
+
+def _new_task_fields(spec: NewTask) -> dict[str, Any]:
+    """The insert statements' fields of a new task, with a fresh id."""
+    return {"id": new_id(), "type": spec.type, "priority": spec.priority, "payload": json.dumps(spec.payload),
+            "target_machine": spec.target_machine, "preferred_machine": spec.preferred_machine, "agent": spec.agent,
+            "lock": spec.lock, "lock_per_machine": spec.lock_per_machine, "created_by": spec.created_by,
+            "max_attempts": spec.max_attempts, "notes": spec.notes}
 
 
 def shown_holder(holder: str) -> str:

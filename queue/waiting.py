@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -31,7 +32,7 @@ from da.queue.http import (
     read_json,
 )
 from da.queue.models import ClaimRequest
-from da.queue.store import Store
+from da.queue.store import Claim, Store
 
 # A waiting claim or event follower re-checks at least this often, for tasks that become
 # claimable with no write (a soft preference's overflow grace running out) and for a wake-up
@@ -71,15 +72,8 @@ async def claim(request: web.Request) -> web.Response:
                 await store.release(claimed.task.id, claimed.lease)
                 raise Unauthorized("this token was revoked while its claim was under way; ask for a new one "
                                    "(`da token create`).")
-            if disconnected(request):
-                # The worker gave up waiting (shutdown, restart): nobody would run this task.
-                await store.release(claimed.task.id, claimed.lease)
-                return web.Response(status=204)
-            log_transition(claimed.task)
-            # Seconds left, not only a timestamp: a worker must not compare our clock with its own.
-            return json_response({"task": claimed.task.to_json(), "lease": claimed.lease,
-                                  "lease_expires_at": models.iso(claimed.lease_expires_at),
-                                  "lease_seconds": lease_seconds})
+            handed = await hand_over(request, claimed, lease_seconds)
+            return web.Response(status=204) if handed is None else json_response(handed)
         remaining = deadline - loop.time()
         if remaining <= 0 or disconnected(request):
             if token_id is None or not await store.token_revoked(token_id):
@@ -89,6 +83,18 @@ async def claim(request: web.Request) -> web.Response:
         parked = True
         if disconnected(request):
             return web.Response(status=204)
+
+
+async def hand_over(request: web.Request, claimed: Claim, lease_seconds: float) -> dict[str, Any] | None:
+    """A claim's answer (task, lease and its seconds); None, with the task handed back, when the worker hung up."""
+    if disconnected(request):
+        # The worker gave up waiting (shutdown, restart): nobody would run this task.
+        await request.app[STORE].release(claimed.task.id, claimed.lease)
+        return None
+    log_transition(claimed.task)
+    # Seconds left, not only a timestamp: a worker must not compare our clock with its own.
+    return {"task": claimed.task.to_json(), "lease": claimed.lease,
+            "lease_expires_at": models.iso(claimed.lease_expires_at), "lease_seconds": lease_seconds}
 
 
 async def heartbeat(request: web.Request) -> web.Response:

@@ -25,7 +25,11 @@ from typing import Any
 
 from da.handlers.api import FAILED, Result
 from da.queue import models as queue_models
+from da.queue.client import ClaimedTask, QueueClient
+from da.queue.models import Task
 from da.worker.redact import Redactor
+from da.worker.registry import Handler
+from da.worker.settings import WorkerSettings
 
 # The queue's default body limit is 1 MiB (QUEUE_MAX_BODY); a 413 halves the budget.
 FIRST_BUDGET = 1024 * 1024 - 16 * 1024
@@ -71,6 +75,27 @@ class Delivery:
 
     def size(self, lease: str) -> int:
         return encoded_size(self.body(lease))
+
+
+def claim_filter(settings: WorkerSettings, handlers: Mapping[str, Handler],
+                 capabilities: list[str] | None = None) -> dict[str, Any]:
+    """What this worker can take (`capabilities`: fewer than it declares, at its agent limit), as /v1/claim
+    and a report's `claim` name it (without `wait`)."""
+    retry_safe = [kind for kind, handler in handlers.items() if handler.safe_to_retry and kind in settings.capabilities]
+    capabilities = list(settings.capabilities) if capabilities is None else capabilities
+    return {"machine": settings.machine, "capabilities": capabilities, "agents": list(settings.agents),
+            "aliases": list(settings.aliases), "retry_safe": retry_safe,
+            **({"lease": settings.lease} if settings.lease is not None else {})}
+
+
+async def deliver(client: QueueClient, task_id: str, lease: str, delivery: Delivery,
+                  claim: dict[str, Any] | None, *, timeout: float | None = None) -> tuple[Task, ClaimedTask | None]:
+    """Send the report; with `claim`, in the same request as the claim of the next task (one round trip)."""
+    if claim is None:
+        return await client.report(task_id, lease, delivery.status, delivery.result, notes=delivery.notes,
+                                   action=delivery.action, timeout=timeout), None
+    return await client.report_and_claim(task_id, lease, delivery.status, delivery.result, claim,
+                                         notes=delivery.notes, action=delivery.action, timeout=timeout)
 
 
 def encoded_size(value: Any) -> int:

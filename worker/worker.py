@@ -75,7 +75,7 @@ class Worker:
                     self.settings.machine, ",".join(self.settings.capabilities) or "-",
                     ",".join(self.settings.agents) or "-", self.settings.source, self.settings.max_concurrent,
                     ", ".join(self.settings.queue_urls))
-        retry_safe = [t for t, h in self.handlers.items() if h.safe_to_retry and t in self.settings.capabilities]
+        retry_safe = report.claim_filter(self.settings, self.handlers)["retry_safe"]
         # Before any claim: a task run again must not overlap what a killed worker left running.
         await orphans.ProcessBook.of(self.settings.log_dir, self.settings.machine).stop_leftovers()
         backoff = FIRST_BACKOFF
@@ -117,11 +117,7 @@ class Worker:
                 refused_since = None
                 backoff = FIRST_BACKOFF
                 if claimed is not None:
-                    if claimed.task.type == workspace.AGENT_TASK:
-                        self._agents_running.add(claimed.task.id)
-                    task = asyncio.create_task(self._execute(claimed))
-                    self.running[claimed.task.id] = task
-                    task.add_done_callback(functools.partial(self._finished, claimed.task.id))
+                    self._start(claimed)
         finally:
             await self._drain()
             await self.client.close()
@@ -137,6 +133,13 @@ class Worker:
         return (f"{what}: the queue refused this worker's credential, {self.settings.credential_source} "
                 f"({exc.detail}); put a token for {self.settings.machine} there as DA_TOKEN (`da token create worker "
                 f"{self.settings.machine}` on the queue host)")
+
+    def _start(self, claimed: ClaimedTask) -> None:
+        if claimed.task.type == workspace.AGENT_TASK:
+            self._agents_running.add(claimed.task.id)
+        task = asyncio.create_task(self._execute(claimed))
+        self.running[claimed.task.id] = task
+        task.add_done_callback(functools.partial(self._finished, claimed.task.id))
 
     async def _claim(self, retry_safe: list[str], capabilities: list[str]) -> ClaimedTask | None:
         """One long-poll; if the worker starts stopping meanwhile, a task that still arrives is handed back."""
@@ -349,12 +352,19 @@ class Worker:
         budget = report.FIRST_BUDGET
         delivery = report.prepare(result, task_type=task_type, lease=lease, redact=redact, budget=budget)
         refusals: list[str] = []
+        # The slot this task frees: the same request claims its next task.
+        claim = None if self.stopping.is_set() else report.claim_filter(self.settings, self.handlers,
+                                                                         self._claimable())
         while True:
-            send = functools.partial(self.client.report, task_id, lease, delivery.status, delivery.result,
-                                     notes=delivery.notes, action=delivery.action,
+            send = functools.partial(report.deliver, self.client, task_id, lease, delivery, claim,
                                      timeout=leases.request_timeout(self._lease_hint))
             try:
-                recorded = await self._until_acknowledged(send)
+                recorded, handed = await self._until_acknowledged(send)
+                if handed is not None and self.stopping.is_set():
+                    with contextlib.suppress(Exception):
+                        await self.client.release(handed.task.id, handed.lease)
+                elif handed is not None:
+                    self._start(handed)
                 if recorded.status != delivery.status:
                     logger.warning("the queue had given %s up (%s) before this report arrived; the outcome (%s) is "
                                    "kept on the task for whoever resolves it", task_id[:8], recorded.status,

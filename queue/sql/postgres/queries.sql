@@ -447,3 +447,18 @@ SELECT * FROM tokens WHERE id = :id;
 -- Refuse a token from now on; the row stays for `da token list --all`.
 UPDATE tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL
 RETURNING *;
+
+-- insert_tasks --
+-- Create several pending tasks in one statement (all or none); :tasks is a JSON list of their fields.
+INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
+                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   created_at, updated_at)
+SELECT n.id, n.type, 'pending', n.priority, n.payload, n.target_machine, n.preferred_machine, n.agent,
+       n.lock, n.lock_per_machine, n.created_by, n.max_attempts, n.notes, n.created_by, n.notes,
+       :now::float8, :now::float8
+FROM jsonb_array_elements(:tasks::jsonb) WITH ORDINALITY AS e(item, ord)
+CROSS JOIN LATERAL jsonb_to_record(e.item) AS n(
+    id text, type text, priority integer, payload text, target_machine text, preferred_machine text,
+    agent text, lock text, lock_per_machine boolean, created_by text, max_attempts integer, notes text)
+ORDER BY e.ord
+RETURNING *;

@@ -355,3 +355,17 @@ SELECT * FROM tokens WHERE id = :id;
 -- Refuse a token from now on; the row stays for `da token list --all`.
 UPDATE tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL
 RETURNING *;
+
+-- insert_tasks --
+-- Create several pending tasks in one statement (all or none); :tasks is a JSON list of their fields.
+INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
+                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   created_at, updated_at)
+SELECT json_extract(value, '$.id'), json_extract(value, '$.type'), 'pending', json_extract(value, '$.priority'),
+       json_extract(value, '$.payload'), json_extract(value, '$.target_machine'),
+       json_extract(value, '$.preferred_machine'), json_extract(value, '$.agent'), json_extract(value, '$.lock'),
+       json_extract(value, '$.lock_per_machine'), json_extract(value, '$.created_by'),
+       json_extract(value, '$.max_attempts'), json_extract(value, '$.notes'), json_extract(value, '$.created_by'),
+       json_extract(value, '$.notes'), :now, :now
+FROM json_each(:tasks) ORDER BY key
+RETURNING *;
