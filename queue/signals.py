@@ -37,6 +37,14 @@ async def wait_for_signal(waiter: asyncio.Future[None], timeout: float) -> None:
         await asyncio.wait_for(asyncio.shield(waiter), timeout)
 
 
+async def wait_for_any(waiters: list[asyncio.Future[None]], timeout: float) -> None:
+    """Sleep until any of the signals fires or the timeout passes, without cancelling the shared futures."""
+    shields = [asyncio.shield(waiter) for waiter in waiters]
+    await asyncio.wait(shields, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for shield in shields:
+        shield.cancel()
+
+
 async def within(seconds: float, awaitable: Awaitable[T]) -> T:
     """Its result, or TimeoutError after `seconds` without waiting for it to stop.
 
