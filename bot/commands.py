@@ -163,6 +163,15 @@ class CommandLayer:
         task, events, asks = await self.client.task_details(call.command.words[0])
         return views.TaskDetail(task, tuple(events), tuple(asks))
 
+    @verb("diff")
+    async def diff(self, call: Call) -> views.TaskDiff | views.Message:
+        task = await self.client.get_task(call.command.words[0])
+        result = task.result or {}
+        if "workspace" not in result:
+            return views.Message(f"task {task.short_id} has no workspace diff (it is {task.status}; only a finished "
+                                 "agent task on a git repository has one).", ok=False)
+        return views.TaskDiff(task, str(result.get("diff") or ""), str(result.get("diff_truncated") or ""))
+
     @verb("status")
     async def status(self, call: Call) -> views.FleetStatus:
         return views.FleetStatus((await self.fleet()).machines, self.client.url)
@@ -181,9 +190,10 @@ class CommandLayer:
     async def assign(self, call: Call) -> views.View:
         """With machine, agent and type all given: validate and queue. Else: a suggestion to confirm."""
         command, options = call.command, call.command.options
-        request = views.AssignRequest(command.text, options.get("cwd"),
+        request = views.AssignRequest(command.text, options.get("cwd") or options.get("repo"),
                                       int(options["priority"]) if "priority" in options else None, call.user,
-                                      "wait_for_machine" in command.flags)
+                                      "wait_for_machine" in command.flags, options.get("base"),
+                                      "push" in command.flags, "pr" in command.flags)
         fleet = await self.fleet()
         machine, agent, task_type = options.get("machine"), options.get("agent"), options.get("type")
         unknown = name_errors(fleet, task_type, machine, agent)
@@ -208,6 +218,9 @@ class CommandLayer:
         if not verdict.ok:
             return views.Message(" ".join(verdict.errors), ok=False)
         payload = build_payload(suggestion.type, request.description, suggestion.agent, request.cwd)
+        if suggestion.type == AGENT_RUN:
+            payload.update({key: value for key, value in (("base", request.base), ("push", request.push),
+                                                          ("pr", request.pr)) if value})
         machine = fleet.find(suggestion.machine)
         task = await self.client.create_task(
             suggestion.type, payload, target_machine=machine.name if machine else suggestion.machine,

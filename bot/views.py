@@ -93,6 +93,15 @@ class TaskDetail(View):
 
 
 @dataclass(frozen=True)
+class TaskDiff(View):
+    """An agent task's diff against its base, as its worker stored it in the result."""
+
+    task: Task
+    diff: str
+    truncated: str = ""
+
+
+@dataclass(frozen=True)
 class FleetStatus(View):
     machines: tuple[Machine, ...]
     queue_url: str = ""
@@ -114,6 +123,10 @@ class AssignRequest:
     priority: int | None = None
     created_by: str | None = None
     wait_for_machine: bool = False
+    # Workspace delivery for an agent task: the branch to cut from, push it, open a PR/MR.
+    base: str | None = None
+    push: bool = False
+    pr: bool = False
 
 
 @dataclass(frozen=True)

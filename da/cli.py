@@ -465,6 +465,69 @@ def prune_task_logs(env: dict[str, str], seconds: float, age: str) -> str:
     return f"removed {removed} task log file(s) older than {age} from {folder} on this machine ({size} bytes)"
 
 
+def workspaces(argv: list[str] | None = None) -> int:
+    """List this machine's task worktrees, or prune those of finished tasks whose work is pushed or empty."""
+    import asyncio
+    import dataclasses
+    import json
+
+    from da.queue import errors as queue_errors
+    from da.queue import models
+    from da.queue.client import QueueClient
+    from da.worker import workspace
+
+    parser = argparse.ArgumentParser(prog="da workspaces", description="Task worktrees on this machine "
+                                     "(DA_WORKSPACES); prune never deletes a branch with unpushed work unless forced.")
+    parser.add_argument("action", nargs="?", choices=("list", "prune"), default="list")
+    parser.add_argument("--older-than", default="7d", help="prune: only worktrees older than this (default 7d)")
+    parser.add_argument("--force", action="append", default=[], metavar="BRANCH",
+                        help="prune: remove this branch (da/<id>) even with unpushed work; repeatable")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    try:
+        seconds = parse_duration(args.older_than)
+        env = config.load_environment()
+        credential = config.credential(env, "client")
+    except (ValueError, ConfigError) as exc:
+        return fail(str(exc))
+    settings = workspace.WorkspaceSettings.from_env(env)
+
+    async def run() -> int:
+        listed = await workspace.list_workspaces(settings)
+        statuses: dict[str, str] = {}
+        async with QueueClient(list(config.queue_urls(env)), credential) as client:
+            for item in listed:
+                try:
+                    statuses[item.task] = (await client.get_task(item.task)).status
+                except queue_errors.NotFound:
+                    statuses[item.task] = "gone"  # pruned from the queue's history: finished long ago
+        if args.action == "list":
+            rows = [{**item.to_json(), "status": statuses[item.task]} for item in listed]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            elif not rows:
+                print(f"no task worktrees under {settings.root}")
+            for row in [] if args.json else rows:
+                pushed = "empty" if row["empty"] else "pushed" if row["pushed"] else f"{row['unpushed']} unpushed"
+                print(f"{row['task']}  {row['status']:<11} {row['branch']:<12} {row['age'] // 3600:>5}h "
+                      f"{row['size'] // 1024:>8} KiB  {pushed:<12} {row['path']}")
+            return 0
+        finished = {task for task, status in statuses.items()
+                    if status in (models.DONE, models.FAILED, models.CANCELLED, "gone")}
+        pruned = await workspace.prune(settings, older_than=seconds, finished=finished, force=set(args.force))
+        if args.json:
+            print(json.dumps(dataclasses.asdict(pruned), indent=2))
+            return 0
+        print("\n".join([f"removed {path}" for path in pruned.removed]
+                        + [f"kept {path}: {why}" for path, why in pruned.kept.items()]) or "nothing to prune")
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except queue_errors.QueueError as exc:
+        return fail(f"cannot read the tasks' statuses: {exc.detail}", FAILED)
+
+
 def service(argv: list[str] | None = None) -> int:
     """Write a systemd user unit or a launchd agent for one da process."""
     import shutil
@@ -517,6 +580,7 @@ command("doctor", "check this machine's setup and say what to fix")(doctor)
 command("backup", "copy the queue database while it runs")(backup)
 command("restore", "replace the queue database with a backup (service stopped)")(restore)
 command("prune", "remove finished tasks older than --older-than (default 30d)")(prune)
+command("workspaces", "this machine's task worktrees; `prune` removes finished ones whose work is pushed")(workspaces)
 command("migrate", "copy the SQLite queue into an empty PostgreSQL database (--to URL)")(migrate)
 
 

@@ -28,6 +28,8 @@ class Machine:
     capabilities: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
+    # How many agent tasks it runs at once, each in its own worktree.
+    max_parallel: int = 2
     # Liveness as the queue reports it; a machine read from machines.yaml has none yet.
     online: bool = False
     active: int = 0
@@ -135,6 +137,9 @@ def parse_fleet(data: Any, source: str) -> Fleet:
         for key in ("role", "os", "tailscale_ip", "user"):
             if key in entry and not isinstance(entry[key], str):
                 raise ConfigError(f"{where}.{key} must be a string.")
+        parallel = entry.get("max_parallel", 2)
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or not 0 < parallel <= 64:
+            raise ConfigError(f"{where}.max_parallel must be a whole number from 1 to 64.")
         port = entry.get("ssh_port", 22)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigError(f"{where}.ssh_port must be a port number.")
@@ -148,6 +153,7 @@ def parse_fleet(data: Any, source: str) -> Fleet:
             capabilities=_string_list(entry.get("capabilities"), f"{where}.capabilities"),
             agents=_string_list(entry.get("agents"), f"{where}.agents"),
             aliases=_string_list(entry.get("aliases"), f"{where}.aliases"),
+            max_parallel=parallel,
         )
         for alias in machine.names:
             if alias in seen:

@@ -27,7 +27,7 @@ async def test_malformed_commands_answer_with_the_usage_line(bot, slack: SlackEm
     assert "&lt;description&gt;" in response["text"]  # a bare <description> would be read as a link
     assert seen(response) == ("assign needs a description of the work.\nusage: `/da assign <description> "
                                 "[--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] [--priority=N] [--yes] "
-                                "[--wait-for-machine]`")
+                                "[--wait-for-machine] [--repo=PATH] [--base=BRANCH] [--push] [--pr]`")
     await slack.slash("frobnicate now")
     assert (await slack.wait_response(lambda r: "frobnicate" in r.get("text", "")))["text"].startswith(
         "unknown command 'frobnicate'")

@@ -12,6 +12,7 @@ from da.agents import DEFAULT_COMMANDS, AgentCommand, load_commands
 from da.config import ConfigError
 from da.worker import output
 from da.worker.redact import Redactor
+from da.worker.workspace import WorkspaceSettings
 
 DEFAULT_MAX_CONCURRENT = 2
 DEFAULT_SHUTDOWN_GRACE = 30.0
@@ -37,6 +38,9 @@ class WorkerSettings:
     agents: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    # Agent tasks at once (machines.yaml `max_parallel`); each runs in its own worktree.
+    max_parallel: int = DEFAULT_MAX_CONCURRENT
+    workspaces: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     poll_wait: float = DEFAULT_POLL_WAIT
     lease: float | None = None
@@ -69,6 +73,7 @@ class WorkerSettings:
             raise ConfigError(f"MACHINE_NAME={name!r} is not in {roster.source or config_dir / 'machines.yaml'} "
                               f"(known: {known}); add it there or set WORKER_CAPABILITIES.")
         lease = env.get("WORKER_LEASE", "").strip()
+        process_env = {k: v for k, v in env.items() if k not in PRIVATE_VARIABLES}
         return cls(
             machine=machine.name if machine else name,
             secret=secret,
@@ -78,6 +83,9 @@ class WorkerSettings:
             agents=overrides["WORKER_AGENTS"] or (machine.agents if machine else ()),
             aliases=overrides["WORKER_ALIASES"] or (machine.aliases if machine else ()),
             max_concurrent=config.env_int(env, "MAX_CONCURRENT", DEFAULT_MAX_CONCURRENT, minimum=1, maximum=64),
+            max_parallel=config.env_int(env, "WORKER_MAX_PARALLEL", machine.max_parallel if machine
+                                        else DEFAULT_MAX_CONCURRENT, minimum=1, maximum=64),
+            workspaces=WorkspaceSettings.from_env(process_env),
             shutdown_grace=config.env_float(env, "SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
             poll_wait=min(config.env_float(env, "WORKER_POLL_WAIT", DEFAULT_POLL_WAIT), 60.0),
             lease=config.env_float(env, "WORKER_LEASE", 60.0, minimum=1.0) if lease else None,
@@ -86,7 +94,7 @@ class WorkerSettings:
                                          minimum=output.MIN_LOG_MAX_BYTES),
             handlers_path=config.handlers_path(env),
             agent_commands=load_commands(config_dir),
-            process_env={k: v for k, v in env.items() if k not in PRIVATE_VARIABLES},
+            process_env=process_env,
             extra={"GROQ_API_KEY": env.get("GROQ_API_KEY", ""),
                    "GROQ_BASE_URL": env.get("GROQ_BASE_URL", GROQ_BASE_URL),
                    "GROQ_MODEL": env.get("GROQ_MODEL", GROQ_MODEL)},

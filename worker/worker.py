@@ -18,11 +18,11 @@ import time
 import traceback
 from typing import Any
 
-from da.handlers.api import FAILED, NEEDS_HUMAN, NeedsHuman, Result
+from da.handlers.api import DONE, FAILED, NEEDS_HUMAN, NeedsHuman, Result
 from da.queue import errors as queue_errors
 from da.queue import models as queue_models
 from da.queue.client import ClaimedTask, QueueClient
-from da.worker import report
+from da.worker import report, workspace
 from da.worker.context import TaskContext
 from da.worker.registry import Handler
 from da.worker.settings import WorkerSettings
@@ -67,6 +67,7 @@ class Worker:
         self._shutdown_note: str | None = None
         # Why a task was stopped from the queue's side (cancel, lost lease): nothing to report then.
         self._cancel_reason: dict[str, str] = {}
+        self._agents_running: set[str] = set()
 
     # ---- the claim loop --------------------------------------------------------------
 
@@ -80,12 +81,13 @@ class Worker:
         unreachable = False
         try:
             while not self.stopping.is_set():
-                if len(self.running) >= self.settings.max_concurrent:
+                capabilities = self._claimable()
+                if len(self.running) >= self.settings.max_concurrent or not capabilities:
                     self._slot_free.clear()
                     await self._wait_any(self._slot_free.wait())
                     continue
                 try:
-                    claimed = await self._claim(retry_safe)
+                    claimed = await self._claim(retry_safe, capabilities)
                 except (queue_errors.QueueUnreachable, queue_errors.DatabaseUnavailable) as exc:
                     unreachable = True
                     logger.warning("queue unreachable (%s); retrying in %.1fs", exc.detail, backoff)
@@ -102,6 +104,8 @@ class Worker:
                     unreachable = False
                 backoff = FIRST_BACKOFF
                 if claimed is not None:
+                    if claimed.task.type == workspace.AGENT_TASK:
+                        self._agents_running.add(claimed.task.id)
                     task = asyncio.create_task(self._execute(claimed))
                     self.running[claimed.task.id] = task
                     task.add_done_callback(functools.partial(self._finished, claimed.task.id))
@@ -109,10 +113,16 @@ class Worker:
             await self._drain()
             await self.client.close()
 
-    async def _claim(self, retry_safe: list[str]) -> ClaimedTask | None:
+    def _claimable(self) -> list[str]:
+        """The capabilities to claim with: agent tasks only while fewer than `max_parallel` run."""
+        if len(self._agents_running) < self.settings.max_parallel:
+            return list(self.settings.capabilities)
+        return [kind for kind in self.settings.capabilities if kind != workspace.AGENT_TASK]
+
+    async def _claim(self, retry_safe: list[str], capabilities: list[str]) -> ClaimedTask | None:
         """One long-poll; if the worker starts stopping meanwhile, a task that still arrives is handed back."""
         request = asyncio.ensure_future(self.client.claim(
-            self.settings.machine, list(self.settings.capabilities), agents=list(self.settings.agents),
+            self.settings.machine, capabilities, agents=list(self.settings.agents),
             aliases=list(self.settings.aliases), retry_safe=retry_safe, wait=self.settings.poll_wait,
             lease=self.settings.lease))
         await self._until_stopping(request)
@@ -149,6 +159,7 @@ class Worker:
 
     def _finished(self, task_id: str, job: asyncio.Task[None]) -> None:
         self.running.pop(task_id, None)
+        self._agents_running.discard(task_id)
         self._slot_free.set()
         if not job.cancelled() and job.exception() is not None:
             # Never silent: the task is left to the reaper, so say why here.
@@ -176,13 +187,18 @@ class Worker:
         started = time.monotonic()
         logger.info("claimed %s %s", task.short_id, task.type, extra={"task_id": task.id})
         checkout = resolved_checkout(task.payload)
+        spaces = await workspace.plan(self.settings.workspaces, task.type, task.id, task.payload)
+        if spaces is not None:
+            checkout = spaces.lock  # the worktree is the task's folder: tasks on one repository run at once
         try:
             await self._until_acknowledged(lambda: self.client.start(task.id, lease, checkout=checkout))
         except LeaseGone as exc:
             logger.warning("task %s was not started: %s", task.short_id, exc, extra={"task_id": task.id})
             return
         ctx = TaskContext(self.settings, task.id, task.type)
-        work = asyncio.create_task(self._run_handler(self.handlers.get(task.type), ctx, task.type, task.payload))
+        handler = self.handlers.get(task.type)
+        work = asyncio.create_task(self._run_handler(handler, ctx, task.type, task.payload) if spaces is None
+                                   else self._run_in_workspace(handler, ctx, task.id, task.payload, spaces))
         beats = asyncio.create_task(self._heartbeat(task.id, lease, claimed.lease_seconds, ctx, work))
         try:
             result = await asyncio.shield(work)
@@ -191,6 +207,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await work
             reason = self._cancel_reason.pop(task.id, None)
+            if spaces is not None and reason is not None:
+                await asyncio.shield(workspace.discard_unchanged(self.settings.workspaces, spaces))
             if reason is not None:
                 logger.info("stopped %s %s: %s", task.short_id, task.type, reason, extra={"task_id": task.id})
                 return
@@ -223,6 +241,24 @@ class Worker:
         if not isinstance(result, Result):
             return Result(NEEDS_HUMAN, f"handler {task_type} returned {type(result).__name__}, not a Result",
                           f"fix {handler.source}", {})
+        return result
+
+    async def _run_in_workspace(self, handler: Handler | None, ctx: TaskContext, task_id: str,
+                                payload: dict[str, Any], spaces: workspace.TaskWorkspaces) -> Result:
+        """An agent task in its own worktree: made before the handler, committed, summarised and delivered after."""
+        settings = self.settings.workspaces
+        try:
+            given = await workspace.enter(settings, spaces, payload)
+        except workspace.WorkspaceError as exc:
+            return Result(NEEDS_HUMAN, exc.sentence, exc.action, {})
+        result = await self._run_handler(handler, ctx, workspace.AGENT_TASK, given)
+        prompt = payload.get("prompt")
+        link = payload.get("thread_url")
+        fault = await workspace.finish(settings, spaces, result.details, prompt=prompt if isinstance(prompt, str)
+                                       else "", task_id=task_id, answer=str(result.details.get("answer") or ""),
+                                       link=link if isinstance(link, str) else "")
+        if fault is not None and result.status == DONE:
+            result = Result(NEEDS_HUMAN, fault.sentence, fault.action, result.details)
         return result
 
     async def _heartbeat(self, task_id: str, lease: str, seconds_left: float, ctx: TaskContext,

@@ -286,6 +286,13 @@ def _created(view: views.Created) -> Drawn:
 
 
 @render.register
+def _task_diff(view: views.TaskDiff) -> Drawn:
+    summary = str(((view.task.result or {}).get("workspace") or {}).get("summary", ""))
+    text = f"{view.task.short_id}: {escape(summary)}"
+    return clip(text), [SectionBlock(text=md(text)), SectionBlock(text=md(code(view.diff or "(no changes)")))]
+
+
+@render.register
 def _task_detail(view: views.TaskDetail) -> Drawn:
     task = view.task
     text = task_line(task)

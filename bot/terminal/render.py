@@ -141,9 +141,29 @@ def _task_detail(view: views.TaskDetail, *, style: Style, width: int) -> str:
             lines += [f"--- {stream} ---", str(result[stream]).rstrip()]
     if result.get("log_path"):
         lines.append(f"full log: {result['log_path']} on {task.assigned_to or '?'}")
+    if isinstance(result.get("workspace"), dict):
+        space = result["workspace"]
+        lines.append(f"workspace: {space.get('summary', '')}; {space.get('path', '')} on {task.assigned_to or '?'}"
+                     + (f"; {space['pr_url']}" if space.get("pr_url") else "") + f" (da diff {task.short_id})")
     for event in view.events:
         lines.append(f"  {ago(event.at)}: {event.from_status or '-'} → {event.to_status} by {event.by or '-'}"
                      + (f" ({event.note})" if event.note else ""))
+    return "\n".join(lines)
+
+
+# Colours of a unified diff's lines, by how they start (the first match wins).
+DIFF_COLOURS = (("+++", "1"), ("---", "1"), ("diff ", "1"), ("@@", "36"), ("+", "32"), ("-", "31"))
+
+
+@render.register
+def _task_diff(view: views.TaskDiff, *, style: Style, width: int) -> str:
+    space = (view.task.result or {}).get("workspace") or {}
+    lines = [f"{view.task.short_id}: {space.get('summary', '')}"]
+    for line in view.diff.splitlines():
+        colour = next((code for start, code in DIFF_COLOURS if line.startswith(start)), "")
+        lines.append(style(line, colour))
+    if view.truncated:
+        lines.append(f"(diff cut: {view.truncated})")
     return "\n".join(lines)
 
 

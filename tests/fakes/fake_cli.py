@@ -16,7 +16,8 @@ Sessions work as in the real CLIs. `claude -p --output-format json` prints one r
 session's turns are kept under the fake's own folder, so a resumed run's answer lists the
 earlier turns it saw. FAKE_CLAUDE_FORK=1 makes claude answer a resume under a new session id,
 as Claude Code did before 1.0.x and does with --fork-session (the old id keeps only its turns).
-Every agent run appends its argv, folder and start/end to `calls.jsonl` there. OVERLOADED in
+Every agent run appends its argv, folder and start/end to `calls.jsonl` there; WRITE=<file> in the
+prompt makes it edit that file in its folder. OVERLOADED in
 a prompt makes claude and codex report an API error the way their JSON output does.
 """
 
@@ -228,6 +229,10 @@ if "UNAUTHORIZED" in text:
     sys.exit(1)
 if "SLEEP" in text:
     time.sleep(60)
+if "WRITE=" in text:
+    # WRITE=<file>: edit a file in the folder it runs in, as an agent editing code would.
+    with open(text.split("WRITE=", 1)[1].split()[0], "a") as edited:
+        edited.write(f"edited by {name} {os.getpid()}\n")
 if "HOLD_UNTIL=" in text and name != "codex":
     hold(text)
 if os.path.exists("FAIL"):
