@@ -642,8 +642,6 @@ class NewAsk:
             reject_unknown(option, ("id", "label"))
             parsed.append(AskOption(get_str(option, "id", required=True) or "",
                                     get_str(option, "label", required=True, max_len=MAX_ASK_TITLE) or ""))
-        if len({option.id for option in parsed}) != len(parsed):
-            raise BadRequest("field 'options' names the same option id twice; give each option its own id.")
         return cls(lease=get_str(body, "lease", required=True) or "",
                    kind=get_status(body, "kind", ASK_KINDS) or "",
                    title=get_str(body, "title", required=True, max_len=MAX_ASK_TITLE) or "",
