@@ -640,11 +640,10 @@ class NewAsk:
         for option in options:
             option = require_object(option, "each of 'options'")
             reject_unknown(option, ("id", "label"))
-            parsed.append(AskOption(get_str(option, "id", required=True) or "",
-                                    get_str(option, "label", required=True, max_len=MAX_ASK_TITLE) or ""))
+            parsed.append(AskOption(present(option, "id"), present(option, "label", MAX_ASK_TITLE)))
         return cls(lease=get_str(body, "lease", required=True) or "",
                    kind=get_status(body, "kind", ASK_KINDS) or "",
-                   title=get_str(body, "title", required=True, max_len=MAX_ASK_TITLE) or "",
+                   title=present(body, "title", MAX_ASK_TITLE),
                    detail=get_str(body, "detail", max_len=MAX_ASK_DETAIL) or "",
                    options=tuple(parsed))
 
@@ -661,8 +660,15 @@ class AskAnswer:
     def parse(cls, body: Any) -> AskAnswer:
         body = require_object(body)
         reject_unknown(body, ("option", "note", "by"))
-        return cls(get_str(body, "option", required=True) or "", get_str(body, "note", max_len=MAX_NOTES),
-                   get_str(body, "by"))
+        return cls(present(body, "option"), get_str(body, "note", max_len=MAX_NOTES), get_str(body, "by"))
+
+
+def present(body: dict[str, Any], key: str, max_len: int = MAX_NAME) -> str:
+    """A required text field an agent or a person wrote: any characters (but NUL), at least one."""
+    value = get_str(body, key, max_len=max_len)
+    if not value:
+        raise BadRequest(f"field {key!r} is required.")
+    return value
 
 
 def ask_timeout_of(payload: dict[str, Any], default: float) -> float:

@@ -34,8 +34,9 @@ TOKEN_SCHEMA = {"$ref": "#/components/schemas/Token"}
 ASK = {"$ref": "#/components/schemas/Ask"}
 MESSAGE = {"$ref": "#/components/schemas/Message"}
 USAGE = {"type": ["object", "null"], "properties": {
-    "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"},
-    "cost_usd": {"type": ["number", "null"]}}}
+    "input_tokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
+    "output_tokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
+    "cost_usd": {"type": ["number", "null"], "minimum": 0, "maximum": 10**12}}}
 
 
 def json_answer(schema: dict[str, Any], description: str) -> dict[str, Any]:

@@ -334,7 +334,7 @@ async def send_message(request: web.Request) -> web.Response:
     """A person steers a running session: the message is the agent's next prompt, or at once with `interrupt`."""
     body = models.require_object(await read_json(request))
     models.reject_unknown(body, ("text", "interrupt", "by"))
-    text = models.get_str(body, "text", required=True, max_len=models.MAX_MESSAGE) or ""
+    text = models.present(body, "text", models.MAX_MESSAGE)
     interrupt = body.get("interrupt")
     interrupt = False if interrupt is None else interrupt
     if not isinstance(interrupt, bool):
@@ -524,20 +524,19 @@ ROUTES: list[Route] = [
         f"waiting while any ask is open. 409 past {models.MAX_OPEN_ASKS} open asks on one task: reject the request "
         "without asking.", {"201": json_answer(ASK, "Opened."), **TASK_ERRORS},
         body=json_body({**LEASE_BODY, "kind": {"type": "string", "enum": list(models.ASK_KINDS)},
-                        "title": {**TEXT, "minLength": 1, "maxLength": models.MAX_ASK_TITLE, "pattern": "\\S"},
+                        "title": {**TEXT, "minLength": 1, "maxLength": models.MAX_ASK_TITLE},
                         "detail": {**TEXT, "maxLength": models.MAX_ASK_DETAIL},
                         "options": {"type": "array", "minItems": 1, "maxItems": models.MAX_ASK_OPTIONS,
                                     "items": {"type": "object", "additionalProperties": False,
                                               "required": ["id", "label"], "properties": {
-                                                  "id": {**TEXT, "minLength": 1, "maxLength": models.MAX_NAME,
-                                                         "pattern": "\\S"},
-                                                  "label": {**TEXT, "minLength": 1, "maxLength": models.MAX_ASK_TITLE,
-                                                            "pattern": "\\S"}}}}},
+                                                  "id": {**TEXT, "minLength": 1, "maxLength": models.MAX_NAME},
+                                                  "label": {**TEXT, "minLength": 1,
+                                                            "maxLength": models.MAX_ASK_TITLE}}}}},
                        ["lease", "kind", "title", "options"]), params=[TASK_ID])),
     Route("POST", f"{TASK_PATH}/asks/{{ask_id:[0-9]+}}", answer_ask, PEOPLE, operation(
         "Answer an ask with one of its options: the first answer wins; a later one, or one after it expired, is 409 "
         "saying why.", {"200": json_answer(ASK, "Answered."), **TASK_ERRORS},
-        body=json_body({"option": {**TEXT, "minLength": 1, "maxLength": models.MAX_NAME, "pattern": "\\S"},
+        body=json_body({"option": {**TEXT, "minLength": 1, "maxLength": models.MAX_NAME},
                         "note": NOTES, "by": WHO}, ["option"]), params=[TASK_ID, ASK_ID])),
     Route("POST", f"{TASK_PATH}/asks/{{ask_id:[0-9]+}}/wait", waiting.wait_answer, MACHINES, operation(
         "A worker waits up to `wait` seconds for the answer to its ask; answered at once when it is answered, "
@@ -576,7 +575,7 @@ ROUTES: list[Route] = [
     Route("POST", f"{TASK_PATH}/messages", send_message, PEOPLE, operation(
         "Queue a steering message for the running session: its next prompt at the turn's end, or at once with "
         "`interrupt` (the turn is cancelled first).", {"201": json_answer(MESSAGE, "Queued."), **TASK_ERRORS},
-        body=json_body({"text": {**TEXT, "minLength": 1, "maxLength": models.MAX_MESSAGE, "pattern": "\\S"},
+        body=json_body({"text": {**TEXT, "minLength": 1, "maxLength": models.MAX_MESSAGE},
                         "interrupt": {"type": "boolean"}, "by": WHO}, ["text"]), params=[TASK_ID])),
 ]
 # Every route that asks for a credential, by method and path, with the kinds of credential allowed.

@@ -412,7 +412,10 @@ class Store(ABC):
         result = dict(report.result)
         if report.action:
             result["action"] = report.action
-        usage = models.usage_of(result.get("usage"), "the result's 'usage'")
+        try:
+            usage = models.usage_of(result.get("usage"), "the result's 'usage'")
+        except BadRequest:
+            usage = None  # the result keeps what the worker sent; only the accounting leaves it out
         rows = await self._write_tasks(
             "report_task",
             id=task_id,
