@@ -642,12 +642,18 @@ class Store(ABC):
         worker told, so it rejects the request itself without asking anyone.
         """
         task = await self._current(task_id)
-        now = self.clock()
-        expires = now + models.ask_timeout_of(task.payload, default_timeout)
-        rows = await self._write("open_ask", id=task.id, lease=spec.lease, machine=machine, kind=spec.kind,
-                                 title=spec.title, detail=spec.detail,
-                                 options=json.dumps([{"id": o.id, "label": o.label} for o in spec.options]),
-                                 now=now, expires=expires, max_open=models.MAX_OPEN_ASKS)
+        rows: list[Row] = []
+        for _ in range(CLAIM_RETRIES):
+            now = self.clock()
+            try:
+                rows = await self._write("open_ask", id=task.id, lease=spec.lease, machine=machine, kind=spec.kind,
+                                         title=spec.title, detail=spec.detail,
+                                         options=json.dumps([{"id": o.id, "label": o.label} for o in spec.options]),
+                                         now=now, expires=now + models.ask_timeout_of(task.payload, default_timeout),
+                                         max_open=models.MAX_OPEN_ASKS)
+                break
+            except LockRace:
+                continue  # another ask of this task took the same number (PostgreSQL): number it again
         if rows:
             self._changed(pending=False)
             return models.Ask.from_row(rows[0])

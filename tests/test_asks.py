@@ -301,3 +301,10 @@ async def test_usage_is_kept_and_the_daily_budget_refuses_new_agent_tasks(
         metrics = (await http.get("/metrics")).text
         assert 'da_agent_tokens{direction="input"} 1200' in metrics
         assert "da_agent_cost_usd 1.250000" in metrics
+
+
+async def test_asks_opened_at_once_each_get_their_own_number(http: httpx.AsyncClient) -> None:
+    task_id, lease = await running_task(http)
+    opened = await asyncio.gather(*(open_ask(http, task_id, lease, title=f"tool {n}") for n in range(8)))
+    assert [response.status_code for response in opened] == [201] * 8, [response.text for response in opened]
+    assert sorted(response.json()["id"] for response in opened) == list(range(1, 9))
