@@ -161,11 +161,11 @@ class CommandLayer:
 
     @verb("show")
     async def show(self, call: Call) -> views.TaskDetail:
-        task, events = await self.client.task_with_events(call.command.words[0])
+        task, events, asks = await self.client.task_details(call.command.words[0])
         waiting = None
         if task.status == models.PENDING:
             waiting = unclaimable(await self.fleet(), task.type, task.agent, task.target_machine)
-        return views.TaskDetail(task, tuple(events), waiting)
+        return views.TaskDetail(task, tuple(events), waiting, tuple(asks))
 
     @verb("diff")
     async def diff(self, call: Call) -> views.TaskDiff | views.Message:
@@ -275,3 +275,99 @@ class CommandLayer:
         command = call.command
         task = await self.client.cancel(command.words[0], by=call.user, notes=command.options.get("notes"))
         return views.TaskDetail(task)
+
+    # ---- supervised agent sessions ------------------------------------------------------
+
+    @verb("asks")
+    async def asks(self, call: Call) -> views.AskList:
+        found = tuple(await self.client.open_asks())
+        return views.AskList(views.asks_summary(found), asks=found)
+
+    @verb("approve")
+    async def approve(self, call: Call) -> views.Message:
+        return await self.decide(call, APPROVING, "approve")
+
+    @verb("deny")
+    async def deny(self, call: Call) -> views.Message:
+        return await self.decide(call, DENYING, "deny")
+
+    async def decide(self, call: Call, words: tuple[str, ...], what: str) -> views.Message:
+        """Answer an ask (the named one, else the task's oldest open one) with its option that approves or
+        denies: the first option whose id or label starts with one of `words`."""
+        command = call.command
+        ask = await self.open_ask(command.words[0], command.words[1] if len(command.words) > 1 else None)
+        option = next((option for word in words for option in ask.options
+                       if option.id.lower().startswith(word) or option.label.lower().startswith(word)), None)
+        if option is None:
+            choices = ", ".join(option.id for option in ask.options)
+            return views.Message(f"ask {ask.id} of task {ask.task_id[:8]} has no option to {what}; answer it with "
+                                 f"`da answer {ask.task_id[:8]} <option>`, one of {choices}.", ok=False)
+        answer = await self.client.answer_ask(ask.task_id, ask.id, option.id, note=command.options.get("notes"),
+                                              by=call.user)
+        return views.Message(views.answered(answer))
+
+    @verb("answer")
+    async def answer(self, call: Call) -> views.Message:
+        command = call.command
+        choice = command.words[1]
+        asks = views.open_asks(await self.client.asks(command.words[0]))
+        ask = next((ask for ask in asks if any(choice in (option.id, option.label) for option in ask.options)), None)
+        if ask is None:
+            if not asks:
+                return views.Message(f"task {command.words[0]} has no open ask.", ok=False)
+            choices = ", ".join(option.id for option in asks[0].options)
+            return views.Message(f"no open ask of task {command.words[0]} has the option {choice!r}; its ask "
+                                 f"{asks[0].id} takes one of {choices}.", ok=False)
+        option = next(option for option in ask.options if choice in (option.id, option.label))
+        answer = await self.client.answer_ask(ask.task_id, ask.id, option.id, note=command.options.get("notes"),
+                                              by=call.user)
+        return views.Message(views.answered(answer))
+
+    async def open_ask(self, task_id: str, number: str | None) -> models.Ask:
+        """The ask a verb names, else the task's oldest open one; a UsageError says what is there instead."""
+        asks = await self.client.asks(task_id)
+        if number is not None:
+            if not number.isdigit():
+                raise UsageError(f"{number!r} is not an ask number; `da show {task_id}` lists them as 1, 2, ...",
+                                 grammar.VERBS["approve"].usage)
+            found = next((ask for ask in asks if ask.id == int(number)), None)
+            if found is None:
+                raise queue_errors.NotFound(f"task {task_id} has no ask {number}; `da show {task_id}` lists its asks.")
+            return found
+        waiting = views.open_asks(asks)
+        if not waiting:
+            raise queue_errors.Conflict(f"task {task_id} has no open ask.")
+        return waiting[0]
+
+    @verb("watch")
+    async def watch(self, call: Call) -> views.TaskDetail:
+        """Follow the task's progress, emitting what changed, until it ends; then show it."""
+        task_id = call.command.words[0]
+        rev, status = -1, None
+        while True:
+            progress = await self.client.follow_progress(task_id, after=rev, status=status, wait=WATCH_WAIT)
+            if call.emit is not None and (progress.progress_rev != rev or progress.status != status):
+                call.emit(f"{progress.task_id[:8]} {progress.status}"
+                          + (f": {progress.line}" if progress.line and not progress.record else ""))
+                for line in views.progress_lines(progress.record, progress.usage, progress.asks):
+                    call.emit(line)
+            rev, status = progress.progress_rev, progress.status
+            if status in models.TERMINAL:
+                task, events, asks = await self.client.task_details(progress.task_id)
+                return views.TaskDetail(task, tuple(events), asks=tuple(asks))
+
+    @verb("say")
+    async def say(self, call: Call) -> views.Message:
+        command = call.command
+        text = command.text.split(None, 1)[1]
+        interrupt = "interrupt" in command.flags
+        message = await self.client.send_message(command.words[0], text, interrupt=interrupt, by=call.user)
+        when = "now, interrupting its turn" if interrupt else "at the end of its current turn"
+        return views.Message(f"task {message.task_id[:8]} will get your message {when}.")
+
+
+# Words that start an approving or a denying option (ACP's allow_once/reject_once, a plan's approve/changes).
+APPROVING = ("allow", "approve", "yes", "accept")
+DENYING = ("reject", "deny", "no", "changes", "decline")
+# `da watch` long-polls the task's progress this long at a time.
+WATCH_WAIT = 30.0

@@ -12,7 +12,7 @@ from typing import Any
 
 from da.bot.router import Suggestion
 from da.fleet import Machine
-from da.queue.models import PENDING, Task
+from da.queue.models import ASK_OPEN, PENDING, Ask, Task
 
 # A preview is one line in a list; the full text is one `show` away.
 PREVIEW_CHARS = 80
@@ -90,6 +90,8 @@ class TaskDetail(View):
     events: tuple[Any, ...] = ()
     # For a pending task no online worker would take: why (router.unclaimable).
     waiting: str | None = None
+    # The task's asks (a supervised agent's questions), oldest first.
+    asks: tuple[Ask, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,3 +188,68 @@ class SkillsAvailable(View):
 
     rows: tuple[SkillRow, ...]
     machines: tuple[str, ...]
+
+
+# ---- supervised agent sessions -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AskList(Message):
+    """Open asks across the fleet; `text` is the plain summary a front end without a table shows."""
+
+    asks: tuple[Ask, ...] = ()
+
+
+def asks_summary(asks: tuple[Ask, ...] | list[Ask]) -> str:
+    """The open asks in one plain sentence each (task, ask, machine, kind, title)."""
+    if not asks:
+        return "No agent is waiting for an answer."
+    return "\n".join(f"{ask.task_id[:8]} ask {ask.id} on {ask.opened_by or '-'} ({ask.kind}): {ask.title}"
+                     for ask in asks)
+
+
+def answered(ask: Ask) -> str:
+    """One sentence saying how an ask was answered."""
+    label = next((option.label for option in ask.options if option.id == ask.answer), ask.answer)
+    note = f" ({ask.note})" if ask.note else ""
+    return f"task {ask.task_id[:8]} ask {ask.id} answered {label}{note} by {ask.answered_by or '-'}."
+
+
+def open_asks(asks: tuple[Ask, ...] | list[Ask]) -> list[Ask]:
+    return [ask for ask in asks if ask.status == ASK_OPEN]
+
+
+def progress_lines(record: dict[str, Any] | None, usage: dict[str, Any] | None = None,
+                   asks: tuple[Ask, ...] | list[Ask] = ()) -> list[str]:
+    """A supervised session's progress as plain lines: plan, recent tool calls, the answer's tail, usage, asks."""
+    lines: list[str] = []
+    record = record or {}
+    for entry in record.get("plan") or ():
+        if isinstance(entry, dict):
+            lines.append(f"  [{PLAN_MARKS.get(str(entry.get('status')), ' ')}] {entry.get('content', '')}")
+    for tool in record.get("tools") or ():
+        if isinstance(tool, dict):
+            lines.append(f"  {tool.get('status') or '-'}: {tool.get('title') or tool.get('kind') or '?'}")
+    tail = record.get("answer_tail")
+    if isinstance(tail, str) and tail.strip():
+        lines += ["  | " + line for line in tail.rstrip().splitlines()[-PROGRESS_TAIL:]]
+    if summary := usage_summary(usage or record.get("usage")):
+        lines.append(f"  usage: {summary}")
+    lines += [f"  waiting: ask {ask.id} ({ask.kind}) {ask.title} — options "
+              + ", ".join(option.id for option in ask.options) for ask in open_asks(asks)]
+    return lines
+
+
+def usage_summary(usage: Any) -> str:
+    """Tokens and cost on one line, or empty when nothing was reported."""
+    if not isinstance(usage, dict) or not any(usage.get(key) for key in ("input_tokens", "output_tokens", "cost_usd")):
+        return ""
+    cost = usage.get("cost_usd")
+    return (f"{usage.get('input_tokens') or 0} in / {usage.get('output_tokens') or 0} out tokens"
+            + (f", ${cost:.4f}" if isinstance(cost, (int, float)) else ""))
+
+
+# How a plan entry's status shows in a list.
+PLAN_MARKS = {"completed": "x", "in_progress": ">", "pending": " "}
+# The answer's last lines `da watch` and `da show` print.
+PROGRESS_TAIL = 5

@@ -17,7 +17,7 @@ import httpx
 from da import config
 from da.queue import errors
 from da.queue.errors import QueueError, QueueUnreachable
-from da.queue.models import ID_PREFIX_PATTERN, Event, Task, Token, parse_iso
+from da.queue.models import ID_PREFIX_PATTERN, Ask, Event, Message, Task, Token, parse_iso
 from da.queue.settings import DEFAULT_LEASE
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,30 @@ class Heartbeat:
     cancel: bool
     status: str
     lease_seconds: float | None = None
+    # Steering messages handed over with this answer (only when the heartbeat asked for them).
+    messages: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True)
+class AskWait:
+    """Where an ask stands after a worker waited for it, and whether its task was cancelled meanwhile."""
+
+    ask: Ask
+    cancel: bool
+    status: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A task's progress as `da watch` follows it: record, revision, status, asks and usage."""
+
+    task_id: str
+    status: str
+    progress_rev: int
+    record: dict[str, Any] | None
+    line: str | None
+    usage: dict[str, Any] | None
+    asks: tuple[Ask, ...]
 
 
 def task_path(task_id: str) -> str:
@@ -185,6 +209,12 @@ class QueueClient:
     async def task_events(self, task_id: str) -> list[Event]:
         return (await self.task_with_events(task_id))[1]
 
+    async def task_details(self, task_id: str) -> tuple[Task, list[Event], list[Ask]]:
+        """A task with its events and asks."""
+        body = (await self.request("GET", task_path(task_id))).json()
+        return (Task.from_json(body), [_event(e) for e in body.get("events", [])],
+                [Ask.from_json(a) for a in body.get("asks", [])])
+
     async def task_with_events(self, task_id: str) -> tuple[Task, list[Event]]:
         """A task and its transitions, in one request."""
         body = (await self.request("GET", task_path(task_id))).json()
@@ -217,12 +247,15 @@ class QueueClient:
                                                   json={"lease": lease}, timeout=timeout)).json())
 
     async def heartbeat(self, task_id: str, lease: str, progress: str | None = None, *,
-                        lease_seconds: float | None = None, wait: float = 0.0, timeout: float | None = None
-                        ) -> Heartbeat:
+                        lease_seconds: float | None = None, wait: float = 0.0, messages: bool = False,
+                        timeout: float | None = None) -> Heartbeat:
         """Extend the lease (by `lease_seconds`, else the queue's default) and report progress; the
-        answer comes after `wait` seconds, or as soon as the task is cancelled. Each URL gets `timeout`
-        seconds in all (the wait included; by default the wait plus DEFAULT_TIMEOUT) before the next."""
+        answer comes after `wait` seconds, or as soon as the task is cancelled (or, with `messages`, as
+        soon as a steering message is queued for it: they come with the answer, each once). Each URL gets
+        `timeout` seconds in all (the wait included; by default the wait plus DEFAULT_TIMEOUT) before the next."""
         body: dict[str, Any] = {"lease": lease, **({"progress": progress} if progress else {})}
+        if messages:
+            body["messages"] = True
         if lease_seconds is not None:
             body["extend"] = lease_seconds
         if wait:
@@ -230,7 +263,8 @@ class QueueClient:
         data = (await self.request("POST", f"/v1/tasks/{task_id}/heartbeat", json=body,
                                    timeout=DEFAULT_TIMEOUT + wait if timeout is None else timeout)).json()
         seconds = data.get("lease_seconds")
-        return Heartbeat(bool(data["cancel"]), data["status"], None if seconds is None else float(seconds))
+        return Heartbeat(bool(data["cancel"]), data["status"], None if seconds is None else float(seconds),
+                         tuple(_message(m) for m in data.get("messages") or ()))
 
     async def report(self, task_id: str, lease: str, status: str, result: dict[str, Any], *,
                      notes: str | None = None, action: str | None = None, timeout: float | None = None) -> Task:
@@ -310,6 +344,60 @@ class QueueClient:
     async def revoke_token(self, token_id: str) -> Token:
         return Token.from_json((await self.request("POST", f"/v1/tokens/{token_id}/revoke")).json())
 
+    # ---- supervised sessions --------------------------------------------------------
+
+    async def open_ask(self, task_id: str, lease: str, kind: str, title: str, options: list[tuple[str, str]], *,
+                       detail: str = "") -> Ask:
+        """Ask a person about the task this lease holds; Conflict when it already has too many open asks."""
+        body = {"lease": lease, "kind": kind, "title": title, "detail": detail,
+                "options": [{"id": option_id, "label": label} for option_id, label in options]}
+        return Ask.from_json((await self.request("POST", task_path(task_id) + "/asks", json=body)).json())
+
+    async def wait_answer(self, task_id: str, lease: str, ask_id: int, *, wait: float) -> AskWait:
+        """Wait up to `wait` seconds for a person's answer (or the ask's expiry, or a cancel)."""
+        data = (await self.request("POST", f"{task_path(task_id)}/asks/{ask_id}/wait",
+                                   json={"lease": lease, "wait": wait}, timeout=DEFAULT_TIMEOUT + wait)).json()
+        return AskWait(Ask.from_json(data["ask"]), bool(data["cancel"]), data["status"])
+
+    async def answer_ask(self, task_id: str, ask_id: int, option: str, *, note: str | None = None,
+                         by: str | None = None) -> Ask:
+        """Answer an ask; Conflict when someone answered first (it says who) or it expired."""
+        body = {"option": option, **({"note": note} if note else {}), **({"by": by} if by else {})}
+        return Ask.from_json((await self.request("POST", f"{task_path(task_id)}/asks/{ask_id}", json=body)).json())
+
+    async def asks(self, task_id: str) -> list[Ask]:
+        """A task's asks, oldest first."""
+        return [Ask.from_json(a) for a in (await self.request("GET", task_path(task_id))).json().get("asks", [])]
+
+    async def open_asks(self) -> list[Ask]:
+        """Open asks across the fleet, oldest first."""
+        return [Ask.from_json(a) for a in (await self.request("GET", "/v1/asks")).json()["asks"]]
+
+    async def save_progress(self, task_id: str, lease: str, record: dict[str, Any]) -> int:
+        """Replace the task's progress record; returns its new revision."""
+        data = (await self.request("POST", task_path(task_id) + "/progress",
+                                   json={"lease": lease, "progress": record})).json()
+        return int(data["progress_rev"])
+
+    async def follow_progress(self, task_id: str, *, after: int = -1, status: str | None = None,
+                              wait: float = 0.0) -> Progress:
+        """The task's progress once its revision passes `after` or its status is no longer `status`."""
+        params: dict[str, Any] = {"after": after, "wait": wait, **({"status": status} if status else {})}
+        data = (await self.request("GET", task_path(task_id) + "/progress", params=params,
+                                   timeout=DEFAULT_TIMEOUT + wait)).json()
+        return Progress(data["id"], data["status"], int(data["progress_rev"]), data.get("progress_record"),
+                        data.get("progress"), data.get("usage"), tuple(Ask.from_json(a) for a in data["asks"]))
+
+    async def send_message(self, task_id: str, text: str, *, interrupt: bool = False, by: str | None = None) -> Message:
+        """Queue a steering message for the task's running session."""
+        body = {"text": text, "interrupt": interrupt, **({"by": by} if by else {})}
+        return _message((await self.request("POST", task_path(task_id) + "/messages", json=body)).json())
+
+
+def _message(data: dict[str, Any]) -> Message:
+    return Message(int(data["id"]), data["task_id"], data["text"], bool(data["interrupt"]), data.get("created_by"),
+                   parse_iso(data.get("created_at")) or 0.0, parse_iso(data.get("delivered_at")))
+
 
 def _claimed(data: dict[str, Any], lease: float | None) -> ClaimedTask:
     """A claim's answer; a queue older than `lease_seconds` granted what was asked, else its default lease."""
@@ -320,4 +408,4 @@ def _claimed(data: dict[str, Any], lease: float | None) -> ClaimedTask:
 
 def _event(data: dict[str, Any]) -> Event:
     return Event(data["id"], data["task_id"], data["from"], data["to"], data["by"], parse_iso(data["at"]) or 0.0,
-                 data["note"])
+                 data["note"], data.get("ask"))

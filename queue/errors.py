@@ -92,7 +92,7 @@ class DatabaseUnavailable(StoreError):
 
 
 class LockRace(StoreError):
-    """A concurrent claim took this task's lock first."""
+    """A concurrent writer took this task's lock (or this ask's number) first: try again."""
 
 
 class QueueUnreachable(QueueError):

@@ -194,6 +194,14 @@ def lease_of(body: Any, *also: str) -> str:
     return models.get_str(body, "lease", required=True) or ""
 
 
+def ask_number(request: web.Request) -> int:
+    """The `{ask_id}` of the path: asks are numbered 1, 2, ... per task."""
+    raw = request.match_info["ask_id"]
+    if not raw.isdigit() or len(raw) > 9:
+        raise BadRequest(f"{raw[:40]!r} is not an ask number; `da show` lists a task's asks as 1, 2, ...")
+    return int(raw)
+
+
 def only_machine(request: web.Request) -> str | None:
     """The machine a worker token limits this request to (None: the admin may act on any task)."""
     return request[auth.PRINCIPAL].only_machine

@@ -42,7 +42,7 @@ def _label(value: str) -> str:
 
 
 def render(status_counts: Iterable[tuple[str, str, int]], online: int, claim_latency: Histogram, *,
-           backend: str, parked: Mapping[str, int]) -> str:
+           backend: str, parked: Mapping[str, int], usage: tuple[int, int, float] = (0, 0, 0.0)) -> str:
     """The whole /metrics page: task counts and liveness are the database's, claim latency this replica's."""
     lines = ["# HELP da_replica_info The database this replica of the queue runs on.",
              "# TYPE da_replica_info gauge", f'da_replica_info{{backend="{_label(backend)}"}} 1',
@@ -55,4 +55,10 @@ def render(status_counts: Iterable[tuple[str, str, int]], online: int, claim_lat
               "# TYPE da_long_polls_parked gauge"]
     lines += [f'da_long_polls_parked{{route="{_label(route)}"}} {count}' for route, count in sorted(parked.items())]
     lines += claim_latency.render()
+    input_tokens, output_tokens, cost = usage
+    lines += ["# HELP da_agent_tokens Tokens agents reported, over every task kept.", "# TYPE da_agent_tokens gauge",
+              f'da_agent_tokens{{direction="input"}} {input_tokens}',
+              f'da_agent_tokens{{direction="output"}} {output_tokens}',
+              "# HELP da_agent_cost_usd Cost agents reported, in USD, over every task kept.",
+              "# TYPE da_agent_cost_usd gauge", f"da_agent_cost_usd {cost:.6f}"]
     return "\n".join(lines) + "\n"

@@ -25,9 +25,11 @@ DONE = "done"
 FAILED = "failed"
 NEEDS_HUMAN = "needs_human"
 CANCELLED = "cancelled"
+# Running, but waiting for a person to answer an ask: the lease is kept alive by the worker.
+WAITING = "waiting"
 
-STATUSES = (PENDING, CLAIMED, IN_PROGRESS, DONE, FAILED, NEEDS_HUMAN, CANCELLED)
-ACTIVE = (CLAIMED, IN_PROGRESS)
+STATUSES = (PENDING, CLAIMED, IN_PROGRESS, WAITING, DONE, FAILED, NEEDS_HUMAN, CANCELLED)
+ACTIVE = (CLAIMED, IN_PROGRESS, WAITING)
 TERMINAL = (DONE, FAILED, NEEDS_HUMAN, CANCELLED)
 REPORTABLE = (DONE, FAILED, NEEDS_HUMAN)
 RESOLVABLE_FROM = (NEEDS_HUMAN, FAILED)
@@ -121,6 +123,12 @@ class Task:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     lease_expires_at: float | None = None
     progress: str | None = None
+    # A supervised session's bounded progress record (plan, last tool calls, answer tail), replaced
+    # whole each time; progress_rev counts the replacements.
+    progress_record: dict[str, Any] | None = None
+    progress_rev: int = 0
+    # Tokens and cost the agent reported: {input_tokens, output_tokens, cost_usd}.
+    usage: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     notes: str | None = None
     changed_by: str | None = None
@@ -148,6 +156,8 @@ class Task:
             data["result"] = result if problem is None else {
                 "error": f"the stored result cannot be read back: {problem}",
                 "action": "the outcome is lost; check the task's log on the machine that ran it"}
+        for name in ("progress_record", "usage"):
+            data[name] = stored_object(data[name])[0] or None if data[name] else None
         task = cls(**{name: data[name] for name in TASK_FIELDS})
         return task if unreadable is None else dataclasses.replace(task, unreadable=unreadable)
 
@@ -227,10 +237,13 @@ class Event:
     by: str | None
     at: float
     note: str | None
+    # The ask this event opened or settled; None for a transition.
+    ask: int | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Event:
-        return cls(row["id"], row["task_id"], row["from_status"], row["to_status"], row["by"], row["at"], row["note"])
+        return cls(row["id"], row["task_id"], row["from_status"], row["to_status"], row["by"], row["at"], row["note"],
+                   row["ask_id"])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -241,6 +254,7 @@ class Event:
             "by": self.by,
             "at": iso(self.at),
             "note": self.note,
+            "ask": self.ask,
         }
 
 
@@ -529,3 +543,180 @@ class NewToken:
             raise BadRequest("only a worker token has a 'machine' and 'aliases'; leave them out.")
         name = get_str(body, "name", required=kind != WORKER_TOKEN, name=True) or machine or ""
         return cls(kind, name, machine, aliases)
+
+
+# ---- supervised sessions: asks, progress, steering messages, usage --------------
+
+ASK_KINDS = ("permission", "plan", "question")
+ASK_OPEN, ASK_ANSWERED, ASK_EXPIRED = "open", "answered", "expired"
+ASK_STATUSES = (ASK_OPEN, ASK_ANSWERED, ASK_EXPIRED)
+# An ask's title is one line on a card; its detail a command, a diff or a question (the agent's log has the rest).
+MAX_ASK_TITLE = 200
+MAX_ASK_DETAIL = 8000
+MAX_ASK_OPTIONS = 20
+# Open asks one task may have at once: a permission-request flood is refused past this, and the worker told.
+MAX_OPEN_ASKS = 20
+# A person's time to answer, when a task names its own (`ask_timeout` in the payload).
+MIN_ASK_TIMEOUT = 10.0
+MAX_ASK_TIMEOUT = 7 * 86400.0
+# The progress record is replaced each time: a few KiB carry a plan, ten tool calls and the answer's tail.
+MAX_PROGRESS_BYTES = 16 * 1024
+# A steering message is a prompt a person types.
+MAX_MESSAGE = 16 * 1024
+# Messages waiting for one task at once; more means nobody is reading them.
+MAX_QUEUED_MESSAGES = 50
+
+
+@dataclass(frozen=True)
+class AskOption:
+    """One answer a person may pick."""
+
+    id: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A question a running agent put to a person: a permission, a plan to approve, or its own question."""
+
+    task_id: str
+    id: int
+    kind: str
+    title: str
+    detail: str
+    options: tuple[AskOption, ...]
+    status: str
+    answer: str | None
+    note: str | None
+    answered_by: str | None
+    created_at: float
+    expires_at: float
+    answered_at: float | None = None
+    opened_by: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Row) -> Ask:
+        options = tuple(AskOption(str(o.get("id")), str(o.get("label"))) for o in json.loads(row["options"])
+                        if isinstance(o, dict))
+        return cls(row["task_id"], int(row["id"]), row["kind"], row["title"], row["detail"], options, row["status"],
+                   row["answer"], row["note"], row["answered_by"], row["created_at"], row["expires_at"],
+                   row["answered_at"], row["opened_by"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "task_id": self.task_id, "kind": self.kind, "title": self.title, "detail": self.detail,
+                "options": [{"id": o.id, "label": o.label} for o in self.options], "status": self.status,
+                "answer": self.answer, "note": self.note, "answered_by": self.answered_by,
+                "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
+                "answered_at": iso(self.answered_at), "machine": self.opened_by}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Ask:
+        return cls(data["task_id"], int(data["id"]), data["kind"], data["title"], data.get("detail") or "",
+                   tuple(AskOption(o["id"], o["label"]) for o in data.get("options") or ()), data["status"],
+                   data.get("answer"), data.get("note"), data.get("answered_by"),
+                   parse_iso(data.get("created_at")) or 0.0, parse_iso(data.get("expires_at")) or 0.0,
+                   parse_iso(data.get("answered_at")), data.get("machine"))
+
+
+@dataclass(frozen=True)
+class NewAsk:
+    """An ask as a worker opens it for the task it runs."""
+
+    lease: str
+    kind: str
+    title: str
+    detail: str
+    options: tuple[AskOption, ...]
+
+    @classmethod
+    def parse(cls, body: Any) -> NewAsk:
+        body = require_object(body)
+        reject_unknown(body, ("lease", "kind", "title", "detail", "options"))
+        options = body.get("options")
+        if not isinstance(options, list) or not 1 <= len(options) <= MAX_ASK_OPTIONS:
+            raise BadRequest(f"field 'options' must be a list of 1 to {MAX_ASK_OPTIONS} objects with an id and a "
+                             "label.")
+        parsed = []
+        for option in options:
+            option = require_object(option, "each of 'options'")
+            reject_unknown(option, ("id", "label"))
+            parsed.append(AskOption(present(option, "id"), present(option, "label", MAX_ASK_TITLE)))
+        return cls(lease=get_str(body, "lease", required=True) or "",
+                   kind=get_status(body, "kind", ASK_KINDS) or "",
+                   title=present(body, "title", MAX_ASK_TITLE),
+                   detail=get_str(body, "detail", max_len=MAX_ASK_DETAIL) or "",
+                   options=tuple(parsed))
+
+
+@dataclass(frozen=True)
+class AskAnswer:
+    """A person's answer: one of the ask's options, and a note (a plan's requested changes, a reason)."""
+
+    option: str
+    note: str | None = None
+    by: str | None = None
+
+    @classmethod
+    def parse(cls, body: Any) -> AskAnswer:
+        body = require_object(body)
+        reject_unknown(body, ("option", "note", "by"))
+        return cls(present(body, "option"), get_str(body, "note", max_len=MAX_NOTES), get_str(body, "by"))
+
+
+def present(body: dict[str, Any], key: str, max_len: int = MAX_NAME) -> str:
+    """A required text field an agent or a person wrote: any characters (but NUL), at least one."""
+    value = get_str(body, key, max_len=max_len)
+    if not value:
+        raise BadRequest(f"field {key!r} is required.")
+    return value
+
+
+def ask_timeout_of(payload: dict[str, Any], default: float) -> float:
+    """The seconds a person has to answer this task's asks: its payload's `ask_timeout`, else `default`."""
+    value = payload.get("ask_timeout")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return min(max(float(value), MIN_ASK_TIMEOUT), MAX_ASK_TIMEOUT)
+    return default
+
+
+@dataclass(frozen=True)
+class Message:
+    """A steering message for a running session: the next prompt, or at once with `interrupt`."""
+
+    id: int
+    task_id: str
+    text: str
+    interrupt: bool
+    created_by: str | None
+    created_at: float
+    delivered_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Row) -> Message:
+        return cls(int(row["seq"]), row["task_id"], row["text"], bool(row["interrupt"]), row["created_by"],
+                   row["created_at"], row["delivered_at"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "task_id": self.task_id, "text": self.text, "interrupt": self.interrupt,
+                "created_by": self.created_by, "created_at": iso(self.created_at),
+                "delivered_at": iso(self.delivered_at)}
+
+
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cost_usd")
+
+
+def usage_of(value: Any, what: str = "field 'usage'") -> dict[str, Any] | None:
+    """Usage as the agent reported it, {input_tokens, output_tokens, cost_usd}; None when absent."""
+    if value is None:
+        return None
+    value = require_object(value, what)
+    usage: dict[str, Any] = {}
+    for key in USAGE_FIELDS:
+        number = value.get(key)
+        if number is None:
+            usage[key] = None if key == "cost_usd" else 0
+            continue
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0 or number > 1e12:
+            raise BadRequest(f"{what} key {key!r} must be a number from 0 up, got {str(number)[:40]!r}.")
+        usage[key] = float(number) if key == "cost_usd" else int(number)
+    return usage

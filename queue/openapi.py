@@ -31,6 +31,12 @@ STATUS = {"type": "string", "enum": list(models.STATUSES)}
 ERROR = {"$ref": "#/components/schemas/Error"}
 TASK = {"$ref": "#/components/schemas/Task"}
 TOKEN_SCHEMA = {"$ref": "#/components/schemas/Token"}
+ASK = {"$ref": "#/components/schemas/Ask"}
+MESSAGE = {"$ref": "#/components/schemas/Message"}
+USAGE = {"type": ["object", "null"], "properties": {
+    "input_tokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
+    "output_tokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
+    "cost_usd": {"type": ["number", "null"], "minimum": 0, "maximum": 10**12}}}
 
 
 def json_answer(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -132,9 +138,11 @@ def document(version: str, routes: Iterable[Route]) -> dict[str, Any]:
         "payload": {"type": "object"}, "target_machine": NULLABLE_STR, "preferred_machine": NULLABLE_STR,
         "agent": NULLABLE_STR, "lock": NULLABLE_STR, "created_by": NULLABLE_STR, "assigned_to": NULLABLE_STR,
         "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "lease_expires_at": TIME,
-        "progress": NULLABLE_STR, "result": {"type": ["object", "null"]}, "notes": NULLABLE_STR,
+        "progress": NULLABLE_STR, "progress_record": {"type": ["object", "null"]}, "progress_rev": {"type": "integer"},
+        "usage": USAGE, "result": {"type": ["object", "null"]}, "notes": NULLABLE_STR,
         "changed_by": NULLABLE_STR, "created_at": TIME, "updated_at": TIME, "started_at": TIME,
-        "finished_at": TIME, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
+        "finished_at": TIME, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+        "asks": {"type": "array", "items": ASK}},
         "required": ["id", "type", "status"]}
     token_schema = {"type": "object", "properties": {
         "id": STR, "kind": {"type": "string", "enum": list(models.TOKEN_KINDS)}, "name": STR,
@@ -142,13 +150,25 @@ def document(version: str, routes: Iterable[Route]) -> dict[str, Any]:
         "revoked_at": TIME}, "required": ["id", "kind", "name"]}
     event_schema = {"type": "object", "properties": {
         "id": {"type": "integer"}, "task_id": STR, "from": NULLABLE_STR, "to": STATUS, "by": NULLABLE_STR,
-        "at": TIME, "note": NULLABLE_STR}}
+        "at": TIME, "note": NULLABLE_STR,
+        "ask": {"type": ["integer", "null"], "description": "The ask this event opened or settled."}}}
+    ask_schema = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "task_id": STR, "kind": {"type": "string", "enum": list(models.ASK_KINDS)},
+        "title": STR, "detail": STR,
+        "options": {"type": "array", "items": {"type": "object", "properties": {"id": STR, "label": STR}}},
+        "status": {"type": "string", "enum": list(models.ASK_STATUSES)}, "answer": NULLABLE_STR, "note": NULLABLE_STR,
+        "answered_by": NULLABLE_STR, "created_at": TIME, "expires_at": TIME, "answered_at": TIME,
+        "machine": NULLABLE_STR}, "required": ["id", "task_id", "kind", "title", "options", "status"]}
+    message_schema = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "task_id": STR, "text": STR, "interrupt": {"type": "boolean"},
+        "created_by": NULLABLE_STR, "created_at": TIME, "delivered_at": TIME}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "da queue", "version": version},
         "paths": paths,
         "components": {
-            "schemas": {"Task": task_schema, "Event": event_schema, "Token": token_schema, "Error": {
+            "schemas": {"Task": task_schema, "Event": event_schema, "Token": token_schema, "Ask": ask_schema,
+                        "Message": message_schema, "Error": {
                 "type": "object", "properties": {"error": STR, "detail": STR}, "required": ["error", "detail"]}},
             # The admin secret (SECRET_KEY) or a scoped token, in either header.
             "securitySchemes": {"secret": {"type": "apiKey", "in": "header", "name": "x-secret-key"},

@@ -75,12 +75,15 @@ def compile_statement(sql: str) -> tuple[str, tuple[str, ...]]:
     return PLACEHOLDER.sub(lambda match: f"${names.index(match.group(1)) + 1}", sql).strip(), names
 
 
+# Unique indexes two concurrent writers may both reach for: the loser is told to try again (LockRace). A lock
+# held by a running task; an ask's number on its task (two asks of one task opened at once read one max).
+RACED_CONSTRAINTS = ("tasks_held_lock", "asks_pkey")
 COMPILED = {name: compile_statement(sql) for name, sql in STATEMENTS.queries.items()}
 
 
 def translate(exc: BaseException, url: str) -> StoreError:
     """The queue's error for a driver error: DatabaseUnavailable when no primary is answering."""
-    if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == "tasks_held_lock":
+    if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name in RACED_CONSTRAINTS:
         return LockRace()
     sqlstate = (exc.sqlstate or "") if isinstance(exc, asyncpg.PostgresError) else ""
     if isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] not in UNAVAILABLE_CLASSES and sqlstate != READ_ONLY:

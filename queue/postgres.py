@@ -34,6 +34,8 @@ START_WAIT = 5.0
 FIRST_POLL = 0.0005
 MAX_POLL = 0.02
 PENDING, EVENTS, CANCELLED = "p", "e", "c"
+# An ask answered or expired, a progress record saved, a steering message queued.
+SETTLED, PROGRESS, MESSAGE = "a", "r", "m"
 
 
 class PostgresStore(Store):
@@ -71,9 +73,13 @@ class PostgresStore(Store):
         # Every (type, pin, agent) key of the tasks_claim index the worker may take.
         return {"keys": [f"{kind} {pin} {agent}" for kind in types for pin in pins for agent in agents]}
 
-    def _changed(self, *, pending: bool, cancelled: bool = False) -> None:
-        super()._changed(pending=pending, cancelled=cancelled)
-        self.db.wake_others((PENDING if pending else "") + EVENTS + (CANCELLED if cancelled else ""))
+    def _changed(self, *, pending: bool, cancelled: bool = False, settled: bool = False, progress: bool = False,
+                 message: bool = False) -> None:
+        super()._changed(pending=pending, cancelled=cancelled, settled=settled, progress=progress, message=message)
+        kinds = ((PENDING if pending else "") + ("" if progress and not settled else EVENTS)
+                 + (CANCELLED if cancelled else "") + (SETTLED if settled else "") + (PROGRESS if progress else "")
+                 + (MESSAGE if message else ""))
+        self.db.wake_others(kinds)
 
     def _woken(self, kinds: str) -> None:
         """Another replica committed a change."""
@@ -83,6 +89,12 @@ class PostgresStore(Store):
             self.events_appended.notify()
         if CANCELLED in kinds:
             self.task_cancelled.notify()
+        if SETTLED in kinds:
+            self.asks_settled.notify()
+        if PROGRESS in kinds:
+            self.progress_saved.notify()
+        if MESSAGE in kinds:
+            self.message_queued.notify()
 
     def _availability(self, available: bool) -> None:
         """The database was lost or came back: parked long-polls re-check now (and answer empty while it is down)."""

@@ -6,6 +6,7 @@ feed) are in `waiting`. Who may call what (`ACCESS`) and /openapi.json are deriv
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from da.queue import auth, metrics, models, openapi, waiting
 from da.queue.auth import ADMIN_ONLY, EVERYONE, MACHINES, PEOPLE, READERS
-from da.queue.errors import BadRequest, StoreError
+from da.queue.errors import BadRequest, Conflict, StoreError, TooLarge
 from da.queue.http import (
     CLAIM_LATENCY,
     ROSTER,
@@ -22,6 +23,7 @@ from da.queue.http import (
     STORE,
     Route,
     access_table,
+    ask_number,
     json_response,
     lease_of,
     log_transition,
@@ -32,11 +34,13 @@ from da.queue.http import (
 )
 from da.queue.models import ClaimRequest, NewTask, NewToken, Report
 from da.queue.openapi import (
+    ASK,
     ERROR,
     LEASE,
     LEASE_BODY,
     LEASE_LEFT,
     LEASE_NAME,
+    MESSAGE,
     NAME,
     NAMES,
     NOTES,
@@ -53,6 +57,7 @@ from da.queue.openapi import (
     TEXT,
     TIME,
     TOKEN_SCHEMA,
+    USAGE,
     WHO,
     error_answers,
     json_answer,
@@ -69,6 +74,10 @@ DEFAULT_LIST_LIMIT = 50
 # Tasks one bulk create may hold: a fan-out over a fleet is tens; a thousand small tasks still fit the
 # default 1 MiB body limit and commit in one statement within milliseconds.
 MAX_BULK = 1000
+# The task type that runs an agent: DA_BUDGET_PER_DAY refuses new ones (and any task naming an agent).
+AGENT_TASK_TYPE = "agent_run"
+# DA_BUDGET_PER_DAY counts what a requester's tasks created in the last 24 hours cost.
+BUDGET_PERIOD = 86400.0
 
 
 async def health(request: web.Request) -> web.Response:
@@ -89,7 +98,9 @@ async def create_task(request: web.Request) -> web.Response:
     body = await read_json(request)
     store = request.app[STORE]
     if not isinstance(body, list):
-        task = await store.create(NewTask.parse(body))
+        spec = NewTask.parse(body)
+        await check_budget(request, spec)
+        task = await store.create(spec)
         log_transition(task)
         return json_response(task.to_json(), status=201)
     if not 1 <= len(body) <= MAX_BULK:
@@ -101,6 +112,8 @@ async def create_task(request: web.Request) -> web.Response:
             specs.append(NewTask.parse(item))
         except BadRequest as exc:
             raise BadRequest(f"task {index} of the list (counting from 0): {exc.detail} Nothing was created.") from None
+    for spec in specs:
+        await check_budget(request, spec)
     tasks = await store.create_many(specs)
     for task in tasks:
         log_transition(task)
@@ -131,6 +144,7 @@ async def get_task(request: web.Request) -> web.Response:
     task = await store.get(request.match_info["id"])
     body = task.to_json()
     body["events"] = [event.to_json() for event in await store.events(task.id)]
+    body["asks"] = [ask.to_json() for ask in await store.asks(task.id)]
     return json_response(body)
 
 
@@ -280,7 +294,8 @@ async def metrics_page(request: web.Request) -> web.Response:
     online = request.app[ROSTER].online(await store.sightings())
     parked = {"claim": store.pending_changed.parked, "events": store.events_appended.parked,
               "heartbeat": store.task_cancelled.parked}
-    text = metrics.render(counts, len(online), request.app[CLAIM_LATENCY], backend=store.backend, parked=parked)
+    text = metrics.render(counts, len(online), request.app[CLAIM_LATENCY], backend=store.backend, parked=parked,
+                          usage=await store.usage_totals())
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -318,6 +333,77 @@ async def revoke_token(request: web.Request) -> web.Response:
     return json_response(token.to_json())
 
 
+# ---- supervised sessions: asks, progress, steering messages, budgets --------------
+
+
+async def check_budget(request: web.Request, spec: NewTask) -> None:
+    """Refuse a new agent task once its requester's tasks of the last day cost DA_BUDGET_PER_DAY."""
+    budget = request.app[SETTINGS].budget_per_day
+    if budget is None or spec.created_by is None or (spec.agent is None and spec.type != AGENT_TASK_TYPE):
+        return
+    store = request.app[STORE]
+    spent = await store.spent_since(spec.created_by, store.clock() - BUDGET_PERIOD)
+    if spent >= budget:
+        raise Conflict(f"{spec.created_by}'s agent tasks cost ${spent:.2f} in the last 24 hours, at or past the daily "
+                       f"budget of ${budget:.2f} (DA_BUDGET_PER_DAY); try again later or raise the budget.")
+
+
+async def open_ask(request: web.Request) -> web.Response:
+    """A worker asks a person about the task it runs; the task waits until the ask is answered or expires."""
+    spec = models.NewAsk.parse(await read_json(request))
+    ask = await request.app[STORE].open_ask(request.match_info["id"], spec, machine=only_machine(request),
+                                            default_timeout=request.app[SETTINGS].ask_timeout)
+    logger.info("task %s asks (%s): %s", ask.task_id[:8], ask.kind, ask.title, extra={"task_id": ask.task_id})
+    return json_response(ask.to_json(), status=201)
+
+
+async def answer_ask(request: web.Request) -> web.Response:
+    """A person answers an ask; the first answer wins."""
+    answer = models.AskAnswer.parse(await read_json(request))
+    if answer.by is None:
+        answer = dataclasses.replace(answer, by=request[auth.PRINCIPAL].name)
+    ask = await request.app[STORE].answer_ask(request.match_info["id"], ask_number(request), answer)
+    logger.info("task %s ask %d answered %s by %s", ask.task_id[:8], ask.id, ask.answer, ask.answered_by,
+                extra={"task_id": ask.task_id})
+    return json_response(ask.to_json())
+
+
+async def list_asks(request: web.Request) -> web.Response:
+    """Open asks across the fleet, oldest first."""
+    only_query(request, "limit")
+    limit = query_int(request, "limit", models.MAX_LIMIT, 1, models.MAX_LIMIT) or models.MAX_LIMIT
+    return json_response({"asks": [ask.to_json() for ask in await request.app[STORE].open_asks(limit)]})
+
+
+async def save_progress(request: web.Request) -> web.Response:
+    """A worker replaces its task's progress record (size-capped); followers long-poll its revision."""
+    body = models.require_object(await read_json(request))
+    lease = lease_of(body, "progress")
+    record = models.require_object(body.get("progress"), "field 'progress'")
+    models.check_depth(record, "field 'progress'")
+    size = len(orjson.dumps(record))
+    if size > models.MAX_PROGRESS_BYTES:
+        raise TooLarge(f"field 'progress' is {size} bytes as JSON, more than {models.MAX_PROGRESS_BYTES}; keep fewer "
+                       "tool calls and answer lines.")
+    task = await request.app[STORE].save_progress(request.match_info["id"], lease, record,
+                                                  machine=only_machine(request))
+    return json_response({"progress_rev": task.progress_rev, "status": task.status})
+
+
+async def send_message(request: web.Request) -> web.Response:
+    """A person steers a running session: the message is the agent's next prompt, or at once with `interrupt`."""
+    body = models.require_object(await read_json(request))
+    models.reject_unknown(body, ("text", "interrupt", "by"))
+    text = models.present(body, "text", models.MAX_MESSAGE)
+    interrupt = body.get("interrupt")
+    interrupt = False if interrupt is None else interrupt
+    if not isinstance(interrupt, bool):
+        raise BadRequest("field 'interrupt' must be true or false.")
+    by = models.get_str(body, "by") or request[auth.PRINCIPAL].name
+    message = await request.app[STORE].add_message(request.match_info["id"], text, interrupt=interrupt, by=by)
+    return json_response(message.to_json(), status=201)
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     only_query(request)
     return json_response(document(__version__))
@@ -342,6 +428,8 @@ CLAIM_FILTER = json_body({
     ["machine", "capabilities"])["content"]["application/json"]["schema"]
 CLAIMED = {"type": "object", "properties": {"task": TASK, "lease": STR, "lease_expires_at": TIME,
                                             "lease_seconds": LEASE_LEFT}}
+ASK_ID = {"name": "ask_id", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"}, "description": "The ask's number on its task."}
 # Who may call a route: ADMIN_ONLY, MACHINES (worker tokens, each only as its machine and for its
 # machine's tasks), PEOPLE (client tokens: the Slack bot, a terminal), READERS, EVERYONE; None is
 # public (no credential). A change here is a change of who may do what: tests/test_auth.py keeps the
@@ -509,6 +597,65 @@ ROUTES: list[Route] = [
         params=[{"name": "id", "in": "path", "required": True,
                  "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[0-9a-fA-F]+$"},
                  "description": "The token's id, as `da token list` shows it."}])),
+    # Supervised agent sessions: asks (a worker opens them, people answer), progress, steering messages.
+    Route("POST", f"{TASK_PATH}/asks", open_ask, MACHINES, operation(
+        "A worker asks a person about the task its lease holds (a permission, a plan, a question); the task is "
+        f"waiting while any ask is open. 409 past {models.MAX_OPEN_ASKS} open asks on one task: reject the request "
+        "without asking.", {"201": json_answer(ASK, "Opened."), **TASK_ERRORS},
+        body=json_body({**LEASE_BODY, "kind": {"type": "string", "enum": list(models.ASK_KINDS)},
+                        "title": {**TEXT, "minLength": 1, "maxLength": models.MAX_ASK_TITLE},
+                        "detail": {**TEXT, "maxLength": models.MAX_ASK_DETAIL},
+                        "options": {"type": "array", "minItems": 1, "maxItems": models.MAX_ASK_OPTIONS,
+                                    "items": {"type": "object", "additionalProperties": False,
+                                              "required": ["id", "label"], "properties": {
+                                                  "id": {**TEXT, "minLength": 1, "maxLength": models.MAX_NAME},
+                                                  "label": {**TEXT, "minLength": 1,
+                                                            "maxLength": models.MAX_ASK_TITLE}}}}},
+                       ["lease", "kind", "title", "options"]), params=[TASK_ID])),
+    Route("POST", f"{TASK_PATH}/asks/{{ask_id:[0-9]+}}", answer_ask, PEOPLE, operation(
+        "Answer an ask with one of its options: the first answer wins; a later one, or one after it expired, is 409 "
+        "saying why.", {"200": json_answer(ASK, "Answered."), **TASK_ERRORS},
+        body=json_body({"option": {**TEXT, "minLength": 1, "maxLength": models.MAX_NAME},
+                        "note": NOTES, "by": WHO}, ["option"]), params=[TASK_ID, ASK_ID])),
+    Route("POST", f"{TASK_PATH}/asks/{{ask_id:[0-9]+}}/wait", waiting.wait_answer, MACHINES, operation(
+        "A worker waits up to `wait` seconds for the answer to its ask; answered at once when it is answered, "
+        "expires or the task is cancelled.", {
+            "200": json_answer({"type": "object", "properties": {
+                "ask": ASK, "cancel": {"type": "boolean"}, "status": STATUS}}, "The ask as it stands."),
+            **TASK_ERRORS},
+        body=json_body({**LEASE_BODY, "wait": {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT}},
+                       ["lease"]), params=[TASK_ID, ASK_ID])),
+    Route("GET", "/v1/asks", list_asks, READERS, operation(
+        "Open asks across the fleet, oldest first.", {
+            "200": json_answer({"type": "object", "properties": {"asks": {"type": "array", "items": ASK}}},
+                               "Open asks."), **error_answers(400, 401)},
+        params=[query_param("limit", {"type": "integer", "minimum": 1, "maximum": models.MAX_LIMIT}, "Page size.")])),
+    Route("POST", f"{TASK_PATH}/progress", save_progress, MACHINES, operation(
+        f"Replace the running task's progress record (at most {models.MAX_PROGRESS_BYTES} bytes as JSON: plan, last "
+        "tool calls, the answer's last lines, usage so far); its revision counts up.", {
+            "200": json_answer({"type": "object", "properties": {"progress_rev": {"type": "integer"},
+                                                                  "status": STATUS}}, "Saved."),
+            **TASK_ERRORS, **error_answers(413)},
+        body=json_body({**LEASE_BODY, "progress": {"type": "object", "properties": {"usage": USAGE}}},
+                       ["lease", "progress"]), params=[TASK_ID])),
+    Route("GET", f"{TASK_PATH}/progress", waiting.follow_progress, READERS, operation(
+        "The task's progress record, asks and status, once its revision passes `after` or its status differs from "
+        "`status`, waiting up to `wait` seconds.", {
+            "200": json_answer({"type": "object", "properties": {
+                "id": STR, "short_id": STR, "status": STATUS, "progress_rev": {"type": "integer"},
+                "progress_record": {"type": ["object", "null"]}, "progress": NULLABLE_STR, "usage": USAGE,
+                "asks": {"type": "array", "items": ASK}}}, "Progress."),
+            **TASK_ERRORS},
+        params=[TASK_ID,
+                query_param("after", {"type": "integer", "minimum": -1, "maximum": 2**62}, "Last revision seen."),
+                query_param("status", STATUS, "Last status seen."),
+                query_param("wait", {"type": "number", "minimum": 0, "maximum": models.MAX_WAIT},
+                            "Seconds to wait.")])),
+    Route("POST", f"{TASK_PATH}/messages", send_message, PEOPLE, operation(
+        "Queue a steering message for the running session: its next prompt at the turn's end, or at once with "
+        "`interrupt` (the turn is cancelled first).", {"201": json_answer(MESSAGE, "Queued."), **TASK_ERRORS},
+        body=json_body({"text": {**TEXT, "minLength": 1, "maxLength": models.MAX_MESSAGE},
+                        "interrupt": {"type": "boolean"}, "by": WHO}, ["text"]), params=[TASK_ID])),
 ]
 # Every route that asks for a credential, by method and path, with the kinds of credential allowed.
 ACCESS = access_table(ROUTES)

@@ -29,6 +29,8 @@ WRITABLE_SESSIONS = ("read-write", "primary")
 DEFAULT_HEADER_TIMEOUT = 10.0
 # A 1 MiB report crosses a slow link in well under this.
 DEFAULT_BODY_TIMEOUT = 30.0
+# A person has this long to answer an agent's ask (DA_ASK_TIMEOUT); then it is a reject.
+DEFAULT_ASK_TIMEOUT = 15 * 60.0
 # Connections that have not shown a valid credential yet, at once; a fleet needs a handful.
 DEFAULT_MAX_UNAUTHENTICATED = 256
 
@@ -52,6 +54,9 @@ class QueueSettings:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED
+    ask_timeout: float = DEFAULT_ASK_TIMEOUT
+    # USD one requester's agent tasks may cost per day (DA_BUDGET_PER_DAY); None: no limit.
+    budget_per_day: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None, require_secret: bool = True) -> QueueSettings:
@@ -79,6 +84,8 @@ class QueueSettings:
             body_timeout=config.env_float(env, "QUEUE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, minimum=0.1),
             max_unauthenticated=config.env_int(env, "QUEUE_MAX_UNAUTHENTICATED", DEFAULT_MAX_UNAUTHENTICATED,
                                                minimum=4),
+            ask_timeout=config.env_float(env, "DA_ASK_TIMEOUT", DEFAULT_ASK_TIMEOUT, minimum=10.0),
+            budget_per_day=config.env_float(env, "DA_BUDGET_PER_DAY", 0.0) or None,
         )
 
     @property

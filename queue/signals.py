@@ -32,11 +32,13 @@ class Signal:
         if self._future is not None and not self._future.done():
             self._future.set_result(None)
 
-    async def wait(self, waiter: asyncio.Future[None], timeout: float) -> None:
-        """`wait_for_signal`, counted in `parked` while it waits."""
+    async def wait(self, waiter: asyncio.Future[None], timeout: float,
+                   also: asyncio.Future[None] | None = None) -> None:
+        """`wait_for_signal` (or, with `also`, whichever of the two fires first), counted in `parked` while it
+        waits."""
         self.parked += 1
         try:
-            await wait_for_signal(waiter, timeout)
+            await (wait_for_signal(waiter, timeout) if also is None else wait_for_any([waiter, also], timeout))
         finally:
             self.parked -= 1
 
@@ -45,6 +47,14 @@ async def wait_for_signal(waiter: asyncio.Future[None], timeout: float) -> None:
     """Sleep until the signal fires or the timeout passes, without cancelling the shared future."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(waiter), timeout)
+
+
+async def wait_for_any(waiters: list[asyncio.Future[None]], timeout: float) -> None:
+    """Sleep until any of the signals fires or the timeout passes, without cancelling the shared futures."""
+    shields = [asyncio.shield(waiter) for waiter in waiters]
+    await asyncio.wait(shields, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for shield in shields:
+        shield.cancel()
 
 
 async def within(seconds: float, awaitable: Awaitable[T]) -> T:

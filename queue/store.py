@@ -15,6 +15,7 @@ after its COMMIT returned.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -104,6 +105,12 @@ class Store(ABC):
         self.events_appended = Signal()
         # Woken when a task was cancelled, so heartbeats held for its worker answer at once.
         self.task_cancelled = Signal()
+        # Woken when an ask was answered or expired, so the worker waiting for it hears at once.
+        self.asks_settled = Signal()
+        # Woken when a progress record was replaced, for `da watch` and the bot.
+        self.progress_saved = Signal()
+        # Woken when a steering message was queued, so a held heartbeat hands it over at once.
+        self.message_queued = Signal()
         # The health probe in flight or last finished, shared by concurrent /health requests.
         self._probe: asyncio.Future[None] | None = None
         self._probe_started = 0.0
@@ -141,14 +148,23 @@ class Store(ABC):
         """The claim statement's parameters for the types, pins ('' for none) and agents a worker takes."""
         return {"capabilities": list(types), "pins": list(pins), "agents": list(agents)}
 
-    def _changed(self, *, pending: bool, cancelled: bool = False) -> None:
-        """A transition was committed: wake event followers, claimers when `pending`, and held
-        heartbeats when a task was `cancelled`."""
+    def _changed(self, *, pending: bool, cancelled: bool = False, settled: bool = False, progress: bool = False,
+                 message: bool = False) -> None:
+        """A change was committed: wake event followers, claimers when `pending`, held heartbeats when a
+        task was `cancelled` or sent a `message`, ask waiters when an ask was `settled`, and progress
+        followers when a record was saved (`progress`, which appends no event)."""
         if pending:
             self.pending_changed.notify()
         if cancelled:
             self.task_cancelled.notify()
-        self.events_appended.notify()
+        if settled:
+            self.asks_settled.notify()
+        if progress:
+            self.progress_saved.notify()
+        if message:
+            self.message_queued.notify()
+        if not progress or settled:
+            self.events_appended.notify()
 
     async def record_sightings(self, sightings: Sequence[Sighting]) -> None:  # noqa: B027 - a no-op by default
         """Share machine liveness with other replicas; one replica keeps it in memory only."""
@@ -406,6 +422,10 @@ class Store(ABC):
         result = dict(report.result)
         if report.action:
             result["action"] = report.action
+        try:
+            usage = models.usage_of(result.get("usage"), "the result's 'usage'")
+        except BadRequest:
+            usage = None  # the result keeps what the worker sent; only the accounting leaves it out
         rows = await self._write_tasks(
             "report_task",
             id=task_id,
@@ -418,6 +438,9 @@ class Store(ABC):
         )
         if rows:
             self._changed(pending=True)
+            if usage is not None:
+                await self.record_usage(task_id, report.lease, usage)
+                return dataclasses.replace(rows[0], usage=usage), True
             return rows[0], True
         task = await self._held(task_id, report.lease, machine)
         if task.status == models.NEEDS_HUMAN and task.changed_by == REAPER:
@@ -451,6 +474,10 @@ class Store(ABC):
         if not rows:
             raise NotFound(f"no task with id {task_id!r}.")
         return rows[0]
+
+    async def held(self, task_id: str, lease: str, machine: str | None = None) -> Task:
+        """The task this lease holds (or last held), for a worker's long-poll; else a lease-lost error."""
+        return await self._held(task_id, lease, machine)
 
     async def _held(self, task_id: str, lease: str, machine: str | None = None) -> Task:
         """The task, if this lease is (or was last) the one on it; else a lease-lost error."""
@@ -614,6 +641,132 @@ class Store(ABC):
             raise Conflict(f"lease {name!r} is held by {shown_holder(held[0]['holder'])}, not {holder}; "
                            "nothing released.")
         return False
+
+    # ---- supervised sessions: asks, progress, steering messages, usage ------------
+
+    async def open_ask(self, task_id: str, spec: models.NewAsk, *, default_timeout: float,
+                       machine: str | None = None) -> models.Ask:
+        """A worker asks a person about the task its lease holds; the task waits while any ask is open.
+
+        Past MAX_OPEN_ASKS open asks on one task (a permission-request flood) the ask is refused and the
+        worker told, so it rejects the request itself without asking anyone.
+        """
+        task = await self._current(task_id)
+        rows: list[Row] = []
+        for _ in range(CLAIM_RETRIES):
+            now = self.clock()
+            try:
+                rows = await self._write("open_ask", id=task.id, lease=spec.lease, machine=machine, kind=spec.kind,
+                                         title=spec.title, detail=spec.detail,
+                                         options=json.dumps([{"id": o.id, "label": o.label} for o in spec.options]),
+                                         now=now, expires=now + models.ask_timeout_of(task.payload, default_timeout),
+                                         max_open=models.MAX_OPEN_ASKS)
+                break
+            except LockRace:
+                continue  # another ask of this task took the same number (PostgreSQL): number it again
+        if rows:
+            self._changed(pending=False)
+            return models.Ask.from_row(rows[0])
+        task = await self._held(task.id, spec.lease, machine)
+        if task.status not in (models.IN_PROGRESS, models.WAITING):
+            raise LeaseLost(f"task {task.short_id} is {task.status}; only a running task can ask.")
+        raise Conflict(f"task {task.short_id} already has {models.MAX_OPEN_ASKS} open asks, the most one task may "
+                       "have; reject this request without asking, or wait for an answer.")
+
+    async def asks(self, task_id: str) -> list[models.Ask]:
+        """A task's asks, oldest first."""
+        return [models.Ask.from_row(row) for row in await self._fetch("task_asks", task_id=task_id)]
+
+    async def open_asks(self, limit: int = models.MAX_LIMIT) -> list[models.Ask]:
+        """Open asks across the fleet, oldest first."""
+        return [models.Ask.from_row(row) for row in await self._fetch("open_asks", limit=limit)]
+
+    async def ask(self, task_id: str, ask_id: int) -> models.Ask:
+        """One ask of a task; NotFound names what exists."""
+        rows = await self._fetch("get_ask", task_id=task_id, ask_id=ask_id)
+        if not rows:
+            raise NotFound(f"task {task_id[:models.SHORT_ID_LENGTH]} has no ask {ask_id}; `da show "
+                           f"{task_id[:models.SHORT_ID_LENGTH]}` lists its asks.")
+        return models.Ask.from_row(rows[0])
+
+    async def answer_ask(self, task_id: str, ask_id: int, answer: models.AskAnswer) -> models.Ask:
+        """Answer an open ask with one of its options: the first answer wins (one conditional UPDATE), a
+        later one is a Conflict naming who answered; an expired ask is a Conflict too."""
+        task = await self.get(task_id)
+        ask = await self.ask(task.id, ask_id)
+        if ask.status == models.ASK_OPEN and answer.option not in {option.id for option in ask.options}:
+            choices = ", ".join(option.id for option in ask.options)
+            raise BadRequest(f"ask {ask_id} of task {task.short_id} has no option {answer.option[:40]!r}; "
+                             f"choose one of {choices}.")
+        now = self.clock()
+        rows = await self._write("answer_ask", task_id=task.id, ask_id=ask_id, option=answer.option,
+                                 note=answer.note, by=answer.by or "someone", now=now)
+        if rows:
+            self._changed(pending=False, settled=True)
+            return models.Ask.from_row(rows[0])
+        ask = await self.ask(task.id, ask_id)
+        if ask.status == models.ASK_ANSWERED:
+            raise Conflict(f"ask {ask_id} of task {task.short_id} was already answered {ask.answer} by "
+                           f"{ask.answered_by}.")
+        if ask.status == models.ASK_EXPIRED or ask.expires_at <= now:
+            raise Conflict(f"ask {ask_id} of task {task.short_id} expired at {models.iso(ask.expires_at)}: nobody "
+                           "answered in time, so the agent was told no.")
+        task = await self._current(task.id)
+        raise Conflict(f"task {task.short_id} is {task.status}; its asks can no longer be answered.")
+
+    async def expire_asks(self) -> list[models.Ask]:
+        """Record asks nobody answered in time as expired (a reject); the upkeep calls this."""
+        asks = [models.Ask.from_row(row) for row in await self._write("expire_asks", now=self.clock())]
+        if asks:
+            self._changed(pending=False, settled=True)
+        return asks
+
+    async def save_progress(self, task_id: str, lease: str, record: dict[str, Any], *,
+                            machine: str | None = None) -> Task:
+        """Replace the running task's progress record (one row write, no event; its revision counts up)."""
+        usage = models.usage_of(record.get("usage"), "the progress record's 'usage'")
+        rows = await self._write_tasks("save_progress", id=task_id, lease=lease, record=json.dumps(record),
+                                       usage=json.dumps(usage) if usage else None,
+                                       cost_usd=usage["cost_usd"] if usage else None, machine=machine,
+                                       now=self.clock())
+        if rows:
+            self._changed(pending=False, progress=True)
+            return rows[0]
+        task = await self._held(task_id, lease, machine)
+        raise LeaseLost(f"task {task.short_id} is {task.status}; its progress is no longer recorded.")
+
+    async def record_usage(self, task_id: str, lease: str, usage: dict[str, Any]) -> None:
+        """Keep a finished run's usage beside its result, for budgets and /metrics."""
+        await self._write("record_usage", id=task_id, lease=lease, usage=json.dumps(usage),
+                          cost_usd=usage.get("cost_usd"))
+
+    async def add_message(self, task_id: str, text: str, *, interrupt: bool, by: str | None) -> models.Message:
+        """Queue a steering message for a running task's session."""
+        task = await self.get(task_id)
+        rows = await self._write("add_message", id=task.id, text=text, interrupt=interrupt, by=by, now=self.clock(),
+                                 max_queued=models.MAX_QUEUED_MESSAGES)
+        if rows:
+            self._changed(pending=False, message=True)
+            return models.Message.from_row(rows[0])
+        task = await self._current(task.id)
+        if task.status in models.ACTIVE:
+            raise Conflict(f"task {task.short_id} already has {models.MAX_QUEUED_MESSAGES} messages waiting for its "
+                           "agent; wait until it has read them.")
+        raise Conflict(f"task {task.short_id} is {task.status}; only a running task can be sent a message.")
+
+    async def take_messages(self, task_id: str, lease: str, *, machine: str | None = None) -> list[models.Message]:
+        """The messages queued for the task this lease holds, each handed over once, oldest first."""
+        rows = await self._write("take_messages", id=task_id, lease=lease, machine=machine, now=self.clock())
+        return sorted((models.Message.from_row(row) for row in rows), key=lambda message: message.id)
+
+    async def spent_since(self, who: str, since: float) -> float:
+        """What `who`'s tasks created since `since` have cost (reported usage)."""
+        return float((await self._fetch("spent_since", who=who, since=since))[0]["spent"])
+
+    async def usage_totals(self) -> tuple[int, int, float]:
+        """Input tokens, output tokens and cost of every task, for /metrics."""
+        row = (await self._fetch("usage_totals"))[0]
+        return int(row["input_tokens"]), int(row["output_tokens"]), float(row["cost_usd"])
 
 
 def _new_task_fields(spec: NewTask) -> dict[str, Any]:

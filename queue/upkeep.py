@@ -1,5 +1,5 @@
-"""What the queue does on its own while it serves: settle expired leases, give back time it could not
-watch, and share machine liveness with other replicas.
+"""What the queue does on its own while it serves: settle expired leases and asks nobody answered in
+time, give back time it could not watch, and share machine liveness with other replicas.
 
 `running` is the app's cleanup context for all of it: it opens the store, renews the leases of tasks
 that ran while the service was down, starts the chores, and stops them and the store in turn.
@@ -58,6 +58,9 @@ async def reaper(app: web.Application) -> None:
             for task in await store.reap():
                 logger.warning("task %s (%s) lost its worker: now %s", task.short_id, task.type, task.status,
                                extra={"task_id": task.id, "type": task.type, "status": task.status, "by": "reaper"})
+            for ask in await store.expire_asks():
+                logger.info("task %s ask %d expired unanswered (a reject)", ask.task_id[:8], ask.id,
+                            extra={"task_id": ask.task_id})
             watch.settled(mark)
         except DatabaseUnavailable:
             pass  # the store logged the outage; the gap it leaves is given back once it ends

@@ -15,12 +15,13 @@ from typing import Any
 from aiohttp import web
 
 from da.queue import auth, models
-from da.queue.errors import DatabaseUnavailable, Unauthorized
+from da.queue.errors import BadRequest, DatabaseUnavailable, Unauthorized
 from da.queue.http import (
     CLAIM_LATENCY,
     ROSTER,
     SETTINGS,
     STORE,
+    ask_number,
     disconnected,
     json_response,
     lease_of,
@@ -32,6 +33,7 @@ from da.queue.http import (
     read_json,
 )
 from da.queue.models import ClaimRequest
+from da.queue.signals import wait_for_any
 from da.queue.store import Claim, Store
 
 # A waiting claim or event follower re-checks at least this often, for tasks that become
@@ -101,7 +103,10 @@ async def heartbeat(request: web.Request) -> web.Response:
     """Extend the lease, then hold the answer up to `wait` seconds, answering at once if the task is cancelled:
     a worker keeps one heartbeat in flight per task and so learns of a cancel within milliseconds."""
     body = models.require_object(await read_json(request))
-    lease = lease_of(body, "progress", "extend", "wait")
+    lease = lease_of(body, "progress", "extend", "wait", "messages")
+    takes_messages = body.get("messages")
+    if takes_messages is not None and not isinstance(takes_messages, bool):
+        raise BadRequest("field 'messages' must be true or false.")
     progress = models.get_str(body, "progress", max_len=models.MAX_NOTES)
     extend = body.get("extend")
     extend = request.app[SETTINGS].lease if extend is None else models.get_number(
@@ -111,33 +116,94 @@ async def heartbeat(request: web.Request) -> web.Response:
     began = asyncio.get_running_loop().time()
     # Taken before the lease is extended, so no cancel committed after the extension is missed.
     waiter = store.task_cancelled.waiter()
+    messaged = store.message_queued.waiter() if takes_messages else None
     task, cancel = await store.heartbeat(request.match_info["id"], lease, lease_seconds=extend, progress=progress,
                                          machine=only_machine(request))
     if task.assigned_to:
         request.app[ROSTER].seen(task.assigned_to)
     left = extend
-    if wait and not cancel:
-        cancel = await cancel_within(request, store, task.id, lease, waiter, began + wait)
+    messages = await store.take_messages(task.id, lease) if takes_messages and not cancel else []
+    if wait and not cancel and not messages:
+        cancel, messages = await cancel_within(request, store, task.id, lease, waiter, began + wait, messaged)
         left = max(0.0, extend - (asyncio.get_running_loop().time() - began))
-    return json_response({"cancel": cancel, "status": models.CANCELLED if cancel else task.status,
-                          "lease_expires_at": models.iso(task.lease_expires_at), "lease_seconds": left})
+    answer = {"cancel": cancel, "status": models.CANCELLED if cancel else task.status,
+              "lease_expires_at": models.iso(task.lease_expires_at), "lease_seconds": left}
+    if takes_messages:
+        answer["messages"] = [message.to_json() for message in messages]
+    return json_response(answer)
 
 
 async def cancel_within(request: web.Request, store: Store, task_id: str, lease: str,
-                        waiter: asyncio.Future[None], deadline: float) -> bool:
-    """Whether the task is cancelled before `deadline` (loop time); re-reads it whenever a cancel anywhere
-    wakes the store, and every CANCEL_RECHECK seconds in case a wake-up from another replica was lost."""
+                        waiter: asyncio.Future[None], deadline: float,
+                        messaged: asyncio.Future[None] | None = None) -> tuple[bool, list[models.Message]]:
+    """Whether the task is cancelled before `deadline` (loop time), and the steering messages queued for it
+    by then when the worker takes them (`messaged` is their signal's waiter): the first of the two ends the
+    wait. Re-reads the task whenever a cancel or a message anywhere wakes the store, and every
+    CANCEL_RECHECK seconds in case a wake-up from another replica was lost."""
     loop = asyncio.get_running_loop()
     while True:
         remaining = deadline - loop.time()
         if remaining <= 0 or disconnected(request):
-            return False
-        await store.task_cancelled.wait(waiter, min(remaining, CANCEL_RECHECK))
-        if not waiter.done() and loop.time() >= deadline:
-            return False
+            return False, []
+        await store.task_cancelled.wait(waiter, min(remaining, CANCEL_RECHECK), messaged)
+        woken = waiter.done() or (messaged is not None and messaged.done())
+        if not woken and loop.time() >= deadline:
+            return False, []
         waiter = store.task_cancelled.waiter()
         if await store.cancel_requested(task_id, lease):
-            return True
+            return True, []
+        if messaged is not None:
+            messaged = store.message_queued.waiter()
+            if messages := await store.take_messages(task_id, lease):
+                return False, messages
+
+
+async def wait_answer(request: web.Request) -> web.Response:
+    """A worker waits for a person's answer to its ask: answered at once when the ask is answered or
+    expires, or when the task is cancelled; else when `wait` ends with the ask still open."""
+    body = models.require_object(await read_json(request))
+    lease = lease_of(body, "wait")
+    wait = models.get_number(body, "wait", 0.0, 0.0, models.MAX_WAIT)
+    store, machine, number = request.app[STORE], only_machine(request), ask_number(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        settled, cancelled = store.asks_settled.waiter(), store.task_cancelled.waiter()
+        task = await store.held(request.match_info["id"], lease, machine)
+        ask = await store.ask(task.id, number)
+        remaining = deadline - loop.time()
+        if ask.status != models.ASK_OPEN or task.status not in models.ACTIVE or remaining <= 0 or disconnected(
+                request):
+            return json_response({"ask": ask.to_json(), "cancel": task.status == models.CANCELLED,
+                                  "status": task.status})
+        await wait_for_any([settled, cancelled], min(remaining, CANCEL_RECHECK))
+
+
+async def follow_progress(request: web.Request) -> web.Response:
+    """A task's progress record, asks and status once its progress revision passes `after` or it changes
+    status, waiting up to `wait` seconds (`da watch`, the bot)."""
+    only_query(request, "after", "wait", "status")
+    store = request.app[STORE]
+    after = query_int(request, "after", -1, -1, 2**62)
+    wait = query_wait(request)
+    seen = request.query.get("status")
+    if seen is not None and seen not in models.STATUSES:
+        raise BadRequest(f"unknown status {seen[:40]!r}; use one of {', '.join(models.STATUSES)}.")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    first: str | None = seen
+    while True:
+        waiters = [store.progress_saved.waiter(), store.events_appended.waiter()]
+        task = await store.get(request.match_info["id"])
+        first = first or task.status
+        remaining = deadline - loop.time()
+        if task.progress_rev > (after if after is not None else -1) or task.status != first or remaining <= 0:
+            asks = await store.asks(task.id)
+            return json_response({"id": task.id, "short_id": task.short_id, "status": task.status,
+                                  "progress_rev": task.progress_rev, "progress_record": task.progress_record,
+                                  "progress": task.progress, "usage": task.usage,
+                                  "asks": [ask.to_json() for ask in asks]})
+        await wait_for_any(waiters, min(remaining, RECHECK_INTERVAL))
 
 
 async def events(request: web.Request) -> web.Response:

@@ -54,6 +54,13 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/tokens"): {ADMIN},
     ("POST", "/v1/tokens"): {ADMIN},
     ("POST", "/v1/tokens/{id}/revoke"): {ADMIN},
+    ("POST", "/v1/tasks/{id}/asks"): MACHINES,
+    ("POST", "/v1/tasks/{id}/asks/{ask_id}"): PEOPLE,
+    ("POST", "/v1/tasks/{id}/asks/{ask_id}/wait"): MACHINES,
+    ("GET", "/v1/asks"): READERS,
+    ("POST", "/v1/tasks/{id}/progress"): MACHINES,
+    ("GET", "/v1/tasks/{id}/progress"): READERS,
+    ("POST", "/v1/tasks/{id}/messages"): PEOPLE,
 }
 # A body each route accepts, so an allowed credential gets past validation.
 BODIES = {
@@ -68,6 +75,12 @@ BODIES = {
     "/v1/claim": {"machine": "box-1", "capabilities": ["lint"]},
     "/v1/prune": {"older_than": 10 * 365 * 86400},
     "/v1/tokens": {"kind": "reader", "name": "walk"},
+    "/v1/tasks/{id}/asks": {"lease": "ab", "kind": "permission", "title": "Run it?",
+                            "options": [{"id": "allow", "label": "Allow"}]},
+    "/v1/tasks/{id}/asks/{ask_id}": {"option": "allow"},
+    "/v1/tasks/{id}/asks/{ask_id}/wait": {"lease": "ab"},
+    "/v1/tasks/{id}/progress": {"lease": "ab", "progress": {}},
+    "/v1/tasks/{id}/messages": {"text": "also run the tests"},
 }
 
 
@@ -117,7 +130,7 @@ async def test_each_kind_of_token_may_use_exactly_its_routes(tokens: Tokens, kin
     async with tokens.client(kind) as caller:
         for method, path in sorted(routed() - {("GET", "/health")}):
             url = path.replace("/v1/tokens/{id}", f"/v1/tokens/{SAMPLE_TOKEN_ID}").replace("{id}", SAMPLE_ID).replace(
-            "{name}", "slack:T1")
+            "{name}", "slack:T1").replace("{ask_id}", "1")
             response = await caller.request(method, url, json=BODIES.get(path) if method == "POST" else None)
             if kind in EXPECTED[(method, path)]:
                 assert response.status_code not in (401, 403), (kind, method, path, response.text)

@@ -145,15 +145,21 @@ def status_literals(path: Path) -> Iterator[int]:
     keys = {id(node.slice) for node in ast.walk(tree) if isinstance(node, ast.Subscript)}
     keys |= {id(node.args[0]) for node in ast.walk(tree) if isinstance(node, ast.Call) and node.args
              and isinstance(node.func, ast.Attribute) and node.func.attr == "get"}
+    keys |= {id(key) for node in ast.walk(tree) if isinstance(node, ast.Dict) for key in node.keys if key is not None}
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and node.value in models.STATUSES and id(node) not in keys:
             yield node.lineno
 
 
+# Words that became statuses after these lines used them for something else: the Home tab's "Waiting for you"
+# section is named "waiting" (the status of a task whose agent asks a person came later).
+NOT_STATUS_USES = {"bot/slack/forms.py:95"}
+
+
 def test_statuses_are_spelled_only_in_the_queue_models() -> None:
     spelled = [f"{path.relative_to(ROOT)}:{line}" for module, path in modules() if module != "da.queue.models"
                for line in status_literals(path)]
-    assert spelled == []
+    assert [place for place in spelled if place not in NOT_STATUS_USES] == []
 
 
 def test_task_types_and_folder_fields_come_from_the_handlers() -> None:

@@ -17,8 +17,10 @@ from da.bot.views import ago
 from da.queue import models
 from da.queue.models import Task
 
+# An ask's detail (a command, a diff) shows its last lines; `da show --json` has it all.
+ASK_DETAIL_LINES = 12
 STATUS_COLOURS = {models.DONE: "32", models.FAILED: "31", models.NEEDS_HUMAN: "33", models.IN_PROGRESS: "36",
-                  models.CLAIMED: "36", models.PENDING: "37", models.CANCELLED: "90"}
+                  models.WAITING: "35", models.CLAIMED: "36", models.PENDING: "37", models.CANCELLED: "90"}
 
 
 class Style:
@@ -121,8 +123,10 @@ def _task_detail(view: views.TaskDetail, *, style: Style, width: int) -> str:
         lines.append(f"waiting: {view.waiting}")
     if result.get("action"):
         lines.append(f"action: {result['action']}")
-    if task.progress and task.status in models.ACTIVE:
+    if task.progress and task.status in models.ACTIVE and not task.progress_record:
         lines.append(f"progress: {task.progress}")
+    if task.progress_record or task.usage:
+        lines += ["progress:", *views.progress_lines(task.progress_record, task.usage)]
     lines.append("payload: " + json.dumps(task.payload))
     if result.get("session_id"):
         lines.append(f"session: {result['session_id']} (a follow-up can resume it)")
@@ -130,6 +134,16 @@ def _task_detail(view: views.TaskDetail, *, style: Style, width: int) -> str:
         lines += ["--- answer ---", str(result["answer"]).rstrip()]
         if result.get("answer_truncated"):
             lines.append(f"({result['answer_truncated']})")
+    for ask in view.asks:
+        options = ", ".join(f"{option.id} ({option.label})" for option in ask.options)
+        settled = (f"answered {ask.answer} by {ask.answered_by}" + (f": {ask.note}" if ask.note else "")
+                   if ask.status == models.ASK_ANSWERED else ask.status)
+        lines.append(f"ask {ask.id} ({ask.kind}, {settled}, {ago(ask.created_at)}): {ask.title}")
+        if ask.detail:
+            lines += ["    " + line for line in ask.detail.rstrip().splitlines()[-ASK_DETAIL_LINES:]]
+        if ask.status == models.ASK_OPEN:
+            lines.append(f"    options: {options}; answer with da approve|deny {task.short_id} {ask.id} or "
+                         f"da answer {task.short_id} <option>")
     for stream in ("stdout", "stderr"):
         if result.get(stream):
             lines += [f"--- {stream} ---", str(result[stream]).rstrip()]
@@ -159,6 +173,15 @@ def _task_diff(view: views.TaskDiff, *, style: Style, width: int) -> str:
     if view.truncated:
         lines.append(f"(diff cut: {view.truncated})")
     return "\n".join(lines)
+
+
+@render.register
+def _ask_list(view: views.AskList, *, style: Style, width: int) -> str:
+    if not view.asks:
+        return view.text
+    rows = [(ask.task_id[:8], str(ask.id), ask.opened_by or "-", ask.kind, ago(ask.created_at), ask.title)
+            for ask in view.asks]
+    return table(("TASK", "ASK", "MACHINE", "KIND", "AGE", "TITLE"), rows, width)
 
 
 @render.register

@@ -26,7 +26,7 @@ WITH candidate AS (
                OR t.created_at <= :overflow_before::float8)
           AND (t.lock IS NULL OR NOT EXISTS (
                 SELECT 1 FROM tasks AS holder
-                WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress')
+                WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress', 'waiting')
                   AND holder.lock_per_machine = t.lock_per_machine
                   AND (NOT t.lock_per_machine OR holder.assigned_to = ANY(:names::text[]))))
         ORDER BY t.priority DESC, t.seq
@@ -80,7 +80,7 @@ RETURNING *;
 -- lock_holder --
 -- The task that holds a folder on a machine, for the note of a start refused because of it.
 SELECT id FROM tasks
-WHERE lock = :checkout AND lock_per_machine AND assigned_to = :machine AND status IN ('claimed', 'in_progress')
+WHERE lock = :checkout AND lock_per_machine AND assigned_to = :machine AND status IN ('claimed', 'in_progress', 'waiting')
   AND id != :id
 LIMIT 1;
 
@@ -97,7 +97,7 @@ RETURNING *;
 -- Extend the lease of a running task and record its latest progress line.
 UPDATE tasks
 SET lease_expires_at = :expires, progress = coalesce(:progress, progress), updated_at = :now
-WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress', 'waiting')
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
@@ -106,7 +106,7 @@ RETURNING *;
 UPDATE tasks
 SET status = :status, result = :result, notes = coalesce(:notes, notes), lease_expires_at = NULL,
     finished_at = :now, updated_at = :now, changed_by = assigned_to, change_note = :notes
-WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress', 'waiting')
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
@@ -120,7 +120,7 @@ expired AS (
     SELECT seq, status = 'claimed' OR (safe_to_retry AND attempts < max_attempts) AS again,
            status = 'claimed' AS never_started
     FROM tasks
-    WHERE status IN ('claimed', 'in_progress') AND lease_expires_at < :now::float8
+    WHERE status IN ('claimed', 'in_progress', 'waiting') AND lease_expires_at < :now::float8
     FOR UPDATE SKIP LOCKED)
 UPDATE tasks
 SET status = CASE WHEN again THEN 'pending' ELSE 'needs_human' END,
@@ -148,7 +148,7 @@ RETURNING tasks.*;
 -- On start: running tasks get a fresh lease, since their workers could not heartbeat while
 -- this replica was down.
 UPDATE tasks SET lease_expires_at = greatest(coalesce(lease_expires_at, 0), :expires)
-WHERE status IN ('claimed', 'in_progress')
+WHERE status IN ('claimed', 'in_progress', 'waiting')
 RETURNING id;
 
 -- shift_leases --
@@ -161,7 +161,7 @@ gap AS (SELECT least(:seconds::float8, :now::float8 - settled_at - :period::floa
 marked AS (UPDATE lease_watch SET settled_at = greatest(settled_at, :now::float8) WHERE id = 1)
 UPDATE tasks SET lease_expires_at = lease_expires_at + gap.seconds
 FROM gap
-WHERE status IN ('claimed', 'in_progress') AND lease_expires_at IS NOT NULL AND gap.seconds > :tolerance::float8
+WHERE status IN ('claimed', 'in_progress', 'waiting') AND lease_expires_at IS NOT NULL AND gap.seconds > :tolerance::float8
 RETURNING id;
 
 -- record_late_report --
@@ -207,7 +207,7 @@ SELECT count(*) AS n FROM tasks WHERE status IN ('needs_human', 'failed') AND st
 UPDATE tasks
 SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, change_note = :notes,
     notes = coalesce(:notes, notes)
-WHERE id = :id AND status IN ('pending', 'claimed', 'in_progress')
+WHERE id = :id AND status IN ('pending', 'claimed', 'in_progress', 'waiting')
 RETURNING *;
 
 -- get_task --
@@ -241,7 +241,7 @@ LIMIT :limit;
 -- machine_counts --
 -- Per machine: active, done and failed counts, including tasks pruned since.
 SELECT machine, sum(active)::bigint AS active, sum(done)::bigint AS done, sum(failed)::bigint AS failed FROM (
-    SELECT assigned_to AS machine, count(*) FILTER (WHERE status IN ('claimed', 'in_progress')) AS active,
+    SELECT assigned_to AS machine, count(*) FILTER (WHERE status IN ('claimed', 'in_progress', 'waiting')) AS active,
            count(*) FILTER (WHERE status = 'done') AS done, count(*) FILTER (WHERE status = 'failed') AS failed
     FROM tasks WHERE assigned_to IS NOT NULL GROUP BY assigned_to
     UNION ALL
@@ -462,3 +462,89 @@ CROSS JOIN LATERAL jsonb_to_record(e.item) AS n(
     agent text, lock text, lock_per_machine boolean, created_by text, max_attempts integer, notes text)
 ORDER BY e.ord
 RETURNING *;
+-- open_ask --
+-- A worker asks a person about the task it runs (numbered 1, 2, ... per task); nothing when its lease no
+-- longer holds the task or the task already has :max_open open asks. The task row is locked first, so two
+-- asks of one task are numbered one after the other. The asks_opened trigger makes the task wait and
+-- records the event.
+WITH held AS (
+    SELECT id, assigned_to FROM tasks
+    WHERE id = :id AND lease = :lease AND status IN ('in_progress', 'waiting')
+      AND assigned_to = coalesce(:machine::text, assigned_to)
+    FOR UPDATE)
+INSERT INTO asks (task_id, id, kind, title, detail, options, status, opened_by, created_at, expires_at)
+SELECT held.id, coalesce((SELECT max(a.id) FROM asks AS a WHERE a.task_id = held.id), 0) + 1, :kind, :title,
+       :detail, :options, 'open', held.assigned_to, :now, :expires
+FROM held
+WHERE (SELECT count(*) FROM asks AS o WHERE o.task_id = held.id AND o.status = 'open') < :max_open
+RETURNING *;
+
+-- task_asks --
+-- One task's asks, oldest first.
+SELECT * FROM asks WHERE task_id = :task_id ORDER BY id;
+
+-- get_ask --
+-- One ask of one task.
+SELECT * FROM asks WHERE task_id = :task_id AND id = :ask_id;
+
+-- answer_ask --
+-- The first answer wins: only an open, unexpired ask of a running task takes it (the asks_settled
+-- trigger lets the task run on and records the event).
+UPDATE asks SET status = 'answered', answer = :option, note = :note, answered_by = :by, answered_at = :now
+WHERE task_id = :task_id AND id = :ask_id AND status = 'open' AND expires_at > :now
+  AND EXISTS (SELECT 1 FROM tasks WHERE id = :task_id AND status IN ('in_progress', 'waiting'))
+RETURNING *;
+
+-- expire_asks --
+-- Asks nobody answered in time are rejected, recorded as expired; SKIP LOCKED settles each once.
+WITH due AS (SELECT task_id, id FROM asks WHERE status = 'open' AND expires_at <= :now FOR UPDATE SKIP LOCKED)
+UPDATE asks SET status = 'expired', answered_at = :now
+FROM due WHERE asks.task_id = due.task_id AND asks.id = due.id AND asks.status = 'open'
+RETURNING asks.*;
+
+-- open_asks --
+-- Open asks across the fleet, oldest first.
+SELECT * FROM asks WHERE status = 'open' ORDER BY created_at, task_id, id LIMIT :limit;
+
+-- save_progress --
+-- Replace a running task's progress record (and its usage so far); no event, the revision counts it.
+UPDATE tasks
+SET progress_record = :record, progress_rev = progress_rev + 1, usage = coalesce(:usage::text, usage),
+    cost_usd = coalesce(:cost_usd::float8, cost_usd), updated_at = :now
+WHERE id = :id AND lease = :lease AND status IN ('in_progress', 'waiting')
+  AND assigned_to = coalesce(:machine::text, assigned_to)
+RETURNING *;
+
+-- record_usage --
+-- A finished run's usage, from its report.
+UPDATE tasks SET usage = :usage, cost_usd = :cost_usd::float8
+WHERE id = :id AND lease = :lease
+RETURNING id;
+
+-- add_message --
+-- Queue a steering message for a running task; nothing when it is not running or has :max_queued waiting.
+INSERT INTO messages (task_id, text, interrupt, created_by, created_at)
+SELECT t.id, :text, :interrupt, :by, :now FROM tasks AS t
+WHERE t.id = :id AND t.status IN ('claimed', 'in_progress', 'waiting')
+  AND (SELECT count(*) FROM messages AS m WHERE m.task_id = t.id AND m.delivered_at IS NULL) < :max_queued
+RETURNING *;
+
+-- take_messages --
+-- Hand the worker holding the task its queued messages, once: they are marked delivered as they are read.
+UPDATE messages SET delivered_at = :now
+WHERE task_id = :id AND delivered_at IS NULL
+  AND EXISTS (SELECT 1 FROM tasks WHERE id = :id AND lease = :lease
+                                       AND assigned_to = coalesce(:machine::text, assigned_to)
+                                       AND status IN ('claimed', 'in_progress', 'waiting'))
+RETURNING *;
+
+-- spent_since --
+-- What one requester's tasks created since a time have cost, for DA_BUDGET_PER_DAY.
+SELECT coalesce(sum(cost_usd), 0) AS spent FROM tasks WHERE created_by = :who AND created_at >= :since;
+
+-- usage_totals --
+-- Tokens and cost of every task, for /metrics.
+SELECT coalesce(sum((usage::jsonb ->> 'input_tokens')::bigint), 0) AS input_tokens,
+       coalesce(sum((usage::jsonb ->> 'output_tokens')::bigint), 0) AS output_tokens,
+       coalesce(sum(cost_usd), 0) AS cost_usd
+FROM tasks WHERE usage IS NOT NULL;

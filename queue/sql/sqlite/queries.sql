@@ -26,7 +26,7 @@ WHERE id = (
            OR t.created_at <= :overflow_before)
       AND (t.lock IS NULL OR NOT EXISTS (
             SELECT 1 FROM tasks AS holder
-            WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress')
+            WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress', 'waiting')
               AND holder.lock_per_machine = t.lock_per_machine
               AND (t.lock_per_machine = 0 OR holder.assigned_to IN (SELECT value FROM json_each(:names)))))
     ORDER BY t.priority DESC, t.seq
@@ -70,7 +70,7 @@ RETURNING *;
 -- lock_holder --
 -- The task that holds a folder on a machine, for the note of a start refused because of it.
 SELECT id FROM tasks
-WHERE lock = :checkout AND lock_per_machine AND assigned_to = :machine AND status IN ('claimed', 'in_progress')
+WHERE lock = :checkout AND lock_per_machine AND assigned_to = :machine AND status IN ('claimed', 'in_progress', 'waiting')
   AND id != :id
 LIMIT 1;
 
@@ -87,7 +87,7 @@ RETURNING *;
 -- Extend the lease of a running task and record its latest progress line.
 UPDATE tasks
 SET lease_expires_at = :expires, progress = coalesce(:progress, progress), updated_at = :now
-WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress', 'waiting')
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
@@ -96,7 +96,7 @@ RETURNING *;
 UPDATE tasks
 SET status = :status, result = :result, notes = coalesce(:notes, notes), lease_expires_at = NULL,
     finished_at = :now, updated_at = :now, changed_by = assigned_to, change_note = :notes
-WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress')
+WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress', 'waiting')
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
@@ -125,14 +125,14 @@ SET status = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < m
     change_note = CASE WHEN status = 'claimed'
                        THEN 'claim by ' || coalesce(assigned_to, '?') || ' expired before it started'
                        ELSE 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)' END
-WHERE status IN ('claimed', 'in_progress') AND lease_expires_at < :now
+WHERE status IN ('claimed', 'in_progress', 'waiting') AND lease_expires_at < :now
 RETURNING *;
 
 -- extend_leases --
 -- On start: running tasks get a fresh lease, since their workers could not heartbeat while
 -- the queue was down.
 UPDATE tasks SET lease_expires_at = max(coalesce(lease_expires_at, 0), :expires)
-WHERE status IN ('claimed', 'in_progress')
+WHERE status IN ('claimed', 'in_progress', 'waiting')
 RETURNING id;
 
 -- shift_leases --
@@ -140,7 +140,7 @@ RETURNING id;
 -- not answer): running leases get that time back, so only time the queue saw counts against them.
 -- One process serves a SQLite file, so its own gap is all the unwatched time there is.
 UPDATE tasks SET lease_expires_at = lease_expires_at + :seconds
-WHERE status IN ('claimed', 'in_progress') AND lease_expires_at IS NOT NULL
+WHERE status IN ('claimed', 'in_progress', 'waiting') AND lease_expires_at IS NOT NULL
 RETURNING id;
 
 -- record_late_report --
@@ -185,7 +185,7 @@ SELECT count(*) AS n FROM tasks WHERE status IN ('needs_human', 'failed') AND st
 UPDATE tasks
 SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, change_note = :notes,
     notes = coalesce(:notes, notes)
-WHERE id = :id AND status IN ('pending', 'claimed', 'in_progress')
+WHERE id = :id AND status IN ('pending', 'claimed', 'in_progress', 'waiting')
 RETURNING *;
 
 -- get_task --
@@ -219,7 +219,7 @@ LIMIT :limit;
 -- machine_counts --
 -- Per machine: active, done and failed counts, including tasks pruned since.
 SELECT machine, sum(active) AS active, sum(done) AS done, sum(failed) AS failed FROM (
-    SELECT assigned_to AS machine, sum(status IN ('claimed', 'in_progress')) AS active,
+    SELECT assigned_to AS machine, sum(status IN ('claimed', 'in_progress', 'waiting')) AS active,
            sum(status = 'done') AS done, sum(status = 'failed') AS failed
     FROM tasks WHERE assigned_to IS NOT NULL GROUP BY assigned_to
     UNION ALL
@@ -369,3 +369,83 @@ SELECT json_extract(value, '$.id'), json_extract(value, '$.type'), 'pending', js
        json_extract(value, '$.notes'), :now, :now
 FROM json_each(:tasks) ORDER BY key
 RETURNING *;
+-- open_ask --
+-- A worker asks a person about the task it runs (numbered 1, 2, ... per task); nothing when its lease no
+-- longer holds the task or the task already has :max_open open asks. The asks_opened trigger makes the
+-- task wait and records the event.
+INSERT INTO asks (task_id, id, kind, title, detail, options, status, opened_by, created_at, expires_at)
+SELECT t.id, coalesce((SELECT max(a.id) FROM asks AS a WHERE a.task_id = t.id), 0) + 1, :kind, :title, :detail,
+       :options, 'open', t.assigned_to, :now, :expires
+FROM tasks AS t
+WHERE t.id = :id AND t.lease = :lease AND t.status IN ('in_progress', 'waiting')
+  AND t.assigned_to = coalesce(:machine, t.assigned_to)
+  AND (SELECT count(*) FROM asks AS o WHERE o.task_id = t.id AND o.status = 'open') < :max_open
+RETURNING *;
+
+-- task_asks --
+-- One task's asks, oldest first.
+SELECT * FROM asks WHERE task_id = :task_id ORDER BY id;
+
+-- get_ask --
+-- One ask of one task.
+SELECT * FROM asks WHERE task_id = :task_id AND id = :ask_id;
+
+-- answer_ask --
+-- The first answer wins: only an open, unexpired ask of a running task takes it (the asks_settled
+-- trigger lets the task run on and records the event).
+UPDATE asks SET status = 'answered', answer = :option, note = :note, answered_by = :by, answered_at = :now
+WHERE task_id = :task_id AND id = :ask_id AND status = 'open' AND expires_at > :now
+  AND EXISTS (SELECT 1 FROM tasks WHERE id = :task_id AND status IN ('in_progress', 'waiting'))
+RETURNING *;
+
+-- expire_asks --
+-- Asks nobody answered in time are rejected, recorded as expired.
+UPDATE asks SET status = 'expired', answered_at = :now
+WHERE status = 'open' AND expires_at <= :now
+RETURNING *;
+
+-- open_asks --
+-- Open asks across the fleet, oldest first.
+SELECT * FROM asks WHERE status = 'open' ORDER BY created_at, task_id, id LIMIT :limit;
+
+-- save_progress --
+-- Replace a running task's progress record (and its usage so far); no event, the revision counts it.
+UPDATE tasks
+SET progress_record = :record, progress_rev = progress_rev + 1, usage = coalesce(:usage, usage),
+    cost_usd = coalesce(:cost_usd, cost_usd), updated_at = :now
+WHERE id = :id AND lease = :lease AND status IN ('in_progress', 'waiting')
+  AND assigned_to = coalesce(:machine, assigned_to)
+RETURNING *;
+
+-- record_usage --
+-- A finished run's usage, from its report.
+UPDATE tasks SET usage = :usage, cost_usd = :cost_usd
+WHERE id = :id AND lease = :lease
+RETURNING id;
+
+-- add_message --
+-- Queue a steering message for a running task; nothing when it is not running or has :max_queued waiting.
+INSERT INTO messages (task_id, text, interrupt, created_by, created_at)
+SELECT t.id, :text, :interrupt, :by, :now FROM tasks AS t
+WHERE t.id = :id AND t.status IN ('claimed', 'in_progress', 'waiting')
+  AND (SELECT count(*) FROM messages AS m WHERE m.task_id = t.id AND m.delivered_at IS NULL) < :max_queued
+RETURNING *;
+
+-- take_messages --
+-- Hand the worker holding the task its queued messages, once: they are marked delivered as they are read.
+UPDATE messages SET delivered_at = :now
+WHERE task_id = :id AND delivered_at IS NULL
+  AND EXISTS (SELECT 1 FROM tasks WHERE id = :id AND lease = :lease AND assigned_to = coalesce(:machine, assigned_to)
+                                       AND status IN ('claimed', 'in_progress', 'waiting'))
+RETURNING *;
+
+-- spent_since --
+-- What one requester's tasks created since a time have cost, for DA_BUDGET_PER_DAY.
+SELECT coalesce(sum(cost_usd), 0) AS spent FROM tasks WHERE created_by = :who AND created_at >= :since;
+
+-- usage_totals --
+-- Tokens and cost of every task, for /metrics.
+SELECT coalesce(sum(json_extract(usage, '$.input_tokens')), 0) AS input_tokens,
+       coalesce(sum(json_extract(usage, '$.output_tokens')), 0) AS output_tokens,
+       coalesce(sum(cost_usd), 0) AS cost_usd
+FROM tasks WHERE usage IS NOT NULL;
