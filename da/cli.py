@@ -367,6 +367,7 @@ def restore(argv: list[str] | None = None) -> int:
         return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before restoring.", FAILED)
     try:
         with lockfile.held(settings):
+            sqlite.check_file(Path(args.path), "pick another backup", "a queue database backup")
             kept = sqlite.restore_file(Path(args.path), settings.db_path)
     except lockfile.DatabaseInUse as exc:
         return fail(exc.detail, FAILED)
@@ -402,7 +403,7 @@ def migrate(argv: list[str] | None = None) -> int:
         return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before migrating, so no "
                     "task changes while it is copied.", FAILED)
     try:
-        with lockfile.held(settings):
+        with lockfile.held(settings, create=False):
             counts = asyncio.run(transfer.migrate(settings.db_path, url))
     except lockfile.DatabaseInUse as exc:
         return fail(exc.detail, FAILED)

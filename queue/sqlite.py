@@ -7,6 +7,7 @@ out in commit order, so the feed needs no horizon.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -153,15 +154,21 @@ def backup_file(db_path: Path, destination: Path) -> None:
         source.close()
 
 
-def restore_file(backup: Path, db_path: Path) -> Path:
-    """Put a backup in place of the database (service stopped); the old file is kept beside it."""
+def check_file(path: Path, remedy: str, what: str = "a queue database") -> None:
+    """Raise StoreError, in one line ending with `remedy`, unless `path` is a sound queue database."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise StoreError(f"{path} is empty (0 bytes), not {what}; {remedy}.")
     try:
-        with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as check:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as check:
             if check.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
-                raise StoreError(f"{backup} fails SQLite's integrity check; pick another backup.")
+                raise StoreError(f"{path} fails SQLite's integrity check; {remedy}.")
             check.execute("SELECT count(*) FROM tasks").fetchone()
     except sqlite3.Error as exc:
-        raise StoreError(f"{backup} is not a queue database backup ({exc}).") from exc
+        raise StoreError(f"{path} is not {what} ({exc}); {remedy}.") from exc
+
+
+def restore_file(backup: Path, db_path: Path) -> Path:
+    """Put a backup (checked first with check_file) in place of the database; the old file is kept beside it."""
     kept = db_path.with_name(f"{db_path.name}.before-restore")
     if db_path.exists():
         with sqlite3.connect(db_path) as current, sqlite3.connect(kept) as copy:
