@@ -11,7 +11,7 @@ each backlog with the 1k baseline of the same run, and PostgreSQL with SQLite of
 
 PostgreSQL runs in a throwaway cluster (tests/postgres_support.py) with its durable defaults
 (fsync on, synchronous_commit on): an answered write there survives a power loss, which SQLite
-gives only with QUEUE_SYNC=full (the SQLite figures are for the default, normal).
+gives only with QUEUE_SYNC=full, its default.
 """
 
 from __future__ import annotations

@@ -96,8 +96,8 @@ def serve(argv: list[str] | None = None) -> int:
         with lockfile.held(settings):
             sockets = queue_app.bind(settings.host, settings.port)
             app = queue_app.make_app(settings, roster)
-            logging.getLogger("da").info("queue on http://%s:%d, database %s", settings.host, settings.port,
-                                         settings.database)
+            logging.getLogger("da").info("queue on http://%s:%d, database %s%s", settings.host, settings.port,
+                                         settings.database, "" if settings.db_url else f", QUEUE_SYNC={settings.sync}")
             asyncio.run(connections.serve(app, sockets))
     except OSError as exc:
         return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", FAILED)
@@ -210,9 +210,6 @@ def up(argv: list[str] | None = None) -> int:
     cwd = Path.cwd()
     env = config.load_environment(cwd)
     env.update({k: str(v) for k, v in {"QUEUE_HOST": args.host, "QUEUE_PORT": args.port}.items() if v is not None})
-    # The quick start runs on a laptop, where power loss and OS crashes are likeliest and one
-    # person's load is far below what an fsync per group commit sustains: durable unless told.
-    env.setdefault("QUEUE_SYNC", "full")
     try:
         ensure_secret(env, cwd)
         queue_settings = QueueSettings.from_env(env, cwd=cwd)

@@ -46,7 +46,7 @@ class QueueSettings:
     lease: float = DEFAULT_LEASE
     overflow_grace: float = DEFAULT_OVERFLOW_GRACE
     max_body: int = DEFAULT_MAX_BODY
-    sync: str = "normal"
+    sync: str = "full"
     reap_interval: float = DEFAULT_REAP_INTERVAL
     config_dir: Path = Path("config")
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
@@ -60,7 +60,7 @@ class QueueSettings:
         if require_secret and not secret:
             raise ConfigError("SECRET_KEY is not set; put a long random value in .env "
                               "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`).")
-        sync = env.get("QUEUE_SYNC", "normal").strip().lower() or "normal"
+        sync = env.get("QUEUE_SYNC", "full").strip().lower() or "full"
         if sync not in ("normal", "full"):
             raise ConfigError(f"QUEUE_SYNC={sync!r} is not valid; use normal or full.")
         return cls(

@@ -47,7 +47,7 @@ class SqliteStore(Store):
 
     backend = "sqlite"
 
-    def __init__(self, path: Path, *, sync: str = "normal", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, *, sync: str = "full", clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock=clock)
         self.path = path
         self.sync = sync

@@ -87,3 +87,12 @@ async def test_migrate_from_a_missing_file_leaves_no_file_behind(tmp_path: Path)
                              QUEUE_DB_PATH=str(database), QUEUE_PORT="9")
     assert code == 1 and out == f"da: no queue database at {database}; set QUEUE_DB_PATH to the file `da serve` used.\n"
     assert not database.exists()
+
+
+async def test_serve_fsyncs_every_commit_unless_told_otherwise(tmp_path: Path) -> None:
+    process, _, log = start_serve(tmp_path, SECRET_KEY=SECRET, LOG_LEVEL="INFO")
+    try:
+        assert f"database {tmp_path / 'q.db'}, QUEUE_SYNC=full" in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(10)
