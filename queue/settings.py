@@ -31,6 +31,9 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
 # Connections that have not shown a valid credential yet, at once; a fleet needs a handful.
 DEFAULT_MAX_UNAUTHENTICATED = 256
+# SQLite: below this much free disk /health answers 503 and the WAL is checkpointed; the WAL alone
+# can grow by ~40 MB between checkpoints, so less than that cannot be relied on to commit.
+DEFAULT_DISK_RESERVE_MB = 64
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class QueueSettings:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED
+    disk_reserve_mb: int = DEFAULT_DISK_RESERVE_MB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None, require_secret: bool = True) -> QueueSettings:
@@ -79,6 +83,7 @@ class QueueSettings:
             body_timeout=config.env_float(env, "QUEUE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, minimum=0.1),
             max_unauthenticated=config.env_int(env, "QUEUE_MAX_UNAUTHENTICATED", DEFAULT_MAX_UNAUTHENTICATED,
                                                minimum=4),
+            disk_reserve_mb=config.env_int(env, "QUEUE_DISK_RESERVE_MB", DEFAULT_DISK_RESERVE_MB, minimum=0),
         )
 
     @property

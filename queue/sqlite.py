@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -40,6 +41,9 @@ WAL_CHECKPOINT_PAGES = 10000
 # tasks 1.6x slower here; 8 MB keeps it level (32 MB and mmap measured slower on the hot path).
 CACHE_KIB = 8192
 SYNC_MODES = ("normal", "full")
+# After a write failed for want of space /health answers 503 this long, or until a write commits,
+# whatever a tiny probe row manages meanwhile (it can fit in space the failed write freed).
+FULL_HOLD = 30.0
 
 
 class SqliteStore(Store):
@@ -47,10 +51,14 @@ class SqliteStore(Store):
 
     backend = "sqlite"
 
-    def __init__(self, path: Path, *, sync: str = "full", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, *, sync: str = "full", clock: Callable[[], float] = time.time,
+                 reserve: int = 0) -> None:
         super().__init__(clock=clock)
         self.path = path
         self.sync = sync
+        self.reserve = reserve
+        # The error of the last task write, when it failed for want of space; a later one that commits clears it.
+        self._full: tuple[str, float] | None = None
         self._writer = GroupCommit(self._open_writer)
         self._reader: aiosqlite.Connection | None = None
 
@@ -114,16 +122,36 @@ class SqliteStore(Store):
         return list(await self._read(STATEMENTS[name], encoded(params)))
 
     async def _write(self, name: str, **params: Any) -> list[Row]:
-        try:
-            return list(await self._writer.run(STATEMENTS[name], encoded(params)))
-        except StoreError as exc:
-            raise _lock_race(exc) from exc.__cause__
+        return await self._committed(name == "probe", STATEMENTS[name], params)
 
     async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
+        return await self._committed(False, [STATEMENTS[name] for name in names], params)
+
+    async def _committed(self, probe: bool, statement: str | list[str], params: dict[str, Any]) -> list[Row]:
+        """Run a write; remember whether real writes fail for want of space, which a tiny probe row can hide."""
         try:
-            return list(await self._writer.run([STATEMENTS[name] for name in names], encoded(params)))
+            rows: list[Row] = list(await self._writer.run(statement, encoded(params)))
         except StoreError as exc:
+            if not probe and isinstance(exc.__cause__, sqlite3.Error) and "full" in str(exc.__cause__):
+                self._full = (str(exc.__cause__), time.monotonic())
             raise _lock_race(exc) from exc.__cause__
+        if not probe:
+            self._full = None
+        return rows
+
+    async def check_writable(self) -> None:
+        """Also unhealthy below the disk reserve (after a checkpoint tried to free it) and while writes fail full."""
+        free = shutil.disk_usage(self.path.parent).free
+        if free < self.reserve and self._reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._reader.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            free = shutil.disk_usage(self.path.parent).free
+        if free < self.reserve:
+            raise StoreError(f"only {free // 2**20} MB free on the disk of {self.path} (below the reserve of "
+                             f"{self.reserve // 2**20} MB, QUEUE_DISK_RESERVE_MB); free space on that disk.")
+        if self._full is not None and time.monotonic() - self._full[1] < FULL_HOLD:
+            raise StoreError(f"the last write to {self.path} failed ({self._full[0]}); free space on that disk.")
+        await super().check_writable()
 
 
 def encoded(params: dict[str, Any]) -> dict[str, Any]:

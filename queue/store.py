@@ -626,4 +626,4 @@ def create_store(settings: QueueSettings, *, clock: Callable[[], float] = time.t
         return PostgresStore(settings.db_url, clock=clock)
     from da.queue.sqlite import SqliteStore
 
-    return SqliteStore(settings.db_path, sync=settings.sync, clock=clock)
+    return SqliteStore(settings.db_path, sync=settings.sync, clock=clock, reserve=settings.disk_reserve_mb * 2**20)

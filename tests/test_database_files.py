@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import SECRET
@@ -93,6 +95,22 @@ async def test_serve_fsyncs_every_commit_unless_told_otherwise(tmp_path: Path) -
     process, _, log = start_serve(tmp_path, SECRET_KEY=SECRET, LOG_LEVEL="INFO")
     try:
         assert f"database {tmp_path / 'q.db'}, QUEUE_SYNC=full" in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_health_answers_503_every_time_while_the_disk_is_below_its_reserve(tmp_path: Path) -> None:
+    free_mb = shutil.disk_usage(tmp_path).free // 2**20
+    process, url, _ = start_serve(tmp_path, SECRET_KEY=SECRET, LOG_LEVEL="WARNING",
+                                  QUEUE_DISK_RESERVE_MB=str(free_mb + 10_000))
+    try:
+        async with httpx.AsyncClient() as http:
+            answers = [await http.get(f"{url}/health") for _ in range(5)]
+        assert [a.status_code for a in answers] == [503] * 5
+        detail = answers[-1].json()["detail"]
+        assert f"free on the disk of {tmp_path / 'q.db'} (below the reserve of {free_mb + 10_000} MB" in detail
+        assert "QUEUE_DISK_RESERVE_MB" in detail
     finally:
         process.terminate()
         process.wait(10)
