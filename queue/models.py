@@ -65,6 +65,8 @@ FOLDER_FIELDS = ("cwd", "repo_path")
 # encode would break every listing that includes it.
 MAX_DEPTH = 64
 
+# Names (type, machine, agent, lock, capability, token) and lease names are checked with fullmatch
+# everywhere: `$` alone lets a trailing newline through, and `run_script\n` would never be claimed.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/~+-]*$")
 # A lease's name is one URL path segment: a name without the slash.
 LEASE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@~+-]*$")
@@ -334,7 +336,7 @@ def get_str(body: dict[str, Any], key: str, *, required: bool = False, max_len: 
     if "\x00" in value:
         # PostgreSQL text cannot hold NUL; refusing it everywhere keeps the backends alike.
         raise BadRequest(f"field {key!r} must not contain NUL characters.")
-    if name and value and not NAME_PATTERN.match(value):
+    if name and value and not NAME_PATTERN.fullmatch(value):
         raise BadRequest(f"field {key!r} may hold only letters, digits and _.:@/~+- (got {value[:40]!r}).")
     return value or None
 
@@ -375,7 +377,7 @@ def get_names(body: dict[str, Any], key: str, *, required: bool = False) -> tupl
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise BadRequest(f"field {key!r} must be a list of strings.")
     for item in value:
-        if not NAME_PATTERN.match(item) or len(item) > MAX_NAME:
+        if not NAME_PATTERN.fullmatch(item) or len(item) > MAX_NAME:
             raise BadRequest(f"field {key!r} holds an invalid name {item[:40]!r}.")
     return tuple(value)
 
@@ -431,7 +433,7 @@ class NewTask:
         target = get_str(body, "target_machine", name=True) or legacy_target or None
         if target is not None:
             get_str({"target_machine": target}, "target_machine", name=True)
-        lock = get_str(body, "lock", max_len=1000) or get_str(payload, "lock", max_len=1000)
+        lock = get_str(body, "lock", name=True) or get_str(payload, "lock", name=True)
         cwd = checkout_of(payload)
         lock_per_machine = False
         if lock is None and cwd:
