@@ -291,7 +291,7 @@ ROUTES: list[Route] = [
             "type": NAME, "payload": PAYLOAD,
             "priority": {"type": "integer", "minimum": 0, "maximum": models.MAX_PRIORITY},
             "target_machine": OPT_NAME, "preferred_machine": OPT_NAME, "agent": OPT_NAME,
-            "notes": NOTES, "created_by": WHO, "lock": {**TEXT, "maxLength": 1000},
+            "notes": NOTES, "created_by": WHO, "lock": OPT_NAME,
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": models.MAX_ATTEMPTS_LIMIT}}, ["type"]))),
     Route("GET", "/v1/tasks", list_tasks, READERS, operation(
         "List tasks, newest first.", {
