@@ -71,6 +71,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/~+-]*$")
 # A lease's name is one URL path segment: a name without the slash.
 LEASE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@~+-]*$")
 ID_PREFIX_PATTERN = re.compile(r"^[0-9a-fA-F-]+$")
+# What a NUL in a task's output is stored as (PostgreSQL cannot store NUL; SQLite's text functions stop at it).
+NUL_MARK = "\u2400"
+NUL_NOTE = "NUL characters in the outcome are shown as \u2400"
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -319,9 +322,22 @@ def reject_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
         raise BadRequest(f"unknown field {unknown[0]!r}; allowed fields are {', '.join(allowed)}.")
 
 
+def storable(value: Any) -> tuple[Any, bool]:
+    """Text from a task with every NUL (which PostgreSQL text and jsonb cannot hold) as NUL_MARK; True if any was."""
+    if isinstance(value, str):
+        return (value.replace("\x00", NUL_MARK), True) if "\x00" in value else (value, False)
+    if isinstance(value, dict):
+        pairs = [(storable(k), storable(v)) for k, v in value.items()]
+        return ({k: v for (k, _), (v, _) in pairs}, any(a or b for (_, a), (_, b) in pairs))
+    if isinstance(value, list):
+        items = [storable(item) for item in value]
+        return [item for item, _ in items], any(changed for _, changed in items)
+    return value, False
+
+
 def get_str(body: dict[str, Any], key: str, *, required: bool = False, max_len: int = MAX_NAME,
-            name: bool = False) -> str | None:
-    """A string field, checked for type, length and (for names) characters."""
+            name: bool = False, text: bool = False) -> str | None:
+    """A string field, checked for type, length and (for names) characters; `text` from a task keeps NULs as marks."""
     value = body.get(key)
     if value is None:
         if required:
@@ -333,6 +349,8 @@ def get_str(body: dict[str, Any], key: str, *, required: bool = False, max_len: 
         raise BadRequest(f"field {key!r} must not be empty.")
     if len(value) > max_len:
         raise BadRequest(f"field {key!r} is longer than {max_len} characters.")
+    if text:
+        value = storable(value)[0]
     if "\x00" in value:
         # PostgreSQL text cannot hold NUL; refusing it everywhere keeps the backends alike.
         raise BadRequest(f"field {key!r} must not contain NUL characters.")
@@ -500,12 +518,18 @@ class Report:
         result = body.get("result")
         result = {} if result is None else result
         check_depth(result, "field 'result'")
+        # A task's output may hold NUL: kept (as a mark) rather than refused, so the outcome is never lost.
+        (result, notes, action), replaced = storable([require_object(result, "field 'result'"), body.get("notes"),
+                                                      body.get("action")])
+        notes = get_str({"notes": notes}, "notes", max_len=MAX_NOTES)
+        if replaced:
+            notes = f"{notes} ({NUL_NOTE})" if notes else NUL_NOTE
         return cls(
             lease=get_str(body, "lease", required=True) or "",
             status=get_status(body, "status", REPORTABLE) or "",
-            result=dict(require_object(result, "field 'result'")),
-            notes=get_str(body, "notes", max_len=MAX_NOTES),
-            action=get_str(body, "action", max_len=MAX_NOTES),
+            result=dict(result),
+            notes=notes,
+            action=get_str({"action": action}, "action", max_len=MAX_NOTES),
         )
 
 

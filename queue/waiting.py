@@ -96,7 +96,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     a worker keeps one heartbeat in flight per task and so learns of a cancel within milliseconds."""
     body = models.require_object(await read_json(request))
     lease = lease_of(body, "progress", "extend", "wait")
-    progress = models.get_str(body, "progress", max_len=models.MAX_NOTES)
+    progress = models.get_str(body, "progress", max_len=models.MAX_NOTES, text=True)
     extend = body.get("extend")
     extend = request.app[SETTINGS].lease if extend is None else models.get_number(
         body, "extend", 60.0, models.MIN_LEASE, models.MAX_LEASE)
