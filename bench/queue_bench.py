@@ -17,7 +17,7 @@ median of its three, so the drift of a shared machine hits the floor and the que
 
 PostgreSQL runs in a throwaway cluster (tests/support/postgres.py) with its durable defaults
 (fsync on, synchronous_commit on): an answered write there survives a power loss, which SQLite
-gives only with QUEUE_SYNC=full (the SQLite figures are for the default, normal).
+gives only with QUEUE_SYNC=full, its default.
 """
 
 from __future__ import annotations

@@ -129,8 +129,9 @@ def serve(argv: list[str] | None = None) -> int:
 
             def ready() -> None:
                 # Said once the store opened (the database answered, migrations ran) and the port serves.
-                logging.getLogger("da").info("queue on http://%s:%d, database %s", settings.host, settings.port,
-                                             settings.database)
+                logging.getLogger("da").info("queue on http://%s:%d, database %s%s", settings.host, settings.port,
+                                             settings.database,
+                                             "" if settings.db_url else f", QUEUE_SYNC={settings.sync}")
 
             asyncio.run(connections.serve(app, sockets, ready=ready))
     except OSError as exc:
@@ -234,9 +235,6 @@ def up(argv: list[str] | None = None) -> int:
     cwd = Path.cwd()
     env = config.load_environment(cwd)
     env.update({k: str(v) for k, v in {"QUEUE_HOST": args.host, "QUEUE_PORT": args.port}.items() if v is not None})
-    # The quick start runs on a laptop, where power loss and OS crashes are likeliest and one
-    # person's load is far below what an fsync per group commit sustains: durable unless told.
-    env.setdefault("QUEUE_SYNC", "full")
     try:
         ensure_secret(env, cwd)
         queue_settings = QueueSettings.from_env(env, cwd=cwd)
@@ -362,6 +360,7 @@ def restore(argv: list[str] | None = None) -> int:
     had_database = settings.db_path.exists()
     try:
         with lockfile.held(settings):
+            sqlite.check_file(Path(args.path), "pick another backup", "a queue database backup", backup=True)
             kept = sqlite.restore_file(Path(args.path), settings.db_path)
     except lockfile.DatabaseInUse as exc:
         return fail(exc.detail, FAILED)
@@ -399,7 +398,7 @@ def migrate(argv: list[str] | None = None) -> int:
         return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before migrating, so no "
                     "task changes while it is copied.", FAILED)
     try:
-        with lockfile.held(settings):
+        with lockfile.held(settings, create=False):
             counts = asyncio.run(transfer.migrate(settings.db_path, url))
     except lockfile.DatabaseInUse as exc:
         return fail(exc.detail, FAILED)

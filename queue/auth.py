@@ -125,6 +125,14 @@ def check_claim(principal: Principal, spec: ClaimRequest) -> None:
 # by people and secret scanners, and too long to guess.
 TOKEN_BYTES = 32
 TOKEN_SHAPE = re.compile(rb"da[crw]_[A-Za-z0-9_-]{43}")
+TOKEN_IN_TEXT = re.compile(TOKEN_SHAPE.pattern.decode())
+
+
+def loggable_path(request: web.Request) -> str:
+    """The request's path with any token in it (pasted by mistake) redacted, for the log."""
+    return TOKEN_IN_TEXT.sub(lambda match: match[0][:4] + "[redacted]", request.path)
+
+
 # Public ids people type to revoke a token; 48 bits keep them unique at any realistic count.
 TOKEN_ID_HEX = 12
 
@@ -266,7 +274,7 @@ class Gate:
             credential = presented(request)
             address = request.remote or "?"
             if credential is None:
-                logger.warning("refused %s %s from %s: missing secret", request.method, request.path, address)
+                logger.warning("refused %s %s from %s: missing secret", request.method, loggable_path(request), address)
                 raise Unauthorized()
             principal, reason = await self.identify(credential, store)
             if principal is None:
@@ -280,7 +288,8 @@ class Gate:
                 elif wait:
                     slowed = (f" (guess {self.throttle.guesses(key)} from {key} within a minute; answered after "
                               f"{wait:.2f} s)")
-                logger.warning("refused %s %s from %s: %s%s", request.method, request.path, address, reason, slowed)
+                logger.warning("refused %s %s from %s: %s%s", request.method, loggable_path(request), address, reason,
+                               slowed)
                 if wait:
                     self._waiting[key] += 1
                     try:

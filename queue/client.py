@@ -81,7 +81,7 @@ class Progress:
 
 def task_path(task_id: str) -> str:
     """The route of one task; an id that is not hex cannot name one, so it is not sent at all."""
-    if not ID_PREFIX_PATTERN.match(task_id):
+    if not ID_PREFIX_PATTERN.fullmatch(task_id):
         raise errors.NotFound(f"no task with id {task_id[:40]!r}; ids are hex, like the ones `queue` lists.")
     return f"/v1/tasks/{task_id}"
 

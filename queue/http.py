@@ -109,7 +109,7 @@ def middleware(gate: auth.Gate, public: frozenset[str]) -> Middleware:
             return response
         except QueueError as exc:
             if exc.status >= 500:
-                logger.error("%s %s failed: %s", request.method, request.path, exc.detail)
+                logger.error("%s %s failed: %s", request.method, auth.loggable_path(request), exc.detail)
             return error_response(exc)
         except web.HTTPRequestEntityTooLarge:
             limit = request.app[SETTINGS].max_body
@@ -124,7 +124,7 @@ def middleware(gate: auth.Gate, public: frozenset[str]) -> Middleware:
                 response.headers["Allow"] = exc.headers["Allow"]
             return response
         except Exception:
-            logger.exception("%s %s crashed", request.method, request.path)
+            logger.exception("%s %s crashed", request.method, auth.loggable_path(request))
             return json_response({"error": "internal", "detail": "the queue hit an internal error; see its log."},
                                  status=500)
 
@@ -139,7 +139,7 @@ async def read_json(request: web.Request) -> Any:
             raw = await request.read()
     except TimeoutError:
         logger.warning("%s %s from %s: the body did not arrive within %g s (slow client)", request.method,
-                       request.path, request.remote, limit)
+                       auth.loggable_path(request), request.remote, limit)
         raise RequestTimeout(f"the request body did not arrive within {limit:g} s; send it all at once.") from None
     if not raw:
         return {}

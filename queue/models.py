@@ -67,10 +67,15 @@ FOLDER_FIELDS = ("cwd", "repo_path")
 # encode would break every listing that includes it.
 MAX_DEPTH = 64
 
+# Names (type, machine, agent, lock, capability, token) and lease names are checked with fullmatch
+# everywhere: `$` alone lets a trailing newline through, and `run_script\n` would never be claimed.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/~+-]*$")
 # A lease's name is one URL path segment: a name without the slash.
 LEASE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@~+-]*$")
 ID_PREFIX_PATTERN = re.compile(r"^[0-9a-fA-F-]+$")
+# What a NUL in a task's output is stored as (PostgreSQL cannot store NUL; SQLite's text functions stop at it).
+NUL_MARK = "\u2400"
+NUL_NOTE = "NUL characters in the outcome are shown as \u2400"
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -331,9 +336,22 @@ def reject_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
         raise BadRequest(f"unknown field {unknown[0]!r}; allowed fields are {', '.join(allowed)}.")
 
 
+def storable(value: Any) -> tuple[Any, bool]:
+    """Text from a task with every NUL (which PostgreSQL text and jsonb cannot hold) as NUL_MARK; True if any was."""
+    if isinstance(value, str):
+        return (value.replace("\x00", NUL_MARK), True) if "\x00" in value else (value, False)
+    if isinstance(value, dict):
+        pairs = [(storable(k), storable(v)) for k, v in value.items()]
+        return ({k: v for (k, _), (v, _) in pairs}, any(a or b for (_, a), (_, b) in pairs))
+    if isinstance(value, list):
+        items = [storable(item) for item in value]
+        return [item for item, _ in items], any(changed for _, changed in items)
+    return value, False
+
+
 def get_str(body: dict[str, Any], key: str, *, required: bool = False, max_len: int = MAX_NAME,
-            name: bool = False) -> str | None:
-    """A string field, checked for type, length and (for names) characters."""
+            name: bool = False, text: bool = False) -> str | None:
+    """A string field, checked for type, length and (for names) characters; `text` from a task keeps NULs as marks."""
     value = body.get(key)
     if value is None:
         if required:
@@ -345,10 +363,12 @@ def get_str(body: dict[str, Any], key: str, *, required: bool = False, max_len: 
         raise BadRequest(f"field {key!r} must not be empty.")
     if len(value) > max_len:
         raise BadRequest(f"field {key!r} is longer than {max_len} characters.")
+    if text:
+        value = storable(value)[0]
     if "\x00" in value:
         # PostgreSQL text cannot hold NUL; refusing it everywhere keeps the backends alike.
         raise BadRequest(f"field {key!r} must not contain NUL characters.")
-    if name and value and not NAME_PATTERN.match(value):
+    if name and value and not NAME_PATTERN.fullmatch(value):
         raise BadRequest(f"field {key!r} may hold only letters, digits and _.:@/~+- (got {value[:40]!r}).")
     return value or None
 
@@ -389,7 +409,7 @@ def get_names(body: dict[str, Any], key: str, *, required: bool = False) -> tupl
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise BadRequest(f"field {key!r} must be a list of strings.")
     for item in value:
-        if not NAME_PATTERN.match(item) or len(item) > MAX_NAME:
+        if not NAME_PATTERN.fullmatch(item) or len(item) > MAX_NAME:
             raise BadRequest(f"field {key!r} holds an invalid name {item[:40]!r}.")
     return tuple(value)
 
@@ -445,7 +465,7 @@ class NewTask:
         target = get_str(body, "target_machine", name=True) or legacy_target or None
         if target is not None:
             get_str({"target_machine": target}, "target_machine", name=True)
-        lock = get_str(body, "lock", max_len=1000) or get_str(payload, "lock", max_len=1000)
+        lock = get_str(body, "lock", name=True) or get_str(payload, "lock", name=True)
         cwd = checkout_of(payload)
         lock_per_machine = False
         if lock is None and cwd:
@@ -512,12 +532,18 @@ class Report:
         result = body.get("result")
         result = {} if result is None else result
         check_depth(result, "field 'result'")
+        # A task's output may hold NUL: kept (as a mark) rather than refused, so the outcome is never lost.
+        (result, notes, action), replaced = storable([require_object(result, "field 'result'"), body.get("notes"),
+                                                      body.get("action")])
+        notes = get_str({"notes": notes}, "notes", max_len=MAX_NOTES)
+        if replaced:
+            notes = f"{notes} ({NUL_NOTE})" if notes else NUL_NOTE
         return cls(
             lease=get_str(body, "lease", required=True) or "",
             status=get_status(body, "status", REPORTABLE) or "",
-            result=dict(require_object(result, "field 'result'")),
-            notes=get_str(body, "notes", max_len=MAX_NOTES),
-            action=get_str(body, "action", max_len=MAX_NOTES),
+            result=dict(result),
+            notes=notes,
+            action=get_str({"action": action}, "action", max_len=MAX_NOTES),
         )
 
 

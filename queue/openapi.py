@@ -107,7 +107,7 @@ LEASE = {"type": "object", "properties": {"name": STR, "holder": STR, "acquired_
                                           "data": {"type": ["object", "null"]}}}
 # The payload is free-form but for the two keys the service reads (the original tool's pin, a lock).
 PAYLOAD = {"type": "object", "properties": {"_target_machine": nullable(OPT_NAME),
-                                            "lock": {"type": ["string", "null"], "maxLength": 1000}},
+                                            "lock": nullable(OPT_NAME)},
            "description": f"Free-form, nested at most {models.MAX_DEPTH} levels of objects and arrays."}
 RESULT = {"type": "object",
           "description": f"Free-form, nested at most {models.MAX_DEPTH} levels of objects and arrays."}

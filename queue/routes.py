@@ -129,7 +129,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     task_type = request.query.get("type") or None
     machine = request.query.get("machine") or None
     for key, value in (("type", task_type), ("machine", machine)):
-        if value is not None and (len(value) > models.MAX_NAME or not models.NAME_PATTERN.match(value)):
+        if value is not None and (len(value) > models.MAX_NAME or not models.NAME_PATTERN.fullmatch(value)):
             raise BadRequest(f"query parameter {key!r} is not a valid name.")
     limit = query_int(request, "limit", DEFAULT_LIST_LIMIT, 1, models.MAX_LIMIT) or DEFAULT_LIST_LIMIT
     before = query_int(request, "before", None, 1, 2**62)
@@ -264,7 +264,7 @@ async def named_lease(request: web.Request) -> web.Response:
     lets go of it (`?holder=`). A process that must run once per fleet (the Slack bot of a
     workspace) holds one, so a second copy on any machine stands by instead of running twice."""
     store, name = request.app[STORE], request.match_info["name"]
-    if not models.LEASE_NAME_PATTERN.match(name) or len(name) > models.MAX_NAME:
+    if not models.LEASE_NAME_PATTERN.fullmatch(name) or len(name) > models.MAX_NAME:
         raise BadRequest(f"lease name {name[:40]!r} may hold only letters, digits and _.:@~+- (at most "
                          f"{models.MAX_NAME} characters), starting with a letter or digit.")
     if request.method == "DELETE":
@@ -419,7 +419,7 @@ NEW_TASK = json_body({
     "type": NAME, "payload": PAYLOAD,
     "priority": {"type": "integer", "minimum": 0, "maximum": models.MAX_PRIORITY},
     "target_machine": OPT_NAME, "preferred_machine": OPT_NAME, "agent": OPT_NAME,
-    "notes": NOTES, "created_by": WHO, "lock": {**TEXT, "maxLength": 1000},
+    "notes": NOTES, "created_by": WHO, "lock": OPT_NAME,
     "max_attempts": {"type": "integer", "minimum": 1, "maximum": models.MAX_ATTEMPTS_LIMIT}}, ["type"])
 # What a worker can take (/v1/claim, and a report's `claim`), and what it is handed.
 CLAIM_FILTER = json_body({

@@ -33,6 +33,9 @@ DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_ASK_TIMEOUT = 15 * 60.0
 # Connections that have not shown a valid credential yet, at once; a fleet needs a handful.
 DEFAULT_MAX_UNAUTHENTICATED = 256
+# SQLite: below this much free disk /health answers 503 and the WAL is checkpointed; the WAL alone
+# can grow by ~40 MB between checkpoints, so less than that cannot be relied on to commit.
+DEFAULT_DISK_RESERVE_MB = 64
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class QueueSettings:
     lease: float = DEFAULT_LEASE
     overflow_grace: float = DEFAULT_OVERFLOW_GRACE
     max_body: int = DEFAULT_MAX_BODY
-    sync: str = "normal"
+    sync: str = "full"
     reap_interval: float = DEFAULT_REAP_INTERVAL
     config_dir: Path = Path("config")
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
@@ -57,6 +60,7 @@ class QueueSettings:
     ask_timeout: float = DEFAULT_ASK_TIMEOUT
     # USD one requester's agent tasks may cost per day (DA_BUDGET_PER_DAY); None: no limit.
     budget_per_day: float | None = None
+    disk_reserve_mb: int = DEFAULT_DISK_RESERVE_MB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None, require_secret: bool = True) -> QueueSettings:
@@ -65,7 +69,7 @@ class QueueSettings:
         if require_secret and not secret:
             raise ConfigError("SECRET_KEY is not set; put a long random value in .env "
                               "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`).")
-        sync = env.get("QUEUE_SYNC", "normal").strip().lower() or "normal"
+        sync = env.get("QUEUE_SYNC", "full").strip().lower() or "full"
         if sync not in ("normal", "full"):
             raise ConfigError(f"QUEUE_SYNC={sync!r} is not valid; use normal or full.")
         return cls(
@@ -86,6 +90,7 @@ class QueueSettings:
                                                minimum=4),
             ask_timeout=config.env_float(env, "DA_ASK_TIMEOUT", DEFAULT_ASK_TIMEOUT, minimum=10.0),
             budget_per_day=config.env_float(env, "DA_BUDGET_PER_DAY", 0.0) or None,
+            disk_reserve_mb=config.env_int(env, "QUEUE_DISK_RESERVE_MB", DEFAULT_DISK_RESERVE_MB, minimum=0),
         )
 
     @property

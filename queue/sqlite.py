@@ -7,8 +7,10 @@ out in commit order, so the feed needs no horizon.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -39,6 +41,9 @@ WAL_CHECKPOINT_PAGES = 10000
 # tasks 1.6x slower here; 8 MB keeps it level (32 MB and mmap measured slower on the hot path).
 CACHE_KIB = 8192
 SYNC_MODES = ("normal", "full")
+# After a write failed for want of space /health answers 503 this long, or until a write commits,
+# whatever a tiny probe row manages meanwhile (it can fit in space the failed write freed).
+FULL_HOLD = 30.0
 
 
 class SqliteStore(Store):
@@ -46,10 +51,14 @@ class SqliteStore(Store):
 
     backend = "sqlite"
 
-    def __init__(self, path: Path, *, sync: str = "normal", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, *, sync: str = "full", clock: Callable[[], float] = time.time,
+                 reserve: int = 0) -> None:
         super().__init__(clock=clock)
         self.path = path
         self.sync = sync
+        self.reserve = reserve
+        # The error of the last task write, when it failed for want of space; a later one that commits clears it.
+        self._full: tuple[str, float] | None = None
         self._writer = GroupCommit(self._open_writer)
         self._reader: aiosqlite.Connection | None = None
 
@@ -113,16 +122,36 @@ class SqliteStore(Store):
         return list(await self._read(STATEMENTS[name], encoded(params)))
 
     async def _write(self, name: str, **params: Any) -> list[Row]:
-        try:
-            return list(await self._writer.run(STATEMENTS[name], encoded(params)))
-        except StoreError as exc:
-            raise _lock_race(exc) from exc.__cause__
+        return await self._committed(name == "probe", STATEMENTS[name], params)
 
     async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
+        return await self._committed(False, [STATEMENTS[name] for name in names], params)
+
+    async def _committed(self, probe: bool, statement: str | list[str], params: dict[str, Any]) -> list[Row]:
+        """Run a write; remember whether real writes fail for want of space, which a tiny probe row can hide."""
         try:
-            return list(await self._writer.run([STATEMENTS[name] for name in names], encoded(params)))
+            rows: list[Row] = list(await self._writer.run(statement, encoded(params)))
         except StoreError as exc:
+            if not probe and isinstance(exc.__cause__, sqlite3.Error) and "full" in str(exc.__cause__):
+                self._full = (str(exc.__cause__), time.monotonic())
             raise _lock_race(exc) from exc.__cause__
+        if not probe:
+            self._full = None
+        return rows
+
+    async def check_writable(self) -> None:
+        """Also unhealthy below the disk reserve (after a checkpoint tried to free it) and while writes fail full."""
+        free = shutil.disk_usage(self.path.parent).free
+        if free < self.reserve and self._reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._reader.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            free = shutil.disk_usage(self.path.parent).free
+        if free < self.reserve:
+            raise StoreError(f"only {free // 2**20} MB free on the disk of {self.path} (below the reserve of "
+                             f"{self.reserve // 2**20} MB, QUEUE_DISK_RESERVE_MB); free space on that disk.")
+        if self._full is not None and time.monotonic() - self._full[1] < FULL_HOLD:
+            raise StoreError(f"the last write to {self.path} failed ({self._full[0]}); free space on that disk.")
+        await super().check_writable()
 
 
 def encoded(params: dict[str, Any]) -> dict[str, Any]:
@@ -155,17 +184,23 @@ def backup_file(db_path: Path, destination: Path) -> None:
         source.close()
 
 
-def restore_file(backup: Path, db_path: Path) -> Path:
-    """Put a backup in place of the database (service stopped); the old file is kept beside it.
-
-    The backup is read as immutable, so nothing (no -wal or -shm file) is left beside it."""
+def check_file(path: Path, remedy: str, what: str = "a queue database", *, backup: bool = False) -> None:
+    """Raise StoreError, in one line ending with `remedy`, unless `path` is a sound queue database; a `backup`
+    is read as immutable, so nothing (no -wal or -shm file) is left beside it."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise StoreError(f"{path} is empty (0 bytes), not {what}; {remedy}.")
+    uri = f"file:{path}?mode=ro" + ("&immutable=1" if backup else "")
     try:
-        with sqlite3.connect(f"file:{backup}?mode=ro&immutable=1", uri=True) as check:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as check:
             if check.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
-                raise StoreError(f"{backup} fails SQLite's integrity check; pick another backup.")
+                raise StoreError(f"{path} fails SQLite's integrity check; {remedy}.")
             check.execute("SELECT count(*) FROM tasks").fetchone()
     except sqlite3.Error as exc:
-        raise StoreError(f"{backup} is not a queue database backup ({exc}).") from exc
+        raise StoreError(f"{path} is not {what} ({exc}); {remedy}.") from exc
+
+
+def restore_file(backup: Path, db_path: Path) -> Path:
+    """Put a backup (checked first with check_file) in place of the database; the old file is kept beside it."""
     kept = db_path.with_name(f"{db_path.name}.before-restore")
     if db_path.exists():
         with sqlite3.connect(db_path) as current, sqlite3.connect(kept) as copy:

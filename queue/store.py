@@ -240,7 +240,7 @@ class Store(ABC):
 
     async def get(self, task_id: str) -> Task:
         """A task by full id or by a unique prefix of at least 4 characters."""
-        if not models.ID_PREFIX_PATTERN.match(task_id) or len(task_id) > 36:
+        if not models.ID_PREFIX_PATTERN.fullmatch(task_id) or len(task_id) > 36:
             raise BadRequest(f"{task_id[:40]!r} is not a task id; use the short id shown by `da queue`.")
         task_id = task_id.lower()
         rows = await self._tasks("get_task", id=task_id)
@@ -797,4 +797,4 @@ def create_store(settings: QueueSettings, *, clock: Callable[[], float] = time.t
         return PostgresStore(settings.db_url, clock=clock)
     from da.queue.sqlite import SqliteStore
 
-    return SqliteStore(settings.db_path, sync=settings.sync, clock=clock)
+    return SqliteStore(settings.db_path, sync=settings.sync, clock=clock, reserve=settings.disk_reserve_mb * 2**20)

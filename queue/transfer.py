@@ -68,11 +68,12 @@ class Counts:
 async def migrate(db_path: Path, url: str) -> Counts:
     """Copy the SQLite queue at `db_path` into the empty PostgreSQL database at `url`; returns the counts.
 
-    Raises StoreError, changing nothing in PostgreSQL, when the file is missing, the target already
+    Raises StoreError, changing nothing in PostgreSQL, when the file is missing, empty or damaged, the target already
     holds tasks or events, a column has nowhere to go, or the copy's counts disagree.
     """
     if not db_path.is_file():
         raise StoreError(f"no queue database at {db_path}; set QUEUE_DB_PATH to the file `da serve` used.")
+    sqlite.check_file(db_path, "set QUEUE_DB_PATH to the file `da serve` used, or restore it from a backup")
     # Bring an older file up to this da's schema first (it keeps a backup of the old one).
     source = sqlite.SqliteStore(db_path)
     await source.open()

@@ -107,7 +107,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     takes_messages = body.get("messages")
     if takes_messages is not None and not isinstance(takes_messages, bool):
         raise BadRequest("field 'messages' must be true or false.")
-    progress = models.get_str(body, "progress", max_len=models.MAX_NOTES)
+    progress = models.get_str(body, "progress", max_len=models.MAX_NOTES, text=True)
     extend = body.get("extend")
     extend = request.app[SETTINGS].lease if extend is None else models.get_number(
         body, "extend", 60.0, models.MIN_LEASE, models.MAX_LEASE)

@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -99,7 +99,8 @@ class BotProcess:
         self.rebuilds = 0
         self.missing_scopes: list[str] = []
         # Who this bot is to the lease: the machine, the process and this start.
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # 128 secret bits: whoever can guess the holder can release the lease and take the workspace over.
+        self.holder = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(16)}"
         self.lease_name = ""
         self.lease_until = 0.0
         # Set while this bot holds the workspace lease: only then does the notifier post.

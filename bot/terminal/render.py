@@ -23,6 +23,30 @@ STATUS_COLOURS = {models.DONE: "32", models.FAILED: "31", models.NEEDS_HUMAN: "3
                   models.WAITING: "35", models.CLAIMED: "36", models.PENDING: "37", models.CANCELLED: "90"}
 
 
+# Control characters in what tasks printed, drawn as their Unicode pictures (ESC as ␛): an escape
+# sequence from a task's output must not retitle the window or move the cursor.
+INERT = {code: 0x2400 + code for code in range(0x20) if chr(code) not in "\n\t"} | {0x7F: 0x2421} | {
+    code: 0xFFFD for code in range(0x80, 0xA0)}
+
+
+def inert(value: Any) -> Any:
+    """Text (or JSON of texts) from a task with its control characters made visible and harmless."""
+    if isinstance(value, str):
+        return value.translate(INERT)
+    if isinstance(value, dict):
+        return {inert(key): inert(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [inert(item) for item in value]
+    return value
+
+
+def inert_task(task: Task) -> Task:
+    """The task with every text field inert, for drawing on a terminal."""
+    return dataclasses.replace(task, **{field.name: inert(getattr(task, field.name))
+                                        for field in dataclasses.fields(task) if field.init
+                                        and isinstance(getattr(task, field.name), (str, dict, list))})
+
+
 class Style:
     """ANSI colour when writing to a terminal that wants it."""
 
@@ -97,6 +121,7 @@ def _help(view: views.Help, *, style: Style, width: int) -> str:
 def _task_list(view: views.TaskList, *, style: Style, width: int) -> str:
     if not view.tasks:
         return view.empty
+    view = dataclasses.replace(view, tasks=tuple(inert_task(t) for t in view.tasks))
     rows = [(t.short_id, t.status, t.type, views.machine_label(t), t.agent or "-", ago(t.created_at),
              views.preview(t) if view.kind == "queue" else (t.notes or views.preview(t)))
             for t in view.tasks]
@@ -112,7 +137,7 @@ def _task_list(view: views.TaskList, *, style: Style, width: int) -> str:
 
 @render.register
 def _task_detail(view: views.TaskDetail, *, style: Style, width: int) -> str:
-    task = view.task
+    task = inert_task(view.task)
     result = task.result or {}
     lines = [f"{task.short_id}  {style.status(task.status)}  {task.type}  on {views.machine_label(task)}"
              f"  agent {task.agent or '-'}  attempts {task.attempts}/{task.max_attempts}",
@@ -155,7 +180,7 @@ def _task_detail(view: views.TaskDetail, *, style: Style, width: int) -> str:
                      + (f"; {space['pr_url']}" if space.get("pr_url") else "") + f" (da diff {task.short_id})")
     for event in view.events:
         lines.append(f"  {ago(event.at)}: {event.from_status or '-'} → {event.to_status} by {event.by or '-'}"
-                     + (f" ({event.note})" if event.note else ""))
+                     + (f" ({inert(event.note)})" if event.note else ""))
     return "\n".join(lines)
 
 
