@@ -357,7 +357,6 @@ def restore(argv: list[str] | None = None) -> int:
         return on_postgres(settings, "restore", lambda url: postgres.restore_command(url, args.path))
     if queue_answers(settings):
         return fail(f"a queue service answers on {settings.host}:{settings.port}; stop it before restoring.", FAILED)
-    had_database = settings.db_path.exists()
     try:
         with lockfile.held(settings):
             sqlite.check_file(Path(args.path), "pick another backup", "a queue database backup", backup=True)
@@ -367,7 +366,7 @@ def restore(argv: list[str] | None = None) -> int:
     except QueueError as exc:
         return fail(exc.detail)
     print(f"restored {settings.db_path} from {args.path}"
-          + (f" (the previous file is kept as {kept})" if had_database else ""))
+          + (f" (the previous file is kept as {kept})" if kept else ""))
     return 0
 
 

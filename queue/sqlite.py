@@ -199,10 +199,13 @@ def check_file(path: Path, remedy: str, what: str = "a queue database", *, backu
         raise StoreError(f"{path} is not {what} ({exc}); {remedy}.") from exc
 
 
-def restore_file(backup: Path, db_path: Path) -> Path:
-    """Put a backup (checked first with check_file) in place of the database; the old file is kept beside it."""
-    kept = db_path.with_name(f"{db_path.name}.before-restore")
-    if db_path.exists():
+def restore_file(backup: Path, db_path: Path) -> Path | None:
+    """Put a backup (checked first with check_file) in place of the database; the old file, if there was one,
+    is kept beside it (returned)."""
+    kept = None
+    # An empty file is the one the lock made for a database that did not exist yet: nothing to keep.
+    if db_path.exists() and db_path.stat().st_size > 0:
+        kept = db_path.with_name(f"{db_path.name}.before-restore")
         with sqlite3.connect(db_path) as current, sqlite3.connect(kept) as copy:
             current.backup(copy)
     for suffix in ("-wal", "-shm"):
