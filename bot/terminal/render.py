@@ -154,6 +154,12 @@ def _task_diff(view: views.TaskDiff, *, style: Style, width: int) -> str:
 
 
 @render.register
+def _attach(view: views.Attach, *, style: Style, width: int) -> str:
+    return "\n".join([f"{view.task.short_id} works in {view.worktree} on {view.machine}; to continue by hand:",
+                      *(f"  {step}" for step in view.steps)])
+
+
+@render.register
 def _fleet_status(view: views.FleetStatus, *, style: Style, width: int) -> str:
     if not view.machines:
         return "No machines yet: add them to config/machines.yaml or start a worker."
