@@ -14,6 +14,7 @@ from conftest import SECRET, QueueServer, wait_until
 from da import agents
 from da import fleet as fleet_module
 from da.bot import grammar
+from da.config import ConfigError
 from da.queue import waiting
 from da.queue.client import QueueClient
 from terminal_support import da
@@ -137,3 +138,38 @@ async def test_attach_prints_the_commands_to_continue_by_hand_and_opens_them_ove
         (task.short_id, "done", f"da/{task.short_id}", path)]
     nowhere = await da(server.url, "workspaces", "--machine=elsewhere", cwd=lab.tmp)
     assert nowhere.out.strip() == "no task worktrees recorded for elsewhere"
+
+
+async def test_machine_and_repository_delivery_defaults_apply_when_the_payload_does_not_say(
+        lab: Lab, server: QueueServer, client: QueueClient) -> None:
+    lab.bare("lib", "https://github.com/acme/lib.git")
+    lib = lab.clone("https://github.com/acme/lib.git", lab.tmp / "src" / "lib")
+    (lab.tmp / "config").mkdir()
+    (lab.tmp / "config" / "machines.yaml").write_text(
+        "machines:\n  test-box:\n    capabilities: [agent_run]\n    agents: [claude]\n    push: true\n"
+        "    repos:\n      ~/src/app: {pr: true}\n")
+    worker = workspace_worker(lab, server.url)
+    try:
+        app_default, lib_default, app_said_no = [
+            await client.create_task("agent_run", {"agent": "claude", "prompt": "Edit WRITE=app.py", **extra})
+            for extra in ({"cwd": str(lab.user)}, {"cwd": str(lib)}, {"cwd": str(lab.user), "push": False,
+                                                                       "pr": False})]
+        done = [await wait_for_status(client, task.id) for task in (app_default, lib_default, app_said_no)]
+    finally:
+        worker.kill()
+    assert [task.status for task in done] == ["done"] * 3, [task.notes for task in done]
+    spaces = [task.result["workspace"] for task in done]
+    assert [(space["pushed"], space.get("pr_url")) for space in spaces] == [
+        (True, "https://github.com/acme/app/pull/7"), (True, None), (False, None)]
+
+
+def test_delivery_defaults_are_checked_when_machines_yaml_is_read() -> None:
+    parsed = fleet_module.parse_fleet({"machines": {"m": {"pr": True, "repos": {"~/src/app": {"pr": False}}}}}, "f")
+    machine = parsed.machines[0]
+    assert machine.delivery == fleet_module.Delivery(None, True)
+    assert machine.delivery_for(os.path.expanduser("~/src/app")) == fleet_module.Delivery(None, False)
+    assert machine.delivery_for("/elsewhere") == fleet_module.Delivery(None, True)
+    with pytest.raises(ConfigError, match=r"^f: machines.m.push must be true or false.$"):
+        fleet_module.parse_fleet({"machines": {"m": {"push": "yes"}}}, "f")
+    with pytest.raises(ConfigError, match=r"machines.m.repos must map a repository path to its settings"):
+        fleet_module.parse_fleet({"machines": {"m": {"repos": ["~/src/app"]}}}, "f")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from da.fleet import Delivery, Machine
 from da.worker.errors import WorkerError
 
 DEFAULT_ROOT = "~/.da/workspaces"
@@ -107,12 +108,18 @@ class WorkspaceSettings:
 
     root: Path = field(default_factory=lambda: Path(DEFAULT_ROOT).expanduser())
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # This machine's delivery defaults from machines.yaml (push/pr when a payload does not say).
+    machine: Machine | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> WorkspaceSettings:
+    def from_env(cls, env: Mapping[str, str], machine: Machine | None = None) -> WorkspaceSettings:
         """DA_WORKSPACES, default ~/.da/workspaces; git runs with this same environment."""
         root = Path(env.get("DA_WORKSPACES") or DEFAULT_ROOT).expanduser()
-        return cls(root=root, env=dict(env))
+        return cls(root=root, env=dict(env), machine=machine)
+
+    def delivery(self, repo: Path) -> Delivery:
+        """The machine's (or this repository's) push/pr defaults."""
+        return self.machine.delivery_for(repo) if self.machine is not None else Delivery()
 
 
 @dataclass(frozen=True)
@@ -746,9 +753,11 @@ async def plan(settings: WorkspaceSettings, task_type: str, task_id: str,
     base = payload.get("base")
     existing = await _worktree_of(settings, repo, branch_name(key))
     lock = existing if existing is not None else workspace_path(settings, repo, key)
+    default = settings.delivery(repo)
+    pr = payload["pr"] if isinstance(payload.get("pr"), bool) else default.pr is True
+    push = payload["push"] if isinstance(payload.get("push"), bool) else default.push is True
     return TaskWorkspaces(key=key, repo=repo, folders=folders, base=base if isinstance(base, str) else None,
-                          push=payload.get("push") is True or payload.get("pr") is True, pr=payload.get("pr") is True,
-                          lock=os.path.realpath(lock))
+                          push=push or pr, pr=pr, lock=os.path.realpath(lock))
 
 
 async def enter(settings: WorkspaceSettings, spaces: TaskWorkspaces, payload: Mapping[str, Any]) -> dict[str, Any]:
