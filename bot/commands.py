@@ -6,11 +6,12 @@ Slack and the terminal only draw what it returns.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from da import handlers
+from da import agents, handlers
 from da.bot import grammar, views
 from da.bot.grammar import Command, UsageError
 from da.bot.router import (
@@ -25,7 +26,7 @@ from da.bot.router import (
     unclaimable,
     validate,
 )
-from da.fleet import Fleet
+from da.fleet import Fleet, Machine
 from da.queue import errors as queue_errors
 from da.queue import models
 from da.queue.client import QueueClient
@@ -176,6 +177,18 @@ class CommandLayer:
                                  "agent task on a git repository has one).", ok=False)
         return views.TaskDiff(task, str(result.get("diff") or ""), str(result.get("diff_truncated") or ""))
 
+    @verb("attach")
+    async def attach(self, call: Call) -> views.Attach | views.Message:
+        task = await self.client.get_task(call.command.words[0])
+        space = (task.result or {}).get("workspace") or {}
+        if not space.get("path") or not task.assigned_to:
+            return views.Message(f"task {task.short_id} has no worktree to attach to (it is {task.status}; only an "
+                                 "agent task on a git repository that has run has one).", ok=False)
+        machine = (await self.fleet()).find(task.assigned_to) or Machine(task.assigned_to)
+        steps, ssh_argv = attach_commands(machine, str(space["path"]), str(task.payload.get("agent") or ""),
+                                          (task.result or {}).get("session_id"))
+        return views.Attach(task, machine.name, str(space["path"]), steps, ssh_argv)
+
     @verb("status")
     async def status(self, call: Call) -> views.FleetStatus:
         return views.FleetStatus((await self.fleet()).machines, self.client.url)
@@ -197,7 +210,7 @@ class CommandLayer:
         request = views.AssignRequest(command.text, options.get("cwd") or options.get("repo"),
                                       int(options["priority"]) if "priority" in options else None, call.user,
                                       "wait_for_machine" in command.flags, options.get("base"),
-                                      "push" in command.flags, "pr" in command.flags)
+                                      "push" in command.flags, "pr" in command.flags, command.values("repo"))
         fleet = await self.fleet()
         machine, agent, task_type = options.get("machine"), options.get("agent"), options.get("type")
         unknown = name_errors(fleet, task_type, machine, agent)
@@ -225,6 +238,8 @@ class CommandLayer:
         if suggestion.type == AGENT_RUN:
             payload.update({key: value for key, value in (("base", request.base), ("push", request.push),
                                                           ("pr", request.pr)) if value})
+            if len(request.repos) > 1:
+                payload["repos"] = list(request.repos)
         machine = fleet.find(suggestion.machine)
         task = await self.client.create_task(
             suggestion.type, payload, target_machine=machine.name if machine else suggestion.machine,
@@ -371,3 +386,19 @@ APPROVING = ("allow", "approve", "yes", "accept")
 DENYING = ("reject", "deny", "no", "changes", "decline")
 # `da watch` long-polls the task's progress this long at a time.
 WATCH_WAIT = 30.0
+
+def attach_commands(machine: Machine, worktree: str, agent: str,
+                    session: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the lines a person types, ssh's argv doing the same): ssh to the machine, cd to the worktree, and
+    resume the agent's session (interactively) when the agent can."""
+    target = f"{machine.user}@{machine.address}" if machine.user else machine.address
+    login = ["ssh", *(["-p", str(machine.ssh_port)] if machine.ssh_port != 22 else []), target]
+    spec = agents.DEFAULT_COMMANDS.get(agent)
+    resume: list[str] = []
+    if spec is not None:
+        resume = [spec.program]
+        if isinstance(session, str) and agents.SESSION_ID.fullmatch(session) and spec.resume:
+            resume += [part.replace(agents.SESSION, session) for part in spec.resume]
+    steps = [shlex.join(login), f"cd {shlex.quote(worktree)}", *([shlex.join(resume)] if resume else [])]
+    remote = " && ".join(steps[1:] + ([] if resume else ["exec $SHELL -l"]))
+    return tuple(steps), (login[0], "-t", *login[1:], remote)

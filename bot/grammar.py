@@ -53,6 +53,8 @@ class Option:
     number: tuple[int, int | None] | None = None
     # A free sentence (notes, a folder) rather than one name: an error suggests quoting it.
     sentence: bool = False
+    # Given more than once, every value is kept (Command.values); `options` holds the first.
+    repeatable: bool = False
 
     @property
     def usage(self) -> str:
@@ -150,7 +152,7 @@ VERBS: dict[str, Verb] = {verb.name: verb for verb in (
     Verb("assign", "queue work; missing flags are suggested by the router",
          args=(Arg("description", "a description of the work", rest=True),),
          options=(Option("machine"), Option("agent", "Y"), Option("type", "Z"), Option("cwd", "PATH", sentence=True),
-                  Option("priority", "N", number=(0, 10)), Option("repo", "PATH", sentence=True),
+                  Option("priority", "N", number=(0, 10)), Option("repo", "PATH", sentence=True, repeatable=True),
                   Option("base", "BRANCH")),
          flags=(YES, JSON_QUIET, Flag("wait_for_machine"), Flag("push"), Flag("pr")), changes_state=True),
     Verb("queue", "tasks, newest first",
@@ -197,6 +199,8 @@ VERBS: dict[str, Verb] = {verb.name: verb for verb in (
     Verb("test", "smoke-test the agents on this machine", args=(Arg("agent", "one agent", optional=True),),
          flags=(JSON_QUIET,), local=True),
     Verb("ssh", "open ssh to a machine of the fleet", args=(Arg("machine", "one machine name"),), local=True),
+    Verb("attach", "the commands to continue an agent task by hand in its worktree; --ssh opens them",
+         args=(Arg("id", "one task id"),), flags=(Flag("ssh"), JSON)),
 )}
 
 
@@ -210,6 +214,12 @@ class Command:
     options: dict[str, str] = field(default_factory=dict)
     flags: frozenset[str] = frozenset()
     text: str = ""
+    # Every value of a repeatable option, in the order typed.
+    repeated: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def values(self, name: str) -> tuple[str, ...]:
+        """All values of an option: each of a repeatable one, else the one given (or none)."""
+        return self.repeated.get(name) or ((self.options[name],) if name in self.options else ())
 
     def declaration(self) -> Verb:
         """The verb as declared, narrowed to its sub-verb (`skills install`) when it names one."""
@@ -348,6 +358,7 @@ def build(verb_name: str, verb: Verb, text: str, trailing: list[tuple[str, str |
     declared = narrowed(verb, words[0] if words else None)
     usage = declared.usage
     options: dict[str, str] = {}
+    repeated: dict[str, tuple[str, ...]] = {}
     flags: set[str] = set()
     for raw_key, value in trailing:
         name = key(raw_key)
@@ -359,7 +370,11 @@ def build(verb_name: str, verb: Verb, text: str, trailing: list[tuple[str, str |
             problem = option.problem(value)
             if problem:
                 raise UsageError(problem, usage)
-            options[name] = value
+            if option.repeatable:
+                repeated[name] = (*repeated.get(name, ()), value)
+                options.setdefault(name, value)
+            else:
+                options[name] = value
         elif option is not None:
             raise UsageError(f"{typed} needs a value, like {typed}=X.", usage)
         elif declared.flag(name) is not None and value is None:
@@ -371,7 +386,7 @@ def build(verb_name: str, verb: Verb, text: str, trailing: list[tuple[str, str |
             hint = f" (to keep it in the {free.name}, put the {free.name} in quotes)" if free else ""
             raise UsageError(f"unknown option {typed} for {verb_name}{hint}.", usage)
     misplaced(declared, list(loose))
-    command = Command(verb_name, words, options, frozenset(flags), text)
+    command = Command(verb_name, words, options, frozenset(flags), text, repeated)
     check_words(command)
     return command
 

@@ -104,6 +104,17 @@ class TaskDiff(View):
 
 
 @dataclass(frozen=True)
+class Attach(View):
+    """How a person continues an agent task by hand where its worktree is: commands, and ssh's argv."""
+
+    task: Task
+    machine: str
+    worktree: str
+    steps: tuple[str, ...]
+    ssh_argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class FleetStatus(View):
     machines: tuple[Machine, ...]
     queue_url: str = ""
@@ -129,6 +140,8 @@ class AssignRequest:
     base: str | None = None
     push: bool = False
     pr: bool = False
+    # Every repository of a task on several (`--repo` given more than once); the first is `cwd`.
+    repos: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

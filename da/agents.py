@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ KNOWN_AGENTS = (*CLI_AGENTS, "groq")
 PROMPT = "{prompt}"
 MODEL = "{model}"
 SESSION = "{session}"
+DIR = "{dir}"
 # What claude and codex print as a session id (UUIDs) or accept as a thread name; never starts
 # with `-`, so it cannot be read as an option.
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -50,13 +51,15 @@ class AgentCommand:
     model: tuple[str, ...] = ()
     resume: tuple[str, ...] = ()
     output: tuple[str, ...] = ()
+    # One more folder the agent may read and edit (a task on several repositories), repeated per folder.
+    add_dir: tuple[str, ...] = ()
 
     @property
     def program(self) -> str:
         return self.argv[0]
 
     def build(self, prompt: str, model: str | None = None, *, session: str | None = None,
-              structured: bool = False) -> list[str]:
+              structured: bool = False, add_dirs: Sequence[str] = ()) -> list[str]:
         """The argv for one prompt; the extra options go before the prompt (and before its `--`).
 
         `structured` asks for the machine-readable output the worker reads; a person running the
@@ -67,6 +70,8 @@ class AgentCommand:
             at -= 1
         extra = list(self.output) if structured else []
         extra += [part.replace(MODEL, model) for part in self.model] if model else []
+        if self.add_dir:
+            extra += [part.replace(DIR, folder) for folder in add_dirs for part in self.add_dir]
         if session is not None:
             if not self.resume:
                 raise ValueError(f"{self.program} is configured without a resume form")
@@ -79,13 +84,16 @@ class AgentCommand:
 # gemini: the prompt is the value of --prompt (yargs takes a value starting with `-` as a flag
 # unless it is joined with `=`). codex exec: the prompt is positional (clap: `--` ends options);
 # `--json` prints JSONL events, the first naming the thread; `resume <id>` is a subcommand of
-# exec, so it comes after exec's own options and before the `--`.
+# exec, so it comes after exec's own options and before the `--`. More folders for the agent:
+# claude `--add-dir DIR`, gemini `--include-directories DIR`, codex exec `--add-dir DIR` (0.71+),
+# each repeated per folder.
 DEFAULT_COMMANDS: dict[str, AgentCommand] = {
     "claude": AgentCommand(("claude", "-p", "--dangerously-skip-permissions", "--", PROMPT), ("--model", MODEL),
-                           ("--resume", SESSION), ("--output-format", "json")),
-    "gemini": AgentCommand(("gemini", "--yolo", f"--prompt={PROMPT}"), ("--model", MODEL)),
+                           ("--resume", SESSION), ("--output-format", "json"), ("--add-dir", DIR)),
+    "gemini": AgentCommand(("gemini", "--yolo", f"--prompt={PROMPT}"), ("--model", MODEL),
+                           add_dir=(f"--include-directories={DIR}",)),
     "codex": AgentCommand(("codex", "exec", "--full-auto", "--", PROMPT), ("--model", MODEL),
-                          ("resume", SESSION), ("--json",)),
+                          ("resume", SESSION), ("--json",), ("--add-dir", DIR)),
 }
 # One-shot questions (the LLM router) get no flag that lets the agent act without asking:
 # the question carries text a person typed, and it runs on the bot's machine.
@@ -128,8 +136,12 @@ def load_commands(config_dir: Path) -> dict[str, AgentCommand]:
                               "element, like [--resume, \"{session}\"].")
         if "output" in entry and not _argv(entry["output"]):
             raise ConfigError(f"{path}: agents.{name}.output must be a list of strings like [--output-format, json].")
+        if "add_dir" in entry and not (_argv(entry["add_dir"]) and sum(DIR in p for p in entry["add_dir"]) == 1):
+            raise ConfigError(f"{path}: agents.{name}.add_dir must be a list of strings with one \"{{dir}}\" "
+                              "element, like [--add-dir, \"{dir}\"].")
         commands[str(name)] = AgentCommand(tuple(entry["command"]), tuple(entry.get("model") or ()),
-                                           tuple(entry.get("resume") or ()), tuple(entry.get("output") or ()))
+                                           tuple(entry.get("resume") or ()), tuple(entry.get("output") or ()),
+                                           tuple(entry.get("add_dir") or ()))
     return commands
 
 

@@ -521,7 +521,10 @@ def workspaces(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="append", default=[], metavar="BRANCH",
                         help="prune: remove this branch (da/<id>) even with unpushed work; repeatable")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--machine", help="list another machine's worktrees, as its tasks' results record them")
     args = parser.parse_args(argv)
+    if args.machine and args.action == "prune":
+        return fail("prune works on this machine's worktrees only; run `da workspaces prune` on that machine.")
     try:
         seconds = parse_duration(args.older_than)
         env = config.load_environment()
@@ -530,7 +533,36 @@ def workspaces(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     settings = workspace.WorkspaceSettings.from_env(env)
 
+    async def remote(machine: str) -> int:
+        """Another machine's worktrees, from the queue (front ends never talk to a worker)."""
+        rows: list[dict[str, object]] = []
+        async with QueueClient(list(config.queue_urls(env)), credential) as client:
+            before: int | None = None
+            while True:
+                page, before = await client.list_tasks(machine=machine, type=workspace.AGENT_TASK,
+                                                       limit=models.MAX_LIMIT, before=before)
+                for task in page:
+                    result = task.result or {}
+                    for space in result.get("workspaces") or [result.get("workspace") or {}]:
+                        if space.get("path"):
+                            rows.append({"task": task.short_id, "status": task.status, "branch": space.get("branch"),
+                                         "pushed": space.get("pushed"), "changed": space.get("changed"),
+                                         "path": space["path"], "repo": space.get("repo"),
+                                         "pr_url": space.get("pr_url")})
+                if not page or before is None:
+                    break
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif not rows:
+            print(f"no task worktrees recorded for {machine}")
+        for row in [] if args.json else rows:
+            state = "empty" if not row["changed"] else "pushed" if row["pushed"] else "unpushed"
+            print(f"{row['task']}  {row['status']:<11} {row['branch']!s:<12} {state:<9} {row['path']}")
+        return 0
+
     async def run() -> int:
+        if args.machine:
+            return await remote(args.machine)
         listed = await workspace.list_workspaces(settings)
         statuses: dict[str, str] = {}
         async with QueueClient(list(config.queue_urls(env)), credential) as client:

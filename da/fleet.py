@@ -8,6 +8,7 @@ worker also says what it offers each time it polls; routing goes by that (`runs`
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,19 @@ from typing import Any
 from da.config import ConfigError, read_yaml
 
 FLEET_FILE = "machines.yaml"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What to do with an agent task's branch when its payload does not say: push it, open a PR/MR."""
+
+    push: bool | None = None
+    pr: bool | None = None
+
+    def over(self, fallback: Delivery) -> Delivery:
+        """These settings, with the fallback's where these say nothing."""
+        return Delivery(self.push if self.push is not None else fallback.push,
+                        self.pr if self.pr is not None else fallback.pr)
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,9 @@ class Machine:
     aliases: tuple[str, ...] = ()
     # How many agent tasks it runs at once, each in its own worktree.
     max_parallel: int = 2
+    # Delivery defaults (machines.yaml `push:`/`pr:`), and per repository path (`repos: {PATH: {pr: true}}`).
+    delivery: Delivery = Delivery()
+    repo_delivery: tuple[tuple[str, Delivery], ...] = ()
     # Liveness as the queue reports it; a machine read from machines.yaml has none yet.
     online: bool = False
     active: int = 0
@@ -44,6 +61,14 @@ class Machine:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    def delivery_for(self, repo: str | Path) -> Delivery:
+        """The delivery defaults for a repository (its resolved top folder) on this machine."""
+        resolved = os.path.realpath(repo)
+        for path, delivery in self.repo_delivery:
+            if os.path.realpath(os.path.expanduser(path)) == resolved:
+                return delivery.over(self.delivery)
+        return self.delivery
 
     @property
     def offering(self) -> bool:
@@ -145,6 +170,22 @@ def _string_list(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _delivery(entry: dict[str, Any], where: str) -> Delivery:
+    for key in ("push", "pr"):
+        if key in entry and not isinstance(entry[key], bool):
+            raise ConfigError(f"{where}.{key} must be true or false.")
+    return Delivery(entry.get("push"), entry.get("pr"))
+
+
+def _repo_delivery(value: Any, where: str) -> tuple[tuple[str, Delivery], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(path, str) and isinstance(entry, dict)
+                                              for path, entry in value.items()):
+        raise ConfigError(f"{where} must map a repository path to its settings, like ~/src/app: {{pr: true}}.")
+    return tuple((path, _delivery(entry, f"{where}.{path}")) for path, entry in value.items())
+
+
 def parse_fleet(data: Any, source: str) -> Fleet:
     """Turn the YAML document into a Fleet, naming the first bad key."""
     if data is None:
@@ -179,6 +220,8 @@ def parse_fleet(data: Any, source: str) -> Fleet:
             agents=_string_list(entry.get("agents"), f"{where}.agents"),
             aliases=_string_list(entry.get("aliases"), f"{where}.aliases"),
             max_parallel=parallel,
+            delivery=_delivery(entry, where),
+            repo_delivery=_repo_delivery(entry.get("repos"), f"{where}.repos"),
         )
         for alias in machine.names:
             if alias in seen:

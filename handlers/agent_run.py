@@ -59,7 +59,9 @@ async def run(ctx: Context, payload: dict[str, Any]) -> Result:
     prompt = prompt_with_context(prompt, turns, left_out_field(payload))
     book = _agent_session.SessionBook(ctx.state_file(SESSIONS_FILE))
     resumed = book.newest(agent, session) if session is not None else None
-    argv = spec.build(prompt, model, session=resumed, structured=True)
+    # The other repositories of a task on several (the worker's worktrees), for the agent to edit too.
+    added = [str(folder) for folder in payload.get("additional_dirs") or () if isinstance(folder, str)]
+    argv = spec.build(prompt, model, session=resumed, structured=True, add_dirs=added)
     reader = _agent_session.ReplyReader()
     process = await ctx.run(argv, cwd=cwd, timeout=timeout, watch=reader.feed)
     reply = reader.finish(process.stdout)
@@ -76,6 +78,9 @@ async def run(ctx: Context, payload: dict[str, Any]) -> Result:
         result.notes = f"{argv[0]} exited {process.returncode}: {reply.error}"[:400]
         result.action = f"read the error: {reply.error}"[:400]
     result.details.update(reply_fields(reply.answer, reply.session_id, process.log_path))
+    if added and not spec.add_dir:
+        result.details["additional_dirs_not_passed"] = (f"{agent} is configured without an add_dir form, so it was not "
+                                                       f"given {', '.join(added)}")
     return result
 
 

@@ -364,7 +364,8 @@ class Store(ABC):
                 await self._defer(task_id, lease, checkout or "")
                 continue
             if rows:
-                self._changed(pending=False)
+                # A lock moved off the folder the task named: claims passed over for it may go now.
+                self._changed(pending=checkout is not None and rows[0].lock == checkout)
                 return rows[0]
             break
         task = await self._held(task_id, lease, machine)

@@ -390,8 +390,8 @@ async def test_a_cancelled_task_that_changed_nothing_leaves_nothing(lab: Lab) ->
 def workspace_worker(lab: Lab, url: str, **env: str) -> WorkerProcess:
     """A real `da worker` with the lab's git settings and its workspaces in the test's folder."""
     return WorkerProcess(url, lab.tmp, HOME=str(lab.tmp), GIT_CONFIG_GLOBAL=str(lab.gitconfig),
-                         GIT_CONFIG_NOSYSTEM="1", DA_WORKSPACES=str(lab.tmp / "workspaces"), WORKER_POLL_WAIT="0.5",
-                         **env).start()
+                         GIT_CONFIG_NOSYSTEM="1", DA_WORKSPACES=str(lab.tmp / "workspaces"),
+                         **{"WORKER_POLL_WAIT": "0.5", **env}).start()
 
 
 def agent_starts(lab: Lab) -> list[dict]:

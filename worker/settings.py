@@ -126,7 +126,7 @@ class WorkerSettings:
             max_concurrent=config.env_int(env, "MAX_CONCURRENT", DEFAULT_MAX_CONCURRENT, minimum=1, maximum=64),
             max_parallel=config.env_int(env, "WORKER_MAX_PARALLEL", machine.max_parallel if machine
                                         else DEFAULT_MAX_CONCURRENT, minimum=1, maximum=64),
-            workspaces=WorkspaceSettings.from_env(process_env),
+            workspaces=WorkspaceSettings.from_env(process_env, machine),
             shutdown_grace=config.env_float(env, "SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
             poll_wait=min(config.env_float(env, "WORKER_POLL_WAIT", DEFAULT_POLL_WAIT), 60.0),
             lease=config.env_float(env, "WORKER_LEASE", 60.0, minimum=1.0) if lease else None,

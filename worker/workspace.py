@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from da.fleet import Delivery, Machine
 from da.worker.errors import WorkerError
 
 DEFAULT_ROOT = "~/.da/workspaces"
@@ -107,12 +108,18 @@ class WorkspaceSettings:
 
     root: Path = field(default_factory=lambda: Path(DEFAULT_ROOT).expanduser())
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # This machine's delivery defaults from machines.yaml (push/pr when a payload does not say).
+    machine: Machine | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> WorkspaceSettings:
+    def from_env(cls, env: Mapping[str, str], machine: Machine | None = None) -> WorkspaceSettings:
         """DA_WORKSPACES, default ~/.da/workspaces; git runs with this same environment."""
         root = Path(env.get("DA_WORKSPACES") or DEFAULT_ROOT).expanduser()
-        return cls(root=root, env=dict(env))
+        return cls(root=root, env=dict(env), machine=machine)
+
+    def delivery(self, repo: Path) -> Delivery:
+        """The machine's (or this repository's) push/pr defaults."""
+        return self.machine.delivery_for(repo) if self.machine is not None else Delivery()
 
 
 @dataclass(frozen=True)
@@ -596,6 +603,21 @@ async def open_request(settings: WorkspaceSettings, workspace: Workspace, *, tit
                     f"read {tool}'s message; the branch {workspace.branch} is pushed")
 
 
+async def describe_request(settings: WorkspaceSettings, workspace: Workspace, url: str, body: str) -> None:
+    """Replace an opened pull/merge request's body (to link the task's requests in other repositories)."""
+    remote = (await _git(settings, workspace.repo, "config", "--get", f"remote.{REMOTE}.url")).stdout.strip()
+    forge = forge_of(remote)
+    if forge is None:
+        return
+    tool = forge[0]
+    argv = ["gh", "pr", "edit", url, "--body", body] if tool == "gh" else \
+        ["glab", "mr", "update", workspace.branch, "--description", body]
+    run = await _exec(settings, argv, cwd=workspace.path, timeout=NETWORK_TIMEOUT)
+    if not run.ok:
+        raise GitFailed(f"{tool} could not link {url} to the task's other {_kind(tool)}s: "
+                        f"{_last_line(run.stderr or run.stdout)}", f"add the links by hand; {url} is open")
+
+
 def _kind(tool: str) -> str:
     return "pull request" if tool == "gh" else "merge request"
 
@@ -731,9 +753,11 @@ async def plan(settings: WorkspaceSettings, task_type: str, task_id: str,
     base = payload.get("base")
     existing = await _worktree_of(settings, repo, branch_name(key))
     lock = existing if existing is not None else workspace_path(settings, repo, key)
+    default = settings.delivery(repo)
+    pr = payload["pr"] if isinstance(payload.get("pr"), bool) else default.pr is True
+    push = payload["push"] if isinstance(payload.get("push"), bool) else default.push is True
     return TaskWorkspaces(key=key, repo=repo, folders=folders, base=base if isinstance(base, str) else None,
-                          push=payload.get("push") is True or payload.get("pr") is True, pr=payload.get("pr") is True,
-                          lock=os.path.realpath(lock))
+                          push=push or pr, pr=pr, lock=os.path.realpath(lock))
 
 
 async def enter(settings: WorkspaceSettings, spaces: TaskWorkspaces, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -765,10 +789,15 @@ async def finish(settings: WorkspaceSettings, spaces: TaskWorkspaces, details: d
                     found.pushed = True
         if spaces.pr:
             changed = [(made, found) for made, found in zip(spaces.made, summaries, strict=True) if found.changed]
-            others = ", ".join(f"{made.repo.name} ({made.branch})" for made, _ in changed)
             for made, found in changed:
-                body = _request_body(answer, task_id, link, others if len(changed) > 1 else "")
+                body = _request_body(answer, task_id, link, [])
                 found.pr_url = await open_request(settings, made, title=commit_subject(prompt, task_id), body=body)
+            if len(changed) > 1:
+                # One change across several repositories: each request links the others.
+                for made, found in changed:
+                    others = [f"{other.repo.name}: {seen.pr_url}" for other, seen in changed if seen is not found]
+                    await describe_request(settings, made, str(found.pr_url),
+                                           _request_body(answer, task_id, link, others))
     except WorkspaceError as exc:
         fault = exc
     if not summaries and spaces.made:
@@ -789,12 +818,12 @@ async def finish(settings: WorkspaceSettings, spaces: TaskWorkspaces, details: d
     return fault
 
 
-def _request_body(answer: str, task_id: str, link: str, others: str) -> str:
+def _request_body(answer: str, task_id: str, link: str, others: list[str]) -> str:
     parts = [answer.strip()[:MAX_BODY_ANSWER] or "(the agent gave no answer)", f"da task {task_id}"]
     if link:
         parts.append(f"Thread: {link}")
     if others:
-        parts.append(f"One change across several repositories: {others}")
+        parts.append("One change across several repositories; the others:\n" + "\n".join(f"- {o}" for o in others))
     return "\n\n".join(parts)
 
 

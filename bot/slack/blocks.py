@@ -293,6 +293,13 @@ def _task_diff(view: views.TaskDiff) -> Drawn:
 
 
 @render.register
+def _attach(view: views.Attach) -> Drawn:
+    text = f"{view.task.short_id} works in {view.worktree} on {view.machine}; to continue by hand:"
+    return clip(escape(text)), [SectionBlock(text=md(escape(text))),
+                                SectionBlock(text=md(code("\n".join(view.steps))))]
+
+
+@render.register
 def _task_detail(view: views.TaskDetail) -> Drawn:
     task = view.task
     text = task_line(task)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -134,11 +135,22 @@ class Terminal:
             # The terminal echoed ^C on the question's line: the answer starts a line of its own.
             self.print("\nnothing changed.")
             return INTERRUPTED
+        if isinstance(view, views.Attach) and "ssh" in command.flags:
+            return self.open_ssh(view)
         if "json" in command.flags:
             self.print(json.dumps(to_json(view), indent=2))
         else:
             self.print(render(view, style=self.style, width=self.width))
         return 1 if failed(view) else 0
+
+    def open_ssh(self, view: views.Attach) -> int:
+        """Replace this process with ssh into the task's worktree (`da attach --ssh`)."""
+        if shutil.which(view.ssh_argv[0]) is None:
+            self.print("ssh is not installed on this machine; run these instead:\n" + "\n".join(view.steps))
+            return 1
+        self.print(f"$ {shlex.join(view.ssh_argv)}")
+        os.execvp(view.ssh_argv[0], list(view.ssh_argv))
+        return 0  # not reached
 
     async def yes(self, question: str, command: grammar.Command, *, always_ask: bool = False) -> bool:
         """Ask on the terminal (Enter is yes, end of input is no); with no terminal, refuse: --yes is needed.

@@ -16,8 +16,9 @@ Sessions work as in the real CLIs. `claude -p --output-format json` prints one r
 session's turns are kept under the fake's own folder, so a resumed run's answer lists the
 earlier turns it saw. FAKE_CLAUDE_FORK=1 makes claude answer a resume under a new session id,
 as Claude Code did before 1.0.x and does with --fork-session (the old id keeps only its turns).
-Every agent run appends its argv, folder and start/end to `calls.jsonl` there; WRITE=<file> in the
-prompt makes it edit that file in its folder. OVERLOADED in
+Every agent run appends its argv, folder, added folders (claude and codex `--add-dir`, gemini
+`--include-directories`, each repeatable) and start/end to `calls.jsonl` there; WRITE=<file> in the
+prompt makes it edit that file in its folder, ALSO_WRITE=<file> in each added folder. OVERLOADED in
 a prompt makes claude and codex report an API error the way their JSON output does.
 """
 
@@ -33,11 +34,14 @@ CALLS = os.path.join(HERE, "calls.jsonl")
 # option -> takes a value
 AGENT_OPTIONS = {
     "claude": {"-p": False, "--print": False, "--dangerously-skip-permissions": False, "--model": True,
-               "--output-format": True, "-r": True, "--resume": True, "--fork-session": False},
-    "gemini": {"-y": False, "--yolo": False, "-p": True, "--prompt": True, "-m": True, "--model": True},
+               "--output-format": True, "-r": True, "--resume": True, "--fork-session": False, "--add-dir": True},
+    "gemini": {"-y": False, "--yolo": False, "-p": True, "--prompt": True, "-m": True, "--model": True,
+               "--include-directories": True},
     "codex": {"--full-auto": False, "-m": True, "--model": True, "-c": True, "--config": True, "-C": True,
-              "--skip-git-repo-check": False, "--json": False, "--experimental-json": False},
+              "--skip-git-repo-check": False, "--json": False, "--experimental-json": False, "--add-dir": True},
 }
+# Options that may be given more than once, each adding a folder.
+ADD_DIR_OPTIONS = ("--add-dir", "--include-directories")
 # Options `codex exec` also takes after `resume` (clap `global = true`); resume's own
 # (--last, --all, -i) are not used by da and are refused here.
 CODEX_GLOBAL = ("--full-auto", "-m", "--model", "--skip-git-repo-check", "--json", "--experimental-json")
@@ -80,7 +84,10 @@ def parse_options(name: str, args: list[str], known: dict, options: dict, positi
                     refuse(f"Not enough arguments following: {key.lstrip('-')}", 1)
                 value = args[index]
                 index += 1
-            options[key] = value if known[key] else True
+            if key in ADD_DIR_OPTIONS:
+                options.setdefault("add_dirs", []).extend(part for part in value.split(",") if part)
+            else:
+                options[key] = value if known[key] else True
         elif not positionals and arg in subcommands:
             return args[index:]
         else:
@@ -122,7 +129,7 @@ def parse_agent(name: str, args: list[str]) -> dict:
     if not prompt:
         refuse(f"{name}: no prompt given", 1)
     return {"prompt": prompt, "model": options.get("--model") or options.get("-m"), "resume": resume,
-            "options": options}
+            "options": options, "add_dirs": options.get("add_dirs", [])}
 
 
 def session_file(name: str, session: str) -> str:
@@ -220,7 +227,7 @@ args = sys.argv[1:]
 parsed = parse_agent(name, args) if name in AGENT_OPTIONS else {}
 text = " ".join(args)
 if name in AGENT_OPTIONS:
-    record("start", argv=args, cwd=os.getcwd())
+    record("start", argv=args, cwd=os.getcwd(), add_dirs=parsed["add_dirs"])
 if "NOT_LOGGED_IN" in text:
     print(f"Error: {name} is not logged in. Please run /login", file=sys.stderr)
     sys.exit(1)
@@ -233,6 +240,10 @@ if "WRITE=" in text:
     # WRITE=<file>: edit a file in the folder it runs in, as an agent editing code would.
     with open(text.split("WRITE=", 1)[1].split()[0], "a") as edited:
         edited.write(f"edited by {name} {os.getpid()}\n")
+if "ALSO_WRITE=" in text:
+    for folder in parsed.get("add_dirs", []):
+        with open(os.path.join(folder, text.split("ALSO_WRITE=", 1)[1].split()[0]), "a") as edited:
+            edited.write(f"edited by {name} {os.getpid()} from {os.getcwd()}\n")
 if "HOLD_UNTIL=" in text and name != "codex":
     hold(text)
 if os.path.exists("FAIL"):

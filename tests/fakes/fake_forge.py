@@ -3,7 +3,8 @@
 its argv and folder in `forge-calls.jsonl` beside the link and prints the URL the real one would.
 
 `auth status` fails as when logged out if FAKE_FORGE_LOGGED_OUT=1; `pr create` / `mr create` print
-a pull/merge request URL on the host of the folder's `origin` remote.
+a pull/merge request URL on the host of the folder's `origin` remote; `pr edit` / `mr update`
+succeed silently.
 """
 
 import json
@@ -33,6 +34,8 @@ if args[:2] in (["pr", "create"], ["mr", "create"]):
         print(f"https://github.com/{path}/pull/7")
     else:
         print(f"https://gitlab.com/{path}/-/merge_requests/7")
+    sys.exit(0)
+if args[:2] in (["pr", "edit"], ["mr", "update"]):
     sys.exit(0)
 print(f"{name}: unknown command {' '.join(args)}", file=sys.stderr)
 sys.exit(1)
