@@ -208,6 +208,8 @@ def _ask_list(view: views.AskList, *, style: Style, width: int) -> str:
             for ask in view.asks]
     return table(("TASK", "ASK", "MACHINE", "KIND", "AGE", "TITLE"), rows, width)
 
+
+@render.register
 def _attach(view: views.Attach, *, style: Style, width: int) -> str:
     return "\n".join([f"{view.task.short_id} works in {view.worktree} on {view.machine}; to continue by hand:",
                       *(f"  {step}" for step in view.steps)])
