@@ -42,18 +42,18 @@ SESSION_GONE = re.compile(r"no conversation found|no rollout found|session .*not
 FIX_PAYLOAD = "fix the payload and resubmit"
 # How to give an agent its ACP adapter, so it runs supervised (asks, progress, steering, budgets).
 ADAPTERS = {
-    "claude": "npm install -g @zed-industries/claude-agent-acp (claude-agent-acp)",
-    "codex": "npm install -g @zed-industries/codex-acp (codex-acp)",
-    "gemini": "a gemini CLI that has `gemini --acp`",
+    "claude": "run `npm install -g @zed-industries/claude-agent-acp`",
+    "codex": "run `npm install -g @zed-industries/codex-acp`",
+    "gemini": "use a gemini CLI that has `gemini --acp`",
 }
 
 
 def adapter_hint(agent: str) -> str:
     """One sentence on how the agent could run supervised."""
     how = ADAPTERS.get(agent)
-    install = f"install {how}" if how else "name its ACP command in machines.yaml"
-    return (f"{agent} ran headless (no ACP adapter on this machine): {install}, or set "
-            f"`agents: {{{agent}: {{acp: ...}}}}` in machines.yaml, to run it supervised")
+    return (f"{agent} ran headless (no ACP adapter on this machine); to run it supervised, "
+            + (f"{how} and " if how else "") + f"set `agents: {{{agent}: {{acp: ...}}}}` in machines.yaml"
+            + (" if it is not on PATH" if how and agent != "gemini" else ""))
 
 
 async def run(ctx: Context, payload: dict[str, Any]) -> Result:

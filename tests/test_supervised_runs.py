@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from da import fleet
+from da import doctor, fleet
 from da.queue.client import QueueClient
 from da.worker import settings
 from tests.support.server import QueueServer
@@ -178,3 +178,16 @@ def test_machines_yaml_names_adapters_and_a_policy(tmp_path: Path) -> None:
     assert policy.decide("delete") == "refuse" and policy.decide("execute") == "ask"
     with pytest.raises(fleet.ConfigError, match=r"machines.box.policy must be a mapping with allow, ask and refuse"):
         fleet.parse_fleet({"machines": {"box": {"policy": {"permit": ["read"]}}}}, "machines.yaml")
+
+
+async def test_doctor_says_which_agents_run_supervised_and_how_to_install_the_adapter(adapter: Adapter,
+                                                                                       tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": adapter.path, "FAKE_ACP_STATE": str(adapter.state)}
+    claude = await doctor.supervision("claude", {}, cwd=tmp_path, env=env)
+    assert claude.ok and claude.detail == f"yes: {adapter.bin / 'claude-agent-acp'} (fake-acp-agent 1.0)"
+    codex = await doctor.supervision("codex", {}, cwd=tmp_path, env=env)
+    assert codex.ok
+    assert codex.detail.startswith("no: runs headless; to supervise it, run `npm install -g @zed-industries/codex-acp`")
+    broken = await doctor.supervision("claude", {"claude": "claude-agent-acp"}, cwd=tmp_path,
+                                      env={**env, "FAKE_ACP_MODE": "broken_init"})
+    assert not broken.ok and "does not speak ACP" in broken.detail
