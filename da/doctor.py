@@ -15,7 +15,6 @@ import httpx
 from da import agents, config, fleet, skills
 from da.config import ConfigError
 from da.handlers import agent_run, api
-from da.worker import agent_session
 
 if TYPE_CHECKING:
     from da.worker.settings import WorkerSettings
@@ -84,6 +83,8 @@ async def agent_answers(agent: str, commands: dict[str, agents.AgentCommand]) ->
 async def supervision(agent: str, configured: Mapping[str, str], *, cwd: Path,
                       env: Mapping[str, str] | None = None) -> Check:
     """Whether the agent runs supervised (its ACP adapter answers `initialize`), else how to give it one."""
+    from da.worker import agent_session  # the ACP client: loaded only when asked, as the worker's settings are
+
     name = f"agent {agent} supervised"
     command = agent_session.acp_command(agent, configured, path=(env or {}).get("PATH"), own_cli=False)
     if command is None:
