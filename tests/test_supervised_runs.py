@@ -14,7 +14,7 @@ import pytest
 
 from da import doctor, fleet
 from da.queue.client import QueueClient
-from da.worker import settings
+from da.worker import orphans, settings
 from tests.support.server import QueueServer
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, run_task, wait_for_status
@@ -120,6 +120,9 @@ async def test_a_cancel_reaches_the_agent_as_session_cancel_before_any_signal(wo
                                                                              adapter: Adapter, tmp_path: Path) -> None:
     task = await client.create_task("agent_run", {"agent": "claude", "prompt": "SLOW work", "cwd": str(tmp_path)})
     await wait_until(lambda: bool(adapter.events("prompt")) or None, timeout=20)
+    book = orphans.ProcessBook.of(tmp_path / "logs", "test-box").folder
+    adapter_pid = adapter.events("prompt")[0]["pid"]
+    assert json.loads((book / f"{adapter_pid}.json").read_text())["task"] == task.id
     await client.cancel(task.id, by="tester")
     await wait_until(lambda: bool(adapter.events("cancel")) or None, timeout=10)
     assert (await wait_for_status(client, task.id)).status == "cancelled"
@@ -127,6 +130,7 @@ async def test_a_cancel_reaches_the_agent_as_session_cancel_before_any_signal(wo
     assert "sigterm" not in kinds[:kinds.index("cancel") + 1]
     await wait_until(lambda: f"stopped {task.id[:8]} agent_run: cancelled in the queue" in worker.log, timeout=20)
     assert "Traceback" not in worker.log
+    assert not (book / f"{adapter_pid}.json").exists()
 
 
 async def test_a_budget_stop_is_needs_human_saying_so(worker, client: QueueClient, tmp_path: Path) -> None:
