@@ -195,3 +195,16 @@ async def test_doctor_says_which_agents_run_supervised_and_how_to_install_the_ad
     broken = await doctor.supervision("claude", {"claude": "claude-agent-acp"}, cwd=tmp_path,
                                       env={**env, "FAKE_ACP_MODE": "broken_init"})
     assert not broken.ok and "does not speak ACP" in broken.detail
+
+
+async def test_a_plan_task_asks_to_approve_the_plan_and_goes_on_when_approved(
+        worker, client: QueueClient, http: httpx.AsyncClient, adapter: Adapter, tmp_path: Path) -> None:
+    task = await client.create_task("agent_run", {"agent": "claude", "prompt": "PLANMODE parser", "plan": True,
+                                                  "cwd": str(tmp_path)})
+    ask = await open_ask(http, task.id)
+    assert ask["kind"] == "plan" and "Write the parser" in ask["detail"]
+    await client.answer_ask(task.id, ask["id"], "approve", by="ana")
+    done = await wait_for_status(client, task.id)
+    assert done.status == "done", done.notes
+    assert adapter.events("set_mode")[0]["mode"] == "plan"
+    assert "coding" in done.result["answer"]
