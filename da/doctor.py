@@ -14,7 +14,7 @@ import httpx
 
 from da import agents, config, fleet, skills
 from da.config import ConfigError
-from da.handlers import api
+from da.handlers import agent_run, api
 
 if TYPE_CHECKING:
     from da.worker.settings import WorkerSettings
@@ -78,6 +78,25 @@ async def agent_answers(agent: str, commands: dict[str, agents.AgentCommand]) ->
     smoke = await smoke_test(agent, commands)
     detail = f"answered in {smoke.seconds:.1f}s" if smoke.ok else smoke.detail
     return Check(f"agent {agent} answers", smoke.ok, detail, smoke.action)
+
+
+async def supervision(agent: str, configured: Mapping[str, str], *, cwd: Path,
+                      env: Mapping[str, str] | None = None) -> Check:
+    """Whether the agent runs supervised (its ACP adapter answers `initialize`), else how to give it one."""
+    from da.worker import agent_session  # the ACP client: loaded only when asked, as the worker's settings are
+
+    name = f"agent {agent} supervised"
+    command = agent_session.acp_command(agent, configured, path=(env or {}).get("PATH"), own_cli=False)
+    if command is None:
+        how = agent_run.ADAPTERS.get(agent)
+        return Check(name, True, "no: runs headless; to supervise it, " + (f"{how} and " if how else "")
+                     + f"set `agents: {{{agent}: {{acp: ...}}}}` in machines.yaml")
+    shake = await agent_session.handshake(command, cwd=cwd, env=env)
+    if not shake.ok:
+        return Check(name, False, f"{' '.join(command.argv)} does not speak ACP: {shake.reason}",
+                     f"reinstall the adapter or fix `agents: {{{agent}: {{acp: ...}}}}` in machines.yaml")
+    who = " ".join(part for part in (shake.name, shake.version) if part)
+    return Check(name, True, f"yes: {' '.join(command.argv)}" + (f" ({who})" if who else ""))
 
 
 async def queue_checks(http: httpx.AsyncClient, url: str, secret: str, machine: str = "",
@@ -166,6 +185,8 @@ async def run_checks(env: Mapping[str, str], cwd: Path, *, ask_agents: bool = Fa
                                 f"install it: da skills install {worker.machine if worker else ''} {agent}"))
             if found and ask_agents:
                 checks.append(await agent_answers(agent, commands))
+            if ask_agents and worker is not None:
+                checks.append(await supervision(agent, worker.acp_commands, cwd=cwd, env=worker.process_env))
         api = (env.get("SLACK_API_URL") or "https://slack.com/api/").rstrip("/")
         for key, method, label, fix in (
                 ("SLACK_BOT_TOKEN", "auth.test", "Slack bot token", "copy the Bot User OAuth Token (xoxb-) again"),

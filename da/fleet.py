@@ -32,6 +32,15 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class ToolPolicy:
+    """machines.yaml's `policy:` for supervised agents; None keeps the driver's default list."""
+
+    allow: tuple[str, ...] | None = None
+    ask: tuple[str, ...] | None = None
+    refuse: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Machine:
     """One machine of the fleet; `names` is what a task may be pinned to."""
 
@@ -57,6 +66,10 @@ class Machine:
     top_agent: str | None = None
     # What its worker offered when it last polled (capabilities, agents); None when no worker said.
     offered: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    # The command that speaks ACP for an agent (`agents: {claude: {acp: "claude-agent-acp"}}`).
+    acp: tuple[tuple[str, str], ...] = ()
+    # Which tool kinds a supervised agent runs without asking, always asks about, or is refused.
+    policy: ToolPolicy = field(default_factory=lambda: ToolPolicy())
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -186,6 +199,38 @@ def _repo_delivery(value: Any, where: str) -> tuple[tuple[str, Delivery], ...]:
     return tuple((path, _delivery(entry, f"{where}.{path}")) for path, entry in value.items())
 
 
+def _agent_names(value: Any, where: str) -> tuple[str, ...]:
+    """`agents:` as a list of names, or a mapping of name to its settings (`{claude: {acp: ...}}`)."""
+    if isinstance(value, dict):
+        return _string_list(list(value), where)
+    return _string_list(value, where)
+
+
+def _acp_commands(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        return ()
+    commands = []
+    for agent, settings in value.items():
+        if settings is None:
+            continue
+        if not isinstance(settings, dict) or not isinstance(settings.get("acp", ""), str):
+            raise ConfigError(f"{where}.{agent} must be a mapping like {{acp: \"claude-agent-acp\"}}.")
+        if settings.get("acp", "").strip():
+            commands.append((str(agent), settings["acp"].strip()))
+    return tuple(commands)
+
+
+def _policy(value: Any, where: str) -> ToolPolicy:
+    if value is None:
+        return ToolPolicy()
+    if not isinstance(value, dict) or set(value) - {"allow", "ask", "refuse"}:
+        raise ConfigError(f"{where} must be a mapping with allow, ask and refuse lists of tool kinds "
+                          "(read, search, think, execute, edit, delete, move, fetch, other).")
+    return ToolPolicy(allow=_string_list(value["allow"], f"{where}.allow") if "allow" in value else None,
+                      ask=_string_list(value["ask"], f"{where}.ask") if "ask" in value else None,
+                      refuse=_string_list(value.get("refuse"), f"{where}.refuse"))
+
+
 def parse_fleet(data: Any, source: str) -> Fleet:
     """Turn the YAML document into a Fleet, naming the first bad key."""
     if data is None:
@@ -217,11 +262,13 @@ def parse_fleet(data: Any, source: str) -> Fleet:
             user=entry.get("user", ""),
             ssh_port=port,
             capabilities=_string_list(entry.get("capabilities"), f"{where}.capabilities"),
-            agents=_string_list(entry.get("agents"), f"{where}.agents"),
+            agents=_agent_names(entry.get("agents"), f"{where}.agents"),
             aliases=_string_list(entry.get("aliases"), f"{where}.aliases"),
             max_parallel=parallel,
             delivery=_delivery(entry, where),
             repo_delivery=_repo_delivery(entry.get("repos"), f"{where}.repos"),
+            acp=_acp_commands(entry.get("agents"), f"{where}.agents"),
+            policy=_policy(entry.get("policy"), f"{where}.policy"),
         )
         for alias in machine.names:
             if alias in seen:

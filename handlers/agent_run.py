@@ -15,7 +15,18 @@ import httpx
 
 from da import agents
 from da.handlers import _agent_session
-from da.handlers.api import DONE, FAILED, Context, NeedsHuman, Result, text_field, timeout_field
+from da.handlers.api import (
+    DONE,
+    FAILED,
+    Context,
+    NeedsHuman,
+    Result,
+    TurnOptions,
+    flag_field,
+    number_field,
+    text_field,
+    timeout_field,
+)
 
 TYPE = "agent_run"
 # An agent edits files and may push: running it twice is not harmless.
@@ -29,6 +40,20 @@ SESSIONS_FILE = "agent-sessions.json"
 # What claude and codex say when the session to resume is not on this machine (or in this folder).
 SESSION_GONE = re.compile(r"no conversation found|no rollout found|session .*not found", re.IGNORECASE)
 FIX_PAYLOAD = "fix the payload and resubmit"
+# How to give an agent its ACP adapter, so it runs supervised (asks, progress, steering, budgets).
+ADAPTERS = {
+    "claude": "run `npm install -g @zed-industries/claude-agent-acp`",
+    "codex": "run `npm install -g @zed-industries/codex-acp`",
+    "gemini": "use a gemini CLI that has `gemini --acp`",
+}
+
+
+def adapter_hint(agent: str) -> str:
+    """One sentence on how the agent could run supervised."""
+    how = ADAPTERS.get(agent)
+    return (f"{agent} ran headless (no ACP adapter on this machine); to run it supervised, "
+            + (f"{how} and " if how else "") + f"set `agents: {{{agent}: {{acp: ...}}}}` in machines.yaml"
+            + (" if it is not on PATH" if how and agent != "gemini" else ""))
 
 
 async def run(ctx: Context, payload: dict[str, Any]) -> Result:
@@ -49,6 +74,28 @@ async def run(ctx: Context, payload: dict[str, Any]) -> Result:
         if session is not None:
             raise cannot_resume(agent)
         return await run_groq(ctx, prompt, turns, model, timeout)
+    options = turn_options(payload, timeout)
+    supervised = await ctx.supervised_turn(
+        agent, prompt_with_context(prompt, turns, left_out_field(payload)),
+        cwd=ctx.check_cwd(text_field(payload, "cwd")), session_id=session, options=options)
+    if supervised is not None:
+        return supervised
+    result = await run_headless(ctx, payload, agent, prompt, model, timeout, session, turns)
+    result.details["supervised"] = False
+    result.details["supervision_notes"] = [adapter_hint(agent)]
+    return result
+
+
+def turn_options(payload: dict[str, Any], timeout: float) -> TurnOptions:
+    """The payload's supervision fields: `plan`, `yolo`, `budget` (USD), `ask_timeout` (seconds)."""
+    return TurnOptions(timeout=timeout, plan=flag_field(payload, "plan"), yolo=flag_field(payload, "yolo"),
+                       budget_usd=number_field(payload, "budget", "US dollars"),
+                       ask_timeout=number_field(payload, "ask_timeout", "seconds"))
+
+
+async def run_headless(ctx: Context, payload: dict[str, Any], agent: str, prompt: str, model: str | None,
+                       timeout: float, session: str | None, turns: list[agents.Turn]) -> Result:
+    """Today's one-shot run of the agent's CLI, for an agent with no ACP adapter."""
     spec = ctx.agent_command(agent)
     if spec is None:
         raise NeedsHuman(f"no command is configured for agent {agent}",

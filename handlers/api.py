@@ -70,6 +70,19 @@ class ProcessResult:
         return data
 
 
+@dataclass(frozen=True)
+class TurnOptions:
+    """How a supervised agent turn runs: plan mode first, no questions (yolo), a budget, the ask timeout."""
+
+    timeout: float
+    plan: bool = False
+    yolo: bool = False
+    # None: the machine's DA_BUDGET_PER_TASK (no budget when that is unset).
+    budget_usd: float | None = None
+    # None: the machine's DA_ASK_TIMEOUT.
+    ask_timeout: float | None = None
+
+
 class Context(Protocol):
     """What a handler may use: the machine it runs on, its settings and the process runner."""
 
@@ -91,6 +104,11 @@ class Context(Protocol):
 
     def classify(self, process: ProcessResult, tool: str, agent: str | None = None) -> Result: ...
 
+    async def supervised_turn(self, agent: str, prompt: str, *, cwd: Path | None, session_id: str | None,
+                              options: TurnOptions) -> Result | None:
+        """Run the agent over ACP, watched and answerable from the queue; None when it has no ACP command."""
+        ...
+
 
 # ---- payload fields: a bad payload is a person's to fix, said in one sentence -------------
 
@@ -108,6 +126,25 @@ def text_field(payload: dict[str, Any], name: str, *, required: bool = False, de
     if not isinstance(value, str):
         raise NeedsHuman(f"payload field '{name}' must be a string", f"resubmit the task with '{name}' as text")
     return value
+
+
+def flag_field(payload: dict[str, Any], name: str) -> bool:
+    """A true/false payload field (absent is false)."""
+    value = payload.get(name, False)
+    if not isinstance(value, bool):
+        raise NeedsHuman(f"payload field '{name}' must be true or false", f"resubmit with '{name}' as a boolean")
+    return value
+
+
+def number_field(payload: dict[str, Any], name: str, unit: str) -> float | None:
+    """A positive number from the payload (a budget in USD, seconds), or None when absent."""
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise NeedsHuman(f"payload field '{name}' must be a positive number of {unit}",
+                         f"resubmit with '{name}' as a number")
+    return float(value)
 
 
 def timeout_field(payload: dict[str, Any], default: float) -> float:

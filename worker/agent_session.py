@@ -32,7 +32,7 @@ from acp import schema
 from acp.client.connection import ClientSideConnection
 
 from da.queue import models
-from da.worker import output, runner
+from da.worker import orphans, output, runner
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +100,18 @@ class AcpCommand:
     argv: tuple[str, ...]
 
 
-def acp_command(agent: str, configured: Mapping[str, str] | None = None, path: str | None = None) -> AcpCommand | None:
+def acp_command(agent: str, configured: Mapping[str, str] | None = None, path: str | None = None, *,
+                own_cli: bool = True) -> AcpCommand | None:
     """The ACP command for `agent`: machines.yaml's `agents: {name: {acp: ...}}`, else the
-    well-known adapter when it is on PATH; None means the agent runs headless as before."""
+    well-known adapter when it is on PATH; None means the agent runs headless as before.
+
+    Without `own_cli`, a mode of the agent's own CLI (`gemini --acp`) counts only when machines.yaml
+    names it: an older CLI on PATH lacks the flag, and its headless run works."""
     if configured and (value := configured.get(agent, "").strip()):
         return AcpCommand(agent, tuple(shlex.split(value)))
     known = WELL_KNOWN_ACP.get(agent)
+    if known and known[0] == agent and not own_cli:
+        return None
     if known and (found := shutil.which(known[0], path=path)):
         return AcpCommand(agent, (found, *known[1:]))
     return None
@@ -216,6 +222,9 @@ class TurnRequest:
     # The adapter's whole environment; None inherits the worker's.
     env: Mapping[str, str] | None = None
     redact: Callable[[str], str] = str
+    # Where the adapter's process group is noted, so a restarted worker stops one a crash left behind.
+    book: orphans.ProcessBook | None = None
+    task_id: str = ""
 
 
 @dataclass
@@ -345,6 +354,8 @@ class AgentSession:
             return self._result(models.FAILED, f"cannot start {request.command.argv[0]} for {request.command.agent}: "
                                 f"{exc.strerror or exc}; install the adapter or fix `acp` in machines.yaml")
         self._process = process
+        if request.book is not None:
+            request.book.record(process.pid, request.task_id)
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         messages = asyncio.StreamReader(limit=MAX_LINE)
         self._stderr_pump = asyncio.create_task(self._pump_stderr(process.stderr))
@@ -368,6 +379,8 @@ class AgentSession:
                 deadline.cancel()
             await conn.close()
             await self._end_process(process)
+            if request.book is not None:
+                request.book.forget(process.pid)
             await asyncio.gather(*pumps, return_exceptions=True)
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

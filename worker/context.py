@@ -7,8 +7,10 @@ from pathlib import Path
 
 from da.agents import AgentCommand
 from da.handlers import api
-from da.handlers.api import NeedsHuman, ProcessResult, Result
-from da.worker import orphans, report, runner
+from da.handlers.api import NeedsHuman, ProcessResult, Result, TurnOptions
+from da.queue import models
+from da.queue.client import QueueClient
+from da.worker import agent_session, orphans, report, runner, supervision
 from da.worker.settings import WorkerSettings
 
 # Progress lines are shown in Slack cards; one line is enough.
@@ -18,8 +20,13 @@ MAX_PROGRESS = 300
 class TaskContext:
     """Given to `handler.run(ctx, payload)`; records the last output line as progress."""
 
-    def __init__(self, settings: WorkerSettings, task_id: str, task_type: str) -> None:
+    def __init__(self, settings: WorkerSettings, task_id: str, task_type: str, *,
+                 client: QueueClient | None = None, lease: str = "") -> None:
         self.settings = settings
+        self.client = client
+        self.lease = lease
+        # The supervised agent session running now: the heartbeat hands it steering messages and cancels it.
+        self.session: agent_session.AgentSession | None = None
         self.machine = settings.machine
         self.agents = settings.agents
         self.task_id = task_id
@@ -45,6 +52,31 @@ class TaskContext:
 
     def agent_command(self, agent: str) -> AgentCommand | None:
         return self.settings.agent_commands.get(agent)
+
+    async def supervised_turn(self, agent: str, prompt: str, *, cwd: Path | None, session_id: str | None,
+                              options: TurnOptions) -> Result | None:
+        """Run the agent over ACP with its progress and asks on the task; None when it has no ACP command
+        (or this context has no queue to report to), so the handler runs it headless."""
+        command = agent_session.acp_command(agent, self.settings.acp_commands,
+                                            path=self.settings.process_env.get("PATH"), own_cli=False)
+        if command is None or self.client is None:
+            return None
+        settings = self.settings
+        budget = options.budget_usd if options.budget_usd is not None else settings.budget_per_task
+        policy = agent_session.Policy(settings.policy.allow, settings.policy.ask, settings.policy.refuse,
+                                      yolo=options.yolo)
+        request = agent_session.TurnRequest(
+            command=command, cwd=cwd or Path.cwd(), prompt=prompt, session_id=session_id, plan=options.plan,
+            policy=policy, ask_timeout=options.ask_timeout or settings.ask_timeout, budget_usd=budget,
+            timeout=options.timeout, env=settings.process_env, redact=settings.redactor,
+            book=orphans.ProcessBook.of(settings.log_dir, self.machine), task_id=self.task_id)
+        self.session = agent_session.AgentSession(request, supervision.QueueReporter(self.client, self.task_id,
+                                                                                     self.lease))
+        try:
+            turn = await self.session.run()
+        finally:
+            self.session = None
+        return turn_result(agent, turn, yolo=options.yolo, budget=budget)
 
     def check_cwd(self, cwd: str | None, field_name: str = "cwd") -> Path | None:
         """The payload's folder with ~ expanded; a missing one is a needs_human, not a traceback."""
@@ -87,3 +119,23 @@ class TaskContext:
             if shown:
                 self._note_line(shown)
         return note
+
+
+def turn_result(agent: str, turn: agent_session.TurnResult, *, yolo: bool, budget: float | None) -> Result:
+    """A supervised turn as the task's result: the answer, session, usage and how it ran."""
+    details = turn.to_details()
+    if yolo:
+        details["supervised"] = False
+        details["supervision_notes"] = [*turn.notes, "ran with --yolo: no tool call was asked about"]
+    if turn.status == models.DONE:
+        cost = turn.usage.cost_usd
+        spent = f", ${cost:.2f}" if cost is not None else ""
+        return Result(models.DONE, f"{agent} answered (supervised{' with --yolo' if yolo else ''}{spent})", "",
+                      details)
+    if turn.status == models.NEEDS_HUMAN and budget is not None:
+        return Result(models.NEEDS_HUMAN, turn.reason[:400], f"raise the task's budget (now ${budget:.2f}) and "
+                      "send a follow-up to go on", details)
+    if turn.status == models.CANCELLED:
+        return Result(models.CANCELLED, turn.reason[:400], "", details)
+    return Result(turn.status, turn.reason[:400] or f"{agent} stopped", "read the result's stderr and the "
+                  "answer so far", details)

@@ -17,7 +17,7 @@ from da import agents as agents_module
 from da import config, fleet
 from da.agents import DEFAULT_COMMANDS, AgentCommand, load_commands
 from da.config import ConfigError
-from da.worker import output
+from da.worker import agent_session, output
 from da.worker.redact import Redactor
 from da.worker.workspace import WorkspaceSettings
 
@@ -82,6 +82,11 @@ class WorkerSettings:
     # Which setting holds the credential and where, for the line that says it was refused.
     credential_source: str = "DA_TOKEN"
     give_up_after: float = DEFAULT_GIVE_UP_AFTER
+    # Supervised agents: machines.yaml's ACP commands and tool policy, DA_ASK_TIMEOUT, DA_BUDGET_PER_TASK.
+    acp_commands: dict[str, str] = field(default_factory=dict)
+    policy: agent_session.Policy = field(default_factory=agent_session.Policy)
+    ask_timeout: float = agent_session.DEFAULT_ASK_TIMEOUT
+    budget_per_task: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None, default_capabilities: tuple[str, ...] = (),
@@ -140,7 +145,19 @@ class WorkerSettings:
                    "GROQ_BASE_URL": env.get("GROQ_BASE_URL", GROQ_BASE_URL),
                    "GROQ_MODEL": env.get("GROQ_MODEL", GROQ_MODEL)},
             redactor=Redactor.from_env(env),
+            acp_commands=dict(machine.acp) if machine else {},
+            policy=tool_policy(machine.policy if machine else fleet.ToolPolicy()),
+            ask_timeout=config.env_float(env, "DA_ASK_TIMEOUT", agent_session.DEFAULT_ASK_TIMEOUT, minimum=1.0),
+            budget_per_task=config.env_float(env, "DA_BUDGET_PER_TASK", 0.0) or None,
         )
+
+
+def tool_policy(declared: fleet.ToolPolicy) -> agent_session.Policy:
+    """The driver's policy from machines.yaml's `policy:`; a list it leaves out keeps the default."""
+    return agent_session.Policy(
+        allow=frozenset(declared.allow) if declared.allow is not None else agent_session.DEFAULT_ALLOWED,
+        ask=frozenset(declared.ask) if declared.ask is not None else agent_session.DEFAULT_ASKED,
+        refuse=frozenset(declared.refuse))
 
 
 def task_log_dir(env: Mapping[str, str]) -> Path:

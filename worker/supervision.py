@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from da.queue import errors as queue_errors
 from da.queue import models
 from da.queue.client import QueueClient
 from da.worker import agent_session
@@ -35,8 +36,13 @@ class QueueReporter:
         self.poll = poll
 
     async def progress(self, progress: dict[str, Any]) -> None:
-        """Replace the task's progress record (the session coalesces calls to a few a second)."""
-        await self.client.save_progress(self.task_id, self.lease, progress)
+        """Replace the task's progress record (the session coalesces calls to a few a second); a task that
+        was cancelled or handed on keeps the record it had."""
+        try:
+            await self.client.save_progress(self.task_id, self.lease, progress)
+        except (queue_errors.LeaseLost, queue_errors.NotFound) as exc:
+            logger.info("task %s: progress not recorded: %s", self.task_id[:8], exc.detail,
+                        extra={"task_id": self.task_id})
 
     async def ask(self, ask: agent_session.Ask) -> agent_session.Answer:
         """Open the ask on the task and wait until a person answers it; AskClosed when it expires or the task

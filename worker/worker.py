@@ -23,7 +23,7 @@ from da.queue import errors as queue_errors
 from da.queue import models as queue_models
 from da.queue.client import ClaimedTask, QueueClient
 from da.worker import lease as leases
-from da.worker import orphans, report, workspace
+from da.worker import orphans, report, runner, workspace
 from da.worker.context import TaskContext
 from da.worker.errors import CredentialRefused
 from da.worker.registry import Handler
@@ -220,13 +220,17 @@ class Worker:
         except (LeaseGone, CredentialRefused) as exc:
             logger.warning("task %s was not started: %s", task.short_id, exc, extra={"task_id": task.id})
             return
-        ctx = TaskContext(self.settings, task.id, task.type)
+        ctx = TaskContext(self.settings, task.id, task.type, client=self.client, lease=lease)
         handler = self.handlers.get(task.type)
         work = asyncio.create_task(self._run_handler(handler, ctx, task.type, task.payload) if spaces is None
                                    else self._run_in_workspace(handler, ctx, task.id, task.payload, spaces))
         beats = asyncio.create_task(self._heartbeat(task.id, lease, claimed.lease_seconds, ctx, work))
         try:
             result = await asyncio.shield(work)
+            if (reason := self._cancel_reason.pop(task.id, None)) is not None:
+                # A supervised session ended its turn on the cancel: the task is not this worker's to report.
+                logger.info("stopped %s %s: %s", task.short_id, task.type, reason, extra={"task_id": task.id})
+                return
         except asyncio.CancelledError:
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -306,7 +310,8 @@ class Worker:
                 return
             wait = clock.wait()
             call = self.client.heartbeat(task_id, lease, progress=ctx.progress, lease_seconds=self.settings.lease,
-                                         wait=wait, timeout=clock.attempt_timeout(sent, wait))
+                                         wait=wait, messages=ctx.session is not None,
+                                         timeout=clock.attempt_timeout(sent, wait))
             try:
                 # A renewal that arrived in time is answered at most `wait` after the old lease ran out.
                 beat = await asyncio.wait_for(call, clock.expires + wait - sent)
@@ -324,14 +329,29 @@ class Worker:
                 logger.warning("heartbeat for %s failed: %s", task_id[:8], exc.detail)
             else:
                 if beat.cancel:
+                    await self._cancel_session(task_id, ctx, work)
                     self._stop_work(task_id, work, "cancelled in the queue")
                     return
+                if ctx.session is not None and beat.messages:
+                    logger.info("task %s: %d steering message(s) handed to the agent", task_id[:8],
+                                len(beat.messages), extra={"task_id": task_id})
+                    for message in beat.messages:
+                        ctx.session.say(message.text, interrupt=message.interrupt)
                 answered = loop.time()
                 # A queue that does not say what is left renewed the lease it was asked for, on arrival.
                 left = beat.lease_seconds if beat.lease_seconds is not None else clock.length - (answered - sent)
                 clock.renewed(sent, answered, left, wait)
             # Keep the pace when an answer came early (a failure, or a queue that does not hold heartbeats).
             await asyncio.sleep(max(0.0, min(sent + wait, clock.expires) - loop.time()))
+
+    async def _cancel_session(self, task_id: str, ctx: TaskContext, work: asyncio.Task[Result]) -> None:
+        """A supervised agent hears session/cancel first and gets its grace period to end the turn."""
+        session = ctx.session
+        if session is None:
+            return
+        self._cancel_reason[task_id] = "cancelled in the queue"
+        session.cancel()
+        await asyncio.wait({work}, timeout=session.request.cancel_grace + runner.KILL_GRACE)
 
     def _stop_work(self, task_id: str, work: asyncio.Task[Result], reason: str) -> None:
         """Stop a task from the queue's side (or for want of it): nothing is reported then, the log says why."""

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from da import agents, doctor
@@ -56,15 +57,16 @@ async def smoke_test(only: str | None, terminal: Terminal) -> int:
     worst = 0
     for agent in [only] if only else list(agents.CLI_AGENTS):
         if agent not in commands:
-            rows.append((agent, "unknown", "-", "-"))
+            rows.append((agent, "unknown", "-", "-", "-"))
             worst = max(worst, 2)
             continue
         smoke = await doctor.smoke_test(agent, commands)
         took = f"{smoke.seconds:.1f}s" if smoke.installed else "-"
+        supervised = await doctor.supervision(agent, {}, cwd=Path.cwd())
         rows.append((agent, "installed" if smoke.installed else "not installed",
-                     smoke.detail if smoke.installed else "-", took))
-        worst = max(worst, 0 if smoke.ok else 1)
-    terminal.print(table(("AGENT", "INSTALLED", "ANSWER", "TIME"), rows, terminal.width))
+                     smoke.detail if smoke.installed else "-", took, supervised.detail))
+        worst = max(worst, 0 if smoke.ok and supervised.ok else 1)
+    terminal.print(table(("AGENT", "INSTALLED", "ANSWER", "TIME", "SUPERVISED"), rows, terminal.width))
     return worst
 
 
