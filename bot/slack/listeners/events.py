@@ -18,6 +18,7 @@ from da.bot.slack.room import room_of
 def register(app: AsyncApp) -> None:
     app.event("message")(on_message)
     app.event("app_mention")(on_message)
+    app.event("agent_session_stopped")(on_session_stopped)
 
 
 async def on_message(event: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -25,3 +26,9 @@ async def on_message(event: dict[str, Any], context: AsyncBoltContext) -> None:
     asked = await room.conversations.heard(event, context.get("bot_user_id"))
     if asked is not None:
         await answering.answer(room, asked)
+
+
+async def on_session_stopped(event: dict[str, Any], context: AsyncBoltContext) -> None:
+    """Slack's own Stop button on a running agent: its task is cancelled gently (the answer so far kept)."""
+    await room_of(context).stop_thread(str(event.get("channel") or ""), str(event.get("thread_ts") or ""),
+                                       str(event.get("user") or ""))

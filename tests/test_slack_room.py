@@ -1,0 +1,129 @@
+"""Slack as the agent's control room: the real bot in socket mode against the strict emulator and a
+real queue; the agent side is driven through the queue's HTTP API as a worker would (claim, start,
+progress records, report), so what the thread shows is tested on its own."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from da.queue.client import ClaimedTask, QueueClient
+from da.queue.models import Task
+from tests.support.slack import ALLOWED, STRANGER
+from tests.support.slack_emulator import Message, SlackEmulator, Stream
+from tests.support.waiting import wait_until
+
+FLAGS = "--machine=mac-mini --agent=claude --type=agent_run"
+
+
+def record(*, plan: list[tuple[str, str]] = (), tools: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
+           answer: str = "", turns: int = 0, cost: float = 0.12) -> dict[str, Any]:
+    """A progress record as the worker's agent session driver reports it."""
+    return {"plan": [{"content": c, "status": s} for c, s in plan],
+            "tools": [{"id": i, "title": t, "kind": "execute", "status": s} for i, t, s in tools],
+            "answer_tail": answer, "mode": "default", "turns": turns,
+            "usage": {"input_tokens": 1200, "output_tokens": 340, "cost_usd": cost}}
+
+
+async def started(slack: SlackEmulator, queue_client: QueueClient,
+                  prompt: str = "fix the flaky test") -> tuple[Message, Task, ClaimedTask]:
+    """`@da <prompt>` in #general, its card posted, the task claimed and started by mac-mini."""
+    message, _ = await slack.say(f"@da {prompt} {FLAGS}")
+
+    async def made() -> Task | None:
+        found, _ = await queue_client.list_tasks(limit=10)
+        return found[0] if found else None
+    task = await wait_until(made)
+
+    async def carded() -> Message | None:
+        return next((m for m in slack.thread("CGENERAL", message.ts) if f"task:{task.id}:card" in json.dumps(m.blocks)),
+                    None)
+    await wait_until(carded)
+    held = await queue_client.claim("mac-mini", ["agent_run"], agents=["claude"])
+    assert held is not None and held.task.id == task.id
+    await queue_client.start(task.id, held.lease)
+    return message, task, held
+
+
+def streams_in(slack: SlackEmulator, root: Message) -> list[Stream]:
+    return [s for s in slack.streams.values() if s.channel == root.channel and s.thread_ts == root.ts]
+
+
+async def test_an_agent_at_work_streams_its_progress_in_one_message_with_a_status_line_and_a_session(
+        bot, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    await queue_client.save_progress(task.id, held.lease, record(plan=[("Find the flake", "in_progress")],
+                                                                 tools=[("t1", "pytest -x tests", "in_progress")],
+                                                                 answer="Looking at it"))
+    stream = (await wait_until(lambda: streams_in(slack, message) or None))[0]
+    assert stream.plan_title == "fix the flaky test" and stream.text == "Looking at it"
+    assert {t["title"]: t["status"] for t in stream.tasks.values()} == {"Find the flake": "in_progress",
+                                                                       "pytest -x tests": "in_progress"}
+    assert slack.thread_status("CGENERAL", message.ts) == "running pytest -x tests on mac-mini"
+    session = slack.sessions[("CGENERAL", message.ts)]
+    assert session.status == "processing" and session.initiator == ALLOWED
+
+    await queue_client.save_progress(task.id, held.lease, record(plan=[("Find the flake", "completed")],
+                                                                 tools=[("t1", "pytest -x tests", "completed")],
+                                                                 answer="Looking at it\nFound it: a race"))
+    await wait_until(lambda: stream.text == "Looking at it\nFound it: a race" or None)
+    assert stream.tasks and all(t["status"] == "complete" for t in stream.tasks.values())
+    await wait_until(lambda: slack.thread_status("CGENERAL", message.ts) == "working on mac-mini" or None)
+
+    await queue_client.report(task.id, held.lease, "done", {"answer": "Fixed the race"})
+    await wait_until(lambda: stream.state == "stopped" or None)
+    await wait_until(lambda: slack.sessions[("CGENERAL", message.ts)].status == "active" or None)
+    await wait_until(lambda: slack.thread_status("CGENERAL", message.ts) == "" or None)
+    assert len(streams_in(slack, message)) == 1, "one streamed message per turn, never a flood"
+
+
+async def test_a_new_turn_gets_its_own_message(bot, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    await queue_client.save_progress(task.id, held.lease, record(answer="first turn", turns=0))
+    first = (await wait_until(lambda: streams_in(slack, message) or None))[0]
+    await queue_client.save_progress(task.id, held.lease, record(answer="second turn", turns=1))
+    await wait_until(lambda: len(streams_in(slack, message)) == 2 or None)
+    assert first.state == "stopped" and first.text == "first turn"
+    assert next(s for s in streams_in(slack, message) if s is not first).text == "second turn"
+
+
+async def test_without_streaming_one_card_is_edited_in_place(bot, slack: SlackEmulator,
+                                                             queue_client: QueueClient) -> None:
+    slack.unknown_methods.update({"chat.startStream", "chat.appendStream", "chat.stopStream"})
+    message, task, held = await started(slack, queue_client)
+    await queue_client.save_progress(task.id, held.lease, record(plan=[("Find the flake", "in_progress")]))
+
+    def progress_card() -> Message | None:
+        return next((m for m in slack.thread("CGENERAL", message.ts) if "*Plan*" in json.dumps(m.blocks)), None)
+    card = await wait_until(progress_card)
+    await queue_client.save_progress(task.id, held.lease, record(plan=[("Find the flake", "completed")]))
+    await wait_until(lambda: ":white_check_mark: Find the flake" in json.dumps(
+        slack.messages[("CGENERAL", card.ts)].blocks) or None)
+    assert not streams_in(slack, message)
+    assert len([m for m in slack.thread("CGENERAL", message.ts) if "*Plan*" in json.dumps(m.blocks)]) == 1
+
+
+async def test_slacks_stop_button_cancels_the_task(bot, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    await queue_client.save_progress(task.id, held.lease, record(answer="Working"))
+    await wait_until(lambda: slack.sessions.get(("CGENERAL", message.ts)) or None)
+    await wait_until(lambda: slack.sessions[("CGENERAL", message.ts)].status == "processing" or None)
+    await slack.press_stop("CGENERAL", message.ts)
+
+    async def cancelled() -> Task | None:
+        found = await queue_client.get_task(task.id)
+        return found if found.status == "cancelled" else None
+    stopped = await wait_until(cancelled)
+    assert stopped.changed_by == ALLOWED
+    await wait_until(lambda: slack.sessions[("CGENERAL", message.ts)].status == "closed" or None)
+
+
+async def test_a_strangers_stop_is_refused_privately(bot, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    await queue_client.save_progress(task.id, held.lease, record(answer="Working"))
+    await wait_until(lambda: (slack.sessions.get(("CGENERAL", message.ts)) or None) and
+                     (slack.sessions[("CGENERAL", message.ts)].status == "processing" or None))
+    await slack.press_stop("CGENERAL", message.ts, user=STRANGER)
+    refusal = await slack.wait_call("chat.postEphemeral", lambda b: b.get("user") == STRANGER)
+    assert "SLACK_ALLOWED_USERS" in refusal["text"]
+    assert (await queue_client.get_task(task.id)).status == "in_progress"
