@@ -4,6 +4,8 @@ progress records, report), so what the thread shows is tested on its own."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -127,3 +129,81 @@ async def test_a_strangers_stop_is_refused_privately(bot, slack: SlackEmulator, 
     refusal = await slack.wait_call("chat.postEphemeral", lambda b: b.get("user") == STRANGER)
     assert "SLACK_ALLOWED_USERS" in refusal["text"]
     assert (await queue_client.get_task(task.id)).status == "in_progress"
+
+
+PERMISSION = [("allow", "Allow"), ("allow_always", "Always allow"), ("deny", "Deny")]
+
+
+async def ask_card(slack: SlackEmulator, root: Message, title: str) -> Message:
+    """The card of an agent's ask in the thread, once it is there."""
+    def posted() -> Message | None:
+        return next((m for m in slack.thread(root.channel, root.ts) if "ask_answer_0" in json.dumps(m.blocks)
+                     and title in m.text), None)
+    return await wait_until(posted)
+
+
+async def test_an_ask_is_answered_from_its_card_in_the_thread_once(bot, slack: SlackEmulator,
+                                                                    queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    ask = await queue_client.open_ask(task.id, held.lease, "permission", "Run the tests", PERMISSION,
+                                      detail="pytest -x <tests>\nexport GH=ghp_" + "a" * 30)
+    card = await ask_card(slack, message, "Run the tests")
+    shown = json.dumps(card.blocks)
+    assert f"<@{ALLOWED}>" in card.text, "the requester is mentioned when an ask opens"
+    assert "&lt;tests&gt;" in shown and "ghp_" not in shown and "[redacted]" in shown
+    assert [e["text"]["text"] for b in card.blocks if b["type"] == "actions" for e in b["elements"]] == \
+        ["Allow", "Always allow", "Deny", "With a note…"]
+    await wait_until(lambda: slack.thread_status("CGENERAL", message.ts) == "waiting for your approval" or None)
+    before = dataclasses.replace(card, blocks=copy.deepcopy(card.blocks))
+
+    await slack.click("ask_answer_1", on=card, user=STRANGER)
+    refused = await slack.wait_response(lambda r: "SLACK_APPROVERS" in r.get("text", ""))
+    assert refused["response_type"] == "ephemeral"
+    assert (await queue_client.asks(task.id))[0].status == "open"
+
+    await slack.click("ask_answer_1", on=card)
+    answered = await wait_until(lambda: next((a for a in [slack.messages[(card.channel, card.ts)]]
+                                              if "Always allow" in json.dumps(a.blocks)
+                                              and "ask_answer" not in json.dumps(a.blocks)), None))
+    assert f"by <@{ALLOWED}> at" in json.dumps(answered.blocks)
+    settled = (await queue_client.asks(task.id))[0]
+    assert (settled.answer, settled.answered_by) == ("allow_always", ALLOWED) and settled.id == ask.id
+
+    await slack.click("ask_answer_2", on=before, user=ALLOWED)
+    late = await slack.wait_response(lambda r: "already answered" in r.get("text", ""))
+    assert f"<@{ALLOWED}> already answered: Always allow" in late["text"]
+    assert (await queue_client.asks(task.id))[0].answer == "allow_always", "the first answer wins"
+
+
+async def test_an_answer_from_the_terminal_settles_the_card_and_an_approver_may_answer(
+        make_bot, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    await make_bot(approvers=frozenset({"UOTHER"}))
+    message, task, held = await started(slack, queue_client)
+    await queue_client.open_ask(task.id, held.lease, "plan", "Approve the plan",
+                                [("approve", "Approve"), ("request_changes", "Request changes")],
+                                detail="1. find the race\n2. fix it")
+    card = await ask_card(slack, message, "Approve the plan")
+    await queue_client.answer_ask(task.id, 1, "approve", by="alice")
+    await wait_until(lambda: "by alice" in json.dumps(slack.messages[(card.channel, card.ts)].blocks) or None)
+    assert "ask_answer" not in json.dumps(slack.messages[(card.channel, card.ts)].blocks)
+
+    await queue_client.open_ask(task.id, held.lease, "question", "Which database?",
+                                [("sqlite", "SQLite"), ("postgres", "PostgreSQL")])
+    second = await ask_card(slack, message, "Which database?")
+    await slack.click("ask_answer_1", on=second, user="UOTHER")
+    await wait_until(lambda: "by <@UOTHER>" in json.dumps(slack.messages[(second.channel, second.ts)].blocks) or None)
+    assert (await queue_client.asks(task.id))[1].answer == "postgres"
+
+
+async def test_request_changes_with_a_note_opens_a_modal(bot, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    await queue_client.open_ask(task.id, held.lease, "plan", "Approve the plan",
+                                [("approve", "Approve"), ("request_changes", "Request changes")])
+    card = await ask_card(slack, message, "Approve the plan")
+    await slack.click("ask_note", on=card)
+    await slack.wait_call("views.open", lambda b: True)
+    view = next(iter(slack.views.values()))
+    await slack.submit(view, {"note": {"text": {"type": "plain_text_input", "value": "split it in two"}}})
+    await wait_until(lambda: "split it in two" in json.dumps(slack.messages[(card.channel, card.ts)].blocks) or None)
+    settled = (await queue_client.asks(task.id))[0]
+    assert (settled.answer, settled.note) == ("request_changes", "split it in two")

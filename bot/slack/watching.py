@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from da.bot.slack import asking, telling
 from da.bot.slack import progress as drawing
-from da.bot.slack import telling
-from da.bot.slack.delivery import Live, Poster
+from da.bot.slack.delivery import FAILURES, Live, Poster, problem
 from da.bot.slack.progress import Progress
 from da.bot.slack.state import BotState, Card
 from da.queue import errors as queue_errors
 from da.queue import models
 from da.queue.client import QueueClient
+from da.queue.models import Ask
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ class Thread:
     live: Live | None = None
     line: str = ""
     processing: bool = False
+    runs_on: str | None = None
+    # The ask cards posted in the thread: ask number -> (channel, ts), and the ones drawn settled.
+    asks: dict[int, tuple[str, str]] = field(default_factory=dict)
+    settled: set[int] = field(default_factory=set)
 
 
 class Watcher:
@@ -106,13 +111,13 @@ class Watcher:
                 after, status = page.progress_rev, page.status
                 await self.holding.wait()
                 now = Progress.of(page.record)
-                open_asks = sum(1 for ask in page.asks if ask.status == "open")
+                open_asks = sum(1 for ask in page.asks if ask.status == models.ASK_OPEN)
+                await self.show_asks(thread, page.asks)
                 if page.status in models.TERMINAL:
                     await self.end(thread, now, page.status)
                     return
-                if page.record:
-                    await self.show(thread, now, page.status, task.assigned_to or await self.machine(task_id),
-                                    open_asks)
+                thread.runs_on = thread.runs_on or task.assigned_to or await self.machine(task_id)
+                await self.show(thread, now, page.status, thread.runs_on, open_asks, drawn=bool(page.record))
         finally:
             self.threads.pop(task_id, None)
 
@@ -121,10 +126,17 @@ class Watcher:
             return (await self.client.get_task(task_id)).assigned_to
         return None
 
-    async def show(self, thread: Thread, now: Progress, status: str, machine: str | None, open_asks: int) -> None:
-        """One progress update in the thread: a new message for a new turn, else the open one grown."""
+    async def show(self, thread: Thread, now: Progress, status: str, machine: str | None, open_asks: int, *,
+                   drawn: bool) -> None:
+        """One progress update in the thread: a new message for a new turn, else the open one grown; the
+        status line (also before the agent reported anything, while an ask waits)."""
         decision = telling.live_decision(thread.shown, now, status, machine, open_asks)
         card = thread.card
+        if not drawn:
+            if open_asks and decision.status_line != thread.line and await self.poster.thread_status(
+                    card.channel, card.root, decision.status_line):
+                thread.line = decision.status_line
+            return
         if not thread.processing:
             thread.processing = await self.poster.session_status(card.channel, card.root, "processing",
                                                                  title=thread.title, initiator=card.requester or None)
@@ -146,6 +158,26 @@ class Watcher:
         if decision.status_line != thread.line and await self.poster.thread_status(card.channel, card.root,
                                                                                    decision.status_line):
             thread.line = decision.status_line
+
+    async def show_asks(self, thread: Thread, asks: tuple[Ask, ...]) -> None:
+        """A card for each new ask (mentioning the requester), and each card of an ask that is over redrawn
+        with who answered, or that it expired."""
+        card = thread.card
+        for ask in asks:
+            if ask.status == models.ASK_OPEN and ask.id not in thread.asks:
+                text, drawn = asking.card(ask, requester=card.requester)
+                try:
+                    thread.asks[ask.id] = await self.poster.post(card.channel, text, drawn, thread_ts=card.root)
+                except FAILURES as exc:
+                    logger.warning("posting ask %d of %s failed (%s)", ask.id, thread.task_id[:8], problem(exc))
+            elif ask.status != models.ASK_OPEN and ask.id in thread.asks and ask.id not in thread.settled:
+                channel, ts = thread.asks[ask.id]
+                text, drawn = asking.settled(ask)
+                try:
+                    await self.poster.update(channel, ts, text, drawn)
+                    thread.settled.add(ask.id)
+                except FAILURES as exc:
+                    logger.warning("redrawing ask %d of %s failed (%s)", ask.id, thread.task_id[:8], problem(exc))
 
     async def end(self, thread: Thread, now: Progress, status: str) -> None:
         """The task ended: its message finished with every step settled, the status line cleared, the
