@@ -61,7 +61,8 @@ async def test_an_agent_at_work_streams_its_progress_in_one_message_with_a_statu
     assert stream.plan_title == "fix the flaky test" and stream.text == "Looking at it"
     assert {t["title"]: t["status"] for t in stream.tasks.values()} == {"Find the flake": "in_progress",
                                                                        "pytest -x tests": "in_progress"}
-    assert slack.thread_status("CGENERAL", message.ts) == "running pytest -x tests on mac-mini"
+    await wait_until(lambda: slack.thread_status("CGENERAL", message.ts) == "running pytest -x tests on mac-mini"
+                     or None)
     session = slack.sessions[("CGENERAL", message.ts)]
     assert session.status == "processing" and session.initiator == ALLOWED
 
@@ -207,3 +208,46 @@ async def test_request_changes_with_a_note_opens_a_modal(bot, slack: SlackEmulat
     await wait_until(lambda: "split it in two" in json.dumps(slack.messages[(card.channel, card.ts)].blocks) or None)
     settled = (await queue_client.asks(task.id))[0]
     assert (settled.answer, settled.note) == ("request_changes", "split it in two")
+
+
+async def test_a_reply_while_a_turn_runs_steers_the_agent_and_stop_stops_it(bot, slack: SlackEmulator,
+                                                                            queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    await queue_client.save_progress(task.id, held.lease, record(answer="Working"))
+    await wait_until(lambda: streams_in(slack, message) or None)
+    await slack.say("also check the docs", thread_ts=message.ts)
+    beat = await queue_client.heartbeat(task.id, held.lease, messages=True, wait=5)
+    assert [(m.text, m.created_by) for m in beat.messages] == [("also check the docs", ALLOWED)]
+    await wait_until(lambda: next((m for m in slack.thread("CGENERAL", message.ts)
+                                   if "end of its current turn" in m.text), None))
+    found, _ = await queue_client.list_tasks(limit=10)
+    assert [t.id for t in found] == [task.id], "a steering reply starts no new turn"
+
+    await slack.say("stop", thread_ts=message.ts)
+    beat = await queue_client.heartbeat(task.id, held.lease, wait=5)
+    assert beat.cancel, "the worker hears the cancel (and sends session/cancel)"
+    assert (await queue_client.get_task(task.id)).changed_by == ALLOWED
+
+
+async def test_the_cards_cancel_button_stops_a_running_agent(bot, slack: SlackEmulator,
+                                                             queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    await queue_client.save_progress(task.id, held.lease, record(answer="Working"))
+    await wait_until(lambda: slack.sessions.get(("CGENERAL", message.ts)) or None)
+    card = next(m for m in slack.thread("CGENERAL", message.ts) if f"task:{task.id}:card" in json.dumps(m.blocks))
+    await slack.click("cancel_task", on=card)
+    beat = await queue_client.heartbeat(task.id, held.lease, wait=5)
+    assert beat.cancel
+    await wait_until(lambda: slack.sessions[("CGENERAL", message.ts)].status == "closed" or None)
+
+
+async def test_an_x_reaction_on_the_request_stops_its_agent(bot, slack: SlackEmulator,
+                                                             queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    await slack.react("CGENERAL", message.ts, "thumbsup")
+    await slack.react("CGENERAL", message.ts, "x", user=STRANGER)
+    await slack.wait_call("chat.postEphemeral", lambda b: b.get("user") == STRANGER)
+    assert not (await queue_client.heartbeat(task.id, held.lease)).cancel, "thumbs up and strangers stop nothing"
+    await slack.react("CGENERAL", message.ts, "x")
+    beat = await queue_client.heartbeat(task.id, held.lease, wait=5)
+    assert beat.cancel

@@ -56,6 +56,7 @@ CONVERSATION_SCOPES = {
     "files:write": "long answers cannot be attached as files",
     "files:read": "files attached to a request or a thread reply do not reach the task",
     "assistant:write": "agents at work show no agent session and no Stop button in their thread",
+    "reactions:read": "an :x: reaction on a running agent's thread does not stop it",
 }
 
 

@@ -24,7 +24,6 @@ from da.bot.slack.delivery import Reply
 from da.bot.slack.settings import BotSettings
 from da.bot.slack.state import BotState
 from da.queue import errors as queue_errors
-from da.queue import models
 from da.queue.models import Task
 
 logger = logging.getLogger(__name__)
@@ -85,23 +84,8 @@ class Room:
         await self.poster.redraw(body, reply, text, drawn)
 
     async def stop_thread(self, channel: str, root: str, user: str) -> Task | None:
-        """Stop the agent running in a task's thread (Slack's Stop, "stop", :x:): the queue's cancel, which
-        the worker passes on as session/cancel; someone not allowed is told so privately."""
-        running = [task_id for task_id, card in self.state.cards
-                   if card.channel == channel and card.root == root and not card.finished
-                   and card.status not in models.TERMINAL]
-        if not running:
-            return None
-        if not self.allowed(user):
-            await self.poster.say_privately(channel, root, user, self.refusal(user))
-            return None
-        stopped = None
-        for task_id in running:
-            try:
-                stopped = await self.layer.client.cancel(task_id, by=user, notes="stopped from Slack")
-            except queue_errors.QueueError as exc:
-                logger.warning("stopping %s from Slack failed: %s", task_id[:8], exc.detail)
-        return stopped
+        """Slack's Stop in a task's thread: its running agent stopped (see `Conversations.stop`)."""
+        return await self.conversations.stop(channel, root, user)
 
     async def publish_home(self, user: str) -> None:
         """Draw `user`'s Home tab as it is now (views.publish); a failure is logged, the next change retries."""
