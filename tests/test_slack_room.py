@@ -251,3 +251,27 @@ async def test_an_x_reaction_on_the_request_stops_its_agent(bot, slack: SlackEmu
     await slack.react("CGENERAL", message.ts, "x")
     beat = await queue_client.heartbeat(task.id, held.lease, wait=5)
     assert beat.cancel
+
+
+async def test_the_result_shows_the_workspace_its_diff_and_what_it_cost(bot, slack: SlackEmulator,
+                                                                        queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    await queue_client.save_progress(task.id, held.lease, record(answer="Fixed", cost=0.42))
+    pr = "https://github.com/acme/app/pull/7"
+    diff = "diff --git a/x.py b/x.py\n-old\n+new\n"
+    await queue_client.report(task.id, held.lease, "done", {
+        "answer": "Fixed the race", "diff": diff,
+        "workspace": {"branch": f"da/{task.short_id}", "base": "main", "commits": ["abc123", "def456"],
+                      "files_changed": 3, "insertions": 40, "deletions": 7, "pushed": True, "pr_url": pr}})
+
+    def result() -> Message | None:
+        return next((m for m in slack.thread("CGENERAL", message.ts) if "workspace" in json.dumps(m.blocks)), None)
+    shown = await wait_until(result)
+    text = json.dumps(shown.blocks)
+    assert f"da/{task.short_id}" in text and "2 commit(s), 3 file(s), +40 -7, pushed" in text
+    assert pr in text and "Open pull request" in text
+    assert "1,200 in / 340 out tokens" in text and "$0.42" in text
+    await slack.click("workspace_diff", on=shown)
+    shared = await slack.wait_call("files.completeUploadExternal", lambda b: b.get("thread_ts") == message.ts)
+    uploaded = next(f for f in slack.uploads.values() if f.filename == f"{task.short_id}.diff")
+    assert uploaded.data == diff.encode() and shared["channel_id"] == "CGENERAL"

@@ -14,6 +14,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from da.bot.slack import answer as answer_drawing
 from da.bot.slack import asking, delivery, ids
 from da.bot.slack.delivery import Reply
 from da.bot.slack.listeners.actions import value_of
@@ -26,6 +27,33 @@ def register(app: AsyncApp) -> None:
         app.action(action_id)(answer_ask)
     app.action(ids.ASK_NOTE)(open_ask_note)
     app.view(ids.ASK_NOTE_SUBMIT)(submit_ask_note)
+    app.action(ids.WORKSPACE_DIFF)(post_diff)
+    app.action(ids.OPEN_PULL_REQUEST)(open_pull_request)
+
+
+async def post_diff(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], context: AsyncBoltContext) -> None:
+    """The Diff button of a result: the agent's diff as a file in the thread."""
+    await ack()
+    room = room_of(context)
+    reply = room.reply_to(body)
+    task_id = str(value_of(action).get("id", ""))
+    try:
+        task = await room.layer.client.get_task(task_id)
+    except queue_errors.QueueError as exc:
+        await reply.send(f"No diff: {room.queue_error(exc)}")
+        return
+    if not answer_drawing.diff_of(task):
+        await reply.send(f"Task {task.short_id} left no diff.")
+        return
+    container = body.get("container") or {}
+    channel = str(container.get("channel_id") or "")
+    thread = str((body.get("message") or {}).get("thread_ts") or container.get("message_ts") or "")
+    await room.poster.attach(channel, thread or None, answer_drawing.diff_file(task), task.short_id)
+
+
+async def open_pull_request(ack: AsyncAck) -> None:
+    """A link button: Slack opens the pull request; the click only needs its ack."""
+    await ack()
 
 
 def may_answer(room: Room, user: str, task_id: str) -> bool:
