@@ -9,6 +9,10 @@ import dataclasses
 import json
 from typing import Any
 
+import pytest
+
+from da.bot.slack.settings import BotSettings
+from da.config import ConfigError
 from da.queue.client import ClaimedTask, QueueClient
 from da.queue.models import Task
 from tests.support.slack import ALLOWED, STRANGER
@@ -275,3 +279,11 @@ async def test_the_result_shows_the_workspace_its_diff_and_what_it_cost(bot, sla
     shared = await slack.wait_call("files.completeUploadExternal", lambda b: b.get("thread_ts") == message.ts)
     uploaded = next(f for f in slack.uploads.values() if f.filename == f"{task.short_id}.diff")
     assert uploaded.data == diff.encode() and shared["channel_id"] == "CGENERAL"
+
+
+def test_slack_approvers_are_parsed_once_and_a_wrong_id_is_named() -> None:
+    env = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1", "DA_TOKEN": "da_" + "t" * 40,
+           "SLACK_APPROVERS": "U1, W2"}
+    assert BotSettings.from_env(env).approvers == {"U1", "W2"}
+    with pytest.raises(ConfigError, match="SLACK_APPROVERS has #ops"):
+        BotSettings.from_env({**env, "SLACK_APPROVERS": "U1,#ops"})
