@@ -287,3 +287,21 @@ def test_slack_approvers_are_parsed_once_and_a_wrong_id_is_named() -> None:
     assert BotSettings.from_env(env).approvers == {"U1", "W2"}
     with pytest.raises(ConfigError, match="SLACK_APPROVERS has #ops"):
         BotSettings.from_env({**env, "SLACK_APPROVERS": "U1,#ops"})
+
+
+async def test_app_home_shows_the_asks_i_may_answer_above_my_running_tasks(bot, slack: SlackEmulator,
+                                                                            queue_client: QueueClient) -> None:
+    message, task, held = await started(slack, queue_client)
+    await queue_client.open_ask(task.id, held.lease, "permission", "Push to main", PERMISSION)
+    await ask_card(slack, message, "Push to main")
+    await slack.open_home(ALLOWED)
+    await wait_until(lambda: "Push to main" in json.dumps(slack.homes.get(ALLOWED, {}).get("blocks", [])) or None)
+    ids = [b.get("block_id") for b in slack.homes[ALLOWED]["blocks"]]
+    assert ids.index("home_asks") < ids.index("home_running")
+    await slack.open_home(STRANGER)
+    await wait_until(lambda: STRANGER in slack.homes or None)
+    assert "Push to main" not in json.dumps(slack.homes[STRANGER]["blocks"])
+
+    await slack.click_view("ask_answer_0", slack.homes[ALLOWED]["id"])
+    await wait_until(lambda: "Push to main" not in json.dumps(slack.homes[ALLOWED]["blocks"]) or None)
+    assert (await queue_client.asks(task.id))[0].answered_by == ALLOWED

@@ -72,13 +72,19 @@ def detail(ask: Ask) -> str:
     return f"```{drawing.escape(text)}```" if text else ""
 
 
+def block_id(ask: Ask, part: str) -> str:
+    """A block id unique to this ask, so several asks can share one view (the Home tab)."""
+    return f"ask:{ask.task_id[:8]}:{ask.id}:{part}"
+
+
 def card(ask: Ask, *, requester: str) -> drawing.Drawn:
     """An open ask: what is asked, the detail, the options as buttons; the requester is mentioned."""
     who = f"<@{requester}> " if requester.startswith(("U", "W")) else ""
     heading = f"{KIND_TITLE.get(ask.kind, 'A question')}: {drawing.escape(redact(ask.title))}"
-    drawn: list[Block] = [SectionBlock(block_id="ask", text=drawing.md(drawing.clip(f"{who}{heading}")))]
+    drawn: list[Block] = [SectionBlock(block_id=block_id(ask, "head"),
+                                       text=drawing.md(drawing.clip(f"{who}{heading}")))]
     if shown := detail(ask):
-        drawn.append(SectionBlock(block_id="detail", text=drawing.md(shown)))
+        drawn.append(SectionBlock(block_id=block_id(ask, "detail"), text=drawing.md(shown)))
     buttons = [ButtonElement(action_id=ids.ASK_ANSWERS[n], value=value(ask, option.id),
                              text=PlainTextObject(text=drawing.clip(option.label, MAX_LABEL) or option.id),
                              style=_style(option.id, option.label))
@@ -87,10 +93,11 @@ def card(ask: Ask, *, requester: str) -> drawing.Drawn:
         buttons.append(ButtonElement(action_id=ids.ASK_NOTE, value=value(ask),
                                      text=PlainTextObject(text="With a note…")))
     if buttons:
-        drawn.append(ActionsBlock(block_id="options", elements=buttons))
+        drawn.append(ActionsBlock(block_id=block_id(ask, "options"), elements=buttons))
     expires = time.strftime("%H:%M", time.gmtime(ask.expires_at)) if ask.expires_at else ""
     if expires:
-        drawn.append(ContextBlock(elements=[drawing.md(f"Expires at {expires} UTC")]))
+        drawn.append(ContextBlock(block_id=block_id(ask, "expires"),
+                                  elements=[drawing.md(f"Expires at {expires} UTC")]))
     return drawing.clip(f"{who}{ask.title}", 300), drawn
 
 

@@ -56,12 +56,6 @@ async def open_pull_request(ack: AsyncAck) -> None:
     await ack()
 
 
-def may_answer(room: Room, user: str, task_id: str) -> bool:
-    """The task's requester or one of SLACK_APPROVERS."""
-    card = room.state.cards.get(task_id)
-    return user in room.settings.approvers or (card is not None and card.requester == user)
-
-
 def refusal(room: Room, task_id: str) -> str:
     card = room.state.cards.get(task_id)
     who = f"<@{card.requester}>" if card is not None and card.requester else "whoever started the task"
@@ -79,7 +73,7 @@ async def answer(room: Room, clicked: Mapping[str, Any], reply: Reply, user: str
                  note: str | None) -> None:
     """Answer an ask once: the card redrawn for everyone, or the clicker told why not."""
     task_id, ask_id, option = str(chosen.get("task", "")), int(chosen.get("ask", 0) or 0), str(chosen.get("option"))
-    if not may_answer(room, user, task_id):
+    if not room.may_answer(user, task_id):
         await reply.send(refusal(room, task_id))
         return
     client = room.layer.client
@@ -107,7 +101,7 @@ async def open_ask_note(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
     user = body["user"]["id"]
     chosen = value_of(action)
     task_id, ask_id = str(chosen.get("task", "")), int(chosen.get("ask", 0) or 0)
-    if not may_answer(room, user, task_id):
+    if not room.may_answer(user, task_id):
         await reply.send(refusal(room, task_id))
         return
     try:
@@ -136,7 +130,7 @@ async def submit_ask_note(ack: AsyncAck, body: dict[str, Any], view: dict[str, A
     room = room_of(context)
     user = body["user"]["id"]
     meta = json.loads(view.get("private_metadata") or "{}")
-    if not may_answer(room, user, str(meta.get("task", ""))):
+    if not room.may_answer(user, str(meta.get("task", ""))):
         await ack(response_action="errors", errors={"note": refusal(room, str(meta.get("task", "")))})
         return
     await ack()
