@@ -64,9 +64,10 @@ class Watcher:
         self.scan = scan
         # The workspace's team id, for a stream's recipient (set once the token is checked).
         self.team = ""
-        self.following: dict[str, asyncio.Task[None]] = {}
-        # The threads being followed, by task id.
+        self.following: dict[str, asyncio.Task[bool]] = {}
+        # The threads being followed, by task id, and the tasks followed to their end (or gone).
         self.threads: dict[str, Thread] = {}
+        self.over: set[str] = set()
 
     async def follow(self) -> None:
         """Start following each task that got a card, forever."""
@@ -74,29 +75,39 @@ class Watcher:
             while True:
                 await self.holding.wait()
                 for task_id, card in self.state.cards:
-                    if card.finished or card.status in models.TERMINAL or task_id in self.following:
+                    if card.finished or card.status in models.TERMINAL or task_id in self.following \
+                            or task_id in self.over:
                         continue
                     self.following[task_id] = asyncio.create_task(self.watch(task_id, card),
                                                                   name=f"da-bot-progress-{task_id[:8]}")
                 for task_id, running in list(self.following.items()):
                     if running.done():
                         del self.following[task_id]
+                        failed = None if running.cancelled() else running.exception()
+                        if failed is not None:
+                            logger.error("following the progress of %s failed (%r); following it again", task_id[:8],
+                                         failed)
+                        elif not running.cancelled() and running.result():
+                            self.over.add(task_id)
                 await asyncio.sleep(self.scan)
         finally:
             for running in self.following.values():
                 running.cancel()
             self.following.clear()
 
-    async def watch(self, task_id: str, card: Card) -> None:
-        """Follow one task's progress until it ends, showing each change in its thread."""
+    async def watch(self, task_id: str, card: Card) -> bool:
+        """Follow one task's progress until it ends, showing each change in its thread; True once there is
+        nothing more to follow (it ended, or is gone), False when the queue could not say."""
         try:
             task = await self.client.get_task(task_id)
+        except queue_errors.NotFound:
+            return True
         except queue_errors.QueueError as exc:
             logger.warning("following the progress of %s: %s", task_id[:8], exc.detail)
             await asyncio.sleep(RETRY_PAUSE)
-            return
+            return False
         if not telling.followed(task, card):
-            return
+            return True
         thread = Thread(task_id, card, str(task.payload.get("prompt") or task.type))
         self.threads[task_id] = thread
         after, status = -1, None
@@ -104,6 +115,8 @@ class Watcher:
             while True:
                 try:
                     page = await self.client.follow_progress(task_id, after=after, status=status, wait=self.wait)
+                except queue_errors.NotFound:
+                    return True
                 except queue_errors.QueueError as exc:
                     logger.warning("following the progress of %s: %s", task_id[:8], exc.detail)
                     await asyncio.sleep(RETRY_PAUSE)
@@ -115,7 +128,7 @@ class Watcher:
                 await self.show_asks(thread, page.asks)
                 if page.status in models.TERMINAL:
                     await self.end(thread, now, page.status)
-                    return
+                    return True
                 thread.runs_on = thread.runs_on or task.assigned_to or await self.machine(task_id)
                 await self.show(thread, now, page.status, thread.runs_on, open_asks, drawn=bool(page.record))
         finally:
