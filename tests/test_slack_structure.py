@@ -94,7 +94,7 @@ def registered() -> dict[str, dict[str, Callable[..., Any]]]:
 def test_every_drawn_action_has_its_listener_by_the_same_constant() -> None:
     seen = registered()
     assert set(seen["action"]) == ids.ACTIONS
-    assert set(seen["view"]) == {ids.NOTE_SUBMIT, ids.NEW_TASK_SUBMIT}
+    assert set(seen["view"]) == {ids.NOTE_SUBMIT, ids.NEW_TASK_SUBMIT, ids.ASK_NOTE_SUBMIT}
     manifest = yaml.safe_load((SLACK.parent.parent / "config" / "slack-manifest.yaml").read_text())
     shortcuts = {s["type"]: s["callback_id"] for s in manifest["features"]["shortcuts"]}
     assert (set(seen["global_shortcut"]), set(seen["message_shortcut"])) == \

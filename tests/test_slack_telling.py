@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from da.bot.slack import telling
+from da.bot.slack.progress import Progress, Step
 from da.bot.slack.state import Card
 from da.queue import models
 from da.queue.models import Event, Task
@@ -99,3 +100,31 @@ def test_a_long_list_is_cut_into_sections_and_posts() -> None:
     assert all(len(post) <= telling.LIST_SECTIONS_PER_POST for post in posts)
     assert "\n".join(section for post in posts for section in post).split("\n") == lines
     assert len(telling.list_posts(["y" * 5000])[0][0]) == telling.LIST_SECTION_CHARS
+
+
+def test_the_status_line_says_what_runs_where_and_when_a_person_is_awaited() -> None:
+    running = Progress(tools=(Step("tool-1", "pytest -x", "complete"), Step("tool-2", "make lint", "in_progress")))
+    assert telling.status_line(models.IN_PROGRESS, running, "box-07", 0) == "running make lint on box-07"
+    assert telling.status_line(models.IN_PROGRESS, Progress(), None, 0) == "working"
+    assert telling.status_line(models.WAITING, running, "box-07", 0) == telling.WAITING_LINE
+    assert telling.status_line(models.IN_PROGRESS, running, "box-07", 1) == "waiting for your approval"
+    long = Progress(tools=(Step("t", "x" * 200, "in_progress"),))
+    assert len(telling.status_line(models.IN_PROGRESS, long, "m", 0)) < 80
+
+
+def test_a_thread_opens_one_message_per_turn_and_shows_only_changes() -> None:
+    first = Progress(answer_tail="a")
+    assert telling.live_decision(None, first, models.IN_PROGRESS, "m", 0).start
+    same = telling.live_decision(first, first, models.IN_PROGRESS, "m", 0)
+    assert not same.start and not same.show
+    grown = telling.live_decision(first, Progress(answer_tail="ab"), models.IN_PROGRESS, "m", 0)
+    assert grown.show and not grown.start
+    assert telling.live_decision(first, Progress(answer_tail="x", turns=1), models.IN_PROGRESS, "m", 0).start
+
+
+def test_a_session_stays_open_after_an_answer_and_closes_after_a_cancel_or_failure() -> None:
+    assert telling.session_after(models.DONE) == telling.session_after(models.NEEDS_HUMAN) == "active"
+    assert telling.session_after(models.CANCELLED) == telling.session_after(models.FAILED) == "closed"
+    card = Card("C", "1")
+    assert telling.followed(task(models.IN_PROGRESS), card)
+    assert not telling.followed(task(models.DONE), card) and not telling.followed(task(models.IN_PROGRESS), None)

@@ -9,9 +9,13 @@ as the task's log file.
 
 from __future__ import annotations
 
-from slack_sdk.models.blocks import Block, SectionBlock
+import json
+from typing import Any
 
-from da.bot.slack import blocks
+from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ContextBlock, PlainTextObject, SectionBlock
+
+from da.bot.slack import blocks, ids
+from da.bot.slack.progress import Progress, usage_line
 from da.queue.models import Task
 
 # Escaped characters per section (Slack's section limit is 3,000) and sections per message.
@@ -82,5 +86,56 @@ def drawn(task: Task) -> tuple[str, list[Block]]:
         head += f" (the whole answer, {len(said)} characters, is in the file below)"
     drawn_blocks: list[Block] = [SectionBlock(block_id="answer_head", text=blocks.md(head + ":"))]
     drawn_blocks += [SectionBlock(block_id=f"answer:{n}", text=blocks.md(part)) for n, part in enumerate(parts)]
+    drawn_blocks += workspace(task)
     fallback = f"{task.short_id} answered: {blocks.escape(' '.join(said[:FALLBACK_CHARS].split()))}"
     return fallback, drawn_blocks
+
+
+def workspace_of(task: Task) -> dict[str, Any]:
+    """The result's workspace (the branch the agent worked on), or {}."""
+    found = (task.result or {}).get("workspace")
+    return found if isinstance(found, dict) else {}
+
+
+def diff_of(task: Task) -> str:
+    found = (task.result or {}).get("diff")
+    return found if isinstance(found, str) else ""
+
+
+def workspace(task: Task) -> list[Block]:
+    """The work the agent left: branch, commits and diffstat, the pull request, and what it cost; with a Diff
+    button when the result carries the diff and the pull request's link when there is one."""
+    found = workspace_of(task)
+    drawn: list[Block] = []
+    if found.get("branch"):
+        commits = found.get("commits")
+        count = len(commits) if isinstance(commits, list) else 0
+        line = (f":twisted_rightwards_arrows: `{blocks.escape(str(found['branch']))}` "
+                f"(from `{blocks.escape(str(found.get('base') or '-'))}`): {count} commit(s), "
+                f"{int(found.get('files_changed') or 0)} file(s), +{int(found.get('insertions') or 0)} "
+                f"-{int(found.get('deletions') or 0)}")
+        line += ", pushed" if found.get("pushed") else ", not pushed"
+        pr = found.get("pr_url")
+        if isinstance(pr, str) and pr.startswith("https://"):
+            line += f" · <{pr}|pull request>"
+        drawn.append(SectionBlock(block_id="workspace", text=blocks.md(blocks.clip(line))))
+        buttons = []
+        if diff_of(task):
+            buttons.append(ButtonElement(action_id=ids.WORKSPACE_DIFF, text=PlainTextObject(text="Diff"),
+                                         value=json.dumps({"id": task.id})))
+        if isinstance(pr, str) and pr.startswith("https://"):
+            buttons.append(ButtonElement(action_id=ids.OPEN_PULL_REQUEST, url=pr[:3000],
+                                         text=PlainTextObject(text="Open pull request")))
+        if buttons:
+            drawn.append(ActionsBlock(block_id="workspace_actions", elements=buttons))
+    used = usage_line(Progress.of({"usage": task.usage or (task.progress_record or {}).get("usage")}))
+    if used:
+        drawn.append(ContextBlock(block_id="usage", elements=[blocks.md(used)]))
+    return drawn
+
+
+def diff_file(task: Task) -> list[dict[str, str]]:
+    """The diff as a file for the thread."""
+    found = workspace_of(task)
+    return [{"content": diff_of(task), "filename": f"{task.short_id}.diff",
+             "title": f"diff of {found.get('branch') or task.short_id}"}]

@@ -33,6 +33,7 @@ from da.bot.slack.room import CONTEXT_KEY, Room
 from da.bot.slack.settings import BotSettings
 from da.bot.slack.state import BotState
 from da.bot.slack.supervisor import Follower, Supervisor
+from da.bot.slack.watching import Watcher
 from da.config import ConfigError
 from da.queue import errors as queue_errors
 from da.queue.client import QueueClient
@@ -55,6 +56,7 @@ CONVERSATION_SCOPES = {
     "files:write": "long answers cannot be attached as files",
     "files:read": "files attached to a request or a thread reply do not reach the task",
     "assistant:write": "agents at work show no agent session and no Stop button in their thread",
+    "reactions:read": "an :x: reaction on a running agent's thread does not stop it",
 }
 
 
@@ -113,6 +115,7 @@ class BotProcess:
                                  notify_done=settings.notify_done, burst_threshold=settings.burst_threshold,
                                  holding=self.holding, conversations=self.room.conversations,
                                  homes=self.room.refresh_homes)
+        self.watcher = Watcher(self.client, self.room.poster, self.state, holding=self.holding)
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -184,7 +187,8 @@ class BotProcess:
         With the queue away the bot still connects, to answer commands with a plain sentence; its
         alerts wait until it holds the lease.
         """
-        self.lease_name = f"slack:{await self.check_tokens()}"
+        self.watcher.team = await self.check_tokens()
+        self.lease_name = f"slack:{self.watcher.team}"
         self.lease_lost.clear()
         try:
             await self.claim_workspace()
@@ -198,7 +202,8 @@ class BotProcess:
     def followers(self) -> dict[str, Follower]:
         """What runs beside the listeners for as long as the bot does (add new followers here)."""
         return {"notifier": self.notifier.follow, "progress editor": self.notifier.edit_progress,
-                "watchdog": self.watchdog, "lease keeper": self.keep_lease}
+                "progress follower": self.watcher.follow, "watchdog": self.watchdog,
+                "lease keeper": self.keep_lease}
 
     async def watchdog(self) -> None:
         silent = 0

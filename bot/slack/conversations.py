@@ -39,6 +39,8 @@ from da.queue.client import QueueClient
 from da.queue.models import Task
 
 logger = logging.getLogger(__name__)
+# A reply that is only one of these stops the agent at work in the thread.
+STOP_WORDS = frozenset({"stop", "cancel", ":x:", ":octagonal_sign:"})
 
 # Message subtypes that are a person writing (Slack adds one for edits, joins, bots...); a file
 # shared with a comment counts by its comment.
@@ -153,6 +155,11 @@ class Conversations:
             return
         if not text:
             return
+        if text.lower().strip(" .!") in STOP_WORDS:
+            await self.stop(channel, root, user)
+            return
+        if await self.steer(channel, root, user, text):
+            return
         async with self.lock(thread_key(channel, root)):
             thread = self.thread(channel, root) or await self.adopt(channel, root)
             if thread is None:
@@ -170,6 +177,46 @@ class Conversations:
             running = thread.turns[-1][:models.SHORT_ID_LENGTH] if thread.turns else "?"
             await self.say_privately(channel, root, user, f"Queued: this runs when `{running}` has finished "
                                      f"({len(thread.waiting)} waiting in this thread).")
+
+    def running(self, channel: str, root: str) -> list[str]:
+        """The tasks of this thread that are not over yet, as their cards last showed them."""
+        return [task_id for task_id, card in self.state.cards
+                if card.channel == channel and root in (card.root, card.ts) and not card.finished
+                and card.status not in models.TERMINAL]
+
+    async def steer(self, channel: str, root: str, user: str, text: str) -> bool:
+        """A reply while an agent session's turn runs is a steering message for it (delivered at the end of the
+        turn); False when no session is running in the thread (the reply is the next turn)."""
+        for task_id in self.running(channel, root):
+            try:
+                task = await self.client.get_task(task_id)
+                if task.status not in (models.IN_PROGRESS, models.WAITING) or not task.progress_record:
+                    continue
+                await self.client.send_message(task_id, text, by=user)
+            except queue_errors.QueueError as exc:
+                logger.warning("steering %s from Slack failed: %s", task_id[:8], exc.detail)
+                continue
+            await self.say(channel, root, f"Sent to the agent at work (`{task.short_id}`): it gets "
+                           "this at the end of its current turn. Say `stop` to stop it instead.")
+            return True
+        return False
+
+    async def stop(self, channel: str, root: str, user: str) -> Task | None:
+        """Stop the agent running in a task's thread (Slack's Stop, "stop", :x:): the queue's cancel, which
+        the worker passes on as session/cancel; someone not allowed is told so privately."""
+        running = self.running(channel, root)
+        if not running:
+            return None
+        if user not in self.allowed_users:
+            await self.refuse(channel, root, user)
+            return None
+        stopped = None
+        for task_id in running:
+            try:
+                stopped = await self.client.cancel(task_id, by=user, notes="stopped from Slack")
+            except queue_errors.QueueError as exc:
+                logger.warning("stopping %s from Slack failed: %s", task_id[:8], exc.detail)
+        return stopped
 
     async def adopt(self, channel: str, root: str) -> Thread | None:
         """The conversation of a thread whose card da posted before it was one (a `/da` card);

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -28,9 +29,9 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from da.bot import views
-from da.bot.slack import blocks, ids
+from da.bot.slack import asking, blocks, ids
 from da.queue import models
-from da.queue.models import Task
+from da.queue.models import Ask, Task
 
 # Slack keeps 3,000 characters in a plain_text_input and 100 options in a select.
 MAX_INPUT = 3000
@@ -81,18 +82,22 @@ def form_values(view: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def home_view(user: str, tasks: list[Task], fleet: views.FleetStatus | None) -> View:
-    """One person's Home tab: running, waiting for them, recent results, the fleet, and New task."""
+def home_view(user: str, tasks: list[Task], fleet: views.FleetStatus | None, asks: Sequence[Ask] = ()) -> View:
+    """One person's Home tab: the agents' asks they may answer, running, waiting for them, recent results,
+    the fleet, and New task."""
     mine = [t for t in tasks if t.created_by == user]
     running = [t for t in mine if t.status in (models.PENDING, *models.ACTIVE)][:HOME_TASKS]
     waiting = [t for t in mine if t.status == models.NEEDS_HUMAN][:HOME_TASKS]
     recent = [t for t in mine if t.status in (models.DONE, models.FAILED, models.CANCELLED)][:HOME_TASKS]
     drawn: list[Block] = [ActionsBlock(block_id="home_actions", elements=[
         blocks.button("New task", ids.HOME_NEW_TASK, {}, "primary")])]
+    if asks:
+        drawn += [HeaderBlock(block_id="home_asks", text=PlainTextObject(text="Agents asking you"))]
+        drawn += [b for ask in asks[:HOME_TASKS] for b in asking.card(ask, requester="")[1]]
     drawn += [HeaderBlock(block_id="home_running", text=PlainTextObject(text="Running"))]
     drawn += [b for t in running for b in blocks.task_card(t)] or [_empty("running", "Nothing of yours is running.")]
     drawn += [HeaderBlock(block_id="home_waiting", text=PlainTextObject(text="Waiting for you"))]
-    drawn += [b for t in waiting for b in blocks.review_card(t)] or [_empty("waiting", "Nothing waits for you.")]
+    drawn += [b for t in waiting for b in blocks.review_card(t)] or [_empty("for_you", "Nothing waits for you.")]
     drawn += [HeaderBlock(block_id="home_recent", text=PlainTextObject(text="Recent results"))]
     drawn += [SectionBlock(block_id=f"task:{t.id}:recent", text=blocks.md(blocks.task_line(t))) for t in recent] \
         or [_empty("recent", "No results yet.")]

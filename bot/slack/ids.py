@@ -25,13 +25,23 @@ OPEN_REVIEW = "open_review"
 # The Home tab's New task button.
 HOME_NEW_TASK = "home_new_task"
 
+# An agent's ask in its thread: one id per option button (ids are unique within a block), the
+# "With a note…" button, and the Stop button of a running agent's progress.
+ASK_ANSWERS = tuple(f"ask_answer_{n}" for n in range(25))
+ASK_NOTE = "ask_note"
+# An agent's result: post its diff in the thread; open its pull request (a link button, acked only).
+WORKSPACE_DIFF = "workspace_diff"
+OPEN_PULL_REQUEST = "open_pull_request"
+
 # Modals, by callback_id.
 NOTE_SUBMIT = "note_submit"
 NEW_TASK_SUBMIT = "new_task_submit"
+ASK_NOTE_SUBMIT = "ask_note_submit"
 
 # Shortcuts, as config/slack-manifest.yaml declares them.
 GLOBAL_SHORTCUT = "da_new_task"
 MESSAGE_SHORTCUT = "da_send_to_agent"
 
 ACTIONS = frozenset({SUGGEST_CONFIRM, SUGGEST_CANCEL, *SUGGEST_MENUS.values(), *RESOLVE.values(), NOTE_OPEN,
-                     CANCEL_TASK, BULK_CONFIRM, BULK_CANCEL, OPEN_REVIEW, HOME_NEW_TASK})
+                     CANCEL_TASK, BULK_CONFIRM, BULK_CANCEL, OPEN_REVIEW, HOME_NEW_TASK, *ASK_ANSWERS, ASK_NOTE,
+                     WORKSPACE_DIFF, OPEN_PULL_REQUEST})

@@ -9,6 +9,7 @@ from an older or newer worker still draws. Everything here is pure: what to show
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,8 @@ class Progress:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
+    # Turns the session finished so far: a new one starts a new message in the thread.
+    turns: int = 0
 
     @classmethod
     def of(cls, record: Mapping[str, Any] | None) -> Progress:
@@ -73,7 +76,7 @@ class Progress:
         return cls(plan=plan, tools=tools, answer_tail=_text(record.get("answer_tail")),
                    mode=_text(record.get("mode")) or None, input_tokens=_int(usage.get("input_tokens")),
                    output_tokens=_int(usage.get("output_tokens")),
-                   cost_usd=float(cost) if isinstance(cost, (int, float)) else None)
+                   cost_usd=float(cost) if isinstance(cost, (int, float)) else None, turns=_int(record.get("turns")))
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -135,10 +138,8 @@ def chunks(before: Progress | None, after: Progress, *, title: str) -> list[dict
 
 def finishing(before: Progress | None, after: Progress, *, title: str) -> list[dict[str, Any]]:
     """The last chunks of a turn: what changed, with every step still running marked complete."""
-    settled = Progress(plan=tuple(_settled(step) for step in after.plan),
-                       tools=tuple(_settled(step) for step in after.tools), answer_tail=after.answer_tail,
-                       mode=after.mode, input_tokens=after.input_tokens, output_tokens=after.output_tokens,
-                       cost_usd=after.cost_usd)
+    settled = dataclasses.replace(after, plan=tuple(_settled(step) for step in after.plan),
+                                  tools=tuple(_settled(step) for step in after.tools))
     return chunks(before, settled, title=title)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slack_sdk.models.blocks import Block
@@ -83,16 +83,29 @@ class Room:
             return
         await self.poster.redraw(body, reply, text, drawn)
 
+    def may_answer(self, user: str, task_id: str, tasks: Sequence[Task] = ()) -> bool:
+        """Who may answer an agent's ask: whoever started the task, and SLACK_APPROVERS."""
+        if user in self.settings.approvers:
+            return True
+        card = self.state.cards.get(task_id)
+        return (card is not None and card.requester == user) or any(t.id == task_id and t.created_by == user
+                                                                    for t in tasks)
+
+    async def stop_thread(self, channel: str, root: str, user: str) -> Task | None:
+        """Slack's Stop in a task's thread: its running agent stopped (see `Conversations.stop`)."""
+        return await self.conversations.stop(channel, root, user)
+
     async def publish_home(self, user: str) -> None:
         """Draw `user`'s Home tab as it is now (views.publish); a failure is logged, the next change retries."""
         self.home_users.add(user)
         try:
             tasks, _ = await self.layer.client.list_tasks(limit=HOME_SCAN)
             fleet = await self.layer.run(grammar.Command("status"))
+            asks = [ask for ask in await self.layer.client.open_asks() if self.may_answer(user, ask.task_id, tasks)]
         except queue_errors.QueueError as exc:
             logger.warning("the Home tab of %s was not refreshed: %s", user, exc.detail)
             return
-        view = forms.home_view(user, tasks, fleet if isinstance(fleet, views.FleetStatus) else None)
+        view = forms.home_view(user, tasks, fleet if isinstance(fleet, views.FleetStatus) else None, asks)
         try:
             await self.web.views_publish(user_id=user, view=view.to_dict())
         except delivery.FAILURES as exc:

@@ -22,6 +22,8 @@ class BotSettings:
     queue_urls: tuple[str, ...]
     secret: str
     allowed_users: frozenset[str] = frozenset()
+    # SLACK_APPROVERS: who may answer an agent's asks besides the person who started the task.
+    approvers: frozenset[str] = frozenset()
     notify_channel: str = ""
     api_url: str = DEFAULT_SLACK_API_URL
     router: str = "rules"
@@ -66,6 +68,7 @@ class BotSettings:
             queue_urls=client.queue_urls,
             secret=client.secret,
             allowed_users=frozenset(config.env_list(env, "SLACK_ALLOWED_USERS")),
+            approvers=approvers(config.env_list(env, "SLACK_APPROVERS")),
             notify_channel=env.get("SLACK_NOTIFY_CHANNEL", "").strip(),
             api_url=api_url if api_url.endswith("/") else api_url + "/",
             router=client.router,
@@ -75,3 +78,12 @@ class BotSettings:
             slack_timeout=config.env_float(env, "SLACK_TIMEOUT", 30.0, minimum=1.0),
             config_dir=client.config_dir,
         )
+
+
+def approvers(ids: list[str]) -> frozenset[str]:
+    """SLACK_APPROVERS as user ids (U…, W…); anything else is refused at start, in one sentence."""
+    wrong = [i for i in ids if not i.startswith(("U", "W"))]
+    if wrong:
+        raise ConfigError(f"SLACK_APPROVERS has {', '.join(wrong[:3])}: list Slack user ids (U… or W…, from a "
+                          "profile's ⋮ → Copy member ID), separated by commas.")
+    return frozenset(ids)

@@ -9,7 +9,9 @@ time is passed in), so each rule is unit-tested on its own (tests/test_slack_tel
 - done goes under the task's card; without a card only with SLACK_NOTIFY_DONE=1;
 - each event is told once per place, only while it is the task's status (done is always told);
 - most urgent first: a person is waiting, then something broke, then good news;
-- more than `threshold` alerts for one channel within BURST_WINDOW become one summary.
+- more than `threshold` alerts for one channel within BURST_WINDOW become one summary;
+- an agent at work: its thread follows its progress (`LiveDecision`), one message per turn, a status
+  line saying what it does, its agent session `processing` while it runs and `active`/`closed` after.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from da.bot.slack.progress import RUNNING, Progress
 from da.bot.slack.state import Card
 from da.queue import models
 from da.queue.models import Event, Task
@@ -144,3 +147,53 @@ def list_posts(lines: list[str]) -> list[list[str]]:
         else:
             sections.append(line)
     return [sections[i:i + LIST_SECTIONS_PER_POST] for i in range(0, len(sections), LIST_SECTIONS_PER_POST)]
+
+
+# ---- an agent at work in its thread ---------------------------------------------------------
+
+# The longest step title quoted in the thread's status line.
+STATUS_STEP_CHARS = 60
+WAITING_LINE = "waiting for your approval"
+
+
+@dataclass(frozen=True)
+class LiveDecision:
+    """What the thread of a running agent should show after a progress update."""
+
+    # Open a new progress message (the first update, or a new turn); close the old one first.
+    start: bool
+    # Something changed that the open message does not show yet.
+    show: bool
+    # The thread's status line ("" clears it).
+    status_line: str
+
+
+def followed(task: Task, card: Card | None) -> bool:
+    """Whether a task's thread follows its progress: it has a card that is not finished and it is not over."""
+    return card is not None and not card.finished and task.status not in models.TERMINAL
+
+
+def status_line(status: str, progress: Progress, machine: str | None, open_asks: int) -> str:
+    """The line under the thread: waiting for a person, else the running step and where it runs."""
+    if open_asks or status == models.WAITING:
+        return WAITING_LINE
+    where = f" on {machine}" if machine else ""
+    running = next((step.title for step in reversed(progress.steps) if step.status == RUNNING), "")
+    if running:
+        step = running if len(running) <= STATUS_STEP_CHARS else running[:STATUS_STEP_CHARS - 1] + "…"
+        return f"running {step}{where}"
+    return f"working{where}"
+
+
+def live_decision(shown: Progress | None, now: Progress, status: str, machine: str | None,
+                  open_asks: int) -> LiveDecision:
+    """From what the thread shows (`shown`, None before the first message) to the task's progress `now`."""
+    start = shown is None or now.turns > shown.turns
+    return LiveDecision(start=start, show=start or now != shown,
+                        status_line=status_line(status, now, machine, open_asks))
+
+
+def session_after(status: str) -> str:
+    """The agent session once the task ended: still open to replies when it answered or asked for a
+    person, closed when it failed or was cancelled."""
+    return "active" if status in (models.DONE, models.NEEDS_HUMAN) else "closed"

@@ -84,7 +84,7 @@ MESSAGES_TAB = bool(MANIFEST["features"]["app_home"]["messages_tab_enabled"])
 # The scope each subscription needs; without it Slack never delivers the event.
 EVENT_SCOPES = {"app_mention": "app_mentions:read", "message.channels": "channels:history",
                 "message.groups": "groups:history", "message.im": "im:history", "app_home_opened": None,
-                "agent_session_stopped": None}
+                "agent_session_stopped": None, "reaction_added": "reactions:read"}
 # The message subscription and history scope of each conversation kind.
 MESSAGE_EVENT = {"channel": "message.channels", "group": "message.groups", "im": "message.im"}
 HISTORY_SCOPE = {"channel": "channels:history", "group": "groups:history", "im": "im:history"}
@@ -896,6 +896,18 @@ class SlackEmulator:
                 stopped.append(stream.ts)
         return await self.event({"type": "agent_session_stopped", "channel": channel, "user": user,
                                  "thread_ts": thread_ts, "streaming_message_ts": stopped,
+                                 "event_ts": f"{time.time():.6f}"})
+
+    async def react(self, channel: str, ts: str, reaction: str, *, user: str = "UALLOWED") -> Envelope | None:
+        """A person adds a reaction to a message: `reaction_added` (the emoji's name without colons, the
+        message as `item`) when the app subscribes to it and holds reactions:read (None otherwise)."""
+        message = self.messages.get((channel, ts))
+        assert message is not None, f"no message {ts} in {channel} to react to"
+        if not self.subscribed("reaction_added"):
+            return None
+        return await self.event({"type": "reaction_added", "user": user, "reaction": reaction,
+                                 "item_user": message.author or BOT_USER,
+                                 "item": {"type": "message", "channel": channel, "ts": ts},
                                  "event_ts": f"{time.time():.6f}"})
 
     # ---- files (files_upload_v2) -----------------------------------------------------
