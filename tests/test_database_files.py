@@ -3,30 +3,17 @@ refuses an empty or damaged file in one line (issue 24, files and disks)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from da.queue.client import QueueClient
-from tests.support.processes import launch_serve, run_da, start_serve
+from tests.support.processes import exit_of, launch_serve, run_da, start_serve
 from tests.support.server import SECRET
-
-
-async def _exit_of(process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> tuple[int, str]:
-    """The exit status and output of a `da serve` that should stop by itself."""
-    try:
-        code = await asyncio.to_thread(process.wait, timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise AssertionError(f"da serve kept running; its log:\n{log.read_text()}") from None
-    return code, log.read_text()
 
 
 @pytest.mark.parametrize("link", ["symlink", "hard link"])
@@ -44,7 +31,7 @@ async def test_a_second_serve_through_another_name_of_the_file_is_refused(tmp_pa
         else:
             os.link(database, other_name)
         second, _, log = launch_serve(tmp_path / "b", SECRET_KEY=SECRET, QUEUE_DB_PATH=str(other_name))
-        code, out = await _exit_of(second, log)
+        code, out = await exit_of(second, log)
         assert code == 1, out
         # A hard link has no real path of its own to find the holder's note by; the refusal stands.
         holder = (f"pid {first.pid} on {socket.gethostname()}" if link == "symlink"

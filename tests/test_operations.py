@@ -17,7 +17,7 @@ from da.queue.client import QueueClient
 from da.queue.settings import redact_url
 from da.queue.sqlite import SqliteStore
 from tests.support import postgres
-from tests.support.processes import run_da
+from tests.support.processes import free_port, run_da, up_start_line
 from tests.support.server import SECRET, QueueServer
 
 
@@ -187,14 +187,6 @@ async def test_prune_logs_cleanly_at_info(client: QueueClient, caplog) -> None:
     assert "pruned 1 finished task(s) older than 0 s" in caplog.text
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_up_on_a_busy_port_exits_with_one_line(tmp_path: Path) -> None:
     import socket
 
@@ -213,18 +205,7 @@ async def test_up_on_a_busy_port_exits_with_one_line(tmp_path: Path) -> None:
 async def test_up_says_how_durable_its_sqlite_commits_are(tmp_path: Path, configured: str | None, used: str) -> None:
     env = {"PATH": os.environ["PATH"], "SECRET_KEY": SECRET, "QUEUE_DB_PATH": str(tmp_path / "q.db"),
            "DA_CONFIG_DIR": str(tmp_path), **({"QUEUE_SYNC": configured} if configured else {})}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "da.cli", "up", "--no-worker", f"--port={free_port()}", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    assert process.stderr is not None
-    try:
-        line = ""
-        while "queue on" not in line:
-            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
-            assert line, "da up exited before serving"
-    finally:
-        process.terminate()
-        await process.wait()
+    line = await up_start_line(tmp_path, env)
     assert f"(database {tmp_path / 'q.db'}, QUEUE_SYNC={used})" in line
 
 

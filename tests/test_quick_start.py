@@ -11,7 +11,7 @@ from pathlib import Path
 
 from da import fleet as fleet_module
 from da.queue.client import QueueClient
-from tests.support.processes import run_da
+from tests.support.processes import run_da, up_start_line
 from tests.support.server import SECRET
 from tests.support.waiting import wait_until
 from tests.support.workers import wait_for_status
@@ -121,23 +121,6 @@ async def test_the_example_secret_is_refused_by_serve_and_up(tmp_path: Path) -> 
 
 
 async def test_a_copied_env_example_leaves_up_durable(tmp_path: Path) -> None:
-    import socket
-
     (tmp_path / ".env").write_text(EXAMPLE.read_text().replace("change-me-to-a-long-random-string", SECRET))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "da.cli", "up", "--no-worker", f"--port={port}", cwd=tmp_path,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)}, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
-    assert process.stderr is not None
-    try:
-        line = ""
-        while "queue on" not in line:
-            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
-            assert line, "da up exited before serving"
-    finally:
-        process.terminate()
-        await process.wait()
+    line = await up_start_line(tmp_path, {"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert "(database data/queue.db, QUEUE_SYNC=full)" in line

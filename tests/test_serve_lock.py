@@ -14,20 +14,9 @@ from pathlib import Path
 import httpx
 
 from da.queue.client import QueueClient
-from tests.support.processes import launch_serve, start_serve
+from tests.support.processes import exit_of, launch_serve, start_serve
 from tests.support.server import SECRET
 from tests.support.waiting import wait_until
-
-
-async def _exit_of(process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> tuple[int, str]:
-    """The exit status and output of a `da serve` that should stop by itself."""
-    try:
-        code = await asyncio.to_thread(process.wait, timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise AssertionError(f"da serve kept running; its log:\n{log.read_text()}") from None
-    return code, log.read_text()
 
 
 def _busy_port() -> socket.socket:
@@ -49,7 +38,7 @@ async def test_a_second_serve_on_the_same_file_is_refused_naming_the_first(tmp_p
             (tmp_path / name).mkdir()
             extra = {"QUEUE_PORT": port} if port else {}
             second, _, log = launch_serve(tmp_path / name, SECRET_KEY=SECRET, QUEUE_DB_PATH=str(database), **extra)
-            code, out = await _exit_of(second, log)
+            code, out = await exit_of(second, log)
             assert code == 1, out
             assert out.strip().splitlines() == [
                 f"da: the queue database {database} is in use by another queue process (pid {first.pid} on "
@@ -95,7 +84,7 @@ async def test_a_serve_that_cannot_take_its_port_renews_no_lease(tmp_path: Path)
         port = busy.getsockname()[1]
         second, _, log = launch_serve(tmp_path / "b", SECRET_KEY=SECRET, QUEUE_DB_PATH=str(database),
                                       QUEUE_PORT=str(port))
-        code, out = await _exit_of(second, log)
+        code, out = await exit_of(second, log)
     assert code == 1 and out.strip().splitlines()[-1].startswith(f"da: cannot listen on 127.0.0.1:{port}: "), out
     assert lease() == before
     # The failed start left no lock behind, and a serve that does start renews the lease.

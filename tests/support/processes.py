@@ -71,3 +71,38 @@ def served_routes() -> set[tuple[str, str]]:
     app = queue_app.make_app(QueueSettings(secret="s"))
     return {(route.method, route.resource.canonical) for route in app.router.routes()
             if route.method != "HEAD" and route.resource is not None}
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def exit_of(process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> tuple[int, str]:
+    """The exit status and output of a `da serve` that should stop by itself."""
+    try:
+        code = await asyncio.to_thread(process.wait, timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"da serve kept running; its log:\n{log.read_text()}") from None
+    return code, log.read_text()
+
+
+async def up_start_line(folder: Path, env: dict[str, str]) -> str:
+    """The line `da up --no-worker` logs once it serves (it is stopped right after)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "da.cli", "up", "--no-worker", f"--port={free_port()}", cwd=folder, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert process.stderr is not None
+    try:
+        line = ""
+        while "queue on" not in line:
+            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+            assert line, "da up exited before serving"
+    finally:
+        process.terminate()
+        await process.wait()
+    return line
