@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -94,3 +96,28 @@ async def test_prune_removes_old_task_logs_on_this_machine(server: QueueServer, 
     assert not old.exists() and fresh.exists() and other.exists()
     assert f"removed 1 task log file(s) older than 1d from {logs} on this machine" in out.decode()
     assert "removed 0 finished task(s) older than 1d" in out.decode()
+
+
+def test_a_run_stopped_at_once_leaves_no_traceback(tmp_path: Path) -> None:
+    # A second Ctrl-C on `da up` cancels a run again while it is still stopping the process, then
+    # the loop ends and cancels what is left: asyncio must find nothing unread to log as a traceback.
+    unretrieved: list[dict[str, object]] = []
+
+    async def stop_twice_and_leave() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unretrieved.append(context))
+        started = asyncio.Event()
+        run = asyncio.ensure_future(runner.run_process(
+            python_writes("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                          "print('started', flush=True)\ntime.sleep(60)"),
+            cwd=None, env=dict(os.environ), timeout=60, log_path=tmp_path / "stopped.log",
+            redact=Redactor(()), on_line=lambda _line: started.set()))
+        await asyncio.wait_for(started.wait(), 10)
+        run.cancel()
+        await asyncio.sleep(0.1)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+
+    asyncio.run(stop_twice_and_leave())
+    gc.collect()
+    assert unretrieved == []

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from da.handlers.api import ProcessResult
 from da.worker import orphans, output
@@ -39,6 +40,17 @@ async def terminate_group(process: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(process.wait(), KILL_GRACE)
     kill_group(process, signal.SIGKILL)
     await process.wait()
+
+
+async def _stop_despite_cancels(process: asyncio.subprocess.Process) -> None:
+    """Stop and reap the group even when cancelled again meanwhile (a second Ctrl-C): a further
+    cancel only ends the grace early, so no process outlives the worker's loop."""
+    stopping = asyncio.ensure_future(terminate_group(process))
+    while not stopping.done():
+        try:
+            await asyncio.shield(stopping)
+        except asyncio.CancelledError:
+            kill_group(process, signal.SIGKILL)
 
 
 async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str, str], timeout: float,
@@ -115,6 +127,8 @@ async def _supervise(process: asyncio.subprocess.Process, *, started: float, tim
 
         assert process.stdout is not None and process.stderr is not None
         pumps = asyncio.gather(pump(process.stdout, "stdout"), pump(process.stderr, "stderr"))
+        # A cancelled gather stores CancelledError as its exception; nobody awaits it after a cancel.
+        pumps.add_done_callback(_retrieve_outcome)
         timed_out = False
         try:
             await asyncio.wait_for(process.wait(), timeout)
@@ -122,7 +136,7 @@ async def _supervise(process: asyncio.subprocess.Process, *, started: float, tim
             timed_out = True
             await terminate_group(process)
         except asyncio.CancelledError:
-            await terminate_group(process)
+            await _stop_despite_cancels(process)
             pumps.cancel()
             raise
         finally:
@@ -143,3 +157,9 @@ async def _supervise(process: asyncio.subprocess.Process, *, started: float, tim
         duration=time.monotonic() - started,
         log_path=str(log_path),
     )
+
+
+def _retrieve_outcome(done: asyncio.Future[Any]) -> None:
+    """Mark a finished future's outcome as seen, so asyncio logs no 'exception was never retrieved'."""
+    if not done.cancelled():
+        done.exception()
