@@ -146,8 +146,8 @@ async def test_a_refused_worker_names_its_credential_and_stops_after_a_while(ser
         worker.kill()
     refused = [line for line in worker.log.splitlines() if "refused this worker's credential" in line]
     assert "claim refused: the queue refused this worker's credential, DA_TOKEN in the environment (" in refused[0]
-    assert "put a token for test-box there as DA_TOKEN (`da token create worker test-box` on the queue host)" \
-           in refused[0]
+    assert "make a new token on the queue host with `da token create worker test-box`, put it in this machine's " \
+           ".env as DA_TOKEN and restart the worker" in refused[0]
     assert "stopping: refused for 3s: the queue refused this worker's credential" in refused[-1]
     assert not await online()
 

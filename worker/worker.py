@@ -99,10 +99,11 @@ class Worker:
                 except (queue_errors.Unauthorized, queue_errors.Forbidden) as exc:
                     refused_since = refused_since or time.monotonic()
                     if time.monotonic() - refused_since >= self.settings.give_up_after:
-                        self.gave_up = self._refused(exc, f"stopping: refused for {self.settings.give_up_after:.0f}s")
+                        self.gave_up = (f"stopping: refused for {self.settings.give_up_after:.0f}s: "
+                                        f"{self._credential_refused(exc)}")
                         logger.error("%s", self.gave_up)
                         break
-                    logger.error("%s; retrying in %.1fs", self._refused(exc, "claim refused"), backoff)
+                    logger.error("claim refused: %s; retrying in %.1fs", self._credential_refused(exc), backoff)
                     await self._wait_any(asyncio.sleep(backoff))
                     backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
@@ -128,11 +129,12 @@ class Worker:
             return list(self.settings.capabilities)
         return [kind for kind in self.settings.capabilities if kind != workspace.AGENT_TASK]
 
-    def _refused(self, exc: queue_errors.QueueError, what: str) -> str:
-        """One line naming the credential the queue refused and how to get a good one."""
-        return (f"{what}: the queue refused this worker's credential, {self.settings.credential_source} "
-                f"({exc.detail}); put a token for {self.settings.machine} there as DA_TOKEN (`da token create worker "
-                f"{self.settings.machine}` on the queue host)")
+    def _credential_refused(self, error: queue_errors.QueueError) -> str:
+        """What to fix when the queue refuses this worker's credential (revoked, or never valid)."""
+        machine = self.settings.machine
+        return (f"the queue refused this worker's credential, {self.settings.credential_source} "
+                f"({error.detail.rstrip('.')}); make a new token on the queue host with `da token create worker "
+                f"{machine}`, put it in this machine's .env as DA_TOKEN and restart the worker")
 
     def _start(self, claimed: ClaimedTask) -> None:
         if claimed.task.type == workspace.AGENT_TASK:
@@ -322,7 +324,7 @@ class Worker:
                 self._stop_work(task_id, work, f"lease lost ({exc.detail})")
                 return
             except (queue_errors.Unauthorized, queue_errors.Forbidden) as exc:
-                self._stop_work(task_id, work, credential_refused(exc, self.settings.machine))
+                self._stop_work(task_id, work, self._credential_refused(exc))
                 return
             except queue_errors.QueueError as exc:
                 failure = exc.detail
@@ -440,7 +442,7 @@ class Worker:
             except (queue_errors.LeaseLost, queue_errors.NotFound, queue_errors.Conflict) as exc:
                 raise LeaseGone(exc.detail) from exc
             except (queue_errors.Unauthorized, queue_errors.Forbidden) as exc:
-                raise CredentialRefused(credential_refused(exc, self.settings.machine)) from exc
+                raise CredentialRefused(self._credential_refused(exc)) from exc
             except (queue_errors.BadRequest, queue_errors.TooLarge):
                 raise  # the same request would be refused again
             except queue_errors.QueueError as exc:
@@ -451,11 +453,7 @@ class Worker:
                 backoff = next_backoff(backoff, exc)
 
 
-def credential_refused(error: queue_errors.QueueError, machine: str) -> str:
-    """What to fix when the queue refuses this worker's credential (revoked, or never valid)."""
-    return (f"the queue refused this worker's credential ({error.detail.rstrip('.')}); if its token was revoked, "
-            f"make a new one on the queue host with `da token create worker {machine}`, put it in this "
-            f"machine's .env as DA_TOKEN and restart the worker")
+
 
 
 def next_backoff(backoff: float, error: queue_errors.QueueError) -> float:
