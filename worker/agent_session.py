@@ -32,6 +32,7 @@ from acp import schema
 from acp.client.connection import ClientSideConnection
 
 from da.queue import models
+from da.queue.models import AskOption
 from da.worker import orphans, output, runner
 
 logger = logging.getLogger(__name__)
@@ -137,12 +138,6 @@ class Policy:
         if kind in self.ask:
             return "ask"
         return "allow" if kind in self.allow else "ask"
-
-
-@dataclass(frozen=True)
-class AskOption:
-    id: str
-    label: str
 
 
 @dataclass(frozen=True)
