@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,30 @@ async def test_a_steering_message_is_the_next_prompt_at_the_turn_boundary(
     assert [event["text"] for event in adapter.events("prompt")] == ["EXECUTE first", "also add a test"]
     assert done.status == "done", done.notes
     assert "Done: also add a test (turn 2)" in done.result["answer"]
+
+
+async def test_a_steering_message_in_the_sessions_first_moments_is_not_held_back(
+        server: QueueServer, make_worker, client: QueueClient, http: httpx.AsyncClient, adapter: Adapter,
+        tmp_path: Path) -> None:
+    # With a 60 s lease each heartbeat is held 20 s. In a repository the worktree is made before the
+    # session starts, so the run's first beat leaves asking for no messages; without a fresh beat once
+    # the session starts, the message would wait those 20 s.
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for argv in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "--allow-empty",
+                                  "-m", "start"]):
+        subprocess.run(["git", "-C", str(repo), *argv], check=True)
+    worker = make_worker(server.url, tmp_path, PATH=adapter.path, FAKE_ACP_STATE=str(adapter.state),
+                         WORKER_LEASE="60", DA_WORKSPACES=str(tmp_path / "workspaces"))
+    task = await client.create_task("agent_run", {"agent": "claude", "prompt": "EXECUTE first", "cwd": str(repo)})
+    ask = await open_ask(http, task.id)
+    await client.send_message(task.id, "also add a test", by="ana")
+    await wait_until(lambda: f"task {task.id[:8]}: 1 steering message(s) handed" in worker.log, timeout=10)
+    await client.answer_ask(task.id, ask["id"], "allow", by="ana")
+    done = await wait_for_status(client, task.id)
+    assert [event["text"] for event in adapter.events("prompt")] == ["EXECUTE first", "also add a test"]
+    assert done.status == "done", done.notes
+    assert done.result["workspace"]["branch"].startswith("da/")
 
 
 async def test_a_cancel_reaches_the_agent_as_session_cancel_before_any_signal(worker, client: QueueClient,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class TaskContext:
         self.lease = lease
         # The supervised agent session running now: the heartbeat hands it steering messages and cancels it.
         self.session: agent_session.AgentSession | None = None
+        # Set when a session starts, so a heartbeat held without messages is sent again asking for them.
+        self.session_started = asyncio.Event()
         self.machine = settings.machine
         self.agents = settings.agents
         self.task_id = task_id
@@ -72,10 +75,12 @@ class TaskContext:
             book=orphans.ProcessBook.of(settings.log_dir, self.machine), task_id=self.task_id)
         self.session = agent_session.AgentSession(request, supervision.QueueReporter(self.client, self.task_id,
                                                                                      self.lease))
+        self.session_started.set()
         try:
             turn = await self.session.run()
         finally:
             self.session = None
+            self.session_started.clear()
         return turn_result(agent, turn, yolo=options.yolo, budget=budget)
 
     def check_cwd(self, cwd: str | None, field_name: str = "cwd") -> Path | None:

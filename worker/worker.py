@@ -16,12 +16,13 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Awaitable
 from typing import Any
 
 from da.handlers.api import DONE, FAILED, NEEDS_HUMAN, NeedsHuman, Result
 from da.queue import errors as queue_errors
 from da.queue import models as queue_models
-from da.queue.client import ClaimedTask, QueueClient
+from da.queue.client import ClaimedTask, Heartbeat, QueueClient
 from da.worker import lease as leases
 from da.worker import orphans, report, runner, workspace
 from da.worker.context import TaskContext
@@ -316,7 +317,9 @@ class Worker:
                                          timeout=clock.attempt_timeout(sent, wait))
             try:
                 # A renewal that arrived in time is answered at most `wait` after the old lease ran out.
-                beat = await asyncio.wait_for(call, clock.expires + wait - sent)
+                beat = await asyncio.wait_for(self._held_until_session(call, ctx), clock.expires + wait - sent)
+                if beat is None:
+                    continue  # a session started: ask again, now for its steering messages too
             except TimeoutError:
                 failure = "no answer from the queue"
                 continue
@@ -345,6 +348,22 @@ class Worker:
                 clock.renewed(sent, answered, left, wait)
             # Keep the pace when an answer came early (a failure, or a queue that does not hold heartbeats).
             await asyncio.sleep(max(0.0, min(sent + wait, clock.expires) - loop.time()))
+
+    @staticmethod
+    async def _held_until_session(call: Awaitable[Heartbeat], ctx: TaskContext) -> Heartbeat | None:
+        """The heartbeat's answer; None when a session starts while a beat that takes no messages is held,
+        so a steering message sent in the session's first moments does not wait for the next beat."""
+        if ctx.session is not None:
+            return await call
+        beat = asyncio.ensure_future(call)
+        started = asyncio.ensure_future(ctx.session_started.wait())
+        try:
+            await asyncio.wait({beat, started}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+            if not beat.done():
+                await _cancel(beat)
+        return None if beat.cancelled() else beat.result()
 
     async def _cancel_session(self, task_id: str, ctx: TaskContext, work: asyncio.Task[Result]) -> None:
         """A supervised agent hears session/cancel first and gets its grace period to end the turn."""
