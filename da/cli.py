@@ -405,7 +405,7 @@ def migrate(argv: list[str] | None = None) -> int:
         return fail(exc.detail, FAILED)
     print(f"copied {settings.db_path} into {redact_url(url)}:")
     print("\n".join(counts.lines()))
-    print("checked: the PostgreSQL database holds the same tasks, events and pruned counts.")
+    print("checked: the PostgreSQL database holds the same tasks, events, pruned counts, tokens, asks and messages.")
     print(f"next: set QUEUE_DB_URL to the URL you gave --to ({redact_url(url)}) in the .env of every replica, "
           "then start `da serve`.")
     return 0

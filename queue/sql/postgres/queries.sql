@@ -396,7 +396,7 @@ ORDER BY ordinal_position;
 
 -- transfer_lock --
 -- `da migrate`: nobody else writes while the copy runs (a replica started too early waits).
-LOCK TABLE tasks, events, pruned_counts, tokens IN ACCESS EXCLUSIVE MODE;
+LOCK TABLE tasks, events, pruned_counts, tokens, asks, messages IN ACCESS EXCLUSIVE MODE;
 
 -- transfer_counts --
 -- `da migrate`: what a copy must agree on, read from both databases.
@@ -404,25 +404,34 @@ SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT coalesce(sum(seq), 0) FROM
        (SELECT count(*) FROM events) AS events, (SELECT coalesce(max(id), 0) FROM events) AS last_event,
        (SELECT coalesce(sum(id), 0) FROM events) AS event_id_sum,
        (SELECT count(*) FROM pruned_counts) AS pruned_rows, (SELECT coalesce(sum(n), 0) FROM pruned_counts) AS pruned_tasks,
-       (SELECT count(*) FROM tokens) AS tokens;
+       (SELECT count(*) FROM tokens) AS tokens,
+       (SELECT count(*) FROM asks) AS asks, (SELECT count(*) FROM asks WHERE status = 'open') AS open_asks,
+       (SELECT count(*) FROM messages) AS messages,
+       (SELECT count(*) FROM messages WHERE delivered_at IS NULL) AS undelivered_messages,
+       (SELECT coalesce(sum(seq), 0) FROM messages) AS message_seq_sum;
 
 -- transfer_statuses --
 -- `da migrate`: tasks per status, read from both databases.
 SELECT status, count(*) AS n FROM tasks GROUP BY status ORDER BY status;
 
 -- transfer_quiet --
--- `da migrate`: copied rows keep the events they had; the triggers would invent new ones.
+-- `da migrate`: copied rows keep the events they had; the triggers would invent new ones (and an open ask's
+-- would move its task).
 ALTER TABLE tasks DISABLE TRIGGER USER;
+ALTER TABLE asks DISABLE TRIGGER USER;
 
 -- transfer_loud --
 -- `da migrate`: transitions are recorded again from here on.
 ALTER TABLE tasks ENABLE TRIGGER USER;
+ALTER TABLE asks ENABLE TRIGGER USER;
 
 -- transfer_sequences --
 -- `da migrate`: new tasks and events number after the copied ones (ids are never reused).
 SELECT setval(pg_get_serial_sequence('tasks', 'seq'), greatest(max(seq), 1), count(*) > 0) FROM tasks
 UNION ALL
-SELECT setval('event_ids', greatest(max(id), 1), count(*) > 0) FROM events;
+SELECT setval('event_ids', greatest(max(id), 1), count(*) > 0) FROM events
+UNION ALL
+SELECT setval(pg_get_serial_sequence('messages', 'seq'), greatest(max(seq), 1), count(*) > 0) FROM messages;
 
 -- insert_token --
 -- A new scoped token; nothing when an active token already has this name.

@@ -320,13 +320,25 @@ SELECT * FROM pruned_counts ORDER BY machine, agent, status;
 -- `da migrate`: every scoped token (digests only), oldest first.
 SELECT * FROM tokens ORDER BY created_at, id;
 
+-- export_asks --
+-- `da migrate`: every ask of a supervised session, by task and number.
+SELECT * FROM asks ORDER BY task_id, id;
+
+-- export_messages --
+-- `da migrate`: every steering message, in the order they were sent.
+SELECT * FROM messages ORDER BY seq;
+
 -- transfer_counts --
 -- `da migrate`: what a copy must agree on, read from both databases.
 SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT coalesce(sum(seq), 0) FROM tasks) AS task_seq_sum,
        (SELECT count(*) FROM events) AS events, (SELECT coalesce(max(id), 0) FROM events) AS last_event,
        (SELECT coalesce(sum(id), 0) FROM events) AS event_id_sum,
        (SELECT count(*) FROM pruned_counts) AS pruned_rows, (SELECT coalesce(sum(n), 0) FROM pruned_counts) AS pruned_tasks,
-       (SELECT count(*) FROM tokens) AS tokens;
+       (SELECT count(*) FROM tokens) AS tokens,
+       (SELECT count(*) FROM asks) AS asks, (SELECT count(*) FROM asks WHERE status = 'open') AS open_asks,
+       (SELECT count(*) FROM messages) AS messages,
+       (SELECT count(*) FROM messages WHERE delivered_at IS NULL) AS undelivered_messages,
+       (SELECT coalesce(sum(seq), 0) FROM messages) AS message_seq_sum;
 
 -- transfer_statuses --
 -- `da migrate`: tasks per status, read from both databases.
