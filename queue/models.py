@@ -121,7 +121,10 @@ class Task:
     target_machine: str | None = None
     preferred_machine: str | None = None
     agent: str | None = None
+    # A named lock, held once in the fleet; the checkout (the task's folder) is held once per machine
+    # whether or not the task names a lock.
     lock: str | None = None
+    checkout: str | None = None
     created_by: str | None = None
     assigned_to: str | None = None
     attempts: int = 0
@@ -423,7 +426,7 @@ def get_status(body: dict[str, Any], key: str, allowed: tuple[str, ...], *, requ
 
 
 def checkout_of(payload: dict[str, Any]) -> str | None:
-    """The folder a task works in (the first of FOLDER_FIELDS set): its lock, once per machine."""
+    """The folder a task works in (the first of FOLDER_FIELDS set): its checkout lock, once per machine."""
     folder = next((value for value in map(payload.get, FOLDER_FIELDS) if value), None)
     return folder if isinstance(folder, str) and folder else None
 
@@ -439,7 +442,7 @@ class NewTask:
     preferred_machine: str | None = None
     agent: str | None = None
     lock: str | None = None
-    lock_per_machine: bool = False
+    checkout: str | None = None
     notes: str | None = None
     created_by: str | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -452,7 +455,7 @@ class NewTask:
         """Validate a POST /v1/tasks body.
 
         `_target_machine` in the payload (the original tool's pin) becomes `target_machine`;
-        a task with a `cwd` locks that checkout on its machine unless it names its own `lock`.
+        a task with a `cwd` locks that checkout on its machine, and a `lock` it names is held too.
         """
         body = require_object(body)
         reject_unknown(body, cls.FIELDS)
@@ -467,11 +470,9 @@ class NewTask:
             get_str({"target_machine": target}, "target_machine", name=True)
         lock = get_str(body, "lock", name=True) or get_str(payload, "lock", name=True)
         cwd = checkout_of(payload)
-        lock_per_machine = False
-        if lock is None and cwd:
-            # The payload is the handler's to judge (a NUL in cwd is its needs_human); the lock key
-            # only has to be text every backend can store.
-            lock, lock_per_machine = cwd.replace("\x00", "\\x00"), True
+        # The payload is the handler's to judge (a NUL in cwd is its needs_human); the lock key only
+        # has to be text every backend can store.
+        checkout = cwd.replace("\x00", "\\x00") if cwd else None
         return cls(
             type=get_str(body, "type", required=True, name=True) or "",
             payload=payload,
@@ -480,7 +481,7 @@ class NewTask:
             preferred_machine=get_str(body, "preferred_machine", name=True),
             agent=get_str(body, "agent", name=True),
             lock=lock,
-            lock_per_machine=lock_per_machine,
+            checkout=checkout,
             notes=get_str(body, "notes", max_len=MAX_NOTES),
             created_by=get_str(body, "created_by"),
             max_attempts=get_int(body, "max_attempts", DEFAULT_MAX_ATTEMPTS, 1, MAX_ATTEMPTS_LIMIT),

@@ -136,7 +136,8 @@ def document(version: str, routes: Iterable[Route]) -> dict[str, Any]:
     task_schema = {"type": "object", "properties": {
         "id": STR, "short_id": STR, "type": STR, "status": STATUS, "priority": {"type": "integer"},
         "payload": {"type": "object"}, "target_machine": NULLABLE_STR, "preferred_machine": NULLABLE_STR,
-        "agent": NULLABLE_STR, "lock": NULLABLE_STR, "created_by": NULLABLE_STR, "assigned_to": NULLABLE_STR,
+        "agent": NULLABLE_STR, "lock": NULLABLE_STR, "checkout": NULLABLE_STR, "created_by": NULLABLE_STR,
+        "assigned_to": NULLABLE_STR,
         "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "lease_expires_at": TIME,
         "progress": NULLABLE_STR, "progress_record": {"type": ["object", "null"]}, "progress_rev": {"type": "integer"},
         "usage": USAGE, "result": {"type": ["object", "null"]}, "notes": NULLABLE_STR,

@@ -159,10 +159,14 @@ def encoded(params: dict[str, Any]) -> dict[str, Any]:
     return {key: json.dumps(value) if isinstance(value, (list, tuple)) else value for key, value in params.items()}
 
 
+# How SQLite names a write the tasks_held_lock or tasks_held_checkout index refused (by their columns).
+HELD_LOCK_REFUSED = ("UNIQUE constraint failed: tasks.lock", "UNIQUE constraint failed: tasks.checkout")
+
+
 def _lock_race(error: StoreError) -> StoreError:
-    """The store's error for a write the tasks_held_lock index refused: another task holds that lock."""
+    """The store's error for a write a held-lock index refused: another task holds that lock."""
     cause = error.__cause__
-    if isinstance(cause, sqlite3.IntegrityError) and "tasks_held_lock" in str(cause):
+    if isinstance(cause, sqlite3.IntegrityError) and str(cause).startswith(HELD_LOCK_REFUSED):
         return LockRace()
     return error
 

@@ -294,8 +294,8 @@ class Store(ABC):
         Best means highest priority, then oldest. The task's type must be one of the worker's
         capabilities; its pin, if any, one of the worker's names; its agent, if any, one the
         worker has; a soft preference for another machine holds for `overflow_grace` seconds;
-        and its lock must not be held by a running task (a named lock across the fleet, a cwd
-        lock on the same machine).
+        and its locks must not be held by a running task (a named lock across the fleet, its
+        checkout on the same machine).
         """
         names = [request.machine, *request.aliases]
         races = 0
@@ -351,8 +351,8 @@ class Store(ABC):
                     machine: str | None = None) -> Task:
         """claimed → in_progress; repeating it is harmless.
 
-        `checkout` is the task's folder as its worker resolved it on its machine (~, .., symlinks): a
-        cwd lock moves to it, so every spelling of one folder is one lock, enforced by the database's
+        `checkout` is the task's folder as its worker resolved it on its machine (~, .., symlinks): its
+        checkout lock moves to it, so every spelling of one folder is one lock, enforced by the database's
         unique index. When another task on the machine holds that folder the start is refused
         (LockHeld) and the claim handed back without counting an attempt.
         """
@@ -365,7 +365,7 @@ class Store(ABC):
                 continue
             if rows:
                 # A lock moved off the folder the task named: claims passed over for it may go now.
-                self._changed(pending=checkout is not None and rows[0].lock == checkout)
+                self._changed(pending=checkout is not None and rows[0].checkout == checkout)
                 return rows[0]
             break
         task = await self._held(task_id, lease, machine)
@@ -774,7 +774,7 @@ def _new_task_fields(spec: NewTask) -> dict[str, Any]:
     """The insert statements' fields of a new task, with a fresh id."""
     return {"id": new_id(), "type": spec.type, "priority": spec.priority, "payload": json.dumps(spec.payload),
             "target_machine": spec.target_machine, "preferred_machine": spec.preferred_machine, "agent": spec.agent,
-            "lock": spec.lock, "lock_per_machine": spec.lock_per_machine, "created_by": spec.created_by,
+            "lock": spec.lock, "checkout": spec.checkout, "created_by": spec.created_by,
             "max_attempts": spec.max_attempts, "notes": spec.notes}
 
 

@@ -1,10 +1,10 @@
 -- insert_task --
 -- Create a pending task; the trigger records its first event.
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
-                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   lock, checkout, created_by, max_attempts, notes, changed_by, change_note,
                    created_at, updated_at)
 VALUES (:id, :type, 'pending', :priority, :payload, :target_machine, :preferred_machine, :agent,
-        :lock, :lock_per_machine, :created_by, :max_attempts, :notes, :created_by, :notes,
+        :lock, :checkout, :created_by, :max_attempts, :notes, :created_by, :notes,
         :now, :now)
 RETURNING *;
 
@@ -13,7 +13,7 @@ RETURNING *;
 -- (type, pin, agent) key the worker takes is one range of tasks_claim, already in claim order, so
 -- the statement reads the head of each range (never the rest of a long backlog) and keeps the
 -- best. SKIP LOCKED lets concurrent claimers on any replica pass over a head another is taking;
--- the tasks_held_lock index refuses a lock a concurrent claim took a moment earlier.
+-- the tasks_held_lock and tasks_held_checkout indexes refuse a lock a concurrent claim took a moment earlier.
 WITH candidate AS (
     SELECT head.seq
     FROM unnest(:keys::text[]) AS wanted(key)
@@ -26,9 +26,11 @@ WITH candidate AS (
                OR t.created_at <= :overflow_before::float8)
           AND (t.lock IS NULL OR NOT EXISTS (
                 SELECT 1 FROM tasks AS holder
-                WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress', 'waiting')
-                  AND holder.lock_per_machine = t.lock_per_machine
-                  AND (NOT t.lock_per_machine OR holder.assigned_to = ANY(:names::text[]))))
+                WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress', 'waiting')))
+          AND (t.checkout IS NULL OR NOT EXISTS (
+                SELECT 1 FROM tasks AS holder
+                WHERE holder.checkout = t.checkout AND holder.status IN ('claimed', 'in_progress', 'waiting')
+                  AND holder.assigned_to = ANY(:names::text[])))
         ORDER BY t.priority DESC, t.seq
         LIMIT 1
         FOR UPDATE OF t SKIP LOCKED) AS head
@@ -67,12 +69,12 @@ WHERE id = :id AND status IN ('pending', 'claimed')
 RETURNING *;
 
 -- start_task --
--- The worker began running it. A cwd lock moves to the folder as the worker resolved it (:checkout), so
--- every spelling of one folder is one lock; tasks_held_lock refuses the move while another task on the
+-- The worker began running it. A checkout lock moves to the folder as the worker resolved it (:checkout), so
+-- every spelling of one folder is one lock; tasks_held_checkout refuses the move while another task on the
 -- machine holds that folder.
 UPDATE tasks
 SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL,
-    lock = CASE WHEN lock_per_machine AND :checkout::text IS NOT NULL THEN :checkout ELSE lock END
+    checkout = CASE WHEN checkout IS NOT NULL AND :checkout::text IS NOT NULL THEN :checkout ELSE checkout END
 WHERE id = :id AND lease = :lease AND status = 'claimed'
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
@@ -80,7 +82,7 @@ RETURNING *;
 -- lock_holder --
 -- The task that holds a folder on a machine, for the note of a start refused because of it.
 SELECT id FROM tasks
-WHERE lock = :checkout AND lock_per_machine AND assigned_to = :machine AND status IN ('claimed', 'in_progress', 'waiting')
+WHERE checkout = :checkout AND assigned_to = :machine AND status IN ('claimed', 'in_progress', 'waiting')
   AND id != :id
 LIMIT 1;
 
@@ -89,8 +91,8 @@ LIMIT 1;
 -- keyed by the resolved folder, so claims on that machine pass over it until the folder is free.
 UPDATE tasks
 SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
-    lock = :checkout, changed_by = 'queue', change_note = :note, updated_at = :now
-WHERE id = :id AND lease = :lease AND status = 'claimed' AND lock_per_machine
+    checkout = :checkout, changed_by = 'queue', change_note = :note, updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'claimed' AND checkout IS NOT NULL
 RETURNING *;
 
 -- heartbeat --
@@ -460,15 +462,15 @@ RETURNING *;
 -- insert_tasks --
 -- Create several pending tasks in one statement (all or none); :tasks is a JSON list of their fields.
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
-                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   lock, checkout, created_by, max_attempts, notes, changed_by, change_note,
                    created_at, updated_at)
 SELECT n.id, n.type, 'pending', n.priority, n.payload, n.target_machine, n.preferred_machine, n.agent,
-       n.lock, n.lock_per_machine, n.created_by, n.max_attempts, n.notes, n.created_by, n.notes,
+       n.lock, n.checkout, n.created_by, n.max_attempts, n.notes, n.created_by, n.notes,
        :now::float8, :now::float8
 FROM jsonb_array_elements(:tasks::jsonb) WITH ORDINALITY AS e(item, ord)
 CROSS JOIN LATERAL jsonb_to_record(e.item) AS n(
     id text, type text, priority integer, payload text, target_machine text, preferred_machine text,
-    agent text, lock text, lock_per_machine boolean, created_by text, max_attempts integer, notes text)
+    agent text, lock text, checkout text, created_by text, max_attempts integer, notes text)
 ORDER BY e.ord
 RETURNING *;
 -- open_ask --

@@ -1,10 +1,10 @@
 -- insert_task --
 -- Create a pending task; the trigger records its first event.
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
-                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   lock, checkout, created_by, max_attempts, notes, changed_by, change_note,
                    created_at, updated_at)
 VALUES (:id, :type, 'pending', :priority, :payload, :target_machine, :preferred_machine, :agent,
-        :lock, :lock_per_machine, :created_by, :max_attempts, :notes, :created_by, :notes,
+        :lock, :checkout, :created_by, :max_attempts, :notes, :created_by, :notes,
         :now, :now)
 RETURNING *;
 
@@ -26,9 +26,11 @@ WHERE id = (
            OR t.created_at <= :overflow_before)
       AND (t.lock IS NULL OR NOT EXISTS (
             SELECT 1 FROM tasks AS holder
-            WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress', 'waiting')
-              AND holder.lock_per_machine = t.lock_per_machine
-              AND (t.lock_per_machine = 0 OR holder.assigned_to IN (SELECT value FROM json_each(:names)))))
+            WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress', 'waiting')))
+      AND (t.checkout IS NULL OR NOT EXISTS (
+            SELECT 1 FROM tasks AS holder
+            WHERE holder.checkout = t.checkout AND holder.status IN ('claimed', 'in_progress', 'waiting')
+              AND holder.assigned_to IN (SELECT value FROM json_each(:names))))
     ORDER BY t.priority DESC, t.seq
     LIMIT 1)
 RETURNING *;
@@ -57,12 +59,12 @@ WHERE id = :id AND status IN ('pending', 'claimed')
 RETURNING *;
 
 -- start_task --
--- The worker began running it. A cwd lock moves to the folder as the worker resolved it (:checkout), so
--- every spelling of one folder is one lock; tasks_held_lock refuses the move while another task on the
+-- The worker began running it. A checkout lock moves to the folder as the worker resolved it (:checkout), so
+-- every spelling of one folder is one lock; tasks_held_checkout refuses the move while another task on the
 -- machine holds that folder.
 UPDATE tasks
 SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL,
-    lock = CASE WHEN lock_per_machine AND :checkout IS NOT NULL THEN :checkout ELSE lock END
+    checkout = CASE WHEN checkout IS NOT NULL AND :checkout IS NOT NULL THEN :checkout ELSE checkout END
 WHERE id = :id AND lease = :lease AND status = 'claimed'
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
@@ -70,7 +72,7 @@ RETURNING *;
 -- lock_holder --
 -- The task that holds a folder on a machine, for the note of a start refused because of it.
 SELECT id FROM tasks
-WHERE lock = :checkout AND lock_per_machine AND assigned_to = :machine AND status IN ('claimed', 'in_progress', 'waiting')
+WHERE checkout = :checkout AND assigned_to = :machine AND status IN ('claimed', 'in_progress', 'waiting')
   AND id != :id
 LIMIT 1;
 
@@ -79,8 +81,8 @@ LIMIT 1;
 -- keyed by the resolved folder, so claims on that machine pass over it until the folder is free.
 UPDATE tasks
 SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
-    lock = :checkout, changed_by = 'queue', change_note = :note, updated_at = :now
-WHERE id = :id AND lease = :lease AND status = 'claimed' AND lock_per_machine
+    checkout = :checkout, changed_by = 'queue', change_note = :note, updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'claimed' AND checkout IS NOT NULL
 RETURNING *;
 
 -- heartbeat --
@@ -371,12 +373,12 @@ RETURNING *;
 -- insert_tasks --
 -- Create several pending tasks in one statement (all or none); :tasks is a JSON list of their fields.
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
-                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   lock, checkout, created_by, max_attempts, notes, changed_by, change_note,
                    created_at, updated_at)
 SELECT json_extract(value, '$.id'), json_extract(value, '$.type'), 'pending', json_extract(value, '$.priority'),
        json_extract(value, '$.payload'), json_extract(value, '$.target_machine'),
        json_extract(value, '$.preferred_machine'), json_extract(value, '$.agent'), json_extract(value, '$.lock'),
-       json_extract(value, '$.lock_per_machine'), json_extract(value, '$.created_by'),
+       json_extract(value, '$.checkout'), json_extract(value, '$.created_by'),
        json_extract(value, '$.max_attempts'), json_extract(value, '$.notes'), json_extract(value, '$.created_by'),
        json_extract(value, '$.notes'), :now, :now
 FROM json_each(:tasks) ORDER BY key
