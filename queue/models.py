@@ -125,7 +125,9 @@ class Task:
     # whether or not the task names a lock.
     lock: str | None = None
     checkout: str | None = None
+    # Who the creator said it was, and the credential the queue verified ('client token NAME (ID)').
     created_by: str | None = None
+    created_via: str | None = None
     assigned_to: str | None = None
     attempts: int = 0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -247,11 +249,13 @@ class Event:
     note: str | None
     # The ask this event opened or settled; None for a transition.
     ask: int | None = None
+    # The credential of a person's change (beside `by`, which the client chose); None for the queue's and a worker's.
+    via: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Event:
         return cls(row["id"], row["task_id"], row["from_status"], row["to_status"], row["by"], row["at"], row["note"],
-                   row["ask_id"])
+                   row["ask_id"], row["via"])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -263,6 +267,7 @@ class Event:
             "at": iso(self.at),
             "note": self.note,
             "ask": self.ask,
+            "via": self.via,
         }
 
 
@@ -445,6 +450,8 @@ class NewTask:
     checkout: str | None = None
     notes: str | None = None
     created_by: str | None = None
+    # Set by the queue from the request's credential, never from the body.
+    created_via: str | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
     FIELDS = ("type", "payload", "priority", "target_machine", "preferred_machine", "agent", "notes",
@@ -620,6 +627,7 @@ class Ask:
     expires_at: float
     answered_at: float | None = None
     opened_by: str | None = None
+    answered_via: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Ask:
@@ -627,14 +635,14 @@ class Ask:
                         if isinstance(o, dict))
         return cls(row["task_id"], int(row["id"]), row["kind"], row["title"], row["detail"], options, row["status"],
                    row["answer"], row["note"], row["answered_by"], row["created_at"], row["expires_at"],
-                   row["answered_at"], row["opened_by"])
+                   row["answered_at"], row["opened_by"], row["answered_via"])
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "task_id": self.task_id, "kind": self.kind, "title": self.title, "detail": self.detail,
                 "options": [{"id": o.id, "label": o.label} for o in self.options], "status": self.status,
                 "answer": self.answer, "note": self.note, "answered_by": self.answered_by,
                 "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
-                "answered_at": iso(self.answered_at), "machine": self.opened_by}
+                "answered_at": iso(self.answered_at), "machine": self.opened_by, "answered_via": self.answered_via}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Ask:
@@ -642,7 +650,7 @@ class Ask:
                    tuple(AskOption(o["id"], o["label"]) for o in data.get("options") or ()), data["status"],
                    data.get("answer"), data.get("note"), data.get("answered_by"),
                    parse_iso(data.get("created_at")) or 0.0, parse_iso(data.get("expires_at")) or 0.0,
-                   parse_iso(data.get("answered_at")), data.get("machine"))
+                   parse_iso(data.get("answered_at")), data.get("machine"), data.get("answered_via"))
 
 
 @dataclass(frozen=True)
@@ -682,6 +690,8 @@ class AskAnswer:
     option: str
     note: str | None = None
     by: str | None = None
+    # The answering credential, set by the queue.
+    via: str | None = None
 
     @classmethod
     def parse(cls, body: Any) -> AskAnswer:
@@ -717,16 +727,17 @@ class Message:
     created_by: str | None
     created_at: float
     delivered_at: float | None = None
+    created_via: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Message:
         return cls(int(row["seq"]), row["task_id"], row["text"], bool(row["interrupt"]), row["created_by"],
-                   row["created_at"], row["delivered_at"])
+                   row["created_at"], row["delivered_at"], row["created_via"])
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "task_id": self.task_id, "text": self.text, "interrupt": self.interrupt,
                 "created_by": self.created_by, "created_at": iso(self.created_at),
-                "delivered_at": iso(self.delivered_at)}
+                "delivered_at": iso(self.delivered_at), "created_via": self.created_via}
 
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cost_usd")

@@ -1,10 +1,10 @@
 -- insert_task --
 -- Create a pending task; the trigger records its first event.
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
-                   lock, checkout, created_by, max_attempts, notes, changed_by, change_note,
+                   lock, checkout, created_by, created_via, max_attempts, notes, changed_by, changed_via, change_note,
                    created_at, updated_at)
 VALUES (:id, :type, 'pending', :priority, :payload, :target_machine, :preferred_machine, :agent,
-        :lock, :checkout, :created_by, :max_attempts, :notes, :created_by, :notes,
+        :lock, :checkout, :created_by, :created_via, :max_attempts, :notes, :created_by, :created_via, :notes,
         :now, :now)
 RETURNING *;
 
@@ -40,7 +40,7 @@ UPDATE tasks
 SET status = 'claimed', assigned_to = :machine, lease = :lease, lease_expires_at = :expires,
     attempts = attempts + 1,
     safe_to_retry = tasks.type = ANY(:retry_safe::text[]),
-    progress = NULL, changed_by = :machine, change_note = NULL, updated_at = :now
+    progress = NULL, changed_by = :machine, changed_via = NULL, change_note = NULL, updated_at = :now
 FROM candidate
 WHERE tasks.seq = candidate.seq
 RETURNING tasks.*;
@@ -51,7 +51,7 @@ RETURNING tasks.*;
 -- secret), so a token only ever acts on its own machine's tasks.
 UPDATE tasks
 SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
-    changed_by = 'queue', change_note = 'claim released: the worker disconnected before receiving it',
+    changed_by = 'queue', changed_via = NULL, change_note = 'claim released: the worker disconnected before receiving it',
     updated_at = :now
 WHERE id = :id AND lease = :lease AND status = 'claimed'
   AND assigned_to = coalesce(:machine, assigned_to)
@@ -64,7 +64,7 @@ RETURNING *;
 UPDATE tasks
 SET status = 'needs_human', attempts = CASE WHEN status = 'claimed' THEN attempts - 1 ELSE attempts END,
     lease = NULL, lease_expires_at = NULL, assigned_to = NULL, progress = NULL, notes = :notes, result = :result,
-    finished_at = :now, updated_at = :now, changed_by = 'queue', change_note = :notes
+    finished_at = :now, updated_at = :now, changed_by = 'queue', changed_via = NULL, change_note = :notes
 WHERE id = :id AND status IN ('pending', 'claimed')
 RETURNING *;
 
@@ -73,7 +73,7 @@ RETURNING *;
 -- every spelling of one folder is one lock; tasks_held_checkout refuses the move while another task on the
 -- machine holds that folder.
 UPDATE tasks
-SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL,
+SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, changed_via = NULL, change_note = NULL,
     checkout = CASE WHEN checkout IS NOT NULL AND :checkout::text IS NOT NULL THEN :checkout ELSE checkout END
 WHERE id = :id AND lease = :lease AND status = 'claimed'
   AND assigned_to = coalesce(:machine, assigned_to)
@@ -91,7 +91,7 @@ LIMIT 1;
 -- keyed by the resolved folder, so claims on that machine pass over it until the folder is free.
 UPDATE tasks
 SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
-    checkout = :checkout, changed_by = 'queue', change_note = :note, updated_at = :now
+    checkout = :checkout, changed_by = 'queue', changed_via = NULL, change_note = :note, updated_at = :now
 WHERE id = :id AND lease = :lease AND status = 'claimed' AND checkout IS NOT NULL
 RETURNING *;
 
@@ -107,7 +107,7 @@ RETURNING *;
 -- Record the outcome of a task whose lease the worker still holds.
 UPDATE tasks
 SET status = :status, result = :result, notes = coalesce(:notes, notes), lease_expires_at = NULL,
-    finished_at = :now, updated_at = :now, changed_by = assigned_to, change_note = :notes
+    finished_at = :now, updated_at = :now, changed_by = assigned_to, changed_via = NULL, change_note = :notes
 WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress', 'waiting')
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
@@ -138,7 +138,7 @@ SET status = CASE WHEN again THEN 'pending' ELSE 'needs_human' END,
     finished_at = CASE WHEN again THEN NULL ELSE :now::float8 END,
     -- A claim that expired before it started never ran, so it does not count as an attempt.
     attempts = CASE WHEN never_started THEN attempts - 1 ELSE attempts END,
-    lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper',
+    lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper', changed_via = NULL,
     change_note = CASE WHEN never_started
                        THEN 'claim by ' || coalesce(assigned_to, '?') || ' expired before it started'
                        ELSE 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)' END
@@ -179,7 +179,7 @@ RETURNING *;
 -- resolve_task --
 -- A person settles a task that needs them; pending re-queues the same payload.
 UPDATE tasks
-SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, change_note = :notes, updated_at = :now,
+SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, changed_via = :via, change_note = :notes, updated_at = :now,
     lease = CASE WHEN :status = 'pending' THEN NULL ELSE lease END,
     assigned_to = CASE WHEN :status = 'pending' THEN NULL ELSE assigned_to END,
     attempts = CASE WHEN :status = 'pending' THEN 0 ELSE attempts END,
@@ -191,7 +191,7 @@ RETURNING *;
 -- resolve_many --
 -- Bulk form of resolve_task over every task in one status.
 UPDATE tasks
-SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, change_note = :notes, updated_at = :now,
+SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, changed_via = :via, change_note = :notes, updated_at = :now,
     lease = CASE WHEN :status = 'pending' THEN NULL ELSE lease END,
     assigned_to = CASE WHEN :status = 'pending' THEN NULL ELSE assigned_to END,
     attempts = CASE WHEN :status = 'pending' THEN 0 ELSE attempts END,
@@ -207,7 +207,7 @@ SELECT count(*) AS n FROM tasks WHERE status IN ('needs_human', 'failed') AND st
 -- cancel_task --
 -- Stop a task that has not finished; a running one's worker learns it from its held heartbeat.
 UPDATE tasks
-SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, change_note = :notes,
+SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, changed_via = :via, change_note = :notes,
     notes = coalesce(:notes, notes)
 WHERE id = :id AND status IN ('pending', 'claimed', 'in_progress', 'waiting')
 RETURNING *;
@@ -462,15 +462,15 @@ RETURNING *;
 -- insert_tasks --
 -- Create several pending tasks in one statement (all or none); :tasks is a JSON list of their fields.
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
-                   lock, checkout, created_by, max_attempts, notes, changed_by, change_note,
+                   lock, checkout, created_by, created_via, max_attempts, notes, changed_by, changed_via, change_note,
                    created_at, updated_at)
 SELECT n.id, n.type, 'pending', n.priority, n.payload, n.target_machine, n.preferred_machine, n.agent,
-       n.lock, n.checkout, n.created_by, n.max_attempts, n.notes, n.created_by, n.notes,
+       n.lock, n.checkout, n.created_by, n.created_via, n.max_attempts, n.notes, n.created_by, n.created_via, n.notes,
        :now::float8, :now::float8
 FROM jsonb_array_elements(:tasks::jsonb) WITH ORDINALITY AS e(item, ord)
 CROSS JOIN LATERAL jsonb_to_record(e.item) AS n(
     id text, type text, priority integer, payload text, target_machine text, preferred_machine text,
-    agent text, lock text, checkout text, created_by text, max_attempts integer, notes text)
+    agent text, lock text, checkout text, created_by text, created_via text, max_attempts integer, notes text)
 ORDER BY e.ord
 RETURNING *;
 -- open_ask --
@@ -501,7 +501,8 @@ SELECT * FROM asks WHERE task_id = :task_id AND id = :ask_id;
 -- answer_ask --
 -- The first answer wins: only an open, unexpired ask of a running task takes it (the asks_settled
 -- trigger lets the task run on and records the event).
-UPDATE asks SET status = 'answered', answer = :option, note = :note, answered_by = :by, answered_at = :now
+UPDATE asks SET status = 'answered', answer = :option, note = :note, answered_by = :by, answered_via = :via,
+    answered_at = :now
 WHERE task_id = :task_id AND id = :ask_id AND status = 'open' AND expires_at > :now
   AND EXISTS (SELECT 1 FROM tasks WHERE id = :task_id AND status IN ('in_progress', 'waiting'))
 RETURNING *;
@@ -534,8 +535,8 @@ RETURNING id;
 
 -- add_message --
 -- Queue a steering message for a running task; nothing when it is not running or has :max_queued waiting.
-INSERT INTO messages (task_id, text, interrupt, created_by, created_at)
-SELECT t.id, :text, :interrupt, :by, :now FROM tasks AS t
+INSERT INTO messages (task_id, text, interrupt, created_by, created_via, created_at)
+SELECT t.id, :text, :interrupt, :by, :via, :now FROM tasks AS t
 WHERE t.id = :id AND t.status IN ('claimed', 'in_progress', 'waiting')
   AND (SELECT count(*) FROM messages AS m WHERE m.task_id = t.id AND m.delivered_at IS NULL) < :max_queued
 RETURNING *;
