@@ -232,8 +232,8 @@ def up(argv: list[str] | None = None) -> int:
         prog="da up", description="Run the queue and a local worker in one process, and the Slack bot when "
                                   "SLACK_BOT_TOKEN and SLACK_APP_TOKEN are set.",
         epilog="Environment: SECRET_KEY (generated into ~/.config/da/secret when unset), QUEUE_HOST, QUEUE_PORT, "
-               "QUEUE_DB_PATH, QUEUE_SYNC (default full here), MACHINE_NAME (default this host's name), SHUTDOWN_GRACE, "
-               "SLACK_BOT_TOKEN and SLACK_APP_TOKEN (start the bot too).")
+               "QUEUE_DB_PATH, QUEUE_SYNC (default full here), MACHINE_NAME (default this host's name), "
+               "SHUTDOWN_GRACE, SLACK_BOT_TOKEN and SLACK_APP_TOKEN (start the bot too).")
     parser.add_argument("--host", help="address to listen on (env QUEUE_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (env QUEUE_PORT, default 8000)")
     parser.add_argument("--no-worker", action="store_true", help="run only the queue")
