@@ -141,20 +141,26 @@ def serve(argv: list[str] | None = None) -> int:
     return 0
 
 
-def ensure_secret(env: dict[str, str], cwd: Path) -> str:
-    """The SECRET_KEY to use locally: the configured one, or a new one saved to .env."""
+def ensure_secret(env: dict[str, str]) -> str:
+    """The SECRET_KEY to use locally: the configured one, or a new one saved to this user's `config.secret_file`,
+    outside the folder where `da up`'s worker runs tasks (which could read a `.env` there)."""
     import secrets
 
     config.refuse_example_secret(env)
     if env.get("SECRET_KEY"):
         return env["SECRET_KEY"]
+    path = config.secret_file(env)
+    if path is None:
+        raise ConfigError("SECRET_KEY is not set and neither HOME nor XDG_CONFIG_HOME says where to keep a generated "
+                          "one; set SECRET_KEY in the environment.")
     secret = secrets.token_urlsafe(32)
-    env_file = cwd / ".env"
-    existing = env_file.read_text(encoding="utf-8") if env_file.exists() else ""
-    separator = "" if not existing or existing.endswith("\n") else "\n"
-    env_file.write_text(f"{existing}{separator}SECRET_KEY={secret}\n", encoding="utf-8")
-    env_file.chmod(0o600)
-    print(f"da: generated SECRET_KEY and saved it to {env_file}", file=sys.stderr)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Created private: the secret is never readable by others, not even for a moment.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(f"{secret}\n")
+    print(f"da: generated SECRET_KEY and saved it to {path} (not in this folder, where tasks run; `da` commands on "
+          "this machine read it from there)", file=sys.stderr)
     env["SECRET_KEY"] = secret
     return secret
 
@@ -225,9 +231,9 @@ def up(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="da up", description="Run the queue and a local worker in one process, and the Slack bot when "
                                   "SLACK_BOT_TOKEN and SLACK_APP_TOKEN are set.",
-        epilog="Environment: SECRET_KEY (generated into .env when unset), QUEUE_HOST, QUEUE_PORT, QUEUE_DB_PATH, "
-               "QUEUE_SYNC (default full here), MACHINE_NAME (default this host's name), SHUTDOWN_GRACE, "
-               "SLACK_BOT_TOKEN and SLACK_APP_TOKEN (start the bot too).")
+        epilog="Environment: SECRET_KEY (generated into ~/.config/da/secret when unset), QUEUE_HOST, QUEUE_PORT, "
+               "QUEUE_DB_PATH, QUEUE_SYNC (default full here), MACHINE_NAME (default this host's name), "
+               "SHUTDOWN_GRACE, SLACK_BOT_TOKEN and SLACK_APP_TOKEN (start the bot too).")
     parser.add_argument("--host", help="address to listen on (env QUEUE_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (env QUEUE_PORT, default 8000)")
     parser.add_argument("--no-worker", action="store_true", help="run only the queue")
@@ -236,7 +242,7 @@ def up(argv: list[str] | None = None) -> int:
     env = config.load_environment(cwd)
     env.update({k: str(v) for k, v in {"QUEUE_HOST": args.host, "QUEUE_PORT": args.port}.items() if v is not None})
     try:
-        ensure_secret(env, cwd)
+        ensure_secret(env)
         queue_settings = QueueSettings.from_env(env, cwd=cwd)
         roster = load_fleet(queue_settings.config_dir)
         env.setdefault("QUEUE_URL", f"http://{queue_settings.host}:{queue_settings.port}")
@@ -256,7 +262,7 @@ def up(argv: list[str] | None = None) -> int:
             sockets = queue_app.bind(queue_settings.host, queue_settings.port)
             use_uvloop()
             asyncio.run(up_module.run(queue_settings, roster, sockets, worker_parts=worker_parts,
-                                      bot_settings=bot_settings))
+                                      bot_settings=bot_settings, env=env))
     except ConfigError as exc:
         return fail(str(exc))
     except up_module.SlackUnreachable as exc:
@@ -405,7 +411,7 @@ def migrate(argv: list[str] | None = None) -> int:
         return fail(exc.detail, FAILED)
     print(f"copied {settings.db_path} into {redact_url(url)}:")
     print("\n".join(counts.lines()))
-    print("checked: the PostgreSQL database holds the same tasks, events and pruned counts.")
+    print("checked: the PostgreSQL database holds the same tasks, events, pruned counts, tokens, asks and messages.")
     print(f"next: set QUEUE_DB_URL to the URL you gave --to ({redact_url(url)}) in the .env of every replica, "
           "then start `da serve`.")
     return 0

@@ -37,7 +37,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def load_environment(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The effective settings: `.env` in the working directory, overridden by the real environment."""
+    """The effective settings: `.env` in the working directory, overridden by the real environment; without a
+    SECRET_KEY in either, the one `da up` generated into this user's `secret_file`."""
     cwd = cwd or Path.cwd()
     environ = os.environ if environ is None else environ
     merged: dict[str, str] = {}
@@ -45,7 +46,17 @@ def load_environment(cwd: Path | None = None, environ: Mapping[str, str] | None 
     if env_file.is_file():
         merged.update(read_env_file(env_file))
     merged.update(environ)
+    generated = secret_file(merged)
+    if not merged.get("SECRET_KEY") and generated is not None and generated.is_file():
+        merged["SECRET_KEY"] = generated.read_text(encoding="utf-8").strip()
     return merged
+
+
+def secret_file(env: Mapping[str, str]) -> Path | None:
+    """Where `da up` keeps the SECRET_KEY it generated: in this user's config folder, not in the folder the
+    local worker runs tasks in (None without HOME or XDG_CONFIG_HOME)."""
+    base = env.get("XDG_CONFIG_HOME", "").strip() or (f"{env['HOME']}/.config" if env.get("HOME", "").strip() else "")
+    return Path(base).expanduser() / "da" / "secret" if base else None
 
 
 def config_dir(env: Mapping[str, str], cwd: Path | None = None) -> Path:

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
 from da.fleet import Fleet
 from da.queue import app as queue_app
-from da.queue import connections
+from da.queue import auth, connections
+from da.queue.http import STORE
+from da.queue.models import WORKER_TOKEN, NewToken
 from da.queue.settings import QueueSettings
+from da.queue.store import Store
 
 # A bot that ran before tries Slack again after these pauses, doubling (a laptop waking, a router restarting).
 SLACK_RETRY_FIRST = 2.0
@@ -42,11 +47,16 @@ def slack_unreachable(exc: BaseException, api_url: str) -> str:
 
 
 async def run(queue_settings: QueueSettings, roster: Fleet, sockets: list[Any], *, worker_parts: Any = None,
-              bot_settings: Any = None) -> None:
-    """Serve until SIGINT or SIGTERM (the worker's handlers when it runs, else our own)."""
+              bot_settings: Any = None, env: Mapping[str, str] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (the worker's handlers when it runs, else our own).
+
+    The local worker runs with a worker token made for this run (never the admin secret), so a task it runs
+    can do no more with the worker's credential than run this machine's tasks.
+    """
     from da.worker import worker as worker_module
 
-    runner = connections.make_runner(queue_app.make_app(queue_settings, roster))
+    app = queue_app.make_app(queue_settings, roster)
+    runner = connections.make_runner(app)
     await runner.setup()
     slack: asyncio.Task[None] | None = None
     # Whatever fails from here on (Slack refusing a token), the store and its threads are
@@ -66,7 +76,9 @@ async def run(queue_settings: QueueSettings, roster: Fleet, sockets: list[Any], 
                 loop.add_signal_handler(signum, stop.set)
             await stop.wait()
         else:
-            instance = worker_module.Worker(*worker_parts)
+            settings, handlers = worker_parts
+            token = await local_worker_token(app[STORE], settings.machine, settings.aliases)
+            instance = worker_module.Worker(with_token(settings, token, env or {}), handlers)
             worker_module.install_signal_handlers(instance)
             await instance.async_run()
     finally:
@@ -76,6 +88,32 @@ async def run(queue_settings: QueueSettings, roster: Fleet, sockets: list[Any], 
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await slack
         await runner.cleanup()
+
+
+def local_token_name(machine: str) -> str:
+    """The name of the worker token `da up` makes for its own worker on `machine`."""
+    return f"da-up:{machine}"
+
+
+async def local_worker_token(store: Store, machine: str, aliases: tuple[str, ...]) -> str:
+    """A new worker token for `da up`'s own worker; the one an earlier run made is revoked first, so a copy a
+    task kept from then (read from memory, or printed in a form redaction missed) is refused from now on."""
+    name = local_token_name(machine)
+    for token in await store.tokens():
+        if token.name == name and token.revoked_at is None:
+            await store.revoke_token(token.id)
+    secret, digest, token_id = auth.mint(WORKER_TOKEN)
+    await store.add_token(NewToken(WORKER_TOKEN, name, machine, aliases), token_id=token_id, digest=digest)
+    return secret
+
+
+def with_token(settings: Any, token: str, env: Mapping[str, str]) -> Any:
+    """The local worker's settings with its token as credential, redacted from task output like DA_TOKEN."""
+    from da.worker.redact import Redactor
+
+    source = f"the worker token `da up` made for this run ({local_token_name(settings.machine)})"
+    return dataclasses.replace(settings, secret=token, redactor=Redactor.from_env({**env, "DA_TOKEN": token}),
+                               credential_source=source)
 
 
 async def start_bot(bot_settings: Any) -> asyncio.Task[None]:

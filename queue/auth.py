@@ -76,6 +76,11 @@ class Principal:
         return cls(token.kind, token.name, token.id, token.machine, token.aliases)
 
     @property
+    def label(self) -> str:
+        """The credential as the queue records it beside a name the client chose (`created_via`, an event's `via`)."""
+        return "admin secret" if self.kind == ADMIN else f"{self.kind} token {self.name} ({self.token_id})"
+
+    @property
     def only_machine(self) -> str | None:
         """The machine whose tasks this credential is limited to (None: any)."""
         return self.machine if self.kind == WORKER_TOKEN else None

@@ -396,7 +396,8 @@ class QueueClient:
 
 def _message(data: dict[str, Any]) -> Message:
     return Message(int(data["id"]), data["task_id"], data["text"], bool(data["interrupt"]), data.get("created_by"),
-                   parse_iso(data.get("created_at")) or 0.0, parse_iso(data.get("delivered_at")))
+                   parse_iso(data.get("created_at")) or 0.0, parse_iso(data.get("delivered_at")),
+                   data.get("created_via"))
 
 
 def _claimed(data: dict[str, Any], lease: float | None) -> ClaimedTask:
@@ -408,4 +409,4 @@ def _claimed(data: dict[str, Any], lease: float | None) -> ClaimedTask:
 
 def _event(data: dict[str, Any]) -> Event:
     return Event(data["id"], data["task_id"], data["from"], data["to"], data["by"], parse_iso(data["at"]) or 0.0,
-                 data["note"], data.get("ask"))
+                 data["note"], data.get("ask"), data.get("via"))

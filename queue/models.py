@@ -121,8 +121,13 @@ class Task:
     target_machine: str | None = None
     preferred_machine: str | None = None
     agent: str | None = None
+    # A named lock, held once in the fleet; the checkout (the task's folder) is held once per machine
+    # whether or not the task names a lock.
     lock: str | None = None
+    checkout: str | None = None
+    # Who the creator said it was, and the credential the queue verified ('client token NAME (ID)').
     created_by: str | None = None
+    created_via: str | None = None
     assigned_to: str | None = None
     attempts: int = 0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -244,11 +249,13 @@ class Event:
     note: str | None
     # The ask this event opened or settled; None for a transition.
     ask: int | None = None
+    # The credential of a person's change (beside `by`, which the client chose); None for the queue's and a worker's.
+    via: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Event:
         return cls(row["id"], row["task_id"], row["from_status"], row["to_status"], row["by"], row["at"], row["note"],
-                   row["ask_id"])
+                   row["ask_id"], row["via"])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -260,6 +267,7 @@ class Event:
             "at": iso(self.at),
             "note": self.note,
             "ask": self.ask,
+            "via": self.via,
         }
 
 
@@ -423,7 +431,7 @@ def get_status(body: dict[str, Any], key: str, allowed: tuple[str, ...], *, requ
 
 
 def checkout_of(payload: dict[str, Any]) -> str | None:
-    """The folder a task works in (the first of FOLDER_FIELDS set): its lock, once per machine."""
+    """The folder a task works in (the first of FOLDER_FIELDS set): its checkout lock, once per machine."""
     folder = next((value for value in map(payload.get, FOLDER_FIELDS) if value), None)
     return folder if isinstance(folder, str) and folder else None
 
@@ -439,9 +447,11 @@ class NewTask:
     preferred_machine: str | None = None
     agent: str | None = None
     lock: str | None = None
-    lock_per_machine: bool = False
+    checkout: str | None = None
     notes: str | None = None
     created_by: str | None = None
+    # Set by the queue from the request's credential, never from the body.
+    created_via: str | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
     FIELDS = ("type", "payload", "priority", "target_machine", "preferred_machine", "agent", "notes",
@@ -452,7 +462,7 @@ class NewTask:
         """Validate a POST /v1/tasks body.
 
         `_target_machine` in the payload (the original tool's pin) becomes `target_machine`;
-        a task with a `cwd` locks that checkout on its machine unless it names its own `lock`.
+        a task with a `cwd` locks that checkout on its machine, and a `lock` it names is held too.
         """
         body = require_object(body)
         reject_unknown(body, cls.FIELDS)
@@ -467,11 +477,9 @@ class NewTask:
             get_str({"target_machine": target}, "target_machine", name=True)
         lock = get_str(body, "lock", name=True) or get_str(payload, "lock", name=True)
         cwd = checkout_of(payload)
-        lock_per_machine = False
-        if lock is None and cwd:
-            # The payload is the handler's to judge (a NUL in cwd is its needs_human); the lock key
-            # only has to be text every backend can store.
-            lock, lock_per_machine = cwd.replace("\x00", "\\x00"), True
+        # The payload is the handler's to judge (a NUL in cwd is its needs_human); the lock key only
+        # has to be text every backend can store.
+        checkout = cwd.replace("\x00", "\\x00") if cwd else None
         return cls(
             type=get_str(body, "type", required=True, name=True) or "",
             payload=payload,
@@ -480,7 +488,7 @@ class NewTask:
             preferred_machine=get_str(body, "preferred_machine", name=True),
             agent=get_str(body, "agent", name=True),
             lock=lock,
-            lock_per_machine=lock_per_machine,
+            checkout=checkout,
             notes=get_str(body, "notes", max_len=MAX_NOTES),
             created_by=get_str(body, "created_by"),
             max_attempts=get_int(body, "max_attempts", DEFAULT_MAX_ATTEMPTS, 1, MAX_ATTEMPTS_LIMIT),
@@ -619,6 +627,7 @@ class Ask:
     expires_at: float
     answered_at: float | None = None
     opened_by: str | None = None
+    answered_via: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Ask:
@@ -626,14 +635,14 @@ class Ask:
                         if isinstance(o, dict))
         return cls(row["task_id"], int(row["id"]), row["kind"], row["title"], row["detail"], options, row["status"],
                    row["answer"], row["note"], row["answered_by"], row["created_at"], row["expires_at"],
-                   row["answered_at"], row["opened_by"])
+                   row["answered_at"], row["opened_by"], row["answered_via"])
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "task_id": self.task_id, "kind": self.kind, "title": self.title, "detail": self.detail,
                 "options": [{"id": o.id, "label": o.label} for o in self.options], "status": self.status,
                 "answer": self.answer, "note": self.note, "answered_by": self.answered_by,
                 "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
-                "answered_at": iso(self.answered_at), "machine": self.opened_by}
+                "answered_at": iso(self.answered_at), "machine": self.opened_by, "answered_via": self.answered_via}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Ask:
@@ -641,7 +650,7 @@ class Ask:
                    tuple(AskOption(o["id"], o["label"]) for o in data.get("options") or ()), data["status"],
                    data.get("answer"), data.get("note"), data.get("answered_by"),
                    parse_iso(data.get("created_at")) or 0.0, parse_iso(data.get("expires_at")) or 0.0,
-                   parse_iso(data.get("answered_at")), data.get("machine"))
+                   parse_iso(data.get("answered_at")), data.get("machine"), data.get("answered_via"))
 
 
 @dataclass(frozen=True)
@@ -681,6 +690,8 @@ class AskAnswer:
     option: str
     note: str | None = None
     by: str | None = None
+    # The answering credential, set by the queue.
+    via: str | None = None
 
     @classmethod
     def parse(cls, body: Any) -> AskAnswer:
@@ -716,16 +727,17 @@ class Message:
     created_by: str | None
     created_at: float
     delivered_at: float | None = None
+    created_via: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Message:
         return cls(int(row["seq"]), row["task_id"], row["text"], bool(row["interrupt"]), row["created_by"],
-                   row["created_at"], row["delivered_at"])
+                   row["created_at"], row["delivered_at"], row["created_via"])
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "task_id": self.task_id, "text": self.text, "interrupt": self.interrupt,
                 "created_by": self.created_by, "created_at": iso(self.created_at),
-                "delivered_at": iso(self.delivered_at)}
+                "delivered_at": iso(self.delivered_at), "created_via": self.created_via}
 
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cost_usd")

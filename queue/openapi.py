@@ -22,6 +22,9 @@ NOTES = {**TEXT, "maxLength": models.MAX_NOTES}
 WHO = {**TEXT, "maxLength": models.MAX_NAME}
 TOKEN = {"type": "string", "minLength": 1, "maxLength": models.MAX_NAME, "pattern": "^[0-9a-fA-F]+$"}
 NULLABLE_STR = {"type": ["string", "null"]}
+# The credential the queue verified, beside a `by` or `created_by` the client chose.
+VIA = {"type": ["string", "null"], "description": "The credential that acted, as the queue verified it: "
+       "'admin secret' or 'KIND token NAME (ID)'; null for the queue's own changes and a worker's."}
 NAME = {"type": "string", "maxLength": models.MAX_NAME, "pattern": models.NAME_PATTERN.pattern}
 NAMES = {"type": "array", "items": NAME}
 # Optional names may also be empty, which the service treats as absent.
@@ -136,7 +139,8 @@ def document(version: str, routes: Iterable[Route]) -> dict[str, Any]:
     task_schema = {"type": "object", "properties": {
         "id": STR, "short_id": STR, "type": STR, "status": STATUS, "priority": {"type": "integer"},
         "payload": {"type": "object"}, "target_machine": NULLABLE_STR, "preferred_machine": NULLABLE_STR,
-        "agent": NULLABLE_STR, "lock": NULLABLE_STR, "created_by": NULLABLE_STR, "assigned_to": NULLABLE_STR,
+        "agent": NULLABLE_STR, "lock": NULLABLE_STR, "checkout": NULLABLE_STR, "created_by": NULLABLE_STR,
+        "created_via": VIA, "assigned_to": NULLABLE_STR,
         "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "lease_expires_at": TIME,
         "progress": NULLABLE_STR, "progress_record": {"type": ["object", "null"]}, "progress_rev": {"type": "integer"},
         "usage": USAGE, "result": {"type": ["object", "null"]}, "notes": NULLABLE_STR,
@@ -151,17 +155,18 @@ def document(version: str, routes: Iterable[Route]) -> dict[str, Any]:
     event_schema = {"type": "object", "properties": {
         "id": {"type": "integer"}, "task_id": STR, "from": NULLABLE_STR, "to": STATUS, "by": NULLABLE_STR,
         "at": TIME, "note": NULLABLE_STR,
-        "ask": {"type": ["integer", "null"], "description": "The ask this event opened or settled."}}}
+        "ask": {"type": ["integer", "null"], "description": "The ask this event opened or settled."}, "via": VIA}}
     ask_schema = {"type": "object", "properties": {
         "id": {"type": "integer"}, "task_id": STR, "kind": {"type": "string", "enum": list(models.ASK_KINDS)},
         "title": STR, "detail": STR,
         "options": {"type": "array", "items": {"type": "object", "properties": {"id": STR, "label": STR}}},
         "status": {"type": "string", "enum": list(models.ASK_STATUSES)}, "answer": NULLABLE_STR, "note": NULLABLE_STR,
         "answered_by": NULLABLE_STR, "created_at": TIME, "expires_at": TIME, "answered_at": TIME,
-        "machine": NULLABLE_STR}, "required": ["id", "task_id", "kind", "title", "options", "status"]}
+        "machine": NULLABLE_STR, "answered_via": VIA},
+        "required": ["id", "task_id", "kind", "title", "options", "status"]}
     message_schema = {"type": "object", "properties": {
         "id": {"type": "integer"}, "task_id": STR, "text": STR, "interrupt": {"type": "boolean"},
-        "created_by": NULLABLE_STR, "created_at": TIME, "delivered_at": TIME}}
+        "created_by": NULLABLE_STR, "created_at": TIME, "delivered_at": TIME, "created_via": VIA}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "da queue", "version": version},

@@ -75,9 +75,9 @@ def compile_statement(sql: str) -> tuple[str, tuple[str, ...]]:
     return PLACEHOLDER.sub(lambda match: f"${names.index(match.group(1)) + 1}", sql).strip(), names
 
 
-# Unique indexes two concurrent writers may both reach for: the loser is told to try again (LockRace). A lock
-# held by a running task; an ask's number on its task (two asks of one task opened at once read one max).
-RACED_CONSTRAINTS = ("tasks_held_lock", "asks_pkey")
+# Unique indexes two concurrent writers may both reach for: the loser is told to try again (LockRace). A lock or
+# a checkout held by a running task; an ask's number on its task (two asks of one task opened at once read one max).
+RACED_CONSTRAINTS = ("tasks_held_lock", "tasks_held_checkout", "asks_pkey")
 COMPILED = {name: compile_statement(sql) for name, sql in STATEMENTS.queries.items()}
 
 

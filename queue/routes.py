@@ -97,8 +97,9 @@ async def create_task(request: web.Request) -> web.Response:
     """One task from a JSON object, or several from a JSON list of them: all created or none."""
     body = await read_json(request)
     store = request.app[STORE]
+    via = credential(request)
     if not isinstance(body, list):
-        spec = NewTask.parse(body)
+        spec = dataclasses.replace(NewTask.parse(body), created_via=via)
         await check_budget(request, spec)
         task = await store.create(spec)
         log_transition(task)
@@ -109,7 +110,7 @@ async def create_task(request: web.Request) -> web.Response:
     specs = []
     for index, item in enumerate(body):
         try:
-            specs.append(NewTask.parse(item))
+            specs.append(dataclasses.replace(NewTask.parse(item), created_via=via))
         except BadRequest as exc:
             raise BadRequest(f"task {index} of the list (counting from 0): {exc.detail} Nothing was created.") from None
     for spec in specs:
@@ -203,6 +204,11 @@ def claim_filter(request: web.Request, body: Any) -> ClaimRequest | None:
     return wanted
 
 
+def credential(request: web.Request) -> str:
+    """The request's credential as the queue records it beside a `by` or `created_by` the client chose."""
+    return request[auth.PRINCIPAL].label
+
+
 def resolution(body: Any, *also: str) -> tuple[str, str | None, str | None]:
     body = models.require_object(body)
     models.reject_unknown(body, ("status", "by", "notes", *also))
@@ -212,7 +218,8 @@ def resolution(body: Any, *also: str) -> tuple[str, str | None, str | None]:
 
 async def resolve(request: web.Request) -> web.Response:
     status, by, notes = resolution(await read_json(request))
-    task = await request.app[STORE].resolve(request.match_info["id"], status, by=by, notes=notes)
+    task = await request.app[STORE].resolve(request.match_info["id"], status, by=by, notes=notes,
+                                            via=credential(request))
     log_transition(task, by)
     return json_response(task.to_json())
 
@@ -228,7 +235,7 @@ async def resolve_many(request: web.Request) -> web.Response:
     store = request.app[STORE]
     if dry_run:
         return json_response({"count": await store.count(from_status), "ids": [], "dry_run": True})
-    ids = await store.resolve_many(from_status, status, by=by, notes=notes)
+    ids = await store.resolve_many(from_status, status, by=by, notes=notes, via=credential(request))
     return json_response({"count": len(ids), "ids": ids, "dry_run": False})
 
 
@@ -237,7 +244,7 @@ async def cancel(request: web.Request) -> web.Response:
     models.reject_unknown(body, ("by", "notes"))
     by = models.get_str(body, "by")
     notes = models.get_str(body, "notes", max_len=models.MAX_NOTES)
-    task = await request.app[STORE].cancel(request.match_info["id"], by=by, notes=notes)
+    task = await request.app[STORE].cancel(request.match_info["id"], by=by, notes=notes, via=credential(request))
     log_transition(task, by)
     return json_response(task.to_json())
 
@@ -360,8 +367,7 @@ async def open_ask(request: web.Request) -> web.Response:
 async def answer_ask(request: web.Request) -> web.Response:
     """A person answers an ask; the first answer wins."""
     answer = models.AskAnswer.parse(await read_json(request))
-    if answer.by is None:
-        answer = dataclasses.replace(answer, by=request[auth.PRINCIPAL].name)
+    answer = dataclasses.replace(answer, by=answer.by or request[auth.PRINCIPAL].name, via=credential(request))
     ask = await request.app[STORE].answer_ask(request.match_info["id"], ask_number(request), answer)
     logger.info("task %s ask %d answered %s by %s", ask.task_id[:8], ask.id, ask.answer, ask.answered_by,
                 extra={"task_id": ask.task_id})
@@ -400,7 +406,8 @@ async def send_message(request: web.Request) -> web.Response:
     if not isinstance(interrupt, bool):
         raise BadRequest("field 'interrupt' must be true or false.")
     by = models.get_str(body, "by") or request[auth.PRINCIPAL].name
-    message = await request.app[STORE].add_message(request.match_info["id"], text, interrupt=interrupt, by=by)
+    message = await request.app[STORE].add_message(request.match_info["id"], text, interrupt=interrupt, by=by,
+                                                   via=credential(request))
     return json_response(message.to_json(), status=201)
 
 

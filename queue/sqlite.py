@@ -19,7 +19,7 @@ from typing import Any
 
 import aiosqlite
 
-from da.queue.errors import LockRace, StoreError
+from da.queue.errors import DatabaseUnavailable, LockRace, StoreError
 from da.queue.groupcommit import GroupCommit
 from da.queue.models import Row
 from da.queue.statements import Statements
@@ -44,6 +44,13 @@ SYNC_MODES = ("normal", "full")
 # After a write failed for want of space /health answers 503 this long, or until a write commits,
 # whatever a tiny probe row manages meanwhile (it can fit in space the failed write freed).
 FULL_HOLD = 30.0
+# Writes re-measure the free disk space at most this often: statvfs is cheap, but its answer barely
+# moves within a second, and a write refused a second longer than needed is retried anyway.
+DISK_CHECK_INTERVAL = 1.0
+# Writes that go ahead below the reserve: the health probe (a tiny row that shows whether the disk
+# still takes writes) and the start's fresh leases (a few rows, without which running tasks would be
+# reaped the moment space is freed).
+BELOW_RESERVE_ALLOWED = frozenset({"probe", "extend_leases"})
 
 
 class SqliteStore(Store):
@@ -59,6 +66,9 @@ class SqliteStore(Store):
         self.reserve = reserve
         # The error of the last task write, when it failed for want of space; a later one that commits clears it.
         self._full: tuple[str, float] | None = None
+        # Why writes are refused for want of disk (below the reserve) as last measured, and when.
+        self._disk_low: str | None = None
+        self._disk_checked = -DISK_CHECK_INTERVAL
         self._writer = GroupCommit(self._open_writer)
         self._reader: aiosqlite.Connection | None = None
 
@@ -122,10 +132,41 @@ class SqliteStore(Store):
         return list(await self._read(STATEMENTS[name], encoded(params)))
 
     async def _write(self, name: str, **params: Any) -> list[Row]:
+        if name not in BELOW_RESERVE_ALLOWED:
+            await self._refuse_below_reserve()
         return await self._committed(name == "probe", STATEMENTS[name], params)
 
     async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
+        await self._refuse_below_reserve()
         return await self._committed(False, [STATEMENTS[name] for name in names], params)
+
+    async def _refuse_below_reserve(self) -> None:
+        """Refuse a write (503, nothing changed) while the disk is below the reserve, so the last megabytes
+        stay for the WAL to checkpoint and recover; reads go on."""
+        now = time.monotonic()
+        if self.reserve and now - self._disk_checked >= DISK_CHECK_INTERVAL:
+            self._disk_checked = now
+            low = await self._below_reserve()
+            if low is not None and self._disk_low is None:
+                logger.warning("refusing writes: %s", low)
+            elif low is None and self._disk_low is not None:
+                logger.warning("taking writes again: the disk of %s is above its reserve", self.path)
+            self._disk_low = low
+        if self._disk_low is not None:
+            raise DatabaseUnavailable(self._disk_low)
+
+    async def _below_reserve(self) -> str | None:
+        """Why the disk is below the reserve (measured after a checkpoint tried to free space), else None."""
+        free = shutil.disk_usage(self.path.parent).free
+        if free < self.reserve and self._reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._reader.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            free = shutil.disk_usage(self.path.parent).free
+        if free >= self.reserve:
+            return None
+        return (f"only {free // 2**20} MB free on the disk of {self.path} (below the reserve of "
+                f"{self.reserve // 2**20} MB, QUEUE_DISK_RESERVE_MB), so the queue takes no writes; free space on that "
+                "disk (old backups, logs, other files), then try again: nothing was changed.")
 
     async def _committed(self, probe: bool, statement: str | list[str], params: dict[str, Any]) -> list[Row]:
         """Run a write; remember whether real writes fail for want of space, which a tiny probe row can hide."""
@@ -141,14 +182,9 @@ class SqliteStore(Store):
 
     async def check_writable(self) -> None:
         """Also unhealthy below the disk reserve (after a checkpoint tried to free it) and while writes fail full."""
-        free = shutil.disk_usage(self.path.parent).free
-        if free < self.reserve and self._reader is not None:
-            with contextlib.suppress(sqlite3.Error):
-                await self._reader.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
-            free = shutil.disk_usage(self.path.parent).free
-        if free < self.reserve:
-            raise StoreError(f"only {free // 2**20} MB free on the disk of {self.path} (below the reserve of "
-                             f"{self.reserve // 2**20} MB, QUEUE_DISK_RESERVE_MB); free space on that disk.")
+        low = await self._below_reserve()
+        if low is not None:
+            raise StoreError(low)
         if self._full is not None and time.monotonic() - self._full[1] < FULL_HOLD:
             raise StoreError(f"the last write to {self.path} failed ({self._full[0]}); free space on that disk.")
         await super().check_writable()
@@ -159,10 +195,14 @@ def encoded(params: dict[str, Any]) -> dict[str, Any]:
     return {key: json.dumps(value) if isinstance(value, (list, tuple)) else value for key, value in params.items()}
 
 
+# How SQLite names a write the tasks_held_lock or tasks_held_checkout index refused (by their columns).
+HELD_LOCK_REFUSED = ("UNIQUE constraint failed: tasks.lock", "UNIQUE constraint failed: tasks.checkout")
+
+
 def _lock_race(error: StoreError) -> StoreError:
-    """The store's error for a write the tasks_held_lock index refused: another task holds that lock."""
+    """The store's error for a write a held-lock index refused: another task holds that lock."""
     cause = error.__cause__
-    if isinstance(cause, sqlite3.IntegrityError) and "tasks_held_lock" in str(cause):
+    if isinstance(cause, sqlite3.IntegrityError) and str(cause).startswith(HELD_LOCK_REFUSED):
         return LockRace()
     return error
 

@@ -294,8 +294,8 @@ class Store(ABC):
         Best means highest priority, then oldest. The task's type must be one of the worker's
         capabilities; its pin, if any, one of the worker's names; its agent, if any, one the
         worker has; a soft preference for another machine holds for `overflow_grace` seconds;
-        and its lock must not be held by a running task (a named lock across the fleet, a cwd
-        lock on the same machine).
+        and its locks must not be held by a running task (a named lock across the fleet, its
+        checkout on the same machine).
         """
         names = [request.machine, *request.aliases]
         races = 0
@@ -351,8 +351,8 @@ class Store(ABC):
                     machine: str | None = None) -> Task:
         """claimed → in_progress; repeating it is harmless.
 
-        `checkout` is the task's folder as its worker resolved it on its machine (~, .., symlinks): a
-        cwd lock moves to it, so every spelling of one folder is one lock, enforced by the database's
+        `checkout` is the task's folder as its worker resolved it on its machine (~, .., symlinks): its
+        checkout lock moves to it, so every spelling of one folder is one lock, enforced by the database's
         unique index. When another task on the machine holds that folder the start is refused
         (LockHeld) and the claim handed back without counting an attempt.
         """
@@ -365,7 +365,7 @@ class Store(ABC):
                 continue
             if rows:
                 # A lock moved off the folder the task named: claims passed over for it may go now.
-                self._changed(pending=checkout is not None and rows[0].lock == checkout)
+                self._changed(pending=checkout is not None and rows[0].checkout == checkout)
                 return rows[0]
             break
         task = await self._held(task_id, lease, machine)
@@ -508,10 +508,16 @@ class Store(ABC):
 
     # ---- people's side -------------------------------------------------------------
 
-    async def resolve(self, task_id: str, status: str, *, by: str | None, notes: str | None) -> Task:
-        """Settle a needs_human or failed task; a second resolve says who did the first."""
+    async def resolve(self, task_id: str, status: str, *, by: str | None, notes: str | None,
+                      via: str | None = None) -> Task:
+        """Settle a needs_human or failed task; a second resolve says who did the first.
+
+        Here and in the verbs below, `by` is who the caller says acted and `via` the credential the queue
+        verified (`auth.Principal.label`), recorded beside it.
+        """
         task = await self.get(task_id)
-        rows = await self._write_tasks("resolve_task", id=task.id, status=status, by=by, notes=notes, now=self.clock())
+        rows = await self._write_tasks("resolve_task", id=task.id, status=status, by=by, notes=notes, via=via,
+                                       now=self.clock())
         if not rows:
             who = f" by {task.changed_by}" if task.changed_by else ""
             raise Conflict(f"task {task.short_id} is {task.status} (set{who}); only needs_human or failed "
@@ -523,18 +529,19 @@ class Store(ABC):
         """How many tasks are in `status` (what a bulk resolve would change)."""
         return int((await self._fetch("count_status", status=status))[0]["n"])
 
-    async def resolve_many(self, from_status: str, status: str, *, by: str | None, notes: str | None) -> list[str]:
+    async def resolve_many(self, from_status: str, status: str, *, by: str | None, notes: str | None,
+                           via: str | None = None) -> list[str]:
         """Resolve every task in `from_status`; returns the ids changed."""
-        rows = await self._write("resolve_many", from_status=from_status, status=status, by=by, notes=notes,
+        rows = await self._write("resolve_many", from_status=from_status, status=status, by=by, notes=notes, via=via,
                                  now=self.clock())
         if rows:
             self._changed(pending=True)
         return [row["id"] for row in rows]
 
-    async def cancel(self, task_id: str, *, by: str | None, notes: str | None) -> Task:
+    async def cancel(self, task_id: str, *, by: str | None, notes: str | None, via: str | None = None) -> Task:
         """Cancel a task that has not finished."""
         task = await self.get(task_id)
-        rows = await self._write_tasks("cancel_task", id=task.id, by=by, notes=notes, now=self.clock())
+        rows = await self._write_tasks("cancel_task", id=task.id, by=by, notes=notes, via=via, now=self.clock())
         if not rows:
             raise Conflict(f"task {task.short_id} is already {task.status}; nothing to cancel.")
         self._changed(pending=True, cancelled=True)
@@ -701,7 +708,7 @@ class Store(ABC):
                              f"choose one of {choices}.")
         now = self.clock()
         rows = await self._write("answer_ask", task_id=task.id, ask_id=ask_id, option=answer.option,
-                                 note=answer.note, by=answer.by or "someone", now=now)
+                                 note=answer.note, by=answer.by or "someone", via=answer.via, now=now)
         if rows:
             self._changed(pending=False, settled=True)
             return models.Ask.from_row(rows[0])
@@ -741,10 +748,12 @@ class Store(ABC):
         await self._write("record_usage", id=task_id, lease=lease, usage=json.dumps(usage),
                           cost_usd=usage.get("cost_usd"))
 
-    async def add_message(self, task_id: str, text: str, *, interrupt: bool, by: str | None) -> models.Message:
+    async def add_message(self, task_id: str, text: str, *, interrupt: bool, by: str | None,
+                          via: str | None = None) -> models.Message:
         """Queue a steering message for a running task's session."""
         task = await self.get(task_id)
-        rows = await self._write("add_message", id=task.id, text=text, interrupt=interrupt, by=by, now=self.clock(),
+        rows = await self._write("add_message", id=task.id, text=text, interrupt=interrupt, by=by, via=via,
+                                 now=self.clock(),
                                  max_queued=models.MAX_QUEUED_MESSAGES)
         if rows:
             self._changed(pending=False, message=True)
@@ -774,7 +783,8 @@ def _new_task_fields(spec: NewTask) -> dict[str, Any]:
     """The insert statements' fields of a new task, with a fresh id."""
     return {"id": new_id(), "type": spec.type, "priority": spec.priority, "payload": json.dumps(spec.payload),
             "target_machine": spec.target_machine, "preferred_machine": spec.preferred_machine, "agent": spec.agent,
-            "lock": spec.lock, "lock_per_machine": spec.lock_per_machine, "created_by": spec.created_by,
+            "lock": spec.lock, "checkout": spec.checkout, "created_by": spec.created_by,
+            "created_via": spec.created_via,
             "max_attempts": spec.max_attempts, "notes": spec.notes}
 
 

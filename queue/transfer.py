@@ -4,9 +4,10 @@ Everything is copied in one PostgreSQL transaction, so a failed move leaves the 
 it was: every task with all its columns (`seq` too, so listings and their cursors keep their order),
 every event with its id (the id sequence is then moved past the last one, so no id is ever handed
 out twice and a follower's saved position stays valid), the counts of pruned tasks, and the scoped
-tokens (their digests: every `DA_TOKEN` in the fleet keeps working). Named leases, health probes
+tokens (their digests: every `DA_TOKEN` in the fleet keeps working), the asks of supervised sessions (open
+ones stay open) and the steering messages (numbered on after the last one). Named leases, health probes
 and machine sightings are not copied: they are renewed within seconds by whoever uses them. The
-triggers that record transitions are off while the rows go in, so no event is invented. Afterwards
+triggers that record transitions and asks are off while the rows go in, so no event is invented. Afterwards
 the counts are read back from both databases and must agree.
 """
 
@@ -26,7 +27,7 @@ from da.queue.settings import redact_url
 
 # What is copied, in this order, and the SQLite statement that reads each table.
 TABLES = (("tasks", "export_tasks"), ("events", "export_events"), ("pruned_counts", "export_pruned_counts"),
-          ("tokens", "export_tokens"))
+          ("tokens", "export_tokens"), ("asks", "export_asks"), ("messages", "export_messages"))
 # How a SQLite value becomes the PostgreSQL column's type (SQLite keeps booleans as 0/1).
 CONVERT: dict[str, Callable[[Any], Any]] = {
     "boolean": bool, "double precision": float, "bigint": int, "integer": int, "text": str,
@@ -43,17 +44,25 @@ class Counts:
     pruned_rows: int
     pruned_tasks: int
     tokens: int
+    asks: int
+    open_asks: int
+    messages: int
+    undelivered_messages: int
     statuses: tuple[tuple[str, int], ...]
     # Sums of task seqs and event ids: the same numbers, not only as many of them.
     task_seq_sum: int
     event_id_sum: int
+    message_seq_sum: int
 
     @classmethod
     def of(cls, row: Any, statuses: list[Any]) -> Counts:
         return cls(tasks=int(row["tasks"]), events=int(row["events"]), last_event=int(row["last_event"]),
                    pruned_rows=int(row["pruned_rows"]), pruned_tasks=int(row["pruned_tasks"]),
-                   tokens=int(row["tokens"]), statuses=tuple((str(s["status"]), int(s["n"])) for s in statuses),
-                   task_seq_sum=int(row["task_seq_sum"]), event_id_sum=int(row["event_id_sum"]))
+                   tokens=int(row["tokens"]), asks=int(row["asks"]), open_asks=int(row["open_asks"]),
+                   messages=int(row["messages"]), undelivered_messages=int(row["undelivered_messages"]),
+                   statuses=tuple((str(s["status"]), int(s["n"])) for s in statuses),
+                   task_seq_sum=int(row["task_seq_sum"]), event_id_sum=int(row["event_id_sum"]),
+                   message_seq_sum=int(row["message_seq_sum"]))
 
     def lines(self) -> list[str]:
         """The counts as `da migrate` prints them."""
@@ -62,7 +71,9 @@ class Counts:
                 f"  events         {self.events}" + (f" (ids up to {self.last_event}; new events start after it)"
                                                      if self.events else ""),
                 f"  pruned counts  {self.pruned_rows} row(s) covering {self.pruned_tasks} pruned task(s)",
-                f"  tokens         {self.tokens} (revoked ones too; da token list shows them)"]
+                f"  tokens         {self.tokens} (revoked ones too; da token list shows them)",
+                f"  asks           {self.asks} ({self.open_asks} open)",
+                f"  messages       {self.messages} ({self.undelivered_messages} not delivered yet)"]
 
 
 async def migrate(db_path: Path, url: str) -> Counts:

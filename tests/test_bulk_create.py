@@ -43,10 +43,10 @@ async def test_a_list_creates_every_task_in_order_and_wakes_a_parked_claim(
     claim = await asyncio.wait_for(parked, 10)
     assert claim.status_code == 200 and claim.json()["task"]["id"] == created[2]["id"]
 
-    rows = await server.query("SELECT id, created_by, lock, lock_per_machine FROM tasks ORDER BY seq")
+    rows = await server.query("SELECT id, created_by, lock, checkout FROM tasks ORDER BY seq")
     assert [row[0] for row in rows] == [t["id"] for t in created]
     assert [row[1] for row in rows] == ["fan-out"] * 5
-    assert [(row[2], bool(row[3])) for row in rows][1:4] == [("/srv/repo", True), (None, False), ("deploy", False)]
+    assert [(row[2], row[3]) for row in rows][1:4] == [(None, "/srv/repo"), (None, None), ("deploy", None)]
     events = await server.query("SELECT count(*) FROM events WHERE to_status = 'pending'")
     assert events[0][0] == 5
     one = await http.get(f"/v1/tasks/{created[4]['id']}")

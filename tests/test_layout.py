@@ -27,7 +27,8 @@ def test_sql_ships_as_package_data_for_both_dialects() -> None:
     # Both dialects name the same verbs; PostgreSQL adds its feed horizon, liveness and migration bookkeeping,
     # and SQLite its reads for `da migrate --to` (the copy into PostgreSQL).
     assert set(sqlite.STATEMENTS.queries) - set(pgdatabase.STATEMENTS.queries) == {
-        "last_event", "export_tasks", "export_events", "export_pruned_counts", "export_tokens"}
+        "last_event", "export_tasks", "export_events", "export_pruned_counts", "export_tokens", "export_asks",
+        "export_messages"}
 
 
 def test_json_logs_carry_each_transition(tmp_path: Path) -> None:
@@ -123,7 +124,7 @@ def test_the_parameter_check_sees_a_parameter_one_dialect_lacks() -> None:
 # One-word literals in SQL that are not task statuses: who made a change, token kinds, JSON keys, catalog names
 # and a regexp flag. Any other one-word literal must be a status, so a misspelt status fails here.
 NOT_STATUSES = {"queue", "reaper", "client", "reader", "worker", "action", "error", "late_report", "event_ids",
-                "schema_version", "seq", "server_version", "tasks", "g", "input_tokens", "output_tokens"}
+                "schema_version", "seq", "server_version", "tasks", "messages", "g", "input_tokens", "output_tokens"}
 # A literal compared with, listed against or assigned to a status column.
 STATUS_COMPARED = re.compile(r"\b(?:status|to_status|from_status)\s*(?:=|<>|!=)\s*'([^']*)'")
 STATUS_LISTED = re.compile(r"\b(?:status|to_status|from_status)\s+(?:NOT\s+)?IN\s*\(([^()]*)\)", re.IGNORECASE)

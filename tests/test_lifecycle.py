@@ -290,6 +290,6 @@ async def test_a_follower_ahead_of_a_feed_that_went_backwards_is_told_where_it_s
 
 async def test_a_nul_in_a_cwd_is_kept_for_the_handler_to_judge(client: QueueClient) -> None:
     task = await client.create_task("lint", {"cwd": "/tmp\x00/etc"})
-    assert task.payload == {"cwd": "/tmp\x00/etc"} and task.lock == "/tmp\\x00/etc"
+    assert task.payload == {"cwd": "/tmp\x00/etc"} and task.checkout == "/tmp\\x00/etc"
     held = await client.claim("w", ["lint"])
     assert held is not None and held.task.id == task.id

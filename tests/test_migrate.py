@@ -48,11 +48,18 @@ async def fill(client: QueueClient) -> dict[str, dict[str, Any]]:
             continue
         await client.start(task.id, held.lease)
         await client.heartbeat(task.id, held.lease, progress=f"step of {status}")
+        if status == "in_progress":
+            # A supervised session's asks (one answered, one still open) and a steering message.
+            asked = await client.open_ask(task.id, held.lease, "permission", "Run the tests?",
+                                          [("allow", "Allow"), ("reject", "Reject")], detail="pytest -q")
+            await client.answer_ask(task.id, asked.id, "allow", note="go ahead", by="ana")
+            await client.open_ask(task.id, held.lease, "question", "Which branch?", [("main", "main")])
+            await client.send_message(task.id, "lint it too", interrupt=True, by="ana")
         if status != "in_progress":
             await client.report(task.id, held.lease, status, {"returncode": 0, "stdout": f"ünïcode {status}"},
                                 notes=f"{status} after 1.0s", action="look at it" if status == "needs_human" else None)
     tasks, _ = await client.list_tasks(limit=100)
-    assert {t.status for t in tasks} == {"pending", "claimed", "in_progress", "done", "failed", "needs_human",
+    assert {t.status for t in tasks} == {"pending", "claimed", "waiting", "done", "failed", "needs_human",
                                          "cancelled"} and pinned.id in {t.id for t in tasks}
     return {t.id: await _full(client, t.id) for t in tasks}
 
@@ -92,11 +99,12 @@ async def test_migrate_moves_every_task_event_and_count_and_the_queue_carries_on
                              QUEUE_PORT=str(postgres.free_port()))
     assert code == 0, out
     assert out.splitlines()[0] == f"copied {path} into {empty_database}:"
-    assert (f"  tasks          {len(before)} (cancelled 1, claimed 1, done 1, failed 1, in_progress 1, "
-            "needs_human 1, pending 2)") in out
+    assert (f"  tasks          {len(before)} (cancelled 1, claimed 1, done 1, failed 1, needs_human 1, "
+            "pending 2, waiting 1)") in out
     assert f"  events         {len(events_before)} (ids up to {last_event}; new events start after it)" in out
     assert "  pruned counts  2 row(s) covering 3 pruned task(s)" in out
-    assert "checked: the PostgreSQL database holds the same tasks, events and pruned counts." in out
+    assert ("checked: the PostgreSQL database holds the same tasks, events, pruned counts, tokens, asks and "
+            "messages.") in out
     assert f"next: set QUEUE_DB_URL to the URL you gave --to ({empty_database}) in the .env" in out
     assert "  tokens         1 (revoked ones too" in out
 
@@ -107,13 +115,20 @@ async def test_migrate_moves_every_task_event_and_count_and_the_queue_carries_on
     lite_tasks = rows(path, "SELECT * FROM tasks ORDER BY seq")
     pg_tasks = await pg_rows(empty_database, "SELECT * FROM tasks ORDER BY seq")
     assert [tuple(int(v) if isinstance(v, bool) else v for v in row) for row in pg_tasks] == lite_tasks
+    assert "  asks           2 (1 open)" in out and "  messages       1 (1 not delivered yet)" in out
+    lite_asks = rows(path, "SELECT * FROM asks ORDER BY task_id, id")
+    assert len(lite_asks) == 2 and await pg_rows(empty_database, "SELECT * FROM asks ORDER BY task_id, id") == lite_asks
+    lite_messages = rows(path, "SELECT * FROM messages ORDER BY seq")
+    pg_messages = await pg_rows(empty_database, "SELECT * FROM messages ORDER BY seq")
+    assert len(lite_messages) == 1 and [tuple(int(v) if isinstance(v, bool) else v for v in row)
+                                        for row in pg_messages] == lite_messages
 
     moved = await make_server(db_url=empty_database)
     async with QueueClient(moved.url, SECRET) as client:
         assert (await client.health())["backend"] == "postgresql"
         for task_id, body in before.items():
             after = await _full(client, task_id)
-            if body["status"] in ("claimed", "in_progress"):
+            if body["status"] in ("claimed", "waiting"):
                 # A restart gives running tasks a fresh lease; nothing else may differ.
                 after.pop("lease_expires_at")
                 body = {k: v for k, v in body.items() if k != "lease_expires_at"}
@@ -132,6 +147,10 @@ async def test_migrate_moves_every_task_event_and_count_and_the_queue_carries_on
         assert events[0].id > last_event and events[-1].task_id == fresh.id
         listed, _ = await client.list_tasks(limit=1)
         assert listed[0].id == fresh.id  # newest first: its seq follows the copied ones
+        waiting = next(task_id for task_id, body in before.items() if body["status"] == "waiting")
+        assert [(a.id, a.status) for a in await client.asks(waiting)] == [(1, "answered"), (2, "open")]
+        steer = await client.send_message(waiting, "and the docs", by="ana")
+        assert steer.id > lite_messages[-1][0]  # numbered after the copied ones
     async with QueueClient(moved.url, worker_token) as worker:
         assert (await worker.whoami())["machine"] == "thinkpad", "the fleet's tokens moved too"
 

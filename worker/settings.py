@@ -177,8 +177,9 @@ async def resolve(env: Mapping[str, str], handler_types: Iterable[str], cwd: Pat
 
 
 def local(env: Mapping[str, str], handler_types: Iterable[str]) -> WorkerSettings:
-    """`da up`'s worker: beside the queue, with its admin secret (whatever DA_TOKEN holds for the terminal),
-    named after this host unless MACHINE_NAME says, running what it can unless machines.yaml says."""
+    """`da up`'s worker: beside the queue (which swaps the admin secret here for a worker token it makes once
+    its store is open, whatever DA_TOKEN holds for the terminal), named after this host unless MACHINE_NAME
+    says, running what it can unless machines.yaml says."""
     env = {"MACHINE_NAME": default_machine_name(), **{k: v for k, v in env.items() if v}}
     return WorkerSettings.from_env(env, declaration=detected(env, handler_types), secret=env.get("SECRET_KEY"))
 

@@ -141,7 +141,8 @@ def _task_detail(view: views.TaskDetail, *, style: Style, width: int) -> str:
     result = task.result or {}
     lines = [f"{task.short_id}  {style.status(task.status)}  {task.type}  on {views.machine_label(task)}"
              f"  agent {task.agent or '-'}  attempts {task.attempts}/{task.max_attempts}",
-             f"id: {task.id}", f"created {ago(task.created_at)} by {task.created_by or '-'}"]
+             f"id: {task.id}", f"created {ago(task.created_at)} by {task.created_by or '-'}"
+             + (f" (via {task.created_via})" if task.created_via else "")]
     if task.notes:
         lines.append(f"notes: {task.notes}")
     if view.waiting:
@@ -180,6 +181,7 @@ def _task_detail(view: views.TaskDetail, *, style: Style, width: int) -> str:
                      + (f"; {space['pr_url']}" if space.get("pr_url") else "") + f" (da diff {task.short_id})")
     for event in view.events:
         lines.append(f"  {ago(event.at)}: {event.from_status or '-'} → {event.to_status} by {event.by or '-'}"
+                     + (f" via {inert(event.via)}" if event.via else "")
                      + (f" ({inert(event.note)})" if event.note else ""))
     return "\n".join(lines)
 

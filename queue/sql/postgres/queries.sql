@@ -1,10 +1,10 @@
 -- insert_task --
 -- Create a pending task; the trigger records its first event.
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
-                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   lock, checkout, created_by, created_via, max_attempts, notes, changed_by, changed_via, change_note,
                    created_at, updated_at)
 VALUES (:id, :type, 'pending', :priority, :payload, :target_machine, :preferred_machine, :agent,
-        :lock, :lock_per_machine, :created_by, :max_attempts, :notes, :created_by, :notes,
+        :lock, :checkout, :created_by, :created_via, :max_attempts, :notes, :created_by, :created_via, :notes,
         :now, :now)
 RETURNING *;
 
@@ -13,7 +13,7 @@ RETURNING *;
 -- (type, pin, agent) key the worker takes is one range of tasks_claim, already in claim order, so
 -- the statement reads the head of each range (never the rest of a long backlog) and keeps the
 -- best. SKIP LOCKED lets concurrent claimers on any replica pass over a head another is taking;
--- the tasks_held_lock index refuses a lock a concurrent claim took a moment earlier.
+-- the tasks_held_lock and tasks_held_checkout indexes refuse a lock a concurrent claim took a moment earlier.
 WITH candidate AS (
     SELECT head.seq
     FROM unnest(:keys::text[]) AS wanted(key)
@@ -26,9 +26,11 @@ WITH candidate AS (
                OR t.created_at <= :overflow_before::float8)
           AND (t.lock IS NULL OR NOT EXISTS (
                 SELECT 1 FROM tasks AS holder
-                WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress', 'waiting')
-                  AND holder.lock_per_machine = t.lock_per_machine
-                  AND (NOT t.lock_per_machine OR holder.assigned_to = ANY(:names::text[]))))
+                WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress', 'waiting')))
+          AND (t.checkout IS NULL OR NOT EXISTS (
+                SELECT 1 FROM tasks AS holder
+                WHERE holder.checkout = t.checkout AND holder.status IN ('claimed', 'in_progress', 'waiting')
+                  AND holder.assigned_to = ANY(:names::text[])))
         ORDER BY t.priority DESC, t.seq
         LIMIT 1
         FOR UPDATE OF t SKIP LOCKED) AS head
@@ -38,7 +40,7 @@ UPDATE tasks
 SET status = 'claimed', assigned_to = :machine, lease = :lease, lease_expires_at = :expires,
     attempts = attempts + 1,
     safe_to_retry = tasks.type = ANY(:retry_safe::text[]),
-    progress = NULL, changed_by = :machine, change_note = NULL, updated_at = :now
+    progress = NULL, changed_by = :machine, changed_via = NULL, change_note = NULL, updated_at = :now
 FROM candidate
 WHERE tasks.seq = candidate.seq
 RETURNING tasks.*;
@@ -49,7 +51,7 @@ RETURNING tasks.*;
 -- secret), so a token only ever acts on its own machine's tasks.
 UPDATE tasks
 SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
-    changed_by = 'queue', change_note = 'claim released: the worker disconnected before receiving it',
+    changed_by = 'queue', changed_via = NULL, change_note = 'claim released: the worker disconnected before receiving it',
     updated_at = :now
 WHERE id = :id AND lease = :lease AND status = 'claimed'
   AND assigned_to = coalesce(:machine, assigned_to)
@@ -62,17 +64,17 @@ RETURNING *;
 UPDATE tasks
 SET status = 'needs_human', attempts = CASE WHEN status = 'claimed' THEN attempts - 1 ELSE attempts END,
     lease = NULL, lease_expires_at = NULL, assigned_to = NULL, progress = NULL, notes = :notes, result = :result,
-    finished_at = :now, updated_at = :now, changed_by = 'queue', change_note = :notes
+    finished_at = :now, updated_at = :now, changed_by = 'queue', changed_via = NULL, change_note = :notes
 WHERE id = :id AND status IN ('pending', 'claimed')
 RETURNING *;
 
 -- start_task --
--- The worker began running it. A cwd lock moves to the folder as the worker resolved it (:checkout), so
--- every spelling of one folder is one lock; tasks_held_lock refuses the move while another task on the
+-- The worker began running it. A checkout lock moves to the folder as the worker resolved it (:checkout), so
+-- every spelling of one folder is one lock; tasks_held_checkout refuses the move while another task on the
 -- machine holds that folder.
 UPDATE tasks
-SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL,
-    lock = CASE WHEN lock_per_machine AND :checkout::text IS NOT NULL THEN :checkout ELSE lock END
+SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, changed_via = NULL, change_note = NULL,
+    checkout = CASE WHEN checkout IS NOT NULL AND :checkout::text IS NOT NULL THEN :checkout ELSE checkout END
 WHERE id = :id AND lease = :lease AND status = 'claimed'
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
@@ -80,7 +82,7 @@ RETURNING *;
 -- lock_holder --
 -- The task that holds a folder on a machine, for the note of a start refused because of it.
 SELECT id FROM tasks
-WHERE lock = :checkout AND lock_per_machine AND assigned_to = :machine AND status IN ('claimed', 'in_progress', 'waiting')
+WHERE checkout = :checkout AND assigned_to = :machine AND status IN ('claimed', 'in_progress', 'waiting')
   AND id != :id
 LIMIT 1;
 
@@ -89,8 +91,8 @@ LIMIT 1;
 -- keyed by the resolved folder, so claims on that machine pass over it until the folder is free.
 UPDATE tasks
 SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
-    lock = :checkout, changed_by = 'queue', change_note = :note, updated_at = :now
-WHERE id = :id AND lease = :lease AND status = 'claimed' AND lock_per_machine
+    checkout = :checkout, changed_by = 'queue', changed_via = NULL, change_note = :note, updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'claimed' AND checkout IS NOT NULL
 RETURNING *;
 
 -- heartbeat --
@@ -105,7 +107,7 @@ RETURNING *;
 -- Record the outcome of a task whose lease the worker still holds.
 UPDATE tasks
 SET status = :status, result = :result, notes = coalesce(:notes, notes), lease_expires_at = NULL,
-    finished_at = :now, updated_at = :now, changed_by = assigned_to, change_note = :notes
+    finished_at = :now, updated_at = :now, changed_by = assigned_to, changed_via = NULL, change_note = :notes
 WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress', 'waiting')
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
@@ -136,7 +138,7 @@ SET status = CASE WHEN again THEN 'pending' ELSE 'needs_human' END,
     finished_at = CASE WHEN again THEN NULL ELSE :now::float8 END,
     -- A claim that expired before it started never ran, so it does not count as an attempt.
     attempts = CASE WHEN never_started THEN attempts - 1 ELSE attempts END,
-    lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper',
+    lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper', changed_via = NULL,
     change_note = CASE WHEN never_started
                        THEN 'claim by ' || coalesce(assigned_to, '?') || ' expired before it started'
                        ELSE 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)' END
@@ -177,7 +179,7 @@ RETURNING *;
 -- resolve_task --
 -- A person settles a task that needs them; pending re-queues the same payload.
 UPDATE tasks
-SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, change_note = :notes, updated_at = :now,
+SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, changed_via = :via, change_note = :notes, updated_at = :now,
     lease = CASE WHEN :status = 'pending' THEN NULL ELSE lease END,
     assigned_to = CASE WHEN :status = 'pending' THEN NULL ELSE assigned_to END,
     attempts = CASE WHEN :status = 'pending' THEN 0 ELSE attempts END,
@@ -189,7 +191,7 @@ RETURNING *;
 -- resolve_many --
 -- Bulk form of resolve_task over every task in one status.
 UPDATE tasks
-SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, change_note = :notes, updated_at = :now,
+SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, changed_via = :via, change_note = :notes, updated_at = :now,
     lease = CASE WHEN :status = 'pending' THEN NULL ELSE lease END,
     assigned_to = CASE WHEN :status = 'pending' THEN NULL ELSE assigned_to END,
     attempts = CASE WHEN :status = 'pending' THEN 0 ELSE attempts END,
@@ -205,7 +207,7 @@ SELECT count(*) AS n FROM tasks WHERE status IN ('needs_human', 'failed') AND st
 -- cancel_task --
 -- Stop a task that has not finished; a running one's worker learns it from its held heartbeat.
 UPDATE tasks
-SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, change_note = :notes,
+SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, changed_via = :via, change_note = :notes,
     notes = coalesce(:notes, notes)
 WHERE id = :id AND status IN ('pending', 'claimed', 'in_progress', 'waiting')
 RETURNING *;
@@ -396,7 +398,7 @@ ORDER BY ordinal_position;
 
 -- transfer_lock --
 -- `da migrate`: nobody else writes while the copy runs (a replica started too early waits).
-LOCK TABLE tasks, events, pruned_counts, tokens IN ACCESS EXCLUSIVE MODE;
+LOCK TABLE tasks, events, pruned_counts, tokens, asks, messages IN ACCESS EXCLUSIVE MODE;
 
 -- transfer_counts --
 -- `da migrate`: what a copy must agree on, read from both databases.
@@ -404,25 +406,34 @@ SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT coalesce(sum(seq), 0) FROM
        (SELECT count(*) FROM events) AS events, (SELECT coalesce(max(id), 0) FROM events) AS last_event,
        (SELECT coalesce(sum(id), 0) FROM events) AS event_id_sum,
        (SELECT count(*) FROM pruned_counts) AS pruned_rows, (SELECT coalesce(sum(n), 0) FROM pruned_counts) AS pruned_tasks,
-       (SELECT count(*) FROM tokens) AS tokens;
+       (SELECT count(*) FROM tokens) AS tokens,
+       (SELECT count(*) FROM asks) AS asks, (SELECT count(*) FROM asks WHERE status = 'open') AS open_asks,
+       (SELECT count(*) FROM messages) AS messages,
+       (SELECT count(*) FROM messages WHERE delivered_at IS NULL) AS undelivered_messages,
+       (SELECT coalesce(sum(seq), 0) FROM messages) AS message_seq_sum;
 
 -- transfer_statuses --
 -- `da migrate`: tasks per status, read from both databases.
 SELECT status, count(*) AS n FROM tasks GROUP BY status ORDER BY status;
 
 -- transfer_quiet --
--- `da migrate`: copied rows keep the events they had; the triggers would invent new ones.
+-- `da migrate`: copied rows keep the events they had; the triggers would invent new ones (and an open ask's
+-- would move its task).
 ALTER TABLE tasks DISABLE TRIGGER USER;
+ALTER TABLE asks DISABLE TRIGGER USER;
 
 -- transfer_loud --
 -- `da migrate`: transitions are recorded again from here on.
 ALTER TABLE tasks ENABLE TRIGGER USER;
+ALTER TABLE asks ENABLE TRIGGER USER;
 
 -- transfer_sequences --
 -- `da migrate`: new tasks and events number after the copied ones (ids are never reused).
 SELECT setval(pg_get_serial_sequence('tasks', 'seq'), greatest(max(seq), 1), count(*) > 0) FROM tasks
 UNION ALL
-SELECT setval('event_ids', greatest(max(id), 1), count(*) > 0) FROM events;
+SELECT setval('event_ids', greatest(max(id), 1), count(*) > 0) FROM events
+UNION ALL
+SELECT setval(pg_get_serial_sequence('messages', 'seq'), greatest(max(seq), 1), count(*) > 0) FROM messages;
 
 -- insert_token --
 -- A new scoped token; nothing when an active token already has this name.
@@ -451,15 +462,15 @@ RETURNING *;
 -- insert_tasks --
 -- Create several pending tasks in one statement (all or none); :tasks is a JSON list of their fields.
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
-                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   lock, checkout, created_by, created_via, max_attempts, notes, changed_by, changed_via, change_note,
                    created_at, updated_at)
 SELECT n.id, n.type, 'pending', n.priority, n.payload, n.target_machine, n.preferred_machine, n.agent,
-       n.lock, n.lock_per_machine, n.created_by, n.max_attempts, n.notes, n.created_by, n.notes,
+       n.lock, n.checkout, n.created_by, n.created_via, n.max_attempts, n.notes, n.created_by, n.created_via, n.notes,
        :now::float8, :now::float8
 FROM jsonb_array_elements(:tasks::jsonb) WITH ORDINALITY AS e(item, ord)
 CROSS JOIN LATERAL jsonb_to_record(e.item) AS n(
     id text, type text, priority integer, payload text, target_machine text, preferred_machine text,
-    agent text, lock text, lock_per_machine boolean, created_by text, max_attempts integer, notes text)
+    agent text, lock text, checkout text, created_by text, created_via text, max_attempts integer, notes text)
 ORDER BY e.ord
 RETURNING *;
 -- open_ask --
@@ -490,7 +501,8 @@ SELECT * FROM asks WHERE task_id = :task_id AND id = :ask_id;
 -- answer_ask --
 -- The first answer wins: only an open, unexpired ask of a running task takes it (the asks_settled
 -- trigger lets the task run on and records the event).
-UPDATE asks SET status = 'answered', answer = :option, note = :note, answered_by = :by, answered_at = :now
+UPDATE asks SET status = 'answered', answer = :option, note = :note, answered_by = :by, answered_via = :via,
+    answered_at = :now
 WHERE task_id = :task_id AND id = :ask_id AND status = 'open' AND expires_at > :now
   AND EXISTS (SELECT 1 FROM tasks WHERE id = :task_id AND status IN ('in_progress', 'waiting'))
 RETURNING *;
@@ -523,8 +535,8 @@ RETURNING id;
 
 -- add_message --
 -- Queue a steering message for a running task; nothing when it is not running or has :max_queued waiting.
-INSERT INTO messages (task_id, text, interrupt, created_by, created_at)
-SELECT t.id, :text, :interrupt, :by, :now FROM tasks AS t
+INSERT INTO messages (task_id, text, interrupt, created_by, created_via, created_at)
+SELECT t.id, :text, :interrupt, :by, :via, :now FROM tasks AS t
 WHERE t.id = :id AND t.status IN ('claimed', 'in_progress', 'waiting')
   AND (SELECT count(*) FROM messages AS m WHERE m.task_id = t.id AND m.delivered_at IS NULL) < :max_queued
 RETURNING *;

@@ -1,10 +1,10 @@
 -- insert_task --
 -- Create a pending task; the trigger records its first event.
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
-                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   lock, checkout, created_by, created_via, max_attempts, notes, changed_by, changed_via, change_note,
                    created_at, updated_at)
 VALUES (:id, :type, 'pending', :priority, :payload, :target_machine, :preferred_machine, :agent,
-        :lock, :lock_per_machine, :created_by, :max_attempts, :notes, :created_by, :notes,
+        :lock, :checkout, :created_by, :created_via, :max_attempts, :notes, :created_by, :created_via, :notes,
         :now, :now)
 RETURNING *;
 
@@ -14,7 +14,7 @@ UPDATE tasks
 SET status = 'claimed', assigned_to = :machine, lease = :lease, lease_expires_at = :expires,
     attempts = attempts + 1,
     safe_to_retry = type IN (SELECT value FROM json_each(:retry_safe)),
-    progress = NULL, changed_by = :machine, change_note = NULL, updated_at = :now
+    progress = NULL, changed_by = :machine, changed_via = NULL, change_note = NULL, updated_at = :now
 WHERE id = (
     SELECT t.id FROM tasks AS t INDEXED BY tasks_claim
     WHERE t.status = 'pending'
@@ -26,9 +26,11 @@ WHERE id = (
            OR t.created_at <= :overflow_before)
       AND (t.lock IS NULL OR NOT EXISTS (
             SELECT 1 FROM tasks AS holder
-            WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress', 'waiting')
-              AND holder.lock_per_machine = t.lock_per_machine
-              AND (t.lock_per_machine = 0 OR holder.assigned_to IN (SELECT value FROM json_each(:names)))))
+            WHERE holder.lock = t.lock AND holder.status IN ('claimed', 'in_progress', 'waiting')))
+      AND (t.checkout IS NULL OR NOT EXISTS (
+            SELECT 1 FROM tasks AS holder
+            WHERE holder.checkout = t.checkout AND holder.status IN ('claimed', 'in_progress', 'waiting')
+              AND holder.assigned_to IN (SELECT value FROM json_each(:names))))
     ORDER BY t.priority DESC, t.seq
     LIMIT 1)
 RETURNING *;
@@ -39,7 +41,7 @@ RETURNING *;
 -- secret), so a token only ever acts on its own machine's tasks.
 UPDATE tasks
 SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
-    changed_by = 'queue', change_note = 'claim released: the worker disconnected before receiving it',
+    changed_by = 'queue', changed_via = NULL, change_note = 'claim released: the worker disconnected before receiving it',
     updated_at = :now
 WHERE id = :id AND lease = :lease AND status = 'claimed'
   AND assigned_to = coalesce(:machine, assigned_to)
@@ -52,17 +54,17 @@ RETURNING *;
 UPDATE tasks
 SET status = 'needs_human', attempts = CASE WHEN status = 'claimed' THEN attempts - 1 ELSE attempts END,
     lease = NULL, lease_expires_at = NULL, assigned_to = NULL, progress = NULL, notes = :notes, result = :result,
-    finished_at = :now, updated_at = :now, changed_by = 'queue', change_note = :notes
+    finished_at = :now, updated_at = :now, changed_by = 'queue', changed_via = NULL, change_note = :notes
 WHERE id = :id AND status IN ('pending', 'claimed')
 RETURNING *;
 
 -- start_task --
--- The worker began running it. A cwd lock moves to the folder as the worker resolved it (:checkout), so
--- every spelling of one folder is one lock; tasks_held_lock refuses the move while another task on the
+-- The worker began running it. A checkout lock moves to the folder as the worker resolved it (:checkout), so
+-- every spelling of one folder is one lock; tasks_held_checkout refuses the move while another task on the
 -- machine holds that folder.
 UPDATE tasks
-SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, change_note = NULL,
-    lock = CASE WHEN lock_per_machine AND :checkout IS NOT NULL THEN :checkout ELSE lock END
+SET status = 'in_progress', started_at = :now, updated_at = :now, changed_by = assigned_to, changed_via = NULL, change_note = NULL,
+    checkout = CASE WHEN checkout IS NOT NULL AND :checkout IS NOT NULL THEN :checkout ELSE checkout END
 WHERE id = :id AND lease = :lease AND status = 'claimed'
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
@@ -70,7 +72,7 @@ RETURNING *;
 -- lock_holder --
 -- The task that holds a folder on a machine, for the note of a start refused because of it.
 SELECT id FROM tasks
-WHERE lock = :checkout AND lock_per_machine AND assigned_to = :machine AND status IN ('claimed', 'in_progress', 'waiting')
+WHERE checkout = :checkout AND assigned_to = :machine AND status IN ('claimed', 'in_progress', 'waiting')
   AND id != :id
 LIMIT 1;
 
@@ -79,8 +81,8 @@ LIMIT 1;
 -- keyed by the resolved folder, so claims on that machine pass over it until the folder is free.
 UPDATE tasks
 SET status = 'pending', lease = NULL, lease_expires_at = NULL, assigned_to = NULL, attempts = attempts - 1,
-    lock = :checkout, changed_by = 'queue', change_note = :note, updated_at = :now
-WHERE id = :id AND lease = :lease AND status = 'claimed' AND lock_per_machine
+    checkout = :checkout, changed_by = 'queue', changed_via = NULL, change_note = :note, updated_at = :now
+WHERE id = :id AND lease = :lease AND status = 'claimed' AND checkout IS NOT NULL
 RETURNING *;
 
 -- heartbeat --
@@ -95,7 +97,7 @@ RETURNING *;
 -- Record the outcome of a task whose lease the worker still holds.
 UPDATE tasks
 SET status = :status, result = :result, notes = coalesce(:notes, notes), lease_expires_at = NULL,
-    finished_at = :now, updated_at = :now, changed_by = assigned_to, change_note = :notes
+    finished_at = :now, updated_at = :now, changed_by = assigned_to, changed_via = NULL, change_note = :notes
 WHERE id = :id AND lease = :lease AND status IN ('claimed', 'in_progress', 'waiting')
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
@@ -121,7 +123,7 @@ SET status = CASE WHEN status = 'claimed' OR (safe_to_retry = 1 AND attempts < m
                        THEN NULL ELSE :now END,
     -- A claim that expired before it started never ran, so it does not count as an attempt.
     attempts = CASE WHEN status = 'claimed' THEN attempts - 1 ELSE attempts END,
-    lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper',
+    lease_expires_at = NULL, progress = NULL, updated_at = :now, changed_by = 'reaper', changed_via = NULL,
     change_note = CASE WHEN status = 'claimed'
                        THEN 'claim by ' || coalesce(assigned_to, '?') || ' expired before it started'
                        ELSE 'worker ' || coalesce(assigned_to, '?') || ' lost (lease expired)' END
@@ -155,7 +157,7 @@ RETURNING *;
 -- resolve_task --
 -- A person settles a task that needs them; pending re-queues the same payload.
 UPDATE tasks
-SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, change_note = :notes, updated_at = :now,
+SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, changed_via = :via, change_note = :notes, updated_at = :now,
     lease = CASE WHEN :status = 'pending' THEN NULL ELSE lease END,
     assigned_to = CASE WHEN :status = 'pending' THEN NULL ELSE assigned_to END,
     attempts = CASE WHEN :status = 'pending' THEN 0 ELSE attempts END,
@@ -167,7 +169,7 @@ RETURNING *;
 -- resolve_many --
 -- Bulk form of resolve_task over every task in one status.
 UPDATE tasks
-SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, change_note = :notes, updated_at = :now,
+SET status = :status, notes = coalesce(:notes, notes), changed_by = :by, changed_via = :via, change_note = :notes, updated_at = :now,
     lease = CASE WHEN :status = 'pending' THEN NULL ELSE lease END,
     assigned_to = CASE WHEN :status = 'pending' THEN NULL ELSE assigned_to END,
     attempts = CASE WHEN :status = 'pending' THEN 0 ELSE attempts END,
@@ -183,7 +185,7 @@ SELECT count(*) AS n FROM tasks WHERE status IN ('needs_human', 'failed') AND st
 -- cancel_task --
 -- Stop a task that has not finished; a running one's worker learns it from its held heartbeat.
 UPDATE tasks
-SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, change_note = :notes,
+SET status = 'cancelled', finished_at = :now, updated_at = :now, changed_by = :by, changed_via = :via, change_note = :notes,
     notes = coalesce(:notes, notes)
 WHERE id = :id AND status IN ('pending', 'claimed', 'in_progress', 'waiting')
 RETURNING *;
@@ -320,13 +322,25 @@ SELECT * FROM pruned_counts ORDER BY machine, agent, status;
 -- `da migrate`: every scoped token (digests only), oldest first.
 SELECT * FROM tokens ORDER BY created_at, id;
 
+-- export_asks --
+-- `da migrate`: every ask of a supervised session, by task and number.
+SELECT * FROM asks ORDER BY task_id, id;
+
+-- export_messages --
+-- `da migrate`: every steering message, in the order they were sent.
+SELECT * FROM messages ORDER BY seq;
+
 -- transfer_counts --
 -- `da migrate`: what a copy must agree on, read from both databases.
 SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT coalesce(sum(seq), 0) FROM tasks) AS task_seq_sum,
        (SELECT count(*) FROM events) AS events, (SELECT coalesce(max(id), 0) FROM events) AS last_event,
        (SELECT coalesce(sum(id), 0) FROM events) AS event_id_sum,
        (SELECT count(*) FROM pruned_counts) AS pruned_rows, (SELECT coalesce(sum(n), 0) FROM pruned_counts) AS pruned_tasks,
-       (SELECT count(*) FROM tokens) AS tokens;
+       (SELECT count(*) FROM tokens) AS tokens,
+       (SELECT count(*) FROM asks) AS asks, (SELECT count(*) FROM asks WHERE status = 'open') AS open_asks,
+       (SELECT count(*) FROM messages) AS messages,
+       (SELECT count(*) FROM messages WHERE delivered_at IS NULL) AS undelivered_messages,
+       (SELECT coalesce(sum(seq), 0) FROM messages) AS message_seq_sum;
 
 -- transfer_statuses --
 -- `da migrate`: tasks per status, read from both databases.
@@ -359,14 +373,14 @@ RETURNING *;
 -- insert_tasks --
 -- Create several pending tasks in one statement (all or none); :tasks is a JSON list of their fields.
 INSERT INTO tasks (id, type, status, priority, payload, target_machine, preferred_machine, agent,
-                   lock, lock_per_machine, created_by, max_attempts, notes, changed_by, change_note,
+                   lock, checkout, created_by, created_via, max_attempts, notes, changed_by, changed_via, change_note,
                    created_at, updated_at)
 SELECT json_extract(value, '$.id'), json_extract(value, '$.type'), 'pending', json_extract(value, '$.priority'),
        json_extract(value, '$.payload'), json_extract(value, '$.target_machine'),
        json_extract(value, '$.preferred_machine'), json_extract(value, '$.agent'), json_extract(value, '$.lock'),
-       json_extract(value, '$.lock_per_machine'), json_extract(value, '$.created_by'),
+       json_extract(value, '$.checkout'), json_extract(value, '$.created_by'), json_extract(value, '$.created_via'),
        json_extract(value, '$.max_attempts'), json_extract(value, '$.notes'), json_extract(value, '$.created_by'),
-       json_extract(value, '$.notes'), :now, :now
+       json_extract(value, '$.created_via'), json_extract(value, '$.notes'), :now, :now
 FROM json_each(:tasks) ORDER BY key
 RETURNING *;
 -- open_ask --
@@ -393,7 +407,8 @@ SELECT * FROM asks WHERE task_id = :task_id AND id = :ask_id;
 -- answer_ask --
 -- The first answer wins: only an open, unexpired ask of a running task takes it (the asks_settled
 -- trigger lets the task run on and records the event).
-UPDATE asks SET status = 'answered', answer = :option, note = :note, answered_by = :by, answered_at = :now
+UPDATE asks SET status = 'answered', answer = :option, note = :note, answered_by = :by, answered_via = :via,
+    answered_at = :now
 WHERE task_id = :task_id AND id = :ask_id AND status = 'open' AND expires_at > :now
   AND EXISTS (SELECT 1 FROM tasks WHERE id = :task_id AND status IN ('in_progress', 'waiting'))
 RETURNING *;
@@ -425,8 +440,8 @@ RETURNING id;
 
 -- add_message --
 -- Queue a steering message for a running task; nothing when it is not running or has :max_queued waiting.
-INSERT INTO messages (task_id, text, interrupt, created_by, created_at)
-SELECT t.id, :text, :interrupt, :by, :now FROM tasks AS t
+INSERT INTO messages (task_id, text, interrupt, created_by, created_via, created_at)
+SELECT t.id, :text, :interrupt, :by, :via, :now FROM tasks AS t
 WHERE t.id = :id AND t.status IN ('claimed', 'in_progress', 'waiting')
   AND (SELECT count(*) FROM messages AS m WHERE m.task_id = t.id AND m.delivered_at IS NULL) < :max_queued
 RETURNING *;
