@@ -4,7 +4,6 @@ its argv, a real queue and real `da worker` processes."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
