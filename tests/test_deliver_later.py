@@ -214,3 +214,35 @@ async def test_only_the_machine_that_ran_a_finished_task_records_its_workspace(s
         with pytest.raises(queue_errors.Forbidden, match="ran on box-a"):
             await other.record_workspace(task.id, {"workspace": {"pushed": False}})
     assert (await client.get_task(task.id)).result["workspace"]["pushed"] is True
+
+
+async def test_a_task_on_two_repositories_gets_one_request_each_linking_the_other(lab: Lab,
+                                                                                  queue: QueueServer) -> None:
+    lab.bare("lib", "https://gitlab.com/acme/lib.git", {"lib.py": "x\n"})
+    lib = lab.clone("https://gitlab.com/acme/lib.git", lab.tmp / "src" / "lib")
+    worker = workspace_worker(lab, queue.url)
+    try:
+        async with QueueClient(queue.url, SECRET) as client:
+            task = await client.create_task("agent_run", {
+                "agent": "claude", "prompt": "Rename the API WRITE=app.py ALSO_WRITE=lib.py", "cwd": str(lab.user),
+                "repos": [str(lab.user), str(lib)]}, target_machine="test-box")
+            done = await wait_for_status(client, task.id)
+            assert done.status == "done", done.notes
+            run = await da(queue.url, "push", task.short_id, "--pr", cwd=lab.tmp)
+            assert run.code == 0, run.out + run.err
+            app_pr, lib_mr = "https://github.com/acme/app/pull/7", "https://gitlab.com/acme/lib/-/merge_requests/7"
+            assert (f"task {task.short_id}: pushed da/{task.short_id} to origin in 2 repositories; {app_pr}, "
+                    f"{lib_mr}.") in run.out
+            after = (await client.get_task(task.id)).result
+    finally:
+        worker.kill()
+    assert [(item["repo"], item["pushed"], item["pr_url"]) for item in after["workspaces"]] == [
+        (str(lab.user), True, app_pr), (str(lib), True, lib_mr)]
+    assert after["workspace"]["pr_url"] == app_pr
+    calls = [(call["tool"], call["argv"]) for call in lab.forge_calls()]
+    assert [tool for tool, argv in calls if argv[1] == "create"] == ["gh", "glab"]
+    linked = {tool: argv for tool, argv in calls if argv[:2] in (["pr", "edit"], ["mr", "update"])}
+    assert f"- lib: {lib_mr}" in linked["gh"][4]
+    assert f"- app: {app_pr}" in linked["glab"][4]
+    for remote in ("app", "lib"):
+        assert lab.git(lab.tmp / "remotes" / f"{remote}.git", "rev-parse", f"refs/heads/da/{task.short_id}").strip()
