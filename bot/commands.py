@@ -6,6 +6,7 @@ Slack and the terminal only draw what it returns.
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from da.bot.router import (
     validate,
 )
 from da.fleet import Fleet, Machine
+from da.handlers import deliver as deliver_handler
 from da.queue import errors as queue_errors
 from da.queue import models
 from da.queue.client import QueueClient
@@ -188,6 +190,39 @@ class CommandLayer:
         steps, ssh_argv = attach_commands(machine, str(space["path"]), str(task.payload.get("agent") or ""),
                                           (task.result or {}).get("session_id"))
         return views.Attach(task, machine.name, str(space["path"]), steps, ssh_argv)
+
+    @verb("push")
+    async def push(self, call: Call) -> views.Pushed | views.Message:
+        """Queue a `deliver` task on the machine holding the finished task's worktree and wait for its outcome."""
+        task = await self.client.get_task(call.command.words[0])
+        pr = "pr" in call.command.flags
+        refusal = push_refusal(task, pr=pr)
+        if refusal is not None:
+            return refusal
+        machine = str(task.assigned_to)
+        space = (task.result or {}).get("workspace") or {}
+        job = await self.client.create_task(
+            deliver_handler.TYPE, {"task": task.id, "pr": pr, "cwd": str(space.get("path") or "")},
+            target_machine=machine, created_by=call.user, priority=PUSH_PRIORITY,
+            notes=f"push task {task.short_id}" + (" and open its pull/merge request" if pr else ""))
+        known = (await self.fleet()).find(machine)
+        if known is None or not known.online:
+            return views.Pushed(f"{machine}, which holds the worktree of task {task.short_id}, is offline: the push "
+                                f"waits in the queue as task {job.short_id} and runs when its worker is back "
+                                f"(`da show {job.short_id}` says how it went).", False, task, job)
+        if call.emit is not None:
+            call.emit(f"pushing {space.get('branch') or task.short_id} on {machine} (task {job.short_id})…")
+        status: str | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUSH_WAIT
+        while status not in models.TERMINAL:
+            left = deadline - loop.time()
+            if left <= 0:
+                return views.Pushed(f"the push of task {task.short_id} is still running on {machine} as task "
+                                    f"{job.short_id}; `da show {job.short_id}` says how it went.", False, task, job)
+            status = (await self.client.follow_progress(job.id, status=status, wait=min(left, WATCH_WAIT))).status
+        job, task = await self.client.get_task(job.id), await self.client.get_task(task.id)
+        return views.Pushed(pushed_sentence(task, job), job.status == models.DONE, task, job)
 
     @verb("status")
     async def status(self, call: Call) -> views.FleetStatus:
@@ -386,6 +421,40 @@ APPROVING = ("allow", "approve", "yes", "accept")
 DENYING = ("reject", "deny", "no", "changes", "decline")
 # `da watch` long-polls the task's progress this long at a time.
 WATCH_WAIT = 30.0
+
+# A person waits on a push: it goes before routine work queued on that machine.
+PUSH_PRIORITY = 8
+# How long `push` waits for the machine to push and open the PR/MR before saying where to look later.
+PUSH_WAIT = 600.0
+
+
+def push_refusal(task: Task, *, pr: bool) -> views.Message | None:
+    """Why a finished task's work cannot be pushed (or needs no push), in one sentence; None when it can."""
+    result = task.result or {}
+    space = result.get("workspace")
+    if task.status not in models.TERMINAL:
+        return views.Message(f"task {task.short_id} is still {task.status}; push it once it has finished "
+                             f"(`da watch {task.short_id}`).", ok=False)
+    if not isinstance(space, dict) or not space.get("path") or not task.assigned_to:
+        return views.Message(f"task {task.short_id} has no worktree to push (it is {task.status}; only an agent "
+                             "task that ran on a git repository has one).", ok=False)
+    if space.get("changed") is False:
+        return views.Message(f"task {task.short_id} changed nothing on {space.get('branch')}; there is nothing to "
+                             "push.", ok=False)
+    if pr and space.get("pr_url"):
+        return views.Message(f"task {task.short_id} already has its pull request: {space['pr_url']}")
+    return None
+
+
+def pushed_sentence(task: Task, job: Task) -> str:
+    """The outcome of a deliver task, as one sentence (with what to do when it did not push)."""
+    result = job.result or {}
+    if job.status == models.DONE:
+        return f"task {task.short_id}: {job.notes or 'pushed'}."
+    action = result.get("action")
+    return (f"task {task.short_id} was not pushed: {job.notes or job.status}"
+            + (f"; {action}." if action else "."))
+
 
 def attach_commands(machine: Machine, worktree: str, agent: str,
                     session: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:

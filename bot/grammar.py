@@ -58,7 +58,8 @@ class Option:
 
     @property
     def usage(self) -> str:
-        return f"[{dashed(self.name)}={self.placeholder}]"
+        more = " ..." if self.repeatable else ""
+        return f"[{dashed(self.name)}={self.placeholder}{more}]"
 
     def problem(self, value: str) -> str | None:
         """Why `value` is refused, or None."""
@@ -201,6 +202,9 @@ VERBS: dict[str, Verb] = {verb.name: verb for verb in (
     Verb("ssh", "open ssh to a machine of the fleet", args=(Arg("machine", "one machine name"),), local=True),
     Verb("attach", "the commands to continue an agent task by hand in its worktree; --ssh opens them",
          args=(Arg("id", "one task id"),), flags=(Flag("ssh"), JSON)),
+    Verb("push", "push a finished agent task's branch from the machine holding its worktree; --pr also opens "
+         "its pull/merge request", args=(Arg("id", "one task id"),), flags=(Flag("pr"), JSON_QUIET),
+         changes_state=True),
 )}
 
 

@@ -213,6 +213,15 @@ class AskList(Message):
     asks: tuple[Ask, ...] = ()
 
 
+@dataclass(frozen=True)
+class Pushed(Message):
+    """What `push` did, in one sentence: the finished task as the queue now has it (pushed, PR/MR URL) and the
+    deliver task that ran (or waits) on the machine holding its worktree."""
+
+    task: Task | None = None
+    job: Task | None = None
+
+
 def asks_summary(asks: tuple[Ask, ...] | list[Ask]) -> str:
     """The open asks in one plain sentence each (task, ask, machine, kind, title)."""
     if not asks:

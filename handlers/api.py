@@ -109,6 +109,10 @@ class Context(Protocol):
         """Run the agent over ACP, watched and answerable from the queue; None when it has no ACP command."""
         ...
 
+    async def deliver(self, task_id: str, *, pr: bool) -> Result:
+        """Push a finished agent task's branch from its worktree here (and with `pr` open its PR/MR)."""
+        ...
+
 
 # ---- payload fields: a bad payload is a person's to fix, said in one sentence -------------
 

@@ -379,6 +379,10 @@ class QueueClient:
                                    json={"lease": lease, "progress": record})).json()
         return int(data["progress_rev"])
 
+    async def record_workspace(self, task_id: str, facts: dict[str, Any]) -> Task:
+        """Keep a later delivery's workspace facts (`workspace`, `workspaces`) on the finished task."""
+        return Task.from_json((await self.request("POST", task_path(task_id) + "/workspace", json=facts)).json())
+
     async def follow_progress(self, task_id: str, *, after: int = -1, status: str | None = None,
                               wait: float = 0.0) -> Progress:
         """The task's progress once its revision passes `after` or its status is no longer `status`."""

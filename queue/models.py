@@ -357,6 +357,21 @@ def storable(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
+def workspace_facts(body: dict[str, Any]) -> dict[str, Any]:
+    """A later delivery's facts for a finished task's result: `workspace` (an object) and, for a task on
+    several repositories, `workspaces` (a list of objects); NULs replaced as in results."""
+    reject_unknown(body, ("workspace", "workspaces"))
+    facts: dict[str, Any] = {"workspace": require_object(body.get("workspace"), "field 'workspace'")}
+    if body.get("workspaces") is not None:
+        many = body["workspaces"]
+        if not isinstance(many, list) or not all(isinstance(item, dict) for item in many):
+            raise BadRequest("field 'workspaces' must be a list of objects.")
+        facts["workspaces"] = many
+    check_depth(facts, "the workspace facts")
+    cleaned, _ = storable(facts)
+    return dict(cleaned)
+
+
 def get_str(body: dict[str, Any], key: str, *, required: bool = False, max_len: int = MAX_NAME,
             name: bool = False, text: bool = False) -> str | None:
     """A string field, checked for type, length and (for names) characters; `text` from a task keeps NULs as marks."""

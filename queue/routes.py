@@ -381,6 +381,13 @@ async def list_asks(request: web.Request) -> web.Response:
     return json_response({"asks": [ask.to_json() for ask in await request.app[STORE].open_asks(limit)]})
 
 
+async def record_workspace(request: web.Request) -> web.Response:
+    """The worker holding a finished task's worktree keeps what a later push or PR/MR changed on the task."""
+    facts = models.workspace_facts(models.require_object(await read_json(request)))
+    task = await request.app[STORE].record_workspace(request.match_info["id"], facts, machine=only_machine(request))
+    return json_response(task.to_json())
+
+
 async def save_progress(request: web.Request) -> web.Response:
     """A worker replaces its task's progress record (size-capped); followers long-poll its revision."""
     body = models.require_object(await read_json(request))
@@ -645,6 +652,11 @@ ROUTES: list[Route] = [
             **TASK_ERRORS, **error_answers(413)},
         body=json_body({**LEASE_BODY, "progress": {"type": "object", "properties": {"usage": USAGE}}},
                        ["lease", "progress"]), params=[TASK_ID])),
+    Route("POST", f"{TASK_PATH}/workspace", record_workspace, MACHINES, operation(
+        "Merge a later delivery's workspace facts (pushed, the PR/MR URL) into a finished task's result; only the "
+        "machine that ran it may.", {"200": json_answer(TASK, "Recorded."), **TASK_ERRORS, **error_answers(403)},
+        body=json_body({"workspace": {"type": "object"}, "workspaces": {"type": "array", "items": {"type": "object"}}},
+                       ["workspace"]), params=[TASK_ID])),
     Route("GET", f"{TASK_PATH}/progress", waiting.follow_progress, READERS, operation(
         "The task's progress record, asks and status, once its revision passes `after` or its status differs from "
         "`status`, waiting up to `wait` seconds.", {

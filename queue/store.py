@@ -743,6 +743,17 @@ class Store(ABC):
         task = await self._held(task_id, lease, machine)
         raise LeaseLost(f"task {task.short_id} is {task.status}; its progress is no longer recorded.")
 
+    async def record_workspace(self, task_id: str, facts: dict[str, Any], *, machine: str | None = None) -> Task:
+        """Merge a later delivery's workspace facts (pushed, PR URL) into a finished task's result."""
+        task = await self.get(task_id)
+        rows = await self._write_tasks("record_workspace", id=task.id, facts=json.dumps(facts), machine=machine,
+                                       now=self.clock())
+        if rows:
+            return rows[0]
+        if machine is not None and task.assigned_to != machine:
+            raise Forbidden(f"task {task.short_id} ran on {task.assigned_to}; this token may only act for {machine}.")
+        raise Conflict(f"task {task.short_id} is {task.status}; only a finished task's workspace is recorded.")
+
     async def record_usage(self, task_id: str, lease: str, usage: dict[str, Any]) -> None:
         """Keep a finished run's usage beside its result, for budgets and /metrics."""
         await self._write("record_usage", id=task_id, lease=lease, usage=json.dumps(usage),

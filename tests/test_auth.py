@@ -59,6 +59,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/tasks/{id}/asks/{ask_id}/wait"): MACHINES,
     ("GET", "/v1/asks"): READERS,
     ("POST", "/v1/tasks/{id}/progress"): MACHINES,
+    ("POST", "/v1/tasks/{id}/workspace"): MACHINES,
     ("GET", "/v1/tasks/{id}/progress"): READERS,
     ("POST", "/v1/tasks/{id}/messages"): PEOPLE,
 }
@@ -80,6 +81,7 @@ BODIES = {
     "/v1/tasks/{id}/asks/{ask_id}": {"option": "allow"},
     "/v1/tasks/{id}/asks/{ask_id}/wait": {"lease": "ab"},
     "/v1/tasks/{id}/progress": {"lease": "ab", "progress": {}},
+    "/v1/tasks/{id}/workspace": {"workspace": {}},
     "/v1/tasks/{id}/messages": {"text": "also run the tests"},
 }
 

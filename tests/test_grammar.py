@@ -237,7 +237,7 @@ def test_usage_and_help_are_drawn_from_the_declarations() -> None:
         for flag in verb.flags:
             assert (f"[--{flag.name.replace('_', '-')}]" in verb.usage) == flag.shown
     assert grammar.VERBS["assign"].usage == ("assign <description> [--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] "
-                                             "[--priority=N] [--repo=PATH] [--base=BRANCH] [--yes] "
+                                             "[--priority=N] [--repo=PATH ...] [--base=BRANCH] [--yes] "
                                              "[--wait-for-machine] [--push] [--pr]")
     skills = grammar.VERBS["skills"]
     assert all(f"skills {sub.usage}" in skills.help and sub.summary in skills.help for sub in skills.subverbs)

@@ -20,7 +20,7 @@ def test_openapi_documents_exactly_the_routes() -> None:
     doc = routes.document("x")
     documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
     assert documented == routed()
-    assert len(documented) == len(routes.ROUTES) == 30
+    assert len(documented) == len(routes.ROUTES) == 31
 
 
 async def test_health_is_public(server: QueueServer) -> None:

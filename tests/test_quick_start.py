@@ -77,12 +77,12 @@ async def test_a_machine_the_fleet_file_does_not_know_runs_what_it_detects(make_
     finally:
         process.terminate()
         process.wait()
-    assert "capabilities agent_run,android_build,git_pull,ios_build,lint,npm_build,run_script,test_run, agents - " \
-           "(from detected on this machine: every handler, and the agent CLIs on PATH)" in line
+    assert "capabilities agent_run,android_build,deliver,git_pull,ios_build,lint,npm_build,run_script,test_run, " \
+           "agents - (from detected on this machine: every handler, and the agent CLIs on PATH)" in line
     code, out = await run_da("doctor", cwd=tmp_path / "spare", **env)
     assert code == 0, out
-    assert "ok   worker: spare runs agent_run, android_build, git_pull, ios_build, lint, npm_build, run_script, " \
-           "test_run; agents none (from detected on this machine" in out
+    assert "ok   worker: spare runs agent_run, android_build, deliver, git_pull, ios_build, lint, npm_build, " \
+           "run_script, test_run; agents none (from detected on this machine" in out
 
 
 async def test_without_machine_name_the_worker_says_which_setting_is_missing(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ async def test_malformed_commands_answer_with_the_usage_line(bot, slack: SlackEm
     response = await slack.wait_response(lambda r: "usage:" in r.get("text", ""))
     assert "&lt;description&gt;" in response["text"]  # a bare <description> would be read as a link
     assert seen(response) == ("assign needs a description of the work.\nusage: `/da assign <description> "
-                                "[--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] [--priority=N] [--repo=PATH] "
+                                "[--machine=X] [--agent=Y] [--type=Z] [--cwd=PATH] [--priority=N] [--repo=PATH ...] "
                                 "[--base=BRANCH] [--yes] [--wait-for-machine] [--push] [--pr]`")
     await slack.slash("frobnicate now")
     assert (await slack.wait_response(lambda r: "frobnicate" in r.get("text", "")))["text"].startswith(

@@ -11,7 +11,7 @@ from da.handlers import api
 from da.handlers.api import NeedsHuman, ProcessResult, Result, TurnOptions
 from da.queue import models
 from da.queue.client import QueueClient
-from da.worker import agent_session, orphans, report, runner, supervision
+from da.worker import agent_session, later, orphans, report, runner, supervision
 from da.worker.settings import WorkerSettings
 
 # Progress lines are shown in Slack cards; one line is enough.
@@ -82,6 +82,13 @@ class TaskContext:
             self.session = None
             self.session_started.clear()
         return turn_result(agent, turn, yolo=options.yolo, budget=budget)
+
+    async def deliver(self, task_id: str, *, pr: bool) -> Result:
+        """Push a finished agent task's branch from its worktree on this machine (with `pr`, open its PR/MR) and
+        keep what changed on that task (`worker/later.py`)."""
+        if self.client is None:
+            raise NeedsHuman("this worker has no queue to read the task from", "run it from a `da worker`")
+        return await later.deliver(self.client, self.settings.workspaces, task_id, machine=self.machine, pr=pr)
 
     def check_cwd(self, cwd: str | None, field_name: str = "cwd") -> Path | None:
         """The payload's folder with ~ expanded; a missing one is a needs_human, not a traceback."""

@@ -17,7 +17,7 @@ from da import agents as agents_module
 from da import config, fleet
 from da.agents import DEFAULT_COMMANDS, AgentCommand, load_commands
 from da.config import ConfigError
-from da.worker import agent_session, output
+from da.worker import agent_session, output, workspace
 from da.worker.redact import Redactor
 from da.worker.workspace import WorkspaceSettings
 
@@ -121,7 +121,7 @@ class WorkerSettings:
             machine=machine.name if machine else name,
             secret=secret,
             queue_urls=config.queue_urls(env),
-            capabilities=overrides["WORKER_CAPABILITIES"] or entry.capabilities,
+            capabilities=workspace.with_delivery(overrides["WORKER_CAPABILITIES"] or entry.capabilities),
             agents=overrides["WORKER_AGENTS"] or entry.agents,
             aliases=overrides["WORKER_ALIASES"] or entry.aliases,
             source=(FROM_ENV if overrides["WORKER_CAPABILITIES"] else FROM_LOCAL_FILE if machine

@@ -96,6 +96,10 @@ class ToolMissing(WorkspaceError):
     """gh or glab is not installed, or not logged in, on this machine."""
 
 
+class WorktreeGone(WorkspaceError):
+    """The task's worktree is no longer on this machine (pruned, or removed by hand)."""
+
+
 class GitFailed(WorkspaceError):
     """A git command failed in a way none of the above names."""
 
@@ -373,6 +377,23 @@ async def _reuse(settings: WorkspaceSettings, repo: Path, path: Path, branch: st
         base_name, base_ref = await _base(settings, repo, None)
         base_commit = (await _git_ok(settings, repo, "merge-base", base_ref, branch, what="find the base")).strip()
     return Workspace(repo, Path(os.path.realpath(path)), branch, base_name, base_commit, task_id, reused=True)
+
+
+async def reopen(settings: WorkspaceSettings, facts: Mapping[str, Any], task_id: str) -> Workspace:
+    """The worktree a finished task's result names (`workspace`), as it is now, to deliver it later."""
+    repo, path, branch = (facts.get(key) for key in ("repo", "path", "branch"))
+    if not all(isinstance(value, str) and value for value in (repo, path, branch)):
+        raise WorktreeGone(f"the result of task {short_id(task_id)} names no worktree",
+                           "only an agent task that ran on a git repository can be pushed")
+    repo_path = Path(str(repo))
+    found = await _worktree_of(settings, repo_path, str(branch)) if repo_path.is_dir() else None
+    if found is None or not found.is_dir():
+        kept = repo_path.is_dir() and await _branch_exists(settings, repo_path, str(branch))
+        raise WorktreeGone(f"the worktree of task {short_id(task_id)} ({path}) was removed, so there is nothing "
+                           "here to push",
+                           f"its branch {branch} is still in {repo}: push it from there with `git -C {repo} push "
+                           f"{REMOTE} {branch}`" if kept else "run the task again if its work is still wanted")
+    return await _reuse(settings, repo_path, found, str(branch), task_id)
 
 
 async def _base(settings: WorkspaceSettings, repo: Path, base: str | None) -> tuple[str, str]:
@@ -707,6 +728,17 @@ MAX_DIFF = 200 * 1024
 MAX_BODY_ANSWER = 8000
 
 
+# The task type that delivers a finished agent task's work later (handlers/deliver.py).
+DELIVER_TASK = "deliver"
+
+
+def with_delivery(capabilities: tuple[str, ...]) -> tuple[str, ...]:
+    """A machine that runs agent tasks also delivers their work later: only it holds their worktrees."""
+    if AGENT_TASK in capabilities and DELIVER_TASK not in capabilities:
+        return (*capabilities, DELIVER_TASK)
+    return capabilities
+
+
 @dataclass
 class TaskWorkspaces:
     """The worktrees an agent task gets: planned before its start, made before its handler runs."""
@@ -782,22 +814,8 @@ async def finish(settings: WorkspaceSettings, spaces: TaskWorkspaces, details: d
         for made in spaces.made:
             await commit_leftovers(settings, made, prompt)
             summaries.append(await summary(settings, made))
-        if spaces.push:
-            for made, found in zip(spaces.made, summaries, strict=True):
-                if found.changed:
-                    await push(settings, made)
-                    found.pushed = True
-        if spaces.pr:
-            changed = [(made, found) for made, found in zip(spaces.made, summaries, strict=True) if found.changed]
-            for made, found in changed:
-                body = _request_body(answer, task_id, link, [])
-                found.pr_url = await open_request(settings, made, title=commit_subject(prompt, task_id), body=body)
-            if len(changed) > 1:
-                # One change across several repositories: each request links the others.
-                for made, found in changed:
-                    others = [f"{other.repo.name}: {seen.pr_url}" for other, seen in changed if seen is not found]
-                    await describe_request(settings, made, str(found.pr_url),
-                                           _request_body(answer, task_id, link, others))
+        await deliver(settings, list(zip(spaces.made, summaries, strict=True)), push_too=spaces.push, pr=spaces.pr,
+                      prompt=prompt, task_id=task_id, answer=answer, link=link)
     except WorkspaceError as exc:
         fault = exc
     if not summaries and spaces.made:
@@ -816,6 +834,30 @@ async def finish(settings: WorkspaceSettings, spaces: TaskWorkspaces, details: d
     if fault is not None:
         details["workspace_error"] = fault.sentence
     return fault
+
+
+async def deliver(settings: WorkspaceSettings, spaces: list[tuple[Workspace, Summary]], *, push_too: bool, pr: bool,
+                  prompt: str, task_id: str, answer: str = "", link: str = "") -> None:
+    """Push each changed branch and open one PR/MR per changed repository (each linking the others); the
+    summaries learn what was done, so a fault part-way leaves them true."""
+    changed = [(made, found) for made, found in spaces if found.changed]
+    if push_too or pr:
+        for made, found in changed:
+            await push(settings, made)
+            found.pushed = True
+    if not pr:
+        return
+    opened = False
+    for made, found in changed:
+        if found.pr_url is None:
+            body = _request_body(answer, task_id, link, [])
+            found.pr_url = await open_request(settings, made, title=commit_subject(prompt, task_id), body=body)
+            opened = True
+    if opened and len(changed) > 1:
+        # One change across several repositories: each request links the others.
+        for made, found in changed:
+            others = [f"{other.repo.name}: {seen.pr_url}" for other, seen in changed if seen is not found]
+            await describe_request(settings, made, str(found.pr_url), _request_body(answer, task_id, link, others))
 
 
 def _request_body(answer: str, task_id: str, link: str, others: list[str]) -> str:

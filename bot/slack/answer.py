@@ -126,12 +126,26 @@ def workspace(task: Task) -> list[Block]:
         if isinstance(pr, str) and pr.startswith("https://"):
             buttons.append(ButtonElement(action_id=ids.OPEN_PULL_REQUEST, url=pr[:3000],
                                          text=PlainTextObject(text="Open pull request")))
+        else:
+            buttons += delivery_buttons(task, found)
         if buttons:
             drawn.append(ActionsBlock(block_id="workspace_actions", elements=buttons))
     used = usage_line(Progress.of({"usage": task.usage or (task.progress_record or {}).get("usage")}))
     if used:
         drawn.append(ContextBlock(block_id="usage", elements=[blocks.md(used)]))
     return drawn
+
+
+def delivery_buttons(task: Task, found: dict[str, Any]) -> list[ButtonElement]:
+    """Push (while the branch is not pushed) and Open pull request (while it has none) for work that changed
+    something; each click queues the push on the machine holding the worktree."""
+    if found.get("changed") is False or not found.get("path"):
+        return []
+    value = json.dumps({"id": task.id})
+    drawn = [] if found.get("pushed") else [
+        ButtonElement(action_id=ids.WORKSPACE_PUSH, text=PlainTextObject(text="Push"), value=value)]
+    return [*drawn, ButtonElement(action_id=ids.WORKSPACE_OPEN_PR, text=PlainTextObject(text="Open pull request"),
+                                  value=value)]
 
 
 def diff_file(task: Task) -> list[dict[str, str]]:

@@ -32,6 +32,9 @@ ASK_NOTE = "ask_note"
 # An agent's result: post its diff in the thread; open its pull request (a link button, acked only).
 WORKSPACE_DIFF = "workspace_diff"
 OPEN_PULL_REQUEST = "open_pull_request"
+# Delivering a result's work after the fact (listeners/deliver.py): push its branch; push and open its PR/MR.
+WORKSPACE_PUSH = "workspace_push"
+WORKSPACE_OPEN_PR = "workspace_open_pr"
 
 # Modals, by callback_id.
 NOTE_SUBMIT = "note_submit"
@@ -44,4 +47,4 @@ MESSAGE_SHORTCUT = "da_send_to_agent"
 
 ACTIONS = frozenset({SUGGEST_CONFIRM, SUGGEST_CANCEL, *SUGGEST_MENUS.values(), *RESOLVE.values(), NOTE_OPEN,
                      CANCEL_TASK, BULK_CONFIRM, BULK_CANCEL, OPEN_REVIEW, HOME_NEW_TASK, *ASK_ANSWERS, ASK_NOTE,
-                     WORKSPACE_DIFF, OPEN_PULL_REQUEST})
+                     WORKSPACE_DIFF, OPEN_PULL_REQUEST, WORKSPACE_PUSH, WORKSPACE_OPEN_PR})

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from da.bot.slack.listeners import actions, asks, commands, errors, events, forms, views
+from da.bot.slack.listeners import actions, asks, commands, deliver, errors, events, forms, views
 
 
 def register(app: AsyncApp) -> None:
     commands.register(app)
     actions.register(app)
     asks.register(app)
+    deliver.register(app)
     views.register(app)
     events.register(app)
     forms.register(app)

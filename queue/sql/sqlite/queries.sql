@@ -432,6 +432,14 @@ WHERE id = :id AND lease = :lease AND status IN ('in_progress', 'waiting')
   AND assigned_to = coalesce(:machine, assigned_to)
 RETURNING *;
 
+-- record_workspace --
+-- A later delivery's facts (pushed, PR URL) merged into a finished task's result, by the machine holding it.
+UPDATE tasks
+SET result = json_patch(coalesce(result, '{}'), :facts), updated_at = :now
+WHERE id = :id AND status IN ('done', 'failed', 'needs_human', 'cancelled')
+  AND assigned_to = coalesce(:machine, assigned_to)
+RETURNING *;
+
 -- record_usage --
 -- A finished run's usage, from its report.
 UPDATE tasks SET usage = :usage, cost_usd = :cost_usd
