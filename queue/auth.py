@@ -176,7 +176,7 @@ MAX_HOLD = 30.0
 # Bound memory to a few MB whatever is sent (measured in tests): the addresses tracked, the wrong
 # credentials remembered per address (enough to reach MAX_DELAY; past that the oldest makes room and
 # the address stays slow), and the credentials that passed from an address.
-MAX_TRACKED = 4096
+MAX_TRACKED = 2048
 MAX_PER_ADDRESS = FREE_GUESSES + 6
 MAX_PASSED = 4096
 
