@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KINDS = {"queue": "serve", "worker": "worker", "bot": "bot"}
+# File descriptors the queue may hold (it raises its soft limit to this hard limit at start and derives
+# its connection caps from it): launchd's default of 256 would let a slow-loris take them all.
+DESCRIPTORS = 10240
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Service:
 
 def systemd_unit(kind: str, executable: Sequence[str], workdir: Path) -> str:
     """A systemd user unit; ExecStart quotes each argument (systemd accepts shell-style quotes)."""
+    limit = f"LimitNOFILE={DESCRIPTORS}\n" if kind == "queue" else ""
     return f"""[Unit]
 Description=da {kind} ({KINDS[kind]})
 After=network-online.target
@@ -42,7 +46,7 @@ RestartSec=2
 # SIGTERM lets a worker finish running tasks within SHUTDOWN_GRACE.
 KillSignal=SIGTERM
 TimeoutStopSec=60
-
+{limit}
 [Install]
 WantedBy=default.target
 """
@@ -50,6 +54,7 @@ WantedBy=default.target
 
 def launchd_plist(kind: str, executable: Sequence[str], workdir: Path, logs: Path) -> str:
     """A launchd agent; launchd runs no shell, so every argument is its own element."""
+    limits = {"NumberOfFiles": DESCRIPTORS} if kind == "queue" else None
     return plistlib.dumps({
         "Label": f"com.da.{kind}",
         "ProgramArguments": [*executable, KINDS[kind]],
@@ -58,6 +63,7 @@ def launchd_plist(kind: str, executable: Sequence[str], workdir: Path, logs: Pat
         "KeepAlive": True,
         "StandardOutPath": str(logs / f"{kind}.log"),
         "StandardErrorPath": str(logs / f"{kind}.log"),
+        **({"SoftResourceLimits": limits, "HardResourceLimits": limits} if limits else {}),
     }).decode()
 
 

@@ -8,6 +8,7 @@ give-back, liveness sharing) is in `upkeep`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 from aiohttp import web
@@ -19,13 +20,20 @@ from da.queue.http import CLAIM_LATENCY, CLOSING, ROSTER, SETTINGS, STORE, middl
 from da.queue.roster import Roster
 from da.queue.settings import QueueSettings
 
+logger = logging.getLogger(__name__)
+
 
 def make_app(settings: QueueSettings, fleet: fleet_module.Fleet | None = None) -> web.Application:
     """Build the queue service; the store opens and the reaper starts with the app."""
     if not settings.secret:
         raise ValueError("the queue service needs a secret")
-    guard = connections.ConnectionGuard(header_timeout=settings.header_timeout,
-                                        max_unauthenticated=settings.max_unauthenticated)
+    limit = connections.descriptor_limit()
+    unauthenticated, per_credential = connections.caps(limit)
+    guard = connections.ConnectionGuard(header_timeout=settings.header_timeout, idle_timeout=settings.idle_timeout,
+                                        max_unauthenticated=settings.max_unauthenticated or unauthenticated,
+                                        max_per_credential=settings.max_per_credential or per_credential)
+    logger.info("%d file descriptors: at most %d unauthenticated connections, %d per credential", limit,
+                guard.max_unauthenticated, guard.max_per_credential)
     gate = auth.Gate(settings.secret, lease=settings.lease, guard=guard, access=routes.ACCESS)
     app = web.Application(middlewares=[middleware(gate, routes.PUBLIC)], client_max_size=settings.max_body)
     app[SETTINGS] = settings

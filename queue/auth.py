@@ -14,9 +14,11 @@ Tokens are random and long, so the store keeps only their SHA-256 and looks each
 request (no cache): a revoke on any replica is refused by all of them at once.
 
 Wrong credentials are counted per address and credential (the same stale secret sent again is one
-failure, not a new guess); after FREE_GUESSES distinct ones in a minute, that address's wrong answers
-wait, longer and longer, one after another. A request that carries a valid credential is checked
-first and never waits or is refused, so a guesser cannot lock out the real worker on its address.
+failure, not a new guess); after FREE_GUESSES distinct ones in a minute, each new credential from that
+address waits its turn before it is even checked, longer and longer, one after another, and past half
+a lease of queue it is refused unchecked (429): however many connections a guesser opens, guesses are
+checked no faster than one by one. A credential that has passed from the address before is checked
+at once, so a guesser cannot lock out the real worker beside it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import re
 import secrets
 import time
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from da.queue import connections
-from da.queue.errors import Forbidden, Unauthorized
+from da.queue.errors import Forbidden, TooManyConnections, TooManyGuesses, Unauthorized
 from da.queue.models import ADMIN, CLIENT_TOKEN, READER_TOKEN, WORKER_TOKEN, ClaimRequest, Token
 from da.queue.store import Store
 
@@ -79,6 +82,11 @@ class Principal:
     def label(self) -> str:
         """The credential as the queue records it beside a name the client chose (`created_via`, an event's `via`)."""
         return "admin secret" if self.kind == ADMIN else f"{self.kind} token {self.name} ({self.token_id})"
+
+    @property
+    def credential(self) -> str:
+        """Which credential this is, for connection caps: the token's id, or the admin secret."""
+        return self.token_id or self.kind
 
     @property
     def only_machine(self) -> str | None:
@@ -159,16 +167,19 @@ def mint(kind: str) -> tuple[str, str, str]:
 # plenty for a person fumbling a paste, nothing to guess a secret with.
 FREE_GUESSES = 10
 WINDOW = 60.0
-# Then each wrong answer waits FIRST_DELAY, doubling up to MAX_DELAY (a quarter of the lease at
-# most), and answers to one address come one after another, so parallel connections gain nothing.
+# Then each new credential waits FIRST_DELAY before it is checked, doubling up to MAX_DELAY (a
+# quarter of the lease at most), one after another per address, so parallel connections gain nothing.
 FIRST_DELAY = 0.25
 MAX_DELAY = 5.0
-# A wrong answer never waits longer than this (half the lease at most): the wait is a slowdown,
-# never a lockout.
+# No credential waits longer than this (half the lease at most): past it one is refused unchecked,
+# so the wait is a slowdown, never a lockout that holds connections.
 MAX_HOLD = 30.0
-# Bounds memory under a flood from many addresses, or many guesses from one.
-MAX_TRACKED = 10_000
-MAX_PER_ADDRESS = 1000
+# Bound memory to a few MB whatever is sent (measured in tests): the addresses tracked, the wrong
+# credentials remembered per address (enough to reach MAX_DELAY; past that the oldest makes room and
+# the address stays slow), and the credentials that passed from an address.
+MAX_TRACKED = 2048
+MAX_PER_ADDRESS = FREE_GUESSES + 6
+MAX_PASSED = 4096
 
 
 def address_key(remote: str | None) -> str:
@@ -184,23 +195,48 @@ def address_key(remote: str | None) -> str:
     return str(address)
 
 
+def fingerprint(credential: bytes) -> int:
+    """What the throttle keeps of a credential: 64 bits of a hash, never what was sent."""
+    return int.from_bytes(hashlib.blake2b(credential, digest_size=8).digest(), "big")
+
+
 class Throttle:
-    """Wrong credentials per address and credential within WINDOW, and how long to wait before saying so."""
+    """Per address: the wrong credentials within WINDOW, those that passed, and when the next new
+    credential may be checked."""
 
     def __init__(self, *, lease: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.max_delay = min(MAX_DELAY, lease / 4)
         self.max_hold = min(MAX_HOLD, lease / 2)
         # address -> fingerprint of each wrong credential -> when last sent (oldest first).
-        self._guesses: dict[str, dict[bytes, float]] = {}
-        # address -> when its last queued wrong answer goes out.
-        self._next_answer: dict[str, float] = {}
+        self._guesses: dict[str, dict[int, float]] = {}
+        # address -> when its last queued credential is checked.
+        self._next_check: dict[str, float] = {}
+        # (address, fingerprint) of credentials that passed, least recent first.
+        self._passed: dict[tuple[str, int], None] = {}
 
     def guesses(self, address: str) -> int:
         return len(self._guesses.get(address, ()))
 
-    def failed(self, address: str, credential: bytes) -> float:
-        """Record a wrong credential; returns the seconds to wait before answering it."""
+    def turn(self, address: str, credential: int, *, room: bool = True) -> float | None:
+        """Seconds this credential waits before it is checked (0: at once); None: refuse it unchecked,
+        because the address's queue is `max_hold` long already or there is no `room` to wait."""
+        seen = self._guesses.get(address)
+        if not seen or len(seen) < FREE_GUESSES or credential in seen or (address, credential) in self._passed:
+            return 0.0
+        now = self.clock()
+        self._forget_old(seen, now)
+        if len(seen) < FREE_GUESSES:
+            return 0.0
+        step = min(self.max_delay, FIRST_DELAY * 2 ** (len(seen) - FREE_GUESSES))
+        check = max(now, self._next_check.get(address, now)) + step
+        if not room or check - now > self.max_hold:
+            return None
+        self._next_check[address] = check
+        return check - now
+
+    def failed(self, address: str, credential: int) -> None:
+        """Record a wrong credential from this address."""
         now = self.clock()
         seen = self._guesses.pop(address, None)
         if seen is None:
@@ -208,20 +244,27 @@ class Throttle:
             if len(self._guesses) >= MAX_TRACKED:
                 stale = next(iter(self._guesses))
                 del self._guesses[stale]
-                self._next_answer.pop(stale, None)
+                self._next_check.pop(stale, None)
         self._guesses[address] = seen
-        while seen and (now - next(iter(seen.values())) > WINDOW or len(seen) >= MAX_PER_ADDRESS):
+        self._forget_old(seen, now)
+        seen.pop(credential, None)
+        while len(seen) >= MAX_PER_ADDRESS:
             del seen[next(iter(seen))]
-        # Only a fingerprint is kept, never what was sent.
-        fingerprint = hashlib.sha256(credential).digest()[:16]
-        seen.pop(fingerprint, None)
-        seen[fingerprint] = now
-        if len(seen) <= FREE_GUESSES:
-            return 0.0
-        step = min(self.max_delay, FIRST_DELAY * 2 ** (len(seen) - FREE_GUESSES - 1))
-        answer = max(now, self._next_answer.get(address, now)) + step
-        self._next_answer[address] = answer
-        return min(answer - now, self.max_hold)
+        seen[credential] = now
+
+    def passed(self, address: str, credential: int) -> None:
+        """Record a valid credential from this address: it never waits behind a guesser there."""
+        key = (address, credential)
+        if key in self._passed:
+            del self._passed[key]
+        elif len(self._passed) >= MAX_PASSED:
+            del self._passed[next(iter(self._passed))]
+        self._passed[key] = None
+
+    @staticmethod
+    def _forget_old(seen: dict[int, float], now: float) -> None:
+        while seen and now - next(iter(seen.values())) > WINDOW:
+            del seen[next(iter(seen))]
 
 
 # ---- the gate every request but /health passes --------------------------------------------
@@ -240,10 +283,10 @@ def presented(request: web.Request) -> bytes | None:
 class Gate:
     """Authenticates each request (admin secret or token), slows guessers, and authorizes the route.
 
-    A wrong answer that waits keeps its connection busy, and the connection guard never cuts a busy
-    one; so only as many wait at once as the guard lets connections be unauthenticated (a quarter
-    of that per address). Past that a wrong answer goes out at once: a guesser who sends in
-    parallel gains speed, but can never hold every file descriptor.
+    A credential that waits its turn keeps its connection busy, and the connection guard never cuts
+    a busy one; so only as many wait at once as the guard lets connections be unauthenticated (a
+    quarter of that per address). Past that a new credential is refused unchecked, so waiting can
+    never hold every file descriptor, nor sending in parallel check guesses faster.
     """
 
     def __init__(self, secret: str, *, lease: float, guard: connections.ConnectionGuard, access: Access) -> None:
@@ -271,40 +314,50 @@ class Gate:
         return Principal.of(token), ""
 
     async def admit(self, request: web.Request, store: Store) -> Principal:
-        """The request's principal, allowed on its route; else Unauthorized (after any delay) or Forbidden.
+        """The request's principal, allowed on its route; else Unauthorized (after its turn), TooManyGuesses
+        (not checked), TooManyConnections (its credential holds its cap) or Forbidden.
 
         The log names who was refused and why, never what they sent.
         """
-        with self.guard.deciding(request.protocol):
-            credential = presented(request)
-            address = request.remote or "?"
-            if credential is None:
-                logger.warning("refused %s %s from %s: missing secret", request.method, loggable_path(request), address)
-                raise Unauthorized()
-            principal, reason = await self.identify(credential, store)
-            if principal is None:
-                key = address_key(request.remote)
-                wait = self.throttle.failed(key, credential)
-                slowed = ""
-                if wait and not self._may_wait(key):
-                    slowed = (f" (guess {self.throttle.guesses(key)} from {key} within a minute; answered at once: "
-                              f"{self._waiting[key]} wrong answers are waiting already)")
-                    wait = 0.0
-                elif wait:
-                    slowed = (f" (guess {self.throttle.guesses(key)} from {key} within a minute; answered after "
-                              f"{wait:.2f} s)")
-                logger.warning("refused %s %s from %s: %s%s", request.method, loggable_path(request), address, reason,
-                               slowed)
-                if wait:
-                    self._waiting[key] += 1
-                    try:
-                        await asyncio.sleep(wait)
-                    finally:
-                        self._waiting[key] -= 1
-                        if not self._waiting[key]:
-                            del self._waiting[key]
-                raise Unauthorized()
-            self.guard.trust(request.protocol)
+        credential = presented(request)
+        address = request.remote or "?"
+        if credential is None:
+            logger.warning("refused %s %s from %s: missing secret", request.method, loggable_path(request), address)
+            raise Unauthorized()
+        key = address_key(request.remote)
+        sent = fingerprint(credential)
+        wait = self.throttle.turn(key, sent, room=self._may_wait(key))
+        if wait is None:
+            logger.warning("refused %s %s from %s unchecked: guess %d from %s within a minute, %d waiting already",
+                           request.method, loggable_path(request), address, self.throttle.guesses(key), key,
+                           self._waiting[key])
+            refused = TooManyGuesses(f"too many wrong credentials from {key} within a minute: this one was not "
+                                     f"checked; retry in {self.throttle.max_delay:g} s, or from an address that "
+                                     "has used it before.")
+            refused.retry_after = math.ceil(self.throttle.max_delay)
+            raise refused
+        if wait:
+            self._waiting[key] += 1
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                self._waiting[key] -= 1
+                if not self._waiting[key]:
+                    del self._waiting[key]
+        principal, reason = await self.identify(credential, store)
+        if principal is None:
+            self.throttle.failed(key, sent)
+            slowed = (f" (guess {self.throttle.guesses(key)} from {key} within a minute; answered after {wait:.2f} s)"
+                      if wait else "")
+            logger.warning("refused %s %s from %s: %s%s", request.method, loggable_path(request), address, reason,
+                           slowed)
+            raise Unauthorized()
+        self.throttle.passed(key, sent)
+        if not self.guard.trust(request.protocol, principal.credential, principal.label):
+            cap = self.guard.max_per_credential
+            logger.warning("refused %s %s from %s: %s has %d connections open, all busy", request.method,
+                           loggable_path(request), address, principal.label, cap)
+            raise TooManyConnections(f"{principal.label} has {cap} connections open, all busy; close one, or "
+                                     "raise QUEUE_MAX_PER_CREDENTIAL on the queue.")
         authorize(principal, request, self.access)
         return principal
-

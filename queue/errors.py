@@ -8,6 +8,8 @@ class QueueError(Exception):
 
     status = 500
     code = "internal"
+    # Seconds a client is told to wait before trying again (a Retry-After header); 0: not said.
+    retry_after = 0
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or (self.__doc__ or self.code).strip())
@@ -76,6 +78,27 @@ class RequestTimeout(QueueError):
 
     status = 408
     code = "request_timeout"
+
+
+class ClientGone(QueueError):
+    """The client went away before its request arrived whole; nobody is left to answer."""
+
+    status = 400
+    code = "client_gone"
+
+
+class TooManyGuesses(QueueError):
+    """Too many wrong credentials from this address: this one was not checked; retry later."""
+
+    status = 429
+    code = "too_many_guesses"
+
+
+class TooManyConnections(QueueError):
+    """This credential holds as many connections as it may, all busy; close one, or raise QUEUE_MAX_PER_CREDENTIAL."""
+
+    status = 503
+    code = "too_many_connections"
 
 
 class StoreError(QueueError):

@@ -19,7 +19,16 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from da.queue import auth, metrics, models
-from da.queue.errors import BadRequest, DatabaseUnavailable, NotFound, QueueError, RequestTimeout, TooLarge
+from da.queue.errors import (
+    BadRequest,
+    ClientGone,
+    DatabaseUnavailable,
+    NotFound,
+    QueueError,
+    RequestTimeout,
+    TooLarge,
+    TooManyConnections,
+)
 from da.queue.roster import Roster
 from da.queue.settings import QueueSettings
 from da.queue.store import Store
@@ -90,43 +99,45 @@ def middleware(gate: auth.Gate, public: frozenset[str]) -> Middleware:
     """Admit the request (credential and route, see `auth`) and turn every error into the one JSON shape.
 
     One middleware rather than two: it runs on every request, and each layer costs a
-    coroutine frame on the hot path. `public` holds the paths that ask for no credential.
+    coroutine frame on the hot path. `public` holds the paths that ask for no credential. While it
+    runs, the connection is busy (`connections.ConnectionGuard.handling`): no timeout cuts it.
     """
 
     @web.middleware
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            if request.path in public:
-                # Public, so it proves nothing about the connection: its next request is watched afresh.
-                with gate.guard.deciding(request.protocol):
-                    return await handler(request)
-            request[auth.PRINCIPAL] = await gate.admit(request, request.app[STORE])
-            return await handler(request)
-        except DatabaseUnavailable as exc:
-            # No primary answers: say so at once. The store logged the outage once, not per request.
-            response = error_response(exc)
-            response.headers["Retry-After"] = str(RETRY_AFTER)
-            return response
-        except QueueError as exc:
-            if exc.status >= 500:
-                logger.error("%s %s failed: %s", request.method, auth.loggable_path(request), exc.detail)
-            return error_response(exc)
-        except web.HTTPRequestEntityTooLarge:
-            limit = request.app[SETTINGS].max_body
-            return error_response(TooLarge(f"the request body is larger than {limit} bytes; send less."))
-        except web.HTTPException as exc:
-            if exc.status == 404:
-                return error_response(NotFound(f"no route {request.path}; see /openapi.json."))
-            code = exc.reason.lower().replace(" ", "_")
-            response = json_response({"error": code, "detail": f"{exc.reason} for {request.method} {request.path}."},
-                                     status=exc.status)
-            if "Allow" in exc.headers:
-                response.headers["Allow"] = exc.headers["Allow"]
-            return response
-        except Exception:
-            logger.exception("%s %s crashed", request.method, auth.loggable_path(request))
-            return json_response({"error": "internal", "detail": "the queue hit an internal error; see its log."},
-                                 status=500)
+        with gate.guard.handling(request.protocol):
+            try:
+                if request.path not in public:
+                    request[auth.PRINCIPAL] = await gate.admit(request, request.app[STORE])
+                return await handler(request)
+            except DatabaseUnavailable as exc:
+                # No primary answers: say so at once. The store logged the outage once, not per request.
+                response = error_response(exc)
+                response.headers["Retry-After"] = str(RETRY_AFTER)
+                return response
+            except QueueError as exc:
+                if exc.status >= 500 and not isinstance(exc, TooManyConnections):
+                    logger.error("%s %s failed: %s", request.method, auth.loggable_path(request), exc.detail)
+                response = error_response(exc)
+                if exc.retry_after:
+                    response.headers["Retry-After"] = str(exc.retry_after)
+                return response
+            except web.HTTPRequestEntityTooLarge:
+                limit = request.app[SETTINGS].max_body
+                return error_response(TooLarge(f"the request body is larger than {limit} bytes; send less."))
+            except web.HTTPException as exc:
+                if exc.status == 404:
+                    return error_response(NotFound(f"no route {request.path}; see /openapi.json."))
+                code = exc.reason.lower().replace(" ", "_")
+                detail = f"{exc.reason} for {request.method} {request.path}."
+                response = json_response({"error": code, "detail": detail}, status=exc.status)
+                if "Allow" in exc.headers:
+                    response.headers["Allow"] = exc.headers["Allow"]
+                return response
+            except Exception:
+                logger.exception("%s %s crashed", request.method, auth.loggable_path(request))
+                return json_response({"error": "internal", "detail": "the queue hit an internal error; see its log."},
+                                     status=500)
 
     return handle
 
@@ -141,6 +152,12 @@ async def read_json(request: web.Request) -> Any:
         logger.warning("%s %s from %s: the body did not arrive within %g s (slow client)", request.method,
                        auth.loggable_path(request), request.remote, limit)
         raise RequestTimeout(f"the request body did not arrive within {limit:g} s; send it all at once.") from None
+    except ConnectionError:
+        # Routine: a worker cancelling a heartbeat, a client killed mid-send. Nobody is left to answer.
+        logger.info("%s %s from %s: the client went away before its body arrived (%d of %s bytes)", request.method,
+                    auth.loggable_path(request), request.remote, request.content.total_bytes,
+                    request.content_length if request.content_length is not None else "?")
+        raise ClientGone() from None
     if not raw:
         return {}
     try:

@@ -51,13 +51,15 @@ def error_answers(*codes: int) -> dict[str, Any]:
             401: "Missing, wrong or revoked credential (after many wrong ones from an address, answered slowly).",
             403: "This credential may not do that (see x-da-access); the detail says what it may do.",
             404: "No such task.", 408: "The request body did not arrive in time.",
-            409: "The task's state does not allow this.", 413: "Body too large."}
+            409: "The task's state does not allow this.", 413: "Body too large.",
+            429: "too_many_guesses: after many wrong credentials from an address, a new one was not checked."}
     if 401 in codes:
-        codes = (*codes, 403)
+        codes = (*codes, 403, 429)
     answers = {str(code): json_answer(ERROR, text[code]) for code in codes}
     # Every route that reads or writes the database may meet it unavailable (a failover under way).
     answers["503"] = {**json_answer(ERROR, "database_unavailable: the database does not answer (a failover under way); "
-                                     "nothing changed, try again."),
+                                     "nothing changed, try again. too_many_connections: the credential holds "
+                                     "as many connections as it may, all busy."),
                       "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}}
     return answers
 

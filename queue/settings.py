@@ -31,8 +31,8 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
 # A person has this long to answer an agent's ask (DA_ASK_TIMEOUT); then it is a reject.
 DEFAULT_ASK_TIMEOUT = 15 * 60.0
-# Connections that have not shown a valid credential yet, at once; a fleet needs a handful.
-DEFAULT_MAX_UNAUTHENTICATED = 256
+# An authenticated connection that sends no request for this long is closed.
+DEFAULT_IDLE_TIMEOUT = 75.0
 # SQLite: below this much free disk /health answers 503 and the WAL is checkpointed; the WAL alone
 # can grow by ~40 MB between checkpoints, so less than that cannot be relied on to commit.
 DEFAULT_DISK_RESERVE_MB = 64
@@ -56,7 +56,11 @@ class QueueSettings:
     config_dir: Path = Path("config")
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
-    max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    # Connections without a valid credential, and per credential, at once; None: derived from the
+    # descriptor limit (`connections.caps`).
+    max_unauthenticated: int | None = None
+    max_per_credential: int | None = None
     ask_timeout: float = DEFAULT_ASK_TIMEOUT
     # USD one requester's agent tasks may cost per day (DA_BUDGET_PER_DAY); None: no limit.
     budget_per_day: float | None = None
@@ -86,8 +90,9 @@ class QueueSettings:
             config_dir=config.config_dir(env, cwd),
             header_timeout=config.env_float(env, "QUEUE_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, minimum=0.1),
             body_timeout=config.env_float(env, "QUEUE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, minimum=0.1),
-            max_unauthenticated=config.env_int(env, "QUEUE_MAX_UNAUTHENTICATED", DEFAULT_MAX_UNAUTHENTICATED,
-                                               minimum=4),
+            idle_timeout=config.env_float(env, "QUEUE_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT, minimum=1.0),
+            max_unauthenticated=config.env_int(env, "QUEUE_MAX_UNAUTHENTICATED", 0, minimum=0) or None,
+            max_per_credential=config.env_int(env, "QUEUE_MAX_PER_CREDENTIAL", 0, minimum=0) or None,
             ask_timeout=config.env_float(env, "DA_ASK_TIMEOUT", DEFAULT_ASK_TIMEOUT, minimum=10.0),
             budget_per_day=config.env_float(env, "DA_BUDGET_PER_DAY", 0.0) or None,
             disk_reserve_mb=config.env_int(env, "QUEUE_DISK_RESERVE_MB", DEFAULT_DISK_RESERVE_MB, minimum=0),
