@@ -53,6 +53,10 @@ def said(slack: SlackEmulator, root: Message, words: str) -> Message | None:
     return next((m for m in slack.thread("CGENERAL", root.ts) if words in m.text), None)
 
 
+def said_privately(slack: SlackEmulator, words: str) -> dict | None:
+    return next((r for r in slack.responses if words in r.get("text", "")), None)
+
+
 async def test_push_then_open_a_pull_request_from_the_result(bot, slack: SlackEmulator, queue: QueueServer,
                                                             queue_client: QueueClient, lab: Lab) -> None:
     worker = workspace_worker(lab, queue.url, MACHINE_NAME="mac-mini")
@@ -68,6 +72,8 @@ async def test_push_then_open_a_pull_request_from_the_result(bot, slack: SlackEm
         assert (await queue_client.list_tasks(type="deliver"))[0] == []
 
         await slack.click("workspace_push", on=card)
+        job = await wait_until(lambda: said_privately(slack, f"pushing {branch} on mac-mini (task "))
+        assert job["response_type"] == "ephemeral"
         outcome = await wait_until(lambda: said(slack, root, f"pushed {branch} to origin"), timeout=20)
         assert outcome.text == f":white_check_mark: task {task.short_id}: pushed {branch} to origin. (<@{ALLOWED}>)"
         assert lab.git(lab.remote, "rev-parse", f"refs/heads/{branch}").strip() == \

@@ -1,6 +1,7 @@
 """A result's Push and Open pull request buttons: the work of a finished agent task delivered after the fact.
 
-Each click runs the `push` verb (a `deliver` task on the machine holding the worktree, waited for); only
+Each click runs the `push` verb (a `deliver` task on the machine holding the worktree, waited for, the clicker
+told privately meanwhile); only
 SLACK_ALLOWED_USERS may, as for every button that changes state. The outcome (pushed, the PR/MR URL, or the
 one sentence saying what to install or run) goes in the task's thread for everyone, and the result is redrawn
 from the queue; a refusal before anything was queued (already has a PR, nothing changed) goes to the clicker.
@@ -8,6 +9,7 @@ from the queue; a refusal before anything was queued (already has a PR, nothing 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -29,7 +31,11 @@ async def deliver(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], c
     room, reply, user = acted
     flags = frozenset({"pr"}) if action.get("action_id") == ids.WORKSPACE_OPEN_PR else frozenset()
     task_id = str(value_of(action).get("id", ""))
-    view = await room.layer.run(grammar.Command("push", (task_id,), flags=flags), user=user)
+    told: list[asyncio.Task[bool]] = []
+    # The push verb says when it has queued the push and waits: the clicker hears it privately at once.
+    view = await room.layer.run(grammar.Command("push", (task_id,), flags=flags), user=user,
+                                emit=lambda line: told.append(asyncio.ensure_future(reply.send(blocks.escape(line)))))
+    await asyncio.gather(*told)
     if not isinstance(view, views.Pushed) or view.task is None:
         text = view.text if isinstance(view, views.Message) else "Nothing was pushed."
         await reply.send(blocks.escape(text))
