@@ -110,12 +110,12 @@ class BotProcess:
         self.lease_lost = asyncio.Event()
         self.connected = False
         self.standing_by = False
+        self.watcher = Watcher(self.client, self.room.poster, self.state, holding=self.holding)
         self.notifier = Notifier(self.client, self.room.poster, self.state, settings.notify_channel,
                                  progress_every=settings.progress_every, wait=settings.feed_wait,
                                  notify_done=settings.notify_done, burst_threshold=settings.burst_threshold,
                                  holding=self.holding, conversations=self.room.conversations,
-                                 homes=self.room.refresh_homes)
-        self.watcher = Watcher(self.client, self.room.poster, self.state, holding=self.holding)
+                                 homes=self.room.refresh_homes, shown_live=self.watcher.shown_live)
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
