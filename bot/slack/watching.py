@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from da.bot.slack import answer, asking, telling
 from da.bot.slack import progress as drawing
@@ -51,9 +51,6 @@ class Thread:
     runs_on: str | None = None
     # The answer text the open stream shows so far.
     streamed: str = ""
-    # The ask cards posted in the thread: ask number -> (channel, ts), and the ones drawn settled.
-    asks: dict[int, tuple[str, str]] = field(default_factory=dict)
-    settled: set[int] = field(default_factory=set)
 
 
 class Watcher:
@@ -209,18 +206,20 @@ class Watcher:
         with who answered, or that it expired."""
         card = thread.card
         for ask in asks:
-            if ask.status == models.ASK_OPEN and ask.id not in thread.asks:
+            posted = card.asks.get(str(ask.id))
+            if ask.status == models.ASK_OPEN and posted is None:
                 text, drawn = asking.card(ask, requester=card.requester)
                 try:
-                    thread.asks[ask.id] = await self.poster.post(card.channel, text, drawn, thread_ts=card.root)
+                    where, ts = await self.poster.post(card.channel, text, drawn, thread_ts=card.root)
+                    self.state.cards.asked(card, ask.id, where, ts)
                 except FAILURES as exc:
                     logger.warning("posting ask %d of %s failed (%s)", ask.id, thread.task_id[:8], problem(exc))
-            elif ask.status != models.ASK_OPEN and ask.id in thread.asks and ask.id not in thread.settled:
-                channel, ts = thread.asks[ask.id]
+            elif ask.status != models.ASK_OPEN and posted is not None and ask.id not in card.settled_asks:
+                channel, ts = posted
                 text, drawn = asking.settled(ask)
                 try:
                     await self.poster.update(channel, ts, text, drawn)
-                    thread.settled.add(ask.id)
+                    self.state.cards.ask_settled(card, ask.id)
                 except FAILURES as exc:
                     logger.warning("redrawing ask %d of %s failed (%s)", ask.id, thread.task_id[:8], problem(exc))
 
