@@ -57,6 +57,7 @@ CONVERSATION_SCOPES = {
     "files:read": "files attached to a request or a thread reply do not reach the task",
     "assistant:write": "agents at work show no agent session and no Stop button in their thread",
     "reactions:read": "an :x: reaction on a running agent's thread does not stop it",
+    "usergroups:read": "members of a user group in SLACK_APPROVERS cannot answer agents' asks",
 }
 
 

@@ -22,7 +22,8 @@ class BotSettings:
     queue_urls: tuple[str, ...]
     secret: str
     allowed_users: frozenset[str] = frozenset()
-    # SLACK_APPROVERS: who may answer an agent's asks besides the person who started the task.
+    # SLACK_APPROVERS: who may answer an agent's asks besides the person who started the task (user ids, and
+    # user group ids whose members Slack lists).
     approvers: frozenset[str] = frozenset()
     notify_channel: str = ""
     api_url: str = DEFAULT_SLACK_API_URL
@@ -81,9 +82,11 @@ class BotSettings:
 
 
 def approvers(ids: list[str]) -> frozenset[str]:
-    """SLACK_APPROVERS as user ids (U…, W…); anything else is refused at start, in one sentence."""
-    wrong = [i for i in ids if not i.startswith(("U", "W"))]
+    """SLACK_APPROVERS as user ids (U…, W…) and user group ids (S…); anything else is refused at start, in one
+    sentence."""
+    wrong = [i for i in ids if not i.startswith(("U", "W", "S"))]
     if wrong:
         raise ConfigError(f"SLACK_APPROVERS has {', '.join(wrong[:3])}: list Slack user ids (U… or W…, from a "
-                          "profile's ⋮ → Copy member ID), separated by commas.")
+                          "profile's ⋮ → Copy member ID) or user group ids (S…, from the group's page), separated "
+                          "by commas.")
     return frozenset(ids)

@@ -94,7 +94,7 @@ EVENT_RETRIES = 3
 MAX_VIEW_BYTES = 250_000
 MAX_ALT_TXT = 1000
 # Methods the SDK calls with GET (and that Slack answers so).
-GET_METHODS = ("auth.test", "chat.getPermalink", "conversations.replies")
+GET_METHODS = ("auth.test", "chat.getPermalink", "conversations.replies", "usergroups.users.list", "files.info")
 # response_url: "up to 5 times within 30 minutes of the user's invocation".
 RESPONSE_URL_USES = 5
 RESPONSE_URL_LIFETIME = 30 * 60
@@ -112,6 +112,8 @@ TIERS: dict[str, tuple[int, float]] = {
     # assistant.threads.setStatus has a "special" limit Slack does not state (none is enforced).
     "chat.startStream": (20, 60.0), "chat.stopStream": (20, 60.0), "chat.appendStream": (100, 60.0),
     "agents.sessions.setStatus": (50, 60.0),
+    # usergroups.users.list is Tier 2; files.info Tier 4 (tests/SLACK_FACTS.md section 8 and 11).
+    "usergroups.users.list": (20, 60.0), "files.info": (100, 60.0),
 }
 POST_INTERVAL = 1.0
 DEFAULT_SCOPES = MANIFEST_SCOPES
@@ -369,6 +371,8 @@ class SlackEmulator:
     sessions: dict[tuple[str, str], AgentSession] = field(default_factory=dict)
     # Method names this workspace does not offer (answered `unknown_method`), e.g. the streaming ones.
     unknown_methods: set[str] = field(default_factory=set)
+    # User groups by id (S…): their members' ids (usergroups.users.list).
+    usergroups: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for channel in (Channel("CGENERAL", "general"), Channel("CNOTIFY", "da-alerts"),
@@ -969,6 +973,19 @@ class SlackEmulator:
                                   files=shown)
             self._echo(message)
         return {"files": shown}
+
+    # ---- user groups -----------------------------------------------------------------
+
+    def m_usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The members of a user group: `usergroup` required, `no_such_subteam` for an unknown one."""
+        self._need_scope("usergroups:read")
+        group = str(args.get("usergroup") or "")
+        if not group:
+            raise SlackError("invalid_arguments")
+        members = self.usergroups.get(group)
+        if members is None:
+            raise SlackError("no_such_subteam")
+        return {"users": list(members)}
 
     # ---- reading conversations -------------------------------------------------------
 
