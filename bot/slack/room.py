@@ -18,7 +18,7 @@ from slack_sdk.models.blocks import Block
 from da.bot import grammar, views
 from da.bot.commands import CommandLayer
 from da.bot.router import Suggestion
-from da.bot.slack import asked, blocks, delivery, forms
+from da.bot.slack import asked, attachments, blocks, delivery, forms
 from da.bot.slack.approvers import Approvers
 from da.bot.slack.conversations import Conversations
 from da.bot.slack.delivery import Reply
@@ -50,7 +50,10 @@ class Room:
         # People who opened the Home tab since the bot started: their Home follows their tasks.
         self.home_users: set[str] = set()
         self.approvers = Approvers(settings.approvers, self.web)
-        self.conversations = Conversations(layer, self.poster, state, allowed_users=settings.allowed_users)
+        self.files = attachments.Downloader(self.web, settings.bot_token, api_url=settings.api_url,
+                                            timeout=settings.slack_timeout, limits=settings.files)
+        self.conversations = Conversations(layer, self.poster, state, allowed_users=settings.allowed_users,
+                                           files=self.files)
         # Scopes the installed app lacks, and what each would give (shown with `/da status`).
         self.missing_scopes: dict[str, str] = {}
 

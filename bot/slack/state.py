@@ -70,6 +70,8 @@ class Waiting:
     ts: str
     # When creating its task began (0: not yet): a restart in between looks for that task first.
     started: float = 0.0
+    # The files attached to the reply, as Slack describes them (downloaded when its turn starts).
+    files: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
