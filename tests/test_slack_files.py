@@ -117,3 +117,16 @@ async def test_without_files_read_slack_hands_over_a_sign_in_page_and_the_reques
     assert "sign-in page instead of notes.txt: the app needs the files:read scope" in refused.text
     assert f"<@{ALLOWED}>" in refused.text
     assert (await queue_client.list_tasks(limit=10))[0] == []
+
+
+async def test_a_reply_with_a_file_past_the_limits_is_refused_in_the_thread(
+        make_bot, slack: SlackEmulator, queue_client: QueueClient) -> None:
+    await make_bot(files=Limits(count=1, total_bytes=1000, types=("text/*",)))
+    message, task, held = await started(slack, queue_client)
+    await queue_client.report(task.id, held.lease, "done", {"answer": "Which log?"})
+    await wait_until(lambda: said_in_thread(slack, message, "answered") or None)
+    movie = slack.host("repro.mp4", "video/mp4", b"\x00" * 10)
+    await slack.say("this one", thread_ts=message.ts, files=[movie])
+    refused = await wait_until(lambda: said_in_thread(slack, message, "your reply was not passed on"))
+    assert "repro.mp4 is video/mp4, which da does not pass to agents" in refused.text
+    assert len((await queue_client.list_tasks(limit=10))[0]) == 1, "no new turn started"
