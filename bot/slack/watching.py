@@ -238,7 +238,7 @@ class Watcher:
             ended = await self.poster.stop_live(thread.live, drawing.finishing(thread.shown, shown, title=thread.title,
                                                                                rest=rest),
                                                 drawn_card, session_status=after if streaming else None)
-            if ended and rest is not None and thread.live.streaming:
+            if ended and rest is not None and thread.live.streaming and not thread.live.stopped_by_user:
                 self.answered_live.add(thread.task_id)
         if thread.line:
             await self.poster.thread_status(card.channel, card.root, "")
