@@ -80,10 +80,11 @@ async def test_files_past_the_limits_are_refused_in_the_thread_and_nothing_start
     refused = await wait_until(lambda: said_in_thread(slack, first, "nothing was started"))
     assert "at most 2 files and this message has 3" in refused.text
 
-    zipped = slack.host("build.zip", "application/zip", b"PK")
+    zipped = slack.host("build<1>.zip", "application/zip", b"PK")
     second, _ = await slack.say(f"@da unpack this {FLAGS}", files=[zipped])
     refused = await wait_until(lambda: said_in_thread(slack, second, "nothing was started"))
-    assert "build.zip is application/zip, which da does not pass to agents" in refused.text
+    assert "build&lt;1&gt;.zip is application/zip, which da does not pass to agents" in refused.text, \
+        "a file's name is escaped like everything else from outside"
 
     big = slack.host("big.log", "text/plain", b"y" * 1500)
     third, _ = await slack.say(f"@da read the log {FLAGS}", files=[big])

@@ -62,7 +62,7 @@ async def answer(room: Room, asked: Asked) -> None:
         try:
             brought = tuple(await room.files.fetch(await room.files.checked(asked.files)))
         except attachments.FileRefused as exc:
-            await outlet.say(f"<@{asked.user}> nothing was started: {exc.sentence}")
+            await outlet.say(f"<@{asked.user}> nothing was started: {blocks.escape(exc.sentence)}")
             return
     try:
         view = await room.layer.run(command, user=asked.user, attachments=brought)

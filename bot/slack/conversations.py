@@ -167,7 +167,7 @@ class Conversations:
             try:
                 shared = [found.dump() for found in await self.files.checked(files)]
             except attachments.FileRefused as exc:
-                await self.say(channel, root, f"<@{user}> your reply was not passed on: {exc.sentence}")
+                await self.say(channel, root, f"<@{user}> your reply was not passed on: {blocks.escape(exc.sentence)}")
                 return
         elif text.lower().strip(" .!") in STOP_WORDS:
             await self.stop(channel, root, user)
@@ -272,7 +272,7 @@ class Conversations:
                     raise
                 why = f"the queue refused it ({blocks.escape(exc.detail)}); send it again once that is fixed."
             except attachments.FileRefused as exc:
-                why = exc.sentence
+                why = blocks.escape(exc.sentence)
             dropped = self.state.threads.drop_first(thread)
             logger.warning("the reply %s in %s was not started and is dropped: %s", dropped.ts, thread.key, why)
             await self.say(thread.channel, thread.root, f"<@{dropped.user}> your reply "
