@@ -48,6 +48,8 @@ class Call:
     user: str | None = None
     emit: Emit | None = None
     ask: Ask | None = None
+    # Files a front end brought with an assign (the payload's `attachments`, for an agent task).
+    attachments: tuple[dict[str, Any], ...] = ()
 
 
 VerbFunction = Callable[["CommandLayer", Call], Awaitable[views.View]]
@@ -113,13 +115,13 @@ class CommandLayer:
         self.skills = skills
 
     async def run(self, command: Command, *, user: str | None = None, emit: Emit | None = None,
-                  ask: Ask | None = None) -> views.View:
+                  ask: Ask | None = None, attachments: tuple[dict[str, Any], ...] = ()) -> views.View:
         """Run a verb; a queue that does not answer becomes one plain sentence."""
         function = VERB_FUNCTIONS.get(command.verb)
         if function is None:
             return views.Message(f"{command.verb} runs only in the terminal client.", ok=False)
         try:
-            return await function(self, Call(command, user, emit, ask))
+            return await function(self, Call(command, user, emit, ask, attachments))
         except queue_errors.QueueUnreachable:
             return views.Message(f"queue unreachable at {', '.join(self.client.urls)}.", ok=False)
         except queue_errors.QueueError as exc:
@@ -252,17 +254,18 @@ class CommandLayer:
         if unknown:
             return views.Message(" ".join(unknown), ok=False)
         if machine and task_type and (agent or task_type != AGENT_RUN):
-            return await self.create(Suggestion(task_type, machine, agent, "as given", "given"), request, fleet)
+            return await self.create(Suggestion(task_type, machine, agent, "as given", "given"), request, fleet,
+                                     attachments=call.attachments)
         suggestion = await self.router.suggest(request.description, fleet, machine=machine, agent=agent,
                                                task_type=task_type)
         if not suggestion.machine:
             return views.Message(f"No machine can take this: {'; '.join(suggestion.warnings)}.", ok=False)
         if "yes" in command.flags and not suggestion.ask:
-            return await self.create(suggestion, request, fleet)
+            return await self.create(suggestion, request, fleet, attachments=call.attachments)
         return views.SuggestionView(suggestion, request, fleet.names, known_agents(fleet), known_types(fleet))
 
-    async def create(self, suggestion: Suggestion, request: views.AssignRequest,
-                     fleet: Fleet | None = None) -> views.Created | views.Message:
+    async def create(self, suggestion: Suggestion, request: views.AssignRequest, fleet: Fleet | None = None, *,
+                     attachments: tuple[dict[str, Any], ...] = ()) -> views.Created | views.Message:
         """Validate a (confirmed) assignment and queue it pinned to its machine."""
         fleet = fleet or await self.fleet()
         verdict = validate(fleet, suggestion.type, suggestion.machine, suggestion.agent,
@@ -275,6 +278,8 @@ class CommandLayer:
                                                           ("pr", request.pr)) if value})
             if len(request.repos) > 1:
                 payload["repos"] = list(request.repos)
+            if attachments:
+                payload["attachments"] = list(attachments)
         machine = fleet.find(suggestion.machine)
         task = await self.client.create_task(
             suggestion.type, payload, target_machine=machine.name if machine else suggestion.machine,

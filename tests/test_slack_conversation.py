@@ -332,7 +332,8 @@ async def test_a_workspace_without_the_new_scopes_keeps_its_slash_commands_and_s
     slack.scopes.update(LEGACY_SCOPES)
     bot = await make_bot()
     assert bot.missing_scopes == ["app_mentions:read", "channels:history", "groups:history", "im:history",
-                                  "files:write", "files:read", "assistant:write", "reactions:read"]
+                                  "files:write", "files:read", "assistant:write", "reactions:read",
+                                  "usergroups:read"]
     assert "the Slack app lacks app_mentions:read" in caplog.text and "reinstall" in caplog.text
     _, envelopes = await slack.say(f"@da fix it {FLAGS}")
     assert envelopes == [], "Slack delivers no event the app has no scope for"

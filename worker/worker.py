@@ -17,14 +17,15 @@ import signal
 import time
 import traceback
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 from da.handlers.api import DONE, FAILED, NEEDS_HUMAN, NeedsHuman, Result
 from da.queue import errors as queue_errors
 from da.queue import models as queue_models
 from da.queue.client import ClaimedTask, Heartbeat, QueueClient
+from da.worker import attachments, orphans, report, runner, workspace
 from da.worker import lease as leases
-from da.worker import orphans, report, runner, workspace
 from da.worker.context import TaskContext
 from da.worker.errors import CredentialRefused
 from da.worker.registry import Handler
@@ -225,8 +226,9 @@ class Worker:
             return
         ctx = TaskContext(self.settings, task.id, task.type, client=self.client, lease=lease)
         handler = self.handlers.get(task.type)
-        work = asyncio.create_task(self._run_handler(handler, ctx, task.type, task.payload) if spaces is None
-                                   else self._run_in_workspace(handler, ctx, task.id, task.payload, spaces))
+        work = asyncio.create_task(
+            self._run_with_files(handler, ctx, task.type, task.payload, attachments.folder_for(task.payload, task.id))
+            if spaces is None else self._run_in_workspace(handler, ctx, task.id, task.payload, spaces))
         beats = asyncio.create_task(self._heartbeat(task.id, lease, claimed.lease_seconds, ctx, work))
         try:
             result = await asyncio.shield(work)
@@ -275,6 +277,17 @@ class Worker:
                           f"fix {handler.source}", {})
         return result
 
+    async def _run_with_files(self, handler: Handler | None, ctx: TaskContext, task_type: str,
+                              payload: dict[str, Any], folder: Path) -> Result:
+        """The handler, once the files attached to the task are in `folder` and named in its prompt."""
+        if "attachments" not in payload:
+            return await self._run_handler(handler, ctx, task_type, payload)
+        try:
+            given = attachments.unpack(payload, folder)
+        except attachments.AttachmentError as exc:
+            return Result(NEEDS_HUMAN, str(exc), "attach the files again (in Slack) or fix the payload", {})
+        return await self._run_handler(handler, ctx, task_type, given)
+
     async def _run_in_workspace(self, handler: Handler | None, ctx: TaskContext, task_id: str,
                                 payload: dict[str, Any], spaces: workspace.TaskWorkspaces) -> Result:
         """An agent task in its own worktree: made before the handler, committed, summarised and delivered after."""
@@ -283,7 +296,7 @@ class Worker:
             given = await workspace.enter(settings, spaces, payload)
         except workspace.WorkspaceError as exc:
             return Result(NEEDS_HUMAN, exc.sentence, exc.action, {})
-        result = await self._run_handler(handler, ctx, workspace.AGENT_TASK, given)
+        result = await self._run_with_files(handler, ctx, workspace.AGENT_TASK, given, Path(given["cwd"]))
         prompt = payload.get("prompt")
         link = payload.get("thread_url")
         fault = await workspace.finish(settings, spaces, result.details, prompt=prompt if isinstance(prompt, str)

@@ -39,11 +39,11 @@ def log(task: Task) -> str:
                      if isinstance(value, str) and value.strip())
 
 
-def files(task: Task) -> list[dict[str, str]]:
-    """What goes in the thread as files after the answer: the whole answer when the message could
-    not show it, and the log."""
+def files(task: Task, *, above: bool = False) -> list[dict[str, str]]:
+    """What goes in the thread as files after the answer: the whole answer when neither the message nor
+    the stream `above` could show it, and the log."""
     found = []
-    if not complete(task):
+    if not above and not complete(task):
         found.append({"content": text(task), "filename": f"answer-{task.short_id}.md",
                       "title": f"{task.agent or 'agent'} answer, task {task.short_id}"})
     if output := log(task):
@@ -76,15 +76,16 @@ def complete(task: Task) -> bool:
     return sections(text(task))[1]
 
 
-def drawn(task: Task) -> tuple[str, list[Block]]:
-    """The answer message: who answered where, then the answer (its start, when it is long)."""
+def drawn(task: Task, *, above: bool = False) -> tuple[str, list[Block]]:
+    """The answer message: who answered where, then the answer (its start, when it is long); only the
+    result when the thread's stream already showed the whole answer `above`."""
     said = text(task)
-    parts, whole = sections(said)
+    parts, whole = ([], True) if above else sections(said)
     head = (f":white_check_mark: `{task.short_id}` {blocks.escape(task.agent or task.type)} on "
-            f"{blocks.escape(task.assigned_to or '-')} answered")
+            f"{blocks.escape(task.assigned_to or '-')} answered" + (" above" if above else ""))
     if not whole:
         head += f" (the whole answer, {len(said)} characters, is in the file below)"
-    drawn_blocks: list[Block] = [SectionBlock(block_id="answer_head", text=blocks.md(head + ":"))]
+    drawn_blocks: list[Block] = [SectionBlock(block_id="answer_head", text=blocks.md(head + ("." if above else ":")))]
     drawn_blocks += [SectionBlock(block_id=f"answer:{n}", text=blocks.md(part)) for n, part in enumerate(parts)]
     drawn_blocks += workspace(task)
     fallback = f"{task.short_id} answered: {blocks.escape(' '.join(said[:FALLBACK_CHARS].split()))}"

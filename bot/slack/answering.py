@@ -11,13 +11,13 @@ conversation with its agent; the form answers in the thread of the message it wa
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 from slack_sdk.models.blocks import Block
 
 from da.bot import grammar, views
 from da.bot.grammar import UsageError
-from da.bot.slack import blocks
+from da.bot.slack import attachments, blocks
 from da.bot.slack.asked import Asked, Surface
 from da.bot.slack.room import Room
 
@@ -53,8 +53,19 @@ async def answer(room: Room, asked: Asked) -> None:
         await outlet.say(f"`skills {blocks.escape(command.words[0])}` streams or asks questions: run it with `da` "
                          "in a terminal.")
         return
+    brought: tuple[dict[str, Any], ...] = ()
+    if asked.files:
+        if command.verb != "assign":
+            await outlet.say("Files go with a new task: attach them to the request itself, e.g. "
+                             "`@da summarise this log`.")
+            return
+        try:
+            brought = tuple(await room.files.fetch(await room.files.checked(asked.files)))
+        except attachments.FileRefused as exc:
+            await outlet.say(f"<@{asked.user}> nothing was started: {blocks.escape(exc.sentence)}")
+            return
     try:
-        view = await room.layer.run(command, user=asked.user)
+        view = await room.layer.run(command, user=asked.user, attachments=brought)
     except UsageError as exc:
         await outlet.say(usage_answer(exc, asked.surface))
         return

@@ -57,6 +57,7 @@ CONVERSATION_SCOPES = {
     "files:read": "files attached to a request or a thread reply do not reach the task",
     "assistant:write": "agents at work show no agent session and no Stop button in their thread",
     "reactions:read": "an :x: reaction on a running agent's thread does not stop it",
+    "usergroups:read": "members of a user group in SLACK_APPROVERS cannot answer agents' asks",
 }
 
 
@@ -110,12 +111,12 @@ class BotProcess:
         self.lease_lost = asyncio.Event()
         self.connected = False
         self.standing_by = False
+        self.watcher = Watcher(self.client, self.room.poster, self.state, holding=self.holding)
         self.notifier = Notifier(self.client, self.room.poster, self.state, settings.notify_channel,
                                  progress_every=settings.progress_every, wait=settings.feed_wait,
                                  notify_done=settings.notify_done, burst_threshold=settings.burst_threshold,
                                  holding=self.holding, conversations=self.room.conversations,
-                                 homes=self.room.refresh_homes)
-        self.watcher = Watcher(self.client, self.room.poster, self.state, holding=self.holding)
+                                 homes=self.room.refresh_homes, shown_live=self.watcher.shown_live)
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:

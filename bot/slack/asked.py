@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from da.bot import grammar
 from da.bot.slack.delivery import Reply
@@ -32,6 +33,8 @@ class Asked:
     surface: Surface
     root: str | None = None
     reply: Reply | None = None
+    # The files attached to the message (Slack's file objects), for the task it starts.
+    files: tuple[dict[str, Any], ...] = ()
 
 
 def refusal(user: str) -> str:

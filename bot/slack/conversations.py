@@ -29,7 +29,7 @@ from da import agents
 from da.bot import views
 from da.bot.commands import CommandLayer
 from da.bot.router import AGENT_RUN
-from da.bot.slack import blocks, delivery
+from da.bot.slack import attachments, blocks, delivery
 from da.bot.slack.asked import Asked, Surface, refusal
 from da.bot.slack.delivery import Poster
 from da.bot.slack.state import BotState, Card, Thread, Waiting, thread_key
@@ -91,8 +91,9 @@ class Conversations:
     """Acts on people's messages and keeps each thread's turns in order."""
 
     def __init__(self, layer: CommandLayer, poster: Poster, state: BotState, *,
-                 allowed_users: frozenset[str]) -> None:
+                 allowed_users: frozenset[str], files: attachments.Downloader) -> None:
         self.layer = layer
+        self.files = files
         self.client: QueueClient = layer.client
         self.poster = poster
         self.state = state
@@ -129,12 +130,15 @@ class Conversations:
             return None
         text = blocks.unescape(USER_MENTION.sub(
             lambda m: "" if m.group(1) == bot_user_id else m.group(0), raw)).strip()
+        files = attachments.of_event(event)
+        if files and not text:
+            text = attachments.FILES_ONLY_PROMPT if root is not None else f"assign {attachments.FILES_ONLY_PROMPT}"
         where = root or ts
         if root is not None and (self.thread(channel, root) is not None
                                  or self.state.cards.thread_of(channel, root) is not None):
-            await self.reply(channel, root, user, text, ts)
+            await self.reply(channel, root, user, text, ts, files)
             return None
-        return Asked(user, channel, text, Surface.DM if direct else Surface.MENTION, root=where)
+        return Asked(user, channel, text, Surface.DM if direct else Surface.MENTION, root=where, files=tuple(files))
 
     def thread(self, channel: str, root: str) -> Thread | None:
         return self.state.threads.get(channel, root)
@@ -148,23 +152,33 @@ class Conversations:
             self.state.threads.keep(Thread(card.channel, card.root, task.agent, task.target_machine or "",
                                            task.payload.get("cwd"), [task.id]))
 
-    async def reply(self, channel: str, root: str, user: str, text: str, ts: str) -> None:
-        """A reply in a task's thread: the agent's next turn, now or after the running one."""
+    async def reply(self, channel: str, root: str, user: str, text: str, ts: str,
+                    files: list[dict[str, Any]] | None = None) -> None:
+        """A reply in a task's thread: the agent's next turn, now or after the running one. A reply with files
+        is always a turn of its own (a steering message carries no files); files past the limits are refused
+        in the thread at once."""
         if user not in self.allowed_users:
             await self.refuse(channel, root, user)
             return
         if not text:
             return
-        if text.lower().strip(" .!") in STOP_WORDS:
+        shared: list[dict[str, Any]] = []
+        if files:
+            try:
+                shared = [found.dump() for found in await self.files.checked(files)]
+            except attachments.FileRefused as exc:
+                await self.say(channel, root, f"<@{user}> your reply was not passed on: {blocks.escape(exc.sentence)}")
+                return
+        elif text.lower().strip(" .!") in STOP_WORDS:
             await self.stop(channel, root, user)
             return
-        if await self.steer(channel, root, user, text):
+        elif await self.steer(channel, root, user, text):
             return
         async with self.lock(thread_key(channel, root)):
             thread = self.thread(channel, root) or await self.adopt(channel, root)
             if thread is None:
                 return
-            self.state.threads.wait(thread, Waiting(user, text, ts))
+            self.state.threads.wait(thread, Waiting(user, text, ts, files=shared))
             try:
                 started = await self.next_turn(thread)
             except queue_errors.QueueError as exc:
@@ -256,12 +270,13 @@ class Conversations:
             except queue_errors.QueueError as exc:
                 if delivery.transient(exc):
                     raise
-                dropped = self.state.threads.drop_first(thread)
-                logger.warning("the queue refused the reply %s in %s (%s); it is dropped", dropped.ts, thread.key,
-                               exc.detail)
-                await self.say(thread.channel, thread.root, f"<@{dropped.user}> your reply "
-                               f"\"{blocks.escape(dropped.text[:80])}\" was not started, because the queue refused it "
-                               f"({blocks.escape(exc.detail)}); send it again once that is fixed.")
+                why = f"the queue refused it ({blocks.escape(exc.detail)}); send it again once that is fixed."
+            except attachments.FileRefused as exc:
+                why = blocks.escape(exc.sentence)
+            dropped = self.state.threads.drop_first(thread)
+            logger.warning("the reply %s in %s was not started and is dropped: %s", dropped.ts, thread.key, why)
+            await self.say(thread.channel, thread.root, f"<@{dropped.user}> your reply "
+                           f"\"{blocks.escape(dropped.text[:80])}\" was not started, because {why}")
         return False
 
     async def start_first(self, thread: Thread) -> bool:
@@ -287,6 +302,8 @@ class Conversations:
                 payload["context_left_out"] = left_out
         machine = next((t.assigned_to for t in reversed(history) if t.assigned_to), None) or thread.machine
         task = await self.created_before(waiting) if waiting.started else None
+        if task is None and waiting.files:
+            payload["attachments"] = await self.files.fetch([attachments.Shared(**found) for found in waiting.files])
         if task is None:
             self.state.threads.starting(waiting)
             task = await self.client.create_task(AGENT_RUN, payload, target_machine=machine or None,

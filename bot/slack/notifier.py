@@ -44,10 +44,11 @@ BATCH_LINGER = 0.5
 REWIND_WINDOW = 2000
 
 
-def drawn(alert: Alert) -> blocks.Drawn:
-    """An alert as Slack shows it: a done agent's answer in its thread, else the alert card."""
+def drawn(alert: Alert, *, above: bool = False) -> blocks.Drawn:
+    """An alert as Slack shows it: a done agent's answer in its thread (its result only, when the thread's
+    stream showed the answer `above`), else the alert card."""
     if alert.kind == models.DONE and alert.thread_ts and answer.text(alert.task):
-        return answer.drawn(alert.task)
+        return answer.drawn(alert.task, above=above)
     return blocks.alert(alert.task, alert.kind, threaded=bool(alert.thread_ts), mention=alert.mention)
 
 
@@ -58,7 +59,8 @@ class Notifier:
                  progress_every: float = 10.0, wait: float = FEED_WAIT, notify_done: bool = False,
                  burst_threshold: int = telling.BURST_THRESHOLD, holding: asyncio.Event | None = None,
                  conversations: Conversations | None = None,
-                 homes: Callable[[list[Task]], Awaitable[None]] | None = None) -> None:
+                 homes: Callable[[list[Task]], Awaitable[None]] | None = None,
+                 shown_live: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.client = client
         self.poster = poster
         self.state = state
@@ -78,6 +80,8 @@ class Notifier:
         self.conversations = conversations
         # Redraws the Home tab of people whose tasks changed.
         self.homes = homes
+        # Whether a task's stream ended showing its whole answer (the progress follower knows).
+        self.shown_live = shown_live
         # A batch and a late card's catch-up never tell the same end twice.
         self.delivering = asyncio.Lock()
         self.cards = CardEditor(client, poster, state, every=progress_every, holding=self.holding)
@@ -246,7 +250,9 @@ class Notifier:
 
     async def post(self, alert: Alert) -> None:
         """Post one alert until Slack takes it: as drawn, else as plain text, else in the notify channel."""
-        text, shown = drawn(alert)
+        above = (alert.kind == models.DONE and bool(alert.thread_ts) and bool(answer.text(alert.task))
+                 and self.shown_live is not None and await self.shown_live(alert.task.id))
+        text, shown = drawn(alert, above=above)
         elsewhere = None
         if self.channel and (alert.thread_ts or alert.channel != self.channel):
             elsewhere = (self.channel, *drawn(alert.moved(self.channel)))
@@ -259,7 +265,8 @@ class Notifier:
         landed = await delivery.until(what, attempt)
         self.meter.record(landed, time.monotonic())
         if alert.thread_ts and landed == alert.channel and alert.kind == models.DONE and answer.text(alert.task):
-            await self.poster.attach(alert.channel, alert.thread_ts, answer.files(alert.task), alert.task.short_id)
+            await self.poster.attach(alert.channel, alert.thread_ts, answer.files(alert.task, above=above),
+                                     alert.task.short_id)
 
     async def summarise(self, channel: str, group: list[Alert]) -> None:
         """One summary for a burst, with Review buttons, and the list in its thread."""

@@ -130,17 +130,29 @@ def chunks(before: Progress | None, after: Progress, *, title: str) -> list[dict
         if shown.get(step.id) != step:
             drawn.append({"type": "task_update", "id": step.id, "title": inert(drawing.clip(step.title, MAX_TITLE)),
                           "status": step.status})
-    text = inert(answer_delta(before.answer_tail if before is not None else "", after.answer_tail))
-    for start in range(0, len(text), MAX_MARKDOWN):
-        drawn.append({"type": "markdown_text", "text": text[start:start + MAX_MARKDOWN]})
-    return drawn
+    return drawn + markdown(inert(answer_delta(before.answer_tail if before is not None else "", after.answer_tail)))
 
 
-def finishing(before: Progress | None, after: Progress, *, title: str) -> list[dict[str, Any]]:
-    """The last chunks of a turn: what changed, with every step still running marked complete."""
+def markdown(text: str) -> list[dict[str, Any]]:
+    """Text as markdown_text chunks, each within Slack's 12,000 characters."""
+    return [{"type": "markdown_text", "text": text[start:start + MAX_MARKDOWN]}
+            for start in range(0, len(text), MAX_MARKDOWN)]
+
+
+def streamed_text(drawn: list[dict[str, Any]]) -> str:
+    """The answer text a list of chunks adds to a stream."""
+    return "".join(str(chunk.get("text") or "") for chunk in drawn if chunk.get("type") == "markdown_text")
+
+
+def finishing(before: Progress | None, after: Progress, *, title: str, rest: str | None = None) -> list[dict[str, Any]]:
+    """The last chunks of a turn: what changed, with every step still running marked complete; `rest` (the
+    final answer's part the stream has not shown) replaces the tail's delta when given."""
     settled = dataclasses.replace(after, plan=tuple(_settled(step) for step in after.plan),
                                   tools=tuple(_settled(step) for step in after.tools))
-    return chunks(before, settled, title=title)
+    if rest is None:
+        return chunks(before, settled, title=title)
+    unchanged = dataclasses.replace(settled, answer_tail=before.answer_tail if before is not None else "")
+    return chunks(before, unchanged, title=title) + markdown(rest)
 
 
 def _settled(step: Step) -> Step:

@@ -18,7 +18,8 @@ from slack_sdk.models.blocks import Block
 from da.bot import grammar, views
 from da.bot.commands import CommandLayer
 from da.bot.router import Suggestion
-from da.bot.slack import asked, blocks, delivery, forms
+from da.bot.slack import asked, attachments, blocks, delivery, forms
+from da.bot.slack.approvers import Approvers
 from da.bot.slack.conversations import Conversations
 from da.bot.slack.delivery import Reply
 from da.bot.slack.settings import BotSettings
@@ -48,7 +49,11 @@ class Room:
         self.suggestions: OrderedDict[str, tuple[Suggestion, views.SuggestionView]] = OrderedDict()
         # People who opened the Home tab since the bot started: their Home follows their tasks.
         self.home_users: set[str] = set()
-        self.conversations = Conversations(layer, self.poster, state, allowed_users=settings.allowed_users)
+        self.approvers = Approvers(settings.approvers, self.web)
+        self.files = attachments.Downloader(self.web, settings.bot_token, api_url=settings.api_url,
+                                            timeout=settings.slack_timeout, limits=settings.files)
+        self.conversations = Conversations(layer, self.poster, state, allowed_users=settings.allowed_users,
+                                           files=self.files)
         # Scopes the installed app lacks, and what each would give (shown with `/da status`).
         self.missing_scopes: dict[str, str] = {}
 
@@ -83,13 +88,13 @@ class Room:
             return
         await self.poster.redraw(body, reply, text, drawn)
 
-    def may_answer(self, user: str, task_id: str, tasks: Sequence[Task] = ()) -> bool:
-        """Who may answer an agent's ask: whoever started the task, and SLACK_APPROVERS."""
-        if user in self.settings.approvers:
-            return True
+    async def may_answer(self, user: str, task_id: str, tasks: Sequence[Task] = ()) -> bool:
+        """Who may answer an agent's ask: whoever started the task, and SLACK_APPROVERS (users and groups)."""
         card = self.state.cards.get(task_id)
-        return (card is not None and card.requester == user) or any(t.id == task_id and t.created_by == user
-                                                                    for t in tasks)
+        if (card is not None and card.requester == user) or any(t.id == task_id and t.created_by == user
+                                                                 for t in tasks):
+            return True
+        return await self.approvers.include(user)
 
     async def stop_thread(self, channel: str, root: str, user: str) -> Task | None:
         """Slack's Stop in a task's thread: its running agent stopped (see `Conversations.stop`)."""
@@ -101,7 +106,8 @@ class Room:
         try:
             tasks, _ = await self.layer.client.list_tasks(limit=HOME_SCAN)
             fleet = await self.layer.run(grammar.Command("status"))
-            asks = [ask for ask in await self.layer.client.open_asks() if self.may_answer(user, ask.task_id, tasks)]
+            asks = [ask for ask in await self.layer.client.open_asks()
+                    if await self.may_answer(user, ask.task_id, tasks)]
         except queue_errors.QueueError as exc:
             logger.warning("the Home tab of %s was not refreshed: %s", user, exc.detail)
             return

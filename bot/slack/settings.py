@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from da import config
 from da.bot.settings import ClientSettings
+from da.bot.slack import attachments
 from da.config import ConfigError
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -22,7 +23,8 @@ class BotSettings:
     queue_urls: tuple[str, ...]
     secret: str
     allowed_users: frozenset[str] = frozenset()
-    # SLACK_APPROVERS: who may answer an agent's asks besides the person who started the task.
+    # SLACK_APPROVERS: who may answer an agent's asks besides the person who started the task (user ids, and
+    # user group ids whose members Slack lists).
     approvers: frozenset[str] = frozenset()
     notify_channel: str = ""
     api_url: str = DEFAULT_SLACK_API_URL
@@ -44,6 +46,9 @@ class BotSettings:
     # The workspace lease lasts this long unless renewed (at a third of it); a standby bot takes
     # over at most this long after the running one died without letting go.
     lease_ttl: float = 30.0
+    # Files attached to a request that starts a task or to a thread reply: how many, how many bytes in all,
+    # which types (SLACK_FILES_MAX_COUNT, SLACK_FILES_MAX_BYTES, SLACK_FILES_TYPES).
+    files: attachments.Limits = field(default_factory=attachments.Limits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cwd: Path | None = None) -> BotSettings:
@@ -77,13 +82,19 @@ class BotSettings:
             burst_threshold=config.env_int(env, "SLACK_BURST_THRESHOLD", 5, minimum=1),
             slack_timeout=config.env_float(env, "SLACK_TIMEOUT", 30.0, minimum=1.0),
             config_dir=client.config_dir,
+            files=attachments.Limits(
+                count=config.env_int(env, "SLACK_FILES_MAX_COUNT", attachments.DEFAULT_MAX_COUNT, minimum=0),
+                total_bytes=config.env_int(env, "SLACK_FILES_MAX_BYTES", attachments.DEFAULT_MAX_BYTES, minimum=1),
+                types=tuple(t.lower() for t in config.env_list(env, "SLACK_FILES_TYPES")) or attachments.DEFAULT_TYPES),
         )
 
 
 def approvers(ids: list[str]) -> frozenset[str]:
-    """SLACK_APPROVERS as user ids (U…, W…); anything else is refused at start, in one sentence."""
-    wrong = [i for i in ids if not i.startswith(("U", "W"))]
+    """SLACK_APPROVERS as user ids (U…, W…) and user group ids (S…); anything else is refused at start, in one
+    sentence."""
+    wrong = [i for i in ids if not i.startswith(("U", "W", "S"))]
     if wrong:
         raise ConfigError(f"SLACK_APPROVERS has {', '.join(wrong[:3])}: list Slack user ids (U… or W…, from a "
-                          "profile's ⋮ → Copy member ID), separated by commas.")
+                          "profile's ⋮ → Copy member ID) or user group ids (S…, from the group's page), separated "
+                          "by commas.")
     return frozenset(ids)

@@ -2,7 +2,8 @@
 
 - `Cursor`: how far the bot has told Slack about the event feed (and what it already told of
   the batch in hand);
-- `Cards`: the cards of tasks posted in Slack, where they are and what they last showed;
+- `Cards`: the cards of tasks posted in Slack, where they are and what they last showed, and the
+  cards of their agents' asks;
 - `Threads`: the threads that are conversations with an agent (with the replies waiting for
   their turn) and the messages already acted on (Slack delivers one message more than once);
 - `Confirmations`: bulk confirmations awaiting a click.
@@ -49,6 +50,10 @@ class Card:
     thread: str = ""
     # The task's end was told (its alert or answer posted in the thread).
     finished: bool = False
+    # The cards of the agent's asks posted in the thread: ask number (as text) -> [channel, ts], and the
+    # asks whose card was redrawn settled; a restarted bot neither posts them again nor forgets to settle them.
+    asks: dict[str, list[str]] = field(default_factory=dict)
+    settled_asks: list[int] = field(default_factory=list)
 
     @property
     def root(self) -> str:
@@ -65,6 +70,8 @@ class Waiting:
     ts: str
     # When creating its task began (0: not yet): a restart in between looks for that task first.
     started: float = 0.0
+    # The files attached to the reply, as Slack describes them (downloaded when its turn starts).
+    files: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -185,6 +192,16 @@ class Cards:
     def finish(self, card: Card) -> None:
         """The task's end was told."""
         card.finished = True
+        self._save()
+
+    def asked(self, card: Card, ask_id: int, channel: str, ts: str) -> None:
+        """The card of the task's ask `ask_id` is posted at (channel, ts)."""
+        card.asks[str(ask_id)] = [channel, ts]
+        self._save()
+
+    def ask_settled(self, card: Card, ask_id: int) -> None:
+        """The card of ask `ask_id` shows who answered it (or that it expired)."""
+        card.settled_asks.append(ask_id)
         self._save()
 
     def thread_of(self, channel: str, root: str) -> str | None:

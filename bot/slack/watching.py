@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from da.bot.slack import asking, telling
+from da.bot.slack import answer, asking, telling
 from da.bot.slack import progress as drawing
 from da.bot.slack.delivery import FAILURES, Live, Poster, problem
 from da.bot.slack.progress import Progress
@@ -32,6 +33,8 @@ PROGRESS_WAIT = 25.0
 SCAN_EVERY = 0.5
 # The pause after the queue refused or could not be reached.
 RETRY_PAUSE = 1.0
+# How long the answer's post waits for the thread's stream to end (it tells whether the stream showed it).
+END_WAIT = 10.0
 
 
 @dataclass
@@ -46,9 +49,8 @@ class Thread:
     line: str = ""
     processing: bool = False
     runs_on: str | None = None
-    # The ask cards posted in the thread: ask number -> (channel, ts), and the ones drawn settled.
-    asks: dict[int, tuple[str, str]] = field(default_factory=dict)
-    settled: set[int] = field(default_factory=set)
+    # The answer text the open stream shows so far.
+    streamed: str = ""
 
 
 class Watcher:
@@ -68,6 +70,8 @@ class Watcher:
         # The threads being followed, by task id, and the tasks followed to their end (or gone).
         self.threads: dict[str, Thread] = {}
         self.over: set[str] = set()
+        # Tasks whose stream ended showing the whole final answer: their answer post does not repeat it.
+        self.answered_live: set[str] = set()
 
     async def follow(self) -> None:
         """Start following each task that got a card, forever."""
@@ -158,50 +162,84 @@ class Watcher:
                 await self.poster.stop_live(thread.live, drawing.finishing(thread.shown, thread.shown,
                                                                            title=thread.title),
                                             drawing.card(thread.shown, title=thread.title))
-            thread.live = await self.poster.start_live(card.channel, card.root,
-                                                       drawing.chunks(None, now, title=thread.title),
+            first = drawing.chunks(None, now, title=thread.title)
+            thread.live = await self.poster.start_live(card.channel, card.root, first,
                                                        drawing.card(now, title=thread.title),
                                                        user=card.requester, team=self.team)
             thread.shown = now if thread.live is not None else None
+            thread.streamed = drawing.streamed_text(first)
         elif decision.show and thread.live is not None:
-            shown = await self.poster.append_live(thread.live, drawing.chunks(thread.shown, now, title=thread.title),
-                                                  drawing.card(now, title=thread.title))
+            more = drawing.chunks(thread.shown, now, title=thread.title)
+            shown = await self.poster.append_live(thread.live, more, drawing.card(now, title=thread.title))
             if shown:
                 thread.shown = now
+                thread.streamed += drawing.streamed_text(more)
         if decision.status_line != thread.line and await self.poster.thread_status(card.channel, card.root,
                                                                                    decision.status_line):
             thread.line = decision.status_line
+
+    async def rest_of_answer(self, thread: Thread) -> str | None:
+        """What the stream has yet to show of the final answer; None when the stream cannot show it whole
+        (it missed a part, or the queue did not say)."""
+        try:
+            final = drawing.inert(answer.text(await self.client.get_task(thread.task_id)))
+        except queue_errors.QueueError as exc:
+            logger.warning("reading the answer of %s: %s", thread.task_id[:8], exc.detail)
+            return None
+        if not final or not final.startswith(thread.streamed):
+            return None
+        return final[len(thread.streamed):]
+
+    async def shown_live(self, task_id: str) -> bool:
+        """Whether the task's stream showed its whole answer, once the stream ended (waits up to END_WAIT
+        for a stream still being followed)."""
+        following = self.following.get(task_id)
+        if following is not None and not following.done():
+            await asyncio.wait({following}, timeout=END_WAIT)
+        if task_id in self.answered_live:
+            self.answered_live.discard(task_id)
+            return True
+        return False
 
     async def show_asks(self, thread: Thread, asks: tuple[Ask, ...]) -> None:
         """A card for each new ask (mentioning the requester), and each card of an ask that is over redrawn
         with who answered, or that it expired."""
         card = thread.card
         for ask in asks:
-            if ask.status == models.ASK_OPEN and ask.id not in thread.asks:
+            posted = card.asks.get(str(ask.id))
+            if ask.status == models.ASK_OPEN and posted is None:
                 text, drawn = asking.card(ask, requester=card.requester)
                 try:
-                    thread.asks[ask.id] = await self.poster.post(card.channel, text, drawn, thread_ts=card.root)
+                    where, ts = await self.poster.post(card.channel, text, drawn, thread_ts=card.root)
+                    self.state.cards.asked(card, ask.id, where, ts)
                 except FAILURES as exc:
                     logger.warning("posting ask %d of %s failed (%s)", ask.id, thread.task_id[:8], problem(exc))
-            elif ask.status != models.ASK_OPEN and ask.id in thread.asks and ask.id not in thread.settled:
-                channel, ts = thread.asks[ask.id]
+            elif ask.status != models.ASK_OPEN and posted is not None and ask.id not in card.settled_asks:
+                channel, ts = posted
                 text, drawn = asking.settled(ask)
                 try:
                     await self.poster.update(channel, ts, text, drawn)
-                    thread.settled.add(ask.id)
+                    self.state.cards.ask_settled(card, ask.id)
                 except FAILURES as exc:
                     logger.warning("redrawing ask %d of %s failed (%s)", ask.id, thread.task_id[:8], problem(exc))
 
     async def end(self, thread: Thread, now: Progress, status: str) -> None:
-        """The task ended: its message finished with every step settled, the status line cleared, the
+        """The task ended: its message finished with every step settled (a stream with the rest of the
+        final answer, a card without the answer, which its post shows), the status line cleared, the
         session left `active` or `closed`."""
         card = thread.card
         after = telling.session_after(status)
         if thread.live is not None:
             shown = thread.shown if now == Progress() and thread.shown is not None else now
-            await self.poster.stop_live(thread.live, drawing.finishing(thread.shown, shown, title=thread.title),
-                                        drawing.card(shown, title=thread.title),
-                                        session_status=after if thread.live.streaming else None)
+            rest = await self.rest_of_answer(thread) if status == models.DONE and thread.live.streaming else None
+            drawn_card = drawing.card(dataclasses.replace(shown, answer_tail="") if status == models.DONE else shown,
+                                      title=thread.title)
+            streaming = thread.live.streaming
+            ended = await self.poster.stop_live(thread.live, drawing.finishing(thread.shown, shown, title=thread.title,
+                                                                               rest=rest),
+                                                drawn_card, session_status=after if streaming else None)
+            if ended and rest is not None and thread.live.streaming and not thread.live.stopped_by_user:
+                self.answered_live.add(thread.task_id)
         if thread.line:
             await self.poster.thread_status(card.channel, card.root, "")
         if thread.processing:

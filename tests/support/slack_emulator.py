@@ -36,6 +36,11 @@ Strictness, each fact with where Slack documents it in tests/SLACK_FACTS.md:
   raw POST of the bytes, files.completeUploadExternal (only uploaded files, a postable channel,
   a real thread); conversations.replies and chat.getPermalink answer GET with the history scope
   of the conversation's kind; a post to a user id lands in the app's DM with them;
+- people's files: `host()` uploads one and `say(files=...)` shares it (`subtype: file_share`, the
+  file objects, or Slack Connect's stub that needs files.info); files.info (files:read, GET,
+  `file_not_found`/`file_deleted`); url_private(_download) serves the bytes only for the bot token
+  as `Authorization: Bearer` with files:read, else a 200 sign-in page; `downloads` records each try;
+- usergroups.users.list (usergroups:read, GET, Tier 2, `no_such_subteam`) over `usergroups`;
 - shortcuts (global: no channel, no response_url; message: the stored message) and clicks in
   modals and the App Home (`container.type` view, no response_url, no channel);
 - faults on demand: a connection reset or a stall, before or after Slack did the work, a 5xx,
@@ -94,7 +99,7 @@ EVENT_RETRIES = 3
 MAX_VIEW_BYTES = 250_000
 MAX_ALT_TXT = 1000
 # Methods the SDK calls with GET (and that Slack answers so).
-GET_METHODS = ("auth.test", "chat.getPermalink", "conversations.replies")
+GET_METHODS = ("auth.test", "chat.getPermalink", "conversations.replies", "usergroups.users.list", "files.info")
 # response_url: "up to 5 times within 30 minutes of the user's invocation".
 RESPONSE_URL_USES = 5
 RESPONSE_URL_LIFETIME = 30 * 60
@@ -112,6 +117,8 @@ TIERS: dict[str, tuple[int, float]] = {
     # assistant.threads.setStatus has a "special" limit Slack does not state (none is enforced).
     "chat.startStream": (20, 60.0), "chat.stopStream": (20, 60.0), "chat.appendStream": (100, 60.0),
     "agents.sessions.setStatus": (50, 60.0),
+    # usergroups.users.list is Tier 2; files.info Tier 4 (tests/SLACK_FACTS.md section 8 and 11).
+    "usergroups.users.list": (20, 60.0), "files.info": (100, 60.0),
 }
 POST_INTERVAL = 1.0
 DEFAULT_SCOPES = MANIFEST_SCOPES
@@ -183,6 +190,10 @@ class Message:
                                 "blocks": json.loads(json.dumps(self.blocks))}
         if self.author is not None:
             body.update(user=self.author, client_msg_id=str(uuid.uuid5(uuid.NAMESPACE_URL, self.ts)))
+            if self.files:
+                # A person's file share: subtype file_share, the file objects, upload true.
+                body.update(subtype="file_share", files=json.loads(json.dumps(self.files)), upload=True,
+                            display_as_bot=False)
         elif self.files:
             body.update(subtype="file_share", user=BOT_USER, files=json.loads(json.dumps(self.files)), upload=False,
                         display_as_bot=False)
@@ -289,6 +300,33 @@ class Upload:
 
 
 @dataclass
+class Hosted:
+    """A file a person uploaded: what files.info describes and the download URL serves."""
+
+    id: str
+    name: str
+    mimetype: str
+    data: bytes
+    user: str
+    channel: str
+    created: int
+    deleted: bool = False
+
+    def described(self, base: str) -> dict[str, Any]:
+        """The file object (docs.slack.dev /reference/objects/file-object)."""
+        download = f"{base}/files-pri/{TEAM}-{self.id}/download/{self.name}"
+        return {"id": self.id, "created": self.created, "timestamp": self.created, "name": self.name,
+                "title": self.name, "mimetype": self.mimetype, "filetype": self.name.rpartition(".")[2] or "binary",
+                "pretty_type": self.mimetype, "user": self.user, "user_team": TEAM, "editable": False,
+                "size": len(self.data), "mode": "hosted", "is_external": False, "external_type": "",
+                "is_public": not self.channel.startswith(("G", "D")), "public_url_shared": False,
+                "display_as_bot": False, "username": "",
+                "url_private": f"{base}/files-pri/{TEAM}-{self.id}/{self.name}", "url_private_download": download,
+                "permalink": f"https://test.slack.com/files/{self.user}/{self.id}/{self.name}",
+                "has_rich_preview": False, "file_access": "visible"}
+
+
+@dataclass
 class Stream:
     """A streamed message as the person sees it: its text, its tasks by id, the plan's title."""
 
@@ -369,6 +407,11 @@ class SlackEmulator:
     sessions: dict[tuple[str, str], AgentSession] = field(default_factory=dict)
     # Method names this workspace does not offer (answered `unknown_method`), e.g. the streaming ones.
     unknown_methods: set[str] = field(default_factory=set)
+    # User groups by id (S…): their members' ids (usergroups.users.list).
+    usergroups: dict[str, list[str]] = field(default_factory=dict)
+    # Files people uploaded, by id; and each download of one: (file id, the Authorization header sent).
+    hosted: dict[str, Hosted] = field(default_factory=dict)
+    downloads: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for channel in (Channel("CGENERAL", "general"), Channel("CNOTIFY", "da-alerts"),
@@ -402,6 +445,8 @@ class SlackEmulator:
         app.router.add_get("/link", self.link)
         app.router.add_post("/respond/{id}", self.respond)
         app.router.add_post("/upload/{id}", self.upload)
+        app.router.add_get("/files-pri/{key}/download/{name}", self.download)
+        app.router.add_get("/files-pri/{key}/{name}", self.download)
         self.server = TestServer(app, host="127.0.0.1")
         await self.server.start_server()
 
@@ -970,6 +1015,60 @@ class SlackEmulator:
             self._echo(message)
         return {"files": shown}
 
+    # ---- user groups -----------------------------------------------------------------
+
+    def m_usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The members of a user group: `usergroup` required, `no_such_subteam` for an unknown one."""
+        self._need_scope("usergroups:read")
+        group = str(args.get("usergroup") or "")
+        if not group:
+            raise SlackError("invalid_arguments")
+        members = self.usergroups.get(group)
+        if members is None:
+            raise SlackError("no_such_subteam")
+        return {"users": list(members)}
+
+    # ---- people's files (files:read) ---------------------------------------------------
+
+    def host(self, name: str, mimetype: str, data: bytes, *, user: str = "UALLOWED", channel: str = "CGENERAL",
+             stub: bool = False) -> dict[str, Any]:
+        """A person uploads a file: its file object as a message event carries it (`stub`: the partial object
+        Slack sends with `file_access: check_file_info`, e.g. in Slack Connect channels)."""
+        file_id = "F" + secrets.token_hex(5).upper()
+        hosted = Hosted(file_id, name, mimetype, data, user, channel, int(time.time()))
+        self.hosted[file_id] = hosted
+        if stub:
+            return {"id": file_id, "mode": "file_access", "file_access": "check_file_info", "created": 0,
+                    "timestamp": 0, "user": ""}
+        return hosted.described(self.url)
+
+    def m_files_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A file's object: `file` required; `file_not_found` for an unknown id, `file_deleted` once deleted."""
+        self._need_scope("files:read")
+        file_id = str(args.get("file") or "")
+        if not file_id:
+            raise SlackError("invalid_arguments")
+        found = self.hosted.get(file_id)
+        if found is None:
+            raise SlackError("file_not_found")
+        if found.deleted:
+            raise SlackError("file_deleted")
+        return {"file": found.described(self.url), "comments": [], "response_metadata": {"next_cursor": ""}}
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        """url_private(_download): the bytes for a token with files:read sent as `Authorization: Bearer`; without
+        one Slack answers 200 with its sign-in page (HTML), not an error."""
+        auth = request.headers.get("Authorization", "")
+        file_id = request.match_info["key"].removeprefix(f"{TEAM}-")
+        self.downloads.append((file_id, auth))
+        found = self.hosted.get(file_id)
+        if auth != f"Bearer {self.bot_token}" or "files:read" not in self.scopes or self.refuse_auth:
+            return web.Response(text="<!DOCTYPE html><html><body>Sign in to Slack</body></html>",
+                                content_type="text/html")
+        if found is None or found.deleted or found.name != request.match_info["name"]:
+            return web.Response(status=404, text="file not found")
+        return web.Response(body=found.data, content_type=found.mimetype)
+
     # ---- reading conversations -------------------------------------------------------
 
     def _readable(self, channel_id: str) -> Channel:
@@ -1203,9 +1302,11 @@ class SlackEmulator:
             await work
 
     async def say(self, text: str, *, user: str = "UALLOWED", channel: str = "CGENERAL",
-                  thread_ts: str | None = None, mention_first: bool = True) -> tuple[Message, list[Envelope]]:
-        """A person posts `text` (typed as they would; `@da` mentions the bot): the message as Slack
-        stores it and the events it delivers (`app_mention` and `message` for a mention in a channel)."""
+                  thread_ts: str | None = None, mention_first: bool = True,
+                  files: list[dict[str, Any]] | None = None) -> tuple[Message, list[Envelope]]:
+        """A person posts `text` (typed as they would; `@da` mentions the bot), with `files` (from `host`)
+        attached: the message as Slack stores it and the events it delivers (`app_mention` and `message` for a
+        mention in a channel; a file share is a `message` with subtype `file_share`)."""
         where = self.channels[channel]
         assert user in where.members, f"{user} is not in {channel}"
         if thread_ts is not None:
@@ -1215,7 +1316,7 @@ class SlackEmulator:
         stored_text = " ".join(f"<@{BOT_USER}>" if word == "@da" else word for word in
                                slack_limits.escape(text).split(" "))
         message = Message(channel, self.next_ts(), stored_text, rich_text(stored_text), by_bot_token=False,
-                          thread_ts=thread_ts, author=user)
+                          thread_ts=thread_ts, author=user, files=list(files or []))
         message.versions.append(message.blocks)
         self.messages[(channel, message.ts)] = message
         delivered: list[Envelope] = []

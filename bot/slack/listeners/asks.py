@@ -73,7 +73,7 @@ async def answer(room: Room, clicked: Mapping[str, Any], reply: Reply, user: str
                  note: str | None) -> None:
     """Answer an ask once: the card redrawn for everyone, or the clicker told why not."""
     task_id, ask_id, option = str(chosen.get("task", "")), int(chosen.get("ask", 0) or 0), str(chosen.get("option"))
-    if not room.may_answer(user, task_id):
+    if not await room.may_answer(user, task_id):
         await reply.send(refusal(room, task_id))
         return
     client = room.layer.client
@@ -101,7 +101,7 @@ async def open_ask_note(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
     user = body["user"]["id"]
     chosen = value_of(action)
     task_id, ask_id = str(chosen.get("task", "")), int(chosen.get("ask", 0) or 0)
-    if not room.may_answer(user, task_id):
+    if not await room.may_answer(user, task_id):
         await reply.send(refusal(room, task_id))
         return
     try:
@@ -130,7 +130,7 @@ async def submit_ask_note(ack: AsyncAck, body: dict[str, Any], view: dict[str, A
     room = room_of(context)
     user = body["user"]["id"]
     meta = json.loads(view.get("private_metadata") or "{}")
-    if not room.may_answer(user, str(meta.get("task", ""))):
+    if not await room.may_answer(user, str(meta.get("task", ""))):
         await ack(response_action="errors", errors={"note": refusal(room, str(meta.get("task", "")))})
         return
     await ack()
