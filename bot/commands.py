@@ -41,6 +41,22 @@ Ask = Callable[[str], Awaitable[str]]
 
 
 @dataclass(frozen=True)
+class Origin:
+    """What a front end brings beside the words: files attached to the request, and the link to the
+    conversation it came from (a pull request's body links back to it)."""
+
+    attachments: tuple[dict[str, Any], ...] = ()
+    thread_url: str | None = None
+
+    def payload_fields(self) -> dict[str, Any]:
+        """The agent task's payload fields that carry it."""
+        fields: dict[str, Any] = {"attachments": list(self.attachments)} if self.attachments else {}
+        if self.thread_url:
+            fields["thread_url"] = self.thread_url
+        return fields
+
+
+@dataclass(frozen=True)
 class Call:
     """One run of a verb: the parsed command, who asked, and how to talk back while it runs."""
 
@@ -48,8 +64,7 @@ class Call:
     user: str | None = None
     emit: Emit | None = None
     ask: Ask | None = None
-    # Files a front end brought with an assign (the payload's `attachments`, for an agent task).
-    attachments: tuple[dict[str, Any], ...] = ()
+    origin: Origin = Origin()
 
 
 VerbFunction = Callable[["CommandLayer", Call], Awaitable[views.View]]
@@ -115,13 +130,13 @@ class CommandLayer:
         self.skills = skills
 
     async def run(self, command: Command, *, user: str | None = None, emit: Emit | None = None,
-                  ask: Ask | None = None, attachments: tuple[dict[str, Any], ...] = ()) -> views.View:
+                  ask: Ask | None = None, origin: Origin = Origin()) -> views.View:
         """Run a verb; a queue that does not answer becomes one plain sentence."""
         function = VERB_FUNCTIONS.get(command.verb)
         if function is None:
             return views.Message(f"{command.verb} runs only in the terminal client.", ok=False)
         try:
-            return await function(self, Call(command, user, emit, ask, attachments))
+            return await function(self, Call(command, user, emit, ask, origin))
         except queue_errors.QueueUnreachable:
             return views.Message(f"queue unreachable at {', '.join(self.client.urls)}.", ok=False)
         except queue_errors.QueueError as exc:
@@ -204,7 +219,8 @@ class CommandLayer:
         machine = str(task.assigned_to)
         space = (task.result or {}).get("workspace") or {}
         job = await self.client.create_task(
-            deliver_handler.TYPE, {"task": task.id, "pr": pr, "cwd": str(space.get("path") or "")},
+            deliver_handler.TYPE, {"task": task.id, "pr": pr, "cwd": str(space.get("path") or ""),
+                                   **call.origin.payload_fields()},
             target_machine=machine, created_by=call.user, priority=PUSH_PRIORITY,
             notes=f"push task {task.short_id}" + (" and open its pull/merge request" if pr else ""))
         known = (await self.fleet()).find(machine)
@@ -255,17 +271,17 @@ class CommandLayer:
             return views.Message(" ".join(unknown), ok=False)
         if machine and task_type and (agent or task_type != AGENT_RUN):
             return await self.create(Suggestion(task_type, machine, agent, "as given", "given"), request, fleet,
-                                     attachments=call.attachments)
+                                     origin=call.origin)
         suggestion = await self.router.suggest(request.description, fleet, machine=machine, agent=agent,
                                                task_type=task_type)
         if not suggestion.machine:
             return views.Message(f"No machine can take this: {'; '.join(suggestion.warnings)}.", ok=False)
         if "yes" in command.flags and not suggestion.ask:
-            return await self.create(suggestion, request, fleet, attachments=call.attachments)
+            return await self.create(suggestion, request, fleet, origin=call.origin)
         return views.SuggestionView(suggestion, request, fleet.names, known_agents(fleet), known_types(fleet))
 
     async def create(self, suggestion: Suggestion, request: views.AssignRequest, fleet: Fleet | None = None, *,
-                     attachments: tuple[dict[str, Any], ...] = ()) -> views.Created | views.Message:
+                     origin: Origin = Origin()) -> views.Created | views.Message:
         """Validate a (confirmed) assignment and queue it pinned to its machine."""
         fleet = fleet or await self.fleet()
         verdict = validate(fleet, suggestion.type, suggestion.machine, suggestion.agent,
@@ -278,8 +294,7 @@ class CommandLayer:
                                                           ("pr", request.pr)) if value})
             if len(request.repos) > 1:
                 payload["repos"] = list(request.repos)
-            if attachments:
-                payload["attachments"] = list(attachments)
+            payload.update(origin.payload_fields())
         machine = fleet.find(suggestion.machine)
         task = await self.client.create_task(
             suggestion.type, payload, target_machine=machine.name if machine else suggestion.machine,

@@ -109,8 +109,9 @@ class Context(Protocol):
         """Run the agent over ACP, watched and answerable from the queue; None when it has no ACP command."""
         ...
 
-    async def deliver(self, task_id: str, *, pr: bool) -> Result:
-        """Push a finished agent task's branch from its worktree here (and with `pr` open its PR/MR)."""
+    async def deliver(self, task_id: str, *, pr: bool, link: str | None = None) -> Result:
+        """Push a finished agent task's branch from its worktree here (and with `pr` open its PR/MR, its body
+        linking to `link`, the conversation the push was asked from, else the task's own)."""
         ...
 
 

@@ -18,4 +18,4 @@ FOLDER_FIELD = "cwd"
 
 async def run(ctx: Context, payload: dict[str, Any]) -> Result:
     task = text_field(payload, "task", required=True)
-    return await ctx.deliver(str(task), pr=flag_field(payload, "pr"))
+    return await ctx.deliver(str(task), pr=flag_field(payload, "pr"), link=text_field(payload, "thread_url"))

@@ -87,6 +87,10 @@ async def test_push_then_open_a_pull_request_from_the_result(bot, slack: SlackEm
         assert outcome.text.startswith(f":white_check_mark: task {task.short_id}: pushed {branch} to origin; {PR}.")
         creates = [call["argv"] for call in lab.forge_calls() if call["argv"][:2] == ["pr", "create"]]
         assert len(creates) == 1 and creates[0][:6] == ["pr", "create", "--head", branch, "--base", "main"]
+        # The pull request links back to the thread the task started in.
+        link = f"https://test.slack.com/archives/CGENERAL/p{root.ts.replace('.', '')}"
+        assert task.payload["thread_url"] == link
+        assert link in creates[0][creates[0].index("--body") + 1]
         linked = await wait_until(lambda: (m := slack.messages[("CGENERAL", card.ts)]) and
                                   PR in json.dumps(m.blocks) and m)
         assert action_ids(linked) == ["workspace_diff", "open_pull_request"]

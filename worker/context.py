@@ -83,12 +83,13 @@ class TaskContext:
             self.session_started.clear()
         return turn_result(agent, turn, yolo=options.yolo, budget=budget)
 
-    async def deliver(self, task_id: str, *, pr: bool) -> Result:
+    async def deliver(self, task_id: str, *, pr: bool, link: str | None = None) -> Result:
         """Push a finished agent task's branch from its worktree on this machine (with `pr`, open its PR/MR) and
         keep what changed on that task (`worker/later.py`)."""
         if self.client is None:
             raise NeedsHuman("this worker has no queue to read the task from", "run it from a `da worker`")
-        return await later.deliver(self.client, self.settings.workspaces, task_id, machine=self.machine, pr=pr)
+        return await later.deliver(self.client, self.settings.workspaces, task_id, machine=self.machine, pr=pr,
+                                   link=link)
 
     def check_cwd(self, cwd: str | None, field_name: str = "cwd") -> Path | None:
         """The payload's folder with ~ expanded; a missing one is a needs_human, not a traceback."""

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 async def deliver(client: QueueClient, settings: WorkspaceSettings, task_id: str, *, machine: str,
-                  pr: bool) -> Result:
+                  pr: bool, link: str | None = None) -> Result:
     """Push the finished task's branch (with `pr`, open its PR/MR) and record what changed on that task."""
     try:
         task = await client.get_task(task_id)
@@ -44,7 +44,7 @@ async def deliver(client: QueueClient, settings: WorkspaceSettings, task_id: str
         raise NeedsHuman(f"task {short} has no worktree (only an agent task that ran on a git repository has one)",
                          "nothing to push")
     prompt = str(task.payload.get("prompt") or "")
-    link = task.payload.get("thread_url")
+    link = link or task.payload.get("thread_url")
     summaries: list[Summary] = []
     fault: WorkspaceError | None = None
     try:

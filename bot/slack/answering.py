@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from slack_sdk.models.blocks import Block
 
 from da.bot import grammar, views
+from da.bot.commands import Origin
 from da.bot.grammar import UsageError
 from da.bot.slack import attachments, blocks
 from da.bot.slack.asked import Asked, Surface
@@ -65,7 +66,8 @@ async def answer(room: Room, asked: Asked) -> None:
             await outlet.say(f"<@{asked.user}> nothing was started: {blocks.escape(exc.sentence)}")
             return
     try:
-        view = await room.layer.run(command, user=asked.user, attachments=brought)
+        origin = Origin(brought, room.poster.thread_link(asked.channel, asked.root))
+        view = await room.layer.run(command, user=asked.user, origin=origin)
     except UsageError as exc:
         await outlet.say(usage_answer(exc, asked.surface))
         return

@@ -129,6 +129,7 @@ class BotProcess:
         except SlackApiError as exc:
             raise ConfigError(f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error', 'error')}); "
                               "copy the Bot User OAuth Token again.") from exc
+        self.room.poster.team_url = str(identity.get("url") or "")
         self.missing_scopes = missing_scopes(identity.headers)
         self.room.missing_scopes = {scope: CONVERSATION_SCOPES[scope] for scope in self.missing_scopes}
         if self.missing_scopes:

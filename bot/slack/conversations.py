@@ -291,6 +291,8 @@ class Conversations:
             return False
         waiting = thread.waiting[0]
         payload: dict[str, Any] = {"agent": thread.agent, "prompt": waiting.text}
+        if link := self.poster.thread_link(thread.channel, thread.root):
+            payload["thread_url"] = link
         if thread.cwd:
             payload["cwd"] = thread.cwd
         session = latest_session(history) if resumable(thread.agent) else None

@@ -276,6 +276,14 @@ class Poster:
         self.state = state
         self.notify_channel = notify_channel
         self.timeout = timeout
+        # The workspace's address (auth.test's `url`), known once the bot has checked its token.
+        self.team_url = ""
+
+    def thread_link(self, channel: str, ts: str | None) -> str | None:
+        """A link to a thread's first message, for a pull request's body to point back to the conversation."""
+        if not self.team_url or not channel or not ts:
+            return None
+        return f"{self.team_url.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}"
 
     def reply(self, body: Mapping[str, Any]) -> Reply:
         """Answers to the person behind a slash command or a click."""
