@@ -15,7 +15,7 @@ from da.queue.client import QueueClient
 from da.worker import lease as leases
 from tests.support.server import SECRET, QueueServer
 from tests.support.tcp_proxy import Proxy
-from tests.support.waiting import wait_until
+from tests.support.waiting import until_parked, wait_until
 from tests.support.workers import WorkerProcess, alive, kill_leftover, start_long_task, wait_for_status
 
 
@@ -103,6 +103,8 @@ async def test_a_report_refused_for_the_credential_keeps_the_outcome_in_the_log(
             task = await admin.create_task("run_script", {
                 "script": f"while [ ! -f {go} ]; do sleep 0.05; done; echo deployed-v7"})
             await wait_for_status(admin, task.id, ("in_progress",))
+            # The first heartbeat is held before the revoke, else it, not the report, meets the revoked token.
+            await until_parked(server.url, "heartbeat")
             await admin.revoke_token(token.id)
             go.touch()
             await wait_until(lambda: _logged(worker, "claim refused"), timeout=20)
