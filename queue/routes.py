@@ -300,7 +300,7 @@ async def metrics_page(request: web.Request) -> web.Response:
     counts = await store.status_counts()
     online = request.app[ROSTER].online(await store.sightings())
     parked = {"claim": store.pending_changed.parked, "events": store.events_appended.parked,
-              "heartbeat": store.task_cancelled.parked}
+              "heartbeat": store.task_cancelled.parked, "progress": store.progress_saved.parked}
     text = metrics.render(counts, len(online), request.app[CLAIM_LATENCY], backend=store.backend, parked=parked,
                           usage=await store.usage_totals())
     return web.Response(text=text, content_type="text/plain", charset="utf-8")

@@ -192,18 +192,23 @@ async def follow_progress(request: web.Request) -> web.Response:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     first: str | None = seen
+    first_asks: list[tuple[int, str]] | None = None
     while True:
-        waiters = [store.progress_saved.waiter(), store.events_appended.waiter()]
+        saved, appended = store.progress_saved.waiter(), store.events_appended.waiter()
         task = await store.get(request.match_info["id"])
+        asks = await store.asks(task.id)
         first = first or task.status
+        # An ask answered or expired while others stay open leaves the status `waiting`: it is news too.
+        states = [(ask.id, ask.status) for ask in asks]
+        first_asks = states if first_asks is None else first_asks
         remaining = deadline - loop.time()
-        if task.progress_rev > (after if after is not None else -1) or task.status != first or remaining <= 0:
-            asks = await store.asks(task.id)
+        if task.progress_rev > (after if after is not None else -1) or task.status != first or \
+                states != first_asks or remaining <= 0:
             return json_response({"id": task.id, "short_id": task.short_id, "status": task.status,
                                   "progress_rev": task.progress_rev, "progress_record": task.progress_record,
                                   "progress": task.progress, "usage": task.usage,
                                   "asks": [ask.to_json() for ask in asks]})
-        await wait_for_any(waiters, min(remaining, RECHECK_INTERVAL))
+        await store.progress_saved.wait(saved, min(remaining, RECHECK_INTERVAL), appended)
 
 
 async def events(request: web.Request) -> web.Response:

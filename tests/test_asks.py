@@ -13,7 +13,7 @@ import pytest
 
 from da.queue import models
 from tests.support.server import SECRET, QueueServer
-from tests.support.waiting import wait_until
+from tests.support.waiting import until_parked, wait_until
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -309,3 +309,19 @@ async def test_asks_opened_at_once_each_get_their_own_number(http: httpx.AsyncCl
     opened = await asyncio.gather(*(open_ask(http, task_id, lease, title=f"tool {n}") for n in range(8)))
     assert [response.status_code for response in opened] == [201] * 8, [response.text for response in opened]
     assert sorted(response.json()["id"] for response in opened) == list(range(1, 9))
+
+
+async def test_one_of_two_asks_answered_wakes_a_progress_follower(http: httpx.AsyncClient,
+                                                                  server: QueueServer) -> None:
+    # The task stays `waiting` on the other ask and its progress does not move: the answer is the news.
+    task_id, lease = await running_task(http)
+    for _ in range(2):
+        assert (await open_ask(http, task_id, lease)).status_code == 201
+    rev = (await http.get(f"/v1/tasks/{task_id}")).json()["progress_rev"]
+    following = asyncio.create_task(http.get(f"/v1/tasks/{task_id}/progress",
+                                             params={"after": rev, "status": "waiting", "wait": 30}))
+    await until_parked(server.url, "progress")
+    assert (await http.post(f"/v1/tasks/{task_id}/asks/1", json={"option": "allow", "by": "ann"})).status_code == 200
+    followed = (await asyncio.wait_for(following, 10)).json()
+    assert followed["status"] == "waiting"
+    assert [(ask["id"], ask["status"]) for ask in followed["asks"]] == [(1, "answered"), (2, "open")]
