@@ -5,14 +5,18 @@ task's real process tree.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from da.queue.client import QueueClient
 from da.worker import lease as leases
+from da.worker import orphans, runner
+from da.worker.redact import Redactor
 from tests.support.server import SECRET, QueueServer
 from tests.support.tcp_proxy import Proxy
 from tests.support.waiting import until_parked, wait_until
@@ -221,3 +225,36 @@ async def test_a_restarted_worker_stops_what_its_killed_life_left_before_it_clai
     assert not overlap.exists(), f"the first run's processes {overlap.read_text()} still ran during the second"
     assert "left running by this worker's previous run" in second.log
     assert second.log.index("left running by this worker's previous run") < second.log.index("claimed")
+
+
+async def test_a_worker_killed_between_starting_a_process_and_recording_it_still_stops_it(tmp_path: Path) -> None:
+    # The note written before the start is all that is left; the process carries its marker in its
+    # environment (as its children do, even one that left the group).
+    book = orphans.ProcessBook(tmp_path / "processes")
+    dead_worker = subprocess.Popen(["true"])
+    dead_worker.wait()
+    marker = "0123456789abcdef0123456789abcdef"
+    book.folder.mkdir(parents=True)
+    (book.folder / f"{marker}{orphans.STARTING}").write_text(json.dumps(
+        {"marker": marker, "task": "feedbeef-task", "worker": dead_worker.pid, "worker_started": "long ago"}))
+    left = subprocess.Popen(["sleep", "60"], env={**os.environ, orphans.MARKER: marker}, start_new_session=True)
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        stopped = await book.stop_leftovers()
+        assert [(found.pgid, found.task_id) for found in stopped] == [(left.pid, "feedbeef-task")]
+        assert left.wait(timeout=10) == -signal.SIGTERM
+        assert stranger.poll() is None
+        assert not list(book.folder.iterdir())
+    finally:
+        for process in (left, stranger):
+            process.kill()
+            process.wait()
+
+
+async def test_a_process_that_could_not_start_leaves_no_note(tmp_path: Path) -> None:
+    book = orphans.ProcessBook(tmp_path / "processes")
+    result = await runner.run_process(["no-such-program-anywhere"], cwd=None, env=dict(os.environ), timeout=10,
+                                      log_path=tmp_path / "missing.log", redact=Redactor(()), book=book,
+                                      task_id="feedbeef-task")
+    assert result.returncode == 127
+    assert not list(book.folder.iterdir())

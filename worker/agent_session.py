@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shlex
 import shutil
 from collections import OrderedDict, deque
@@ -340,17 +341,21 @@ class AgentSession:
                             ) -> TurnResult:
         """Start the adapter, run `body` on the connection, and stop the adapter whatever happened."""
         request = self.request
+
+        async def start(env: dict[str, str]) -> asyncio.subprocess.Process:
+            return await asyncio.create_subprocess_exec(
+                *request.command.argv, cwd=request.cwd, env=env, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                limit=MAX_LINE)
+
+        env = dict(request.env) if request.env is not None else dict(os.environ)
         try:
-            process = await asyncio.create_subprocess_exec(
-                *request.command.argv, cwd=request.cwd, env=dict(request.env) if request.env is not None else None,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True, limit=MAX_LINE)
+            process = await (start(env) if request.book is None else
+                             request.book.spawn(request.task_id, env, start, lambda made: made.pid))
         except (FileNotFoundError, PermissionError) as exc:
             return self._result(models.FAILED, f"cannot start {request.command.argv[0]} for {request.command.agent}: "
                                 f"{exc.strerror or exc}; install the adapter or fix `acp` in machines.yaml")
         self._process = process
-        if request.book is not None:
-            request.book.record(process.pid, request.task_id)
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         messages = asyncio.StreamReader(limit=MAX_LINE)
         self._stderr_pump = asyncio.create_task(self._pump_stderr(process.stderr))

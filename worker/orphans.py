@@ -7,6 +7,10 @@ same task run again (a retry-safe task is handed out again once its lease runs o
 checkout. One file per group under `<DA_LOG_DIR>/processes/<machine>/` holds the group's id, its
 leader's start time and the worker's own pid and start time: a group is stopped only when the
 worker that started it is gone, and never when its id now belongs to an unrelated process.
+
+A group's id is known only once it has started, so a note is written before the start too: the
+processes carry its marker in their environment (`DA_PROCESS`), and a worker killed between the
+start and the record still has its processes found by that marker.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,10 @@ POLL = 0.05
 FOLDER = "processes"
 # A machine name becomes one folder name, whatever it holds.
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# The environment variable that marks a task's processes with the note written before they started.
+MARKER = "DA_PROCESS"
+STARTING = ".starting"
+P = TypeVar("P")
 
 
 def start_time(pid: int) -> str | None:
@@ -67,6 +78,29 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def marked_processes(marker: str) -> list[int]:
+    """The processes whose environment carries `marker` (every process of the tree a task started)."""
+    needle = f"{MARKER}={marker}"
+    if sys.platform.startswith("linux"):
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    environ = (entry / "environ").read_bytes()
+                except OSError:
+                    continue
+                if needle.encode() in environ.split(b"\0"):
+                    found.append(int(entry.name))
+        return found
+    try:
+        out = subprocess.run(["ps", "-E", "-ww", "-ax", "-o", "pid=,command="], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [int(line.split(maxsplit=1)[0]) for line in out.stdout.splitlines()
+            if f" {needle}" in line and line.split(maxsplit=1)[0].isdigit()]
+
+
 @dataclass(frozen=True)
 class Leftover:
     """A process group a previous life of this worker started and did not see end."""
@@ -87,18 +121,38 @@ class ProcessBook:
         """The book of the worker named `machine` (its task logs' folder holds it)."""
         return cls(log_dir / FOLDER / (UNSAFE.sub("_", machine) or "_"))
 
+    async def spawn(self, task_id: str, env: Mapping[str, str],
+                    start: Callable[[dict[str, str]], Awaitable[P]], pid_of: Callable[[P], int]) -> P:
+        """Start a task's process group with `start(env)`, noted before it starts (its processes carry the
+        note's marker) and recorded once its leader's pid is known."""
+        marker = uuid.uuid4().hex
+        note = self.folder / f"{marker}{STARTING}"
+        self._write(note.name, {"marker": marker, "task": task_id}, task_id)
+        try:
+            started = await start({**env, MARKER: marker})
+        except OSError:
+            note.unlink(missing_ok=True)  # nothing started
+            raise
+        self.record(pid_of(started), task_id)
+        with contextlib.suppress(OSError):
+            note.unlink()
+        return started
+
     def record(self, pid: int, task_id: str) -> None:
-        """Note a group just started (its leader is `pid`); written whole or not at all."""
-        entry = {"pgid": pid, "started": start_time(pid), "task": task_id,
-                 "worker": os.getpid(), "worker_started": own_start_time()}
+        """Note a group just started (its leader is `pid`)."""
+        self._write(f"{pid}.json", {"pgid": pid, "started": start_time(pid), "task": task_id}, task_id)
+
+    def _write(self, name: str, entry: dict[str, object], task_id: str) -> None:
+        """One note with this worker's own pid and start time, written whole or not at all."""
+        entry = {**entry, "worker": os.getpid(), "worker_started": own_start_time()}
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            partial = self.folder / f".{pid}.tmp"
+            partial = self.folder / f".{name}.tmp"
             partial.write_text(json.dumps(entry))
-            os.replace(partial, self.folder / f"{pid}.json")
+            os.replace(partial, self.folder / name)
         except OSError as exc:
-            logger.warning("could not record process group %d of task %s in %s (%s): if this worker is killed, "
-                           "its next start cannot stop it", pid, task_id[:8], self.folder, exc)
+            logger.warning("could not record a process group of task %s in %s (%s): if this worker is killed, "
+                           "its next start cannot stop it", task_id[:8], self.folder, exc)
 
     def forget(self, pid: int) -> None:
         """The group has been killed: nothing to stop for it any more."""
@@ -107,7 +161,7 @@ class ProcessBook:
 
     def leftovers(self) -> list[Leftover]:
         """Groups still running whose worker is gone; records of groups that ended are removed."""
-        found = []
+        found = self._started_unrecorded()
         for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
             try:
                 entry = json.loads(path.read_text())
@@ -115,7 +169,7 @@ class ProcessBook:
             except (OSError, ValueError, KeyError, TypeError):
                 logger.warning("ignoring unreadable process record %s", path)
                 continue
-            if entry.get("worker_started") and start_time(owner) == entry["worker_started"]:
+            if _owner_runs(entry, owner):
                 continue  # its worker still runs (another worker under this machine name): not ours to stop
             leader = start_time(pgid)
             if (leader is not None and leader != entry.get("started")) or not group_alive(pgid):
@@ -123,6 +177,29 @@ class ProcessBook:
                 self.forget(pgid)
                 continue
             found.append(Leftover(pgid, str(entry.get("task", "?")), path))
+        return found
+
+    def _started_unrecorded(self) -> list[Leftover]:
+        """The groups of notes written before a start whose worker died before recording the pid: found by the
+        marker in their processes' environment; a note whose processes are all gone is removed."""
+        found = []
+        for path in sorted(self.folder.glob(f"*{STARTING}")) if self.folder.is_dir() else []:
+            try:
+                entry = json.loads(path.read_text())
+                marker, owner = str(entry["marker"]), int(entry["worker"])
+            except (OSError, ValueError, KeyError, TypeError):
+                logger.warning("ignoring unreadable process note %s", path)
+                continue
+            if _owner_runs(entry, owner):
+                continue
+            groups = set()
+            for pid in marked_processes(marker):
+                with contextlib.suppress(OSError):
+                    groups.add(os.getpgid(pid))
+            if not groups:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            found += [Leftover(pgid, str(entry.get("task", "?")), path) for pgid in sorted(groups)]
         return found
 
     async def stop_leftovers(self) -> list[Leftover]:
@@ -142,5 +219,11 @@ class ProcessBook:
         for left in found:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(left.pgid, signal.SIGKILL)
-            self.forget(left.pgid)
+            with contextlib.suppress(OSError):
+                left.path.unlink(missing_ok=True)
         return found
+
+
+def _owner_runs(entry: dict[str, object], owner: int) -> bool:
+    """Whether the worker that wrote a note still runs (same pid, same start time)."""
+    return bool(entry.get("worker_started")) and start_time(owner) == entry["worker_started"]

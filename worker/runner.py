@@ -68,17 +68,16 @@ async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str,
     """
     started = time.monotonic()
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = ["/bin/sh", "-c", argv] if shell else argv
+    assert isinstance(command, list)
+
+    async def start(process_env: dict[str, str]) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *command, cwd=cwd, env=process_env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+
     try:
-        if shell:
-            assert isinstance(argv, str)
-            process = await asyncio.create_subprocess_exec(
-                "/bin/sh", "-c", argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
-        else:
-            assert isinstance(argv, list)
-            process = await asyncio.create_subprocess_exec(
-                *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        process = await (start(env) if book is None else book.spawn(task_id, env, start, lambda made: made.pid))
     except FileNotFoundError:
         program = argv if isinstance(argv, str) else argv[0]
         return ProcessResult(returncode=127, stdout="", stderr=f"{program}: command not found",
@@ -87,8 +86,6 @@ async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str,
         return ProcessResult(returncode=126, stdout="", stderr=f"cannot execute: {exc}",
                              duration=time.monotonic() - started, log_path=str(log_path))
 
-    if book is not None:
-        book.record(process.pid, task_id)
     try:
         return await _supervise(process, started=started, timeout=timeout, log_path=log_path, redact=redact,
                                 on_line=on_line, on_stdout_line=on_stdout_line, log_max_bytes=log_max_bytes)
