@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -161,16 +161,18 @@ class ProcessBook:
 
     def leftovers(self) -> list[Leftover]:
         """Groups still running whose worker is gone; records of groups that ended are removed."""
-        found = self._started_unrecorded()
-        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
-            try:
-                entry = json.loads(path.read_text())
-                pgid, owner = int(entry["pgid"]), int(entry["worker"])
-            except (OSError, ValueError, KeyError, TypeError):
-                logger.warning("ignoring unreadable process record %s", path)
-                continue
-            if _owner_runs(entry, owner):
-                continue  # its worker still runs (another worker under this machine name): not ours to stop
+        found = []
+        for path, entry in self._orphaned_notes(f"*{STARTING}", "marker"):
+            # Written before a start whose worker died before recording the pid: found by the marker.
+            groups = set()
+            for pid in marked_processes(str(entry["marker"])):
+                with contextlib.suppress(OSError):
+                    groups.add(os.getpgid(pid))
+            if not groups:
+                path.unlink(missing_ok=True)
+            found += [Leftover(pgid, str(entry.get("task", "?")), path) for pgid in sorted(groups)]
+        for path, entry in self._orphaned_notes("*.json", "pgid", int):
+            pgid = int(entry["pgid"])
             leader = start_time(pgid)
             if (leader is not None and leader != entry.get("started")) or not group_alive(pgid):
                 # Gone, or its id now names an unrelated process: nothing of ours is left.
@@ -179,28 +181,21 @@ class ProcessBook:
             found.append(Leftover(pgid, str(entry.get("task", "?")), path))
         return found
 
-    def _started_unrecorded(self) -> list[Leftover]:
-        """The groups of notes written before a start whose worker died before recording the pid: found by the
-        marker in their processes' environment; a note whose processes are all gone is removed."""
-        found = []
-        for path in sorted(self.folder.glob(f"*{STARTING}")) if self.folder.is_dir() else []:
+    def _orphaned_notes(self, pattern: str, key: str, kind: type = str) -> list[tuple[Path, dict[str, Any]]]:
+        """The readable notes matching `pattern` (with `key` of `kind`) whose worker is gone (a worker still
+        running under this machine name keeps its own)."""
+        notes = []
+        for path in sorted(self.folder.glob(pattern)) if self.folder.is_dir() else []:
             try:
                 entry = json.loads(path.read_text())
-                marker, owner = str(entry["marker"]), int(entry["worker"])
+                owner = int(entry["worker"])
+                kind(entry[key])
             except (OSError, ValueError, KeyError, TypeError):
-                logger.warning("ignoring unreadable process note %s", path)
+                logger.warning("ignoring unreadable process record %s", path)
                 continue
-            if _owner_runs(entry, owner):
-                continue
-            groups = set()
-            for pid in marked_processes(marker):
-                with contextlib.suppress(OSError):
-                    groups.add(os.getpgid(pid))
-            if not groups:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            found += [Leftover(pgid, str(entry.get("task", "?")), path) for pgid in sorted(groups)]
-        return found
+            if not (entry.get("worker_started") and start_time(owner) == entry["worker_started"]):
+                notes.append((path, entry))
+        return notes
 
     async def stop_leftovers(self) -> list[Leftover]:
         """SIGTERM every group a previous life of this worker left, SIGKILL what remains after the grace."""
@@ -222,8 +217,3 @@ class ProcessBook:
             with contextlib.suppress(OSError):
                 left.path.unlink(missing_ok=True)
         return found
-
-
-def _owner_runs(entry: dict[str, object], owner: int) -> bool:
-    """Whether the worker that wrote a note still runs (same pid, same start time)."""
-    return bool(entry.get("worker_started")) and start_time(owner) == entry["worker_started"]
