@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import shlex
@@ -344,6 +345,8 @@ class AgentSession:
     async def _with_adapter(self, body: Callable[[ClientSideConnection], Awaitable[tuple[str, str, str | None]]]
                             ) -> TurnResult:
         """Start the adapter, run `body` on the connection, and stop the adapter whatever happened."""
+        # The first run loads `acp` on a thread: a second of CPU that must not hold up the heartbeats.
+        await asyncio.to_thread(importlib.import_module, "acp")
         import acp
 
         request = self.request
