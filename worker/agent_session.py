@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -25,16 +26,19 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
-import acp
 import pydantic
-from acp import schema
-from acp.client.connection import ClientSideConnection
 
 from da.queue import models
 from da.queue.models import AskOption
 from da.worker import orphans, output, runner
+
+if TYPE_CHECKING:
+    # Imported where a session runs: `acp` builds its models at import, a second of CPU that a
+    # worker running no supervised task, and every `da` command, would pay at each start.
+    from acp import schema
+    from acp.client.connection import ClientSideConnection
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +89,6 @@ PLAN_OPTIONS = ((APPROVE, "Approve"), (CHANGES, "Request changes"))
 PLAN_MODE = "plan"
 APPROVED_PROMPT = "The plan is approved: carry it out."
 CHANGES_PROMPT = "Revise the plan."
-
-# The answer ACP requires to a pending permission request once the client has cancelled the turn.
-CANCELLED_OUTCOME = schema.RequestPermissionResponse.model_validate_json('{"outcome": {"outcome": "cancelled"}}')
 
 T = TypeVar("T")
 AskKind = Literal["permission", "plan", "question"]
@@ -340,6 +341,10 @@ class AgentSession:
     async def _with_adapter(self, body: Callable[[ClientSideConnection], Awaitable[tuple[str, str, str | None]]]
                             ) -> TurnResult:
         """Start the adapter, run `body` on the connection, and stop the adapter whatever happened."""
+        # The first run loads `acp` on a thread: a second of CPU that must not hold up the heartbeats.
+        await asyncio.to_thread(importlib.import_module, "acp")
+        import acp
+
         request = self.request
 
         async def start(env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -398,6 +403,9 @@ class AgentSession:
                           notes=self._notes)
 
     async def _initialize(self, conn: ClientSideConnection) -> schema.InitializeResponse:
+        import acp
+        from acp import schema
+
         agent = self.request.command.agent
         try:
             self.initialized = await self._unless_stopped(conn.initialize(
@@ -468,6 +476,8 @@ class AgentSession:
     async def _open_session(self, conn: ClientSideConnection, capabilities: Any,
                             directories: list[str]) -> Any:
         """A new session, or the earlier one loaded; returns the session's modes."""
+        import acp
+
         request = self.request
         agent = request.command.agent
         cwd = str(request.cwd)
@@ -510,6 +520,8 @@ class AgentSession:
         await self._set_mode(conn, PLAN_MODE)
 
     async def _set_mode(self, conn: ClientSideConnection, mode: str) -> None:
+        import acp
+
         assert self._session_id is not None
         try:
             await self._unless_stopped(conn.set_session_mode(session_id=self._session_id, mode_id=mode),
@@ -526,6 +538,8 @@ class AgentSession:
 
     async def _prompt(self, conn: ClientSideConnection, text: str) -> str | None:
         """One prompt turn; on an interrupt the agent is cancelled, then stopped after the grace period."""
+        import acp
+
         assert self._session_id is not None
         self._turn_cancelled = asyncio.Event()
         self._plan_asked = False
@@ -938,11 +952,16 @@ def _tool_detail(tool_call: Any) -> str:
 
 
 def _selected(option_id: str) -> schema.RequestPermissionResponse:
+    from acp import schema
+
     return schema.RequestPermissionResponse(outcome=schema.AllowedOutcome(outcome="selected", option_id=option_id))
 
 
 def _cancelled() -> schema.RequestPermissionResponse:
-    return CANCELLED_OUTCOME
+    """The answer ACP requires to a pending permission request once the client has cancelled the turn."""
+    from acp import schema
+
+    return schema.RequestPermissionResponse.model_validate_json('{"outcome": {"outcome": "cancelled"}}')
 
 
 def _selected_kind(options: list[Any], *kinds: str) -> schema.RequestPermissionResponse:
