@@ -196,14 +196,16 @@ async def follow_progress(request: web.Request) -> web.Response:
     while True:
         saved, appended = store.progress_saved.waiter(), store.events_appended.waiter()
         task = await store.get(request.match_info["id"])
-        asks = await store.asks(task.id)
         first = first or task.status
-        # An ask answered or expired while others stay open leaves the status `waiting`: it is news too.
-        states = [(ask.id, ask.status) for ask in asks]
+        # While the task waits, an ask opened, answered or expired beside another open one changes no status:
+        # its asks are news too. In any other status only the task row is read until there is news.
+        asks = await store.asks(task.id) if task.status == models.WAITING else None
+        states = [(ask.id, ask.status) for ask in asks] if asks is not None else None
         first_asks = states if first_asks is None else first_asks
         remaining = deadline - loop.time()
         if task.progress_rev > (after if after is not None else -1) or task.status != first or \
                 states != first_asks or remaining <= 0:
+            asks = asks if asks is not None else await store.asks(task.id)
             return json_response({"id": task.id, "short_id": task.short_id, "status": task.status,
                                   "progress_rev": task.progress_rev, "progress_record": task.progress_record,
                                   "progress": task.progress, "usage": task.usage,
