@@ -356,7 +356,7 @@ class AgentSession:
         env = dict(request.env) if request.env is not None else dict(os.environ)
         try:
             process = await (start(env) if request.book is None else
-                             request.book.spawn(request.task_id, env, start, lambda made: made.pid))
+                             request.book.spawn(request.task_id, env, start))
         except (FileNotFoundError, PermissionError) as exc:
             return self._result(models.FAILED, f"cannot start {request.command.argv[0]} for {request.command.agent}: "
                                 f"{exc.strerror or exc}; install the adapter or fix `acp` in machines.yaml")

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # The environment variable that marks a task's processes with the note written before they started.
 MARKER = "DA_PROCESS"
 STARTING = ".starting"
-P = TypeVar("P")
 
 
 def start_time(pid: int) -> str | None:
@@ -122,7 +121,8 @@ class ProcessBook:
         return cls(log_dir / FOLDER / (UNSAFE.sub("_", machine) or "_"))
 
     async def spawn(self, task_id: str, env: Mapping[str, str],
-                    start: Callable[[dict[str, str]], Awaitable[P]], pid_of: Callable[[P], int]) -> P:
+                    start: Callable[[dict[str, str]], Awaitable[asyncio.subprocess.Process]]
+                    ) -> asyncio.subprocess.Process:
         """Start a task's process group with `start(env)`, noted before it starts (its processes carry the
         note's marker) and recorded once its leader's pid is known."""
         marker = uuid.uuid4().hex
@@ -133,7 +133,7 @@ class ProcessBook:
         except OSError:
             note.unlink(missing_ok=True)  # nothing started
             raise
-        self.record(pid_of(started), task_id)
+        self.record(started.pid, task_id)
         with contextlib.suppress(OSError):
             note.unlink()
         return started

@@ -77,7 +77,7 @@ async def run_process(argv: list[str] | str, *, cwd: Path | None, env: dict[str,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
 
     try:
-        process = await (start(env) if book is None else book.spawn(task_id, env, start, lambda made: made.pid))
+        process = await (start(env) if book is None else book.spawn(task_id, env, start))
     except FileNotFoundError:
         program = argv if isinstance(argv, str) else argv[0]
         return ProcessResult(returncode=127, stdout="", stderr=f"{program}: command not found",
