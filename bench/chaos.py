@@ -119,13 +119,19 @@ class Fleet:
         database = {"QUEUE_DB_URL": self.db_url} if self.db_url else {"QUEUE_DB_PATH": str(self.folder / "queue.db")}
         env = self.env(QUEUE_PORT=str(self.ports[index]), QUEUE_LEASE=str(self.lease), QUEUE_REAP_INTERVAL="0.2",
                        **database)
-        with (self.folder / f"queue-{index}.log").open("ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "da.cli", "serve"], env=env, cwd=self.folder,
+        self._start("serve", index, env, self.queues)
+
+    def _start(self, command: str, index: int, env: dict[str, str],
+               slots: list[subprocess.Popen[bytes] | None]) -> None:
+        """`da <command>` logging to `<command>-<index>.log`, in slot `index` (a restart takes the old one's)."""
+        name = "queue" if command == "serve" else command
+        with (self.folder / f"{name}-{index}.log").open("ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "da.cli", command], env=env, cwd=self.folder,
                                        stdout=log, stderr=subprocess.STDOUT)
-        if index < len(self.queues):
-            self.queues[index] = process
+        if index < len(slots):
+            slots[index] = process
         else:
-            self.queues.append(process)
+            slots.append(process)
 
     async def stop_a_while(self, index: int, seconds: float) -> None:
         """SIGSTOP a replica (its connections stay open, it answers nothing), then SIGCONT it."""
@@ -142,13 +148,7 @@ class Fleet:
         env = self.env(MACHINE_NAME=f"chaos-{index}", WORKER_CAPABILITIES="chaos_safe,chaos_unsafe",
                        MAX_CONCURRENT="4", DA_HANDLERS_PATH=str(self.folder / "handlers"),
                        DA_LOG_DIR=str(self.folder / "logs"), WORKER_POLL_WAIT="5", SHUTDOWN_GRACE="2")
-        with (self.folder / f"worker-{index}.log").open("ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "da.cli", "worker"], env=env, cwd=self.folder,
-                                       stdout=log, stderr=subprocess.STDOUT)
-        if index < len(self.workers):
-            self.workers[index] = process
-        else:
-            self.workers.append(process)
+        self._start("worker", index, env, self.workers)
 
     @staticmethod
     def kill(process: subprocess.Popen[bytes] | None) -> None:
