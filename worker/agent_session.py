@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
-import pydantic
-
 from da.queue import models
 from da.queue.models import AskOption
 from da.worker import orphans, output, runner
@@ -368,6 +366,8 @@ class AgentSession:
         flusher = asyncio.create_task(self._flush_progress())
         deadline = (asyncio.get_running_loop().call_later(request.timeout, self._stop_run, "timeout")
                     if request.timeout else None)
+        import pydantic  # loaded with acp already; a worker that never supervises a run never loads it
+
         conn = acp.connect_to_agent(cast(acp.Client, _Client(self)), process.stdin, messages)
         try:
             status, reason, stop_reason = await body(conn)
