@@ -154,7 +154,9 @@ async def test_wrong_answers_waiting_at_once_are_bounded_per_address(make_guarde
     """A credential waiting its turn keeps its connection busy, and busy ones are never cut; so without
     a bound a guesser sending in parallel could hold every file descriptor with the queue's own delay."""
     caplog.set_level(logging.WARNING)
-    queue = await make_guarded()  # 8 unauthenticated connections, 2 per address
+    # 8 unauthenticated connections, 2 per address; the default time for a request's head, since the
+    # guesses' connections open at once and a busy machine may not send each head within this module's short one.
+    queue = await make_guarded(header_timeout=settings.DEFAULT_HEADER_TIMEOUT)
     answers = await guesses_at_once(queue.url, 12)
     statuses = [answer.status_code for answer in answers]
     assert set(statuses) == {401, 429} and statuses.count(429) >= 12 - 3
