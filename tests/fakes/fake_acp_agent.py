@@ -42,8 +42,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import acp
-from acp import schema
+
+def skip_field_docstrings() -> None:
+    """A third of `import acp` is pydantic reading the source of its ~280 models for their fields'
+    docstrings, which only describe JSON schemas; the suite starts this fake some fifty times."""
+    try:
+        from pydantic._internal import _fields
+    except ImportError:
+        return
+    if hasattr(_fields, "extract_docstrings_from_cls"):
+        _fields.extract_docstrings_from_cls = lambda cls, use_inspect=False: {}  # type: ignore[assignment]
+
+
+skip_field_docstrings()
+
+import acp  # noqa: E402
+from acp import schema  # noqa: E402
 
 STATE = Path(os.environ.get("FAKE_ACP_STATE") or Path(__file__).parent)
 SESSIONS = STATE / "sessions.json"
