@@ -19,6 +19,7 @@ from da.queue.models import Task
 from tests.support import slack_limits
 from tests.support.server import SECRET, QueueServer
 from tests.support.slack_emulator import Message, SlackEmulator
+from tests.support.waiting import wait_until
 
 FLEET = fleet_module.parse_fleet({"machines": {
     "mac-mini": {"os": "macos", "capabilities": ["ios_build", "agent_run", "run_script"], "agents": ["claude"]},
@@ -68,6 +69,8 @@ async def make_bot(slack: SlackEmulator, queue: QueueServer,
         process = BotProcess(bot_settings(slack, queue.url, tmp_path / "bot-state.json", **overrides))
         await process.start()
         running.append(process)
+        # A first start follows the feed from its head: what happens before its notifier has read it is history.
+        await wait_until(lambda: process.state.last_event is not None or not process.holding.is_set(), timeout=20)
         return process
 
     yield factory
