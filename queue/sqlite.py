@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from da.queue.errors import DatabaseUnavailable, LockRace, StoreError
-from da.queue.groupcommit import GroupCommit
+from da.queue.groupcommit import Chain, GroupCommit, Statement
 from da.queue.models import Row
 from da.queue.statements import Statements
 from da.queue.store import Store
@@ -140,6 +140,11 @@ class SqliteStore(Store):
         await self._refuse_below_reserve()
         return await self._committed(False, [STATEMENTS[name] for name in names], params)
 
+    async def _write_chain(self, steps: list[tuple[str, dict[str, Any]]]) -> list[list[Row]]:
+        await self._refuse_below_reserve()
+        return await self._committed(False, Chain(tuple((STATEMENTS[name], encoded(params)) for name, params in steps)),
+                                     {})
+
     async def _refuse_below_reserve(self) -> None:
         """Refuse a write (503, nothing changed) while the disk is below the reserve, so the last megabytes
         stay for the WAL to checkpoint and recover; reads go on."""
@@ -168,10 +173,10 @@ class SqliteStore(Store):
                 f"{self.reserve // 2**20} MB, QUEUE_DISK_RESERVE_MB), so the queue takes no writes; free space on that "
                 "disk (old backups, logs, other files), then try again: nothing was changed.")
 
-    async def _committed(self, probe: bool, statement: str | list[str], params: dict[str, Any]) -> list[Row]:
+    async def _committed(self, probe: bool, statement: Statement, params: dict[str, Any]) -> list[Any]:
         """Run a write; remember whether real writes fail for want of space, which a tiny probe row can hide."""
         try:
-            rows: list[Row] = list(await self._writer.run(statement, encoded(params)))
+            rows = list(await self._writer.run(statement, encoded(params)))
         except StoreError as exc:
             if not probe and isinstance(exc.__cause__, sqlite3.Error) and "full" in str(exc.__cause__):
                 self._full = (str(exc.__cause__), time.monotonic())
