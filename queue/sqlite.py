@@ -51,6 +51,11 @@ DISK_CHECK_INTERVAL = 1.0
 # still takes writes) and the start's fresh leases (a few rows, without which running tasks would be
 # reaped the moment space is freed).
 BELOW_RESERVE_ALLOWED = frozenset({"probe", "extend_leases"})
+# New tasks wake parked claims as soon as their insert is queued rather than once it is committed: the one
+# writer runs statements in the order they are queued, so a claim queued after the insert sees its tasks,
+# and one that joins the insert's batch commits with it (one commit from creation to dispatch, not two).
+# Every answer still waits for the commit that holds its own write.
+WAKE_WHEN_QUEUED = frozenset({"insert_task", "insert_tasks"})
 
 
 class SqliteStore(Store):
@@ -134,6 +139,8 @@ class SqliteStore(Store):
     async def _write(self, name: str, **params: Any) -> list[Row]:
         if name not in BELOW_RESERVE_ALLOWED:
             await self._refuse_below_reserve()
+        if name in WAKE_WHEN_QUEUED:
+            self.pending_changed.notify()
         return await self._committed(name == "probe", STATEMENTS[name], params)
 
     async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
