@@ -62,6 +62,8 @@ class SqliteStore(Store):
     """Tasks and events in one SQLite file, through one long-lived writer and one reader."""
 
     backend = "sqlite"
+    # One `da serve` holds the file (its lock), and every revoke goes through it.
+    tokens_kept = True
 
     def __init__(self, path: Path, *, sync: str = "full", clock: Callable[[], float] = time.time,
                  reserve: int = 0) -> None:

@@ -45,6 +45,8 @@ CLAIM_RETRIES = 5
 PROBE_TIMEOUT = 2.0
 # Load balancers each poll /health every few seconds; one probe a second answers all of them.
 PROBE_REUSE = 1.0
+# Tokens kept in memory at most (a fleet has tens); past it they are read again.
+MAX_KEPT_TOKENS = 4096
 # Who settles expired leases; a task it handed to a person still carries the lost worker's lease.
 REAPER = "reaper"
 
@@ -96,6 +98,8 @@ class Store(ABC):
     """Tasks and events: the verbs every backend shares, over the statements it runs."""
 
     backend: ClassVar[str]
+    # Whether tokens found may be kept in memory: only where every revoke goes through this process.
+    tokens_kept: ClassVar[bool] = False
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -111,6 +115,10 @@ class Store(ABC):
         self.progress_saved = Signal()
         # Woken when a steering message was queued, so a held heartbeat hands it over at once.
         self.message_queued = Signal()
+        # Tokens found, by digest, while `tokens_kept`; and a count of changes, so a read under way across one
+        # keeps nothing.
+        self._tokens: dict[str, Token] = {}
+        self._tokens_generation = 0
         # The health probe in flight or last finished, shared by concurrent /health requests.
         self._probe: asyncio.Future[None] | None = None
         self._probe_started = 0.0
@@ -595,14 +603,33 @@ class Store(ABC):
         return Token.from_row(rows[0])
 
     async def find_token(self, digest: str) -> Token | None:
-        """The token whose secret has this digest, revoked or not; read from the database every time,
-        so a revoke on any replica counts at once."""
+        """The token whose secret has this digest, revoked or not. Read from the database every time where
+        another replica may revoke it (PostgreSQL), so a revoke on any replica counts at once; where this
+        process is the only writer (`tokens_kept`), a token found is kept until a revoke commits here."""
+        kept = self._tokens.get(digest)
+        if kept is not None:
+            return kept
+        generation = self._tokens_generation
         rows = await self._fetch("find_token", digest=digest)
-        return Token.from_row(rows[0]) if rows else None
+        token = Token.from_row(rows[0]) if rows else None
+        # A revoke that committed while this read was under way may not be in what it read: keep nothing then.
+        if token is not None and self.tokens_kept and generation == self._tokens_generation:
+            if len(self._tokens) >= MAX_KEPT_TOKENS:
+                self._tokens.clear()
+            self._tokens[digest] = token
+        return token
+
+    def _forget_tokens(self) -> None:
+        """A token changed: read every token from the database again, and keep none read before this."""
+        self._tokens.clear()
+        self._tokens_generation += 1
 
     async def token_revoked(self, token_id: str) -> bool:
         """Whether a token admitted earlier has been revoked (or removed) since; a long-poll asks again
         before it hands out work."""
+        kept = next((token for token in self._tokens.values() if token.id == token_id), None)
+        if kept is not None:
+            return kept.revoked_at is not None
         rows = await self._fetch("get_token", id=token_id)
         return not rows or rows[0]["revoked_at"] is not None
 
@@ -611,7 +638,10 @@ class Store(ABC):
 
     async def revoke_token(self, token_id: str) -> Token:
         """Refuse a token from now on; revoking it again is harmless."""
-        rows = await self._write("revoke_token", id=token_id, now=self.clock())
+        try:
+            rows = await self._write("revoke_token", id=token_id, now=self.clock())
+        finally:
+            self._forget_tokens()
         if not rows:
             rows = await self._fetch("get_token", id=token_id)
             if not rows:
