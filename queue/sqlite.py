@@ -8,7 +8,6 @@ out in commit order, so the feed needs no horizon.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import sqlite3
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from da.queue.errors import DatabaseUnavailable, LockRace, StoreError
 from da.queue.groupcommit import Chain, GroupCommit, Statement
@@ -205,8 +205,10 @@ class SqliteStore(Store):
 
 
 def encoded(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters as SQLite binds them: a list (of names) as JSON text, which statements read with json_each."""
-    return {key: json.dumps(value) if isinstance(value, (list, tuple)) else value for key, value in params.items()}
+    """The parameters as SQLite binds them: a list (of names) as JSON text, which statements read with json_each
+    (orjson: a claim binds five lists, and json.dumps took 1.5 us each)."""
+    return {key: orjson.dumps(value).decode() if isinstance(value, (list, tuple)) else value
+            for key, value in params.items()}
 
 
 # How SQLite names a write the tasks_held_lock or tasks_held_checkout index refused (by their columns).
