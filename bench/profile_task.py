@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import pstats
 import sys
@@ -99,12 +98,9 @@ MAIN, OTHERS = "main thread", "other threads (SQLite: the writer and the reader)
 
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds (user and system) of a process's main thread and of its other threads (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
     seconds = {MAIN: 0.0, OTHERS: 0.0}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            fields = (task / "stat").read_text().rpartition(") ")[2].split()
-            seconds[MAIN if task.name == str(pid) else OTHERS] += (int(fields[11]) + int(fields[12])) / tick
+        seconds[MAIN if task.name == str(pid) else OTHERS] += queue_bench.cpu_seconds(task / "stat")
     return seconds
 
 

@@ -118,11 +118,16 @@ class Server:
 
     def cpu(self) -> float:
         """CPU seconds (user and system, every thread) the server has used so far; 0 where /proc is missing."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(") ")[2].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(Path(f"/proc/{self.process.pid}/stat"))
+
+
+def cpu_seconds(stat: Path) -> float:
+    """The user and system CPU seconds in a /proc `stat` file (a process's or one thread's); 0 if unreadable."""
+    try:
+        fields = stat.read_text().rpartition(") ")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def create(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
