@@ -4,9 +4,11 @@ request, and run by workers whose reports claim the next task, grouped into the 
     python bench/profile_task.py                      # SQLite
     python bench/profile_task.py --backend postgres   # PostgreSQL (a throwaway cluster)
 
-The server runs under cProfile on one core (its figures are inflated by the profiler alike for every
-part); the table gives each part's share of the server's own time. It is a map of where to cut, not
-a speed figure: `queue_bench.py` measures speed.
+The server runs on one core, first without the profiler to measure the CPU of its main thread and of its
+other threads (with SQLite, the writer thread that runs every statement and commit), then under cProfile,
+which watches only the main thread (its figures are inflated by the profiler alike for every part): the
+table gives each part's share of the main thread, and of the whole server. It is a map of where to cut,
+not a speed figure: `queue_bench.py` measures speed.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ PARTS = (
                                   "selector_events", "aiohttp/web_middlewares")),
     ("auth (credential, token lookup)", ("queue/auth.py",)),
     ("JSON and models (orjson, parse, to_json, from_row)", ("orjson", "queue/models.py", "json/", "queue/http.py")),
-    # The SQLite writer thread shares the server's core: handing it a batch (a SimpleQueue put) lets
-    # the OS run it there and then, so the put's time is the batch's statements and commit.
-    ("statements and commit (SQLite writer thread / asyncpg)", ("_queue.SimpleQueue", "groupcommit", "sqlite3",
+    # SQLite: handing a batch to the writer thread and taking its answers (the thread itself is measured apart);
+    # PostgreSQL: asyncpg's side of the statements.
+    ("statements (SQLite: handing them to the writer; asyncpg)", ("_queue.SimpleQueue", "groupcommit", "sqlite3",
                                                                 "aiosqlite", "asyncpg",
                                                      "queue/pgdatabase.py", "queue/sqlite.py", "queue/postgres.py",
                                                      "threading", "concurrent/futures")),
@@ -80,11 +82,26 @@ def summarise(profile: Path) -> list[tuple[str, float]]:
     return sorted(((part, seconds / whole) for part, seconds in totals.items()), key=lambda item: -item[1])
 
 
-async def drive(server: queue_bench.Server, count: int) -> None:
+async def drive(server: queue_bench.Server, count: int) -> dict[str, float]:
+    """Run dispatch rounds and a lifecycle; the CPU seconds each thread of the server spent meanwhile."""
     async with aiohttp.ClientSession(headers=queue_bench.HEADERS) as session:
         await server.wait_ready(session)
+        before = thread_cpu(server.process.pid)
         await queue_bench.dispatch_latency(session, server.url, server.url, count // 10)
         await queue_bench.lifecycle(session, [server.url], count)
+        after = thread_cpu(server.process.pid)
+    return {name: seconds - before.get(name, 0.0) for name, seconds in after.items()}
+
+
+MAIN, OTHERS = "main thread", "other threads (SQLite: the writer and the reader)"
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user and system) of a process's main thread and of its other threads (Linux /proc)."""
+    seconds = {MAIN: 0.0, OTHERS: 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        seconds[MAIN if task.name == str(pid) else OTHERS] += queue_bench.cpu_seconds(task / "stat")
+    return seconds
 
 
 def main() -> int:
@@ -100,16 +117,28 @@ def main() -> int:
         cluster = postgres.Cluster(durable=True).start()
         env["QUEUE_DB_URL"] = asyncio.run(cluster.create_database(migrated=False))
     with tempfile.TemporaryDirectory() as folder:
+        # First without the profiler, for each thread's share of the server's CPU: cProfile watches only the
+        # main thread (and slows it), so the SQLite writer thread's statements and commits are measured here.
+        plain = queue_bench.Server(Path(folder) / "plain", core=0, **env)
+        try:
+            threads = asyncio.run(drive(plain, args.count))
+        finally:
+            plain.stop()
         profile = Path(folder) / "serve.prof"
-        server = queue_bench.Server(Path(folder), core=0, profile=profile, **env)
+        server = queue_bench.Server(Path(folder) / "profiled", core=0, profile=profile, **env)
         try:
             asyncio.run(drive(server, args.count))
         finally:
             server.stop()
             if cluster is not None:
                 cluster.stop()
+        whole = sum(threads.values()) or 1.0
+        main = threads[MAIN] / whole
+        print(f"server CPU: {whole:.2f} s; " + ", ".join(f"{name} {seconds / whole * 100:.1f}%" for name, seconds
+                                                         in sorted(threads.items(), key=lambda item: -item[1])))
+        print(f"the main thread's {main * 100:.1f}%, by part (cProfile):")
         for part, share in summarise(profile):
-            print(f"{share * 100:5.1f}%  {part}")
+            print(f"{share * 100:5.1f}%  {part}  ({share * main * 100:.1f}% of the server)")
         print("\nlargest in 'other':")
         stats = pstats.Stats(str(profile))
         rest = [(tottime, f"{filename}:{line}({function})") for (filename, line, function), (_cc, _nc, tottime, _ct, _c)

@@ -116,6 +116,19 @@ class Server:
         self.process.terminate()
         self.process.wait(10)
 
+    def cpu(self) -> float:
+        """CPU seconds (user and system, every thread) the server has used so far; 0 where /proc is missing."""
+        return cpu_seconds(Path(f"/proc/{self.process.pid}/stat"))
+
+
+def cpu_seconds(stat: Path) -> float:
+    """The user and system CPU seconds in a /proc `stat` file (a process's or one thread's); 0 if unreadable."""
+    try:
+        fields = stat.read_text().rpartition(") ")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 async def create(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
     async with session.post(url + "/v1/tasks", json=body) as response:
@@ -304,7 +317,9 @@ class Backend:
         """Measure on a fresh queue; a figure of a round (`round_`) is kept beside the other rounds'."""
         servers = await self.queue(session, title if round_ is None else f"{title} {round_}", prepare)
         try:
+            used = sum(server.cpu() for server in servers)
             value = await measure([server.url for server in servers])
+            used = sum(server.cpu() for server in servers) - used
         finally:
             for server in servers:
                 server.stop()
@@ -312,6 +327,7 @@ class Backend:
             self.figures[title] = value
         else:
             self.figures.setdefault(title, []).append(value)
+            self.figures.setdefault(f"{title} cpu", []).append(used)
 
 
 # Interleaved rounds of the rate figures; each figure is the median of its rounds.
@@ -320,14 +336,17 @@ RATES = ("create", "bulk create", "lifecycle", "lifecycle, separate requests")
 
 
 async def measure_rounds(session: aiohttp.ClientSession, backends: list[Backend], folder: Path, sizes: Sizes
-                         ) -> list[float]:
-    """The echo floor and every backend's rates, round after round; returns the floor's rounds."""
+                         ) -> tuple[list[float], list[float]]:
+    """The echo floor and every backend's rates, round after round; returns the floor's rounds, and the
+    echo server's CPU seconds per request in each."""
     echo = Server(folder / "echo", core=0, echo=True)
-    floors = []
+    floors, costs = [], []
     try:
         await echo.wait_ready(session)
         for round_ in range(ROUNDS):
+            used = echo.cpu()
             floors.append(await echo_rate(session, echo.url, sizes.count))
+            costs.append((echo.cpu() - used) / sizes.count)
             for backend in backends:
                 if backend.replicas == 1:
                     await backend.run(session, "create", lambda urls: create_rate(session, urls[0], sizes.count),
@@ -340,7 +359,7 @@ async def measure_rounds(session: aiohttp.ClientSession, backends: list[Backend]
                                   round_=round_)
     finally:
         echo.stop()
-    return floors
+    return floors, costs
 
 
 async def measure_backend(session: aiohttp.ClientSession, backend: Backend, sizes: Sizes, full: bool = True
@@ -380,7 +399,8 @@ CREATE_OF_ECHO = 0.8
 LIFECYCLE_OF_HALF_ECHO = {SQLITE: 1.0, POSTGRES: 0.8}
 
 
-def table(backends: list[Backend], sizes: Sizes, floors: list[float]) -> tuple[list[tuple[str, ...]], bool]:
+def table(backends: list[Backend], sizes: Sizes, floors: list[float],
+          echo_costs: list[float] | None = None) -> tuple[list[tuple[str, ...]], bool]:
     """Rows of measure, one value per backend, target and verdict."""
     by_name = {backend.name: backend.figures for backend in backends}
     echo = statistics.median(floors)
@@ -430,6 +450,22 @@ def table(backends: list[Backend], sizes: Sizes, floors: list[float]) -> tuple[l
     row("lifecycle, claim + start + report", {
         name: f"{rate:,.0f} tasks/s x{rate / (echo / 2):.2f} of echo/2" for name, rate in
         median_of("lifecycle, separate requests").items()}, "-", None)
+    # The server's CPU per request against the echo's: what the rates come to on an idle core, however much
+    # else the machine runs meanwhile (a lifecycle run creates its tasks first, so a task's create is taken off).
+    echo_cost = statistics.median(echo_costs) if echo_costs and all(echo_costs) else None
+    if echo_cost:
+        def cost_of(title: str, per: int) -> dict[str, float]:
+            return {name: statistics.median(by_name[name][f"{title} cpu"]) / per for name in names
+                    if by_name[name].get(f"{title} cpu")}
+
+        create_cost = cost_of("create", sizes.count)
+        row("server CPU a request: echo / create", {
+            name: f"{echo_cost * 1e6:.0f} / {cost * 1e6:.0f} us, x{echo_cost / cost:.2f}" for name, cost in
+            create_cost.items()}, "(x: echo's CPU / create's)", None)
+        row("server CPU a task: start + report (claims next)", {
+            name: f"{(cost - create_cost[name]) * 1e6:.0f} us, x{2 * echo_cost / (cost - create_cost[name]):.2f}"
+            for name, cost in cost_of("lifecycle", sizes.count).items() if name in create_cost},
+            "(x: two echoes' CPU / a task's)", None)
     sqlite_rate = rates.get(SQLITE)
     if POSTGRES in rates and sqlite_rate:
         share = rates[POSTGRES] / sqlite_rate
@@ -484,13 +520,13 @@ async def run(quick: bool, backend_choice: str, rates_only: bool = False) -> int
             backends += [Backend(POSTGRES, Path(folder), cluster), Backend(TWO, Path(folder), cluster, replicas=2)]
         try:
             async with aiohttp.ClientSession(headers=HEADERS, connector=aiohttp.TCPConnector(limit=64)) as session:
-                floors = await measure_rounds(session, backends, Path(folder), sizes)
+                floors, echo_costs = await measure_rounds(session, backends, Path(folder), sizes)
                 for backend in backends:
                     await measure_backend(session, backend, sizes, full=not rates_only)
         finally:
             if cluster is not None:
                 cluster.stop()
-    rows, ok = table(backends, sizes, floors)
+    rows, ok = table(backends, sizes, floors, echo_costs)
     header = ("measure", *(b.name for b in backends), "target", "verdict")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for line in [header, *rows]:

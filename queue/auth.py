@@ -10,8 +10,10 @@ Four kinds of credential, each sent as `x-secret-key: ...` (or `Authorization: B
   never claim;
 - a reader token (monitoring): read only.
 
-Tokens are random and long, so the store keeps only their SHA-256 and looks each one up on every
-request (no cache): a revoke on any replica is refused by all of them at once.
+Tokens are random and long, so the store keeps only their SHA-256. PostgreSQL replicas look each one up on
+every request, so a revoke on any replica is refused by all of them at once; on SQLite, where one process
+holds the file and every revoke goes through it, a token found is kept in memory and forgotten the moment a
+revoke commits (`Store.find_token`).
 
 Wrong credentials are counted per address and credential (the same stale secret sent again is one
 failure, not a new guess); after FREE_GUESSES distinct ones in a minute, each new credential from that
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -182,6 +185,8 @@ MAX_PER_ADDRESS = FREE_GUESSES + 6
 MAX_PASSED = 4096
 
 
+# Parsing an address took 4 us of every request; a fleet sends from a few addresses (bounded like the throttle).
+@functools.lru_cache(maxsize=MAX_TRACKED)
 def address_key(remote: str | None) -> str:
     """Whom failures are counted against: the IPv4 address, or the IPv6 /64 (one host's share)."""
     if not remote:

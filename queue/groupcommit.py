@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from da.queue.errors import StoreError
@@ -22,9 +23,19 @@ from da.queue.errors import StoreError
 # Statements per group commit; bounds how long one batch holds the write lock.
 MAX_BATCH = 64
 
-# One statement, or several to run in one transaction (the rows of the last are returned).
-Statement = str | list[str]
-Outcome = list[sqlite3.Row] | Exception
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Statements with their own parameters, run in one transaction, each only if the one before it returned
+    rows; the outcome is the rows of each (empty for those not run)."""
+
+    steps: tuple[tuple[str, dict[str, Any]], ...]
+
+
+# One statement, several to run in one transaction (the rows of the last are returned), or a Chain.
+Statement = str | list[str] | Chain
+Outcome = list[Any] | Exception
 
 
 class GroupCommit:
@@ -35,7 +46,7 @@ class GroupCommit:
         self._max_batch = max_batch
         self._db: sqlite3.Connection | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pending: list[tuple[Statement, dict[str, Any], asyncio.Future[list[sqlite3.Row]]]] = []
+        self._pending: list[tuple[Statement, dict[str, Any], asyncio.Future[list[Any]]]] = []
         self._has_work = asyncio.Event()
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -61,11 +72,11 @@ class GroupCommit:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def run(self, statement: Statement, params: dict[str, Any]) -> list[sqlite3.Row]:
-        """Queue a write for the next batch and wait until it is committed."""
+    async def run(self, statement: Statement, params: dict[str, Any]) -> list[Any]:
+        """Queue a write for the next batch and wait until it is committed (a Chain's `params` are unused)."""
         if self._loop_task is None or self._loop_task.done() or self._closing:
             raise StoreError("the queue database is not open.")
-        future: asyncio.Future[list[sqlite3.Row]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending.append((statement, params, future))
         self._has_work.set()
         return await future
@@ -101,9 +112,14 @@ class GroupCommit:
                     future.set_result(outcome)
 
     @staticmethod
-    def _execute(db: sqlite3.Connection, statement: Statement, params: dict[str, Any]) -> list[sqlite3.Row]:
+    def _execute(db: sqlite3.Connection, statement: Statement, params: dict[str, Any]) -> list[Any]:
         if isinstance(statement, str):
             return db.execute(statement, params).fetchall()
+        if isinstance(statement, Chain):
+            outcome: list[list[sqlite3.Row]] = []
+            for sql, own in statement.steps:
+                outcome.append(db.execute(sql, own).fetchall() if not outcome or outcome[-1] else [])
+            return outcome
         rows: list[sqlite3.Row] = []
         for one in statement:
             rows = db.execute(one, params).fetchall()

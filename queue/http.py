@@ -146,8 +146,11 @@ async def read_json(request: web.Request) -> Any:
     """The body as JSON, or one sentence saying what is wrong with it (also when it arrives too slowly)."""
     limit = request.app[SETTINGS].body_timeout
     try:
-        async with asyncio.timeout(limit):
-            raw = await request.read()
+        if request.content.is_eof():
+            raw = await request.read()  # all of it has arrived: nothing to wait for, so no timer to set
+        else:
+            async with asyncio.timeout(limit):
+                raw = await request.read()
     except TimeoutError:
         logger.warning("%s %s from %s: the body did not arrive within %g s (slow client)", request.method,
                        auth.loggable_path(request), request.remote, limit)
@@ -161,12 +164,12 @@ async def read_json(request: web.Request) -> Any:
     if not raw:
         return {}
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("the request body is not UTF-8 text; send JSON.") from None
-    try:
-        return orjson.loads(raw)
+        return orjson.loads(raw)  # it refuses text that is not UTF-8, which is then told apart below
     except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the request body is not UTF-8 text; send JSON.") from None
         if "depth" in str(exc) or "recursion" in str(exc):
             raise BadRequest("the request body nests too deeply; flatten it.") from None
         raise BadRequest(f"the request body is not valid JSON ({exc.msg} at position {exc.pos}).") from None

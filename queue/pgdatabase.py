@@ -256,6 +256,20 @@ class PgDatabase:
         except DRIVER_ERRORS as exc:
             raise self._failed(exc) from exc
 
+    async def fetch_chain(self, steps: list[tuple[str, dict[str, Any]]]) -> list[list[asyncpg.Record]]:
+        """Statements with their own parameters in one transaction, each only if the one before it returned
+        rows; the rows of each (empty for those not run)."""
+        pool = self._require()
+        try:
+            async with pool.acquire() as db, db.transaction():
+                outcome: list[list[asyncpg.Record]] = []
+                for name, params in steps:
+                    outcome.append(list(await db.fetch(*self._bind(name, params))) if not outcome or outcome[-1]
+                                   else [])
+                return outcome
+        except DRIVER_ERRORS as exc:
+            raise self._failed(exc) from exc
+
     async def load(self, tables: Sequence[tuple[str, Sequence[str], Iterable[tuple[Any, ...]]]], *,
                    refuse: Callable[[asyncpg.Record], str | None]) -> None:
         """Copy rows into the tables in one transaction, with the transition triggers off (`da migrate`).

@@ -69,6 +69,9 @@ class PostgresStore(Store):
     async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
         return list(await self.db.fetch_together(names, params))
 
+    async def _write_chain(self, steps: list[tuple[str, dict[str, Any]]]) -> list[list[Row]]:
+        return [list(rows) for rows in await self.db.fetch_chain(steps)]
+
     def _claimable(self, types: Sequence[str], pins: Sequence[str], agents: Sequence[str]) -> dict[str, Any]:
         # Every (type, pin, agent) key of the tasks_claim index the worker may take.
         return {"keys": [f"{kind} {pin} {agent}" for kind in types for pin in pins for agent in agents]}

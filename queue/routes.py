@@ -99,7 +99,7 @@ async def create_task(request: web.Request) -> web.Response:
     store = request.app[STORE]
     via = credential(request)
     if not isinstance(body, list):
-        spec = dataclasses.replace(NewTask.parse(body), created_via=via)
+        spec = NewTask.parse(body, via)
         await check_budget(request, spec)
         task = await store.create(spec)
         log_transition(task)
@@ -110,7 +110,7 @@ async def create_task(request: web.Request) -> web.Response:
     specs = []
     for index, item in enumerate(body):
         try:
-            specs.append(dataclasses.replace(NewTask.parse(item), created_via=via))
+            specs.append(NewTask.parse(item, via))
         except BadRequest as exc:
             raise BadRequest(f"task {index} of the list (counting from 0): {exc.detail} Nothing was created.") from None
     for spec in specs:

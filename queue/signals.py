@@ -8,7 +8,6 @@ its check and its wait still wakes it; `within` answers on time even when the wo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -38,23 +37,38 @@ class Signal:
         waits."""
         self.parked += 1
         try:
-            await (wait_for_signal(waiter, timeout) if also is None else wait_for_any([waiter, also], timeout))
+            await wait_for_any([waiter] if also is None else [waiter, also], timeout)
         finally:
             self.parked -= 1
 
 
 async def wait_for_signal(waiter: asyncio.Future[None], timeout: float) -> None:
     """Sleep until the signal fires or the timeout passes, without cancelling the shared future."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(waiter), timeout)
+    await wait_for_any([waiter], timeout)
 
 
 async def wait_for_any(waiters: list[asyncio.Future[None]], timeout: float) -> None:
-    """Sleep until any of the signals fires or the timeout passes, without cancelling the shared futures."""
-    shields = [asyncio.shield(waiter) for waiter in waiters]
-    await asyncio.wait(shields, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    for shield in shields:
-        shield.cancel()
+    """Sleep until any of the signals fires or the timeout passes, without cancelling the shared futures.
+
+    A callback on each shared future rather than asyncio.wait_for and shield: a woken waiter resumes two
+    turns of the loop after the notify rather than four, soon enough for a claim woken by a task's creation
+    to join the very batch that commits it (`groupcommit`)."""
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    for waiter in waiters:
+        waiter.add_done_callback(wake)
+    timer = loop.call_later(timeout, wake)
+    try:
+        await woken
+    finally:
+        timer.cancel()
+        for waiter in waiters:
+            waiter.remove_done_callback(wake)
 
 
 async def within(seconds: float, awaitable: Awaitable[T]) -> T:

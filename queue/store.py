@@ -45,6 +45,8 @@ CLAIM_RETRIES = 5
 PROBE_TIMEOUT = 2.0
 # Load balancers each poll /health every few seconds; one probe a second answers all of them.
 PROBE_REUSE = 1.0
+# Tokens kept in memory at most (a fleet has tens); past it they are read again.
+MAX_KEPT_TOKENS = 4096
 # Who settles expired leases; a task it handed to a person still carries the lost worker's lease.
 REAPER = "reaper"
 
@@ -96,6 +98,8 @@ class Store(ABC):
     """Tasks and events: the verbs every backend shares, over the statements it runs."""
 
     backend: ClassVar[str]
+    # Whether tokens found may be kept in memory: only where every revoke goes through this process.
+    tokens_kept: ClassVar[bool] = False
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -111,6 +115,10 @@ class Store(ABC):
         self.progress_saved = Signal()
         # Woken when a steering message was queued, so a held heartbeat hands it over at once.
         self.message_queued = Signal()
+        # Tokens found, by digest, while `tokens_kept`; and a count of changes, so a read under way across one
+        # keeps nothing.
+        self._tokens: dict[str, Token] = {}
+        self._tokens_generation = 0
         # The health probe in flight or last finished, shared by concurrent /health requests.
         self._probe: asyncio.Future[None] | None = None
         self._probe_started = 0.0
@@ -143,6 +151,11 @@ class Store(ABC):
     @abstractmethod
     async def _write_together(self, names: list[str], **params: Any) -> list[Row]:
         """Several named statements in one transaction; returns the rows of the last."""
+
+    @abstractmethod
+    async def _write_chain(self, steps: list[tuple[str, dict[str, Any]]]) -> list[list[Row]]:
+        """Named statements, each with its own parameters, in one transaction, each run only if the one
+        before it returned rows; the rows of each (empty for those not run). All commit or none does."""
 
     def _claimable(self, types: Sequence[str], pins: Sequence[str], agents: Sequence[str]) -> dict[str, Any]:
         """The claim statement's parameters for the types, pins ('' for none) and agents a worker takes."""
@@ -297,24 +310,11 @@ class Store(ABC):
         and its locks must not be held by a running task (a named lock across the fleet, its
         checkout on the same machine).
         """
-        names = [request.machine, *request.aliases]
         races = 0
         while races < CLAIM_RETRIES:
-            now = self.clock()
-            lease = new_token()
-            expires = now + lease_seconds
+            params = self._claim_params(request, lease_seconds, overflow_grace)
             try:
-                tasks = await self._write_tasks(
-                    "claim_task",
-                    machine=request.machine,
-                    lease=lease,
-                    expires=expires,
-                    retry_safe=list(request.retry_safe),
-                    names=names,
-                    **self._claimable(request.capabilities, ("", *names), ("", *request.agents)),
-                    overflow_before=now - overflow_grace,
-                    now=now,
-                )
+                tasks = await self._write_tasks("claim_task", **params)
             except LockRace:
                 races += 1
                 continue
@@ -325,8 +325,17 @@ class Store(ABC):
                 # Its answer could not be encoded: handed out, it would be reaped and claimed forever.
                 await self._quarantine(tasks[0])
                 continue
-            return Claim(tasks[0], lease, expires)
+            return Claim(tasks[0], params["lease"], params["expires"])
         return None
+
+    def _claim_params(self, request: ClaimRequest, lease_seconds: float, overflow_grace: float) -> dict[str, Any]:
+        """The claim statement's parameters for this worker, with a fresh lease from now."""
+        now = self.clock()
+        names = [request.machine, *request.aliases]
+        return {"machine": request.machine, "lease": new_token(), "expires": now + lease_seconds,
+                "retry_safe": list(request.retry_safe), "names": names,
+                **self._claimable(request.capabilities, ("", *names), ("", *request.agents)),
+                "overflow_before": now - overflow_grace, "now": now}
 
     async def release(self, task_id: str, lease: str, *, machine: str | None = None) -> Task:
         """Hand back a claim that will not run (its worker is stopping or went away); repeating it is harmless.
@@ -412,14 +421,32 @@ class Store(ABC):
         The same statements as `report` and `claim`, one after the other: a report that fails raises and
         claims nothing, and only a report applied now claims (a repeated one, or a late one kept for a
         person, answers None), so a worker retrying a report whose answer was lost never holds two tasks.
+        The two statements run in one transaction (one commit), the claim only if the report changed the task;
+        should the claim part fail (a lock race), nothing of it stands and both run one after the other.
         """
-        task, applied = await self._report(task_id, report, machine)
-        if not applied:
+        reported, result, usage = self._report_params(task_id, report, machine)
+        wanted = self._claim_params(claim, lease_seconds, overflow_grace)
+        try:
+            rows, claimed = await self._write_chain([("report_task", reported), ("claim_task", wanted)])
+        except LockRace:
+            task, applied = await self._report(task_id, report, machine)
+            return task, await self.claim(claim, lease_seconds=lease_seconds,
+                                          overflow_grace=overflow_grace) if applied else None
+        if not rows:
+            return await self._not_reported(task_id, report, result, machine), None
+        task = await self._reported(Task.from_row(rows[0]), report.lease, usage)
+        if not claimed:
             return task, None
-        return task, await self.claim(claim, lease_seconds=lease_seconds, overflow_grace=overflow_grace)
+        next_task = Task.from_row(claimed[0])
+        if next_task.unreadable:
+            # Its answer could not be encoded: handed out, it would be reaped and claimed forever.
+            await self._quarantine(next_task)
+            return task, await self.claim(claim, lease_seconds=lease_seconds, overflow_grace=overflow_grace)
+        return task, Claim(next_task, wanted["lease"], wanted["expires"])
 
-    async def _report(self, task_id: str, report: Report, machine: str | None) -> tuple[Task, bool]:
-        """The task after the report, and whether this report changed it now."""
+    def _report_params(self, task_id: str, report: Report,
+                       machine: str | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+        """The report statement's parameters, the result it stores, and the usage to account for (None: none)."""
         result = dict(report.result)
         if report.action:
             result["action"] = report.action
@@ -427,27 +454,34 @@ class Store(ABC):
             usage = models.usage_of(result.get("usage"), "the result's 'usage'")
         except BadRequest:
             usage = None  # the result keeps what the worker sent; only the accounting leaves it out
-        rows = await self._write_tasks(
-            "report_task",
-            id=task_id,
-            lease=report.lease,
-            status=report.status,
-            result=json.dumps(result),
-            notes=report.notes,
-            machine=machine,
-            now=self.clock(),
-        )
+        params = {"id": task_id, "lease": report.lease, "status": report.status, "result": json.dumps(result),
+                  "notes": report.notes, "machine": machine, "now": self.clock()}
+        return params, result, usage
+
+    async def _reported(self, task: Task, lease: str, usage: dict[str, Any] | None) -> Task:
+        """A report was applied: wake who waits for it, and account for its usage."""
+        self._changed(pending=True)
+        if usage is None:
+            return task
+        await self.record_usage(task.id, lease, usage)
+        return dataclasses.replace(task, usage=usage)
+
+    async def _report(self, task_id: str, report: Report, machine: str | None) -> tuple[Task, bool]:
+        """The task after the report, and whether this report changed it now."""
+        params, result, usage = self._report_params(task_id, report, machine)
+        rows = await self._write_tasks("report_task", **params)
         if rows:
-            self._changed(pending=True)
-            if usage is not None:
-                await self.record_usage(task_id, report.lease, usage)
-                return dataclasses.replace(rows[0], usage=usage), True
-            return rows[0], True
+            return await self._reported(rows[0], report.lease, usage), True
+        return await self._not_reported(task_id, report, result, machine), False
+
+    async def _not_reported(self, task_id: str, report: Report, result: dict[str, Any], machine: str | None) -> Task:
+        """The task after a report that changed nothing now: a repeat, or a late one kept for a person; else
+        LeaseLost."""
         task = await self._held(task_id, report.lease, machine)
         if task.status == models.NEEDS_HUMAN and task.changed_by == REAPER:
-            return await self._record_late_report(task, report.status, result, report.notes), False
+            return await self._record_late_report(task, report.status, result, report.notes)
         if task.status == report.status and task.lease_expires_at is None:
-            return task, False
+            return task
         raise LeaseLost(f"task {task.short_id} is {task.status}; this report was not applied.")
 
     async def _record_late_report(self, task: Task, status: str, result: dict[str, Any], notes: str | None) -> Task:
@@ -569,14 +603,33 @@ class Store(ABC):
         return Token.from_row(rows[0])
 
     async def find_token(self, digest: str) -> Token | None:
-        """The token whose secret has this digest, revoked or not; read from the database every time,
-        so a revoke on any replica counts at once."""
+        """The token whose secret has this digest, revoked or not. Read from the database every time where
+        another replica may revoke it (PostgreSQL), so a revoke on any replica counts at once; where this
+        process is the only writer (`tokens_kept`), a token found is kept until a revoke commits here."""
+        kept = self._tokens.get(digest)
+        if kept is not None:
+            return kept
+        generation = self._tokens_generation
         rows = await self._fetch("find_token", digest=digest)
-        return Token.from_row(rows[0]) if rows else None
+        token = Token.from_row(rows[0]) if rows else None
+        # A revoke that committed while this read was under way may not be in what it read: keep nothing then.
+        if token is not None and self.tokens_kept and generation == self._tokens_generation:
+            if len(self._tokens) >= MAX_KEPT_TOKENS:
+                self._tokens.clear()
+            self._tokens[digest] = token
+        return token
+
+    def _forget_tokens(self) -> None:
+        """A token changed: read every token from the database again, and keep none read before this."""
+        self._tokens.clear()
+        self._tokens_generation += 1
 
     async def token_revoked(self, token_id: str) -> bool:
         """Whether a token admitted earlier has been revoked (or removed) since; a long-poll asks again
         before it hands out work."""
+        kept = next((token for token in self._tokens.values() if token.id == token_id), None)
+        if kept is not None:
+            return kept.revoked_at is not None
         rows = await self._fetch("get_token", id=token_id)
         return not rows or rows[0]["revoked_at"] is not None
 
@@ -585,7 +638,10 @@ class Store(ABC):
 
     async def revoke_token(self, token_id: str) -> Token:
         """Refuse a token from now on; revoking it again is harmless."""
-        rows = await self._write("revoke_token", id=token_id, now=self.clock())
+        try:
+            rows = await self._write("revoke_token", id=token_id, now=self.clock())
+        finally:
+            self._forget_tokens()
         if not rows:
             rows = await self._fetch("get_token", id=token_id)
             if not rows:
