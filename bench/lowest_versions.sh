@@ -5,7 +5,7 @@
 # virtualenv, .venv-lowest. Not called by .ci/run, which installs the newest releases: this run
 # doubles CI time. Run it when a floor changes or a dependency is added:
 #
-#     bash bench/lowest_versions.sh                        # the whole suite, -n 4
+#     bash bench/lowest_versions.sh                        # the whole suite, -n 6
 #     bash bench/lowest_versions.sh tests/test_slack.py -x  # arguments go to pytest instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,6 @@ sed 's/^/  /' "$constraints"
 "$venv/bin/pip" install --quiet --constraint "$constraints" -e '.[test]'
 "$venv/bin/pip" check
 if [ $# -eq 0 ]; then
-    set -- -n 4
+    set -- -n 6
 fi
 exec "$venv/bin/python" -m pytest -q "$@"
