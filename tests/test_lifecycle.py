@@ -14,6 +14,9 @@ from da.queue.client import QueueClient
 from tests.support.server import SECRET, QueueServer
 from tests.support.waiting import until_parked, wait_until
 
+# Leases that run out within a test, yet outlast a claim-to-start gap on a busy machine.
+SHORT_LEASE = 1.0
+
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 RUNNER: dict[str, Any] = {"machine": "mac-mini", "capabilities": ["agent_run", "run_script", "git_pull"],
@@ -52,7 +55,7 @@ async def test_repeating_a_report_is_harmless(client: QueueClient) -> None:
 
 
 async def test_report_with_a_lost_lease_is_refused_and_changes_nothing(make_server) -> None:
-    server = await make_server(lease=0.3)
+    server = await make_server(lease=SHORT_LEASE)
     async with QueueClient(server.url, SECRET) as client:
         task = await client.create_task("run_script", {"script": "true"})
         held = await client.claim("w", ["run_script"], retry_safe=["run_script"])
@@ -71,7 +74,7 @@ async def _status_is(client: QueueClient, task_id: str, status: str) -> bool:
 
 
 async def test_expired_lease_of_retry_safe_type_goes_back_to_pending(make_server) -> None:
-    server = await make_server(lease=0.3)
+    server = await make_server(lease=SHORT_LEASE)
     async with QueueClient(server.url, SECRET) as client:
         task = await client.create_task("git_pull", {"repo_path": "/r"}, max_attempts=2)
         for attempt in (1, 2):
@@ -85,7 +88,7 @@ async def test_expired_lease_of_retry_safe_type_goes_back_to_pending(make_server
 
 
 async def test_expired_lease_of_unsafe_type_needs_a_human(make_server) -> None:
-    server = await make_server(lease=0.3)
+    server = await make_server(lease=SHORT_LEASE)
     async with QueueClient(server.url, SECRET) as client:
         task = await client.create_task("agent_run", {"prompt": "x"})
         held = await client.claim("mac-mini", ["agent_run"], retry_safe=["git_pull"])
@@ -99,7 +102,7 @@ async def test_expired_lease_of_unsafe_type_needs_a_human(make_server) -> None:
 
 
 async def test_a_claim_that_never_started_is_requeued_whatever_its_type(make_server) -> None:
-    server = await make_server(lease=0.3)
+    server = await make_server(lease=SHORT_LEASE)
     async with QueueClient(server.url, SECRET) as client:
         task = await client.create_task("agent_run", {"prompt": "x"})
         await client.claim("mac-mini", ["agent_run"])
@@ -107,14 +110,15 @@ async def test_a_claim_that_never_started_is_requeued_whatever_its_type(make_ser
 
 
 async def test_heartbeats_keep_a_lease_alive(make_server) -> None:
-    server = await make_server(lease=0.4)
+    # Beats a fifth of a lease apart for two leases: only a pause of a whole lease on a busy machine loses it.
+    server = await make_server(lease=1.5)
     async with QueueClient(server.url, SECRET) as client:
         task = await client.create_task("agent_run", {"prompt": "x"})
         held = await client.claim("mac-mini", ["agent_run"])
         await client.start(task.id, held.lease)
-        for _ in range(8):
+        for _ in range(10):
             await client.heartbeat(task.id, held.lease, progress="working")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
         assert (await client.get_task(task.id)).status == "in_progress"
 
 
