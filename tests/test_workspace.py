@@ -23,7 +23,7 @@ from da.worker.workspace import WorkspaceSettings
 from tests.support.server import SECRET, QueueServer
 from tests.support.terminal import da
 from tests.support.waiting import wait_until
-from tests.support.workers import WorkerProcess, wait_for_status
+from tests.support.workers import WorkerProcess, fake_tool, wait_for_status
 
 FAKES = Path(__file__).parent / "fakes"
 TASK_A = "a1b2c3d4-0000-4000-8000-000000000001"
@@ -39,7 +39,7 @@ class Lab:
         self.bin = tmp / "bin"
         self.bin.mkdir()
         for tool in ("gh", "glab"):
-            (self.bin / tool).symlink_to(FAKES / "fake_forge.py")
+            fake_tool(self.bin / tool, FAKES / "fake_forge.py")
         self.gitconfig = tmp / "gitconfig"
         self.gitconfig.write_text("[user]\n\tname = Person\n\temail = person@example.com\n"
                                   "[init]\n\tdefaultBranch = main\n")

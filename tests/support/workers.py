@@ -21,13 +21,20 @@ FAKE_TOOLS = ("claude", "gemini", "codex", "npm", "gradle", "ruff", "xcodebuild"
 TERMINAL = ("done", "failed", "needs_human", "cancelled")
 
 
+def fake_tool(path: Path, fake: Path) -> None:
+    """`path` runs the `fake` script under its own name (as a link would) with this interpreter: the fakes'
+    `#!/usr/bin/env python3` may find a version manager's shim, which costs more than the fake itself."""
+    path.write_text(f"#!{sys.executable}\nFAKE = {str(fake)!r}\nwith open(FAKE) as source:\n"
+                    "    exec(compile(source.read(), FAKE, 'exec'), {'__name__': '__main__', '__file__': FAKE})\n")
+    path.chmod(0o755)
+
+
 def fake_bin(folder: Path) -> Path:
-    """A folder of fake CLIs, each a link to fake_cli.py under the tool's name."""
+    """A folder of fake CLIs, each running fake_cli.py under the tool's name."""
     folder.mkdir(parents=True, exist_ok=True)
     for tool in FAKE_TOOLS:
-        link = folder / tool
-        if not link.exists():
-            link.symlink_to(FAKES / "fake_cli.py")
+        if not (folder / tool).exists():
+            fake_tool(folder / tool, FAKES / "fake_cli.py")
     return folder
 
 
