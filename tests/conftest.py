@@ -21,7 +21,7 @@ from da import fleet as fleet_module
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
 from da.queue.sqlite import SqliteStore
-from tests.support import postgres
+from tests.support import loopback, postgres
 from tests.support.postgres import need_postgres
 from tests.support.server import SECRET, QueueServer
 from tests.support.workers import WorkerProcess
@@ -136,7 +136,7 @@ async def server(make_server: Callable[..., Awaitable[QueueServer]]) -> QueueSer
 @pytest.fixture
 async def http(server: QueueServer) -> AsyncIterator[httpx.AsyncClient]:
     """A plain HTTP client with the secret, for asserting raw statuses and bodies."""
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}, timeout=30) as client:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": SECRET}, timeout=30) as client:
         yield client
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from da.queue import models
+from tests.support import loopback
 from tests.support.server import SECRET, QueueServer
 from tests.support.waiting import until_parked, wait_until
 
@@ -107,7 +108,7 @@ async def test_an_unknown_ask_is_404_and_an_unknown_option_400(http: httpx.Async
 async def test_an_unanswered_ask_expires_as_a_reject_and_cannot_be_answered(
         make_server: Callable[..., Awaitable[QueueServer]]) -> None:
     server = await make_server(ask_timeout=0.5)
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}, timeout=30) as http:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": SECRET}, timeout=30) as http:
         task_id, lease = await running_task(http)
         await open_ask(http, task_id, lease)
 
@@ -284,7 +285,7 @@ async def test_a_message_for_a_task_that_is_not_running_is_refused(http: httpx.A
 async def test_usage_is_kept_and_the_daily_budget_refuses_new_agent_tasks(
         make_server: Callable[..., Awaitable[QueueServer]]) -> None:
     server = await make_server(budget_per_day=1.0)
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}, timeout=30) as http:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": SECRET}, timeout=30) as http:
         task_id, lease = await running_task(http, created_by="ann")
         usage = {"input_tokens": 1200, "output_tokens": 300, "cost_usd": 1.25}
         reported = await http.post(f"/v1/tasks/{task_id}/report", json={

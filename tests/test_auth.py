@@ -14,6 +14,7 @@ import pytest
 
 from da.queue import auth, routes
 from da.queue.client import QueueClient
+from tests.support import loopback
 from tests.support.processes import served_routes as routed
 from tests.support.server import SECRET, QueueServer
 from tests.support.waiting import wait_until
@@ -95,7 +96,7 @@ class Tokens:
     secrets: dict[str, str]
 
     def client(self, kind: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.server.url, headers={"x-secret-key": self.secrets[kind]}, timeout=30)
+        return loopback.client(base_url=self.server.url, headers={"x-secret-key": self.secrets[kind]}, timeout=30)
 
 
 async def create_token(admin: httpx.AsyncClient, **body: object) -> dict:
@@ -217,7 +218,7 @@ async def test_a_worker_token_runs_its_own_task_through(tokens: Tokens) -> None:
 
 async def test_a_revoked_token_is_refused_at_once(tokens: Tokens) -> None:
     token = await create_token(tokens.admin, kind="client", name="laptop")
-    async with httpx.AsyncClient(base_url=tokens.server.url, headers={"x-secret-key": token["token"]}) as laptop:
+    async with loopback.client(base_url=tokens.server.url, headers={"x-secret-key": token["token"]}) as laptop:
         assert (await laptop.get("/v1/tasks")).status_code == 200
         revoked = await tokens.admin.post(f"/v1/tokens/{token['id']}/revoke")
         assert revoked.status_code == 200 and revoked.json()["revoked_at"]
@@ -229,7 +230,7 @@ async def test_a_revoked_token_is_refused_at_once(tokens: Tokens) -> None:
 
 async def test_a_claim_waiting_when_its_token_is_revoked_gets_no_task(tokens: Tokens) -> None:
     token = await create_token(tokens.admin, kind="worker", name="laptop", machine="laptop")
-    async with httpx.AsyncClient(base_url=tokens.server.url, headers={"x-secret-key": token["token"]},
+    async with loopback.client(base_url=tokens.server.url, headers={"x-secret-key": token["token"]},
                                  timeout=30) as laptop:
         parked = asyncio.ensure_future(laptop.post("/v1/claim", json={"machine": "laptop", "capabilities": ["lint"],
                                                                        "wait": 20}))
@@ -250,9 +251,9 @@ async def test_a_claim_waiting_when_its_token_is_revoked_gets_no_task(tokens: To
 async def test_a_token_revoked_on_one_replica_is_refused_by_the_other_at_once(make_server, backend) -> None:
     first = await make_server()
     second = await make_server(db_url=first.settings.db_url)
-    async with httpx.AsyncClient(base_url=first.url, headers={"x-secret-key": SECRET}) as admin_a:
+    async with loopback.client(base_url=first.url, headers={"x-secret-key": SECRET}) as admin_a:
         token = await create_token(admin_a, kind="client", name="laptop")
-        async with httpx.AsyncClient(base_url=second.url, headers={"x-secret-key": token["token"]}) as on_b:
+        async with loopback.client(base_url=second.url, headers={"x-secret-key": token["token"]}) as on_b:
             for _ in range(3):
                 assert (await on_b.get("/v1/tasks")).status_code == 200
             assert (await admin_a.post(f"/v1/tokens/{token['id']}/revoke")).status_code == 200
@@ -285,7 +286,7 @@ async def test_guesses_from_the_workers_address_never_refuse_its_valid_requests(
     server = await make_server(lease=2.0)
     worker = make_worker(server.url, tmp_path)
     async with QueueClient(server.url, SECRET) as client, \
-            httpx.AsyncClient(base_url=server.url, timeout=60) as guesser:
+            loopback.client(base_url=server.url, timeout=60) as guesser:
         task = await client.create_task("run_script", {"script": "sleep 3; echo survived"})
         await wait_for_status(client, task.id, ("in_progress",))
         answers = await asyncio.gather(*[guesser.get("/v1/tasks", headers={"x-secret-key": f"guess-{n}"})
@@ -300,7 +301,7 @@ async def test_guesses_beyond_the_free_ones_are_answered_slowly_and_a_valid_requ
         server: QueueServer, caplog: pytest.LogCaptureFixture) -> None:
     """The old bypass: one valid request every 19 guesses cleared the count."""
     caplog.set_level(logging.INFO)
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as guesser:
+    async with loopback.client(base_url=server.url, timeout=60) as guesser:
         for n in range(auth.FREE_GUESSES):
             assert (await guesser.get("/v1/tasks", headers={"x-secret-key": f"guess-{n}"})).status_code == 401
         assert (await guesser.get("/v1/tasks", headers={"x-secret-key": SECRET})).status_code == 200
@@ -315,7 +316,7 @@ async def test_guesses_beyond_the_free_ones_are_answered_slowly_and_a_valid_requ
 
 async def test_the_same_wrong_secret_repeated_is_one_failure(server: QueueServer) -> None:
     """A stale secret in a worker's .env is not a guesser: it is never slowed down."""
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": "stale-secret"}) as stale:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": "stale-secret"}) as stale:
         started = time.monotonic()
         for _ in range(3 * auth.FREE_GUESSES):
             assert (await stale.get("/v1/tasks")).status_code == 401
@@ -349,7 +350,7 @@ def test_wrong_answers_slow_down_one_after_another_and_never_wait_half_a_lease()
 
 
 async def test_a_secret_header_that_is_not_utf8_is_401_and_counted(server: QueueServer) -> None:
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as guesser:
+    async with loopback.client(base_url=server.url, timeout=60) as guesser:
         for n in range(auth.FREE_GUESSES):
             response = await guesser.get("/v1/tasks", headers={"x-secret-key": b"\xff\xfe" + bytes([0x80 + n])})  # type: ignore[arg-type]
             assert response.status_code == 401, response.text
@@ -361,7 +362,7 @@ async def test_a_secret_header_that_is_not_utf8_is_401_and_counted(server: Queue
 
 async def test_refusals_are_logged_without_what_was_sent(server: QueueServer, caplog) -> None:
     caplog.set_level(logging.INFO)
-    async with httpx.AsyncClient(base_url=server.url) as anonymous:
+    async with loopback.client(base_url=server.url) as anonymous:
         await anonymous.get("/v1/tasks", headers={"x-secret-key": "guess-zz"})
     await wait_until(lambda: asyncio.sleep(0, "refused GET /v1/tasks from 127.0.0.1" in caplog.text))
     assert "guess-zz" not in caplog.text

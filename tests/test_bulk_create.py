@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from da.queue import routes
+from tests.support import loopback
 from tests.support.server import QueueServer
 from tests.support.waiting import wait_until
 
@@ -73,7 +74,7 @@ async def test_one_bad_item_is_named_and_nothing_is_created(server: QueueServer,
 
 async def test_a_bulk_create_needs_a_person_s_credential(server: QueueServer, http: httpx.AsyncClient) -> None:
     _, secret = await _token(http)
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": secret}) as worker:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": secret}) as worker:
         answer = await worker.post("/v1/tasks", json=[{"type": "lint"}])
     assert answer.status_code == 403
     assert await count(server) == 0

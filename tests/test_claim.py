@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from da.queue.client import QueueClient
+from tests.support import loopback
 from tests.support.processes import claim_one
 from tests.support.server import SECRET
 from tests.support.waiting import until_parked, wait_until
@@ -141,7 +141,7 @@ async def test_empty_wait_answers_no_content(client: QueueClient) -> None:
 
 
 async def test_a_claim_whose_worker_hung_up_is_handed_back(server, client: QueueClient) -> None:
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}) as worker:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": SECRET}) as worker:
         waiting = asyncio.create_task(worker.post("/v1/claim", json={"machine": "w", "capabilities": ["lint"],
                                                                     "wait": 30}, timeout=60))
         await until_parked(server.url)

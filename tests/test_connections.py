@@ -12,13 +12,13 @@ import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from da import service
 from da.queue import app as queue_app
 from da.queue import auth, connections
 from da.queue.settings import QueueSettings
+from tests.support import loopback
 from tests.support.server import SECRET
 from tests.support.waiting import until_parked, wait_until
 from tests.test_slow_clients import (
@@ -54,7 +54,7 @@ async def trusted_connection(port: int, secret: str) -> tuple[asyncio.StreamRead
 
 
 async def reader_token(url: str) -> str:
-    async with httpx.AsyncClient(base_url=url, headers={"x-secret-key": SECRET}) as admin:
+    async with loopback.client(base_url=url, headers={"x-secret-key": SECRET}) as admin:
         response = await admin.post("/v1/tokens", json={"kind": "reader", "name": "monitor"})
     assert response.status_code == 201, response.text
     return str(response.json()["token"])
@@ -96,7 +96,7 @@ async def test_each_credential_holds_at_most_its_cap_of_connections(make_guarded
         writer.write(b"GET /v1/tasks HTTP/1.1\r\nX-Slow: a")  # every one trickles a second request
     still_open = [not await at_eof(reader) for reader, _ in held]
     assert still_open == [False] * 3 + [True] * 3  # the oldest idle ones made room
-    async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": token}) as client:
+    async with loopback.client(base_url=queue.url, headers={"x-secret-key": token}) as client:
         assert (await client.get("/v1/tasks")).status_code == 200
     await wait_until(lambda: "from 127.0.0.1: over the limit of 3 connections of reader token monitor" in caplog.text)
     for _, writer in held:
@@ -106,11 +106,11 @@ async def test_each_credential_holds_at_most_its_cap_of_connections(make_guarded
 async def test_a_credential_whose_connections_are_all_busy_gets_503_not_another_descriptor(make_guarded) -> None:
     queue = await make_guarded(max_per_credential=2)
     token = await reader_token(queue.url)
-    async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": token}, timeout=30) as client:
+    async with loopback.client(base_url=queue.url, headers={"x-secret-key": token}, timeout=30) as client:
         polls = [asyncio.create_task(client.get("/v1/events", params={"after": 0, "wait": 20})) for _ in range(2)]
         await until_parked(queue.url, "events", 2)
         refused = await client.get("/v1/tasks")
-        async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": SECRET}) as admin:
+        async with loopback.client(base_url=queue.url, headers={"x-secret-key": SECRET}) as admin:
             assert (await admin.post("/v1/tasks", json={"type": "lint"})).status_code == 201
         assert [(await poll).status_code for poll in polls] == [200, 200]
     assert refused.status_code == 503
@@ -122,7 +122,7 @@ async def test_a_flood_of_new_connections_cuts_strangers_not_real_long_polls(mak
     """Past twice the cap the guard used to cut the newest connection at accept: every real client that
     connected after the flood was cut before it could send its request."""
     queue = await make_guarded(header_timeout=60.0)  # 8 unauthenticated, 16 before even fresh ones go
-    async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": SECRET}, timeout=30) as client:
+    async with loopback.client(base_url=queue.url, headers={"x-secret-key": SECRET}, timeout=30) as client:
         parked = [asyncio.create_task(client.get("/v1/events", params={"after": 0, "wait": 20})) for _ in range(4)]
         await until_parked(queue.url, "events", 4)
         flood = [await asyncio.open_connection("127.0.0.1", queue.port) for _ in range(40)]
@@ -146,7 +146,7 @@ async def test_a_body_cut_off_by_a_disconnect_is_one_info_line(make_guarded, cap
     writer.close()
     line = "POST /v1/tasks from 127.0.0.1: the client went away before its body arrived (7 of 100 bytes)"
     await wait_until(lambda: asyncio.sleep(0, line in caplog.text))
-    async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": SECRET}) as client:
+    async with loopback.client(base_url=queue.url, headers={"x-secret-key": SECRET}) as client:
         assert (await client.get("/v1/tasks")).json()["tasks"] == []
     assert [record.levelname for record in caplog.records if record.levelno >= logging.WARNING] == []
     assert not [record for record in caplog.records if record.exc_info]

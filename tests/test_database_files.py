@@ -8,10 +8,10 @@ import shutil
 import socket
 from pathlib import Path
 
-import httpx
 import pytest
 
 from da.queue.client import QueueClient
+from tests.support import loopback
 from tests.support.processes import exit_of, launch_serve, run_da, start_serve
 from tests.support.server import SECRET
 
@@ -92,7 +92,7 @@ async def test_health_answers_503_every_time_while_the_disk_is_below_its_reserve
     process, url, _ = start_serve(tmp_path, SECRET_KEY=SECRET, LOG_LEVEL="WARNING",
                                   QUEUE_DISK_RESERVE_MB=str(free_mb + 10_000))
     try:
-        async with httpx.AsyncClient() as http:
+        async with loopback.client() as http:
             answers = [await http.get(f"{url}/health") for _ in range(5)]
         assert [a.status_code for a in answers] == [503] * 5
         detail = answers[-1].json()["detail"]

@@ -22,7 +22,7 @@ import pytest
 
 from da.queue import errors, routes
 from da.queue.client import QueueClient
-from tests.support import postgres
+from tests.support import loopback, postgres
 from tests.support.server import SECRET, QueueServer
 from tests.support.tcp_proxy import Proxy
 from tests.support.waiting import until_parked, wait_until
@@ -60,7 +60,7 @@ async def database(postgres_cluster: postgres.Cluster,
 
 
 async def health(server: QueueServer) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with loopback.client(timeout=30) as http:
         return await http.get(f"{server.url}/health")
 
 
@@ -74,7 +74,7 @@ async def test_without_a_database_every_route_answers_503_at_once_and_the_queue_
         database: Database, make_server: Callable[..., Awaitable[QueueServer]]) -> None:
     server = await make_server(db_url=database.proxied)
     async with QueueClient(server.url, SECRET, timeout=30) as client, \
-            httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}, timeout=30) as http:
+            loopback.client(base_url=server.url, headers={"x-secret-key": SECRET}, timeout=30) as http:
         kept = await client.create_task("run_script", {"script": "true"})
         _, last = await client.events(-1)
         bus_before = await database.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'da-queue-bus' "

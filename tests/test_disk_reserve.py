@@ -7,8 +7,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import httpx
-
+from tests.support import loopback
 from tests.support.processes import start_serve
 from tests.support.server import SECRET
 
@@ -24,7 +23,7 @@ def stored(path: Path) -> list[tuple[object, ...]]:
 async def test_writes_below_the_reserve_answer_503_and_change_nothing_while_reads_work(tmp_path: Path) -> None:
     process, url, _ = start_serve(tmp_path, SECRET_KEY=SECRET, LOG_LEVEL="WARNING")
     try:
-        async with httpx.AsyncClient(base_url=url, headers=HEADERS) as http:
+        async with loopback.client(base_url=url, headers=HEADERS) as http:
             waiting = (await http.post("/v1/tasks", json={"type": "lint"})).json()
             running = (await http.post("/v1/tasks", json={"type": "test_run"})).json()
             held = (await http.post("/v1/claim", json={"machine": "box", "capabilities": ["test_run"]})).json()
@@ -38,7 +37,7 @@ async def test_writes_below_the_reserve_answer_503_and_change_nothing_while_read
     process, url, log = start_serve(tmp_path, SECRET_KEY=SECRET, LOG_LEVEL="WARNING",
                                     QUEUE_DISK_RESERVE_MB=str(free_mb + 10_000))
     try:
-        async with httpx.AsyncClient(base_url=url, headers=HEADERS) as http:
+        async with loopback.client(base_url=url, headers=HEADERS) as http:
             writes = [
                 await http.post("/v1/tasks", json={"type": "lint"}),
                 await http.post("/v1/tasks", json=[{"type": "lint"}, {"type": "lint"}]),

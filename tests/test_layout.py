@@ -32,15 +32,14 @@ def test_sql_ships_as_package_data_for_both_dialects() -> None:
 
 
 def test_json_logs_carry_each_transition(tmp_path: Path) -> None:
-    import httpx
-
+    from tests.support import loopback
     from tests.support.processes import start_serve
 
     process, url, log = start_serve(tmp_path, SECRET_KEY="s3cret-value-123", LOG_FORMAT="json")
     try:
         headers = {"x-secret-key": "s3cret-value-123"}
-        task = httpx.post(f"{url}/v1/tasks", json={"type": "lint"}, headers=headers).json()
-        httpx.post(f"{url}/v1/tasks/{task['id']}/cancel", json={"by": "ada"}, headers=headers)
+        task = loopback.post(f"{url}/v1/tasks", json={"type": "lint"}, headers=headers).json()
+        loopback.post(f"{url}/v1/tasks/{task['id']}/cancel", json={"by": "ada"}, headers=headers)
     finally:
         process.terminate()
         process.wait(10)

@@ -8,6 +8,7 @@ import asyncio
 import httpx
 import pytest
 
+from tests.support import loopback
 from tests.support.server import SECRET, QueueServer
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
@@ -20,9 +21,9 @@ async def make_token(admin: httpx.AsyncClient, **spec: str) -> dict[str, str]:
 
 
 async def test_a_busy_token_revoked_mid_stream_is_refused_from_the_revoke_on(server: QueueServer) -> None:
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}) as admin:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": SECRET}) as admin:
         token = await make_token(admin, kind="client", name="busy-laptop")
-        async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": token["token"]}) as laptop:
+        async with loopback.client(base_url=server.url, headers={"x-secret-key": token["token"]}) as laptop:
             assert (await laptop.get("/v1/tasks")).status_code == 200  # found once: kept from now on
             # Requests in flight while the revoke commits may pass or not; none sent after its answer may.
             during = [asyncio.ensure_future(laptop.get("/v1/tasks")) for _ in range(20)]
@@ -36,17 +37,17 @@ async def test_a_busy_token_revoked_mid_stream_is_refused_from_the_revoke_on(ser
 
 
 async def test_a_revoked_worker_token_claims_nothing_and_another_token_still_works(server: QueueServer) -> None:
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}) as admin:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": SECRET}) as admin:
         old = await make_token(admin, kind="worker", machine="box")
         created = (await admin.post("/v1/tasks", json={"type": "lint"})).json()
         box = {"machine": "box", "capabilities": ["lint"]}
-        async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": old["token"]}) as worker:
+        async with loopback.client(base_url=server.url, headers={"x-secret-key": old["token"]}) as worker:
             assert (await worker.get("/v1/whoami")).status_code == 200
             assert (await admin.post(f"/v1/tokens/{old['id']}/revoke")).status_code == 200
             refused = await worker.post("/v1/claim", json=box)
         assert refused.status_code == 401
         assert (await admin.get(f"/v1/tasks/{created['id']}")).json()["status"] == "pending"
         new = await make_token(admin, kind="worker", machine="box")
-        async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": new["token"]}) as worker:
+        async with loopback.client(base_url=server.url, headers={"x-secret-key": new["token"]}) as worker:
             claimed = await worker.post("/v1/claim", json=box)
         assert claimed.status_code == 200 and claimed.json()["task"]["id"] == created["id"]

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from da.queue import routes
+from tests.support import loopback
 from tests.support.processes import served_routes as routed
 from tests.support.server import SECRET, QueueServer
 
@@ -24,7 +25,7 @@ def test_openapi_documents_exactly_the_routes() -> None:
 
 
 async def test_health_is_public(server: QueueServer) -> None:
-    async with httpx.AsyncClient() as anonymous:
+    async with loopback.client() as anonymous:
         response = await anonymous.get(f"{server.url}/health")
     assert response.status_code == 200 and response.json()["status"] == "ok"
 
@@ -32,7 +33,7 @@ async def test_health_is_public(server: QueueServer) -> None:
 @pytest.mark.parametrize("headers", [{}, {"x-secret-key": "wrong"}, {"Authorization": "Bearer wrong"},
                                      {"Authorization": f"Basic {SECRET}"}])
 async def test_every_other_route_refuses_a_missing_or_wrong_secret(server: QueueServer, headers) -> None:
-    async with httpx.AsyncClient(headers=headers) as anonymous:
+    async with loopback.client(headers=headers) as anonymous:
         for method, path in routed() - {("GET", "/health")}:
             response = await anonymous.request(method, server.url + path.replace("{id}", SAMPLE_ID), json={})
             assert response.status_code == 401, (method, path)
@@ -40,7 +41,7 @@ async def test_every_other_route_refuses_a_missing_or_wrong_secret(server: Queue
 
 
 async def test_bearer_token_is_accepted(server: QueueServer) -> None:
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {SECRET}"}) as bearer:
+    async with loopback.client(headers={"Authorization": f"Bearer {SECRET}"}) as bearer:
         assert (await bearer.get(f"{server.url}/v1/tasks")).status_code == 200
 
 

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 
 from da.queue.client import QueueClient
-from tests.support import postgres
+from tests.support import loopback, postgres
 from tests.support.processes import launch_serve, wait_serving
 from tests.support.server import SECRET
 from tests.support.waiting import until_parked, wait_until
@@ -91,7 +90,7 @@ async def test_both_replicas_serve_one_shared_state(replicas: Replicas) -> None:
     # The worker only ever spoke to B; A learns of it through the database.
     entry = await wait_until(seen_on_a, timeout=15)
     assert entry["done"] == 1 and entry["capabilities"] == RUN
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {SECRET}"}) as http:
+    async with loopback.client(headers={"Authorization": f"Bearer {SECRET}"}) as http:
         pages = [(await http.get(f"{url}/metrics")).text for url in replicas.urls]
     for page in pages:
         assert 'da_replica_info{backend="postgresql"} 1' in page

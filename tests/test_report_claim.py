@@ -17,6 +17,7 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
 from da.queue.client import QueueClient
+from tests.support import loopback
 from tests.support.server import QueueServer
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, wait_for_status
@@ -101,7 +102,7 @@ async def test_a_worker_token_claims_in_a_report_only_as_its_own_machine(
     _, secret = await client.create_token("worker", machine="test-box", aliases=["tb"])
     first = await client.create_task("lint", {})
     waiting = await client.create_task("lint", {})
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": secret}) as worker:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": secret}) as worker:
         held = await claimed(worker)
         url = f"/v1/tasks/{first.id}/report"
         as_other = await worker.post(url, json={"lease": held["lease"], "status": "done",

@@ -11,9 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
 from da.queue.client import QueueClient
+from tests.support import loopback
 from tests.support.processes import exit_of, launch_serve, start_serve
 from tests.support.server import SECRET
 from tests.support.waiting import wait_until
@@ -91,7 +90,7 @@ async def test_a_serve_that_cannot_take_its_port_renews_no_lease(tmp_path: Path)
     (tmp_path / "c").mkdir()
     third, url, _ = start_serve(tmp_path / "c", SECRET_KEY=SECRET, QUEUE_DB_PATH=str(database))
     try:
-        async with httpx.AsyncClient() as probe:
+        async with loopback.client() as probe:
             assert (await probe.get(f"{url}/health")).status_code == 200
         await wait_until(lambda: asyncio.to_thread(lambda: lease() > before + 30))
     finally:

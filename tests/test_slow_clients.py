@@ -17,6 +17,7 @@ from da.queue import app as queue_app
 from da.queue import auth, connections, settings
 from da.queue.client import QueueClient
 from da.queue.settings import QueueSettings
+from tests.support import loopback
 from tests.support.processes import start_serve
 from tests.support.server import SECRET
 from tests.support.waiting import wait_until
@@ -94,7 +95,7 @@ async def test_a_client_that_dribbles_its_headers_is_cut_off_and_logged(make_gua
     assert elapsed >= HEADER_TIMEOUT * 0.9
     assert f"closed 1 slow or surplus connection(s) from 127.0.0.1: no complete request within {HEADER_TIMEOUT:g} s" \
         in caplog.text
-    async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": SECRET}) as client:
+    async with loopback.client(base_url=queue.url, headers={"x-secret-key": SECRET}) as client:
         assert (await client.get("/v1/tasks")).status_code == 200
 
 
@@ -114,7 +115,7 @@ async def test_unauthenticated_connections_are_capped_and_a_real_client_still_ge
     idle = [await asyncio.open_connection("127.0.0.1", queue.port) for _ in range(20)]
     await wait_until(lambda: asyncio.sleep(0, queue.guard.unauthenticated == 8), timeout=10)
     assert [await at_eof(reader) for reader, _ in idle].count(True) == 12
-    async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": SECRET}) as client:
+    async with loopback.client(base_url=queue.url, headers={"x-secret-key": SECRET}) as client:
         assert (await client.get("/v1/tasks")).status_code == 200
     assert queue.guard.unauthenticated <= 8  # the client's connection was trusted at once
     # The sweep logs once a second at most.
@@ -131,7 +132,7 @@ async def test_a_burst_of_real_clients_from_one_address_is_not_taken_for_a_flood
     queue = await make_guarded(max_unauthenticated=100, header_timeout=settings.DEFAULT_HEADER_TIMEOUT,
                                body_timeout=settings.DEFAULT_BODY_TIMEOUT)  # 200 before even the newest go
     limits = httpx.Limits(max_connections=150, max_keepalive_connections=150)
-    async with httpx.AsyncClient(base_url=queue.url, headers={"x-secret-key": SECRET}, limits=limits,
+    async with loopback.client(base_url=queue.url, headers={"x-secret-key": SECRET}, limits=limits,
                                  timeout=30) as client:
         answers = await asyncio.gather(*[client.post("/v1/tasks", json={"type": "lint"}) for _ in range(300)])
     assert [answer.status_code for answer in answers] == [201] * 300
@@ -140,12 +141,12 @@ async def test_a_burst_of_real_clients_from_one_address_is_not_taken_for_a_flood
 
 async def guesses_at_once(url: str, count: int) -> list[httpx.Response]:
     """The free wrong secrets one after another, then `count` new ones at once; the admin still gets in."""
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=20)) as guesser:
+    async with loopback.client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=20)) as guesser:
         for n in range(auth.FREE_GUESSES):
             assert (await guesser.get("/v1/tasks", headers={"x-secret-key": f"free-{n}"})).status_code == 401
         answers = await asyncio.gather(*[guesser.get("/v1/tasks", headers={"x-secret-key": f"guess-{n}"})
                                          for n in range(count)])
-    async with httpx.AsyncClient(base_url=url, headers={"x-secret-key": SECRET}) as client:
+    async with loopback.client(base_url=url, headers={"x-secret-key": SECRET}) as client:
         assert (await client.get("/v1/tasks")).status_code == 200
     return answers
 

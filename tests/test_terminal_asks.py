@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import loopback
 from tests.support.server import SECRET, QueueServer
 from tests.support.terminal import da
 
@@ -22,7 +23,7 @@ PLAN = {"kind": "plan", "title": "Approve the plan?", "detail": "1. read\n2. fix
 
 @pytest.fixture
 async def http(server: QueueServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}, timeout=30) as client:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": SECRET}, timeout=30) as client:
         yield client
 
 

@@ -9,7 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from da import config
@@ -19,6 +18,7 @@ from da.config import ConfigError
 from da.queue.client import QueueClient
 from da.worker.redact import Redactor
 from da.worker.settings import WorkerSettings
+from tests.support import loopback
 from tests.support.processes import run_da
 from tests.support.server import SECRET, QueueServer
 from tests.support.workers import WorkerProcess, run_task
@@ -48,7 +48,7 @@ async def test_da_token_creates_lists_and_revokes_through_the_api(server: QueueS
                                                          ["client", "slack-bot", "-", "-"]]
     code, out = await run_da("token", "revoke", "mac-mini", cwd=tmp_path, **admin)
     assert code == 0 and "revoked worker token" in out and "every replica refuses it" in out
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": worker_token}) as stolen:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": worker_token}) as stolen:
         assert (await stolen.post("/v1/claim", json={"machine": "mac-mini", "capabilities": ["x"]})).status_code == 401
     code, out = await run_da("token", "list", "--json", cwd=tmp_path, **admin)
     assert [t["name"] for t in json.loads(out)] == ["slack-bot"]

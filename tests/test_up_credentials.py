@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from da.queue.client import QueueClient
+from tests.support import loopback
 from tests.support.processes import free_port
 from tests.support.waiting import wait_until
 from tests.support.workers import run_task
@@ -28,7 +29,7 @@ def start_up(folder: Path, home: Path, port: int, log: Path) -> subprocess.Popen
 
 async def serving(url: str) -> bool:
     try:
-        async with httpx.AsyncClient() as http:
+        async with loopback.client() as http:
             await http.get(f"{url}/health")
         return True
     except httpx.TransportError:

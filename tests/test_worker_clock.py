@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from da.queue.client import QueueClient
+from tests.support import loopback
 from tests.support.server import SECRET
 from tests.support.workers import wait_for_status
 
@@ -32,7 +32,7 @@ def skewed(skew: float) -> Callable[[], float]:
 
 async def test_claim_and_heartbeat_answer_the_seconds_left(make_server) -> None:
     server = await make_server(clock=skewed(HOUR))
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-secret-key": SECRET}) as http:
+    async with loopback.client(base_url=server.url, headers={"x-secret-key": SECRET}) as http:
         created = (await http.post("/v1/tasks", json={"type": "run_script", "payload": {}})).json()
         claimed = await http.post("/v1/claim", json={"machine": "box", "capabilities": ["run_script"], "lease": 42})
         body = claimed.json()

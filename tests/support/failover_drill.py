@@ -29,7 +29,7 @@ import asyncpg
 import httpx
 
 from da.queue.client import QueueClient
-from tests.support import postgres
+from tests.support import loopback, postgres
 from tests.support import processes as tests_support
 
 SECRET = "failover-secret-0123456789"
@@ -253,7 +253,7 @@ async def sql(url: str, statement: str) -> list[asyncpg.Record]:
 
 async def watch(urls: list[str], side: Path, probes: list[Probe], stop: asyncio.Event) -> None:
     """Ask each replica for /health and one task page every PROBE_EVERY seconds."""
-    async with httpx.AsyncClient(headers={"x-secret-key": SECRET}, timeout=30) as http:
+    async with loopback.client(headers={"x-secret-key": SECRET}, timeout=30) as http:
         while not stop.is_set():
             for url in urls:
                 for kind, path in (("write", "/health"), ("read", "/v1/tasks?limit=1")):

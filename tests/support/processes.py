@@ -16,6 +16,7 @@ import httpx
 from da.queue import app as queue_app
 from da.queue.client import ClaimedTask, QueueClient
 from da.queue.settings import QueueSettings
+from tests.support import loopback
 
 
 async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
@@ -58,7 +59,7 @@ def wait_serving(url: str, log: Path, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            httpx.get(f"{url}/health")
+            loopback.get(f"{url}/health")
             return
         except httpx.TransportError:
             assert time.monotonic() < deadline, log.read_text()

@@ -9,8 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
+from tests.support import loopback
 from tests.support.server import SECRET
 
 
@@ -33,7 +32,7 @@ async def until_parked(url: str, route: str = "claim", count: int = 1, secret: s
                        timeout: float = 10.0) -> None:
     """Wait until the queue at `url` holds at least `count` long-polls of `route` parked (its /metrics says so)."""
     pattern = re.compile(rf'^da_long_polls_parked{{route="{route}"}} (\d+)$', re.MULTILINE)
-    async with httpx.AsyncClient(base_url=url, headers={"x-secret-key": secret}, timeout=timeout) as http:
+    async with loopback.client(base_url=url, headers={"x-secret-key": secret}, timeout=timeout) as http:
 
         async def enough() -> bool:
             found = pattern.search((await http.get("/metrics")).text)
