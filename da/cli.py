@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,14 @@ def quiet_dependency_warnings() -> None:
         return
     warnings.simplefilter("ignore")
     warnings.filterwarnings("default", module=OWN_MODULES)
+
+
+def skip_httpx_command_line() -> None:
+    """httpx imports its own command-line client (click, rich and pygments: 50 ms, a quarter of a worker's
+    start) whenever click happens to be installed, and da never runs it. An empty `httpx._main` sends httpx
+    to the stand-in it defines for installs without click."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
 
 
 def configure_logging(env: dict[str, str]) -> None:
@@ -755,6 +764,7 @@ def unknown_command(name: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `da <command> ...`; Ctrl-C ends it with 130, a reader that stops reading (`| head`) quietly."""
     quiet_dependency_warnings()
+    skip_httpx_command_line()
     try:
         code = dispatch(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit

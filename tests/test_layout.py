@@ -89,6 +89,15 @@ def test_the_cli_hides_a_dependency_s_warning_and_shows_its_own() -> None:
     assert "from a dependency" not in result.stderr and "UserWarning: from da" in result.stderr
 
 
+def test_a_da_process_loads_neither_httpxs_command_line_client_nor_its_dependencies() -> None:
+    script = ("import sys\nfrom da import cli\ncli.skip_httpx_command_line()\nimport httpx\n"
+              "from da.queue.client import QueueClient\n"
+              "print(sorted(m for m in ('click', 'rich', 'pygments') if m in sys.modules), callable(httpx.main))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "True"]
+
+
 # Statements both dialects have but that take different parameters, and why; any other difference is a bug (a
 # parameter one backend's store code passes that the other's statement never reads, or a typo in one of them).
 DIALECT_PARAMETERS = {
