@@ -35,6 +35,21 @@ PROJECT_VARIABLES = ("SECRET_KEY", "QUEUE_", "MACHINE_NAME", "MAX_CONCURRENT", "
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run the test once on each named queue backend")
+    config.addinivalue_line("markers", "long: takes ten seconds or more, mostly waiting (drills, retries, leases)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long tests head each test process's share of the run (xdist hands each process a contiguous share
+    first), so their waiting overlaps the others' work instead of trailing after it."""
+    long = [item for item in items if item.get_closest_marker("long")]
+    if not long:
+        return
+    processes = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    slots: list[pytest.Item | None] = [None] * len(items)
+    for index, item in enumerate(long):
+        slots[(index % processes) * len(items) // processes + index // processes] = item
+    rest = iter(item for item in items if not item.get_closest_marker("long"))
+    items[:] = [slot if slot is not None else next(rest) for slot in slots]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

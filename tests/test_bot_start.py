@@ -9,11 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.processes import run_da
 from tests.support.server import SECRET, QueueServer
 from tests.support.slack_emulator import SlackEmulator
 from tests.support.tcp_proxy import Proxy
 from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.long
 
 
 def bot_env(slack_api: str, queue_url: str, home: Path) -> dict[str, str]:

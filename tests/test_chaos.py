@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import chaos
 from tests.support import postgres
+
+pytestmark = pytest.mark.long
 
 
 async def test_kills_lose_nothing_and_run_nothing_twice(tmp_path: Path) -> None:

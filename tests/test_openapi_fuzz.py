@@ -60,12 +60,14 @@ TASK_ROUTES = r"^/v1/tasks/\{id\}"
 FUZZ = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
+@pytest.mark.long
 @schema.include(path_regex=TASK_ROUTES).parametrize()
 @FUZZ
 def test_the_task_routes_match_the_document(case: Any, live_queues: list[tuple[str, requests.Session]]) -> None:
     call_both(case, live_queues)
 
 
+@pytest.mark.long
 @schema.exclude(path_regex=TASK_ROUTES).parametrize()
 @FUZZ
 def test_the_other_routes_match_the_document(case: Any, live_queues: list[tuple[str, requests.Session]]) -> None:

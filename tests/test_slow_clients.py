@@ -124,6 +124,7 @@ async def test_unauthenticated_connections_are_capped_and_a_real_client_still_ge
         writer.close()
 
 
+@pytest.mark.long
 async def test_a_burst_of_real_clients_from_one_address_is_not_taken_for_a_flood(make_guarded, caplog) -> None:
     """Hundreds of requests at once from one address (a test racing two replicas, a fleet behind one
     NAT): each new connection is unauthenticated until its request is read, and none may be cut."""

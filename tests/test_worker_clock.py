@@ -46,6 +46,7 @@ async def test_claim_and_heartbeat_answer_the_seconds_left(make_server) -> None:
         assert held is not None and held.lease_seconds == 12
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("skew", [HOUR, -HOUR], ids=["worker-an-hour-behind", "worker-an-hour-ahead"])
 async def test_a_skewed_worker_keeps_its_lease_at_the_normal_pace(make_server, tmp_path: Path, skew: float,
                                                                   caplog: pytest.LogCaptureFixture,

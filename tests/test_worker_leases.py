@@ -23,6 +23,7 @@ from tests.support.waiting import until_parked, wait_until
 from tests.support.workers import WorkerProcess, alive, kill_leftover, start_long_task, wait_for_status
 
 
+@pytest.mark.long
 async def test_a_hanging_first_queue_url_costs_no_lease_and_no_claim(make_server, tmp_path: Path) -> None:
     server = await make_server(lease=3.0)
     replica = await Proxy("127.0.0.1", server.port or 0).start()
