@@ -84,8 +84,7 @@ def test_the_cli_hides_a_dependency_s_warning_and_shows_its_own() -> None:
     script = ("import warnings\nfrom da import cli\ncli.quiet_dependency_warnings()\n"
               "warnings.warn_explicit('from a dependency', DeprecationWarning, 'dsa.py', 1, module='cryptography.x')\n"
               "warnings.warn_explicit('from da', UserWarning, 'cli.py', 1, module='da.cli')\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    result = python_ran(script)
     assert "from a dependency" not in result.stderr and "UserWarning: from da" in result.stderr
 
 
@@ -93,9 +92,14 @@ def test_a_da_process_loads_neither_httpxs_command_line_client_nor_its_dependenc
     script = ("import sys\nfrom da import cli\ncli.skip_httpx_command_line()\nimport httpx\n"
               "from da.queue.client import QueueClient\n"
               "print(sorted(m for m in ('click', 'rich', 'pygments') if m in sys.modules), callable(httpx.main))\n")
+    assert python_ran(script).stdout.split() == ["[]", "True"]
+
+
+def python_ran(script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run by a fresh interpreter in the repository, which must exit 0."""
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["[]", "True"]
+    return result
 
 
 # Statements both dialects have but that take different parameters, and why; any other difference is a bug (a
