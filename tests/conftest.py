@@ -111,7 +111,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A queue database migrated once (by the store's own code), copied for each test's new SQLite queue:
-    migrating a new file costs ~15 ms of CPU and a commit per migration, some seven hundred times a run."""
+    migrating a new file costs ~15 ms of CPU and a commit per migration, hundreds of times a run."""
     path = tmp_path_factory.mktemp("template") / "queue.db"
     SqliteStore(path)._open_writer().close()
     return path
