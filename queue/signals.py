@@ -33,18 +33,12 @@ class Signal:
 
     async def wait(self, waiter: asyncio.Future[None], timeout: float,
                    also: asyncio.Future[None] | None = None) -> None:
-        """`wait_for_signal` (or, with `also`, whichever of the two fires first), counted in `parked` while it
-        waits."""
+        """`wait_for_any` of the signal's waiter (and `also`), counted in `parked` while it waits."""
         self.parked += 1
         try:
             await wait_for_any([waiter] if also is None else [waiter, also], timeout)
         finally:
             self.parked -= 1
-
-
-async def wait_for_signal(waiter: asyncio.Future[None], timeout: float) -> None:
-    """Sleep until the signal fires or the timeout passes, without cancelling the shared future."""
-    await wait_for_any([waiter], timeout)
 
 
 async def wait_for_any(waiters: list[asyncio.Future[None]], timeout: float) -> None:
