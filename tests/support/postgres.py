@@ -84,6 +84,7 @@ class Cluster:
         self.data = self.folder / "data"
         self.port = free_port()
         self._names = itertools.count(1)
+        self._copy_strategy = ""
         self._durable = durable
         self._as_user: list[str] = []
         if core is not None and shutil.which("taskset"):
@@ -172,6 +173,10 @@ class Cluster:
         """A database migrated once, copied for each test (faster than migrating each)."""
         async def migrate() -> None:
             await self._admin(f'CREATE DATABASE "{TEMPLATE}"')
+            # PostgreSQL 15 copies a database by writing each block to the WAL unless told to copy its
+            # files: about 60 ms more CPU a copy here, and a run makes some two hundred.
+            if int((await self._fetch_values("SHOW server_version_num"))[0]) >= 150000:
+                self._copy_strategy = " STRATEGY FILE_COPY"
             store = PostgresStore(self.url(TEMPLATE))
             await store.open()
             await store.close()
@@ -186,7 +191,7 @@ class Cluster:
         """A new empty database (a copy of the migrated template unless `migrated` is false); its URL."""
         name = f"test_{os.getpid()}_{next(self._names)}"
         template = f' TEMPLATE "{TEMPLATE}"' if migrated else ""
-        await self._admin(f'CREATE DATABASE "{name}"{template}')
+        await self._admin(f'CREATE DATABASE "{name}"{template}{self._copy_strategy}')
         return self.url(name)
 
     async def drop_database(self, url: str) -> None:
