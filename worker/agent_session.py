@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -30,11 +29,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from da.queue import models
 from da.queue.models import AskOption
-from da.worker import orphans, output, runner
+from da.worker import acp_loading, orphans, output, runner
 
 if TYPE_CHECKING:
-    # Imported where a session runs: `acp` builds its models at import, a second of CPU that a
-    # worker running no supervised task, and every `da` command, would pay at each start.
+    # Imported where a session runs (`acp_loading`): a worker running no supervised task, and
+    # every `da` command, would pay for its models at each start.
     from acp import schema
     from acp.client.connection import ClientSideConnection
 
@@ -339,8 +338,8 @@ class AgentSession:
     async def _with_adapter(self, body: Callable[[ClientSideConnection], Awaitable[tuple[str, str, str | None]]]
                             ) -> TurnResult:
         """Start the adapter, run `body` on the connection, and stop the adapter whatever happened."""
-        # The first run loads `acp` on a thread: a second of CPU that must not hold up the heartbeats.
-        await asyncio.to_thread(importlib.import_module, "acp")
+        # The first run loads `acp` on a thread: CPU that must not hold up the heartbeats.
+        await asyncio.to_thread(acp_loading.load_acp)
         import acp
 
         request = self.request

@@ -42,19 +42,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from da.worker.acp_loading import load_acp
 
-def skip_field_docstrings() -> None:
-    """A third of `import acp` is pydantic reading the source of its ~280 models for their fields'
-    docstrings, which only describe JSON schemas; the suite starts this fake some fifty times."""
-    try:
-        from pydantic._internal import _fields
-    except ImportError:
-        return
-    if hasattr(_fields, "extract_docstrings_from_cls"):
-        _fields.extract_docstrings_from_cls = lambda cls, use_inspect=False: {}  # type: ignore[assignment]
-
-
-skip_field_docstrings()
+load_acp()  # the suite starts this fake some fifty times
 
 import acp  # noqa: E402
 from acp import schema  # noqa: E402
