@@ -35,19 +35,27 @@ PROJECT_VARIABLES = ("SECRET_KEY", "QUEUE_", "MACHINE_NAME", "MAX_CONCURRENT", "
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run the test once on each named queue backend")
-    config.addinivalue_line("markers", "long: takes ten seconds or more, mostly waiting (drills, retries, leases)")
+    config.addinivalue_line("markers", "long: mostly waiting (drills, retries, backoffs, leases running out)")
+
+
+# How much of each test process's share the long tests are spread over; the rest is short tests only.
+LONG_SPREAD = 0.6
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Long tests head each test process's share of the run (xdist hands each process a contiguous share
-    first), so their waiting overlaps the others' work instead of trailing after it."""
+    """Long tests are spread over the first part of each test process's share of the run (xdist's worksteal
+    hands each process a contiguous share, and idle processes take from the far end of the others'), so
+    their waiting overlaps short tests' work and the run ends on short tests, which keep the cores busy."""
     long = [item for item in items if item.get_closest_marker("long")]
     if not long:
         return
     processes = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    share = len(items) // processes
+    per_share = -(-len(long) // processes)
+    stride = max(1, int(share * LONG_SPREAD) // per_share)
     slots: list[pytest.Item | None] = [None] * len(items)
     for index, item in enumerate(long):
-        slots[(index % processes) * len(items) // processes + index // processes] = item
+        slots[(index % processes) * share + stride * (index // processes)] = item
     rest = iter(item for item in items if not item.get_closest_marker("long"))
     items[:] = [slot if slot is not None else next(rest) for slot in slots]
 

@@ -28,7 +28,7 @@ from tests.support.tcp_proxy import Proxy
 from tests.support.waiting import until_parked, wait_until
 from tests.support.workers import WorkerProcess, wait_for_status
 
-pytestmark = pytest.mark.backends("postgres")
+pytestmark = [pytest.mark.backends("postgres"), pytest.mark.long]
 RUN = ["run_script"]
 # "At once": far below any long-poll's wait and the client's own timeout, with room for a loaded CI.
 AT_ONCE = 3.0

@@ -27,6 +27,8 @@ from tests.support.tcp_proxy import Proxy
 from tests.support.waiting import wait_until
 from tests.support.workers import wait_for_status
 
+pytestmark = pytest.mark.long
+
 # Leases that run out within a test, yet outlast a claim-to-start gap on a busy machine.
 SHORT_LEASE = 1.0
 

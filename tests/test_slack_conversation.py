@@ -20,6 +20,8 @@ from tests.support.slack_emulator import LEGACY_SCOPES, Message, SlackEmulator
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, wait_for_status
 
+pytestmark = pytest.mark.long
+
 FLAGS = "--machine=mac-mini --agent=claude --type=agent_run"
 
 
@@ -400,7 +402,6 @@ async def test_a_long_conversation_without_resume_sends_only_the_newest_turns_th
     await alert_in_notify_channel(slack, stuck)
 
 
-@pytest.mark.long
 async def test_a_reply_the_queue_refuses_is_dropped_with_a_sentence_and_alerts_keep_flowing(
         make_bot, make_server, slack: SlackEmulator, tmp_path: Path) -> None:
     small = await make_server(fleet=FLEET, max_body=8192)
@@ -427,7 +428,6 @@ async def test_a_reply_the_queue_refuses_is_dropped_with_a_sentence_and_alerts_k
             "start", "second"]
 
 
-@pytest.mark.long
 async def test_a_reply_while_the_queue_is_away_waits_and_starts_when_it_is_back(
         bot, slack: SlackEmulator, queue: QueueServer, queue_client: QueueClient) -> None:
     await slack.slash(f"assign start {GEMINI_FLAGS}")

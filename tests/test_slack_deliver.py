@@ -18,6 +18,8 @@ from tests.support.waiting import wait_until
 from tests.support.workers import wait_for_status
 from tests.test_workspace import Lab, workspace_worker
 
+pytestmark = pytest.mark.long
+
 PR = "https://github.com/acme/app/pull/7"
 
 

@@ -13,6 +13,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from da.bot.slack.attachments import Limits
 from da.queue.client import QueueClient
 from da.queue.models import Task
@@ -23,6 +25,8 @@ from tests.support.waiting import wait_until
 from tests.test_slack_room import FLAGS, started
 from tests.test_supervised_runs import Adapter
 from tests.test_workspace import Lab
+
+pytestmark = pytest.mark.long
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 

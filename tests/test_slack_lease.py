@@ -16,6 +16,8 @@ from tests.support.slack import bot_settings, needs_human, texts
 from tests.support.slack_emulator import SlackEmulator
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.long
+
 
 def posts_of(slack: SlackEmulator, short_id: str) -> int:
     return sum(short_id in texts(m) for m in slack.channel_messages("CNOTIFY"))

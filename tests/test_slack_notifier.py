@@ -22,6 +22,8 @@ from tests.support.slack import needs_human, seen, texts
 from tests.support.slack_emulator import SlackEmulator
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.long
+
 
 def has(slack: SlackEmulator, short_id: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
