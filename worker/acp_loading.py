@@ -26,7 +26,7 @@ def load_acp() -> ModuleType:
     if isinstance(defaults, dict) and "defer_build" in defaults:
         defaults["defer_build"] = True
     if hasattr(_fields, "extract_docstrings_from_cls"):
-        _fields.extract_docstrings_from_cls = _no_docstrings  # type: ignore[assignment]
+        _fields.extract_docstrings_from_cls = _no_docstrings
     return importlib.import_module("acp")
 
 
