@@ -104,7 +104,7 @@ async def test_each_credential_holds_at_most_its_cap_of_connections(make_guarded
 
 
 async def test_a_credential_whose_connections_are_all_busy_gets_503_not_another_descriptor(make_guarded) -> None:
-    queue = await make_guarded(max_per_credential=2)
+    queue = await make_guarded(header_timeout=60.0, body_timeout=60.0, max_per_credential=2)  # caps, not timeouts
     token = await reader_token(queue.url)
     async with loopback.client(base_url=queue.url, headers={"x-secret-key": token}, timeout=30) as client:
         polls = [asyncio.create_task(client.get("/v1/events", params={"after": 0, "wait": 20})) for _ in range(2)]
