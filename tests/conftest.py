@@ -8,7 +8,6 @@ unless DA_REQUIRE_POSTGRES=1 (CI), where a missing PostgreSQL fails them.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -37,20 +36,6 @@ PROJECT_VARIABLES = ("SECRET_KEY", "QUEUE_", "MACHINE_NAME", "MAX_CONCURRENT", "
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run the test once on each named queue backend")
     config.addinivalue_line("markers", "long: mostly waiting (drills, retries, backoffs, leases running out)")
-    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
-        compile_test_modules_once()
-
-
-def compile_test_modules_once() -> None:
-    """xdist's test processes start together: on a fresh checkout each would compile every module and
-    rewrite every test's assertions (and the plugins') itself, about 4 s of CPU apiece. Importing the
-    test modules here first, before they start, leaves them the cached files instead."""
-    from _pytest.assertion.rewrite import PYTEST_TAG
-
-    for path in sorted(Path(__file__).parent.glob("test_*.py")):
-        cached = path.parent / "__pycache__" / f"{path.stem}.{PYTEST_TAG}.pyc"
-        if not cached.exists() or cached.stat().st_mtime < path.stat().st_mtime:
-            importlib.import_module(f"tests.{path.stem}")
 
 
 # How much of each test process's share the long tests are spread over; the rest is short tests only.
