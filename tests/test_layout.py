@@ -95,6 +95,15 @@ def test_a_da_process_loads_neither_httpxs_command_line_client_nor_its_dependenc
     assert python_ran(script).stdout.split() == ["[]", "True"]
 
 
+def test_acp_loads_its_models_unbuilt_and_builds_one_when_a_message_needs_it() -> None:
+    """The speed-up of `load_acp` rests on pydantic internals: a pydantic release without them must show here."""
+    script = ("from da.worker.acp_loading import load_acp\nload_acp()\nfrom acp import schema\n"
+              "model = schema.RequestPermissionResponse\nbuilt = model.__pydantic_complete__\n"
+              "answer = model.model_validate_json('{\"outcome\": {\"outcome\": \"cancelled\"}}')\n"
+              "print(built, model.__pydantic_complete__, answer.outcome.outcome)\n")
+    assert python_ran(script).stdout.split() == ["False", "True", "cancelled"]
+
+
 def python_ran(script: str) -> subprocess.CompletedProcess[str]:
     """`script` run by a fresh interpreter in the repository, which must exit 0."""
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False)
