@@ -24,7 +24,6 @@ from da.queue.errors import StoreError
 MAX_BATCH = 64
 
 
-
 @dataclass(frozen=True)
 class Chain:
     """Statements with their own parameters, run in one transaction, each only if the one before it returned
