@@ -98,15 +98,18 @@ async def _log_has(process: WorkerProcess, text: str) -> bool:
 
 
 async def test_heartbeats_carry_the_last_output_line_as_progress(make_server, tmp_path: Path, make_worker) -> None:
-    server = await make_server(lease=1.5)
+    server = await make_server(lease=4.5)
+    release = tmp_path / "release"
     async with QueueClient(server.url, SECRET) as client:
         make_worker(server.url, tmp_path)
-        task = await client.create_task("run_script", {"script": "echo step 1; echo 'step 2 of 3'; sleep 3"})
+        script = f"echo step 1; echo 'step 2 of 3'; while [ ! -e {release} ]; do sleep 0.05; done"
+        task = await client.create_task("run_script", {"script": script})
 
         async def progressed() -> bool:
             return (await client.get_task(task.id)).progress == "step 2 of 3"
 
         await wait_until(progressed, timeout=10)
+        release.touch()
         assert (await wait_for_status(client, task.id)).status == "done"
 
 
