@@ -8,6 +8,7 @@ unless DA_REQUIRE_POSTGRES=1 (CI), where a missing PostgreSQL fails them.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -36,6 +37,9 @@ PROJECT_VARIABLES = ("SECRET_KEY", "QUEUE_", "MACHINE_NAME", "MAX_CONCURRENT", "
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run the test once on each named queue backend")
     config.addinivalue_line("markers", "long: mostly waiting (drills, retries, backoffs, leases running out)")
+    # A record per request from each side (30,000 a run) would bury a failure's own log lines.
+    for chatty in ("aiohttp.access", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 # How much of each test process's share the long tests are spread over; the rest is short tests only.
