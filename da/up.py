@@ -62,6 +62,12 @@ async def run(queue_settings: QueueSettings, roster: Fleet, sockets: list[Any], 
     # Whatever fails from here on (Slack refusing a token), the store and its threads are
     # closed, so the process exits instead of hanging on them.
     try:
+        local_settings = None
+        if worker_parts is not None:
+            # Before serving: whoever sees the queue answer sees its worker's token already made.
+            settings, handlers = worker_parts
+            token = await local_worker_token(app[STORE], settings.machine, settings.aliases)
+            local_settings = with_token(settings, token, env or {})
         for sock in sockets:
             await connections.GuardedSite(runner, sock).start()
         sync = "" if queue_settings.db_url else f", QUEUE_SYNC={queue_settings.sync}"
@@ -69,16 +75,14 @@ async def run(queue_settings: QueueSettings, roster: Fleet, sockets: list[Any], 
               f"(database {queue_settings.database}{sync}); Ctrl-C stops", file=sys.stderr)
         if bot_settings is not None:
             slack = await start_bot(bot_settings)
-        if worker_parts is None:
+        if local_settings is None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             await stop.wait()
         else:
-            settings, handlers = worker_parts
-            token = await local_worker_token(app[STORE], settings.machine, settings.aliases)
-            instance = worker_module.Worker(with_token(settings, token, env or {}), handlers)
+            instance = worker_module.Worker(local_settings, handlers)
             worker_module.install_signal_handlers(instance)
             await instance.async_run()
     finally:
