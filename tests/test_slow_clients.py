@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
@@ -132,11 +133,17 @@ async def test_a_burst_of_real_clients_from_one_address_is_not_taken_for_a_flood
     # The default time for a request's head: a burst on a busy machine may take longer than this module's short one.
     queue = await make_guarded(max_unauthenticated=100, header_timeout=settings.DEFAULT_HEADER_TIMEOUT,
                                body_timeout=settings.DEFAULT_BODY_TIMEOUT)  # 200 before even the newest go
-    limits = httpx.Limits(max_connections=150, max_keepalive_connections=150)
-    async with loopback.client(base_url=queue.url, headers={"x-secret-key": SECRET}, limits=limits,
-                                 timeout=30) as client:
-        answers = await asyncio.gather(*[client.post("/v1/tasks", json={"type": "lint"}) for _ in range(300)])
-    assert [answer.status_code for answer in answers] == [201] * 300
+    # aiohttp's client: httpx's pool spends some 10 ms of CPU on each request with 150 connections open.
+    async with aiohttp.ClientSession(queue.url, connector=aiohttp.TCPConnector(limit=150),
+                                     headers={"x-secret-key": SECRET},
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def create() -> int:
+            async with session.post("/v1/tasks", json={"type": "lint"}) as answer:
+                return answer.status
+
+        statuses = await asyncio.gather(*[create() for _ in range(300)])
+    assert statuses == [201] * 300
     assert "closed" not in caplog.text
 
 
