@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import glob
 import itertools
 import os
@@ -101,10 +102,33 @@ class Cluster:
             raise RuntimeError(f"{' '.join(command)} failed: {result.stdout}{result.stderr}"
                                + (log.read_text() if log.exists() else ""))
 
-    def start(self) -> Cluster:
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", ADMIN, "--auth=trust", "-E", "UTF8",
-                  "--locale=C", "--no-sync")
+    def start(self, *, shared: Path | None = None) -> Cluster:
+        """`shared`: a folder the run's test processes share, where the first of them keeps a fresh
+        `initdb` for the others to copy (a copy costs a tenth of an initdb's CPU)."""
+        if shared is None:
+            self._initdb(self.data)
+        else:
+            self._run("cp", "-a", str(self._fresh_initdb(shared)), str(self.data))
         return self._launch()
+
+    def _initdb(self, data: Path) -> None:
+        self._run(str(self.bin / "initdb"), "-D", str(data), "-U", ADMIN, "--auth=trust", "-E", "UTF8",
+                  "--locale=C", "--no-sync")
+
+    def _fresh_initdb(self, shared: Path) -> Path:
+        """The run's fresh data folder in `shared`, made by whichever process asks first."""
+        shared.mkdir(exist_ok=True)
+        if self._as_user:
+            owner = pwd.getpwnam("postgres")
+            os.chown(shared, owner.pw_uid, owner.pw_gid)
+        fresh, partial = shared / "data", shared / "partial"
+        with (shared / "lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not fresh.exists():
+                shutil.rmtree(partial, ignore_errors=True)  # a process killed while making it
+                self._initdb(partial)
+                partial.rename(fresh)
+        return fresh
 
     def start_standby(self, primary: Cluster) -> Cluster:
         """A streaming standby of `primary`: a base backup that follows it (`pg_basebackup -R`)."""
