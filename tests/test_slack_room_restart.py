@@ -19,9 +19,11 @@ async def test_a_restarted_bot_posts_each_ask_card_once_and_still_settles_the_ol
         make_bot, slack: SlackEmulator, queue_client: QueueClient) -> None:
     first = await make_bot()
     message, task, held = await started(slack, queue_client)
+    # Three: a post refused by the one-a-second rule uses one up.
+    slack.inject("chat.postMessage", "slow", after=True, times=3)
     await queue_client.open_ask(task.id, held.lease, "permission", "Run the tests", PERMISSION)
     old = await ask_card(slack, message, "Run the tests")
-    await first.stop()
+    await first.stop()  # while Slack's answer to the card's post is still on its way
 
     await queue_client.open_ask(task.id, held.lease, "permission", "Push the branch", PERMISSION)
     await make_bot()

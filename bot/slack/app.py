@@ -227,7 +227,11 @@ class BotProcess:
         let go of the workspace."""
         held = self.holding.is_set()
         self.holding.clear()
+        # Posts Slack is taking finish first (one budget for both): a post cut after Slack took it is posted
+        # again by the next bot.
+        closing_by = asyncio.get_running_loop().time() + CLOSE_TIMEOUT
         await self.notifier.settle(CLOSE_TIMEOUT)
+        await self.room.poster.settle(closing_by - asyncio.get_running_loop().time())
         await self.supervisor.stop()
         if self.handler is not None:
             try:

@@ -18,6 +18,7 @@ retries, fallbacks and remembering what was posted live in one place:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -278,6 +279,9 @@ class Poster:
         self.timeout = timeout
         # The workspace's address (auth.test's `url`), known once the bot has checked its token.
         self.team_url = ""
+        self._posting = 0
+        self._none_posting = asyncio.Event()
+        self._none_posting.set()
 
     def thread_link(self, channel: str, ts: str | None) -> str | None:
         """A link to a thread's first message, for a pull request's body to point back to the conversation."""
@@ -297,8 +301,28 @@ class Poster:
     async def post(self, channel: str, text: str, drawn: Sequence[Block | dict[str, Any]] | None = None, *,
                    thread_ts: str | None = None) -> tuple[str, str]:
         """chat.postMessage; (channel, ts) of the message Slack stored."""
-        posted = await self.web.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text, blocks=dicts(drawn))
+        self._posting += 1
+        self._none_posting.clear()
+        try:
+            posted = await self.web.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text,
+                                                     blocks=dicts(drawn))
+        finally:
+            self._posting -= 1
+            if not self._posting:
+                self._none_posting.set()
         return str(posted["channel"]), str(posted["ts"])
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (up to `timeout`) until no post is on its way. A follower cancelled while Slack takes its
+        post never records where it landed, and the next bot posts it again; one cancelled right after
+        this returns has recorded it (the recording follows the post's answer without a pause)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._posting:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._none_posting.wait(), left)
 
     async def update(self, channel: str, ts: str, text: str, drawn: Sequence[Block | dict[str, Any]]) -> None:
         """chat.update of a message the bot posted."""
