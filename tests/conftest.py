@@ -78,23 +78,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", marker.args, indirect=True)
 
 
-def run_folder(config: pytest.Config, name: str) -> Path:
-    """A folder the run's test processes share, removed when the run ends: xdist's test processes are
-    children of the run's first pytest process, which owns it."""
+def initdb_folder(config: pytest.Config) -> Path:
+    """Where the run keeps its one fresh `initdb`, shared by its test processes and removed when the run
+    ends: xdist's test processes are children of the run's first pytest process, which owns it."""
     owner = os.getppid() if hasattr(config, "workerinput") else os.getpid()
-    return Path(tempfile.gettempdir()) / f"da-{name}-{owner}"
+    return Path(tempfile.gettempdir()) / f"da-initdb-{owner}"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):
-        shutil.rmtree(run_folder(config, "initdb"), ignore_errors=True)
+        shutil.rmtree(initdb_folder(config), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def postgres_cluster(pytestconfig: pytest.Config) -> Iterator[postgres.Cluster]:
     """One PostgreSQL server for the whole session, with a migrated template database."""
     need_postgres()
-    cluster = postgres.Cluster().start(shared=run_folder(pytestconfig, "initdb"))
+    cluster = postgres.Cluster().start(shared=initdb_folder(pytestconfig))
     try:
         cluster.prepare_template()
         yield cluster
