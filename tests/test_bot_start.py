@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.processes import run_da
 from tests.support.server import SECRET, QueueServer
 from tests.support.slack_emulator import SlackEmulator
@@ -67,11 +68,7 @@ async def test_a_bot_that_ran_before_waits_for_slack_and_connects(server: QueueS
 
 
 async def test_up_with_slack_unreachable_stops_with_one_line(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = bot_env("http://127.0.0.1:9/api/", f"http://127.0.0.1:{port}", tmp_path)
     code, out = await run_da("up", "--no-worker", f"--port={port}", cwd=tmp_path, LOG_LEVEL="WARNING", **env)
     assert code == 1, out

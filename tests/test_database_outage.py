@@ -23,6 +23,7 @@ import pytest
 from da.queue import errors, routes
 from da.queue.client import QueueClient
 from tests.support import loopback, postgres
+from tests.support.ports import free_port
 from tests.support.server import SECRET, QueueServer
 from tests.support.tcp_proxy import Proxy
 from tests.support.waiting import until_parked, wait_until
@@ -237,7 +238,7 @@ async def test_a_multi_host_url_writes_to_the_host_that_answers(
         postgres_cluster: postgres.Cluster, new_database: Callable[[], Awaitable[str]],
         make_server: Callable[..., Awaitable[QueueServer]]) -> None:
     url = await new_database()
-    dead = postgres.free_port()
+    dead = free_port()
     name = url.rsplit("/", 1)[1]
     multi = f"postgresql://{postgres.ADMIN}@127.0.0.1:{dead},127.0.0.1:{postgres_cluster.port}/{name}"
     from da.queue.settings import QueueSettings

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from da import fleet as fleet_module
 from da.queue.client import QueueClient
+from tests.support.ports import free_port
 from tests.support.processes import wait_serving
 from tests.support.server import SECRET, QueueServer
 from tests.support.terminal import CTRL_C, END_OF_INPUT, PtyTerminal
@@ -113,9 +113,7 @@ async def test_a_closed_pipe_ends_quietly(server: QueueServer, tmp_path: Path, a
 
 def start_up(folder: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     """A real `da up` (queue and local worker) on a free port, serving when this returns."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = folder / "up.log"
     environment = {"PATH": os.environ["PATH"], "HOME": str(folder), "SECRET_KEY": SECRET, "MACHINE_NAME": "laptop",
                    "QUEUE_DB_PATH": str(folder / "q.db"), "DA_CONFIG_DIR": str(folder), "LOG_LEVEL": "INFO",

@@ -12,6 +12,7 @@ import pytest
 
 from da.queue.client import QueueClient
 from tests.support import postgres
+from tests.support.ports import free_port
 from tests.support.processes import run_da
 from tests.support.server import SECRET, QueueServer
 
@@ -96,7 +97,7 @@ async def test_migrate_moves_every_task_event_and_count_and_the_queue_carries_on
     last_event = events_before[-1][0]
 
     code, out = await run_da("migrate", "--to", empty_database, cwd=tmp_path, QUEUE_DB_PATH=str(path),
-                             QUEUE_PORT=str(postgres.free_port()))
+                             QUEUE_PORT=str(free_port()))
     assert code == 0, out
     assert out.splitlines()[0] == f"copied {path} into {empty_database}:"
     assert (f"  tasks          {len(before)} (cancelled 1, claimed 1, done 1, failed 1, needs_human 1, "
@@ -162,7 +163,7 @@ async def test_migrate_refuses_a_database_that_holds_tasks(empty_database: str,
     async with QueueClient(server.url, SECRET) as client:
         await client.create_task("lint", {"cwd": "/x"})
     await server.stop()
-    env = {"QUEUE_DB_PATH": str(server.settings.db_path), "QUEUE_PORT": str(postgres.free_port())}
+    env = {"QUEUE_DB_PATH": str(server.settings.db_path), "QUEUE_PORT": str(free_port())}
     assert (await run_da("migrate", "--to", empty_database, cwd=tmp_path, **env))[0] == 0
     before = await pg_rows(empty_database, "SELECT id, status FROM tasks")
     code, out = await run_da("migrate", "--to", empty_database, cwd=tmp_path, **env)
@@ -185,7 +186,7 @@ async def test_migrate_refuses_while_the_sqlite_service_answers(empty_database: 
 
 async def test_migrate_names_what_is_wrong_in_one_line(tmp_path: Path) -> None:
     code, out = await run_da("migrate", "--to", "postgresql://da@127.0.0.1:1/da", cwd=tmp_path,
-                             QUEUE_DB_PATH=str(tmp_path / "missing.db"), QUEUE_PORT=str(postgres.free_port()))
+                             QUEUE_DB_PATH=str(tmp_path / "missing.db"), QUEUE_PORT=str(free_port()))
     assert code == 1 and out.strip() == (f"da: no queue database at {tmp_path / 'missing.db'}; set QUEUE_DB_PATH to "
                                          "the file `da serve` used.")
     code, out = await run_da("migrate", "--to", "sqlite:///x.db", cwd=tmp_path)

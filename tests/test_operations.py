@@ -16,8 +16,8 @@ from da.queue import sqlite as sqlite_store
 from da.queue.client import QueueClient
 from da.queue.settings import redact_url
 from da.queue.sqlite import SqliteStore
-from tests.support import postgres
-from tests.support.processes import free_port, run_da, up_start_line
+from tests.support.ports import free_port
+from tests.support.processes import run_da, up_start_line
 from tests.support.server import SECRET, QueueServer
 
 
@@ -89,11 +89,7 @@ async def test_an_old_database_is_backed_up_then_migrated(tmp_path: Path) -> Non
 async def test_an_acknowledged_task_survives_a_killed_queue_process(tmp_path: Path) -> None:
     import os
     import signal
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {"PATH": os.environ["PATH"], "SECRET_KEY": SECRET, "QUEUE_PORT": str(port),
            "QUEUE_DB_PATH": str(tmp_path / "q.db"), "DA_CONFIG_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
 
@@ -272,7 +268,7 @@ async def test_doctor_checks_the_database_url(postgres_cluster, tmp_path: Path) 
         code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=url, QUEUE_URL="http://127.0.0.1:9")
         latest = pgdatabase.STATEMENTS.latest()
         assert f"ok   database: {url} answers: PostgreSQL " in out and f", schema {latest}" in out
-        closed = url.replace(f":{postgres_cluster.port}/", f":{postgres.free_port()}/")
+        closed = url.replace(f":{postgres_cluster.port}/", f":{free_port()}/")
         code, out = await run_da("doctor", cwd=tmp_path, QUEUE_DB_URL=closed, QUEUE_URL="http://127.0.0.1:9")
         assert code == 1 and "FAIL database: the queue database at" in out and "is not answering" in out
         assert "applied" not in out  # doctor only reads: no word of a change that may have happened
@@ -307,7 +303,7 @@ def test_database_urls_are_logged_without_their_password(url: str, shown: str) -
 
 
 async def test_restore_and_migrate_answer_in_one_line_on_an_ipv6_listen_address(tmp_path: Path) -> None:
-    env = {"QUEUE_HOST": "::", "QUEUE_PORT": str(postgres.free_port()),
+    env = {"QUEUE_HOST": "::", "QUEUE_PORT": str(free_port()),
            "QUEUE_DB_PATH": str(tmp_path / "queue.db")}
     for args in (("restore", str(tmp_path / "missing.db")), ("migrate", "--to", "postgresql://da@127.0.0.1:1/da")):
         code, out = await run_da(*args, cwd=tmp_path, **env)

@@ -13,7 +13,7 @@ import httpx
 
 from da.queue.client import QueueClient
 from tests.support import loopback
-from tests.support.processes import free_port
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 from tests.support.workers import run_task
 

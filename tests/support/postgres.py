@@ -16,7 +16,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,7 @@ import asyncpg
 import pytest
 
 from da.queue.postgres import PostgresStore
+from tests.support.ports import free_port
 
 T = TypeVar("T")
 # Read at import: the tests' autouse fixture clears DA_* variables before each test.
@@ -59,12 +59,6 @@ def unavailable() -> str | None:
         except KeyError:
             return "running as root and there is no 'postgres' user to run PostgreSQL as"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_aside(coroutine: Coroutine[Any, Any, T]) -> T:

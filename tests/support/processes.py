@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from da.queue import app as queue_app
 from da.queue.client import ClaimedTask, QueueClient
 from da.queue.settings import QueueSettings
 from tests.support import loopback
+from tests.support.ports import free_port
 
 
 async def run_da(*args: str, cwd: Path, **env: str) -> tuple[int, str]:
@@ -42,9 +42,7 @@ def start_serve(folder: Path, **env: str) -> tuple[subprocess.Popen[bytes], str,
 
 def launch_serve(folder: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     """Start `da serve` without waiting for it (to start several at the same moment)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     environment = {"PATH": os.environ["PATH"], "QUEUE_PORT": str(port), "QUEUE_DB_PATH": str(folder / "q.db"),
                    "DA_CONFIG_DIR": str(folder), **env}
     log = folder / "serve.log"
@@ -72,13 +70,6 @@ def served_routes() -> set[tuple[str, str]]:
     app = queue_app.make_app(QueueSettings(secret="s"))
     return {(route.method, route.resource.canonical) for route in app.router.routes()
             if route.method != "HEAD" and route.resource is not None}
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def exit_of(process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> tuple[int, str]:

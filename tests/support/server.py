@@ -11,6 +11,7 @@ from da import fleet as fleet_module
 from da.queue import app as queue_app
 from da.queue import store as store_module
 from da.queue.settings import QueueSettings
+from tests.support.ports import free_port
 
 SECRET = "test-secret-0123456789"
 
@@ -50,9 +51,10 @@ class QueueServer:
         if self.clock is not None:
             # The store's clock: how tests put the queue's time off the workers' (clock skew).
             app[queue_app.STORE] = store_module.create_store(self.settings, clock=self.clock)
+        if self.port is None:
+            self.port = free_port()
         self.server = TestServer(app, host="127.0.0.1", port=self.port)
         await self.server.start_server()
-        self.port = self.server.port
 
     async def stop(self) -> None:
         if self.server is not None:
