@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from tests.support.ports import free_port
+
 CHUNK = 65536
 
 
@@ -19,7 +21,7 @@ class Proxy:
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        self.port = 0
+        self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
@@ -28,7 +30,6 @@ class Proxy:
 
     async def start(self) -> Proxy:
         self._server = await asyncio.start_server(self._accepted, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def cut(self) -> None:
