@@ -133,11 +133,12 @@ async def test_a_task_names_its_own_ask_timeout(http: httpx.AsyncClient) -> None
 
 async def test_a_waiting_task_keeps_its_lease_while_heartbeating_and_is_reaped_when_silent(
         http: httpx.AsyncClient) -> None:
-    task_id, lease = await running_task(http, lease=1.0)
+    # Heartbeats every 0.25 s carry a 2 s lease past its end; a busy machine's pause cannot outlast it.
+    task_id, lease = await running_task(http, lease=2.0)
     await open_ask(http, task_id, lease)
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:
-        beat = await http.post(f"/v1/tasks/{task_id}/heartbeat", json={"lease": lease, "extend": 1.0})
+        beat = await http.post(f"/v1/tasks/{task_id}/heartbeat", json={"lease": lease, "extend": 2.0})
         assert beat.status_code == 200 and beat.json()["status"] == "waiting", beat.text
         await asyncio.sleep(0.25)
     assert await status_of(http, task_id) == "waiting"
