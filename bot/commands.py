@@ -6,7 +6,6 @@ Slack and the terminal only draw what it returns.
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -230,15 +229,9 @@ class CommandLayer:
                                 f"(`da show {job.short_id}` says how it went).", False, task, job)
         if call.emit is not None:
             call.emit(f"pushing {space.get('branch') or task.short_id} on {machine} (task {job.short_id})…")
-        status: str | None = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUSH_WAIT
-        while status not in models.TERMINAL:
-            left = deadline - loop.time()
-            if left <= 0:
-                return views.Pushed(f"the push of task {task.short_id} is still running on {machine} as task "
-                                    f"{job.short_id}; `da show {job.short_id}` says how it went.", False, task, job)
-            status = (await self.client.follow_progress(job.id, status=status, wait=min(left, WATCH_WAIT))).status
+        if (await self.client.wait_for_status(job.id, models.TERMINAL, PUSH_WAIT)).status not in models.TERMINAL:
+            return views.Pushed(f"the push of task {task.short_id} is still running on {machine} as task "
+                                f"{job.short_id}; `da show {job.short_id}` says how it went.", False, task, job)
         job, task = await self.client.get_task(job.id), await self.client.get_task(task.id)
         return views.Pushed(pushed_sentence(task, job), job.status == models.DONE, task, job)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import httpx
 from da import config
 from da.queue import errors
 from da.queue.errors import QueueError, QueueUnreachable
-from da.queue.models import ID_PREFIX_PATTERN, Ask, Event, Message, Task, Token, parse_iso
+from da.queue.models import ID_PREFIX_PATTERN, MAX_WAIT, Ask, Event, Message, Task, Token, parse_iso
 from da.queue.settings import DEFAULT_LEASE
 
 logger = logging.getLogger(__name__)
@@ -391,6 +392,19 @@ class QueueClient:
                                    timeout=DEFAULT_TIMEOUT + wait)).json()
         return Progress(data["id"], data["status"], int(data["progress_rev"]), data.get("progress_record"),
                         data.get("progress"), data.get("usage"), tuple(Ask.from_json(a) for a in data["asks"]))
+
+    async def wait_for_status(self, task_id: str, statuses: Collection[str], timeout: float) -> Progress:
+        """Follow the task until its status is one of `statuses` or `timeout` passes, each request held by the
+        queue until the task changes; the last progress seen, whose status says which it was."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        progress = await self.follow_progress(task_id)
+        while progress.status not in statuses:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            progress = await self.follow_progress(task_id, after=progress.progress_rev, status=progress.status,
+                                                  wait=min(left, MAX_WAIT))
+        return progress
 
     async def send_message(self, task_id: str, text: str, *, interrupt: bool = False, by: str | None = None) -> Message:
         """Queue a steering message for the task's running session."""

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from da.queue import models
+from da.queue.client import QueueClient
 from tests.support import loopback
 from tests.support.server import SECRET, QueueServer
 from tests.support.waiting import until_parked, wait_until
@@ -251,6 +252,22 @@ async def test_progress_is_replaced_capped_and_followed(http: httpx.AsyncClient)
                                                  params={"after": 1, "status": "in_progress", "wait": 30}))
     await open_ask(http, task_id, lease)
     assert (await asyncio.wait_for(status_change, 10)).json()["status"] == "waiting"
+
+
+async def test_waiting_for_a_status_holds_one_request_at_the_queue_until_the_task_changes(
+        server: QueueServer, http: httpx.AsyncClient, client: QueueClient) -> None:
+    task_id, lease = await running_task(http)
+    waiting = asyncio.create_task(client.wait_for_status(task_id, models.TERMINAL, timeout=30))
+    await until_parked(server.url, "progress")  # parked, not asking again and again
+    record = {"answer_tail": "half way"}
+    await http.post(f"/v1/tasks/{task_id}/progress", json={"lease": lease, "progress": record})
+    await until_parked(server.url, "progress")  # news that is not a status: it follows on
+    assert not waiting.done()
+    await http.post(f"/v1/tasks/{task_id}/report", json={"lease": lease, "status": "done", "result": {}})
+    progress = await asyncio.wait_for(waiting, 10)
+    assert (progress.status, progress.record) == ("done", record)
+    short = await client.wait_for_status(task_id, ("failed",), timeout=0.2)
+    assert short.status == "done"  # not what was awaited: the caller sees the timeout in the status
 
 
 async def test_messages_are_handed_to_the_worker_once(http: httpx.AsyncClient) -> None:
