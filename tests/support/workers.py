@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +92,12 @@ class WorkerProcess:
 
 async def wait_for_status(client: QueueClient, task_id: str, statuses: tuple[str, ...] = TERMINAL,
                           timeout: float = 20) -> Task:
-    """The task once its status is one of `statuses`, followed as `da watch` follows it: the queue answers
-    when the task changes, where asking every 20 ms cost some 4,900 requests a run."""
-    deadline = time.monotonic() + timeout
-    progress = await client.follow_progress(task_id)
-    while progress.status not in statuses:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"task {task_id[:8]} is still {progress.status} after {timeout}s; "
-                                 f"awaited {' or '.join(statuses)}")
-        progress = await client.follow_progress(task_id, after=progress.progress_rev, status=progress.status,
-                                                wait=min(remaining, 5.0))
+    """The task once its status is one of `statuses`, followed on the queue's long-poll (asking every 20 ms
+    cost some 4,900 requests a run)."""
+    progress = await client.wait_for_status(task_id, statuses, timeout)
+    if progress.status not in statuses:
+        raise AssertionError(f"task {task_id[:8]} is still {progress.status} after {timeout}s; "
+                             f"awaited {' or '.join(statuses)}")
     return await client.get_task(task_id)
 
 
