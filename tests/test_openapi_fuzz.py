@@ -47,6 +47,10 @@ def live_queues(tmp_path_factory: pytest.TempPathFactory, postgres_cluster: Any
         for _, url, log in started:
             wait_serving(url, log)
         with requests.Session() as sqlite, requests.Session() as postgres:
+            for session in (sqlite, postgres):
+                # Loopback needs no proxy or .netrc: looking them up in the environment for each of 5,700
+                # requests was an eighth of the test's CPU.
+                session.trust_env = False
             yield [(started[0][1], sqlite), (started[1][1], postgres)]
     finally:
         for process, _, _ in started:
