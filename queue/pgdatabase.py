@@ -20,7 +20,7 @@ import asyncpg
 from da.queue.errors import DatabaseUnavailable, LockRace, StoreError
 from da.queue.settings import redact_url
 from da.queue.signals import within
-from da.queue.statements import COMMENT, PLACEHOLDER, Statements, placeholders
+from da.queue.statements import COMMENT, PLACEHOLDER, Statements, migrated, placeholders
 
 logger = logging.getLogger(__name__)
 
@@ -206,13 +206,16 @@ class PgDatabase:
             await db.execute(*self._bind("migration_lock", {"key": MIGRATION_LOCK}))
             try:
                 await db.execute(STATEMENTS["create_schema_table"])
-                version = await db.fetchval(STATEMENTS["schema_version"])
+                version = reached = await db.fetchval(STATEMENTS["schema_version"])
                 for number, script in STATEMENTS.migrations():
                     if number > version:
-                        logger.info("migrating queue database %s to schema %d", redact_url(self.url), number)
+                        logger.debug("migrating queue database %s to schema %d", redact_url(self.url), number)
                         async with db.transaction():
                             await db.execute(script)
                             await db.execute(*self._bind("set_schema_version", {"version": number}))
+                        reached = number
+                if reached != version:
+                    logger.info(migrated(redact_url(self.url), version, reached))
             finally:
                 await db.execute(*self._bind("migration_unlock", {"key": MIGRATION_LOCK}))
 

@@ -22,7 +22,7 @@ import orjson
 from da.queue.errors import DatabaseUnavailable, LockRace, StoreError
 from da.queue.groupcommit import Chain, GroupCommit, Statement
 from da.queue.models import Row
-from da.queue.statements import Statements
+from da.queue.statements import Statements, migrated
 from da.queue.store import Store
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,14 @@ class SqliteStore(Store):
             logger.info("backing up %s to %s before migrating it", self.path, backup)
             with sqlite3.connect(backup) as copy:
                 db.backup(copy)
+        reached = version
         for number, script in STATEMENTS.migrations():
             if number > version:
-                logger.info("migrating queue database %s to schema %d", self.path, number)
+                logger.debug("migrating queue database %s to schema %d", self.path, number)
                 db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+                reached = number
+        if reached != version:
+            logger.info(migrated(str(self.path), version, reached))
         return db
 
     async def close(self) -> None:

@@ -49,3 +49,10 @@ class Statements:
 
     def latest(self) -> int:
         return max(number for number, _ in self.migrations())
+
+
+def migrated(where: str, before: int, after: int) -> str:
+    """One line for a schema change: a first start creates the database, it is not ten upgrades."""
+    if before == 0:
+        return f"created queue database {where} (schema {after})"
+    return f"migrated queue database {where} from schema {before} to {after}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import sys
@@ -66,7 +67,37 @@ async def test_prune_removes_old_finished_tasks_but_keeps_machine_counts(make_se
             assert db.execute("SELECT count(*) FROM events WHERE task_id IN (?, ?, ?)", finished).fetchone() == (0,)
 
 
-async def test_an_old_database_is_backed_up_then_migrated(tmp_path: Path) -> None:
+async def test_a_new_database_says_so_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="da.queue")
+    store = SqliteStore(tmp_path / "new.db")
+    await store.open()
+    await store.close()
+    await store.open()  # a second start has nothing to say
+    await store.close()
+    latest = sqlite_store.STATEMENTS.latest()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and "schema" in r.getMessage()] == [
+        f"created queue database {tmp_path / 'new.db'} (schema {latest})"]
+
+
+async def test_a_new_postgresql_database_says_so_in_one_line(postgres_cluster, caplog: pytest.LogCaptureFixture
+                                                             ) -> None:
+    from da.queue.postgres import PostgresStore
+
+    caplog.set_level(logging.INFO, logger="da.queue")
+    url = await postgres_cluster.create_database(migrated=False)
+    try:
+        for _ in range(2):  # the second start has nothing to say
+            store = PostgresStore(url)
+            await store.open()
+            await store.close()
+    finally:
+        await postgres_cluster.drop_database(url)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and "schema" in r.getMessage()] == [
+        f"created queue database {redact_url(url)} (schema {pgdatabase.STATEMENTS.latest()})"]
+
+
+async def test_an_old_database_is_backed_up_then_migrated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="da.queue")
     path = tmp_path / "old.db"
     first = dict(sqlite_store.STATEMENTS.migrations())[1]
     with sqlite3.connect(path) as db:
@@ -84,6 +115,9 @@ async def test_an_old_database_is_backed_up_then_migrated(tmp_path: Path) -> Non
     with sqlite3.connect(tmp_path / "old.db.v1.bak") as backup:
         assert backup.execute("PRAGMA user_version").fetchone() == (1,)
         assert backup.execute("SELECT id FROM tasks").fetchall() == [("00000000-aaaa",)]
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert said == [f"backing up {path} to {tmp_path / 'old.db.v1.bak'} before migrating it",
+                    f"migrated queue database {path} from schema 1 to {sqlite_store.STATEMENTS.latest()}"]
 
 
 async def test_an_acknowledged_task_survives_a_killed_queue_process(tmp_path: Path) -> None:
