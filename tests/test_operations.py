@@ -67,6 +67,11 @@ async def test_prune_removes_old_finished_tasks_but_keeps_machine_counts(make_se
             assert db.execute("SELECT count(*) FROM events WHERE task_id IN (?, ?, ?)", finished).fetchone() == (0,)
 
 
+def schema_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the queue said at INFO and above about its database's schema."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and "schema" in r.getMessage()]
+
+
 async def test_a_new_database_says_so_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="da.queue")
     store = SqliteStore(tmp_path / "new.db")
@@ -75,8 +80,7 @@ async def test_a_new_database_says_so_in_one_line(tmp_path: Path, caplog: pytest
     await store.open()  # a second start has nothing to say
     await store.close()
     latest = sqlite_store.STATEMENTS.latest()
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and "schema" in r.getMessage()] == [
-        f"created queue database {tmp_path / 'new.db'} (schema {latest})"]
+    assert schema_lines(caplog) == [f"created queue database {tmp_path / 'new.db'} (schema {latest})"]
 
 
 async def test_a_new_postgresql_database_says_so_in_one_line(postgres_cluster, caplog: pytest.LogCaptureFixture
@@ -92,7 +96,7 @@ async def test_a_new_postgresql_database_says_so_in_one_line(postgres_cluster, c
             await store.close()
     finally:
         await postgres_cluster.drop_database(url)
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and "schema" in r.getMessage()] == [
+    assert schema_lines(caplog) == [
         f"created queue database {redact_url(url)} (schema {pgdatabase.STATEMENTS.latest()})"]
 
 
