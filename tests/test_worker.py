@@ -1,51 +1,49 @@
-"""The real `da worker` process running every built-in handler against the real queue."""
+"""The real `da worker` process running every built-in handler against the real queue.
+
+One worker and one `da serve` serve the whole module: each test waits for its own tasks to end, and what it
+checks is in them (or in its own files), so the tests need no worker of their own; a test that starts a
+worker with its own settings is in test_worker_setup.py.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from da.queue.client import QueueClient
-from tests.support.server import SECRET, QueueServer
+from tests.support.groq import GROQ_KEY, groq_stand_in
+from tests.support.processes import start_serve
+from tests.support.server import SECRET
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, run_task, wait_for_status
 
-GROQ_KEY = "gsk_test_groq_key_123456"
+
+@pytest.fixture(scope="module")
+def queue_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process, url, _ = start_serve(tmp_path_factory.mktemp("queue"), SECRET_KEY=SECRET, LOG_LEVEL="WARNING")
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def worker(queue_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    with groq_stand_in() as groq:
+        process = WorkerProcess(queue_url, tmp_path_factory.mktemp("worker"), GROQ_API_KEY=GROQ_KEY,
+                                GROQ_BASE_URL=groq).start()
+        yield process
+        process.kill()
 
 
 @pytest.fixture
-async def groq() -> AsyncIterator[TestServer]:
-    """A loopback stand-in for Groq's OpenAI-compatible chat API."""
-
-    async def completions(request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"Bearer {GROQ_KEY}":
-            return web.json_response({"error": {"message": "Invalid API Key"}}, status=401)
-        body = await request.json()
-        *earlier, last = body["messages"]
-        answer = f"groq says: {last['content']} ({body['model']})" + "".join(
-            f" [{turn['role']}: {turn['content']}]" for turn in earlier)
-        return web.json_response({"choices": [{"message": {"role": "assistant", "content": answer}}]})
-
-    app = web.Application()
-    app.router.add_post("/openai/v1/chat/completions", completions)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def worker(server: QueueServer, tmp_path: Path, groq: TestServer, make_worker) -> WorkerProcess:
-    return make_worker(server.url, tmp_path, GROQ_API_KEY=GROQ_KEY,
-                       GROQ_BASE_URL=f"http://127.0.0.1:{groq.port}/openai/v1")
+async def client(queue_url: str, worker: WorkerProcess) -> AsyncIterator[QueueClient]:
+    async with QueueClient(queue_url, SECRET, timeout=30) as queue_client:
+        yield queue_client
 
 
 async def test_claude_gets_the_prompt_as_one_argument(worker, client: QueueClient, tmp_path: Path) -> None:
@@ -90,28 +88,6 @@ async def test_refused_token_needs_a_human(worker, client: QueueClient) -> None:
     task = await run_task(client, "agent_run", {"agent": "codex", "prompt": "UNAUTHORIZED"})
     assert task.status == "needs_human" and "401/403" in task.notes
     assert "check the token" in task.result["action"]
-
-
-async def test_agent_not_listed_for_the_machine(server: QueueServer, tmp_path: Path, client: QueueClient,
-                                                make_worker) -> None:
-    make_worker(server.url, tmp_path, WORKER_AGENTS="claude")
-    task = await run_task(client, "agent_run", {"agent": "gemini", "prompt": "x"})
-    assert task.status == "needs_human"
-    assert task.notes == "agent gemini is not available on test-box (it has claude)"
-
-
-async def test_groq_answers_over_http_and_a_bad_key_needs_a_human(server: QueueServer, tmp_path: Path,
-                                                                  groq: TestServer, client: QueueClient,
-                                                                  make_worker) -> None:
-    base = f"http://127.0.0.1:{groq.port}/openai/v1"
-    good = make_worker(server.url, tmp_path, GROQ_API_KEY=GROQ_KEY, GROQ_BASE_URL=base)
-    task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "hi", "model": "llama-test"})
-    good.kill()
-    assert task.status == "done" and task.result["stdout"] == "groq says: hi (llama-test)"
-    assert task.result["answer"] == task.result["stdout"] and "session_id" not in task.result
-    make_worker(server.url, tmp_path, GROQ_API_KEY="gsk_wrong_key_99999", GROQ_BASE_URL=base)
-    task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "hi"})
-    assert task.status == "needs_human" and "refused the API key" in task.notes
 
 
 async def test_groq_gets_earlier_turns_as_chat_messages(worker, client: QueueClient) -> None:
@@ -201,7 +177,7 @@ async def test_cancel_kills_a_running_task(worker, client: QueueClient, tmp_path
     await client.cancel(task.id, by="tester")
     await wait_until(lambda: _not_alive(pid), timeout=30)
     assert (await client.get_task(task.id)).status == "cancelled"
-    await wait_until(lambda: _log_has(worker, "cancelled in the queue"))
+    await wait_until(lambda: _log_has(worker, f"stopped {task.short_id} run_script: cancelled in the queue"))
 
 
 async def _exists(path: Path) -> bool:
@@ -210,101 +186,6 @@ async def _exists(path: Path) -> bool:
 
 async def _log_has(worker: WorkerProcess, text: str) -> bool:
     return text in worker.log
-
-
-async def test_output_is_capped_and_secrets_redacted_everywhere(server: QueueServer, tmp_path: Path,
-                                                                client: QueueClient, make_worker) -> None:
-    token = "xoxb-planted-slack-token-42"
-    password = "planted-db-password-7"  # a queue host's .env may hold the database URL too
-    (tmp_path / "leak.txt").write_text(f"{SECRET}\n{password}\n")
-    (tmp_path / "leak2.txt").write_text(f"{token}\n")
-    process = make_worker(server.url, tmp_path, SLACK_BOT_TOKEN=token,
-                          QUEUE_DB_URL=f"postgresql://da:{password}@db-host:5432/da")
-    script = ("python3 -c \"import sys; sys.stdout.write('x' * 200000)\"; "
-              f"echo; cat {tmp_path / 'leak.txt'}; cat {tmp_path / 'leak2.txt'} >&2; echo token=$SLACK_BOT_TOKEN; "
-              "echo db=$QUEUE_DB_URL")
-    task = await run_task(client, "run_script", {"script": script})
-    assert task.status == "done"
-    assert len(task.result["stdout"].encode()) <= 64 * 1024
-    assert "bytes cut" in task.result["stdout_truncated"]
-    assert "[redacted]" in task.result["stdout"] and "[redacted]" in task.result["stderr"]
-    assert "token=\ndb=\n" in task.result["stdout"]  # da's own secrets are not passed to processes
-    stored = [server.settings.db_path.read_bytes(), Path(task.result["log_path"]).read_bytes(),
-              process.log.encode()]
-    with sqlite3.connect(server.settings.db_path) as db:
-        stored.append(json.dumps(db.execute("SELECT * FROM tasks").fetchall()).encode())
-    for blob in stored:
-        assert SECRET.encode() not in blob and token.encode() not in blob and password.encode() not in blob
-
-
-async def test_unknown_type_names_where_a_handler_would_go(server: QueueServer, tmp_path: Path,
-                                                           client: QueueClient, make_worker) -> None:
-    make_worker(server.url, tmp_path, WORKER_CAPABILITIES="deploy_rocket")
-    task = await run_task(client, "deploy_rocket", {})
-    assert task.status == "needs_human"
-    assert task.notes == "no handler for task type 'deploy_rocket' on test-box"
-    assert "handlers/deploy_rocket.py" in task.result["action"]
-
-
-async def test_user_handlers_are_discovered_and_exceptions_reported(server: QueueServer, tmp_path: Path,
-                                                                    client: QueueClient, make_worker) -> None:
-    folder = tmp_path / "my_handlers"
-    folder.mkdir()
-    (folder / "greet.py").write_text(
-        "from da.handlers.api import Result\n"
-        "SAFE_TO_RETRY = True\n"
-        "async def run(ctx, payload):\n"
-        "    if payload.get('explode'):\n"
-        "        raise ValueError('the widget is missing')\n"
-        "    return Result('done', f\"hello {payload['name']} from {ctx.machine}\")\n")
-    make_worker(server.url, tmp_path, DA_HANDLERS_PATH=str(folder), WORKER_CAPABILITIES="greet")
-    greeted = await run_task(client, "greet", {"name": "ada"})
-    exploded = await run_task(client, "greet", {"explode": True})
-    assert greeted.status == "done" and greeted.notes == "hello ada from test-box"
-    assert exploded.status == "needs_human"
-    assert exploded.notes == "handler greet raised ValueError: the widget is missing"
-    assert "Traceback" in exploded.result["traceback"] and "greet.py" in exploded.result["traceback"]
-
-
-async def test_malformed_handler_stops_the_worker_naming_the_file(server: QueueServer, tmp_path: Path,
-                                                                  make_worker) -> None:
-    folder = tmp_path / "broken"
-    folder.mkdir()
-    (folder / "oops.py").write_text("def run(ctx, payload):\n    return None\n")
-    process = make_worker(server.url, tmp_path, DA_HANDLERS_PATH=str(folder))
-    assert await process.wait_exit() == 2
-    assert process.log.strip() == f"da: {folder / 'oops.py'}: define `async def run(ctx, payload) -> Result`."
-
-
-@pytest.mark.parametrize(("env", "message"), [
-    ({"MACHINE_NAME": ""}, "da: MACHINE_NAME is not set"),
-    ({"SECRET_KEY": ""}, "da: DA_TOKEN is not set; put this machine's worker token in .env"),
-    ({"MAX_CONCURRENT": "lots"}, "da: MAX_CONCURRENT='lots' is not a whole number"),
-])
-async def test_bad_settings_are_one_line_and_exit_2(server: QueueServer, tmp_path: Path, env, message,
-                                                    make_worker) -> None:
-    process = make_worker(server.url, tmp_path, **env)
-    assert await process.wait_exit() == 2
-    assert process.log.startswith(message) and process.log.count("\n") == 1
-
-
-async def test_bad_machines_yaml_is_one_line(server: QueueServer, tmp_path: Path, make_worker) -> None:
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "machines.yaml").write_text("machines:\n  box: [unclosed\n")
-    process = make_worker(server.url, tmp_path)
-    assert await process.wait_exit() == 2
-    assert "machines.yaml: not valid YAML at line" in process.log and process.log.count("\n") == 1
-
-
-async def test_machine_entry_gives_capabilities_and_aliases(server: QueueServer, tmp_path: Path,
-                                                            client: QueueClient, make_worker) -> None:
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "machines.yaml").write_text(
-        "machines:\n  mac-mini:\n    capabilities: [run_script]\n    agents: [claude]\n    aliases: [mac]\n")
-    make_worker(server.url, tmp_path, MACHINE_NAME="mac-mini", WORKER_CAPABILITIES="",
-                WORKER_AGENTS="")
-    task = await run_task(client, "run_script", {"script": "echo pinned"}, target_machine="mac")
-    assert task.status == "done" and task.assigned_to == "mac-mini"
 
 
 @pytest.mark.parametrize(("task_type", "payload", "tool", "argv"), [
@@ -396,13 +277,3 @@ async def test_hostile_paths_and_bytes_are_handled(worker, client: QueueClient, 
     assert climbing.status == "needs_human" and "does not exist on test-box" in climbing.notes
     binary = await run_task(client, "run_script", {"script": "printf 'ok \\377\\376 bytes\\n'"})
     assert binary.status == "done" and binary.result["stdout"] == "ok \ufffd\ufffd bytes\n"
-
-
-async def test_yaml_tags_never_run(server: QueueServer, tmp_path: Path, make_worker) -> None:
-    (tmp_path / "config").mkdir()
-    marker = tmp_path / "pwned"
-    (tmp_path / "config" / "machines.yaml").write_text(
-        f'machines: !!python/object/apply:os.system ["touch {marker}"]\n')
-    process = make_worker(server.url, tmp_path)
-    assert await process.wait_exit() == 2
-    assert "machines.yaml: not valid YAML" in process.log and not marker.exists()
