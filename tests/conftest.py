@@ -55,14 +55,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not long:
         return
     processes = int(getattr(config, "workerinput", {}).get("workercount", 1))
-    share = len(items) // processes
+    starts = share_starts(len(items), processes)
     per_share = -(-len(long) // processes)
-    stride = max(1, int(share * LONG_SPREAD) // per_share)
+    stride = max(1, int(len(items) // processes * LONG_SPREAD) // per_share)
     slots: list[pytest.Item | None] = [None] * len(items)
     for index, item in enumerate(long):
-        slots[(index % processes) * share + stride * (index // processes)] = item
+        slots[starts[index % processes] + stride * (index // processes)] = item
     rest = iter(item for item in items if not item.get_closest_marker("long"))
     items[:] = [slot if slot is not None else next(rest) for slot in slots]
+
+
+def share_starts(count: int, processes: int) -> list[int]:
+    """Where each test process's share begins, as xdist's worksteal deals them: each process in turn takes what
+    is left divided by the processes still to serve, so the later shares are one longer when it does not divide.
+    (Assuming equal shares put a long test meant to open a share at the end of the share before it.)"""
+    starts, left = [], count
+    for remaining in range(processes, 0, -1):
+        starts.append(count - left)
+        left -= left // remaining
+    return starts
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
