@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # How much of each test process's share the long tests are spread over; the rest is short tests only.
-LONG_SPREAD = 0.6
+LONG_SPREAD = 0.85
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
