@@ -46,7 +46,9 @@ class WorkerProcess:
         bin_dir = fake_bin(tmp / "bin")
         self.env = {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "HOME": os.environ.get("HOME", str(tmp)),
+            # Not the developer's home: a `da up` run there leaves ~/.config/da/secret, which a worker reads
+            # when SECRET_KEY and DA_TOKEN are unset.
+            "HOME": str(tmp),
             "SECRET_KEY": SECRET,
             "QUEUE_URL": url,
             "MACHINE_NAME": "test-box",
