@@ -60,7 +60,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     stride = max(1, int(len(items) // processes * LONG_SPREAD) // per_share)
     slots: list[pytest.Item | None] = [None] * len(items)
     for index, item in enumerate(long):
-        slots[starts[index % processes] + stride * (index // processes)] = item
+        slot = starts[index % processes] + stride * (index // processes)
+        if slot >= len(items) or slots[slot] is not None:
+            return  # fewer tests than the processes need for this (one file, say): keep the collected order
+        slots[slot] = item
     rest = iter(item for item in items if not item.get_closest_marker("long"))
     items[:] = [slot if slot is not None else next(rest) for slot in slots]
 
