@@ -33,13 +33,12 @@ async def test_agent_not_listed_for_the_machine(server: QueueServer, tmp_path: P
 async def test_groq_answers_over_http_and_a_bad_key_needs_a_human(server: QueueServer, tmp_path: Path,
                                                                   groq: str, client: QueueClient,
                                                                   make_worker) -> None:
-    base = groq
-    good = make_worker(server.url, tmp_path, GROQ_API_KEY=GROQ_KEY, GROQ_BASE_URL=base)
+    good = make_worker(server.url, tmp_path, GROQ_API_KEY=GROQ_KEY, GROQ_BASE_URL=groq)
     task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "hi", "model": "llama-test"})
     good.kill()
     assert task.status == "done" and task.result["stdout"] == "groq says: hi (llama-test)"
     assert task.result["answer"] == task.result["stdout"] and "session_id" not in task.result
-    make_worker(server.url, tmp_path, GROQ_API_KEY="gsk_wrong_key_99999", GROQ_BASE_URL=base)
+    make_worker(server.url, tmp_path, GROQ_API_KEY="gsk_wrong_key_99999", GROQ_BASE_URL=groq)
     task = await run_task(client, "agent_run", {"agent": "groq", "prompt": "hi"})
     assert task.status == "needs_human" and "refused the API key" in task.notes
 
